@@ -1,0 +1,81 @@
+"""Which models exist, how they are driven, and what each accepts.
+
+One table instead of ``if model.startswith(...)`` scattered through the stages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from pipeline.errors import ConfigError, FailureCode
+from pipeline.models import MediaLimits
+from pipeline.settings import LimitsSettings
+
+HOUR = 3600.0
+GB = 1024**3
+
+
+class Mode(StrEnum):
+    CLIP = "clip"  # transcribed in place, window by window (local, sync DashScope)
+    ASYNC = "async"  # uploaded, submitted as a provider task, polled
+
+
+class Family(StrEnum):
+    LOCAL = "local"
+    FUN_ASR = "fun-asr"  # Fun-ASR / Paraformer: file_urls batches
+    FILETRANS = "filetrans"  # qwen3-asr-flash-filetrans: one file_url per task
+    QWEN_ASR = "qwen-asr"  # qwen3-asr-flash, sync
+    OMNI = "omni"  # qwen3-omni-flash, OpenAI-compatible stream only
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    engine: str
+    model: str
+    family: Family
+    mode: Mode
+    limits: MediaLimits  # per source file, checked at probe
+    max_clip_s: float | None = None  # per request, for clip models
+    max_clip_bytes: int | None = None
+    diarization: bool = False
+
+
+_FILE_LIMITS = MediaLimits(max_duration_s=12 * HOUR, max_bytes=2 * GB)
+
+
+def model_info(engine: str, model: str, overrides: LimitsSettings | None = None) -> ModelInfo:
+    info = _lookup(engine, model)
+    if overrides and (overrides.max_duration_s or overrides.max_bytes):
+        limits = MediaLimits(
+            max_duration_s=overrides.max_duration_s or info.limits.max_duration_s,
+            max_bytes=overrides.max_bytes or info.limits.max_bytes,
+        )
+        info = ModelInfo(info.engine, info.model, info.family, info.mode, limits,
+                         info.max_clip_s, info.max_clip_bytes, info.diarization)
+    return info
+
+
+def _lookup(engine: str, model: str) -> ModelInfo:
+    if engine == "local":
+        return ModelInfo(engine, model, Family.LOCAL, Mode.CLIP, _FILE_LIMITS)
+    if engine != "dashscope":
+        raise ConfigError(FailureCode.CONFIG_INVALID, f"unknown engine {engine!r}")
+    m = model.lower()
+    if m.startswith(("fun-asr", "paraformer", "sensevoice")):
+        return ModelInfo(engine, model, Family.FUN_ASR, Mode.ASYNC, _FILE_LIMITS, diarization=True)
+    if m.startswith("qwen3-asr-flash-filetrans"):
+        return ModelInfo(engine, model, Family.FILETRANS, Mode.ASYNC, _FILE_LIMITS)
+    if m.startswith("qwen3-asr-flash"):
+        # 5 min / 10 MB per request; longer files are split at silences, so the file limit
+        # is the file-transcription one.
+        return ModelInfo(engine, model, Family.QWEN_ASR, Mode.CLIP, _FILE_LIMITS,
+                         max_clip_s=300.0, max_clip_bytes=10 * 1024**2)
+    if "omni" in m:
+        return ModelInfo(engine, model, Family.OMNI, Mode.CLIP, _FILE_LIMITS,
+                         max_clip_s=300.0, max_clip_bytes=10 * 1024**2)
+    raise ConfigError(
+        FailureCode.CONFIG_INVALID,
+        f"unknown DashScope model {model!r}: use fun-asr, paraformer-v2, "
+        "qwen3-asr-flash-filetrans, qwen3-asr-flash or qwen3-omni-flash",
+    )

@@ -1,0 +1,110 @@
+"""The offline engine: faster-whisper on the CPU, model loaded once per process.
+
+Uses only faster-whisper's public names. ``condition_on_previous_text=False`` keeps one bad
+window from poisoning the next (a known Whisper failure mode on long audio), and the VAD
+filter drops silence before decoding.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import TYPE_CHECKING
+
+from pipeline.asr.base import AudioClip
+from pipeline.asr.weights import ModelRef, resolve_model
+from pipeline.errors import ConfigError, FailureCode, PermanentError
+from pipeline.models import AsrOptions
+from pipeline.settings import LocalEngineSettings
+from pipeline.transcript import RawWord, Sentence, Transcript, sentences_from_words, words_from_raw
+
+if TYPE_CHECKING:
+    from faster_whisper import WhisperModel
+
+
+class LocalEngine:
+    """A ClipEngine around one shared ``WhisperModel``."""
+
+    name = "local"
+
+    def __init__(self, model: str, settings: LocalEngineSettings, *, concurrency: int = 1) -> None:
+        self.model_name = model
+        self.settings = settings
+        self.concurrency = max(1, concurrency)
+        self.max_clip_s = settings.window_s
+        self._model: WhisperModel | None = None
+        self._ref: ModelRef | None = None
+        self._lock = threading.Lock()
+
+    def check(self) -> ModelRef:
+        """Resolve and verify the weights without loading them (cheap, for early errors)."""
+        if self._ref is None:
+            self._ref = resolve_model(self.model_name, cache_dir=self.settings.download_root)
+        return self._ref
+
+    def load(self) -> WhisperModel:
+        with self._lock:
+            if self._model is None:
+                from faster_whisper import WhisperModel  # heavy import: only when needed
+
+                ref = self.check()
+                threads = self.settings.cpu_threads or max(
+                    1, (os.cpu_count() or 1) // self.concurrency
+                )
+                try:
+                    self._model = WhisperModel(
+                        ref.location,
+                        device=self.settings.device,
+                        compute_type=self.settings.compute_type,
+                        cpu_threads=threads,
+                        num_workers=self.concurrency,
+                        local_files_only=ref.local_only,
+                        download_root=(
+                            str(self.settings.download_root) if self.settings.download_root else None
+                        ),
+                    )
+                except Exception as exc:  # hub errors, corrupt files, bad compute type
+                    raise ConfigError(
+                        FailureCode.MODEL_UNAVAILABLE,
+                        f"cannot load model {self.model_name!r}: {type(exc).__name__}: {exc}",
+                    ) from exc
+            return self._model
+
+    @property
+    def multilingual(self) -> bool:
+        return bool(self.load().model.is_multilingual)
+
+    def transcribe(self, clip: AudioClip, options: AsrOptions) -> Transcript:
+        model = self.load()
+        language = options.language
+        if language and language != "en" and not model.model.is_multilingual:
+            raise PermanentError(
+                FailureCode.UNSUPPORTED_OPTION,
+                f"model {self.model_name} is English-only; use --model base for language "
+                f"{language!r}",
+            )
+        try:
+            segments, info = model.transcribe(
+                clip.as_float32(),
+                language=language,
+                beam_size=self.settings.beam_size,
+                vad_filter=self.settings.vad_filter,
+                word_timestamps=options.words,
+                condition_on_previous_text=False,
+                initial_prompt=options.context,
+            )
+            segments = list(segments)  # decoding happens while iterating
+        except Exception as exc:
+            raise PermanentError(
+                FailureCode.ENGINE_FAILED, f"faster-whisper failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        sentences: list[Sentence] = []
+        for seg in segments:
+            if seg.words:
+                words = words_from_raw(RawWord(w.start, w.end, w.word) for w in seg.words)
+                sentences.extend(sentences_from_words(words))
+            elif seg.text.strip():
+                sentences.append(
+                    Sentence(int(seg.start * 1000), int(seg.end * 1000), seg.text.strip())
+                )
+        return Transcript(tuple(sentences), language=info.language)

@@ -1,0 +1,221 @@
+"""The ``bulkscribe`` command line.
+
+Exit status: 0 when every item succeeded, 1 when any failed, 2 for usage errors (a missing
+manifest, an unknown option, settings that cannot work), 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+from pydantic import ValidationError
+
+from pipeline.errors import PipelineError
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def _fail_usage(message: str) -> None:
+    raise click.UsageError(message)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="bulkscribe")
+def main() -> None:
+    """Turn archives of audio and video into text."""
+
+
+def _settings(config: str | None, **flags: Any) -> Any:
+    from pipeline.settings import ConfigFileMissing, load_settings
+
+    try:
+        return load_settings(config, **flags)
+    except (ValidationError, ConfigFileMissing) as exc:
+        _fail_usage(f"invalid settings: {exc}")
+
+
+@contextlib.contextmanager
+def _out_dir_lock(out_dir: Path) -> Iterator[None]:
+    """One run per output directory: a second one would fight over the same files."""
+    state = out_dir / ".bulkscribe"
+    state.mkdir(parents=True, exist_ok=True)
+    with (state / "lock").open("a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            _fail_usage(f"{out_dir} is in use by another bulkscribe run ({holder})")
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}")
+        f.flush()
+        yield
+
+
+def ledger_url(settings: Any, out_dir: Path) -> str:
+    from pipeline.ledger import sqlite_url
+
+    return settings.database_url or sqlite_url(out_dir / ".bulkscribe" / "ledger.db")
+
+
+@main.command()
+@click.argument("manifest", type=click.Path(exists=True, path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output directory: transcripts, results.jsonl, the log and the ledger.")
+@click.option("--engine", type=click.Choice(["local", "dashscope"]), help="ASR engine.")
+@click.option("--model", help="tiny.en (default), base, another faster-whisper name or a "
+              "model directory; DashScope: fun-asr, qwen3-asr-flash-filetrans, ...")
+@click.option("--language", help="Language code, e.g. en, zh (default: detect).")
+@click.option("--workers", type=click.IntRange(1, 64), help="Items processed at once.")
+@click.option("--formats", help="Comma-separated: json,txt,srt,vtt (default: all).")
+@click.option("--force", is_flag=True, help="Transcribe finished items again.")
+@click.option("--retry-failed", is_flag=True, help="Try permanently failed items again.")
+@click.option("--manifest-format", type=click.Choice(["jsonl", "csv", "list", "dir"]),
+              help="Override manifest format detection.")
+@click.option("--config", type=click.Path(dir_okay=False), help="TOML settings file.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("-v", "--verbose", count=True, help="More log lines on stderr (-v, -vv).")
+def run(manifest: Path, out_dir: Path, engine: str | None, model: str | None,
+        language: str | None, workers: int | None, formats: str | None, force: bool,
+        retry_failed: bool, manifest_format: str | None, config: str | None, as_json: bool,
+        verbose: int) -> None:
+    """Transcribe every item of MANIFEST on this machine into --out."""
+    from pipeline.asr.catalog import model_info
+    from pipeline.engines import build_clip_engine
+    from pipeline.ledger import open_ledger
+    from pipeline.log import configure_logging
+    from pipeline.manifest import ManifestUnreadable, load_manifest
+    from pipeline.runner import EmbeddedRunner, RunConfig
+    from pipeline.stages.prepare import PrepareContext
+
+    settings = _settings(config, engine=engine, model=model, language=language,
+                         workers=workers, formats=formats)
+    out_dir = out_dir.absolute()
+    level = {0: settings.log_level, 1: "info"}.get(verbose, "debug")
+    with _out_dir_lock(out_dir):
+        configure_logging(level=level, json_file=out_dir / "bulkscribe.log")
+        try:
+            loaded = load_manifest(manifest, fmt=manifest_format)
+            info = model_info(settings.engine, settings.model, settings.limits)
+            clip_engine = build_clip_engine(settings, info)
+        except ManifestUnreadable as exc:
+            _fail_usage(str(exc))
+        except PipelineError as exc:
+            _fail_usage(exc.message)
+        ledger = open_ledger(ledger_url(settings, out_dir))
+        timeout = httpx.Timeout(settings.download.read_timeout_s,
+                                connect=settings.download.connect_timeout_s)
+        with httpx.Client(timeout=timeout, headers={"user-agent": "bulkscribe"}) as client:
+            runner = EmbeddedRunner(
+                cfg=RunConfig(out_dir=out_dir, engine=settings.engine, model=settings.model,
+                              language=settings.language, formats=settings.formats,
+                              workers=settings.workers, retry=settings.retry, force=force,
+                              retry_failed=retry_failed, scratch_dir=settings.scratch_dir),
+                ledger=ledger, engine=clip_engine,
+                prepare_ctx=PrepareContext(limits=info.limits, http=lambda: client),
+                progress=_progress(as_json),
+                check_engine=getattr(clip_engine, "check", None),
+            )
+            try:
+                summary = runner.run(loaded)
+            except PipelineError as exc:
+                _fail_usage(exc.message)
+    if summary.interrupted:
+        click.echo("interrupted: run the same command again to resume", err=True)
+        sys.stdout.flush()
+        os._exit(EXIT_INTERRUPTED)  # worker threads may still be inside a model call
+    _print_summary(summary, out_dir, as_json)
+    sys.exit(0 if summary.ok else EXIT_FAILED)
+
+
+def _progress(as_json: bool) -> Any:
+    from rich.console import Console
+
+    from pipeline.progress import PlainProgress, RichProgress
+
+    if sys.stderr.isatty() and not as_json:
+        return RichProgress(Console(stderr=True))
+    return PlainProgress()
+
+
+def _print_summary(summary: Any, out_dir: Path, as_json: bool) -> None:
+    counts = summary.counts
+    failed = [r for r in summary.results if r.status != "SUCCEEDED"]
+    if as_json:
+        click.echo(json.dumps({
+            "out": str(out_dir), "total": len(summary.results), "counts": counts,
+            "processed": summary.processed, "elapsed_s": round(summary.elapsed_s, 3),
+            "audio_s": round(summary.audio_s, 3),
+            "results": str(out_dir / "results.jsonl"),
+            "failed": [{"id": r.id, "source": r.source, **(r.error or {})} for r in failed],
+        }, ensure_ascii=False))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"[bold]bulkscribe[/]: {len(summary.results)} item(s) in {out_dir}")
+    table = Table()
+    table.add_column("status")
+    table.add_column("items", justify="right")
+    for status in ("SUCCEEDED", "FAILED"):
+        table.add_row(status, str(counts.get(status, 0)))
+    console.print(table)
+    if failed:
+        fail_table = Table()
+        for col in ("id", "code", "message"):
+            fail_table.add_column(col, overflow="fold")
+        for r in failed[:50]:
+            fail_table.add_row(r.id or "-", (r.error or {}).get("code", ""),
+                               (r.error or {}).get("message", ""))
+        console.print(fail_table)
+        if len(failed) > 50:
+            console.print(f"... and {len(failed) - 50} more in results.jsonl")
+    rate = f", {summary.audio_s / summary.elapsed_s:.1f}x real time" if summary.audio_s else ""
+    console.print(f"{summary.processed} processed in {summary.elapsed_s:.1f} s{rate}; "
+                  f"results in {out_dir / 'results.jsonl'}")
+
+
+@main.command()
+@click.argument("batch", required=False)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="Output directory of an embedded run.")
+@click.option("--config", type=click.Path(dir_okay=False), help="TOML settings file.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def status(batch: str | None, out_dir: Path | None, config: str | None, as_json: bool) -> None:
+    """Show where a run (--out DIR) or a distributed BATCH stands."""
+    from pipeline.ledger import open_ledger
+    from pipeline.report import batch_status, render_status
+    from pipeline.runner import batch_id_for
+
+    settings = _settings(config)
+    if out_dir is None and batch is None:
+        _fail_usage("give a BATCH id or --out DIR")
+    if out_dir is not None:
+        out_dir = out_dir.absolute()
+        url = ledger_url(settings, out_dir)
+        if not settings.database_url and not (out_dir / ".bulkscribe" / "ledger.db").is_file():
+            _fail_usage(f"{out_dir} holds no bulkscribe run")
+        batch = batch_id_for(out_dir)
+    else:
+        url = settings.database_url or _fail_usage("set BULKSCRIBE_DATABASE_URL for batch status")
+    ledger = open_ledger(url)
+    report = batch_status(ledger, str(batch))
+    if report is None:
+        _fail_usage(f"no batch {batch}")
+    if as_json:
+        click.echo(json.dumps(report, ensure_ascii=False, default=str))
+    else:
+        render_status(report)

@@ -1,0 +1,167 @@
+"""Errors raised by bulkscribe.
+
+Every failure the pipeline knows about carries a stable :class:`FailureCode`. The code is
+kept with the item in the ledger and in ``results.jsonl``; released values never change.
+Whether an error is worth retrying is decided by its branch of the tree and nowhere else::
+
+    PipelineError                 .code: FailureCode, kept with the item
+    ├── PermanentError            fail the item now; retrying cannot help
+    │   ├── ManifestError         a manifest line that cannot become an item
+    │   ├── MediaRejected         probe/normalize found the file unusable
+    │   ├── SourceMissing         the file or URL is not there
+    │   ├── ProviderRejected      the provider refused the request or the file (4xx, FAILED)
+    │   └── ConfigError           settings that cannot work (unknown model, missing key)
+    └── TransientError            back off and retry; DEAD (or FAILED, embedded) when retries run out
+        ├── SourceUnavailable     download timed out / connection failed / 5xx
+        ├── ProviderBusy          429, throttling
+        ├── ProviderUnavailable   5xx, timeouts, connection errors
+        └── StorageUnavailable    object store unreachable
+
+Anything else that escapes a stage is a bug; the runner records it as ``internal``.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class FailureCode(StrEnum):
+    """Stable, documented reasons an item did not succeed."""
+
+    # manifest
+    MANIFEST_INVALID = "manifest_invalid"
+    DUPLICATE_ID = "duplicate_id"
+    # source and media
+    NOT_FOUND = "not_found"
+    NOT_MEDIA = "not_media"
+    NO_AUDIO_STREAM = "no_audio_stream"
+    EMPTY_AUDIO = "empty_audio"
+    CORRUPT = "corrupt"
+    TOO_LONG = "too_long"
+    TOO_LARGE = "too_large"
+    BAD_TRIM = "bad_trim"
+    BAD_CHANNEL = "bad_channel"
+    DOWNLOAD_FAILED = "download_failed"
+    DOWNLOAD_TIMEOUT = "download_timeout"
+    # engines and providers
+    MODEL_UNAVAILABLE = "model_unavailable"
+    ENGINE_FAILED = "engine_failed"
+    CONFIG_INVALID = "config_invalid"
+    UNSUPPORTED_OPTION = "unsupported_option"
+    PROVIDER_AUTH = "provider_auth"
+    PROVIDER_REJECTED = "provider_rejected"
+    PROVIDER_FAILED = "provider_failed"
+    PROVIDER_THROTTLED = "provider_throttled"
+    PROVIDER_ERROR = "provider_error"
+    PROVIDER_TIMEOUT = "provider_timeout"
+    PROVIDER_BAD_RESPONSE = "provider_bad_response"
+    TASK_LOST = "task_lost"
+    POLL_TIMEOUT = "poll_timeout"
+    RESULT_EXPIRED = "result_expired"
+    # infrastructure
+    STORAGE_UNAVAILABLE = "storage_unavailable"
+    STORAGE_ERROR = "storage_error"
+    LEASE_EXPIRED = "lease_expired"
+    INTERNAL = "internal"
+
+
+class PipelineError(Exception):
+    """Base of every error the pipeline raises on purpose."""
+
+    retryable = False
+
+    def __init__(self, code: FailureCode, message: str, *, detail: dict | None = None) -> None:
+        super().__init__(message)
+        self.code = FailureCode(code)
+        self.message = message
+        # Provider code/message/request_id and similar facts worth keeping in the ledger.
+        self.detail = dict(detail or {})
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+class PermanentError(PipelineError):
+    """Retrying cannot help: the item fails now."""
+
+
+class TransientError(PipelineError):
+    """May succeed later: back off and try again."""
+
+    retryable = True
+
+    def __init__(
+        self,
+        code: FailureCode,
+        message: str,
+        *,
+        detail: dict | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(code, message, detail=detail)
+        self.retry_after_s = retry_after_s
+
+
+class ManifestError(PermanentError):
+    """A manifest line that cannot become an item."""
+
+
+class MediaRejected(PermanentError):
+    """The file is not usable audio (or not within the model's limits)."""
+
+
+class SourceMissing(PermanentError):
+    """The source does not exist (missing path, HTTP 404)."""
+
+    def __init__(self, message: str, *, detail: dict | None = None) -> None:
+        super().__init__(FailureCode.NOT_FOUND, message, detail=detail)
+
+
+class ConfigError(PermanentError):
+    """Settings that cannot work; usually every item fails the same way."""
+
+
+class ProviderRejected(PermanentError):
+    """The ASR provider refused the request or reported the file as failed."""
+
+
+class SourceUnavailable(TransientError):
+    """A remote source could not be read right now."""
+
+
+class ProviderBusy(TransientError):
+    """The provider throttled us (HTTP 429 / Throttling.*)."""
+
+
+class ProviderUnavailable(TransientError):
+    """The provider answered 5xx, timed out or could not be reached."""
+
+
+class StorageUnavailable(TransientError):
+    """The object store could not be reached."""
+
+
+def failure_of(exc: BaseException) -> tuple[FailureCode, str]:
+    """The (code, message) to record for any exception; unknown ones are ``internal``."""
+    if isinstance(exc, PipelineError):
+        return exc.code, exc.message
+    return FailureCode.INTERNAL, f"{type(exc).__name__}: {exc}"
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """The one place that decides retry-or-fail."""
+    return isinstance(exc, TransientError)
+
+
+# Codes that only ever come from TransientError: an item that ran out of retries with one of
+# these is worth another go on the next run, unlike a file that is simply not audio.
+TRANSIENT_CODES = frozenset({
+    FailureCode.DOWNLOAD_FAILED,
+    FailureCode.DOWNLOAD_TIMEOUT,
+    FailureCode.PROVIDER_THROTTLED,
+    FailureCode.PROVIDER_ERROR,
+    FailureCode.PROVIDER_TIMEOUT,
+    FailureCode.STORAGE_UNAVAILABLE,
+    FailureCode.LEASE_EXPIRED,
+    FailureCode.INTERNAL,
+})

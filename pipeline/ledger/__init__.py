@@ -1,0 +1,69 @@
+"""The ledger: SQLite under the output dir (embedded) or PostgreSQL (distributed).
+
+:func:`open_ledger` connects and brings the schema to the newest Alembic revision.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+
+from pipeline.ledger.repo import ItemRow, ItemSeed, Ledger, SyncReport, utcnow
+
+__all__ = ["ItemRow", "ItemSeed", "Ledger", "SyncReport", "open_ledger", "sqlite_url", "utcnow"]
+
+_MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # WAL lets readers (status, progress) run beside the writer; NORMAL sync is durable
+    # across process crashes, which is what resume after kill -9 needs.
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def alembic_config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    return cfg
+
+
+def migrate(engine: Engine) -> None:
+    """Upgrade to head; a no-op (one cheap query) when already there."""
+    cfg = alembic_config()
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    with engine.begin() as conn:
+        if MigrationContext.configure(conn).get_current_revision() == head:
+            return
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+def open_ledger(url: str) -> Ledger:
+    engine = make_engine(url)
+    migrate(engine)
+    return Ledger(engine)

@@ -1,0 +1,297 @@
+"""The ledger repository: compare-and-set transitions over the tables.
+
+Every state change is one UPDATE guarded by the state the caller expects (and, for claimed
+states, by the lease owner), so a redelivered message or a second worker does no harm:
+``False``/``None`` means someone else got there first.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, and_, func, insert, select, update
+
+from pipeline.ledger.tables import attempts, batches, items
+from pipeline.states import CLAIMED_FROM, TERMINAL, ItemState
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    # SQLite hands datetimes back naive; everything we store is UTC.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class ItemRow:
+    id: str
+    batch_id: str
+    key: str
+    line_no: int
+    source: str
+    spec: Mapping[str, Any]
+    fingerprint: str
+    source_stamp: str | None
+    state: ItemState
+    attempt: int
+    tries: int
+    lease_owner: str | None
+    lease_until: datetime | None
+    next_run_at: datetime | None
+    polls: int
+    submitted_at: datetime | None
+    provider_task_id: str | None
+    media_key: str | None
+    probe: Mapping[str, Any] | None
+    audio_duration_ms: int | None
+    error_code: str | None
+    error_message: str | None
+    error_detail: Mapping[str, Any] | None
+    outputs: Mapping[str, str] | None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> ItemRow:
+        m = row._mapping
+        values = {f.name: m[f.name] for f in fields(cls)}
+        values["state"] = ItemState(values["state"])
+        for k in ("lease_until", "next_run_at", "submitted_at", "created_at", "updated_at",
+                  "finished_at"):
+            values[k] = _aware(values[k])
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class ItemSeed:
+    """What a manifest line contributes to the ledger."""
+
+    key: str
+    line_no: int
+    source: str
+    spec: Mapping[str, Any]
+    fingerprint: str
+    source_stamp: str | None = None
+    failure: tuple[str, str] | None = None  # (code, message): fails at once (bad line)
+
+
+@dataclass(frozen=True, slots=True)
+class SyncReport:
+    created: int
+    reset: int
+    unchanged: int
+
+
+class Ledger:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # batches -------------------------------------------------------------------------
+    def ensure_batch(self, batch_id: str, *, kind: str, out: str, engine: str, model: str,
+                     manifest: str | None = None, options: Mapping[str, Any] | None = None) -> None:
+        with self.engine.begin() as conn:
+            exists = conn.execute(select(batches.c.id).where(batches.c.id == batch_id)).first()
+            values = dict(kind=kind, out=out, engine=engine, model=model, manifest=manifest,
+                          options=dict(options or {}))
+            if exists:
+                conn.execute(update(batches).where(batches.c.id == batch_id).values(**values))
+            else:
+                conn.execute(insert(batches).values(id=batch_id, created_at=utcnow(), **values))
+
+    def batch(self, batch_id: str) -> Mapping[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(batches).where(batches.c.id == batch_id)).first()
+        return dict(row._mapping) if row else None
+
+    def batch_ids(self) -> list[str]:
+        with self.engine.connect() as conn:
+            return list(conn.execute(select(batches.c.id).order_by(batches.c.created_at)).scalars())
+
+    # items ---------------------------------------------------------------------------
+    def sync_items(self, batch_id: str, seeds: Sequence[ItemSeed], *, engine: str, model: str,
+                   force: bool = False) -> SyncReport:
+        """Insert new items; start a new attempt for items whose spec or source changed."""
+        now = utcnow()
+        created = reset = unchanged = 0
+        with self.engine.begin() as conn:
+            existing = {
+                r.key: r
+                for r in conn.execute(
+                    select(items.c.id, items.c.key, items.c.state, items.c.fingerprint,
+                           items.c.source_stamp, items.c.attempt).where(items.c.batch_id == batch_id)
+                )
+            }
+            for seed in seeds:
+                old = existing.get(seed.key)
+                state = ItemState.FAILED if seed.failure else ItemState.PENDING
+                error = dict(zip(("error_code", "error_message"), seed.failure or (None, None),
+                                 strict=True))
+                base = dict(line_no=seed.line_no, source=seed.source, spec=dict(seed.spec),
+                            fingerprint=seed.fingerprint, source_stamp=seed.source_stamp,
+                            updated_at=now)
+                if old is None:
+                    item_id = uuid.uuid4().hex
+                    conn.execute(insert(items).values(
+                        id=item_id, batch_id=batch_id, key=seed.key, state=state, attempt=1,
+                        tries=0, polls=0, created_at=now,
+                        finished_at=now if seed.failure else None, **base, **error))
+                    self._open_attempt(conn, item_id, 1, engine, model, seed.spec, now, state)
+                    created += 1
+                    continue
+                changed = (old.fingerprint != seed.fingerprint
+                           or old.source_stamp != seed.source_stamp)
+                if not (force or changed or (seed.failure and old.state != ItemState.FAILED)):
+                    unchanged += 1
+                    continue
+                number = old.attempt + 1
+                conn.execute(update(items).where(items.c.id == old.id).values(
+                    state=state, attempt=number, tries=0, polls=0, lease_owner=None,
+                    lease_until=None, next_run_at=None, provider_task_id=None, submitted_at=None,
+                    media_key=None, error_detail=None, finished_at=now if seed.failure else None,
+                    **base, **(error if seed.failure else {"error_code": None,
+                                                           "error_message": None})))
+                self._open_attempt(conn, old.id, number, engine, model, seed.spec, now, state)
+                reset += 1
+        return SyncReport(created, reset, unchanged)
+
+    def get(self, item_id: str) -> ItemRow | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(items).where(items.c.id == item_id)).first()
+        return ItemRow.from_row(row) if row else None
+
+    def list_items(self, batch_id: str | None = None, *,
+                   states: Iterable[ItemState] | None = None) -> list[ItemRow]:
+        query = select(items).order_by(items.c.batch_id, items.c.line_no)
+        if batch_id is not None:
+            query = query.where(items.c.batch_id == batch_id)
+        if states is not None:
+            query = query.where(items.c.state.in_([s.value for s in states]))
+        with self.engine.connect() as conn:
+            return [ItemRow.from_row(r) for r in conn.execute(query)]
+
+    def counts(self, batch_id: str) -> dict[str, int]:
+        query = (select(items.c.state, func.count()).where(items.c.batch_id == batch_id)
+                 .group_by(items.c.state))
+        with self.engine.connect() as conn:
+            return {state: n for state, n in conn.execute(query)}
+
+    # transitions ---------------------------------------------------------------------
+    def claim(self, item_id: str, expected: ItemState, to: ItemState, *, owner: str,
+              lease_s: float) -> ItemRow | None:
+        """CAS ``expected`` → claimed ``to`` with a lease; None if someone else has it."""
+        now = utcnow()
+        ok = self._update(item_id, expected, None, state=to, lease_owner=owner,
+                          lease_until=now + timedelta(seconds=lease_s), updated_at=now)
+        return self.get(item_id) if ok else None
+
+    def renew(self, item_id: str, state: ItemState, *, owner: str, lease_s: float) -> bool:
+        return self._update(item_id, state, owner,
+                            lease_until=utcnow() + timedelta(seconds=lease_s))
+
+    def move(self, item_id: str, expected: ItemState, to: ItemState, *,
+             owner: str | None = None, **values: Any) -> bool:
+        """CAS ``expected`` → ``to``; leaving a claimed state also drops the lease."""
+        now = utcnow()
+        if not to.claimed:
+            values.setdefault("lease_owner", None)
+            values.setdefault("lease_until", None)
+        if to in TERMINAL:
+            values.setdefault("finished_at", now)
+            values.setdefault("next_run_at", None)
+        return self._update(item_id, expected, owner, state=to, updated_at=now, **values)
+
+    def fail(self, item_id: str, expected: ItemState, code: str, message: str, *,
+             dead: bool = False, owner: str | None = None,
+             detail: Mapping[str, Any] | None = None) -> bool:
+        to = ItemState.DEAD if dead else ItemState.FAILED
+        ok = self.move(item_id, expected, to, owner=owner, error_code=str(code),
+                       error_message=message, error_detail=dict(detail or {}) or None)
+        if ok:
+            self.end_attempt(item_id, to, code=str(code), message=message, detail=detail)
+        return ok
+
+    def release_expired(self, *, now: datetime | None = None) -> list[tuple[str, ItemState]]:
+        """Claims whose lease ran out fall back to the state they were claimed from."""
+        now = now or utcnow()
+        released = []
+        with self.engine.connect() as conn:
+            stale = conn.execute(select(items.c.id, items.c.state).where(and_(
+                items.c.state.in_([s.value for s in CLAIMED_FROM]),
+                items.c.lease_until < now))).all()
+        for item_id, state in stale:
+            old = ItemState(state)
+            if self._update(item_id, old, None, state=CLAIMED_FROM[old], lease_owner=None,
+                            lease_until=None, updated_at=now, guard_lease_before=now):
+                released.append((item_id, old))
+        return released
+
+    def _update(self, item_id: str, expected: ItemState, owner: str | None,
+                guard_lease_before: datetime | None = None, **values: Any) -> bool:
+        cond = [items.c.id == item_id, items.c.state == expected.value]
+        if owner is not None:
+            cond.append(items.c.lease_owner == owner)
+        if guard_lease_before is not None:
+            cond.append(items.c.lease_until < guard_lease_before)
+        if "state" in values:
+            values["state"] = ItemState(values["state"]).value
+        with self.engine.begin() as conn:
+            return conn.execute(update(items).where(and_(*cond)).values(**values)).rowcount == 1
+
+    def set_fields(self, item_id: str, **values: Any) -> None:
+        """Unguarded bookkeeping (probe facts, counters) that no transition depends on."""
+        with self.engine.begin() as conn:
+            conn.execute(update(items).where(items.c.id == item_id)
+                         .values(updated_at=utcnow(), **values))
+
+    # attempts ------------------------------------------------------------------------
+    def _open_attempt(self, conn: Any, item_id: str, number: int, engine: str, model: str,
+                      spec: Mapping[str, Any], now: datetime, state: ItemState) -> None:
+        model_name = spec.get("model") or model
+        conn.execute(insert(attempts).values(
+            item_id=item_id, number=number, engine=engine, model=model_name,
+            options=dict(spec.get("options") or {}), state="RUNNING" if not state.terminal
+            else state.value, started_at=now, finished_at=now if state.terminal else None,
+            timings={}))
+
+    def end_attempt(self, item_id: str, state: ItemState, *, code: str | None = None,
+                    message: str | None = None, detail: Mapping[str, Any] | None = None) -> None:
+        with self.engine.begin() as conn:
+            number = conn.execute(select(items.c.attempt).where(items.c.id == item_id)).scalar()
+            conn.execute(update(attempts).where(and_(
+                attempts.c.item_id == item_id, attempts.c.number == number)).values(
+                state=state.value, finished_at=utcnow(), error_code=code, error_message=message,
+                error_detail=dict(detail or {}) or None))
+
+    def record_timing(self, item_id: str, stage: str, seconds: float) -> None:
+        with self.engine.begin() as conn:
+            row = conn.execute(select(attempts.c.id, attempts.c.timings).join(
+                items, and_(items.c.id == attempts.c.item_id,
+                            items.c.attempt == attempts.c.number)).where(
+                items.c.id == item_id)).first()
+            if row is not None:
+                timings = dict(row.timings or {})
+                timings[stage] = round(timings.get(stage, 0.0) + seconds, 4)
+                conn.execute(update(attempts).where(attempts.c.id == row.id)
+                             .values(timings=timings))
+
+    def attempts_of(self, item_id: str) -> list[Mapping[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(attempts).where(attempts.c.item_id == item_id)
+                                .order_by(attempts.c.number))
+            return [dict(r._mapping) for r in rows]
+
+    def timings(self, batch_id: str) -> list[Mapping[str, float]]:
+        """Per-stage seconds of every attempt in a batch (for status reports)."""
+        query = (select(attempts.c.timings).join(items, items.c.id == attempts.c.item_id)
+                 .where(items.c.batch_id == batch_id))
+        with self.engine.connect() as conn:
+            return [dict(t or {}) for t in conn.execute(query).scalars()]

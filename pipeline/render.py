@@ -1,0 +1,264 @@
+"""Output writers: ``<id>.json``, ``.txt``, ``.srt`` and ``.vtt`` from engine-neutral transcripts.
+
+Kept apart from the engines (as openai/whisper's ``get_writer``) so every engine gets the
+same subtitles. Rendering is pure; only :func:`write_outputs` touches the disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# Same-package helpers: cue text must split and join exactly as transcript text does.
+from pipeline.transcript import _TRAILING_PUNCT, Sentence, Transcript, Word, _is_cjk, join_texts
+
+__all__ = [
+    "FORMATS",
+    "Cue",
+    "CueLayout",
+    "build_cues",
+    "render_json",
+    "render_srt",
+    "render_txt",
+    "render_vtt",
+    "write_outputs",
+]
+
+FORMATS = ("json", "txt", "srt", "vtt")
+
+
+@dataclass(frozen=True, slots=True)
+class CueLayout:
+    """Subtitle limits; defaults follow common broadcast guidelines (42 chars x 2 lines)."""
+
+    max_chars_per_line: int = 42
+    max_lines: int = 2
+    max_duration_ms: int = 7000
+    min_duration_ms: int = 700
+    max_gap_ms: int = 1500
+
+
+@dataclass(frozen=True, slots=True)
+class Cue:
+    begin_ms: int
+    end_ms: int
+    lines: tuple[str, ...]
+
+
+def _tokens(text: str) -> list[str]:
+    """Whitespace words, with CJK runs cut per character (punctuation stays attached)."""
+    out: list[str] = []
+    for word in text.split():
+        piece = ""
+        for ch in word:
+            if piece and ch not in _TRAILING_PUNCT and (_is_cjk(ch) or _is_cjk(piece[-1])):
+                out.append(piece)
+                piece = ""
+            piece += ch
+        out.append(piece)
+    return out
+
+
+def _width(text: str) -> int:
+    # CJK glyphs are double width on screen; counting them twice keeps lines readable.
+    return sum(2 if _is_cjk(ch) else 1 for ch in text)
+
+
+def _sentence_units(sentence: Sentence) -> list[Word]:
+    """Display units (punctuation attached) with times; ``punctuation`` is left empty."""
+    if sentence.words:
+        units = (
+            Word(w.begin_ms, w.end_ms, (w.text + w.punctuation).strip()) for w in sentence.words
+        )
+        return [u for u in units if u.text]
+    # No word times: spread the tokens over the sentence in proportion to their length.
+    tokens = _tokens(sentence.text)
+    total = sum(len(t) for t in tokens)
+    span = max(0, sentence.end_ms - sentence.begin_ms)
+    units, done = [], 0
+    for t in tokens:
+        begin = sentence.begin_ms + span * done // total
+        done += len(t)
+        units.append(Word(begin, sentence.begin_ms + span * done // total, t))
+    return units
+
+
+def _greedy(texts: Sequence[str], width: int) -> list[str]:
+    lines: list[list[str]] = []
+    for t in texts:
+        if lines and _width(join_texts([*lines[-1], t])) <= width:
+            lines[-1].append(t)
+        else:
+            lines.append([t])
+    return [join_texts(ln) for ln in lines]
+
+
+def _fits(texts: Sequence[str], layout: CueLayout, width: int) -> list[str] | None:
+    lines = _greedy(texts, width)
+    ok = len(lines) <= layout.max_lines and all(_width(ln) <= width for ln in lines)
+    return lines if ok else None
+
+
+def _balanced(texts: Sequence[str], layout: CueLayout) -> tuple[str, ...]:
+    """Fewest lines, then the narrowest width that still fits: 2 x 21 reads better than 40 + 2."""
+    whole = join_texts(texts)
+    if len(texts) == 1 or _width(whole) <= layout.max_chars_per_line:
+        return (whole,)  # a single over-long word is allowed on its own line
+    for width in range(_width(whole) // layout.max_lines, layout.max_chars_per_line):
+        if lines := _fits(texts, layout, width):
+            return tuple(lines)
+    return tuple(_greedy(texts, layout.max_chars_per_line))
+
+
+def _sentence_cues(units: Sequence[Word], layout: CueLayout) -> list[Cue]:
+    cues: list[Cue] = []
+    group: list[Word] = []
+    for u in units:
+        # Greedy filling needs the fewest lines, so it alone decides whether a word fits.
+        if group and (
+            u.end_ms - group[0].begin_ms > layout.max_duration_ms
+            or u.begin_ms - group[-1].end_ms > layout.max_gap_ms
+            or not _fits([*(g.text for g in group), u.text], layout, layout.max_chars_per_line)
+        ):
+            cues.append(_cue(group, layout))
+            group = []
+        group.append(u)
+    if group:
+        cues.append(_cue(group, layout))
+    return cues
+
+
+def _cue(group: Sequence[Word], layout: CueLayout) -> Cue:
+    lines = _balanced([u.text for u in group], layout)
+    return Cue(group[0].begin_ms, max(u.end_ms for u in group), lines)
+
+
+def build_cues(transcripts: Sequence[Transcript], layout: CueLayout = CueLayout()) -> list[Cue]:
+    """Subtitle cues for all channels, merged by start time, never overlapping."""
+    raw = [
+        cue
+        for t in transcripts
+        for s in t.sentences  # cues never span sentences: each one is grouped on its own
+        for cue in _sentence_cues(_sentence_units(s), layout)
+        if any(cue.lines)
+    ]
+    raw.sort(key=lambda c: c.begin_ms)  # stable: simultaneous cues keep channel order
+    out: list[Cue] = []
+    for cue in raw:
+        begin = max(cue.begin_ms, 0)
+        if out and begin < out[-1].end_ms:
+            # Overlap (other channel, or bad word times): cut the previous cue short, but
+            # not below min_duration, and start this one where it now ends.
+            prev = out[-1]
+            keep = max(begin, prev.begin_ms + max(1, layout.min_duration_ms))
+            out[-1] = Cue(prev.begin_ms, min(prev.end_ms, keep), prev.lines)
+            begin = out[-1].end_ms
+        out.append(Cue(begin, max(cue.end_ms, begin + 1), cue.lines))
+    # Flash-length cues are unreadable: stretch toward min_duration into free time only.
+    for i, cue in enumerate(out):
+        limit = out[i + 1].begin_ms if i + 1 < len(out) else cue.begin_ms + layout.min_duration_ms
+        target = min(cue.begin_ms + layout.min_duration_ms, limit)
+        if target > cue.end_ms:
+            out[i] = Cue(cue.begin_ms, target, cue.lines)
+    return out
+
+
+def _timestamp(ms: int, sep: str) -> str:
+    hours, rest = divmod(max(ms, 0), 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    seconds, millis = divmod(rest, 1000)
+    return f"{hours:02d}:{minutes:02d}:{seconds:02d}{sep}{millis:03d}"
+
+
+def render_txt(transcripts: Sequence[Transcript]) -> str:
+    """One line per sentence, ``Speaker N: `` when diarized, channels split by a blank line."""
+    blocks = []
+    for t in transcripts:
+        lines = []
+        for s in t.sentences:
+            text = s.text.strip() or join_texts(w.text + w.punctuation for w in s.words)
+            if text:
+                prefix = f"Speaker {s.speaker_id}: " if s.speaker_id is not None else ""
+                lines.append(prefix + text + "\n")
+        if lines:
+            blocks.append("".join(lines))
+    return "\n".join(blocks)
+
+
+def render_srt(transcripts: Sequence[Transcript], *, layout: CueLayout = CueLayout()) -> str:
+    return "\n".join(
+        f"{i}\n{_timestamp(c.begin_ms, ',')} --> {_timestamp(c.end_ms, ',')}\n"
+        + "".join(line + "\n" for line in c.lines)
+        for i, c in enumerate(build_cues(transcripts, layout), start=1)
+    )
+
+
+def _vtt_escape(text: str) -> str:
+    # Cue text is parsed for tags and entities and may not contain "-->"; escaping covers both.
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def render_vtt(transcripts: Sequence[Transcript], *, layout: CueLayout = CueLayout()) -> str:
+    return "WEBVTT\n\n" + "\n".join(
+        f"{_timestamp(c.begin_ms, '.')} --> {_timestamp(c.end_ms, '.')}\n"
+        + "".join(_vtt_escape(line) + "\n" for line in c.lines)
+        for c in build_cues(transcripts, layout)
+    )
+
+
+def render_json(document: Mapping[str, Any]) -> str:
+    return json.dumps(dict(document), ensure_ascii=False, indent=2) + "\n"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(text.encode("utf-8"))
+            f.flush()
+            os.fsync(f.fileno())
+            os.fchmod(f.fileno(), 0o644)  # mkstemp's 0600 would hide outputs from servers
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_outputs(
+    out_dir: Path,
+    item_id: str,
+    document: Mapping[str, Any],
+    transcripts: Sequence[Transcript],
+    formats: Iterable[str],
+    *,
+    layout: CueLayout = CueLayout(),
+) -> dict[str, str]:
+    """Write ``<out_dir>/<item_id>.<fmt>`` atomically; returns ``{fmt: name in out_dir}``."""
+    wanted = list(dict.fromkeys(formats))
+    unknown = [f for f in wanted if f not in FORMATS]
+    if unknown:
+        raise ValueError(f"unknown output format(s) {', '.join(map(repr, unknown))}")
+    # item_id comes from manifests: never let it name a file outside out_dir.
+    if not item_id or item_id.startswith(".") or any(c in item_id for c in "/\\\0"):
+        raise ValueError(f"item id {item_id!r} is not a plain file name")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    root = out_dir.resolve()
+    renderers = {
+        "json": lambda: render_json(document),
+        "txt": lambda: render_txt(transcripts),
+        "srt": lambda: render_srt(transcripts, layout=layout),
+        "vtt": lambda: render_vtt(transcripts, layout=layout),
+    }
+    written = {fmt: f"{item_id}.{fmt}" for fmt in wanted}
+    # Check every target before writing any, so a refusal leaves no partial set behind.
+    if any((root / name).resolve().parent != root for name in written.values()):
+        raise ValueError(f"item id {item_id!r} would write outside {out_dir}")  # e.g. symlink
+    for fmt, name in written.items():
+        _atomic_write(root / name, renderers[fmt]())
+    return written

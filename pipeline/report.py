@@ -1,0 +1,78 @@
+"""Batch status: counts by state, stage timings and failures, as data and as a table."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from pipeline.ledger import Ledger
+from pipeline.states import TERMINAL, ItemState
+
+
+def batch_status(ledger: Ledger, batch_id: str, *, failures: int = 20) -> dict[str, Any] | None:
+    batch = ledger.batch(batch_id)
+    if batch is None:
+        return None
+    counts = ledger.counts(batch_id)
+    total = sum(counts.values())
+    per_stage: dict[str, list[float]] = {}
+    for timing in ledger.timings(batch_id):
+        for stage, seconds in timing.items():
+            per_stage.setdefault(stage, []).append(float(seconds))
+    failed = ledger.list_items(batch_id, states=[ItemState.FAILED, ItemState.DEAD])
+    return {
+        "batch_id": batch_id,
+        "out": batch["out"],
+        "engine": batch["engine"],
+        "model": batch["model"],
+        "total": total,
+        "counts": counts,
+        "done": all(ItemState(s) in TERMINAL for s in counts),
+        "stage_timings": {stage: _summary(values) for stage, values in sorted(per_stage.items())},
+        "failures": [
+            {"id": r.spec.get("id") if r.key.startswith("@") else r.key, "line": r.line_no,
+             "state": r.state.value, "code": r.error_code, "message": r.error_message}
+            for r in failed[:failures]
+        ],
+    }
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+    return {"count": len(values), "mean_s": round(statistics.fmean(values), 3),
+            "p50_s": round(statistics.median(values), 3), "p95_s": round(p95, 3),
+            "total_s": round(sum(values), 3)}
+
+
+def render_status(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    state = "done" if report["done"] else "in progress"
+    console.print(f"[bold]batch {report['batch_id']}[/] ({report['engine']}/{report['model']}): "
+                  f"{report['total']} item(s), {state}")
+    table = Table()
+    table.add_column("state")
+    table.add_column("items", justify="right")
+    for name in ItemState:
+        if report["counts"].get(name.value):
+            table.add_row(name.value, str(report["counts"][name.value]))
+    console.print(table)
+    if report["stage_timings"]:
+        t = Table(title="stage timings (s)", title_justify="left")
+        for col in ("stage", "count", "mean", "p50", "p95", "total"):
+            t.add_column(col, justify="right" if col != "stage" else "left")
+        for stage, s in report["stage_timings"].items():
+            t.add_row(stage, str(s["count"]), f"{s['mean_s']:.2f}", f"{s['p50_s']:.2f}",
+                      f"{s['p95_s']:.2f}", f"{s['total_s']:.1f}")
+        console.print(t)
+    if report["failures"]:
+        f = Table(title="failures", title_justify="left")
+        for col in ("id", "line", "state", "code", "message"):
+            f.add_column(col, overflow="fold")
+        for r in report["failures"]:
+            f.add_row(str(r["id"] or "-"), str(r["line"]), r["state"], r["code"] or "",
+                      r["message"] or "")
+        console.print(f)

@@ -1,0 +1,149 @@
+"""Settings: read once at the process edge, handed down in frozen slices.
+
+Sources, strongest first: command-line flags, ``BULKSCRIBE_*`` environment variables (nested
+groups with ``__``, e.g. ``BULKSCRIBE_LOCAL__BEAM_SIZE=5``), a TOML file (``--config`` or
+``BULKSCRIBE_CONFIG``), then the defaults below. ``DASHSCOPE_API_KEY`` is read as in
+DashScope's own SDK. Nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+INTL_BASE_URL = "https://dashscope-intl.aliyuncs.com/api/v1"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class LocalEngineSettings(_Frozen):
+    """faster-whisper knobs; defaults follow the measurements in the README."""
+
+    device: str = "cpu"
+    compute_type: str = "int8"
+    cpu_threads: int = Field(0, ge=0)  # 0: cores / workers
+    beam_size: int = Field(1, ge=1)
+    vad_filter: bool = True
+    window_s: float = Field(300.0, gt=10)  # long audio is fed in windows of about this size
+    download_root: Path | None = None  # for hub model names only
+
+
+class LimitsSettings(_Frozen):
+    """Override the target model's own limits (None keeps the model's)."""
+
+    max_duration_s: float | None = Field(None, gt=0)
+    max_bytes: int | None = Field(None, gt=0)
+
+
+class RetrySettings(_Frozen):
+    max_attempts: int = Field(4, ge=1)  # tries per stage before FAILED (embedded) / DEAD
+    backoff_base_s: float = Field(2.0, ge=0)
+    backoff_max_s: float = Field(300.0, ge=0)
+
+
+class DownloadSettings(_Frozen):
+    connect_timeout_s: float = Field(10.0, gt=0)
+    read_timeout_s: float = Field(60.0, gt=0)
+
+
+class PollSettings(_Frozen):
+    first_s: float = Field(2.0, gt=0)
+    max_s: float = Field(60.0, gt=0)
+    give_up_after_s: float = Field(14 * 3600.0, gt=0)  # past the provider's 12 h job limit
+
+
+class Settings(BaseSettings):
+    """Every knob bulkscribe has. Built in ``cli.main()`` or the worker's start signal."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BULKSCRIBE_",
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="ignore",
+        populate_by_name=True,
+    )
+    _toml_file: ClassVar[Path | None] = None
+
+    # what to run
+    engine: Literal["local", "dashscope"] = "local"
+    model: str = "tiny.en"
+    language: str | None = None
+    formats: tuple[str, ...] = ("json", "txt", "srt", "vtt")
+    workers: int = Field(2, ge=1, le=64)
+
+    # where state lives
+    database_url: str | None = None  # None: SQLite under the output dir
+    scratch_dir: Path | None = None  # None: the system temp dir
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    storage_url: str | None = None  # s3://bucket/prefix, oss://bucket/prefix, file:///dir
+    s3_endpoint_url: str | None = None
+
+    # DashScope
+    dashscope_base_url: str = INTL_BASE_URL
+    dashscope_api_key: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices(
+            "DASHSCOPE_API_KEY", "BULKSCRIBE_DASHSCOPE_API_KEY", "dashscope_api_key"
+        ),
+    )
+
+    log_level: str = "warning"  # what reaches stderr; the JSON log file gets everything
+
+    local: LocalEngineSettings = LocalEngineSettings()
+    limits: LimitsSettings = LimitsSettings()
+    retry: RetrySettings = RetrySettings()
+    download: DownloadSettings = DownloadSettings()
+    poll: PollSettings = PollSettings()
+
+    @field_validator("formats", mode="before")
+    @classmethod
+    def _split_formats(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [p.strip() for p in v.split(",") if p.strip()]
+        known = {"json", "txt", "srt", "vtt"}
+        bad = [f for f in v if f not in known]
+        if bad:
+            raise ValueError(f"unknown format(s) {', '.join(bad)}; choose from json,txt,srt,vtt")
+        return tuple(dict.fromkeys(v))
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if cls._toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_file))
+        return tuple(sources)
+
+
+class ConfigFileMissing(Exception):
+    pass
+
+
+def load_settings(config: str | os.PathLike[str] | None = None, **flags: Any) -> Settings:
+    """Build the one Settings object; ``flags`` (None values dropped) win over everything."""
+    path = config or os.environ.get("BULKSCRIBE_CONFIG")
+    overrides = {k: v for k, v in flags.items() if v is not None}
+    if not path:
+        return Settings(**overrides)
+    toml_path = Path(path)
+    if not toml_path.is_file():
+        raise ConfigFileMissing(f"config file {toml_path} does not exist")
+    bound = type("Settings", (Settings,), {"_toml_file": toml_path})
+    return bound(**overrides)

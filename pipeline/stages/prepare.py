@@ -1,0 +1,64 @@
+"""Prepare: fetch the source, probe it, normalize it into the item's work directory.
+
+The same function serves the embedded runner and the ``prepare`` Celery queue; the probe and
+normalize steps are injected so tests can interpose on them (a file that vanishes between
+the two, say).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from pipeline.manifest import display
+from pipeline.models import MediaLimits, NormalizedAudio, NormalizeSpec, ProbeResult
+from pipeline.sources import ObjectReader, fetch
+from pipeline.stages.normalize import normalize
+from pipeline.stages.probe import probe
+
+
+@dataclass(frozen=True, slots=True)
+class PrepareContext:
+    limits: MediaLimits
+    http: Callable[[], httpx.Client]
+    spec: NormalizeSpec = NormalizeSpec()
+    objects: ObjectReader | None = None
+    prober: Callable[..., ProbeResult] = field(default=probe)
+    normalizer: Callable[..., NormalizedAudio] = field(default=normalize)
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    probe: ProbeResult
+    audio: NormalizedAudio
+
+
+@dataclass(frozen=True, slots=True)
+class SourceSpec:
+    """The part of an item that says what audio to take."""
+
+    source: str
+    start_s: float | None = None
+    end_s: float | None = None
+    channel: int | None = None
+
+
+def prepare(spec: SourceSpec, workdir: Path, ctx: PrepareContext) -> Prepared:
+    """Probe and normalize one source into ``workdir/audio.wav``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    label = display(spec.source)
+    local = fetch(spec.source, workdir, max_bytes=ctx.limits.max_bytes, http=ctx.http,
+                  objects=ctx.objects)
+    try:
+        probed = ctx.prober(local.path, ctx.limits, channel=spec.channel, name=label)
+        audio = ctx.normalizer(
+            local.path, workdir / "audio.wav", probed, ctx.spec,
+            start_s=spec.start_s, end_s=spec.end_s, channel=spec.channel, name=label,
+        )
+    finally:
+        if local.temporary:
+            local.path.unlink(missing_ok=True)
+    return Prepared(probed, audio)
