@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import importlib
 import json
 import os
 import sys
@@ -30,7 +31,25 @@ def _fail_usage(message: str) -> None:
     raise click.UsageError(message)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """Subcommands that live in other modules are imported only when invoked, so
+    ``bulkscribe run`` does not pay for Celery or the emulator's web stack."""
+
+    lazy: dict[str, str] = {
+        "emulator": "pipeline.emulator.cli:emulator",
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy:
+            module, attr = self.lazy[name].split(":")
+            return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="bulkscribe")
 def main() -> None:
     """Turn archives of audio and video into text."""
