@@ -69,6 +69,7 @@ class ProbeResult:
     sample_rate: int
     size_bytes: int
     stream_index: int = 0
+    exact_duration: bool = True  # the duration is the audio stream's own, not the container's
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -79,6 +80,7 @@ class ProbeResult:
             "sample_rate": self.sample_rate,
             "size_bytes": self.size_bytes,
             "stream_index": self.stream_index,
+            "exact_duration": self.exact_duration,
         }
 
     @classmethod

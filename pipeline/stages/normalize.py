@@ -35,10 +35,16 @@ def normalize_argv(
     # pan picks one channel exactly instead of downmixing all of them; passed as -af
     # because ffmpeg-python's filter() escapes the '=' that pan's syntax needs.
     pick = {"af": f"pan=mono|c0=c{channel}"} if channel is not None else {}
-    out = ffmpeg.input(str(src), **trim)["a:0"].output(
-        str(dst), ac=spec.channels, ar=spec.sample_rate, acodec=spec.codec, f="wav", **pick
+    # ffmpeg-python hashes its arguments with str.encode("utf-8"), which raises on a
+    # non-UTF-8 file name (a surrogate-escaped str such as "caf\udce9.wav"): compile with
+    # placeholders and put the real paths back, so only subprocess sees them (it uses
+    # os.fsencode and gets the original bytes back).
+    paths = {"\x01bulkscribe-src\x01": str(src), "\x01bulkscribe-dst\x01": str(dst)}
+    src_ph, dst_ph = paths
+    out = ffmpeg.input(src_ph, **trim)["a:0"].output(
+        dst_ph, ac=spec.channels, ar=spec.sample_rate, acodec=spec.codec, f="wav", **pick
     )
-    argv: list[str] = out.compile()
+    argv: list[str] = [paths.get(a, a) for a in out.compile()]
     return [argv[0], "-nostdin", "-v", "error", "-y", *argv[1:]]
 
 
@@ -86,7 +92,8 @@ def normalize(
     got_s = wav_duration(dst)
     if got_s < 0.01:
         raise MediaRejected(FailureCode.EMPTY_AUDIO, f"{label} decodes to no audio at all")
-    if got_s < expected_s * TRUNCATION_TOLERANCE and expected_s - got_s > TRUNCATION_SLACK_S:
+    short = got_s < expected_s * TRUNCATION_TOLERANCE and expected_s - got_s > TRUNCATION_SLACK_S
+    if short and probe.exact_duration:
         raise MediaRejected(
             FailureCode.CORRUPT,
             f"{label} is truncated or damaged: it decodes to {got_s:.1f} s "

@@ -59,6 +59,10 @@ def read_probe(
         )
     stream = audio[0]
     duration_s = _duration(fmt, stream)
+    has_video = any(s.get("codec_type") == "video" and not _is_cover(s) for s in streams)
+    # Only a duration the audio stream itself declares (or a file with nothing but audio)
+    # is precise enough to call a shorter decode "truncated".
+    exact = stream.get("duration") not in (None, "N/A") or not has_video
     if duration_s is None or duration_s < limits.min_duration_s:
         raise MediaRejected(
             FailureCode.EMPTY_AUDIO,
@@ -90,6 +94,7 @@ def read_probe(
         sample_rate=int(stream.get("sample_rate") or 0),
         size_bytes=size_bytes,
         stream_index=0,
+        exact_duration=exact,
     )
 
 
@@ -136,13 +141,19 @@ def _classify(exc: MediaCommandError, label: str, path: Path) -> MediaRejected |
 
 
 def _duration(fmt: Mapping[str, Any], stream: Mapping[str, Any]) -> float | None:
-    for value in (fmt.get("duration"), stream.get("duration")):
+    # The audio stream's own duration first: a video's container duration is the longest
+    # stream's, often longer than its sound track.
+    for value in (stream.get("duration"), fmt.get("duration")):
         try:
             if value not in (None, "N/A"):
                 return float(value)
         except (TypeError, ValueError):
             continue
     return None
+
+
+def _is_cover(stream: Mapping[str, Any]) -> bool:
+    return bool((stream.get("disposition") or {}).get("attached_pic"))
 
 
 def _hms(seconds: float) -> str:
