@@ -12,12 +12,12 @@ import importlib
 import json
 import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
-import httpx
 from pydantic import ValidationError
 
 from pipeline.errors import PipelineError
@@ -112,45 +112,45 @@ def run(manifest: Path, out_dir: Path, engine: str | None, model: str | None,
         verbose: int) -> None:
     """Transcribe every item of MANIFEST on this machine into --out."""
     from pipeline.asr.catalog import model_info
-    from pipeline.engines import build_clip_engine
+    from pipeline.flow.outputs import DirSink
     from pipeline.ledger import open_ledger
     from pipeline.log import configure_logging
     from pipeline.manifest import ManifestUnreadable, load_manifest
     from pipeline.runner import EmbeddedRunner, RunConfig
-    from pipeline.stages.prepare import PrepareContext
+    from pipeline.wiring import build_context, http_client, media_store
 
     settings = _settings(config, engine=engine, model=model, language=language,
                          workers=workers, formats=formats)
     out_dir = out_dir.absolute()
     level = {0: settings.log_level, 1: "info"}.get(verbose, "debug")
-    with _out_dir_lock(out_dir):
+    with _out_dir_lock(out_dir), http_client(settings) as http, \
+            tempfile.TemporaryDirectory(prefix="bulkscribe-", dir=settings.scratch_dir) as scratch:
         configure_logging(level=level, json_file=out_dir / "bulkscribe.log")
         try:
             loaded = load_manifest(manifest, fmt=manifest_format)
             info = model_info(settings.engine, settings.model, settings.limits)
-            clip_engine = build_clip_engine(settings, info)
+            ctx = build_context(
+                settings, ledger=open_ledger(ledger_url(settings, out_dir)),
+                owner=f"run:{os.getpid()}", outputs=DirSink(out_dir), scratch=Path(scratch),
+                store=media_store(settings, out_dir / ".bulkscribe" / "media"), http=http,
+                dead_letters=False)
         except ManifestUnreadable as exc:
             _fail_usage(str(exc))
         except PipelineError as exc:
             _fail_usage(exc.message)
-        ledger = open_ledger(ledger_url(settings, out_dir))
-        timeout = httpx.Timeout(settings.download.read_timeout_s,
-                                connect=settings.download.connect_timeout_s)
-        with httpx.Client(timeout=timeout, headers={"user-agent": "bulkscribe"}) as client:
-            runner = EmbeddedRunner(
-                cfg=RunConfig(out_dir=out_dir, engine=settings.engine, model=settings.model,
-                              language=settings.language, formats=settings.formats,
-                              workers=settings.workers, retry=settings.retry, force=force,
-                              retry_failed=retry_failed, scratch_dir=settings.scratch_dir),
-                ledger=ledger, engine=clip_engine,
-                prepare_ctx=PrepareContext(limits=info.limits, http=lambda: client),
-                progress=_progress(as_json),
-                check_engine=getattr(clip_engine, "check", None),
-            )
-            try:
-                summary = runner.run(loaded)
-            except PipelineError as exc:
-                _fail_usage(exc.message)
+        engine_check = getattr(ctx.clip_engine(info), "check", None) \
+            if info.mode.value == "clip" else None
+        runner = EmbeddedRunner(
+            cfg=RunConfig(out_dir=out_dir, engine=settings.engine, model=settings.model,
+                          language=settings.language, formats=settings.formats,
+                          workers=settings.workers, retry=settings.retry, force=force,
+                          retry_failed=retry_failed),
+            ctx=ctx, progress=_progress(as_json), check_engine=engine_check,
+            batch_size=settings.provider.batch_size)
+        try:
+            summary = runner.run(loaded)
+        except PipelineError as exc:
+            _fail_usage(exc.message)
     if summary.interrupted:
         click.echo("interrupted: run the same command again to resume", err=True)
         sys.stdout.flush()

@@ -62,7 +62,7 @@ def run_media(argv: Sequence[str], *, timeout_s: float) -> MediaOutput:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            preexec_fn=_die_with_parent if _libc is not None else None,  # noqa: PLW1509
+            preexec_fn=_die_with_parent if _libc is not None else None,
         )
     except FileNotFoundError as exc:
         raise MediaToolMissing(

@@ -21,6 +21,7 @@ __all__ = [
     "FORMATS",
     "Cue",
     "CueLayout",
+    "atomic_write",
     "build_cues",
     "render_json",
     "render_srt",
@@ -215,7 +216,7 @@ def render_json(document: Mapping[str, Any]) -> str:
     return json.dumps(dict(document), ensure_ascii=False, indent=2) + "\n"
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -260,5 +261,5 @@ def write_outputs(
     if any((root / name).resolve().parent != root for name in written.values()):
         raise ValueError(f"item id {item_id!r} would write outside {out_dir}")  # e.g. symlink
     for fmt, name in written.items():
-        _atomic_write(root / name, renderers[fmt]())
+        atomic_write(root / name, renderers[fmt]())
     return written

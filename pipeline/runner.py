@@ -10,44 +10,31 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
-import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from structlog.contextvars import bound_contextvars
-
-from pipeline.asr.base import ClipEngine
-from pipeline.errors import (
-    TRANSIENT_CODES,
-    FailureCode,
-    PipelineError,
-    TransientError,
-    failure_of,
-)
-from pipeline.ledger import ItemRow, ItemSeed, Ledger
+from pipeline.asr.dashscope.params import is_funasr
+from pipeline.errors import TRANSIENT_CODES, FailureCode, PipelineError
+from pipeline.flow.actions import Action, next_action
+from pipeline.flow.context import FlowContext
+from pipeline.flow.provider import poll_step, reconcile_submitting, submit_step
+from pipeline.flow.steps import prepare_step, transcribe_step
+from pipeline.ledger import ItemRow, ItemSeed, utcnow
 from pipeline.log import get_logger
 from pipeline.manifest import Manifest, display
-from pipeline.models import AsrOptions, ManifestItem, ManifestProblem, NormalizedAudio, ProbeResult
-from pipeline.render import write_outputs
-from pipeline.retry import backoff_s
+from pipeline.models import ManifestItem, ManifestProblem
+from pipeline.render import atomic_write, write_outputs
 from pipeline.settings import RetrySettings
 from pipeline.sources import source_stamp
-from pipeline.stages.persist import build_document
-from pipeline.stages.prepare import PrepareContext, SourceSpec, prepare
-from pipeline.stages.transcribe import transcribe_file
 from pipeline.states import CLAIMED_FROM, ItemState
 from pipeline.transcript import from_result_document
 
 log = get_logger("bulkscribe.run")
-
-LEASE_S = 24 * 3600.0  # embedded claims are released by the next run, not by time
-
 
 @dataclass(frozen=True, slots=True)
 class RunConfig:
@@ -60,7 +47,6 @@ class RunConfig:
     retry: RetrySettings
     force: bool = False
     retry_failed: bool = False
-    scratch_dir: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,19 +138,17 @@ def _storable(source: str) -> str:
 
 @dataclass
 class EmbeddedRunner:
+    """Drives one batch to the end with a thread pool; the ledger says what is left."""
+
     cfg: RunConfig
-    ledger: Ledger
-    engine: ClipEngine
-    prepare_ctx: PrepareContext
+    ctx: FlowContext
     progress: Progress = field(default_factory=Progress)
     check_engine: Callable[[], Any] | None = None
-    sleep: Callable[[float], None] = time.sleep
+    batch_size: int = 10
 
     def __post_init__(self) -> None:
         self.batch_id = batch_id_for(self.cfg.out_dir)
-        self.owner = f"run:{os.getpid()}:{threading.get_ident()}"
-        self._stop = threading.Event()
-        self._scratch: Path | None = None
+        self.ledger = self.ctx.ledger
 
     # -- the run ------------------------------------------------------------------------
     def run(self, manifest: Manifest) -> RunSummary:
@@ -188,150 +172,120 @@ class EmbeddedRunner:
         self.progress.start(len(keys), len(keys) - len(todo), len(todo))
         audio_s = 0.0
         try:
-            audio_s = self._work(todo)
+            audio_s = self._drive(todo)
         except KeyboardInterrupt:
-            self._stop.set()
+            self.ctx.stop.set()
         finally:
             self.progress.stop()
             self._release_own_claims()
-            if self._scratch is not None:
-                shutil.rmtree(self._scratch, ignore_errors=True)
         results = self.results(manifest)
-        if not self._stop.is_set():
+        if not self.ctx.stop.is_set():
             write_results(cfg.out_dir, results)
         return RunSummary(results, len(todo), time.monotonic() - started,
-                          interrupted=self._stop.is_set(), audio_s=audio_s)
+                          interrupted=self.ctx.stop.is_set(), audio_s=audio_s)
 
-    def _work(self, todo: Sequence[ItemRow]) -> float:
-        if not todo:
-            return 0.0
-        self._scratch = Path(tempfile.mkdtemp(prefix=f"bulkscribe-{os.getpid()}-",
-                                              dir=self.cfg.scratch_dir))
+    def _drive(self, todo: Sequence[ItemRow]) -> float:
+        """Keep ``workers`` steps running until every item is finished."""
+        view = {r.id: r for r in todo}
+        inflight: dict[Future[None], tuple[str, ...]] = {}
         audio_s = 0.0
-        pending = list(reversed(todo))
-        with ThreadPoolExecutor(self.cfg.workers, thread_name_prefix="item") as pool:
-            running: set[Future[ItemRow]] = set()
+        workers = self.cfg.workers
+        with ThreadPoolExecutor(workers, thread_name_prefix="step") as pool:
             try:
-                while pending or running:
-                    while pending and len(running) < self.cfg.workers and not self._stop.is_set():
-                        running.add(pool.submit(self._process, pending.pop()))
-                    if not running:
-                        break
-                    done, running = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
+                while view or inflight:
+                    busy = {i for ids in inflight.values() for i in ids}
+                    for fn, ids in self._plan(view, busy):
+                        if len(inflight) >= workers or self.ctx.stop.is_set():
+                            break
+                        inflight[pool.submit(fn)] = ids
+                    if not inflight:
+                        self.ctx.stop.wait(self._idle_s(view))
+                        continue
+                    done, _ = wait(inflight, timeout=self._idle_s(view),
+                                   return_when=FIRST_COMPLETED)
                     for fut in done:
-                        row = fut.result()
-                        if row.state.terminal:
-                            audio_s += (row.audio_duration_ms or 0) / 1000
-                            self.progress.item_done(row.key, row.state.value,
-                                                    row.error_code or "", audio_s)
+                        ids = inflight.pop(fut)
+                        fut.result()  # steps handle their own failures; anything else is a bug
+                        for item_id in ids:
+                            row = self.ledger.get(item_id)
+                            if row is None or row.state.terminal:
+                                view.pop(item_id, None)
+                                if row is not None:
+                                    audio_s += (row.audio_duration_ms or 0) / 1000
+                                    self.progress.item_done(row.key, row.state.value,
+                                                            row.error_code or "", audio_s)
+                            else:
+                                view[item_id] = row
             except KeyboardInterrupt:
-                self._stop.set()
-                for fut in running:
+                self.ctx.stop.set()
+                for fut in inflight:
                     fut.cancel()
                 raise
         return audio_s
 
-    # -- one item -----------------------------------------------------------------------
-    def _process(self, row: ItemRow) -> ItemRow:
-        with bound_contextvars(batch_id=self.batch_id, item_id=row.key, attempt=row.attempt):
-            workdir = self._scratch / row.id if self._scratch else Path(tempfile.mkdtemp())
+    def _plan(self, view: dict[str, ItemRow],
+              busy: set[str]) -> list[tuple[Callable[[], None], tuple[str, ...]]]:
+        """Due work, most advanced items first, so finished results come out steadily."""
+        now = utcnow()
+        polls: dict[str, list[str]] = {}
+        submits: dict[str, list[ItemRow]] = {}
+        transcribes, prepares = [], []
+        waiting = sum(1 for r in view.values() if r.state is ItemState.PREPARED)
+        for row in sorted(view.values(), key=lambda r: r.line_no):
+            if row.id in busy:
+                continue
             try:
-                return self._with_retries(row, workdir)
-            finally:
-                shutil.rmtree(workdir, ignore_errors=True)
+                mode = self.ctx.info(row).mode
+            except PipelineError as exc:
+                self.ledger.fail(row.id, row.state, exc.code, exc.message)
+                view[row.id] = self.ledger.get(row.id) or row
+                continue
+            action = next_action(row, mode, now)
+            if action is Action.POLL:
+                polls.setdefault(str(row.provider_task_id), []).append(row.id)
+            elif action is Action.SUBMIT:
+                submits.setdefault(str(row.spec.get("model") or self.cfg.model), []).append(row)
+            elif action is Action.TRANSCRIBE:
+                transcribes.append(row)
+            elif action is Action.PREPARE:
+                prepares.append(row)
+        ctx = self.ctx
+        jobs: list[tuple[Callable[[], None], tuple[str, ...]]] = []
+        for task_id, ids in polls.items():
+            jobs.append((partial(poll_step, ctx, task_id), tuple(ids)))
+        for model, rows in submits.items():
+            size = self.batch_size if is_funasr(model) else 1
+            for i in range(0, len(rows), size):
+                chunk = rows[i:i + size]
+                jobs.append((partial(submit_step, ctx, chunk), tuple(r.id for r in chunk)))
+        for row in transcribes:
+            jobs.append((partial(transcribe_step, ctx, row), (row.id,)))
+        # Backpressure: never hold more normalized audio in scratch than the workers can use.
+        room = max(0, 2 * self.cfg.workers - waiting)
+        for row in prepares[:room]:
+            jobs.append((partial(prepare_step, ctx, row), (row.id,)))
+        return jobs
 
-    def _with_retries(self, row: ItemRow, workdir: Path) -> ItemRow:
-        tries = row.tries
-        while True:
-            current = self.ledger.get(row.id) or row
-            try:
-                self._stages(current, workdir)
-                return self.ledger.get(row.id) or row
-            except Exception as exc:
-                latest = self.ledger.get(row.id) or row
-                if self._stop.is_set():
-                    return latest  # interrupted: the claim is released, not failed
-                code, message = failure_of(exc)
-                if latest.state.claimed:
-                    self.ledger.move(row.id, latest.state, CLAIMED_FROM[latest.state],
-                                     owner=self.owner)
-                    latest = self.ledger.get(row.id) or latest
-                if isinstance(exc, TransientError) and tries + 1 < self.cfg.retry.max_attempts:
-                    delay = backoff_s(tries, self.cfg.retry, retry_after_s=exc.retry_after_s)
-                    tries += 1
-                    self.ledger.set_fields(row.id, tries=tries)
-                    log.warning("item.retry", code=str(code), error=message, tries=tries,
-                                delay_s=round(delay, 2))
-                    if self._stop.wait(delay):
-                        return latest
-                    continue
-                if not isinstance(exc, PipelineError):
-                    log.exception("item.crashed", error=message)
-                detail = getattr(exc, "detail", None)
-                self.ledger.fail(row.id, latest.state, code, message, detail=detail)
-                log.info("item.failed", code=str(code), error=message)
-                return self.ledger.get(row.id) or latest
-
-    def _stages(self, row: ItemRow, workdir: Path) -> None:
-        spec = row.spec
-        if row.state is ItemState.PENDING:
-            with bound_contextvars(stage="prepare"):
-                claimed = self._claim(row, ItemState.PENDING, ItemState.PREPARING)
-                t0 = time.monotonic()
-                prepared = prepare(SourceSpec(_source_of(row), spec.get("start_s"),
-                                              spec.get("end_s"), spec.get("channel")),
-                                   workdir, self.prepare_ctx)
-                self.ledger.record_timing(row.id, "prepare", time.monotonic() - t0)
-                self._move(claimed, ItemState.PREPARED, media_key=str(prepared.audio.path),
-                           probe=prepared.probe.as_dict() | {"offset_s": prepared.audio.offset_s,
-                                                             "normalized_s": prepared.audio.duration_s},
-                           audio_duration_ms=int(round(prepared.audio.duration_s * 1000)))
-                log.info("prepare.done", duration_s=round(prepared.probe.duration_s, 3),
-                         codec=prepared.probe.codec, seconds=round(time.monotonic() - t0, 3))
-            row = self.ledger.get(row.id) or row
-        if row.state is ItemState.PREPARED:
-            with bound_contextvars(stage="transcribe"):
-                claimed = self._claim(row, ItemState.PREPARED, ItemState.TRANSCRIBING)
-                probe_facts = dict(claimed.probe or {})
-                audio = NormalizedAudio(Path(claimed.media_key or ""),
-                                        probe_facts.get("normalized_s", 0.0),
-                                        offset_s=probe_facts.get("offset_s", 0.0))
-                options = AsrOptions(language=spec.get("language") or self.cfg.language)
-                t0 = time.monotonic()
-                transcript = transcribe_file(audio, self.engine, options,
-                                             channel_id=spec.get("channel") or 0)
-                self.ledger.record_timing(row.id, "transcribe", time.monotonic() - t0)
-                probe = ProbeResult.from_dict(probe_facts)
-                document = build_document(display(spec.get("source") or row.source), probe,
-                                          [transcript])
-                outputs = write_outputs(self.cfg.out_dir, row.key, document, [transcript],
-                                        self.cfg.formats)
-                self._move(claimed, ItemState.SUCCEEDED, outputs=outputs, error_code=None,
-                           error_message=None)
-                self.ledger.end_attempt(row.id, ItemState.SUCCEEDED)
-                log.info("transcribe.done", seconds=round(time.monotonic() - t0, 3),
-                         sentences=len(transcript.sentences))
-
-    def _claim(self, row: ItemRow, old: ItemState, new: ItemState) -> ItemRow:
-        claimed = self.ledger.claim(row.id, old, new, owner=self.owner, lease_s=LEASE_S)
-        if claimed is None:
-            raise PipelineError(FailureCode.INTERNAL, f"item {row.key} was claimed elsewhere")
-        return claimed
-
-    def _move(self, row: ItemRow, new: ItemState, **values: Any) -> None:
-        if not self.ledger.move(row.id, row.state, new, owner=self.owner, **values):
-            raise PipelineError(FailureCode.INTERNAL, f"item {row.key} changed under us")
+    def _idle_s(self, view: dict[str, ItemRow]) -> float:
+        """How long to wait for a step to finish before looking for due work again."""
+        dues = [r.next_run_at for r in view.values() if r.next_run_at is not None]
+        if not dues:
+            return 1.0
+        return max(0.05, min(1.0, (min(dues) - utcnow()).total_seconds()))
 
     # -- housekeeping -------------------------------------------------------------------
     def _recover(self) -> None:
         """Undo what a killed or interrupted run left: claims, vanished scratch files."""
         for row in self.ledger.list_items(self.batch_id):
             state = row.state
+            if state is ItemState.SUBMITTING:
+                reconcile_submitting(self.ctx, row)
+                continue
             if state.claimed:
                 self.ledger.move(row.id, state, CLAIMED_FROM[state])
                 state = CLAIMED_FROM[state]
                 log.info("item.released", item_id=row.key, was=row.state.value)
-            if state is ItemState.PREPARED and not Path(row.media_key or "").is_file():
+            if state is ItemState.PREPARED and not self._media_present(row):
                 self.ledger.move(row.id, state, ItemState.PENDING, media_key=None)
             if state is ItemState.FAILED and (
                 self.cfg.retry_failed or row.error_code in TRANSIENT_CODES
@@ -339,10 +293,19 @@ class EmbeddedRunner:
                 self.ledger.sync_items(self.batch_id, [_reseed(row)], engine=self.cfg.engine,
                                        model=self.cfg.model, force=True)
 
+    def _media_present(self, row: ItemRow) -> bool:
+        try:
+            return bool(row.media_key) and self.ctx.media.store.exists(str(row.media_key))
+        except PipelineError:
+            return False
+
     def _release_own_claims(self) -> None:
         for row in self.ledger.list_items(self.batch_id):
-            if row.state.claimed and row.lease_owner == self.owner:
-                self.ledger.move(row.id, row.state, CLAIMED_FROM[row.state], owner=self.owner)
+            if row.state.claimed and row.lease_owner == self.ctx.owner:
+                target = CLAIMED_FROM[row.state]
+                if row.state is ItemState.SUBMITTING:
+                    continue  # a submit may be on the wire: the next run reconciles it
+                self.ledger.move(row.id, row.state, target, owner=self.ctx.owner)
 
     def _outputs_complete(self, row: ItemRow) -> bool:
         outputs = row.outputs or {}
@@ -399,11 +362,6 @@ def result_of(entry: ManifestItem | ManifestProblem, row: ItemRow | None) -> Ite
 
 def write_results(out_dir: Path, results: Sequence[ItemResult]) -> Path:
     path = out_dir / "results.jsonl"
-    tmp = path.with_name(f".results.jsonl.{os.getpid()}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for r in results:
-            f.write(json.dumps(r.as_json(), ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, "".join(json.dumps(r.as_json(), ensure_ascii=False) + "\n"
+                               for r in results))
     return path

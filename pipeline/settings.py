@@ -63,6 +63,14 @@ class PollSettings(_Frozen):
     give_up_after_s: float = Field(14 * 3600.0, gt=0)  # past the provider's 12 h job limit
 
 
+class ProviderSettings(_Frozen):
+    """How hard bulkscribe leans on the ASR provider (shared through Redis when distributed)."""
+
+    batch_size: int = Field(10, ge=1, le=100)  # files per Fun-ASR task
+    max_inflight_tasks: int = Field(200, ge=1)  # provider tasks submitted and not finished
+    requests_per_s: float = Field(10.0, gt=0)  # submits + polls, whole fleet
+
+
 class Settings(BaseSettings):
     """Every knob bulkscribe has. Built in ``cli.main()`` or the worker's start signal."""
 
@@ -105,6 +113,7 @@ class Settings(BaseSettings):
     retry: RetrySettings = RetrySettings()
     download: DownloadSettings = DownloadSettings()
     poll: PollSettings = PollSettings()
+    provider: ProviderSettings = ProviderSettings()
 
     @field_validator("formats", mode="before")
     @classmethod

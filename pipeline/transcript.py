@@ -119,9 +119,30 @@ def words_from_raw(raw: Iterable[RawWord]) -> list[Word]:
             continue
         begin = max(ms(r.start_s), last_end if out else 0, 0)
         end = max(ms(r.end_s), begin)
-        out.append(Word(begin, end, text, punct))
+        if out and _continues_word(r.text, text, out[-1]):
+            # Whisper starts every word with a space; a token without one ("-hearted"
+            # after " cold") is the rest of the word before it. Kept apart, it was joined
+            # as "cold -hearted" although the engine's own text says "cold-hearted".
+            prev = out[-1]
+            out[-1] = Word(prev.begin_ms, end, prev.text + text, punct)
+        else:
+            out.append(Word(begin, end, text, punct))
         last_end = end
     return out
+
+
+def _continues_word(token: str, text: str, prev: Word) -> bool:
+    """A space-less token with letters or digits after a word with no trailing punctuation.
+
+    CJK is left alone: Whisper never puts spaces there, and each token stays its own word.
+    """
+    return (
+        not token[:1].isspace()
+        and not prev.punctuation
+        and any(c.isalnum() for c in text)
+        and not _is_cjk(text[0])
+        and not _is_cjk(prev.text[-1])
+    )
 
 
 def sentences_from_words(

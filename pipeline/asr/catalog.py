@@ -70,10 +70,10 @@ def _lookup(engine: str, model: str) -> ModelInfo:
         # 5 min / 10 MB per request; longer files are split at silences, so the file limit
         # is the file-transcription one.
         return ModelInfo(engine, model, Family.QWEN_ASR, Mode.CLIP, _FILE_LIMITS,
-                         max_clip_s=300.0, max_clip_bytes=10 * 1024**2)
+                         max_clip_s=180.0, max_clip_bytes=10 * 1024**2)
     if "omni" in m:
         return ModelInfo(engine, model, Family.OMNI, Mode.CLIP, _FILE_LIMITS,
-                         max_clip_s=300.0, max_clip_bytes=10 * 1024**2)
+                         max_clip_s=180.0, max_clip_bytes=10 * 1024**2)
     raise ConfigError(
         FailureCode.CONFIG_INVALID,
         f"unknown DashScope model {model!r}: use fun-asr, paraformer-v2, "

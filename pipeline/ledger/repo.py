@@ -50,6 +50,7 @@ class ItemRow:
     submitted_at: datetime | None
     provider_task_id: str | None
     media_key: str | None
+    media_url: str | None
     probe: Mapping[str, Any] | None
     audio_duration_ms: int | None
     error_code: str | None
@@ -156,7 +157,7 @@ class Ledger:
                 conn.execute(update(items).where(items.c.id == old.id).values(
                     state=state, attempt=number, tries=0, polls=0, lease_owner=None,
                     lease_until=None, next_run_at=None, provider_task_id=None, submitted_at=None,
-                    media_key=None, error_detail=None, finished_at=now if seed.failure else None,
+                    media_key=None, media_url=None, error_detail=None, finished_at=now if seed.failure else None,
                     **base, **(error if seed.failure else {"error_code": None,
                                                            "error_message": None})))
                 self._open_attempt(conn, old.id, number, engine, model, seed.spec, now, state)
@@ -271,6 +272,13 @@ class Ledger:
                 state=state.value, finished_at=utcnow(), error_code=code, error_message=message,
                 error_detail=dict(detail or {}) or None))
 
+    def note_attempt(self, item_id: str, **values: Any) -> None:
+        """Facts about the current attempt (provider task and request ids)."""
+        with self.engine.begin() as conn:
+            number = conn.execute(select(items.c.attempt).where(items.c.id == item_id)).scalar()
+            conn.execute(update(attempts).where(and_(
+                attempts.c.item_id == item_id, attempts.c.number == number)).values(**values))
+
     def record_timing(self, item_id: str, stage: str, seconds: float) -> None:
         with self.engine.begin() as conn:
             row = conn.execute(select(attempts.c.id, attempts.c.timings).join(
@@ -295,3 +303,20 @@ class Ledger:
                  .where(items.c.batch_id == batch_id))
         with self.engine.connect() as conn:
             return [dict(t or {}) for t in conn.execute(query).scalars()]
+
+    def update_if(self, item_id: str, state: ItemState, **values: Any) -> bool:
+        """Bookkeeping guarded by the state only (retry counters, poll schedule)."""
+        return self._update(item_id, state, None, updated_at=utcnow(), **values)
+
+    def by_task(self, task_id: str) -> list[ItemRow]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(items).where(items.c.provider_task_id == task_id)
+                                .order_by(items.c.line_no))
+            return [ItemRow.from_row(r) for r in rows]
+
+    def media_refs(self, key: str) -> int:
+        """Items not yet finished that still need the stored audio under ``key``."""
+        query = select(func.count()).where(and_(
+            items.c.media_key == key, items.c.state.not_in([s.value for s in TERMINAL])))
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar() or 0)

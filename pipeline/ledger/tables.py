@@ -56,6 +56,7 @@ items = Table(
     Column("submitted_at", DateTime(timezone=True), nullable=True),
     Column("provider_task_id", String(100), nullable=True),
     Column("media_key", Text, nullable=True),  # where the normalized audio lives
+    Column("media_url", Text, nullable=True),  # the URL the provider was given
     Column("probe", JSON, nullable=True),
     Column("audio_duration_ms", Integer, nullable=True),
     Column("error_code", String(40), nullable=True),

@@ -22,7 +22,7 @@ from pipeline.transcript import Transcript
 
 FRAME_S = 0.05  # energy is measured over 50 ms frames
 SEARCH_S = 30.0  # how far back from the nominal boundary a cut may move
-TAIL_FACTOR = 1.2  # a last window up to 1.2x the target is kept whole rather than split
+TAIL_FACTOR = 1.2  # what is left, up to 1.2x the target, is halved rather than cut to a sliver
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,9 +54,19 @@ def plan_windows(
     """
     windows: list[Window] = []
     start = 0.0
-    while duration_s - start > window_s * TAIL_FACTOR:
-        hi = start + window_s
-        lo = max(start + window_s / 2, hi - SEARCH_S)
+    while duration_s - start > window_s:
+        remaining = duration_s - start
+        if remaining > window_s * TAIL_FACTOR:
+            hi = start + window_s
+            lo = max(start + window_s / 2, hi - SEARCH_S)
+        else:
+            # Tail rule: rather than a full window and a sliver after it, cut what is left
+            # near its middle. Keeping it whole (as this once did) sent clips up to 1.2x
+            # window_s, over max_clip_s, which is a hard per-request limit for sync
+            # DashScope models (300 s / 10 MB). Both halves stay within window_s.
+            mid = start + remaining / 2
+            lo = max(duration_s - window_s, mid - SEARCH_S / 2)
+            hi = min(start + window_s, mid + SEARCH_S / 2)
         cut = min(max(find_cut(lo, hi), lo), hi)
         windows.append(Window(start, cut))
         start = cut

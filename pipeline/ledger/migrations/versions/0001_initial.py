@@ -48,6 +48,7 @@ def upgrade() -> None:
         sa.Column("submitted_at", TZ, nullable=True),
         sa.Column("provider_task_id", sa.String(100), nullable=True),
         sa.Column("media_key", sa.Text, nullable=True),
+        sa.Column("media_url", sa.Text, nullable=True),
         sa.Column("probe", sa.JSON, nullable=True),
         sa.Column("audio_duration_ms", sa.Integer, nullable=True),
         sa.Column("error_code", sa.String(40), nullable=True),

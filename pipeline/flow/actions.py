@@ -1,0 +1,40 @@
+"""What an item needs next, read off its ledger row. Pure: no I/O, no clock of its own.
+
+Both drivers ask this: the embedded runner to fill its thread pool, the Celery sweeper to
+queue work that a lost message would otherwise strand.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pipeline.asr.catalog import Mode
+from pipeline.ledger import ItemRow
+from pipeline.states import ItemState
+
+
+class Action(StrEnum):
+    PREPARE = "prepare"
+    TRANSCRIBE = "transcribe"
+    SUBMIT = "submit"
+    POLL = "poll"
+
+
+def next_action(row: ItemRow, mode: Mode, now: datetime) -> Action | None:
+    """The step that moves ``row`` on, or None (claimed by someone, finished, or not due)."""
+    if row.next_run_at is not None and row.next_run_at > now:
+        return None
+    if row.state is ItemState.PENDING:
+        return Action.PREPARE
+    if row.state is ItemState.PREPARED:
+        return Action.TRANSCRIBE if mode is Mode.CLIP else Action.SUBMIT
+    if row.state is ItemState.SUBMITTED:
+        return Action.POLL
+    return None
+
+
+def queue_for(action: Action) -> str:
+    """The Celery queue each action runs on (see the design's queue table)."""
+    return {Action.PREPARE: "prepare", Action.TRANSCRIBE: "transcribe",
+            Action.SUBMIT: "provider", Action.POLL: "provider"}[action]

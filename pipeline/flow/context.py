@@ -1,0 +1,83 @@
+"""Everything a step needs, built once per process and handed down frozen."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from pipeline.asr.base import ClipEngine
+from pipeline.asr.catalog import ModelInfo, model_info
+from pipeline.flow.media import MediaKeeper, Publisher
+from pipeline.flow.outputs import OutputSink
+from pipeline.ledger import ItemRow, Ledger
+from pipeline.models import AsrOptions, MediaLimits, NormalizedAudio, ProbeResult
+from pipeline.settings import LimitsSettings, PollSettings, RetrySettings
+from pipeline.stages.normalize import normalize
+from pipeline.stages.probe import probe
+
+# Manifest/option keys that map onto AsrOptions fields; anything else is passed through.
+_OPTION_FIELDS = {
+    "enable_itn": "itn", "itn": "itn", "vocabulary_id": "vocabulary_id",
+    "diarization_enabled": "diarization", "diarization": "diarization",
+    "speaker_count": "speaker_count", "context": "context", "enable_words": "words",
+}
+
+
+@dataclass(frozen=True)
+class FlowContext:
+    ledger: Ledger
+    owner: str  # lease owner: this process/thread
+    engine: str  # local | dashscope
+    model: str  # the run's default model (items may name their own)
+    language: str | None
+    formats: tuple[str, ...]
+    retry: RetrySettings
+    poll: PollSettings
+    limits: LimitsSettings
+    media: MediaKeeper
+    outputs: OutputSink
+    scratch: Path
+    http: Callable[[], httpx.Client]
+    clip_engine: Callable[[ModelInfo], ClipEngine]
+    provider: Callable[[], Any] | None = None  # DashScopeClient factory
+    publisher: Publisher | None = None
+    dead_letters: bool = False  # distributed: retries exhausted -> DEAD, else FAILED
+    options: Mapping[str, Any] = field(default_factory=dict)  # run-wide provider options
+    lease_s: float = 3600.0
+    prober: Callable[..., ProbeResult] = probe
+    normalizer: Callable[..., NormalizedAudio] = normalize
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def info(self, row: ItemRow) -> ModelInfo:
+        return model_info(self.engine, str(row.spec.get("model") or self.model), self.limits)
+
+    def media_limits(self, row: ItemRow) -> MediaLimits:
+        return self.info(row).limits
+
+    def asr_options(self, row: ItemRow) -> AsrOptions:
+        merged = {**self.options, **dict(row.spec.get("options") or {})}
+        fields: dict[str, Any] = {"language": row.spec.get("language") or self.language}
+        extra = []
+        for key, value in sorted(merged.items()):
+            name = _OPTION_FIELDS.get(key)
+            if name is None:
+                extra.append((key, value))
+            else:
+                fields[name] = _coerce(name, value)
+        return AsrOptions(**fields, extra=tuple(extra))
+
+    def workdir(self, row: ItemRow) -> Path:
+        return self.scratch / row.id
+
+
+def _coerce(name: str, value: Any) -> Any:
+    if name in ("itn", "diarization", "words"):
+        return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+    if name == "speaker_count":
+        return int(value)
+    return str(value)

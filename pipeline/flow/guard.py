@@ -1,0 +1,59 @@
+"""What happens to an item when a step raises: the one place retry-or-fail is applied.
+
+Transient errors put the item back where its claim came from with ``next_run_at`` pushed
+out by exponential backoff; once retries run out it is FAILED (embedded) or DEAD
+(distributed, the dead-letter set). Permanent errors fail it at once. An interrupted run
+(Ctrl-C) only gives its claims back.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pipeline.errors import failure_of, is_retryable
+from pipeline.flow.context import FlowContext
+from pipeline.ledger import ItemRow, utcnow
+from pipeline.log import get_logger
+from pipeline.retry import backoff_s
+from pipeline.states import CLAIMED_FROM, ItemState
+
+log = get_logger("bulkscribe.flow")
+
+
+def release(ctx: FlowContext, row: ItemRow, *, to: ItemState | None = None) -> ItemRow:
+    """Give back a claim this process holds; returns the row as it now stands."""
+    latest = ctx.ledger.get(row.id) or row
+    if latest.state.claimed and latest.lease_owner == ctx.owner:
+        target = to or CLAIMED_FROM[latest.state]
+        ctx.ledger.move(row.id, latest.state, target, owner=ctx.owner)
+        latest = ctx.ledger.get(row.id) or latest
+    return latest
+
+
+def handle_failure(ctx: FlowContext, row: ItemRow, exc: BaseException, *,
+                   back_to: ItemState | None = None) -> None:
+    latest = release(ctx, row, to=back_to)
+    if ctx.stop.is_set() or latest.state.terminal:
+        return
+    code, message = failure_of(exc)
+    retryable = is_retryable(exc)
+    detail = dict(getattr(exc, "detail", {}) or {})
+    if retryable and latest.tries + 1 < ctx.retry.max_attempts:
+        delay = backoff_s(latest.tries, ctx.retry, retry_after_s=getattr(exc, "retry_after_s", None))
+        values = {"tries": latest.tries + 1, "next_run_at": utcnow() + timedelta(seconds=delay),
+                  "error_code": str(code), "error_message": message}
+        if back_to is not None and latest.state is not back_to:
+            # e.g. a lost provider task: SUBMITTED goes back to PREPARED to be submitted anew.
+            ctx.ledger.move(row.id, latest.state, back_to, provider_task_id=None,
+                            media_url=None, **values)
+        else:
+            ctx.ledger.update_if(row.id, latest.state, **values)
+        log.info("item.retry", item_id=latest.key, code=str(code), error=message,
+                 tries=latest.tries + 1, delay_s=round(delay, 2))
+        return
+    if not hasattr(exc, "code"):
+        log.error("item.crashed", item_id=latest.key, error=message, exc_info=exc)
+    dead = retryable and ctx.dead_letters
+    ctx.ledger.fail(row.id, latest.state, code, message, dead=dead, detail=detail or None)
+    log.info("item.dead" if dead else "item.failed", item_id=latest.key, code=str(code),
+             error=message)

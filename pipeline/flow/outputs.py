@@ -1,0 +1,82 @@
+"""Where results go: a local directory, or an object-store prefix with the same layout."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from pipeline.render import write_outputs
+from pipeline.storage import ObjectStore, join_key
+from pipeline.transcript import Transcript
+
+
+class OutputSink(Protocol):
+    location: str
+
+    def write(self, key: str, document: Mapping[str, Any], transcripts: Sequence[Transcript],
+              formats: Iterable[str]) -> dict[str, str]: ...
+
+    def write_text(self, name: str, text: str) -> str: ...
+
+    def read_text(self, name: str) -> str | None: ...
+
+
+class DirSink:
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        self.location = str(out_dir)
+
+    def write(self, key: str, document: Mapping[str, Any], transcripts: Sequence[Transcript],
+              formats: Iterable[str]) -> dict[str, str]:
+        return write_outputs(self.out_dir, key, document, transcripts, formats)
+
+    def write_text(self, name: str, text: str) -> str:
+        from pipeline.render import atomic_write
+
+        path = self.out_dir / name
+        atomic_write(path, text)
+        return str(path)
+
+    def read_text(self, name: str) -> str | None:
+        try:
+            return (self.out_dir / name).read_text(encoding="utf-8")
+        except OSError:
+            return None
+
+
+class StoreSink:
+    """Renders into a temp dir (same checks as local), then uploads each file."""
+
+    def __init__(self, store: ObjectStore, prefix: str = "") -> None:
+        self.store = store
+        self.prefix = prefix
+        self.location = store.uri(prefix) if prefix else store.url
+
+    def write(self, key: str, document: Mapping[str, Any], transcripts: Sequence[Transcript],
+              formats: Iterable[str]) -> dict[str, str]:
+        with tempfile.TemporaryDirectory(prefix="bulkscribe-out-") as tmp:
+            outputs = write_outputs(Path(tmp), key, document, transcripts, formats)
+            for name in outputs.values():
+                self.store.put_file(Path(tmp) / name, join_key(self.prefix, name),
+                                    content_type=_content_type(name))
+        return outputs
+
+    def write_text(self, name: str, text: str) -> str:
+        key = join_key(self.prefix, name)
+        self.store.put_bytes(text.encode("utf-8"), key, content_type=_content_type(name))
+        return self.store.uri(key)
+
+    def read_text(self, name: str) -> str | None:
+        try:
+            return self.store.get_bytes(join_key(self.prefix, name)).decode("utf-8")
+        except Exception:
+            return None
+
+
+def _content_type(name: str) -> str:
+    ext = name.rsplit(".", 1)[-1]
+    return {"json": "application/json", "jsonl": "application/x-ndjson",
+            "txt": "text/plain; charset=utf-8", "srt": "application/x-subrip",
+            "vtt": "text/vtt"}.get(ext, "application/octet-stream")

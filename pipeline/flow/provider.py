@@ -1,0 +1,227 @@
+"""Async provider steps: submit once per attempt, poll by schedule, persist promptly.
+
+Exactly-once submission: an item is claimed PREPARED → SUBMITTING with the URL it will be
+submitted under *before* the request goes out, and moves to SUBMITTED with the task id
+after. A process that dies in between leaves a SUBMITTING item whose lease expires;
+:func:`reconcile_submitting` then asks the provider whether a task for that URL exists
+before anything is sent again. Polls never wait in a worker: a poll that finds the task
+still running writes ``next_run_at`` and returns.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from structlog.contextvars import bound_contextvars
+
+from pipeline.asr.dashscope import (
+    Done,
+    Failed,
+    Wait,
+    decide,
+    file_outcomes,
+    submit_parameters,
+    transcripts_from_result,
+)
+from pipeline.errors import (
+    FailureCode,
+    PermanentError,
+    PipelineError,
+    ProviderRejected,
+    TransientError,
+)
+from pipeline.flow.context import FlowContext
+from pipeline.flow.guard import handle_failure
+from pipeline.flow.steps import claim, finish
+from pipeline.ledger import ItemRow, utcnow
+from pipeline.log import get_logger
+from pipeline.states import ItemState
+from pipeline.transcript import Transcript
+
+log = get_logger("bulkscribe.flow")
+
+
+def submit_step(ctx: FlowContext, rows: Sequence[ItemRow]) -> None:
+    """PREPARED → SUBMITTED for a batch of items sharing one model (≤100 for Fun-ASR)."""
+    claimed: list[ItemRow] = []
+    for row in rows:
+        got = claim(ctx, row, ItemState.PREPARED, ItemState.SUBMITTING)
+        if got is not None:
+            claimed.append(got)
+    if not claimed:
+        return
+    model = str(claimed[0].spec.get("model") or ctx.model)
+    try:
+        urls = [_publish(ctx, row, model) for row in claimed]
+        parameters = submit_parameters(model, ctx.asr_options(claimed[0]))
+        t0 = time.monotonic()
+        submitted = ctx.provider().submit_transcription(model, urls, parameters)
+        now = utcnow()
+        for row in claimed:
+            ctx.ledger.record_timing(row.id, "submit", time.monotonic() - t0)
+            ok = ctx.ledger.move(row.id, ItemState.SUBMITTING, ItemState.SUBMITTED,
+                                 owner=ctx.owner, provider_task_id=submitted.task_id,
+                                 submitted_at=now, polls=0, tries=0,
+                                 next_run_at=now + timedelta(seconds=ctx.poll.first_s))
+            ctx.ledger.note_attempt(row.id, provider_task_id=submitted.task_id,
+                                    provider_request_id=submitted.request_id)
+            if ok:
+                log.info("submit.done", item_id=row.key, task_id=submitted.task_id,
+                         files=len(urls))
+    except Exception as exc:
+        for row in claimed:
+            with bound_contextvars(item_id=row.key, stage="submit"):
+                if _ambiguous(exc):
+                    # The request may have reached the provider: ask before sending again.
+                    reconcile_submitting(ctx, ctx.ledger.get(row.id) or row)
+                else:
+                    handle_failure(ctx, row, exc, back_to=ItemState.PREPARED)
+
+
+def _publish(ctx: FlowContext, row: ItemRow, model: str) -> str:
+    """The provider-facing URL, written to the ledger before the submit goes out."""
+    if ctx.publisher is None:
+        raise PermanentError(FailureCode.CONFIG_INVALID, "no way to publish audio for the provider")
+    url = ctx.publisher.publish(str(row.media_key), ctx.media, ctx.workdir(row), model)
+    if not ctx.ledger.update_if(row.id, ItemState.SUBMITTING, media_url=url):
+        raise TransientError(FailureCode.LEASE_EXPIRED, f"{row.key}: claim lost before submit")
+    return url
+
+
+def _ambiguous(exc: BaseException) -> bool:
+    """A timeout or dropped connection after sending: the task may or may not exist.
+
+    Answers with a status (429, 5xx, 4xx) are given before a task is created (DashScope
+    validates submissions synchronously), so those can simply be retried.
+    """
+    if not isinstance(exc, TransientError) or exc.code is FailureCode.PROVIDER_THROTTLED:
+        return False
+    status = exc.detail.get("http_status")
+    return status is None or status in (408, 504)
+
+
+def poll_step(ctx: FlowContext, task_id: str) -> None:
+    """Query one provider task; schedule the next poll, or finish/fail its items."""
+    rows = [r for r in ctx.ledger.by_task(task_id) if r.state is ItemState.SUBMITTED]
+    if not rows:
+        return
+    first = rows[0]
+    waited = (utcnow() - (first.submitted_at or utcnow())).total_seconds()
+    with bound_contextvars(task_id=task_id, stage="poll"):
+        try:
+            status = ctx.provider().query_task(task_id)
+        except TransientError as exc:
+            # The provider or the network hiccuped: that says nothing about the task, so
+            # try again later without spending the items' retries.
+            delay = max(ctx.poll.first_s, exc.retry_after_s or 0.0)
+            _schedule(ctx, rows, delay, count=False)
+            log.info("poll.error", error=exc.message, delay_s=delay)
+            return
+        except Exception as exc:
+            for row in rows:
+                handle_failure(ctx, row, exc)
+            return
+        decision = decide(status, first.polls, waited, ctx.poll)
+        if isinstance(decision, Wait):
+            _schedule(ctx, rows, decision.seconds, count=True)
+            return
+        if isinstance(decision, Failed):
+            log.info("poll.failed", code=str(decision.code), error=decision.message)
+            exc = _task_failure(decision)
+            for row in rows:
+                handle_failure(ctx, row, exc, back_to=ItemState.PREPARED)
+            return
+        assert isinstance(decision, Done)
+        outcomes = file_outcomes(status, [str(r.media_url) for r in rows])
+        for row in rows:
+            outcome = outcomes[str(row.media_url)]
+            if outcome.succeeded:
+                persist_step(ctx, row, str(outcome.transcription_url))
+            else:
+                handle_failure(ctx, row, _file_failure(outcome.code, outcome.message),
+                               back_to=ItemState.PREPARED)
+
+
+def _schedule(ctx: FlowContext, rows: Sequence[ItemRow], delay_s: float, *, count: bool) -> None:
+    due = utcnow() + timedelta(seconds=delay_s)
+    for row in rows:
+        values: dict[str, Any] = {"next_run_at": due}
+        if count:
+            values["polls"] = row.polls + 1
+        ctx.ledger.update_if(row.id, ItemState.SUBMITTED, **values)
+
+
+def _task_failure(decision: Failed) -> PipelineError:
+    # A lost or stuck task is the provider's trouble, not the file's: submit again (as a
+    # retry of this attempt). A task that FAILED on its own is final.
+    if decision.code in (FailureCode.TASK_LOST, FailureCode.POLL_TIMEOUT):
+        return TransientError(decision.code, decision.message, detail=dict(decision.detail))
+    return ProviderRejected(decision.code, decision.message, detail=dict(decision.detail))
+
+
+def _file_failure(code: str | None, message: str | None) -> PipelineError:
+    detail = {"provider_code": code, "provider_message": message}
+    text = f"provider could not transcribe the file: {code}: {message}"
+    if (code or "").startswith("InvalidFile") or code == "NO_VALID_FRAGMENT":
+        return ProviderRejected(FailureCode.PROVIDER_FAILED, text, detail=detail)
+    return TransientError(FailureCode.PROVIDER_ERROR, text, detail=detail)
+
+
+def persist_step(ctx: FlowContext, row: ItemRow, result_url: str) -> None:
+    """SUBMITTED → SUCCEEDED: fetch the result while its URL is valid, write the outputs."""
+    claimed = claim(ctx, row, ItemState.SUBMITTED, ItemState.PERSISTING)
+    if claimed is None:
+        return
+    with bound_contextvars(item_id=row.key, attempt=claimed.attempt, stage="persist"):
+        try:
+            document = ctx.provider().fetch_result(result_url)
+            facts = dict(claimed.probe or {})
+            offset_ms = int(round(float(facts.get("offset_s", 0.0)) * 1000))
+            channel = claimed.spec.get("channel")
+            transcripts = [_relabel(t.shifted(offset_ms), channel)
+                           for t in transcripts_from_result(document)]
+            finish(ctx, claimed, transcripts or [Transcript(channel_id=channel or 0)])
+            log.info("persist.done", sentences=sum(len(t.sentences) for t in transcripts))
+        except PipelineError as exc:
+            if exc.code is FailureCode.RESULT_EXPIRED:
+                # The 24 h result URL lapsed before we fetched it: transcribe again.
+                exc = TransientError(exc.code, exc.message, detail=exc.detail)
+            handle_failure(ctx, claimed, exc, back_to=ItemState.PREPARED)
+        except Exception as exc:
+            handle_failure(ctx, claimed, exc)
+
+
+def _relabel(t: Transcript, channel: int | None) -> Transcript:
+    # We send the provider one picked channel as mono; its channel 0 is the source's N.
+    from dataclasses import replace
+
+    return replace(t, channel_id=channel) if channel is not None else t
+
+
+def reconcile_submitting(ctx: FlowContext, row: ItemRow) -> None:
+    """A SUBMITTING item whose claim expired: was the task created before the crash?"""
+    task_id = None
+    if row.media_url:
+        try:
+            task_id = ctx.provider().find_task(str(row.media_url), since=row.updated_at)
+        except TransientError as exc:
+            # Cannot tell yet; the item stays SUBMITTING and is reconciled again later.
+            ctx.ledger.update_if(row.id, ItemState.SUBMITTING, lease_owner=None,
+                                 lease_until=utcnow() + timedelta(seconds=ctx.poll.first_s))
+            log.info("reconcile.deferred", item_id=row.key, error=exc.message)
+            return
+    if task_id:
+        now = utcnow()
+        if ctx.ledger.move(row.id, ItemState.SUBMITTING, ItemState.SUBMITTED,
+                           provider_task_id=task_id, submitted_at=row.updated_at or now,
+                           polls=0, next_run_at=now):
+            log.info("reconcile.found", item_id=row.key, task_id=task_id)
+        return
+    if ctx.ledger.move(row.id, ItemState.SUBMITTING, ItemState.PREPARED, media_url=None):
+        log.info("reconcile.resubmit", item_id=row.key)
+
+
+__all__ = ["persist_step", "poll_step", "reconcile_submitting", "submit_step"]

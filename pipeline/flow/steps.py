@@ -1,0 +1,127 @@
+"""The steps that move an item through its life, shared by both drivers.
+
+Each step claims the item by compare-and-set, does one stage's work, and records the next
+state; a step that loses the race returns without doing anything. Failures go through
+:func:`pipeline.flow.guard.handle_failure`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from structlog.contextvars import bound_contextvars
+
+from pipeline.asr.catalog import Mode
+from pipeline.flow.context import FlowContext
+from pipeline.flow.guard import handle_failure
+from pipeline.flow.media import to_flac
+from pipeline.ledger import ItemRow
+from pipeline.log import get_logger
+from pipeline.manifest import display
+from pipeline.models import NormalizedAudio, ProbeResult
+from pipeline.stages.persist import build_document
+from pipeline.stages.prepare import PrepareContext, SourceSpec, prepare
+from pipeline.stages.transcribe import transcribe_file
+from pipeline.states import ItemState
+from pipeline.transcript import Transcript
+
+log = get_logger("bulkscribe.flow")
+
+
+def claim(ctx: FlowContext, row: ItemRow, old: ItemState, new: ItemState,
+          **values: Any) -> ItemRow | None:
+    claimed = ctx.ledger.claim(row.id, old, new, owner=ctx.owner, lease_s=ctx.lease_s)
+    if claimed is not None and values:
+        ctx.ledger.update_if(row.id, new, **values)
+        claimed = ctx.ledger.get(row.id)
+    return claimed
+
+
+def advance(ctx: FlowContext, row: ItemRow, new: ItemState, **values: Any) -> bool:
+    """Leave a claimed state; False means the claim was lost (lease expired and re-taken)."""
+    ok = ctx.ledger.move(row.id, row.state, new, owner=ctx.owner, tries=0, next_run_at=None,
+                         **values)
+    if not ok:
+        log.warning("item.claim_lost", item_id=row.key, state=row.state.value)
+    return ok
+
+
+def prepare_step(ctx: FlowContext, row: ItemRow) -> None:
+    """PENDING → PREPARED: probe, normalize, keep the audio where the next step finds it."""
+    claimed = claim(ctx, row, ItemState.PENDING, ItemState.PREPARING)
+    if claimed is None:
+        return
+    workdir = ctx.workdir(claimed)
+    with bound_contextvars(item_id=row.key, attempt=claimed.attempt, stage="prepare"):
+        try:
+            info = ctx.info(claimed)
+            spec = claimed.spec
+            t0 = time.monotonic()
+            prepared = prepare(
+                SourceSpec(str(spec.get("source") or claimed.source), spec.get("start_s"),
+                           spec.get("end_s"), spec.get("channel")),
+                workdir,
+                PrepareContext(limits=info.limits, http=ctx.http, prober=ctx.prober,
+                               normalizer=ctx.normalizer),
+            )
+            audio_path = to_flac(prepared.audio.path) if info.mode is Mode.ASYNC \
+                else prepared.audio.path
+            key = ctx.media.keep(audio_path)
+            seconds = time.monotonic() - t0
+            ctx.ledger.record_timing(row.id, "prepare", seconds)
+            facts = prepared.probe.as_dict() | {"offset_s": prepared.audio.offset_s,
+                                                "normalized_s": prepared.audio.duration_s}
+            if advance(ctx, claimed, ItemState.PREPARED, media_key=key, probe=facts,
+                       audio_duration_ms=int(round(prepared.audio.duration_s * 1000)),
+                       error_code=None, error_message=None):
+                log.info("prepare.done", duration_s=round(prepared.probe.duration_s, 3),
+                         codec=prepared.probe.codec, seconds=round(seconds, 3))
+        except Exception as exc:
+            handle_failure(ctx, claimed, exc)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def transcribe_step(ctx: FlowContext, row: ItemRow) -> None:
+    """PREPARED → SUCCEEDED for clip engines (local faster-whisper, sync DashScope)."""
+    claimed = claim(ctx, row, ItemState.PREPARED, ItemState.TRANSCRIBING)
+    if claimed is None:
+        return
+    workdir = ctx.workdir(claimed)
+    with bound_contextvars(item_id=row.key, attempt=claimed.attempt, stage="transcribe"):
+        try:
+            facts = dict(claimed.probe or {})
+            path = ctx.media.local(str(claimed.media_key), workdir)
+            audio = NormalizedAudio(path, float(facts.get("normalized_s", 0.0)),
+                                    offset_s=float(facts.get("offset_s", 0.0)))
+            channel = claimed.spec.get("channel") or 0
+            t0 = time.monotonic()
+            transcript = transcribe_file(audio, ctx.clip_engine(ctx.info(claimed)),
+                                         ctx.asr_options(claimed), channel_id=channel)
+            seconds = time.monotonic() - t0
+            ctx.ledger.record_timing(row.id, "transcribe", seconds)
+            finish(ctx, claimed, [transcript])
+            log.info("transcribe.done", seconds=round(seconds, 3),
+                     sentences=len(transcript.sentences))
+        except Exception as exc:
+            handle_failure(ctx, claimed, exc)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def finish(ctx: FlowContext, claimed: ItemRow, transcripts: Sequence[Transcript]) -> None:
+    """Write the outputs and mark the item SUCCEEDED; drop audio nobody else needs."""
+    probe = ProbeResult.from_dict(dict(claimed.probe or {}))
+    source = str(claimed.spec.get("source") or claimed.source)
+    document = build_document(display(source), probe, transcripts)
+    t0 = time.monotonic()
+    outputs = ctx.outputs.write(claimed.key, document, transcripts, ctx.formats)
+    ctx.ledger.record_timing(claimed.id, "persist", time.monotonic() - t0)
+    if advance(ctx, claimed, ItemState.SUCCEEDED, outputs=outputs, error_code=None,
+               error_message=None, error_detail=None):
+        ctx.ledger.end_attempt(claimed.id, ItemState.SUCCEEDED)
+        if claimed.media_key and ctx.ledger.media_refs(claimed.media_key) == 0:
+            ctx.media.forget(claimed.media_key)

@@ -1,0 +1,106 @@
+"""Build the collaborators a FlowContext needs from Settings, in one place.
+
+The CLI (embedded runs) and the Celery worker's start signal both call this; neither builds
+engines, clients or stores on its own.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from pipeline.asr.base import ClipEngine
+from pipeline.asr.catalog import Family, ModelInfo
+from pipeline.errors import ConfigError, FailureCode
+from pipeline.flow.context import FlowContext
+from pipeline.flow.media import MediaKeeper, PresignPublisher, Publisher, TemporaryUploadPublisher
+from pipeline.flow.outputs import OutputSink
+from pipeline.ledger import Ledger
+from pipeline.settings import Settings
+from pipeline.storage import LocalStore, ObjectStore, open_store
+
+PRESIGN_S = 48 * 3600  # outlives the provider's queueing; DashScope's own temp URLs last 48 h
+
+
+def http_client(settings: Settings) -> httpx.Client:
+    timeout = httpx.Timeout(settings.download.read_timeout_s,
+                            connect=settings.download.connect_timeout_s)
+    return httpx.Client(timeout=timeout, headers={"user-agent": "bulkscribe"},
+                        limits=httpx.Limits(max_connections=64, max_keepalive_connections=16))
+
+
+class ClipEngines:
+    """One engine per model name, created on first use and shared by all threads."""
+
+    def __init__(self, settings: Settings, provider: Callable[[], Any] | None) -> None:
+        self.settings = settings
+        self.provider = provider
+        self._engines: dict[str, ClipEngine] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, info: ModelInfo) -> ClipEngine:
+        with self._lock:
+            engine = self._engines.get(info.model)
+            if engine is None:
+                engine = self._engines[info.model] = self._build(info)
+            return engine
+
+    def _build(self, info: ModelInfo) -> ClipEngine:
+        if info.family is Family.LOCAL:
+            from pipeline.asr.local import LocalEngine
+
+            return LocalEngine(info.model, self.settings.local, concurrency=self.settings.workers)
+        if info.family in (Family.QWEN_ASR, Family.OMNI) and self.provider is not None:
+            from pipeline.asr.dashscope import DashScopeClipEngine
+
+            return DashScopeClipEngine(self.provider(), info.model,
+                                       max_clip_s=info.max_clip_s or 180.0)
+        raise ConfigError(FailureCode.CONFIG_INVALID,
+                          f"{info.model} is not transcribed in place")
+
+
+def provider_factory(settings: Settings, http: httpx.Client) -> Callable[[], Any] | None:
+    if settings.engine != "dashscope":
+        return None
+    from pipeline.asr.dashscope import DashScopeClient
+
+    client = DashScopeClient.from_settings(settings, http)
+    if settings.dashscope_api_key is None:
+        raise ConfigError(FailureCode.PROVIDER_AUTH,
+                          "the DashScope engine needs an API key: set DASHSCOPE_API_KEY")
+    return lambda: client
+
+
+def media_store(settings: Settings, fallback: Path) -> ObjectStore:
+    """Configured storage, or a local directory for single-machine runs."""
+    if settings.storage_url:
+        return open_store(settings.storage_url, endpoint_url=settings.s3_endpoint_url)
+    return LocalStore(fallback)
+
+
+def publisher_for(settings: Settings, store: ObjectStore,
+                  provider: Callable[[], Any] | None) -> Publisher | None:
+    if provider is None:
+        return None
+    if isinstance(store, LocalStore):
+        # No bucket of ours the provider could read: use DashScope's temporary storage.
+        return TemporaryUploadPublisher(provider)
+    return PresignPublisher(PRESIGN_S)
+
+
+def build_context(settings: Settings, *, ledger: Ledger, owner: str, outputs: OutputSink,
+                  scratch: Path, store: ObjectStore, http: httpx.Client,
+                  dead_letters: bool, options: dict[str, Any] | None = None,
+                  **overrides: Any) -> FlowContext:
+    provider = provider_factory(settings, http)
+    return FlowContext(
+        ledger=ledger, owner=owner, engine=settings.engine, model=settings.model,
+        language=settings.language, formats=settings.formats, retry=settings.retry,
+        poll=settings.poll, limits=settings.limits, media=MediaKeeper(store), outputs=outputs,
+        scratch=scratch, http=lambda: http, clip_engine=ClipEngines(settings, provider),
+        provider=provider, publisher=publisher_for(settings, store, provider),
+        dead_letters=dead_letters, options=options or {}, **overrides)
