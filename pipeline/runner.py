@@ -230,6 +230,7 @@ class EmbeddedRunner:
         polls: dict[str, list[str]] = {}
         submits: dict[str, list[ItemRow]] = {}
         transcribes, prepares = [], []
+        jobs_first: list[tuple[Callable[[], None], tuple[str, ...]]] = []
         waiting = sum(1 for r in view.values() if r.state is ItemState.PREPARED)
         for row in sorted(view.values(), key=lambda r: r.line_no):
             if row.id in busy:
@@ -239,6 +240,10 @@ class EmbeddedRunner:
             except PipelineError as exc:
                 self.ledger.fail(row.id, row.state, exc.code, exc.message)
                 view[row.id] = self.ledger.get(row.id) or row
+                continue
+            if (row.state is ItemState.SUBMITTING and row.lease_owner is None
+                    and (row.lease_until is None or row.lease_until <= now)):
+                jobs_first.append((partial(reconcile_submitting, self.ctx, row), (row.id,)))
                 continue
             action = next_action(row, mode, now)
             if action is Action.POLL:
@@ -250,7 +255,7 @@ class EmbeddedRunner:
             elif action is Action.PREPARE:
                 prepares.append(row)
         ctx = self.ctx
-        jobs: list[tuple[Callable[[], None], tuple[str, ...]]] = []
+        jobs = jobs_first
         for task_id, ids in polls.items():
             jobs.append((partial(poll_step, ctx, task_id), tuple(ids)))
         for model, rows in submits.items():

@@ -202,26 +202,53 @@ def _relabel(t: Transcript, channel: int | None) -> Transcript:
 
 
 def reconcile_submitting(ctx: FlowContext, row: ItemRow) -> None:
-    """A SUBMITTING item whose claim expired: was the task created before the crash?"""
-    task_id = None
-    if row.media_url:
-        try:
-            task_id = ctx.provider().find_task(str(row.media_url), since=row.updated_at)
-        except TransientError as exc:
-            # Cannot tell yet; the item stays SUBMITTING and is reconciled again later.
-            ctx.ledger.update_if(row.id, ItemState.SUBMITTING, lease_owner=None,
-                                 lease_until=utcnow() + timedelta(seconds=ctx.poll.first_s))
-            log.info("reconcile.deferred", item_id=row.key, error=exc.message)
-            return
-    if task_id:
-        now = utcnow()
+    """A SUBMITTING item with no task id: did the provider get the request before we lost it?
+
+    The provider's task list is searched for a task our ledger does not know whose files
+    include this item's URL. While such an unknown task is still running its files cannot
+    be read, so the item waits; it is submitted again only once no candidate is left.
+    """
+    try:
+        verdict, task_id = _find_lost_task(ctx, row)
+    except TransientError as exc:
+        verdict, task_id = "unsure", None
+        log.info("reconcile.deferred", item_id=row.key, error=exc.message)
+    now = utcnow()
+    if verdict == "found":
         if ctx.ledger.move(row.id, ItemState.SUBMITTING, ItemState.SUBMITTED,
                            provider_task_id=task_id, submitted_at=row.updated_at or now,
                            polls=0, next_run_at=now):
+            ctx.ledger.note_attempt(row.id, provider_task_id=task_id)
             log.info("reconcile.found", item_id=row.key, task_id=task_id)
-        return
-    if ctx.ledger.move(row.id, ItemState.SUBMITTING, ItemState.PREPARED, media_url=None):
+    elif verdict == "unsure":
+        ctx.ledger.update_if(row.id, ItemState.SUBMITTING, lease_owner=None,
+                             lease_until=now + timedelta(seconds=ctx.poll.max_s))
+    elif ctx.ledger.move(row.id, ItemState.SUBMITTING, ItemState.PREPARED, media_url=None):
         log.info("reconcile.resubmit", item_id=row.key)
+
+
+def _find_lost_task(ctx: FlowContext, row: ItemRow) -> tuple[str, str | None]:
+    if not row.media_url:
+        return "absent", None  # the URL is written before sending: nothing went out
+    client = ctx.provider()
+    model = str(row.spec.get("model") or ctx.model)
+    listed = client.list_tasks(model=model)
+    known = ctx.ledger.known_task_ids([t.task_id for t in listed])
+    unsure = False
+    for summary in listed:
+        if summary.task_id in known:
+            continue
+        status = client.query_task(summary.task_id)
+        if not status.terminal:
+            unsure = True
+            continue
+        for result in status.results:
+            url = result.file_url
+            if not url and result.transcription_url:  # filetrans does not echo it here
+                url = str(client.fetch_result(result.transcription_url).get("file_url") or "")
+            if url == row.media_url:
+                return "found", summary.task_id
+    return ("unsure", None) if unsure else ("absent", None)
 
 
 __all__ = ["persist_step", "poll_step", "reconcile_submitting", "submit_step"]

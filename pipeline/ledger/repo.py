@@ -314,6 +314,17 @@ class Ledger:
                                 .order_by(items.c.line_no))
             return [ItemRow.from_row(r) for r in rows]
 
+    def known_task_ids(self, task_ids: Sequence[str]) -> set[str]:
+        """Which of these provider task ids any item or attempt has recorded."""
+        if not task_ids:
+            return set()
+        with self.engine.connect() as conn:
+            a = conn.execute(select(items.c.provider_task_id)
+                             .where(items.c.provider_task_id.in_(list(task_ids)))).scalars()
+            b = conn.execute(select(attempts.c.provider_task_id)
+                             .where(attempts.c.provider_task_id.in_(list(task_ids)))).scalars()
+            return {t for t in (*a, *b) if t}
+
     def media_refs(self, key: str) -> int:
         """Items not yet finished that still need the stored audio under ``key``."""
         query = select(func.count()).where(and_(

@@ -32,7 +32,14 @@ from pipeline.asr.dashscope.sync import (
     native_result,
     native_stream_result,
 )
-from pipeline.asr.dashscope.tasks import Submitted, TaskStatus, parse_submitted, parse_task_status
+from pipeline.asr.dashscope.tasks import (
+    Submitted,
+    TaskStatus,
+    TaskSummary,
+    parse_submitted,
+    parse_task_list,
+    parse_task_status,
+)
 from pipeline.asr.dashscope.upload import check_size, form_fields, object_key, parse_policy
 from pipeline.asr.dashscope.wire import Source, json_object, to_error
 from pipeline.errors import ConfigError, FailureCode
@@ -89,6 +96,21 @@ class DashScopeClient:
         """E2: where a task stands; an expired or foreign id comes back as ``UNKNOWN``."""
         url = f"{self.base_url}/tasks/{quote(task_id, safe='')}"
         return parse_task_status(self._json(self._api("GET", url)), task_id)
+
+    def list_tasks(self, *, model: str | None = None, page_size: int = 100,
+                   max_pages: int = 50) -> list[TaskSummary]:
+        """E9: the account's tasks of the last 24 h, newest first (all pages, bounded)."""
+        out: list[TaskSummary] = []
+        for page_no in range(1, max_pages + 1):
+            params: dict[str, Any] = {"page_no": page_no, "page_size": page_size}
+            if model:
+                params["model_name"] = model
+            tasks, total = parse_task_list(self._json(self._api(
+                "GET", f"{self.base_url}/tasks", params=params)))
+            out.extend(tasks)
+            if not tasks or len(out) >= total:
+                break
+        return out
 
     def cancel_task(self, task_id: str) -> None:
         """E8: cancel a PENDING task (others answer 400 UnsupportedOperation)."""

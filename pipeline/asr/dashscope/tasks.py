@@ -60,6 +60,29 @@ class TaskStatus:
         return self.status in TERMINAL
 
 
+@dataclass(frozen=True, slots=True)
+class TaskSummary:
+    """One row of the task list (E9): enough to find a task we lost track of."""
+
+    task_id: str
+    status: str
+    model: str | None = None
+    submit_time: str | None = None
+
+
+def parse_task_list(body: Mapping[str, Any]) -> tuple[list[TaskSummary], int]:
+    """E9's flat body: ``tasks`` (2.0 SDK) or ``data`` (some docs), plus ``total``."""
+    raw = body.get("tasks")
+    if raw is None:
+        raw = body.get("data") or []
+    if not isinstance(raw, list):
+        raise bad_response("task list is not a list", request_id=body.get("request_id"))
+    tasks = [TaskSummary(str(t["task_id"]), str(t.get("task_status") or ""),
+                         t.get("model_name"), t.get("submit_time"))
+             for t in raw if isinstance(t, Mapping) and t.get("task_id")]
+    return tasks, int(body.get("total") or len(tasks))
+
+
 def parse_submitted(body: Mapping[str, Any]) -> Submitted:
     """E1's answer: ``output.task_id`` and ``output.task_status`` are both required."""
     request_id = body.get("request_id")
