@@ -18,10 +18,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from pipeline.asr.catalog import Mode
 from pipeline.asr.dashscope.params import is_funasr
 from pipeline.errors import TRANSIENT_CODES, FailureCode, PipelineError
-from pipeline.flow.actions import Action, next_action
+from pipeline.flow.actions import Action
 from pipeline.flow.context import FlowContext
+from pipeline.flow.plan import count_states, plan_jobs
 from pipeline.flow.provider import poll_step, reconcile_submitting, submit_step
 from pipeline.flow.steps import prepare_step, transcribe_step
 from pipeline.ledger import ItemRow, ItemSeed, utcnow
@@ -225,51 +227,35 @@ class EmbeddedRunner:
 
     def _plan(self, view: dict[str, ItemRow],
               busy: set[str]) -> list[tuple[Callable[[], None], tuple[str, ...]]]:
-        """Due work, most advanced items first, so finished results come out steadily."""
-        now = utcnow()
-        polls: dict[str, list[str]] = {}
-        submits: dict[str, list[ItemRow]] = {}
-        transcribes, prepares = [], []
-        jobs_first: list[tuple[Callable[[], None], tuple[str, ...]]] = []
-        waiting = sum(1 for r in view.values() if r.state is ItemState.PREPARED)
-        for row in sorted(view.values(), key=lambda r: r.line_no):
-            if row.id in busy:
-                continue
-            try:
-                mode = self.ctx.info(row).mode
-            except PipelineError as exc:
-                self.ledger.fail(row.id, row.state, exc.code, exc.message)
-                view[row.id] = self.ledger.get(row.id) or row
-                continue
-            if (row.state is ItemState.SUBMITTING and row.lease_owner is None
-                    and (row.lease_until is None or row.lease_until <= now)):
-                jobs_first.append((partial(reconcile_submitting, self.ctx, row), (row.id,)))
-                continue
-            action = next_action(row, mode, now)
-            if action is Action.POLL:
-                polls.setdefault(str(row.provider_task_id), []).append(row.id)
-            elif action is Action.SUBMIT:
-                submits.setdefault(str(row.spec.get("model") or self.cfg.model), []).append(row)
-            elif action is Action.TRANSCRIBE:
-                transcribes.append(row)
-            elif action is Action.PREPARE:
-                prepares.append(row)
+        """Due work from the shared planner, turned into calls for the thread pool."""
         ctx = self.ctx
-        jobs = jobs_first
-        for task_id, ids in polls.items():
-            jobs.append((partial(poll_step, ctx, task_id), tuple(ids)))
-        for model, rows in submits.items():
-            size = self.batch_size if is_funasr(model) else 1
-            for i in range(0, len(rows), size):
-                chunk = rows[i:i + size]
-                jobs.append((partial(submit_step, ctx, chunk), tuple(r.id for r in chunk)))
-        for row in transcribes:
-            jobs.append((partial(transcribe_step, ctx, row), (row.id,)))
-        # Backpressure: never hold more normalized audio in scratch than the workers can use.
-        room = max(0, 2 * self.cfg.workers - waiting)
-        for row in prepares[:room]:
-            jobs.append((partial(prepare_step, ctx, row), (row.id,)))
-        return jobs
+        rows = list(view.values())
+        jobs = plan_jobs(
+            rows, self._mode_of, utcnow(), busy=busy,
+            # Backpressure: never hold more normalized audio than the workers can use.
+            prepare_room=2 * self.cfg.workers - count_states(rows, ItemState.PREPARED),
+            submit_room=len(rows), batch_size=lambda m: self.batch_size if is_funasr(m) else 1,
+            default_model=self.cfg.model)
+        calls: list[tuple[Callable[[], None], tuple[str, ...]]] = []
+        for job in jobs:
+            if job.action is None:
+                calls.append((partial(reconcile_submitting, ctx, job.rows[0]), job.ids))
+            elif job.action is Action.POLL:
+                calls.append((partial(poll_step, ctx, str(job.task_id)), job.ids))
+            elif job.action is Action.SUBMIT:
+                calls.append((partial(submit_step, ctx, list(job.rows)), job.ids))
+            elif job.action is Action.TRANSCRIBE:
+                calls.append((partial(transcribe_step, ctx, job.rows[0]), job.ids))
+            else:
+                calls.append((partial(prepare_step, ctx, job.rows[0]), job.ids))
+        return calls
+
+    def _mode_of(self, row: ItemRow) -> Mode:
+        try:
+            return self.ctx.info(row).mode
+        except PipelineError as exc:  # an item naming a model that does not exist
+            self.ledger.fail(row.id, row.state, exc.code, exc.message)
+            return Mode.CLIP
 
     def _idle_s(self, view: dict[str, ItemRow]) -> float:
         """How long to wait for a step to finish before looking for due work again."""
