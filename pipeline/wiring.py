@@ -17,6 +17,7 @@ from pipeline.asr.base import ClipEngine
 from pipeline.asr.catalog import Family, ModelInfo
 from pipeline.errors import ConfigError, FailureCode
 from pipeline.flow.context import FlowContext
+from pipeline.flow.limits import LocalGate, RateLimiter, SubmitGate, ThrottledClient, TokenBucket
 from pipeline.flow.media import MediaKeeper, PresignPublisher, Publisher, TemporaryUploadPublisher
 from pipeline.flow.outputs import OutputSink
 from pipeline.ledger import Ledger
@@ -63,15 +64,17 @@ class ClipEngines:
                           f"{info.model} is not transcribed in place")
 
 
-def provider_factory(settings: Settings, http: httpx.Client) -> Callable[[], Any] | None:
+def provider_factory(settings: Settings, http: httpx.Client,
+                     limiter: RateLimiter | None = None) -> Callable[[], Any] | None:
     if settings.engine != "dashscope":
         return None
     from pipeline.asr.dashscope import DashScopeClient
 
-    client = DashScopeClient.from_settings(settings, http)
     if settings.dashscope_api_key is None:
         raise ConfigError(FailureCode.PROVIDER_AUTH,
                           "the DashScope engine needs an API key: set DASHSCOPE_API_KEY")
+    client: Any = DashScopeClient.from_settings(settings, http)
+    client = ThrottledClient(client, limiter or TokenBucket(settings.provider.requests_per_s))
     return lambda: client
 
 
@@ -95,12 +98,15 @@ def publisher_for(settings: Settings, store: ObjectStore,
 def build_context(settings: Settings, *, ledger: Ledger, owner: str, outputs: OutputSink,
                   scratch: Path, store: ObjectStore, http: httpx.Client,
                   dead_letters: bool, options: dict[str, Any] | None = None,
+                  limiter: RateLimiter | None = None, gate: SubmitGate | None = None,
                   **overrides: Any) -> FlowContext:
-    provider = provider_factory(settings, http)
+    provider = provider_factory(settings, http, limiter)
     return FlowContext(
         ledger=ledger, owner=owner, engine=settings.engine, model=settings.model,
         language=settings.language, formats=settings.formats, retry=settings.retry,
         poll=settings.poll, limits=settings.limits, media=MediaKeeper(store), outputs=outputs,
         scratch=scratch, http=lambda: http, clip_engine=ClipEngines(settings, provider),
         provider=provider, publisher=publisher_for(settings, store, provider),
-        dead_letters=dead_letters, options=options or {}, **overrides)
+        dead_letters=dead_letters, options=options or {},
+        gate=gate or LocalGate(settings.provider.max_inflight_tasks, ledger.inflight_tasks),
+        **overrides)

@@ -12,6 +12,7 @@ import httpx
 
 from pipeline.asr.base import ClipEngine
 from pipeline.asr.catalog import ModelInfo, model_info
+from pipeline.flow.limits import SubmitGate
 from pipeline.flow.media import MediaKeeper, Publisher
 from pipeline.flow.outputs import OutputSink
 from pipeline.ledger import ItemRow, Ledger
@@ -49,6 +50,7 @@ class FlowContext:
     dead_letters: bool = False  # distributed: retries exhausted -> DEAD, else FAILED
     options: Mapping[str, Any] = field(default_factory=dict)  # run-wide provider options
     lease_s: float = 3600.0
+    gate: SubmitGate | None = None  # caps provider tasks in flight (None: no cap)
     prober: Callable[..., ProbeResult] = probe
     normalizer: Callable[..., NormalizedAudio] = normalize
     stop: threading.Event = field(default_factory=threading.Event)

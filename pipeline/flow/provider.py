@@ -11,7 +11,8 @@ still running writes ``next_run_at`` and returns.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -47,10 +48,15 @@ log = get_logger("bulkscribe.flow")
 def submit_step(ctx: FlowContext, rows: Sequence[ItemRow]) -> None:
     """PREPARED → SUBMITTED for a batch of items sharing one model (≤100 for Fun-ASR)."""
     claimed: list[ItemRow] = []
-    for row in rows:
-        got = claim(ctx, row, ItemState.PREPARED, ItemState.SUBMITTING)
-        if got is not None:
-            claimed.append(got)
+    with _admitted(ctx) as room:
+        if room <= 0:
+            # At the in-flight cap: look again shortly, when a task may have finished.
+            _defer(ctx, rows, ctx.poll.first_s)
+            return
+        for row in rows:
+            got = claim(ctx, row, ItemState.PREPARED, ItemState.SUBMITTING)
+            if got is not None:
+                claimed.append(got)
     if not claimed:
         return
     model = str(claimed[0].spec.get("model") or ctx.model)
@@ -79,6 +85,21 @@ def submit_step(ctx: FlowContext, rows: Sequence[ItemRow]) -> None:
                     reconcile_submitting(ctx, ctx.ledger.get(row.id) or row)
                 else:
                     handle_failure(ctx, row, exc, back_to=ItemState.PREPARED)
+
+
+@contextmanager
+def _admitted(ctx: FlowContext) -> Iterator[int]:
+    if ctx.gate is None:
+        yield 1
+        return
+    with ctx.gate.admit() as room:
+        yield room
+
+
+def _defer(ctx: FlowContext, rows: Sequence[ItemRow], delay_s: float) -> None:
+    due = utcnow() + timedelta(seconds=delay_s)
+    for row in rows:
+        ctx.ledger.update_if(row.id, ItemState.PREPARED, next_run_at=due)
 
 
 def _publish(ctx: FlowContext, row: ItemRow, model: str) -> str:

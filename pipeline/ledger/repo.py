@@ -325,6 +325,21 @@ class Ledger:
                              .where(attempts.c.provider_task_id.in_(list(task_ids)))).scalars()
             return {t for t in (*a, *b) if t}
 
+    def inflight_tasks(self) -> int:
+        """Provider tasks submitted and not yet finished with, across every batch."""
+        with self.engine.connect() as conn:
+            tasks = conn.execute(select(func.count(func.distinct(items.c.provider_task_id)))
+                                 .where(items.c.state.in_([ItemState.SUBMITTED.value,
+                                                           ItemState.PERSISTING.value]))).scalar()
+            sending = conn.execute(select(func.count()).where(
+                items.c.state == ItemState.SUBMITTING.value)).scalar()
+        return int(tasks or 0) + int(sending or 0)
+
+    def count_states(self, *states: ItemState) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).where(
+                items.c.state.in_([s.value for s in states]))).scalar() or 0)
+
     def media_refs(self, key: str) -> int:
         """Items not yet finished that still need the stored audio under ``key``."""
         query = select(func.count()).where(and_(
