@@ -129,9 +129,10 @@ def run(manifest: Path, out_dir: Path, engine: str | None, model: str | None,
         try:
             loaded = load_manifest(manifest, fmt=manifest_format)
             info = model_info(settings.engine, settings.model, settings.limits)
+            sink = DirSink(out_dir)
             ctx = build_context(
                 settings, ledger=open_ledger(ledger_url(settings, out_dir)),
-                owner=f"run:{os.getpid()}", outputs=DirSink(out_dir), scratch=Path(scratch),
+                owner=f"run:{os.getpid()}", sinks=lambda _batch: sink, scratch=Path(scratch),
                 store=media_store(settings, out_dir / ".bulkscribe" / "media"), http=http,
                 dead_letters=False)
         except ManifestUnreadable as exc:

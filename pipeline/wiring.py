@@ -66,13 +66,14 @@ class ClipEngines:
 
 def provider_factory(settings: Settings, http: httpx.Client,
                      limiter: RateLimiter | None = None) -> Callable[[], Any] | None:
-    if settings.engine != "dashscope":
+    """A (rate-limited) DashScope client when a key is configured or the engine needs one."""
+    if settings.dashscope_api_key is None:
+        if settings.engine == "dashscope":
+            raise ConfigError(FailureCode.PROVIDER_AUTH,
+                              "the DashScope engine needs an API key: set DASHSCOPE_API_KEY")
         return None
     from pipeline.asr.dashscope import DashScopeClient
 
-    if settings.dashscope_api_key is None:
-        raise ConfigError(FailureCode.PROVIDER_AUTH,
-                          "the DashScope engine needs an API key: set DASHSCOPE_API_KEY")
     client: Any = DashScopeClient.from_settings(settings, http)
     client = ThrottledClient(client, limiter or TokenBucket(settings.provider.requests_per_s))
     return lambda: client
@@ -95,7 +96,8 @@ def publisher_for(settings: Settings, store: ObjectStore,
     return PresignPublisher(PRESIGN_S)
 
 
-def build_context(settings: Settings, *, ledger: Ledger, owner: str, outputs: OutputSink,
+def build_context(settings: Settings, *, ledger: Ledger, owner: str,
+                  sinks: Callable[[str], OutputSink],
                   scratch: Path, store: ObjectStore, http: httpx.Client,
                   dead_letters: bool, options: dict[str, Any] | None = None,
                   limiter: RateLimiter | None = None, gate: SubmitGate | None = None,
@@ -104,7 +106,7 @@ def build_context(settings: Settings, *, ledger: Ledger, owner: str, outputs: Ou
     return FlowContext(
         ledger=ledger, owner=owner, engine=settings.engine, model=settings.model,
         language=settings.language, formats=settings.formats, retry=settings.retry,
-        poll=settings.poll, limits=settings.limits, media=MediaKeeper(store), outputs=outputs,
+        poll=settings.poll, limits=settings.limits, media=MediaKeeper(store), sinks=sinks,
         scratch=scratch, http=lambda: http, clip_engine=ClipEngines(settings, provider),
         provider=provider, publisher=publisher_for(settings, store, provider),
         dead_letters=dead_letters, options=options or {},

@@ -35,7 +35,9 @@ def running_emulator(config: EmulatorConfig, *, engine: ClipEngine | None = None
                      host: str = "127.0.0.1") -> Iterator[str]:
     """The emulator served by uvicorn in a daemon thread; yields its base URL."""
     app = create_app(config, engine, clock=clock, cache=cache)
-    sock = socket.socket()
+    # proto must be IPPROTO_TCP: asyncio only sets TCP_NODELAY on sockets that say so, and
+    # without it every keep-alive response waits ~40 ms for a delayed ACK (Nagle).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, 0))
     port = sock.getsockname()[1]

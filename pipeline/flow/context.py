@@ -41,7 +41,7 @@ class FlowContext:
     poll: PollSettings
     limits: LimitsSettings
     media: MediaKeeper
-    outputs: OutputSink
+    sinks: Callable[[str], OutputSink]  # batch id -> where its results go
     scratch: Path
     http: Callable[[], httpx.Client]
     clip_engine: Callable[[ModelInfo], ClipEngine]
@@ -56,7 +56,8 @@ class FlowContext:
     stop: threading.Event = field(default_factory=threading.Event)
 
     def info(self, row: ItemRow) -> ModelInfo:
-        return model_info(self.engine, str(row.spec.get("model") or self.model), self.limits)
+        engine = str(row.spec.get("engine") or self.engine)
+        return model_info(engine, str(row.spec.get("model") or self.model), self.limits)
 
     def media_limits(self, row: ItemRow) -> MediaLimits:
         return self.info(row).limits

@@ -48,7 +48,7 @@ def plan_jobs(
         if row.id in busy:
             continue
         if row.state is ItemState.SUBMITTING:
-            if row.lease_owner is None and (row.lease_until is None or row.lease_until <= now):
+            if row.lease_until is None or row.lease_until <= now:  # its submitter is gone
                 reconciles.append(Job(RECONCILE, (row.id,), rows=(row,)))
             continue
         action = next_action(row, mode_of(row), now)

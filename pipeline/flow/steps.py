@@ -8,8 +8,10 @@ state; a step that loses the race returns without doing anything. Failures go th
 from __future__ import annotations
 
 import shutil
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from structlog.contextvars import bound_contextvars
@@ -40,6 +42,25 @@ def claim(ctx: FlowContext, row: ItemRow, old: ItemState, new: ItemState,
     return claimed
 
 
+@contextmanager
+def keep_alive(ctx: FlowContext, row: ItemRow) -> Iterator[None]:
+    """Renew the claim's lease while a long step runs (an hour-long file, a slow upload), so
+    the sweeper never mistakes a busy worker for a dead one."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(ctx.lease_s / 3):
+            if not ctx.ledger.renew(row.id, row.state, owner=ctx.owner, lease_s=ctx.lease_s):
+                return
+
+    thread = threading.Thread(target=beat, name=f"lease-{row.key}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+
+
 def advance(ctx: FlowContext, row: ItemRow, new: ItemState, **values: Any) -> bool:
     """Leave a claimed state; False means the claim was lost (lease expired and re-taken)."""
     ok = ctx.ledger.move(row.id, row.state, new, owner=ctx.owner, tries=0, next_run_at=None,
@@ -55,7 +76,8 @@ def prepare_step(ctx: FlowContext, row: ItemRow) -> None:
     if claimed is None:
         return
     workdir = ctx.workdir(claimed)
-    with bound_contextvars(item_id=row.key, attempt=claimed.attempt, stage="prepare"):
+    with bound_contextvars(item_id=row.key, attempt=claimed.attempt, stage="prepare"), \
+            keep_alive(ctx, claimed):
         try:
             info = ctx.info(claimed)
             spec = claimed.spec
@@ -91,7 +113,8 @@ def transcribe_step(ctx: FlowContext, row: ItemRow) -> None:
     if claimed is None:
         return
     workdir = ctx.workdir(claimed)
-    with bound_contextvars(item_id=row.key, attempt=claimed.attempt, stage="transcribe"):
+    with bound_contextvars(item_id=row.key, attempt=claimed.attempt, stage="transcribe"), \
+            keep_alive(ctx, claimed):
         try:
             facts = dict(claimed.probe or {})
             path = ctx.media.local(str(claimed.media_key), workdir)
@@ -118,7 +141,7 @@ def finish(ctx: FlowContext, claimed: ItemRow, transcripts: Sequence[Transcript]
     source = str(claimed.spec.get("source") or claimed.source)
     document = build_document(display(source), probe, transcripts)
     t0 = time.monotonic()
-    outputs = ctx.outputs.write(claimed.key, document, transcripts, ctx.formats)
+    outputs = ctx.sinks(claimed.batch_id).write(claimed.key, document, transcripts, ctx.formats)
     ctx.ledger.record_timing(claimed.id, "persist", time.monotonic() - t0)
     if advance(ctx, claimed, ItemState.SUCCEEDED, outputs=outputs, error_code=None,
                error_message=None, error_detail=None):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, insert, select, update
+from sqlalchemy import Engine, and_, func, insert, or_, select, update
 
 from pipeline.ledger.tables import attempts, batches, items
 from pipeline.states import CLAIMED_FROM, TERMINAL, ItemState
@@ -112,6 +112,18 @@ class Ledger:
         with self.engine.connect() as conn:
             row = conn.execute(select(batches).where(batches.c.id == batch_id)).first()
         return dict(row._mapping) if row else None
+
+    def due_rows(self, now: datetime, *, limit: int = 2000) -> list[ItemRow]:
+        """Rows some step could act on now, across batches, oldest work first."""
+        waiting = [ItemState.PENDING.value, ItemState.PREPARED.value, ItemState.SUBMITTED.value]
+        query = select(items).where(or_(
+            and_(items.c.state.in_(waiting),
+                 or_(items.c.next_run_at.is_(None), items.c.next_run_at <= now)),
+            and_(items.c.state == ItemState.SUBMITTING.value,
+                 or_(items.c.lease_until.is_(None), items.c.lease_until <= now)),
+        )).order_by(items.c.next_run_at.nulls_first(), items.c.created_at).limit(limit)
+        with self.engine.connect() as conn:
+            return [ItemRow.from_row(r) for r in conn.execute(query)]
 
     def batch_ids(self) -> list[str]:
         with self.engine.connect() as conn:
@@ -225,8 +237,11 @@ class Ledger:
         now = now or utcnow()
         released = []
         with self.engine.connect() as conn:
+            # SUBMITTING is left alone: whether its task exists is for reconciliation to
+            # find out, not for a timer to assume.
+            releasable = [s.value for s in CLAIMED_FROM if s is not ItemState.SUBMITTING]
             stale = conn.execute(select(items.c.id, items.c.state).where(and_(
-                items.c.state.in_([s.value for s in CLAIMED_FROM]),
+                items.c.state.in_(releasable),
                 items.c.lease_until < now))).all()
         for item_id, state in stale:
             old = ItemState(state)
