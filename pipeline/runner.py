@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -20,6 +19,7 @@ from typing import Any
 
 from pipeline.asr.catalog import Mode
 from pipeline.asr.dashscope.params import is_funasr
+from pipeline.batches import key_of, seeds_for
 from pipeline.errors import TRANSIENT_CODES, FailureCode, PipelineError
 from pipeline.flow.actions import Action
 from pipeline.flow.context import FlowContext
@@ -32,7 +32,6 @@ from pipeline.manifest import Manifest, display
 from pipeline.models import ManifestItem, ManifestProblem
 from pipeline.render import atomic_write, write_outputs
 from pipeline.settings import RetrySettings
-from pipeline.sources import source_stamp
 from pipeline.states import CLAIMED_FROM, ItemState
 from pipeline.transcript import from_result_document
 
@@ -101,43 +100,6 @@ def batch_id_for(out_dir: Path) -> str:
     return f"run-{digest[:12]}"
 
 
-def fingerprint(item: ManifestItem, engine: str, model: str, language: str | None) -> str:
-    spec = item.spec() | {"engine": engine, "model": item.model or model,
-                          "language": item.language or language}
-    blob = json.dumps(spec, sort_keys=True, default=str, ensure_ascii=True)
-    return hashlib.sha256(blob.encode("utf-8", "surrogateescape")).hexdigest()
-
-
-def seeds_for(manifest: Manifest, cfg: RunConfig) -> list[ItemSeed]:
-    seeds = []
-    for entry in manifest.entries:
-        if isinstance(entry, ManifestProblem):
-            # '@' cannot start a manifest id, so these keys never collide with real ones.
-            seeds.append(ItemSeed(
-                key=f"@line{entry.line_no}", line_no=entry.line_no,
-                source=_storable(entry.source or ""),
-                spec={"id": entry.item_id}, fingerprint=f"problem:{entry.code}:{entry.message}",
-                failure=(entry.code, entry.message)))
-            continue
-        spec = entry.spec() | {"source": _storable(entry.source)}
-        seeds.append(ItemSeed(
-            key=entry.item_id, line_no=entry.line_no, source=_storable(entry.source), spec=spec,
-            fingerprint=fingerprint(entry, cfg.engine, cfg.model, cfg.language),
-            source_stamp=source_stamp(entry.source)))
-    return seeds
-
-
-def _storable(source: str) -> str:
-    """Non-UTF-8 file names (surrogate escapes) become file:// URLs so they survive the DB."""
-    try:
-        source.encode("utf-8")
-        return source
-    except UnicodeEncodeError:
-        from urllib.parse import quote
-
-        return "file://" + quote(os.fsencode(os.path.abspath(source)))
-
-
 @dataclass
 class EmbeddedRunner:
     """Drives one batch to the end with a thread pool; the ledger says what is left."""
@@ -159,11 +121,13 @@ class EmbeddedRunner:
         self.ledger.ensure_batch(self.batch_id, kind="run", out=str(cfg.out_dir),
                                  engine=cfg.engine, model=cfg.model, manifest=manifest.path,
                                  options={"language": cfg.language, "formats": list(cfg.formats)})
-        self.ledger.sync_items(self.batch_id, seeds_for(manifest, cfg), engine=cfg.engine,
+        self.ledger.sync_items(self.batch_id, seeds_for(manifest.entries, engine=cfg.engine,
+                                                         model=cfg.model, language=cfg.language),
+                               engine=cfg.engine,
                                model=cfg.model, force=cfg.force)
         self._recover()
         rows = {r.key: r for r in self.ledger.list_items(self.batch_id)}
-        keys = [_key(e) for e in manifest.entries]
+        keys = [key_of(e) for e in manifest.entries]
         for key in keys:
             row = rows[key]
             if row.state is ItemState.SUCCEEDED and not self._outputs_complete(row):
@@ -320,15 +284,7 @@ class EmbeddedRunner:
 
     def results(self, manifest: Manifest) -> list[ItemResult]:
         rows = {r.key: r for r in self.ledger.list_items(self.batch_id)}
-        return [result_of(e, rows.get(_key(e))) for e in manifest.entries]
-
-
-def _key(entry: ManifestItem | ManifestProblem) -> str:
-    return f"@line{entry.line_no}" if isinstance(entry, ManifestProblem) else entry.item_id
-
-
-def _source_of(row: ItemRow) -> str:
-    return str(row.spec.get("source") or row.source)
+        return [result_of(e, rows.get(key_of(e))) for e in manifest.entries]
 
 
 def _reseed(row: ItemRow) -> ItemSeed:

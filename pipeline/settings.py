@@ -71,6 +71,28 @@ class ProviderSettings(_Frozen):
     requests_per_s: float = Field(10.0, gt=0)  # submits + polls, whole fleet
 
 
+class ScheduleSettings(_Frozen):
+    """A recurring run: transcribe new files under ``source`` into ``out``."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    cron: str = "0 2 * * *"  # minute hour day-of-month month day-of-week (UTC)
+    source: str  # s3://bucket/prefix/, oss://..., file:///dir/
+    out: str
+    engine: Literal["local", "dashscope"] | None = None
+    model: str | None = None
+    language: str | None = None
+
+
+class DistributedSettings(_Frozen):
+    sweep_s: float = Field(30.0, gt=0)  # how often beat sweeps the ledger
+    lease_s: float = Field(900.0, gt=0)  # a claim unrenewed this long is presumed dead
+    redispatch_s: float = Field(300.0, gt=0)  # a queued step not started by then is queued again
+    max_prepared: int = Field(500, ge=1)  # normalized files waiting for the next step
+    visibility_timeout_s: int = Field(4 * 3600, ge=60)  # above every countdown and step
+    metrics_port: int | None = None  # Prometheus endpoint of `bulkscribe worker`
+    schedules: tuple[ScheduleSettings, ...] = ()
+
+
 class Settings(BaseSettings):
     """Every knob bulkscribe has. Built in ``cli.main()`` or the worker's start signal."""
 
@@ -114,6 +136,7 @@ class Settings(BaseSettings):
     download: DownloadSettings = DownloadSettings()
     poll: PollSettings = PollSettings()
     provider: ProviderSettings = ProviderSettings()
+    distributed: DistributedSettings = DistributedSettings()
 
     @field_validator("formats", mode="before")
     @classmethod

@@ -1,0 +1,70 @@
+"""Manifest entries into ledger items, shared by `run`, `submit` and scheduled runs.
+
+Each item's spec pins what it will be transcribed with (engine, model, language), so any
+worker can process it whatever its own defaults, and a changed spec is a new attempt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+from pipeline.ledger import ItemSeed
+from pipeline.models import ManifestItem, ManifestProblem
+from pipeline.sources import source_stamp
+
+
+def key_of(entry: ManifestItem | ManifestProblem) -> str:
+    # '@' cannot start a manifest id, so these keys never collide with real ones.
+    return f"@line{entry.line_no}" if isinstance(entry, ManifestProblem) else entry.item_id
+
+
+def new_batch_id(now: datetime | None = None) -> str:
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%d-%H%M%S")
+    return f"b-{stamp}-{secrets.token_hex(3)}"
+
+
+def item_spec(entry: ManifestItem, *, engine: str, model: str, language: str | None,
+              options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    spec = entry.spec() | {"source": storable(entry.source), "engine": engine,
+                           "model": entry.model or model, "language": entry.language or language}
+    if options:
+        spec["options"] = {**dict(options), **spec["options"]}
+    return spec
+
+
+def fingerprint(spec: Mapping[str, Any]) -> str:
+    blob = json.dumps(spec, sort_keys=True, default=str, ensure_ascii=True)
+    return hashlib.sha256(blob.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def seeds_for(entries: Iterable[ManifestItem | ManifestProblem], *, engine: str, model: str,
+              language: str | None, options: Mapping[str, Any] | None = None) -> list[ItemSeed]:
+    seeds = []
+    for entry in entries:
+        if isinstance(entry, ManifestProblem):
+            seeds.append(ItemSeed(
+                key=key_of(entry), line_no=entry.line_no, source=storable(entry.source or ""),
+                spec={"id": entry.item_id}, fingerprint=f"problem:{entry.code}:{entry.message}",
+                failure=(entry.code, entry.message)))
+            continue
+        spec = item_spec(entry, engine=engine, model=model, language=language, options=options)
+        seeds.append(ItemSeed(key=entry.item_id, line_no=entry.line_no, source=spec["source"],
+                              spec=spec, fingerprint=fingerprint(spec),
+                              source_stamp=source_stamp(entry.source)))
+    return seeds
+
+
+def storable(source: str) -> str:
+    """Non-UTF-8 file names (surrogate escapes) become file:// URLs so they survive the DB."""
+    try:
+        source.encode("utf-8")
+        return source
+    except UnicodeEncodeError:
+        return "file://" + quote(os.fsencode(os.path.abspath(source)))
