@@ -12,7 +12,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -26,6 +26,7 @@ __all__ = [
     "Manifest",
     "ManifestUnreadable",
     "display",
+    "entries_from_sources",
     "load_manifest",
 ]
 
@@ -97,6 +98,13 @@ def load_manifest(path: str | os.PathLike[str], *, fmt: str | None = None) -> Ma
 
 
 # --- readers: each yields (line_no, fields) or (line_no, error) -----------------------------
+
+
+def entries_from_sources(sources: Sequence[str],
+                         ) -> tuple[ManifestItem | ManifestProblem, ...]:
+    """Items for a plain list of sources (scheduled runs over a bucket prefix), ids derived
+    exactly as for a list manifest."""
+    return _build([(n, {"source": src}) for n, src in enumerate(sources, start=1)], os.getcwd())
 
 
 def _lines(data: bytes, errors: str = "strict") -> Iterator[tuple[int, str, str | None]]:

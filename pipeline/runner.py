@@ -20,7 +20,7 @@ from typing import Any
 from pipeline.asr.catalog import Mode
 from pipeline.asr.dashscope.params import is_funasr
 from pipeline.batches import key_of, seeds_for
-from pipeline.errors import TRANSIENT_CODES, FailureCode, PipelineError
+from pipeline.errors import TRANSIENT_CODES, PipelineError
 from pipeline.flow.actions import Action
 from pipeline.flow.context import FlowContext
 from pipeline.flow.plan import count_states, plan_jobs
@@ -28,9 +28,9 @@ from pipeline.flow.provider import poll_step, reconcile_submitting, submit_step
 from pipeline.flow.steps import prepare_step, transcribe_step
 from pipeline.ledger import ItemRow, ItemSeed, utcnow
 from pipeline.log import get_logger
-from pipeline.manifest import Manifest, display
-from pipeline.models import ManifestItem, ManifestProblem
-from pipeline.render import atomic_write, write_outputs
+from pipeline.manifest import Manifest
+from pipeline.render import write_outputs
+from pipeline.results import ItemResult, result_of, write_results
 from pipeline.settings import RetrySettings
 from pipeline.states import CLAIMED_FROM, ItemState
 from pipeline.transcript import from_result_document
@@ -48,22 +48,6 @@ class RunConfig:
     retry: RetrySettings
     force: bool = False
     retry_failed: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class ItemResult:
-    """One line of results.jsonl."""
-
-    id: str | None
-    source: str | None
-    status: str
-    error: dict[str, str] | None
-    outputs: dict[str, str]
-    audio_duration_ms: int | None
-
-    def as_json(self) -> dict[str, Any]:
-        return {"id": self.id, "source": self.source, "status": self.status, "error": self.error,
-                "outputs": self.outputs, "audio_duration_ms": self.audio_duration_ms}
 
 
 @dataclass(slots=True)
@@ -289,26 +273,3 @@ class EmbeddedRunner:
 
 def _reseed(row: ItemRow) -> ItemSeed:
     return ItemSeed(row.key, row.line_no, row.source, row.spec, row.fingerprint, row.source_stamp)
-
-
-def result_of(entry: ManifestItem | ManifestProblem, row: ItemRow | None) -> ItemResult:
-    if isinstance(entry, ManifestProblem):
-        src = display(entry.source) if entry.source else None
-        return ItemResult(entry.item_id, src, "FAILED",
-                          {"code": entry.code, "message": entry.message}, {}, None)
-    source = display(entry.source)
-    if row is None or not row.state.terminal:
-        return ItemResult(entry.item_id, source, "PENDING", None, {}, None)
-    if row.state is ItemState.SUCCEEDED:
-        return ItemResult(entry.item_id, source, "SUCCEEDED", None, dict(row.outputs or {}),
-                          row.audio_duration_ms)
-    error = {"code": row.error_code or FailureCode.INTERNAL.value,
-             "message": row.error_message or ""}
-    return ItemResult(entry.item_id, source, "FAILED", error, {}, row.audio_duration_ms)
-
-
-def write_results(out_dir: Path, results: Sequence[ItemResult]) -> Path:
-    path = out_dir / "results.jsonl"
-    atomic_write(path, "".join(json.dumps(r.as_json(), ensure_ascii=False) + "\n"
-                               for r in results))
-    return path

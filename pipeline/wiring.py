@@ -22,7 +22,7 @@ from pipeline.flow.media import MediaKeeper, PresignPublisher, Publisher, Tempor
 from pipeline.flow.outputs import OutputSink
 from pipeline.ledger import Ledger
 from pipeline.settings import Settings
-from pipeline.storage import LocalStore, ObjectStore, open_store
+from pipeline.storage import LocalStore, ObjectStore, open_store, split_url
 
 PRESIGN_S = 48 * 3600  # outlives the provider's queueing; DashScope's own temp URLs last 48 h
 
@@ -86,6 +86,19 @@ def media_store(settings: Settings, fallback: Path) -> ObjectStore:
     return LocalStore(fallback)
 
 
+class StoreReader:
+    """Reads ``s3://bucket/key`` and ``oss://bucket/key`` sources with our credentials."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def download(self, url: str, dest: Path, *, max_bytes: int) -> int:
+        scheme, bucket, key = split_url(url)
+        store = open_store(f"{scheme}://{bucket}", endpoint_url=self.settings.s3_endpoint_url)
+        store.get_file(key, dest, max_bytes=max_bytes)
+        return dest.stat().st_size
+
+
 def publisher_for(settings: Settings, store: ObjectStore,
                   provider: Callable[[], Any] | None) -> Publisher | None:
     if provider is None:
@@ -109,6 +122,6 @@ def build_context(settings: Settings, *, ledger: Ledger, owner: str,
         poll=settings.poll, limits=settings.limits, media=MediaKeeper(store), sinks=sinks,
         scratch=scratch, http=lambda: http, clip_engine=ClipEngines(settings, provider),
         provider=provider, publisher=publisher_for(settings, store, provider),
-        dead_letters=dead_letters, options=options or {},
+        objects=StoreReader(settings), dead_letters=dead_letters, options=options or {},
         gate=gate or LocalGate(settings.provider.max_inflight_tasks, ledger.inflight_tasks),
         **overrides)

@@ -149,7 +149,7 @@ class Emulator:
             s = status_at(rec, now, self.config.task_ttl_s).value
             counts[s] = counts.get(s, 0) + 1
         return {"requests": self._requests, "tasks": self._task_seq, "statuses": counts,
-                "running_slots": self.store.running_count,
+                "running_slots": self.store.running_count, "uploads": len(self.uploads),
                 "transcriptions": self.backend.cache.transcriptions,
                 "cache_hits": self.backend.cache.hits}
 

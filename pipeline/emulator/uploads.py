@@ -113,6 +113,10 @@ class UploadStore:
         self._objects: dict[str, tuple[Path, float]] = {}
         self._lock = threading.Lock()
 
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._objects)
+
     def exists(self, key: str, now: float) -> bool:
         return self.path(key, now) is not None
 

@@ -18,6 +18,7 @@ from pipeline.flow.outputs import OutputSink
 from pipeline.ledger import ItemRow, Ledger
 from pipeline.models import AsrOptions, MediaLimits, NormalizedAudio, ProbeResult
 from pipeline.settings import LimitsSettings, PollSettings, RetrySettings
+from pipeline.sources import ObjectReader
 from pipeline.stages.normalize import normalize
 from pipeline.stages.probe import probe
 
@@ -47,6 +48,7 @@ class FlowContext:
     clip_engine: Callable[[ModelInfo], ClipEngine]
     provider: Callable[[], Any] | None = None  # DashScopeClient factory
     publisher: Publisher | None = None
+    objects: ObjectReader | None = None  # reads s3:// and oss:// sources
     dead_letters: bool = False  # distributed: retries exhausted -> DEAD, else FAILED
     options: Mapping[str, Any] = field(default_factory=dict)  # run-wide provider options
     lease_s: float = 3600.0
@@ -54,6 +56,15 @@ class FlowContext:
     prober: Callable[..., ProbeResult] = probe
     normalizer: Callable[..., NormalizedAudio] = normalize
     stop: threading.Event = field(default_factory=threading.Event)
+    # Observer of what happens to items ("stage.done", "item.retry", "item.failed", ...);
+    # the worker turns these into Prometheus metrics.
+    events: Callable[[str, Mapping[str, Any]], None] = lambda _name, _fields: None
+
+    def emit(self, name: str, **fields: Any) -> None:
+        try:
+            self.events(name, fields)
+        except Exception:  # observability must never fail a step
+            pass
 
     def info(self, row: ItemRow) -> ModelInfo:
         engine = str(row.spec.get("engine") or self.engine)

@@ -50,6 +50,7 @@ def handle_failure(ctx: FlowContext, row: ItemRow, exc: BaseException, *,
             ctx.ledger.update_if(row.id, latest.state, **values)
         log.info("item.retry", item_id=latest.key, code=str(code), error=message,
                  tries=latest.tries + 1, delay_s=round(delay, 2))
+        ctx.emit("item.retry", code=str(code))
         return
     if not hasattr(exc, "code"):
         log.error("item.crashed", item_id=latest.key, error=message, exc_info=exc)
@@ -57,3 +58,4 @@ def handle_failure(ctx: FlowContext, row: ItemRow, exc: BaseException, *,
     ctx.ledger.fail(row.id, latest.state, code, message, dead=dead, detail=detail or None)
     log.info("item.dead" if dead else "item.failed", item_id=latest.key, code=str(code),
              error=message)
+    ctx.emit("item.dead" if dead else "item.failed", code=str(code))

@@ -66,6 +66,7 @@ def submit_step(ctx: FlowContext, rows: Sequence[ItemRow]) -> None:
         t0 = time.monotonic()
         submitted = ctx.provider().submit_transcription(model, urls, parameters)
         now = utcnow()
+        ctx.emit("stage.done", stage="submit", seconds=time.monotonic() - t0)
         for row in claimed:
             ctx.ledger.record_timing(row.id, "submit", time.monotonic() - t0)
             ok = ctx.ledger.move(row.id, ItemState.SUBMITTING, ItemState.SUBMITTED,
@@ -133,8 +134,11 @@ def poll_step(ctx: FlowContext, task_id: str) -> None:
     waited = (utcnow() - (first.submitted_at or utcnow())).total_seconds()
     with bound_contextvars(task_id=task_id, stage="poll"):
         try:
+            t0 = time.monotonic()
             status = ctx.provider().query_task(task_id)
+            ctx.emit("stage.done", stage="poll", seconds=time.monotonic() - t0)
         except TransientError as exc:
+            ctx.emit("provider.error", code=str(exc.code))
             # The provider or the network hiccuped: that says nothing about the task, so
             # try again later without spending the items' retries.
             delay = max(ctx.poll.first_s, exc.retry_after_s or 0.0)

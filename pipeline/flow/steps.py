@@ -86,14 +86,15 @@ def prepare_step(ctx: FlowContext, row: ItemRow) -> None:
                 SourceSpec(str(spec.get("source") or claimed.source), spec.get("start_s"),
                            spec.get("end_s"), spec.get("channel")),
                 workdir,
-                PrepareContext(limits=info.limits, http=ctx.http, prober=ctx.prober,
-                               normalizer=ctx.normalizer),
+                PrepareContext(limits=info.limits, http=ctx.http, objects=ctx.objects,
+                               prober=ctx.prober, normalizer=ctx.normalizer),
             )
             audio_path = to_flac(prepared.audio.path) if info.mode is Mode.ASYNC \
                 else prepared.audio.path
             key = ctx.media.keep(audio_path)
             seconds = time.monotonic() - t0
             ctx.ledger.record_timing(row.id, "prepare", seconds)
+            ctx.emit("stage.done", stage="prepare", seconds=seconds)
             facts = prepared.probe.as_dict() | {"offset_s": prepared.audio.offset_s,
                                                 "normalized_s": prepared.audio.duration_s}
             if advance(ctx, claimed, ItemState.PREPARED, media_key=key, probe=facts,
@@ -126,6 +127,7 @@ def transcribe_step(ctx: FlowContext, row: ItemRow) -> None:
                                          ctx.asr_options(claimed), channel_id=channel)
             seconds = time.monotonic() - t0
             ctx.ledger.record_timing(row.id, "transcribe", seconds)
+            ctx.emit("stage.done", stage="transcribe", seconds=seconds)
             finish(ctx, claimed, [transcript])
             log.info("transcribe.done", seconds=round(seconds, 3),
                      sentences=len(transcript.sentences))
@@ -146,5 +148,6 @@ def finish(ctx: FlowContext, claimed: ItemRow, transcripts: Sequence[Transcript]
     if advance(ctx, claimed, ItemState.SUCCEEDED, outputs=outputs, error_code=None,
                error_message=None, error_detail=None):
         ctx.ledger.end_attempt(claimed.id, ItemState.SUCCEEDED)
+        ctx.emit("item.succeeded")
         if claimed.media_key and ctx.ledger.media_refs(claimed.media_key) == 0:
             ctx.media.forget(claimed.media_key)

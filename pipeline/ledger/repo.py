@@ -125,6 +125,28 @@ class Ledger:
         with self.engine.connect() as conn:
             return [ItemRow.from_row(r) for r in conn.execute(query)]
 
+    def open_batches(self) -> list[str]:
+        """Batches whose results.jsonl has not been written yet."""
+        with self.engine.connect() as conn:
+            return list(conn.execute(select(batches.c.id).where(batches.c.done_at.is_(None))
+                                     .order_by(batches.c.created_at)).scalars())
+
+    def mark_batch_done(self, batch_id: str, done: bool = True) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(batches).where(batches.c.id == batch_id)
+                         .values(done_at=utcnow() if done else None))
+
+    def known_sources(self, sources: Sequence[str]) -> set[str]:
+        """Which of these sources some batch already holds (for scheduled runs)."""
+        found: set[str] = set()
+        chunk = 500
+        with self.engine.connect() as conn:
+            for i in range(0, len(sources), chunk):
+                part = list(sources[i:i + chunk])
+                found.update(conn.execute(select(items.c.source)
+                                          .where(items.c.source.in_(part))).scalars())
+        return found
+
     def batch_ids(self) -> list[str]:
         with self.engine.connect() as conn:
             return list(conn.execute(select(batches.c.id).order_by(batches.c.created_at)).scalars())
@@ -191,9 +213,11 @@ class Ledger:
         with self.engine.connect() as conn:
             return [ItemRow.from_row(r) for r in conn.execute(query)]
 
-    def counts(self, batch_id: str) -> dict[str, int]:
-        query = (select(items.c.state, func.count()).where(items.c.batch_id == batch_id)
-                 .group_by(items.c.state))
+    def counts(self, batch_id: str | None) -> dict[str, int]:
+        """Items by state in one batch (or, with None, in the whole ledger)."""
+        query = select(items.c.state, func.count()).group_by(items.c.state)
+        if batch_id is not None:
+            query = query.where(items.c.batch_id == batch_id)
         with self.engine.connect() as conn:
             return {state: n for state, n in conn.execute(query)}
 
@@ -295,6 +319,7 @@ class Ledger:
                 attempts.c.item_id == item_id, attempts.c.number == number)).values(**values))
 
     def record_timing(self, item_id: str, stage: str, seconds: float) -> None:
+        """Adds to the current attempt's per-stage seconds (``status`` reports them)."""
         with self.engine.begin() as conn:
             row = conn.execute(select(attempts.c.id, attempts.c.timings).join(
                 items, and_(items.c.id == attempts.c.item_id,

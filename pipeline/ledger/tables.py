@@ -33,6 +33,7 @@ batches = Table(
     Column("model", String(100), nullable=False),
     Column("options", JSON, nullable=False, default=dict),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("done_at", DateTime(timezone=True), nullable=True),  # results.jsonl written
 )
 
 items = Table(

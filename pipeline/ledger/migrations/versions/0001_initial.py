@@ -27,6 +27,7 @@ def upgrade() -> None:
         sa.Column("model", sa.String(100), nullable=False),
         sa.Column("options", sa.JSON, nullable=False),
         sa.Column("created_at", TZ, nullable=False),
+        sa.Column("done_at", TZ, nullable=True),
     )
     op.create_table(
         "items",

@@ -1,0 +1,85 @@
+"""The Celery app: queues, JSON messages, and the reliability settings.
+
+Nothing is read at import time. ``configure()`` is called with the one Settings object by
+``bulkscribe worker``/``beat``; ``celery -A workers.app`` gets the same through the
+``on_configure`` hook, which reads the environment (and ``BULKSCRIBE_CONFIG``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from kombu import Queue
+
+from pipeline.settings import Settings, load_settings
+
+QUEUES = ("prepare", "provider", "transcribe")
+
+ROUTES = {
+    "bulkscribe.prepare": {"queue": "prepare"},
+    "bulkscribe.transcribe": {"queue": "transcribe"},
+    "bulkscribe.submit": {"queue": "provider"},
+    "bulkscribe.poll": {"queue": "provider"},
+    "bulkscribe.reconcile": {"queue": "provider"},
+    "bulkscribe.sweep": {"queue": "provider"},
+    "bulkscribe.scheduled_run": {"queue": "provider"},
+}
+
+app = Celery("bulkscribe", set_as_current=False)
+app.conf.imports = ("workers.tasks", "workers.signals")
+_settings: Settings | None = None
+
+
+def settings() -> Settings:
+    global _settings
+    if _settings is None:
+        _settings = load_settings()
+    return _settings
+
+
+def configure(target: Celery, s: Settings) -> None:
+    global _settings
+    _settings = s
+    dist = s.distributed
+    target.conf.update(celery_config(s))
+    from workers.schedules import beat_schedule
+
+    target.conf.beat_schedule = beat_schedule(dist)
+
+
+def celery_config(s: Settings) -> dict[str, Any]:
+    dist = s.distributed
+    return {
+        "broker_url": s.broker_url,
+        "broker_connection_retry_on_startup": True,
+        # Longer than any countdown we set and any step we run, so Redis never hands a
+        # message to a second worker while the first still holds it.
+        "broker_transport_options": {"visibility_timeout": dist.visibility_timeout_s},
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "result_serializer": "json",
+        "task_ignore_result": True,
+        "task_acks_late": True,  # a message is done when the step is, not when it starts
+        "task_reject_on_worker_lost": True,  # a killed child's message goes back to the queue
+        "worker_prefetch_multiplier": 1,  # one long transcription never hides others behind it
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "task_queues": [Queue(q) for q in QUEUES],
+        "task_default_queue": "provider",
+        "task_routes": ROUTES,
+        "worker_hijack_root_logger": False,
+        "worker_redirect_stdouts": False,
+        "beat_scheduler": "redbeat.RedBeatScheduler",
+        "redbeat_redis_url": s.broker_url,
+        "redbeat_key_prefix": "bulkscribe:redbeat",
+        "redbeat_lock_timeout": max(60, int(dist.sweep_s * 5)),
+        "beat_max_loop_interval": min(5, max(1, int(dist.sweep_s))),
+        "timezone": "UTC",
+        "enable_utc": True,
+    }
+
+
+@app.on_configure.connect
+def _configure_from_env(sender: Celery, **_: Any) -> None:
+    if not sender.conf.get("broker_url"):
+        configure(sender, settings())

@@ -1,0 +1,105 @@
+"""One FlowContext per worker process, built on first use after the fork.
+
+Database engines, HTTP pools and Redis clients must not cross a fork, so nothing here is
+created in the parent; a forked child notices the pid change and builds its own.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from pipeline.flow.context import FlowContext
+from pipeline.flow.outputs import DirSink, OutputSink, StoreSink
+from pipeline.ledger import Ledger, open_ledger
+from pipeline.settings import Settings
+from pipeline.storage import open_store, split_url
+from pipeline.wiring import build_context, http_client, media_store
+from workers import metrics
+from workers.limits import RedisGate, RedisTokenBucket
+
+
+@dataclass
+class WorkerContext:
+    settings: Settings
+    flow: FlowContext
+    redis: Any
+
+    @property
+    def ledger(self) -> Ledger:
+        return self.flow.ledger
+
+
+_ctx: WorkerContext | None = None
+_pid: int | None = None
+_lock = threading.Lock()
+
+
+def worker_context(settings: Settings | None = None) -> WorkerContext:
+    global _ctx, _pid
+    with _lock:
+        if _ctx is None or _pid != os.getpid():
+            from workers.app import settings as app_settings
+
+            _ctx = build_worker_context(settings or app_settings())
+            _pid = os.getpid()
+        return _ctx
+
+
+def database_url(settings: Settings) -> str:
+    if not settings.database_url:
+        from pipeline.errors import ConfigError, FailureCode
+
+        raise ConfigError(FailureCode.CONFIG_INVALID,
+                          "distributed mode needs BULKSCRIBE_DATABASE_URL (PostgreSQL)")
+    return settings.database_url
+
+
+class BatchSinks:
+    """Each batch writes where its submitter asked (a directory or an s3:// prefix)."""
+
+    def __init__(self, ledger: Ledger, settings: Settings) -> None:
+        self.ledger = ledger
+        self.settings = settings
+        self._sinks: dict[str, OutputSink] = {}
+
+    def __call__(self, batch_id: str) -> OutputSink:
+        sink = self._sinks.get(batch_id)
+        if sink is None:
+            batch = self.ledger.batch(batch_id) or {}
+            sink = self._sinks[batch_id] = sink_for(str(batch.get("out") or ""), self.settings)
+        return sink
+
+
+def sink_for(out: str, settings: Settings) -> OutputSink:
+    if "://" in out and not out.startswith("file://"):
+        scheme, bucket, prefix = split_url(out)
+        store = open_store(f"{scheme}://{bucket}", endpoint_url=settings.s3_endpoint_url)
+        return StoreSink(store, prefix)
+    path = Path(out.removeprefix("file://"))
+    path.mkdir(parents=True, exist_ok=True)
+    return DirSink(path)
+
+
+def build_worker_context(settings: Settings) -> WorkerContext:
+    ledger = open_ledger(database_url(settings))
+    r = redis.Redis.from_url(settings.broker_url)
+    scratch = Path(tempfile.mkdtemp(prefix="bulkscribe-worker-", dir=settings.scratch_dir))
+    # Without BULKSCRIBE_STORAGE_URL, workers on one host share a local directory.
+    shared = Path(settings.scratch_dir or tempfile.gettempdir()) / "bulkscribe-media"
+    store = media_store(settings, shared)
+    owner = f"{socket.gethostname()}:{os.getpid()}"
+    flow = build_context(
+        settings, ledger=ledger, owner=owner, sinks=BatchSinks(ledger, settings),
+        scratch=scratch, store=store, http=http_client(settings), dead_letters=True,
+        limiter=RedisTokenBucket(r, settings.provider.requests_per_s),
+        gate=RedisGate(r, settings.provider.max_inflight_tasks, ledger.inflight_tasks),
+        lease_s=settings.distributed.lease_s, events=metrics.record)
+    return WorkerContext(settings, flow, r)

@@ -1,0 +1,78 @@
+"""Queue the steps the ledger says are due. Used after each task and by the sweeper.
+
+Before a step is queued its rows get ``next_run_at`` pushed to "now + redispatch_s", so the
+sweeper does not queue it again while the message waits; if the message is lost, the mark
+lapses and the sweeper queues it anew.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from pipeline.asr.catalog import Mode
+from pipeline.asr.dashscope.params import is_funasr
+from pipeline.errors import PipelineError
+from pipeline.flow.actions import Action
+from pipeline.flow.plan import Job, plan_jobs
+from pipeline.ledger import ItemRow, utcnow
+from pipeline.log import get_logger
+
+log = get_logger("bulkscribe.dispatch")
+
+COUNTDOWN_MAX_S = 60.0  # longer waits belong to the sweeper, not to ETA messages
+
+
+def mode_of(wctx: Any, row: ItemRow) -> Mode:
+    try:
+        return wctx.flow.info(row).mode
+    except PipelineError as exc:  # an item naming a model that does not exist
+        wctx.ledger.fail(row.id, row.state, exc.code, exc.message)
+        return Mode.CLIP
+
+
+def batch_size(wctx: Any, model: str) -> int:
+    return wctx.settings.provider.batch_size if is_funasr(model) else 1
+
+
+def send(wctx: Any, job: Job, *, countdown: float = 0.0) -> None:
+    from workers import tasks
+
+    now = utcnow()
+    mark = now + timedelta(seconds=countdown + wctx.settings.distributed.redispatch_s)
+    for row in job.rows or [r for r in (wctx.ledger.get(i) for i in job.ids) if r]:
+        wctx.ledger.update_if(row.id, row.state, next_run_at=mark)
+    if job.action is None:
+        tasks.reconcile.apply_async((job.ids[0],), countdown=countdown)
+    elif job.action is Action.POLL:
+        tasks.poll.apply_async((job.task_id,), countdown=countdown)
+    elif job.action is Action.SUBMIT:
+        tasks.submit.apply_async((list(job.ids),), countdown=countdown)
+    elif job.action is Action.TRANSCRIBE:
+        tasks.transcribe.apply_async((job.ids[0],), countdown=countdown)
+    else:
+        tasks.prepare.apply_async((job.ids[0],), countdown=countdown)
+
+
+def dispatch_after(wctx: Any, item_ids: Sequence[str]) -> int:
+    """After a step: queue the next one for these items if it is due within a minute."""
+    now = utcnow()
+    rows = [r for r in (wctx.ledger.get(i) for i in item_ids) if r and not r.state.terminal]
+    if not rows:
+        return 0
+    soon = now + timedelta(seconds=COUNTDOWN_MAX_S)
+    jobs = plan_jobs(rows, lambda r: mode_of(wctx, r), soon, prepare_room=len(rows),
+                     submit_room=len(rows), batch_size=lambda m: batch_size(wctx, m),
+                     default_model=wctx.settings.model)
+    sent = 0
+    for job in jobs:
+        if job.action is Action.SUBMIT and batch_size(wctx, str(job.rows[0].spec.get("model"))) > 1:
+            continue  # Fun-ASR batches are gathered by the sweeper
+        due = min((r.next_run_at for r in job.rows if r.next_run_at), default=now)
+        if job.action is Action.POLL:
+            due = min((r.next_run_at for r in (wctx.ledger.get(i) for i in job.ids)
+                       if r and r.next_run_at), default=now)
+        send(wctx, job, countdown=max(0.0, (due - now).total_seconds()))
+        sent += 1
+    return sent

@@ -1,0 +1,114 @@
+"""Celery tasks: thin wiring around ``pipeline.flow``. Messages carry ids only.
+
+Each task loads by id, returns at once if the ledger says the work is done or taken, runs one
+step, and queues what the ledger says comes next. Nothing here decides business logic, and
+a lost or duplicated message is harmless: the sweeper re-queues from the ledger, and the
+compare-and-set claims make a second delivery a no-op.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Task
+from redis.exceptions import RedisError
+from sqlalchemy.exc import OperationalError
+from structlog.contextvars import bound_contextvars
+
+from pipeline.flow.provider import poll_step, reconcile_submitting, submit_step
+from pipeline.flow.steps import prepare_step, transcribe_step
+from pipeline.states import ItemState
+from workers.app import app
+from workers.context import worker_context
+from workers.dispatch import dispatch_after
+
+
+class LedgerTask(Task):  # type: ignore[misc]
+    """Infrastructure hiccups (database, Redis) retry the message with backoff; item-level
+    failures are recorded in the ledger by the steps themselves."""
+
+    autoretry_for = (OperationalError, RedisError)
+    retry_backoff = True
+    retry_backoff_max = 300
+    retry_jitter = True
+    max_retries = 20
+    acks_late = True
+    reject_on_worker_lost = True
+
+
+def _opts(**kw: Any) -> dict[str, Any]:
+    return {"name": kw.pop("name"), "bind": True, "base": LedgerTask, **kw}
+
+
+@app.task(**_opts(name="bulkscribe.prepare"))
+def prepare(self: LedgerTask, item_id: str) -> None:
+    """Probe and normalize one item; safe to run twice."""
+    ctx = worker_context()
+    row = ctx.ledger.get(item_id)
+    if row is None or row.state is not ItemState.PENDING:
+        return
+    with bound_contextvars(batch_id=row.batch_id, item_id=row.key, task_id=self.request.id):
+        prepare_step(ctx.flow, row)
+        dispatch_after(ctx, [item_id])
+
+
+@app.task(**_opts(name="bulkscribe.transcribe"))
+def transcribe(self: LedgerTask, item_id: str) -> None:
+    """Transcribe one prepared item in place (local engine or a sync model)."""
+    ctx = worker_context()
+    row = ctx.ledger.get(item_id)
+    if row is None or row.state is not ItemState.PREPARED:
+        return
+    with bound_contextvars(batch_id=row.batch_id, item_id=row.key, task_id=self.request.id):
+        transcribe_step(ctx.flow, row)
+        dispatch_after(ctx, [item_id])
+
+
+@app.task(**_opts(name="bulkscribe.submit"))
+def submit(self: LedgerTask, item_ids: list[str]) -> None:
+    """Submit prepared items as one provider task (several only for Fun-ASR)."""
+    ctx = worker_context()
+    rows = [r for r in (ctx.ledger.get(i) for i in item_ids)
+            if r is not None and r.state is ItemState.PREPARED]
+    if not rows:
+        return
+    with bound_contextvars(batch_id=rows[0].batch_id, task_id=self.request.id):
+        submit_step(ctx.flow, rows)
+        dispatch_after(ctx, item_ids)
+
+
+@app.task(**_opts(name="bulkscribe.poll"))
+def poll(self: LedgerTask, provider_task_id: str) -> None:
+    """Query one provider task once; never waits in the worker."""
+    ctx = worker_context()
+    with bound_contextvars(provider_task_id=provider_task_id, task_id=self.request.id):
+        poll_step(ctx.flow, provider_task_id)
+        dispatch_after(ctx, [r.id for r in ctx.ledger.by_task(provider_task_id)])
+
+
+@app.task(**_opts(name="bulkscribe.reconcile"))
+def reconcile(self: LedgerTask, item_id: str) -> None:
+    """Find out whether a submission cut short by a crash reached the provider."""
+    ctx = worker_context()
+    row = ctx.ledger.get(item_id)
+    if row is None or row.state is not ItemState.SUBMITTING:
+        return
+    with bound_contextvars(batch_id=row.batch_id, item_id=row.key, task_id=self.request.id):
+        reconcile_submitting(ctx.flow, row)
+        dispatch_after(ctx, [item_id])
+
+
+@app.task(**_opts(name="bulkscribe.sweep"))
+def sweep(self: LedgerTask) -> dict[str, int]:
+    """Beat's heartbeat: release dead claims, queue due work, close finished batches."""
+    from workers.sweeper import run_sweep
+
+    return run_sweep(worker_context())
+
+
+@app.task(**_opts(name="bulkscribe.scheduled_run"))
+def scheduled_run(self: LedgerTask, name: str) -> str | None:
+    """A configured recurring run: new files under a prefix become a batch."""
+    from workers.schedules import start_scheduled_run
+
+    return start_scheduled_run(worker_context(), name)
