@@ -51,7 +51,8 @@ def seeds_for(entries: Iterable[ManifestItem | ManifestProblem], *, engine: str,
         if isinstance(entry, ManifestProblem):
             seeds.append(ItemSeed(
                 key=key_of(entry), line_no=entry.line_no, source=storable(entry.source or ""),
-                spec={"id": entry.item_id}, fingerprint=f"problem:{entry.code}:{entry.message}",
+                spec={"id": entry.item_id},
+                fingerprint=fingerprint({"problem": entry.code, "message": entry.message}),
                 failure=(entry.code, entry.message)))
             continue
         spec = item_spec(entry, engine=engine, model=model, language=language, options=options)

@@ -37,6 +37,12 @@ class LazyGroup(click.Group):
 
     lazy: dict[str, str] = {
         "emulator": "pipeline.emulator.cli:emulator",
+        "submit": "pipeline.cli_ops:submit",
+        "worker": "pipeline.cli_ops:worker",
+        "beat": "pipeline.cli_ops:beat",
+        "retry": "pipeline.cli_ops:retry",
+        "reprocess": "pipeline.cli_ops:reprocess",
+        "dlq": "pipeline.cli_ops:dlq",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

@@ -72,7 +72,7 @@ ALLOWED: dict[ItemState, frozenset[ItemState]] = {
     # attempt from PENDING.
     ItemState.SUCCEEDED: frozenset({ItemState.PENDING}),
     ItemState.FAILED: frozenset({ItemState.PENDING}),
-    ItemState.DEAD: frozenset({ItemState.PENDING}),
+    ItemState.DEAD: frozenset({ItemState.PENDING, ItemState.FAILED}),  # replay, purge
 }
 
 

@@ -198,16 +198,48 @@ class Ledger:
                 reset += 1
         return SyncReport(created, reset, unchanged)
 
+    def restart(self, item_id: str, *, spec: Mapping[str, Any] | None = None,
+                fingerprint: str | None = None, engine: str = "", model: str = "") -> bool:
+        """A new attempt from PENDING (operator retry, reprocess, DLQ replay).
+
+        Outputs of the last success stay in place until the new attempt writes its own.
+        """
+        row = self.get(item_id)
+        if row is None or row.key.startswith("@"):
+            return False
+        new_spec = dict(spec if spec is not None else row.spec)
+        now = utcnow()
+        with self.engine.begin() as conn:
+            done = conn.execute(update(items).where(and_(
+                items.c.id == item_id, items.c.state == row.state.value,
+                items.c.attempt == row.attempt)).values(
+                state=ItemState.PENDING.value, attempt=row.attempt + 1, tries=0, polls=0,
+                lease_owner=None, lease_until=None, next_run_at=None, provider_task_id=None,
+                submitted_at=None, media_key=None, media_url=None, error_code=None,
+                error_message=None, error_detail=None, finished_at=None, spec=new_spec,
+                fingerprint=fingerprint or row.fingerprint, updated_at=now)).rowcount == 1
+            if done:
+                self._open_attempt(conn, item_id, row.attempt + 1,
+                                   engine or str(new_spec.get("engine") or ""),
+                                   model or str(new_spec.get("model") or ""), new_spec, now,
+                                   ItemState.PENDING)
+                conn.execute(update(batches).where(batches.c.id == row.batch_id)
+                             .values(done_at=None))
+        return done
+
     def get(self, item_id: str) -> ItemRow | None:
         with self.engine.connect() as conn:
             row = conn.execute(select(items).where(items.c.id == item_id)).first()
         return ItemRow.from_row(row) if row else None
 
     def list_items(self, batch_id: str | None = None, *,
-                   states: Iterable[ItemState] | None = None) -> list[ItemRow]:
+                   states: Iterable[ItemState] | None = None,
+                   keys: Iterable[str] | None = None) -> list[ItemRow]:
         query = select(items).order_by(items.c.batch_id, items.c.line_no)
         if batch_id is not None:
             query = query.where(items.c.batch_id == batch_id)
+        if keys is not None:
+            query = query.where(items.c.key.in_(list(keys)))
         if states is not None:
             query = query.where(items.c.state.in_([s.value for s in states]))
         with self.engine.connect() as conn:

@@ -1,0 +1,318 @@
+"""Distributed-mode commands: submit, worker, beat, retry, reprocess, dlq.
+
+Loaded only when one of them is invoked, so ``bulkscribe run`` never imports Celery.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pipeline.cli import _fail_usage, _settings
+
+
+def _ledger(settings: Any) -> Any:
+    from pipeline.ledger import open_ledger
+
+    if not settings.database_url:
+        _fail_usage("set BULKSCRIBE_DATABASE_URL (e.g. postgresql://user@host/db) for "
+                    "distributed mode")
+    return open_ledger(settings.database_url)
+
+
+def _worker_ctx(settings: Any) -> Any:
+    from workers.app import app, configure
+    from workers.context import worker_context
+
+    configure(app, settings)
+    return worker_context(settings)
+
+
+def _parse_options(pairs: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            _fail_usage(f"--option {pair!r}: use key=value")
+        try:
+            out[key] = json.loads(value)  # numbers, booleans, lists
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def _kick(wctx: Any, ids: Iterable[str]) -> int:
+    """Queue the first steps now instead of waiting for the next sweep."""
+    from workers.dispatch import dispatch_after
+
+    ids = list(ids)
+    room = wctx.settings.distributed.max_prepared
+    return dispatch_after(wctx, ids[:room])
+
+
+def _echo(as_json: bool, data: Any, text: str) -> None:
+    click.echo(json.dumps(data, ensure_ascii=False, default=str) if as_json else text)
+
+
+@click.command()
+@click.argument("manifest", type=click.Path(exists=True, path_type=Path))
+@click.option("--out", "out", required=True,
+              help="Where results go: a directory all workers can reach, or s3://bucket/prefix.")
+@click.option("--engine", type=click.Choice(["local", "dashscope"]))
+@click.option("--model")
+@click.option("--language")
+@click.option("--option", "options", multiple=True, help="Provider option key=value.")
+@click.option("--manifest-format", type=click.Choice(["jsonl", "csv", "list", "dir"]))
+@click.option("--config", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True)
+def submit(manifest: Path, out: str, engine: str | None, model: str | None,
+           language: str | None, options: Sequence[str], manifest_format: str | None,
+           config: str | None, as_json: bool) -> None:
+    """Queue a MANIFEST for the workers; prints the batch id."""
+    from pipeline.batches import new_batch_id, seeds_for
+    from pipeline.manifest import ManifestUnreadable, load_manifest
+
+    settings = _settings(config, engine=engine, model=model, language=language)
+    try:
+        loaded = load_manifest(manifest, fmt=manifest_format)
+    except ManifestUnreadable as exc:
+        _fail_usage(str(exc))
+    if "://" not in out:
+        out = str(Path(out).absolute())
+    wctx = _worker_ctx(settings)
+    batch_id = new_batch_id()
+    extra = _parse_options(options)
+    wctx.ledger.ensure_batch(batch_id, kind="submit", out=out, engine=settings.engine,
+                             model=settings.model, manifest=str(manifest.absolute()),
+                             options={"language": settings.language, **extra})
+    seeds = seeds_for(loaded.entries, engine=settings.engine, model=settings.model,
+                      language=settings.language, options=extra)
+    wctx.ledger.sync_items(batch_id, seeds, engine=settings.engine, model=settings.model)
+    _kick(wctx, [r.id for r in wctx.ledger.list_items(batch_id) if not r.state.terminal])
+    _echo(as_json, {"batch_id": batch_id, "total": len(seeds), "out": out}, batch_id)
+
+
+@click.command()
+@click.option("--queues", "-Q", default="prepare,provider,transcribe",
+              help="Comma-separated queues to consume.")
+@click.option("--concurrency", "-c", type=click.IntRange(1, 256), help="Processes (default: cores).")
+@click.option("--metrics-port", type=int, help="Serve Prometheus metrics on this port.")
+@click.option("--name", "-n", help="Node name (default: bulkscribe-<queues>@host).")
+@click.option("--config", type=click.Path(dir_okay=False))
+def worker(queues: str, concurrency: int | None, metrics_port: int | None, name: str | None,
+           config: str | None) -> None:
+    """Run a Celery worker on the given queues (SIGTERM: finish current steps, then exit)."""
+    if config:
+        os.environ["BULKSCRIBE_CONFIG"] = str(Path(config).absolute())
+    settings = _settings(config)
+    port = metrics_port or settings.distributed.metrics_port
+    if port:
+        # Before prometheus_client is imported: children write to files the parent sums.
+        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR",
+                              tempfile.mkdtemp(prefix="bulkscribe-metrics-"))
+    from workers.app import app, configure
+
+    configure(app, settings)
+    if port:
+        from workers.metrics import serve
+
+        serve(port)
+    argv = ["worker", "-Q", queues, "--loglevel", settings.log_level.upper(),
+            "-n", name or f"bulkscribe-{queues.replace(',', '-')}@%h"]
+    if concurrency:
+        argv += ["-c", str(concurrency)]
+    app.worker_main(argv=argv)
+
+
+@click.command()
+@click.option("--config", type=click.Path(dir_okay=False))
+def beat(config: str | None) -> None:
+    """Run the scheduler: the sweeper every few seconds, and the configured schedules."""
+    if config:
+        os.environ["BULKSCRIBE_CONFIG"] = str(Path(config).absolute())
+    settings = _settings(config)
+    from workers.app import app, configure
+
+    configure(app, settings)
+    app.start(argv=["beat", "--loglevel", settings.log_level.upper(),
+                    "-S", "redbeat.RedBeatScheduler"])
+
+
+@click.command()
+@click.argument("batch")
+@click.option("--config", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True)
+def retry(batch: str, config: str | None, as_json: bool) -> None:
+    """Give a batch's FAILED and DEAD items a new attempt."""
+    from pipeline.states import ItemState
+
+    settings = _settings(config)
+    wctx = _worker_ctx(settings)
+    if wctx.ledger.batch(batch) is None:
+        _fail_usage(f"no batch {batch}")
+    rows = wctx.ledger.list_items(batch, states=[ItemState.FAILED, ItemState.DEAD])
+    ids = [r.id for r in rows if wctx.ledger.restart(r.id)]
+    _kick(wctx, ids)
+    _echo(as_json, {"batch_id": batch, "retried": len(ids)}, f"{len(ids)} item(s) retried")
+
+
+@click.command()
+@click.argument("batch", required=False)
+@click.option("--item", "item_ids", multiple=True, help="An item (ledger id or BATCH/ID).")
+@click.option("--status", "states", multiple=True,
+              type=click.Choice(["SUCCEEDED", "FAILED", "DEAD"]), help="Items in this state.")
+@click.option("--model", help="Transcribe with this model instead.")
+@click.option("--engine", type=click.Choice(["local", "dashscope"]))
+@click.option("--option", "options", multiple=True, help="Provider option key=value.")
+@click.option("--config", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True)
+def reprocess(batch: str | None, item_ids: Sequence[str], states: Sequence[str],
+              model: str | None, engine: str | None, options: Sequence[str],
+              config: str | None, as_json: bool) -> None:
+    """New attempts for a batch, some items, or items in a state; old results stay until
+    the new ones are written."""
+    from pipeline.batches import fingerprint
+    from pipeline.states import ItemState
+
+    if not (batch or item_ids or states):
+        _fail_usage("give a BATCH, --item ID or --status STATE")
+    settings = _settings(config)
+    wctx = _worker_ctx(settings)
+    rows = _select(wctx.ledger, batch, item_ids, [ItemState(s) for s in states])
+    extra = _parse_options(options)
+    restarted = []
+    for row in rows:
+        if not row.state.terminal:
+            continue  # still in progress: let it finish first
+        spec = dict(row.spec)
+        if model:
+            spec["model"] = model
+        if engine:
+            spec["engine"] = engine
+        if extra:
+            spec["options"] = {**dict(spec.get("options") or {}), **extra}
+        if wctx.ledger.restart(row.id, spec=spec, fingerprint=fingerprint(spec)):
+            restarted.append(row.id)
+    _kick(wctx, restarted)
+    _echo(as_json, {"reprocessed": len(restarted), "items": restarted},
+          f"{len(restarted)} item(s) queued for reprocessing")
+
+
+def _select(ledger: Any, batch: str | None, item_ids: Sequence[str],
+            states: Sequence[Any]) -> list[Any]:
+    rows = []
+    if item_ids:
+        for ref in item_ids:
+            row = ledger.get(ref)
+            if row is None and "/" in ref:
+                b, key = ref.split("/", 1)
+                found = ledger.list_items(b, keys=[key])
+                row = found[0] if found else None
+            if row is None:
+                _fail_usage(f"no item {ref}")
+            rows.append(row)
+    elif batch or states:
+        if batch and ledger.batch(batch) is None:
+            _fail_usage(f"no batch {batch}")
+        rows = ledger.list_items(batch, states=states or None)
+    return [r for r in rows if not r.key.startswith("@")]
+
+
+@click.group()
+def dlq() -> None:
+    """The dead-letter set: items whose retries ran out (state DEAD)."""
+
+
+def _dead(ledger: Any, batch: str | None) -> list[Any]:
+    from pipeline.states import ItemState
+
+    return ledger.list_items(batch, states=[ItemState.DEAD])
+
+
+@dlq.command("list")
+@click.option("--batch")
+@click.option("--config", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True)
+def dlq_list(batch: str | None, config: str | None, as_json: bool) -> None:
+    """Dead items, oldest batch first."""
+    ledger = _ledger(_settings(config))
+    rows = _dead(ledger, batch)
+    data = [{"item": r.id, "batch_id": r.batch_id, "id": r.key, "source": r.source,
+             "code": r.error_code, "message": r.error_message, "attempt": r.attempt,
+             "finished_at": r.finished_at} for r in rows]
+    if as_json:
+        click.echo(json.dumps(data, default=str, ensure_ascii=False))
+        return
+    for d in data:
+        click.echo(f"{d['item']}  {d['batch_id']}/{d['id']}  {d['code']}: {d['message']}")
+    click.echo(f"{len(data)} dead item(s)")
+
+
+@dlq.command("show")
+@click.argument("item")
+@click.option("--config", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True)
+def dlq_show(item: str, config: str | None, as_json: bool) -> None:
+    """One item with every attempt and the provider's error details."""
+    ledger = _ledger(_settings(config))
+    row = ledger.get(item)
+    if row is None:
+        _fail_usage(f"no item {item}")
+    data = {"item": row.id, "batch_id": row.batch_id, "id": row.key, "state": row.state.value,
+            "source": row.source, "spec": row.spec, "code": row.error_code,
+            "message": row.error_message, "detail": row.error_detail,
+            "attempts": ledger.attempts_of(row.id)}
+    click.echo(json.dumps(data, default=str, ensure_ascii=False, indent=None if as_json else 2))
+
+
+def _targets(ledger: Any, items: Sequence[str], all_: bool, batch: str | None) -> list[Any]:
+    if items:
+        rows = [ledger.get(i) for i in items]
+        missing = [i for i, r in zip(items, rows, strict=True) if r is None]
+        if missing:
+            _fail_usage(f"no item {', '.join(missing)}")
+        return [r for r in rows if r is not None and r.state.value == "DEAD"]
+    if not (all_ or batch):
+        _fail_usage("give item ids, --batch B or --all")
+    return _dead(ledger, batch)
+
+
+@dlq.command("replay")
+@click.argument("items", nargs=-1)
+@click.option("--all", "all_", is_flag=True)
+@click.option("--batch")
+@click.option("--config", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True)
+def dlq_replay(items: Sequence[str], all_: bool, batch: str | None, config: str | None,
+               as_json: bool) -> None:
+    """Give dead items a new attempt."""
+    wctx = _worker_ctx(_settings(config))
+    ids = [r.id for r in _targets(wctx.ledger, items, all_, batch) if wctx.ledger.restart(r.id)]
+    _kick(wctx, ids)
+    _echo(as_json, {"replayed": len(ids), "items": ids}, f"{len(ids)} item(s) replayed")
+
+
+@dlq.command("purge")
+@click.argument("items", nargs=-1)
+@click.option("--all", "all_", is_flag=True)
+@click.option("--batch")
+@click.option("--config", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True)
+def dlq_purge(items: Sequence[str], all_: bool, batch: str | None, config: str | None,
+              as_json: bool) -> None:
+    """Take items out of the dead-letter set for good: they become FAILED, error kept."""
+    from pipeline.states import ItemState
+
+    ledger = _ledger(_settings(config))
+    purged = []
+    for row in _targets(ledger, items, all_, batch):
+        if ledger.move(row.id, ItemState.DEAD, ItemState.FAILED,
+                       error_message=f"{row.error_message} (purged from the dead-letter set)"):
+            purged.append(row.id)
+    _echo(as_json, {"purged": len(purged), "items": purged}, f"{len(purged)} item(s) purged")
