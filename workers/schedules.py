@@ -74,7 +74,9 @@ def start_scheduled_run(wctx: Any, name: str, *, now: datetime | None = None) ->
     batch_id = f"sched-{name}-{fired}"
     engine = sched.engine or settings.engine
     model = sched.model or settings.model
-    wctx.ledger.ensure_batch(batch_id, kind="schedule", out=sched.out, engine=engine,
+    # Each run gets its own folder under the schedule's out, so results.jsonl files never clash.
+    out = sched.out.rstrip("/") + "/" + batch_id
+    wctx.ledger.ensure_batch(batch_id, kind="schedule", out=out, engine=engine,
                              model=model, manifest=sched.source,
                              options={"schedule": name})
     seeds = seeds_for(entries_from_sources(sources), engine=engine, model=model,
