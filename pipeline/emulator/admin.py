@@ -12,6 +12,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from pipeline.emulator.config import ConfigInvalid
+from pipeline.emulator.errors import ApiError
 from pipeline.emulator.web import Json, emulator, read_json
 
 
@@ -22,12 +23,12 @@ async def tasks(request: Request) -> Response:
 async def config(request: Request) -> Response:
     em = emulator(request)
     if request.method == "POST":
-        patch = await read_json(request)
-        if not isinstance(patch, dict):
-            return Json({"error": "the body must be a JSON object"}, status_code=400)
         try:
+            patch = await read_json(request)
+            if not isinstance(patch, dict):
+                raise ConfigInvalid("the body must be a JSON object")
             em.config = em.config.with_changes(patch)
-        except ConfigInvalid as exc:
+        except (ConfigInvalid, ApiError) as exc:
             return Json({"error": str(exc)}, status_code=400)
     return Json(em.config.public())
 

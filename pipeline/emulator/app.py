@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import tempfile
 import time
 import uuid
@@ -116,7 +117,7 @@ def create_app(config: EmulatorConfig, engine: ClipEngine | None = None, *,
         async def ticker() -> None:
             while True:
                 await asyncio.sleep(TICK_S)
-                em.tick()
+                em.housekeeping()
 
         task = asyncio.create_task(ticker())
         try:
@@ -124,8 +125,6 @@ def create_app(config: EmulatorConfig, engine: ClipEngine | None = None, *,
         finally:
             task.cancel()
             await em.close()
-            import shutil
-
             shutil.rmtree(upload_dir, ignore_errors=True)
 
     app = Starlette(

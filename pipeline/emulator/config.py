@@ -68,7 +68,7 @@ class EmulatorConfig:
                 f"cannot change {', '.join(unknown)} at runtime; "
                 f"allowed: {', '.join(RUNTIME_FIELDS)}"
             )
-        values: dict[str, float] = {}
+        values: dict[str, Any] = {}
         for name, value in patch.items():
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ConfigInvalid(f"{name} must be a number, not {value!r}")

@@ -25,10 +25,19 @@ from pipeline.emulator.replies import (
     native_events,
 )
 from pipeline.emulator.state import Emulator
-from pipeline.emulator.web import Json, compat_error, emulator, native_error, read_json, request_id
+from pipeline.emulator.web import (
+    Json,
+    compat_error,
+    emulator,
+    header_enabled,
+    native_error,
+    read_json,
+    request_id,
+)
 from pipeline.models import MediaLimits
 
 SSE_TYPE = "text/event-stream;charset=UTF-8"
+OSS_RESOLVE = "x-dashscope-ossresourceresolve"
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 # Sync models reject bad audio outright; the messages are the emulator's own [INF].
@@ -40,10 +49,6 @@ SYNC_ERRORS: dict[Problem, ApiError] = {
     Problem.BAD_CHANNEL: invalid("The audio has no such channel."),
     Problem.ENGINE: ApiError(500, "InternalError", INTERNAL_MESSAGE),
 }
-
-
-def _enabled(request: Request, header: str) -> bool:
-    return request.headers.get(header, "").strip().lower() == "enable"
 
 
 async def recognize(em: Emulator, req: SyncRequest) -> Recognized:
@@ -68,10 +73,10 @@ async def _stream(events: Iterable[str]) -> AsyncIterator[str]:
 async def multimodal(request: Request) -> Response:
     """E4: JSON, or SSE when ``X-DashScope-SSE: enable``; errors in the same dialect."""
     rid = request_id(request)
-    sse = _enabled(request, "x-dashscope-sse")
+    sse = header_enabled(request, "x-dashscope-sse")
     try:
         req = parse_multimodal(await read_json(request), stream=sse,
-                               oss_resolve=_enabled(request, "x-dashscope-ossresourceresolve"))
+                               oss_resolve=header_enabled(request, OSS_RESOLVE))
         rec = await recognize(emulator(request), req)
     except ApiError as err:
         if sse:
@@ -90,7 +95,7 @@ async def chat_completions(request: Request) -> Response:
     em = emulator(request)
     try:
         req = parse_chat(await read_json(request),
-                         oss_resolve=_enabled(request, "x-dashscope-ossresourceresolve"))
+                         oss_resolve=header_enabled(request, OSS_RESOLVE))
         rec = await recognize(em, req)
     except ApiError as err:
         return compat_error(err, rid)

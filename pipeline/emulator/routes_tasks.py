@@ -10,13 +10,17 @@ from pipeline.emulator.errors import ASYNC_ONLY_MESSAGE, ApiError
 from pipeline.emulator.parse import parse_submit
 from pipeline.emulator.schemas import TaskView, list_entry, task_output
 from pipeline.emulator.tasks import Status
-from pipeline.emulator.web import Json, base_url, emulator, native_error, read_json, request_id
+from pipeline.emulator.web import (
+    Json,
+    base_url,
+    emulator,
+    header_enabled,
+    native_error,
+    read_json,
+    request_id,
+)
 
 CANCEL_REFUSED = ("Failed to cancel the task, please confirm if the task is in PENDING status.")
-
-
-def _enabled(request: Request, header: str) -> bool:
-    return request.headers.get(header, "").strip().lower() == "enable"
 
 
 async def submit(request: Request) -> Response:
@@ -24,10 +28,10 @@ async def submit(request: Request) -> Response:
     rid = request_id(request)
     em = emulator(request)
     try:
-        if not _enabled(request, "x-dashscope-async"):
+        if not header_enabled(request, "x-dashscope-async"):
             raise ApiError(403, "AccessDenied", ASYNC_ONLY_MESSAGE)
         req = parse_submit(await read_json(request),
-                           oss_resolve=_enabled(request, "x-dashscope-ossresourceresolve"),
+                           oss_resolve=header_enabled(request, "x-dashscope-ossresourceresolve"),
                            max_files=em.config.max_files_per_task)
     except ApiError as err:
         return native_error(err, rid)

@@ -21,7 +21,7 @@ from pipeline.emulator.faults import Fate
 from pipeline.emulator.tasks import FileFailed, FileOk, FileOutcome, JobOptions, Status, TaskSpec
 from pipeline.models import ProbeResult
 from pipeline.stages.persist import build_document
-from pipeline.transcript import Transcript
+from pipeline.transcript import Sentence, Transcript
 
 DOWNLOAD_FAILED = ("InvalidFile.DownloadFailed", "The audio file cannot be downloaded.")
 # Only DownloadFailed is confirmed verbatim (§10.5); the rest are the notes' best guesses.
@@ -95,8 +95,8 @@ def _subtask(i: int, o: FileOutcome, result_url: Callable[[int], str]) -> dict[s
 def list_entry(view: TaskView) -> dict[str, Any]:
     """One row of ``GET /api/v1/tasks``."""
     out, _ = task_output(view, lambda _i: "")
-    row = {k: out[k] for k in ("task_id", "task_status", "submit_time", "scheduled_time",
-                               "end_time") if k in out}
+    row: dict[str, Any] = {k: out[k] for k in ("task_id", "task_status", "submit_time",
+                                               "scheduled_time", "end_time") if k in out}
     return {**row, "model_name": view.spec.model}
 
 
@@ -127,7 +127,7 @@ def filetrans_document(file_url: str, probe: ProbeResult, transcripts: tuple[Tra
     }
 
 
-def _filetrans_sentence(i: int, s: Any, language: str, words: bool) -> dict[str, Any]:
+def _filetrans_sentence(i: int, s: Sentence, language: str, words: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"sentence_id": i, "begin_time": s.begin_ms, "end_time": s.end_ms,
                            "text": s.text, "language": language, "emotion": "neutral"}
     if words:

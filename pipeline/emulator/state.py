@@ -1,9 +1,9 @@
 """One emulator instance: settings, clock, task store, uploads and the transcription backend.
 
 Everything here runs on the event loop thread (no locks): handlers call :meth:`Emulator.tick`
-before they read, the lifespan ticker calls it a few times a second, and finished
-transcriptions call it from their completion callback. Blocking work only ever happens in the
-backend's thread pools.
+before they read, the lifespan ticker calls :meth:`Emulator.housekeeping` twenty times a
+second, and finished transcriptions call ``tick`` when they complete. Blocking work only
+ever happens in the backend's thread pools.
 """
 
 from __future__ import annotations
@@ -92,10 +92,14 @@ class Emulator:
             job = asyncio.get_running_loop().create_task(self._transcribe_task(spec))
             self._work.add(job)
             job.add_done_callback(self._work.discard)
+        return now
+
+    def housekeeping(self) -> None:
+        """From the ticker, never a request: tick, and now and then forget expired tasks (O(n))."""
+        now = self.tick()
         if now - self._last_sweep >= SWEEP_EVERY_S or now < self._last_sweep:
             self._last_sweep = now
             self.store.sweep(now, self.config.task_ttl_s)
-        return now
 
     def view(self, task_id: str) -> TaskView | None:
         """What a query for ``task_id`` sees now; None if the id is not (or no longer) here."""
@@ -127,7 +131,7 @@ class Emulator:
     def listing(self) -> list[dict[str, object]]:
         """Every task received since the last reset, for ``GET /_emulator/tasks``."""
         now = self.tick()
-        rows = []
+        rows: list[dict[str, object]] = []
         for spec in self.store.received():
             rec = self.store.get(spec.task_id)
             status = Status.UNKNOWN if rec is None else status_at(rec, now, self.config.task_ttl_s)

@@ -34,6 +34,11 @@ def base_url(request: Request) -> str:
     return emulator(request).config.public_url or str(request.base_url).rstrip("/")
 
 
+def header_enabled(request: Request, name: str) -> bool:
+    """DashScope's switch headers (X-DashScope-Async, -SSE, -OssResourceResolve) say "enable"."""
+    return request.headers.get(name, "").strip().lower() == "enable"
+
+
 async def read_json(request: Request) -> Any:
     raw = await request.body()
     if not raw:
