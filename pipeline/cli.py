@@ -15,7 +15,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, NoReturn
 
 import click
 from pydantic import ValidationError
@@ -27,7 +27,7 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
-def _fail_usage(message: str) -> None:
+def _fail_usage(message: str) -> NoReturn:
     raise click.UsageError(message)
 
 
@@ -35,7 +35,7 @@ class LazyGroup(click.Group):
     """Subcommands that live in other modules are imported only when invoked, so
     ``bulkscribe run`` does not pay for Celery or the emulator's web stack."""
 
-    lazy: dict[str, str] = {
+    lazy: ClassVar[dict[str, str]] = {
         "emulator": "pipeline.emulator.cli:emulator",
         "submit": "pipeline.cli_ops:submit",
         "worker": "pipeline.cli_ops:worker",
@@ -236,7 +236,9 @@ def status(batch: str | None, out_dir: Path | None, config: str | None, as_json:
             _fail_usage(f"{out_dir} holds no bulkscribe run")
         batch = batch_id_for(out_dir)
     else:
-        url = settings.database_url or _fail_usage("set BULKSCRIBE_DATABASE_URL for batch status")
+        if not settings.database_url:
+            _fail_usage("set BULKSCRIBE_DATABASE_URL for batch status")
+        url = settings.database_url
     ledger = open_ledger(url)
     report = batch_status(ledger, str(batch))
     if report is None:

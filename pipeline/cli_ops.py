@@ -101,7 +101,8 @@ def submit(manifest: Path, out: str, engine: str | None, model: str | None,
 @click.command()
 @click.option("--queues", "-Q", default="prepare,provider,transcribe",
               help="Comma-separated queues to consume.")
-@click.option("--concurrency", "-c", type=click.IntRange(1, 256), help="Processes (default: cores).")
+@click.option("--concurrency", "-c", type=click.IntRange(1, 256),
+              help="Processes (default: cores).")
 @click.option("--metrics-port", type=int, help="Serve Prometheus metrics on this port.")
 @click.option("--name", "-n", help="Node name (default: bulkscribe-<queues>@host).")
 @click.option("--config", type=click.Path(dir_okay=False))

@@ -11,7 +11,7 @@ Whether an error is worth retrying is decided by its branch of the tree and nowh
     │   ├── SourceMissing         the file or URL is not there
     │   ├── ProviderRejected      the provider refused the request or the file (4xx, FAILED)
     │   └── ConfigError           settings that cannot work (unknown model, missing key)
-    └── TransientError            back off and retry; DEAD (or FAILED, embedded) when retries run out
+    └── TransientError            back off and retry; DEAD (FAILED when embedded) at the end
         ├── SourceUnavailable     download timed out / connection failed / 5xx
         ├── ProviderBusy          429, throttling
         ├── ProviderUnavailable   5xx, timeouts, connection errors

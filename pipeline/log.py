@@ -19,7 +19,9 @@ _SECRET_KEYS = re.compile(r"(api[_-]?key|secret|password|token|authorization)", 
 _SECRET_VALUES = re.compile(r"\b(sk-[A-Za-z0-9]{6})[A-Za-z0-9-_]+")
 
 
-def redact_secrets(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+def redact_secrets(
+    _logger: Any, _name: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     """A pure dict -> dict step: secret-looking keys masked, API keys in text shortened."""
     for key, value in list(event.items()):
         if _SECRET_KEYS.search(key) and value:

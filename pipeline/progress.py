@@ -13,6 +13,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -37,7 +38,7 @@ class RichProgress(ProgressSink):
             console=console,
             transient=False,
         )
-        self._task = None
+        self._task: TaskID | None = None
 
     def start(self, total: int, done: int, todo: int) -> None:
         if done:
@@ -50,6 +51,8 @@ class RichProgress(ProgressSink):
         self.counts[state] += 1
         if state != "SUCCEEDED":
             self._bar.console.print(f"[red]FAILED[/] {key}: {detail}")
+        if self._task is None:
+            return
         self._bar.update(self._task, advance=1, ok=self.counts["SUCCEEDED"],
                          failed=self.counts["FAILED"] + self.counts["DEAD"],
                          audio=f"{audio_s / 60:.1f} min audio")

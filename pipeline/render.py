@@ -73,15 +73,16 @@ def _width(text: str) -> int:
 def _sentence_units(sentence: Sentence) -> list[Word]:
     """Display units (punctuation attached) with times; ``punctuation`` is left empty."""
     if sentence.words:
-        units = (
+        timed = (
             Word(w.begin_ms, w.end_ms, (w.text + w.punctuation).strip()) for w in sentence.words
         )
-        return [u for u in units if u.text]
+        return [u for u in timed if u.text]
     # No word times: spread the tokens over the sentence in proportion to their length.
     tokens = _tokens(sentence.text)
     total = sum(len(t) for t in tokens)
     span = max(0, sentence.end_ms - sentence.begin_ms)
-    units, done = [], 0
+    units: list[Word] = []
+    done = 0
     for t in tokens:
         begin = sentence.begin_ms + span * done // total
         done += len(t)

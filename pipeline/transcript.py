@@ -155,7 +155,8 @@ def sentences_from_words(
     def flush() -> None:
         if current:
             text = join_texts(w.text + w.punctuation for w in current)
-            sentences.append(Sentence(current[0].begin_ms, current[-1].end_ms, text, tuple(current)))
+            first, last = current[0], current[-1]
+            sentences.append(Sentence(first.begin_ms, last.end_ms, text, tuple(current)))
             current.clear()
 
     for w in words:
@@ -231,7 +232,8 @@ def _sentence_json(sentence_id: int, s: Sentence) -> dict[str, Any]:
     if s.emotion:
         out["emotion"] = s.emotion
     out["words"] = [
-        {"begin_time": w.begin_ms, "end_time": w.end_ms, "text": w.text, "punctuation": w.punctuation}
+        {"begin_time": w.begin_ms, "end_time": w.end_ms, "text": w.text,
+         "punctuation": w.punctuation}
         for w in s.words
     ]
     return out

@@ -7,6 +7,7 @@ message was lost), and batches that are finished get their results.jsonl.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from pipeline.ledger import utcnow
@@ -28,10 +29,9 @@ def run_sweep(wctx: Any) -> dict[str, int]:
     try:
         return _sweep(wctx)
     finally:
-        try:
+        # The lock may have expired under a very slow sweep: the next one takes over.
+        with contextlib.suppress(Exception):
             lock.release()
-        except Exception:  # expired under a very slow sweep: the next one takes over
-            pass
 
 
 def _sweep(wctx: Any) -> dict[str, int]:

@@ -59,9 +59,7 @@ class LocalEngine:
                         cpu_threads=threads,
                         num_workers=self.concurrency,
                         local_files_only=ref.local_only,
-                        download_root=(
-                            str(self.settings.download_root) if self.settings.download_root else None
-                        ),
+                        download_root=_opt_str(self.settings.download_root),
                     )
                 except Exception as exc:  # hub errors, corrupt files, bad compute type
                     raise ConfigError(
@@ -108,3 +106,7 @@ class LocalEngine:
                     Sentence(int(seg.start * 1000), int(seg.end * 1000), seg.text.strip())
                 )
         return Transcript(tuple(sentences), language=info.language)
+
+
+def _opt_str(value: object) -> str | None:
+    return str(value) if value is not None else None

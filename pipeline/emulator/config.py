@@ -12,7 +12,12 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 RATE_FIELDS = ("fail_rate", "throttle_rate", "error_rate", "lost_rate", "stuck_rate")
-RUNTIME_FIELDS = (*RATE_FIELDS, "latency_s")
+# Test hooks that hold an answer back, so a test can act while a request is on the wire:
+# ``submit_delay_s`` after a task is created and before E1 answers (kill a client between
+# "the provider has the task" and "the client knows its id"), ``result_delay_s`` before E3
+# serves a result document (kill a client while it persists).
+DELAY_FIELDS = ("submit_delay_s", "result_delay_s")
+RUNTIME_FIELDS = (*RATE_FIELDS, "latency_s", *DELAY_FIELDS)
 
 
 class ConfigInvalid(ValueError):
@@ -33,6 +38,8 @@ class EmulatorConfig:
     lost_rate: float = 0.0  # task answers UNKNOWN once it would have finished
     stuck_rate: float = 0.0  # task stays RUNNING until it expires
     task_ttl_s: float = 86_400.0  # tasks and result URLs live this long after they end
+    submit_delay_s: float = 0.0  # E1: pause after the task is created, before answering
+    result_delay_s: float = 0.0  # E3: pause before a result document is sent
     max_files_per_task: int = 100
     model: str = "tiny.en"  # local engine behind every DashScope model name
     public_url: str | None = None  # base of result/upload URLs; None: the request's own
@@ -52,8 +59,9 @@ class EmulatorConfig:
             raise ConfigInvalid("fail_rate + lost_rate + stuck_rate must not exceed 1")
         if self.throttle_rate + self.error_rate > 1.0 + 1e-9:
             raise ConfigInvalid("throttle_rate + error_rate must not exceed 1")
-        if self.latency_s < 0:
-            raise ConfigInvalid("latency_s must not be negative")
+        for name in ("latency_s", *DELAY_FIELDS):
+            if getattr(self, name) < 0:
+                raise ConfigInvalid(f"{name} must not be negative")
         for name in ("max_concurrency", "max_files_per_task", "workers"):
             if getattr(self, name) < 1:
                 raise ConfigInvalid(f"{name} must be at least 1")

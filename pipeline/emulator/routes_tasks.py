@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -36,6 +38,9 @@ async def submit(request: Request) -> Response:
     except ApiError as err:
         return native_error(err, rid)
     spec = em.submit(req)
+    if em.config.submit_delay_s > 0:
+        # Test hook: the task exists, the client does not know its id yet (see config.py).
+        await asyncio.sleep(em.config.submit_delay_s)
     return Json({"request_id": rid,
                  "output": {"task_id": spec.task_id, "task_status": Status.PENDING.value}})
 
@@ -96,6 +101,9 @@ async def list_tasks(request: Request) -> Response:
 
 async def result_file(request: Request) -> Response:
     """E3: the result document, unauthenticated; 403 after the task expired, 404 if unknown."""
+    delay = emulator(request).config.result_delay_s
+    if delay > 0:  # test hook: hold the client in its persist step (see config.py)
+        await asyncio.sleep(delay)
     status, doc = emulator(request).result_file(request.path_params["task_id"],
                                                 request.path_params["index"])
     if doc is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -61,10 +62,8 @@ class FlowContext:
     events: Callable[[str, Mapping[str, Any]], None] = lambda _name, _fields: None
 
     def emit(self, name: str, **fields: Any) -> None:
-        try:
+        with contextlib.suppress(Exception):  # observability must never fail a step
             self.events(name, fields)
-        except Exception:  # observability must never fail a step
-            pass
 
     def info(self, row: ItemRow) -> ModelInfo:
         engine = str(row.spec.get("engine") or self.engine)

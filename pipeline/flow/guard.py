@@ -9,6 +9,7 @@ out by exponential backoff; once retries run out it is FAILED (embedded) or DEAD
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from pipeline.errors import failure_of, is_retryable
 from pipeline.flow.context import FlowContext
@@ -39,9 +40,11 @@ def handle_failure(ctx: FlowContext, row: ItemRow, exc: BaseException, *,
     retryable = is_retryable(exc)
     detail = dict(getattr(exc, "detail", {}) or {})
     if retryable and latest.tries + 1 < ctx.retry.max_attempts:
-        delay = backoff_s(latest.tries, ctx.retry, retry_after_s=getattr(exc, "retry_after_s", None))
-        values = {"tries": latest.tries + 1, "next_run_at": utcnow() + timedelta(seconds=delay),
-                  "error_code": str(code), "error_message": message}
+        delay = backoff_s(latest.tries, ctx.retry,
+                          retry_after_s=getattr(exc, "retry_after_s", None))
+        values: dict[str, Any] = {
+            "tries": latest.tries + 1, "next_run_at": utcnow() + timedelta(seconds=delay),
+            "error_code": str(code), "error_message": message}
         if back_to is not None and latest.state is not back_to:
             # e.g. a lost provider task: SUBMITTED goes back to PREPARED to be submitted anew.
             ctx.ledger.move(row.id, latest.state, back_to, provider_task_id=None,

@@ -64,7 +64,7 @@ def submit_step(ctx: FlowContext, rows: Sequence[ItemRow]) -> None:
         urls = [_publish(ctx, row, model) for row in claimed]
         parameters = submit_parameters(model, ctx.asr_options(claimed[0]))
         t0 = time.monotonic()
-        submitted = ctx.provider().submit_transcription(model, urls, parameters)
+        submitted = _client(ctx).submit_transcription(model, urls, parameters)
         now = utcnow()
         ctx.emit("stage.done", stage="submit", seconds=time.monotonic() - t0)
         for row in claimed:
@@ -103,6 +103,13 @@ def _defer(ctx: FlowContext, rows: Sequence[ItemRow], delay_s: float) -> None:
         ctx.ledger.update_if(row.id, ItemState.PREPARED, next_run_at=due)
 
 
+def _client(ctx: FlowContext) -> Any:
+    if ctx.provider is None:
+        raise PermanentError(FailureCode.PROVIDER_AUTH,
+                             "DashScope is not configured: set DASHSCOPE_API_KEY")
+    return ctx.provider()
+
+
 def _publish(ctx: FlowContext, row: ItemRow, model: str) -> str:
     """The provider-facing URL, written to the ledger before the submit goes out."""
     if ctx.publisher is None:
@@ -135,7 +142,7 @@ def poll_step(ctx: FlowContext, task_id: str) -> None:
     with bound_contextvars(task_id=task_id, stage="poll"):
         try:
             t0 = time.monotonic()
-            status = ctx.provider().query_task(task_id)
+            status = _client(ctx).query_task(task_id)
             ctx.emit("stage.done", stage="poll", seconds=time.monotonic() - t0)
         except TransientError as exc:
             ctx.emit("provider.error", code=str(exc.code))
@@ -155,9 +162,9 @@ def poll_step(ctx: FlowContext, task_id: str) -> None:
             return
         if isinstance(decision, Failed):
             log.info("poll.failed", code=str(decision.code), error=decision.message)
-            exc = _task_failure(decision)
+            error = _task_failure(decision)
             for row in rows:
-                handle_failure(ctx, row, exc, back_to=ItemState.PREPARED)
+                handle_failure(ctx, row, error, back_to=ItemState.PREPARED)
             return
         assert isinstance(decision, Done)
         outcomes = file_outcomes(status, [str(r.media_url) for r in rows])
@@ -202,7 +209,7 @@ def persist_step(ctx: FlowContext, row: ItemRow, result_url: str) -> None:
         return
     with bound_contextvars(item_id=row.key, attempt=claimed.attempt, stage="persist"):
         try:
-            document = ctx.provider().fetch_result(result_url)
+            document = _client(ctx).fetch_result(result_url)
             facts = dict(claimed.probe or {})
             offset_ms = int(round(float(facts.get("offset_s", 0.0)) * 1000))
             channel = claimed.spec.get("channel")
@@ -255,7 +262,7 @@ def reconcile_submitting(ctx: FlowContext, row: ItemRow) -> None:
 def _find_lost_task(ctx: FlowContext, row: ItemRow) -> tuple[str, str | None]:
     if not row.media_url:
         return "absent", None  # the URL is written before sending: nothing went out
-    client = ctx.provider()
+    client = _client(ctx)
     model = str(row.spec.get("model") or ctx.model)
     listed = client.list_tasks(model=model)
     known = ctx.ledger.known_task_ids([t.task_id for t in listed])

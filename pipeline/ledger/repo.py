@@ -162,7 +162,8 @@ class Ledger:
                 r.key: r
                 for r in conn.execute(
                     select(items.c.id, items.c.key, items.c.state, items.c.fingerprint,
-                           items.c.source_stamp, items.c.attempt).where(items.c.batch_id == batch_id)
+                           items.c.source_stamp, items.c.attempt)
+                    .where(items.c.batch_id == batch_id)
                 )
             }
             for seed in seeds:
@@ -191,7 +192,8 @@ class Ledger:
                 conn.execute(update(items).where(items.c.id == old.id).values(
                     state=state, attempt=number, tries=0, polls=0, lease_owner=None,
                     lease_until=None, next_run_at=None, provider_task_id=None, submitted_at=None,
-                    media_key=None, media_url=None, error_detail=None, finished_at=now if seed.failure else None,
+                    media_key=None, media_url=None, error_detail=None,
+                    finished_at=now if seed.failure else None,
                     **base, **(error if seed.failure else {"error_code": None,
                                                            "error_message": None})))
                 self._open_attempt(conn, old.id, number, engine, model, seed.spec, now, state)

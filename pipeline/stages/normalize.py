@@ -86,7 +86,9 @@ def normalize(
         if not src.exists():
             raise SourceMissing(f"{label} disappeared while it was being normalized") from None
         if exc.timed_out:
-            raise MediaRejected(FailureCode.CORRUPT, f"{label}: ffmpeg did not finish in time") from None
+            raise MediaRejected(
+                FailureCode.CORRUPT, f"{label}: ffmpeg did not finish in time"
+            ) from None
         tail = (exc.stderr.strip().splitlines() or ["no detail"])[-1]
         raise MediaRejected(FailureCode.CORRUPT, f"{label} cannot be decoded: {tail}") from None
     got_s = wav_duration(dst)

@@ -24,7 +24,7 @@ from pipeline.stages.probe import probe
 class PrepareContext:
     limits: MediaLimits
     http: Callable[[], httpx.Client]
-    spec: NormalizeSpec = NormalizeSpec()
+    spec: NormalizeSpec = field(default_factory=NormalizeSpec)
     objects: ObjectReader | None = None
     prober: Callable[..., ProbeResult] = field(default=probe)
     normalizer: Callable[..., NormalizedAudio] = field(default=normalize)

@@ -84,7 +84,8 @@ def read_probe(
     if channel is not None and channel >= channels:
         raise MediaRejected(
             FailureCode.BAD_CHANNEL,
-            f"{name} has {channels} channel(s); channel {channel} does not exist (they count from 0)",
+            f"{name} has {channels} channel(s); channel {channel} does not exist "
+            "(they count from 0)",
         )
     return ProbeResult(
         container=format_name.split(",")[0],
@@ -108,7 +109,9 @@ def probe(
     except FileNotFoundError:
         raise SourceMissing(f"{label} does not exist") from None
     except OSError as exc:
-        raise MediaRejected(FailureCode.NOT_FOUND, f"{label} cannot be read: {exc.strerror}") from exc
+        raise MediaRejected(
+            FailureCode.NOT_FOUND, f"{label} cannot be read: {exc.strerror}"
+        ) from exc
     if path.is_dir():
         raise MediaRejected(FailureCode.NOT_MEDIA, f"{label} is a directory, not a file")
     if st.st_size == 0:
@@ -122,7 +125,9 @@ def probe(
     try:
         report = json.loads(out.stdout or b"{}")
     except json.JSONDecodeError:
-        raise MediaRejected(FailureCode.CORRUPT, f"{label}: ffprobe printed unreadable JSON") from None
+        raise MediaRejected(
+            FailureCode.CORRUPT, f"{label}: ffprobe printed unreadable JSON"
+        ) from None
     return read_probe(report, limits, size_bytes=st.st_size, channel=channel, name=label)
 
 

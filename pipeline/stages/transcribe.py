@@ -78,7 +78,7 @@ class PcmReader:
     """Random access to a 16-bit mono WAV, without reading the whole file."""
 
     def __init__(self, path: Path) -> None:
-        self._wav = wave.open(str(path), "rb")
+        self._wav = wave.open(str(path), "rb")  # noqa: SIM115 - closed by close()/__exit__
         if self._wav.getsampwidth() != 2 or self._wav.getnchannels() != 1:
             raise ValueError(f"{path} is not 16-bit mono PCM")
         self.sample_rate = self._wav.getframerate()
@@ -138,7 +138,9 @@ def _clamp(part: Transcript, length_ms: int) -> Transcript:
             s,
             begin_ms=cap(s.begin_ms),
             end_ms=cap(s.end_ms),
-            words=tuple(replace(w, begin_ms=cap(w.begin_ms), end_ms=cap(w.end_ms)) for w in s.words),
+            words=tuple(
+                replace(w, begin_ms=cap(w.begin_ms), end_ms=cap(w.end_ms)) for w in s.words
+            ),
         )
         for s in part.sentences
     )

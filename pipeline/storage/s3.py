@@ -8,6 +8,7 @@ so checksums are only computed when an operation requires them.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -79,16 +80,12 @@ class S3Store:
             return bytes(body.read())
 
     def exists(self, key: str) -> bool:
-        from botocore.exceptions import ClientError
-
         try:
             with _errors(self.uri(key)):
                 self.client.head_object(Bucket=self.bucket, Key=self._key(key))
-            return True
         except SourceMissing:
             return False
-        except ClientError:  # pragma: no cover - mapped by _errors
-            return False
+        return True
 
     def delete(self, key: str) -> None:
         with _errors(self.uri(key)):
@@ -119,30 +116,22 @@ class S3Store:
         return f"{self.scheme}://{self.bucket}/{self._key(key)}"
 
 
-class _errors:
+@contextmanager
+def _errors(what: str) -> Iterator[None]:
     """Map botocore failures once: missing objects, refusals, and outages."""
+    from botocore.exceptions import BotoCoreError, ClientError
 
-    def __init__(self, what: str) -> None:
-        self.what = what
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
-        if exc is None:
-            return False
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        if isinstance(exc, ClientError):
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-            if code in ("404", "NoSuchKey", "NotFound", "NoSuchBucket"):
-                raise SourceMissing(f"{self.what} does not exist") from None
-            if status >= 500 or code in ("SlowDown", "RequestTimeout", "ServiceUnavailable"):
-                raise StorageUnavailable(FailureCode.STORAGE_UNAVAILABLE,
-                                         f"{self.what}: {code} ({status})") from None
-            raise PermanentError(FailureCode.STORAGE_ERROR, f"{self.what}: {code} ({status})") from None
-        if isinstance(exc, BotoCoreError):
+    try:
+        yield
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        if code in ("404", "NoSuchKey", "NotFound", "NoSuchBucket"):
+            raise SourceMissing(f"{what} does not exist") from None
+        if status >= 500 or code in ("SlowDown", "RequestTimeout", "ServiceUnavailable"):
             raise StorageUnavailable(FailureCode.STORAGE_UNAVAILABLE,
-                                     f"{self.what}: {type(exc).__name__}: {exc}") from None
-        return False
+                                     f"{what}: {code} ({status})") from None
+        raise PermanentError(FailureCode.STORAGE_ERROR, f"{what}: {code} ({status})") from None
+    except BotoCoreError as exc:
+        raise StorageUnavailable(FailureCode.STORAGE_UNAVAILABLE,
+                                 f"{what}: {type(exc).__name__}: {exc}") from None
