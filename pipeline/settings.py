@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -109,7 +110,8 @@ class Settings(BaseSettings):
     engine: Literal["local", "dashscope"] = "local"
     model: str = "tiny.en"
     language: str | None = None
-    formats: tuple[str, ...] = ("json", "txt", "srt", "vtt")
+    # NoDecode: BULKSCRIBE_FORMATS=json,srt is a comma list, not JSON.
+    formats: Annotated[tuple[str, ...], NoDecode] = ("json", "txt", "srt", "vtt")
     workers: int = Field(2, ge=1, le=64)
 
     # where state lives
