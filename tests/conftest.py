@@ -15,55 +15,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from support import HARVARD, LIBRIVOX_DIR, ffmpeg, normalize_words, say, wer
 
-LIBRIVOX_DIR = Path("/usr/share/pocketsphinx/test/data/librivox")
-
-# Harvard sentences (IEEE 1969), list 1: the reference texts for generated speech.
-HARVARD = [
-    "The birch canoe slid on the smooth planks.",
-    "Glue the sheet to the dark blue background.",
-    "It's easy to tell the depth of a well.",
-    "These days a chicken leg is a rare dish.",
-    "Rice is often served in round bowls.",
-    "The juice of lemons makes fine punch.",
-    "The box was thrown beside the parked truck.",
-    "The hogs were fed chopped corn and garbage.",
-    "Four hours of steady work faced us.",
-    "A large size in stockings is hard to sell.",
-]
-
+__all__ = ["HARVARD", "LIBRIVOX_DIR", "ffmpeg", "normalize_words", "say", "wer"]
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Fail loudly, not skip, when a tool the suite needs is missing."""
     missing = [t for t in ("ffmpeg", "ffprobe", "espeak-ng") if shutil.which(t) is None]
     if missing:
         raise pytest.UsageError(f"missing tools: {', '.join(missing)} (run `make deps`)")
-
-
-def say(text: str, dest: Path, *, voice: str = "en-us", rate: int = 160) -> Path:
-    """Speak ``text`` with espeak-ng into a 16 kHz mono WAV."""
-    raw = dest.with_suffix(".espeak.wav")
-    subprocess.run(["espeak-ng", "-v", voice, "-s", str(rate), "-w", str(raw), text], check=True)
-    ffmpeg(["-i", str(raw), "-ac", "1", "-ar", "16000", str(dest)])
-    raw.unlink()
-    return dest
-
-
-def ffmpeg(args: list[str]) -> None:
-    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", *args], check=True)
-
-
-def normalize_words(text: str) -> str:
-    """Lowercase, hyphens to spaces, punctuation out, the usual WER normalisation."""
-    text = text.lower().replace("-", " ").replace("mr.", "mister").replace("’", "'")
-    text = re.sub(r"[^\w\s']", " ", text)
-    return " ".join(text.split())
-
-
-def wer(reference: str, hypothesis: str) -> float:
-    import jiwer
-
-    return float(jiwer.wer(normalize_words(reference), normalize_words(hypothesis)))
 
 
 @pytest.fixture(scope="session")

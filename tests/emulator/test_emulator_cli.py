@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import wer
+from support import wer
 from emulator_support import media_url, point_sdk  # noqa: F401  (fixtures are used by name)
 
 from pipeline.emulator.server import free_port

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from conftest import HARVARD, say, wer
+from support import HARVARD, say, wer
 from emulator_support import (  # noqa: F401  (fixtures are used by name)
     HTTP,
     FakeClock,
