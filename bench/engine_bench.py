@@ -21,13 +21,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _media import speech_minutes  # noqa: E402
+from _media import speech_minutes
 
-from pipeline.asr.local import LocalEngine  # noqa: E402
-from pipeline.asr.weights import resolve_model  # noqa: E402
-from pipeline.models import AsrOptions, NormalizedAudio  # noqa: E402
-from pipeline.settings import LocalEngineSettings  # noqa: E402
-from pipeline.stages.transcribe import transcribe_file, wav_duration  # noqa: E402
+from pipeline.asr.local import LocalEngine
+from pipeline.asr.weights import resolve_model
+from pipeline.models import AsrOptions, NormalizedAudio
+from pipeline.settings import LocalEngineSettings
+from pipeline.stages.normalize import wav_duration
+from pipeline.stages.transcribe import transcribe_file
 
 THREADS = 2
 DIRECT = """

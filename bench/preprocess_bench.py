@@ -16,11 +16,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _media import speech_minutes  # noqa: E402
+from _media import speech_minutes
 
-from pipeline.models import MediaLimits, NormalizeSpec  # noqa: E402
-from pipeline.stages.normalize import normalize  # noqa: E402
-from pipeline.stages.probe import probe  # noqa: E402
+from pipeline.models import MediaLimits, NormalizeSpec
+from pipeline.stages.normalize import normalize
+from pipeline.stages.probe import probe
 
 RUNS = 3
 
