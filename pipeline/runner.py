@@ -93,6 +93,7 @@ class EmbeddedRunner:
     progress: Progress = field(default_factory=Progress)
     check_engine: Callable[[], Any] | None = None
     batch_size: int = 10
+    io_workers: int = 8  # provider requests in flight at once
 
     def __post_init__(self) -> None:
         self.batch_id = batch_id_for(self.cfg.out_dir)
@@ -135,37 +136,40 @@ class EmbeddedRunner:
                           interrupted=self.ctx.stop.is_set(), audio_s=audio_s)
 
     def _drive(self, todo: Sequence[ItemRow]) -> float:
-        """Keep ``workers`` steps running until every item is finished."""
+        """Keep both pools busy until every item is finished.
+
+        Two pools, as the distributed queues: ``cpu`` (``workers`` threads) runs ffmpeg and the
+        model; ``io`` runs provider requests (submit, poll, persist), which mostly wait on the
+        network and must not queue behind a long transcription.
+        """
         view = {r.id: r for r in todo}
-        inflight: dict[Future[None], tuple[str, ...]] = {}
+        inflight: dict[Future[None], tuple[str, tuple[str, ...]]] = {}
+        capacity = {"cpu": self.cfg.workers, "io": self.io_workers}
         audio_s = 0.0
-        workers = self.cfg.workers
-        with ThreadPoolExecutor(workers, thread_name_prefix="step") as pool:
+        with ThreadPoolExecutor(capacity["cpu"], thread_name_prefix="cpu") as cpu, \
+                ThreadPoolExecutor(capacity["io"], thread_name_prefix="io") as io:
+            pools = {"cpu": cpu, "io": io}
             try:
                 while view or inflight:
-                    busy = {i for ids in inflight.values() for i in ids}
-                    for fn, ids in self._plan(view, busy):
-                        if len(inflight) >= workers or self.ctx.stop.is_set():
+                    busy = {i for _, ids in inflight.values() for i in ids}
+                    used = {"cpu": 0, "io": 0}
+                    for kind, _ in inflight.values():
+                        used[kind] += 1
+                    for kind, fn, ids in self._plan(view, busy):
+                        if self.ctx.stop.is_set():
                             break
-                        inflight[pool.submit(fn)] = ids
+                        if used[kind] < capacity[kind]:
+                            inflight[pools[kind].submit(fn)] = (kind, ids)
+                            used[kind] += 1
                     if not inflight:
                         self.ctx.stop.wait(self._idle_s(view))
                         continue
                     done, _ = wait(inflight, timeout=self._idle_s(view),
                                    return_when=FIRST_COMPLETED)
                     for fut in done:
-                        ids = inflight.pop(fut)
+                        _, ids = inflight.pop(fut)
                         fut.result()  # steps handle their own failures; anything else is a bug
-                        for item_id in ids:
-                            row = self.ledger.get(item_id)
-                            if row is None or row.state.terminal:
-                                view.pop(item_id, None)
-                                if row is not None:
-                                    audio_s += (row.audio_duration_ms or 0) / 1000
-                                    self.progress.item_done(row.key, row.state.value,
-                                                            row.error_code or "", audio_s)
-                            else:
-                                view[item_id] = row
+                        audio_s = self._refresh(view, ids, audio_s)
             except KeyboardInterrupt:
                 self.ctx.stop.set()
                 for fut in inflight:
@@ -173,9 +177,23 @@ class EmbeddedRunner:
                 raise
         return audio_s
 
+    def _refresh(self, view: dict[str, ItemRow], ids: Sequence[str], audio_s: float) -> float:
+        """Re-read items a step touched; report the ones that finished."""
+        for item_id in ids:
+            row = self.ledger.get(item_id)
+            if row is None or row.state.terminal:
+                view.pop(item_id, None)
+                if row is not None:
+                    audio_s += (row.audio_duration_ms or 0) / 1000
+                    self.progress.item_done(row.key, row.state.value, row.error_code or "",
+                                            audio_s)
+            else:
+                view[item_id] = row
+        return audio_s
+
     def _plan(self, view: dict[str, ItemRow],
-              busy: set[str]) -> list[tuple[Callable[[], None], tuple[str, ...]]]:
-        """Due work from the shared planner, turned into calls for the thread pool."""
+              busy: set[str]) -> list[tuple[str, Callable[[], None], tuple[str, ...]]]:
+        """Due work from the shared planner, as (pool, call, item ids)."""
         ctx = self.ctx
         rows = list(view.values())
         jobs = plan_jobs(
@@ -184,18 +202,18 @@ class EmbeddedRunner:
             prepare_room=2 * self.cfg.workers - count_states(rows, ItemState.PREPARED),
             submit_room=len(rows), batch_size=lambda m: self.batch_size if is_funasr(m) else 1,
             default_model=self.cfg.model)
-        calls: list[tuple[Callable[[], None], tuple[str, ...]]] = []
+        calls: list[tuple[str, Callable[[], None], tuple[str, ...]]] = []
         for job in jobs:
             if job.action is None:
-                calls.append((partial(reconcile_submitting, ctx, job.rows[0]), job.ids))
+                calls.append(("io", partial(reconcile_submitting, ctx, job.rows[0]), job.ids))
             elif job.action is Action.POLL:
-                calls.append((partial(poll_step, ctx, str(job.task_id)), job.ids))
+                calls.append(("io", partial(poll_step, ctx, str(job.task_id)), job.ids))
             elif job.action is Action.SUBMIT:
-                calls.append((partial(submit_step, ctx, list(job.rows)), job.ids))
+                calls.append(("io", partial(submit_step, ctx, list(job.rows)), job.ids))
             elif job.action is Action.TRANSCRIBE:
-                calls.append((partial(transcribe_step, ctx, job.rows[0]), job.ids))
+                calls.append(("cpu", partial(transcribe_step, ctx, job.rows[0]), job.ids))
             else:
-                calls.append((partial(prepare_step, ctx, job.rows[0]), job.ids))
+                calls.append(("cpu", partial(prepare_step, ctx, job.rows[0]), job.ids))
         return calls
 
     def _mode_of(self, row: ItemRow) -> Mode:
