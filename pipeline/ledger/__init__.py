@@ -12,13 +12,14 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 
 from pipeline.ledger.repo import ItemRow, ItemSeed, Ledger, SyncReport, utcnow
 
 __all__ = ["ItemRow", "ItemSeed", "Ledger", "SyncReport", "open_ledger", "sqlite_url", "utcnow"]
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
+_MIGRATION_LOCK = 0x62756C6B  # "bulk": any constant shared by every bulkscribe process
 
 
 def sqlite_url(path: Path) -> str:
@@ -57,6 +58,10 @@ def migrate(engine: Engine) -> None:
     cfg = alembic_config()
     head = ScriptDirectory.from_config(cfg).get_current_head()
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Workers starting together would race to create the tables: one migrates,
+            # the others wait here and then find the schema at head.
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
         if MigrationContext.configure(conn).get_current_revision() == head:
             return
         cfg.attributes["connection"] = conn
