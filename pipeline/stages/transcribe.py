@@ -63,7 +63,7 @@ def plan_windows(
             # Tail rule: rather than a full window and a sliver after it, cut what is left
             # near its middle. Keeping it whole (as this once did) sent clips up to 1.2x
             # window_s, over max_clip_s, which is a hard per-request limit for sync
-            # DashScope models (300 s / 10 MB). Both halves stay within window_s.
+            # DashScope models (catalog.py). Both halves stay within window_s.
             mid = start + remaining / 2
             lo = max(duration_s - window_s, mid - SEARCH_S / 2)
             hi = min(start + window_s, mid + SEARCH_S / 2)

@@ -1,0 +1,229 @@
+"""Unit tests for pipeline.ledger and pipeline.report: compare-and-set on SQLite and PostgreSQL.
+
+Each test gets an empty ledger: a SQLite file in tmp_path, or a fresh PostgreSQL schema
+(``postgresql://postgres@127.0.0.1:5432/test``) that is dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from pipeline.ledger import ItemSeed, Ledger, open_ledger, sqlite_url, utcnow
+from pipeline.ledger.tables import attempts
+from pipeline.report import batch_status
+from pipeline.states import ItemState
+
+S = ItemState
+PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+BATCH = "run-test"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
+    """An empty, migrated ledger with one batch, on SQLite or in a throwaway PostgreSQL schema."""
+    if request.param == "sqlite":
+        led = open_ledger(sqlite_url(tmp_path / "ledger.db"))
+        led.ensure_batch(BATCH, kind="run", out=str(tmp_path), engine="local", model="tiny.en")
+        yield led
+        led.engine.dispose()
+        return
+    import psycopg
+
+    schema = f"bs_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        led = open_ledger(f"{PG_URL}?options=-csearch_path%3D{schema}")
+        led.ensure_batch(BATCH, kind="run", out=str(tmp_path), engine="local", model="tiny.en")
+        yield led
+        led.engine.dispose()
+    finally:
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def seed(key: str, fingerprint: str = "f1", *, stamp: str | None = "10:1",
+         failure: tuple[str, str] | None = None, line: int = 1) -> ItemSeed:
+    return ItemSeed(key, line, f"/in/{key}.wav", {"source": f"/in/{key}.wav", "id": key},
+                    fingerprint, stamp, failure)
+
+
+def add(ledger: Ledger, *keys: str) -> list[str]:
+    ledger.sync_items(BATCH, [seed(k, line=i) for i, k in enumerate(keys, 1)], engine="local",
+                      model="tiny.en")
+    by_key = {r.key: r.id for r in ledger.list_items(BATCH)}
+    return [by_key[k] for k in keys]
+
+
+def attempt_rows(ledger: Ledger, item_id: str) -> list[tuple[int, str]]:
+    return [(a["number"], a["state"]) for a in ledger.attempts_of(item_id)]
+
+
+def test_claim_twice_second_gets_none(ledger: Ledger) -> None:
+    """The first claim takes the item with a lease; a second claim of the same state gets None."""
+    (item,) = add(ledger, "a")
+    first = ledger.claim(item, S.PENDING, S.PREPARING, owner="w1", lease_s=60)
+    assert first is not None
+    assert (first.state, first.lease_owner) == (S.PREPARING, "w1")
+    assert first.lease_until is not None and first.lease_until > utcnow()
+    assert ledger.claim(item, S.PENDING, S.PREPARING, owner="w2", lease_s=60) is None
+    assert ledger.get(item).lease_owner == "w1"  # type: ignore[union-attr]
+
+
+def test_racing_claims_have_one_winner(ledger: Ledger) -> None:
+    """Eight threads claiming the same item at once: exactly one succeeds."""
+    (item,) = add(ledger, "a")
+    barrier = threading.Barrier(8)
+    wins: list[str] = []
+
+    def worker(n: int) -> None:
+        barrier.wait()
+        if ledger.claim(item, S.PENDING, S.PREPARING, owner=f"w{n}", lease_s=60):
+            wins.append(f"w{n}")
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == 1
+    assert ledger.get(item).lease_owner == wins[0]  # type: ignore[union-attr]
+
+
+def test_move_with_wrong_expected_state_or_owner_is_false(ledger: Ledger) -> None:
+    """move() from the wrong state, or as the wrong lease owner, changes nothing and says False."""
+    (item,) = add(ledger, "a")
+    assert ledger.move(item, S.PREPARED, S.TRANSCRIBING) is False
+    assert ledger.get(item).state is S.PENDING  # type: ignore[union-attr]
+    ledger.claim(item, S.PENDING, S.PREPARING, owner="w1", lease_s=60)
+    assert ledger.move(item, S.PREPARING, S.PREPARED, owner="w2") is False
+    assert ledger.get(item).state is S.PREPARING  # type: ignore[union-attr]
+
+
+def test_move_out_of_a_claim_drops_the_lease_and_terminal_sets_finished(ledger: Ledger) -> None:
+    """Leaving a claim clears owner and lease; reaching a terminal state stamps finished_at."""
+    (item,) = add(ledger, "a")
+    ledger.claim(item, S.PENDING, S.PREPARING, owner="w1", lease_s=60)
+    assert ledger.move(item, S.PREPARING, S.PREPARED, owner="w1", media_key="/s/a.wav")
+    row = ledger.get(item)
+    assert (row.state, row.lease_owner, row.lease_until, row.media_key) == (  # type: ignore[union-attr]
+        S.PREPARED, None, None, "/s/a.wav")
+    ledger.claim(item, S.PREPARED, S.TRANSCRIBING, owner="w1", lease_s=60)
+    assert ledger.move(item, S.TRANSCRIBING, S.SUCCEEDED, owner="w1", outputs={"json": "a.json"})
+    row = ledger.get(item)
+    assert row.state is S.SUCCEEDED and row.finished_at is not None  # type: ignore[union-attr]
+    assert row.outputs == {"json": "a.json"}  # type: ignore[union-attr]
+
+
+def test_release_expired_returns_claims_to_their_from_state(ledger: Ledger) -> None:
+    """Expired claims fall back (PREPARING->PENDING, TRANSCRIBING->PREPARED); live ones stay."""
+    a, b, c = add(ledger, "a", "b", "c")
+    ledger.claim(a, S.PENDING, S.PREPARING, owner="dead", lease_s=-1)
+    ledger.move(b, S.PENDING, S.PREPARED)
+    ledger.claim(b, S.PREPARED, S.TRANSCRIBING, owner="dead", lease_s=-1)
+    ledger.claim(c, S.PENDING, S.PREPARING, owner="alive", lease_s=3600)
+    released = ledger.release_expired()
+    assert sorted(released) == sorted([(a, S.PREPARING), (b, S.TRANSCRIBING)])
+    states = {r.key: (r.state, r.lease_owner) for r in ledger.list_items(BATCH)}
+    assert states == {"a": (S.PENDING, None), "b": (S.PREPARED, None), "c": (S.PREPARING, "alive")}
+    later = ledger.release_expired(now=utcnow() + timedelta(hours=2))
+    assert later == [(c, S.PREPARING)]
+    assert ledger.release_expired() == []
+
+
+def test_fail_records_the_error_on_item_and_attempt(ledger: Ledger) -> None:
+    """fail() moves to FAILED with code and message, and ends the current attempt the same way."""
+    (item,) = add(ledger, "a")
+    ledger.claim(item, S.PENDING, S.PREPARING, owner="w1", lease_s=60)
+    assert ledger.fail(item, S.PREPARING, "corrupt", "/in/a.wav cannot be decoded", owner="w1")
+    row = ledger.get(item)
+    assert (row.state, row.error_code, row.error_message) == (  # type: ignore[union-attr]
+        S.FAILED, "corrupt", "/in/a.wav cannot be decoded")
+    (att,) = ledger.attempts_of(item)
+    assert (att["state"], att["error_code"], att["finished_at"] is not None) == (
+        "FAILED", "corrupt", True)
+    assert ledger.fail(item, S.PREPARING, "corrupt", "again") is False
+
+
+def test_sync_items_creates_then_leaves_unchanged_items_alone(ledger: Ledger) -> None:
+    """New keys are created PENDING at attempt 1; the same seeds again change nothing."""
+    rep = ledger.sync_items(BATCH, [seed("a"), seed("b", line=2)], engine="local", model="tiny.en")
+    assert (rep.created, rep.reset, rep.unchanged) == (2, 0, 0)
+    rows = ledger.list_items(BATCH)
+    assert [(r.key, r.state, r.attempt, r.line_no) for r in rows] == [
+        ("a", S.PENDING, 1, 1), ("b", S.PENDING, 1, 2)]
+    assert attempt_rows(ledger, rows[0].id) == [(1, "RUNNING")]
+    rep = ledger.sync_items(BATCH, [seed("a"), seed("b", line=2)], engine="local", model="tiny.en")
+    assert (rep.created, rep.reset, rep.unchanged) == (0, 0, 2)
+
+
+@pytest.mark.parametrize("change", ["fingerprint", "stamp", "force"])
+def test_sync_items_resets_on_change_or_force(ledger: Ledger, change: str) -> None:
+    """A new fingerprint, a changed file stamp, or force starts attempt 2 from PENDING."""
+    (item,) = add(ledger, "a")
+    ledger.fail(item, S.PENDING, "corrupt", "bad")
+    new = {"fingerprint": seed("a", "f2"), "stamp": seed("a", stamp="11:2"),
+           "force": seed("a")}[change]
+    rep = ledger.sync_items(BATCH, [new], engine="local", model="base", force=change == "force")
+    assert (rep.created, rep.reset, rep.unchanged) == (0, 1, 0)
+    row = ledger.get(item)
+    assert (row.state, row.attempt, row.error_code, row.finished_at) == (  # type: ignore[union-attr]
+        S.PENDING, 2, None, None)
+    assert attempt_rows(ledger, item) == [(1, "FAILED"), (2, "RUNNING")]
+    with ledger.engine.connect() as conn:
+        models = conn.execute(select(attempts.c.model).where(attempts.c.item_id == item)
+                              .order_by(attempts.c.number)).scalars().all()
+    assert models == ["tiny.en", "base"]
+
+
+def test_sync_items_seeds_a_bad_line_as_failed(ledger: Ledger) -> None:
+    """A seed carrying a failure is created FAILED with its code and message, attempt closed."""
+    ledger.sync_items(BATCH, [seed("@line3", failure=("manifest_invalid", "line 3: bad"))],
+                      engine="local", model="tiny.en")
+    (row,) = ledger.list_items(BATCH)
+    assert (row.state, row.error_code, row.error_message) == (
+        S.FAILED, "manifest_invalid", "line 3: bad")
+    assert row.finished_at is not None
+    assert attempt_rows(ledger, row.id) == [(1, "FAILED")]
+
+
+def test_counts_and_state_filter(ledger: Ledger) -> None:
+    """counts() groups by state; list_items(states=...) returns only those, in line order."""
+    _, b, c = add(ledger, "a", "b", "c")
+    ledger.fail(b, S.PENDING, "not_found", "gone")
+    ledger.move(c, S.PENDING, S.DEAD)
+    assert ledger.counts(BATCH) == {"PENDING": 1, "FAILED": 1, "DEAD": 1}
+    assert [r.key for r in ledger.list_items(BATCH, states=[S.FAILED, S.DEAD])] == ["b", "c"]
+
+
+def test_batch_status_report(ledger: Ledger) -> None:
+    """batch_status gives counts, done, per-stage timing summaries and failures with their ids."""
+    a, b = add(ledger, "a", "b")
+    ledger.sync_items(BATCH, [seed("a"), seed("b", line=2),
+                              seed("@line3", failure=("manifest_invalid", "line 3: bad"), line=3)],
+                      engine="local", model="tiny.en")
+    for item, seconds in ((a, 1.0), (b, 3.0)):
+        ledger.record_timing(item, "prepare", seconds)
+    ledger.record_timing(a, "prepare", 0.5)  # adds up within an attempt: a took 1.5 s
+    report = batch_status(ledger, BATCH)
+    assert report is not None
+    assert (report["total"], report["counts"], report["done"]) == (
+        3, {"PENDING": 2, "FAILED": 1}, False)
+    assert (report["engine"], report["model"]) == ("local", "tiny.en")
+    assert report["stage_timings"] == {"prepare": {"count": 2, "mean_s": 2.25, "p50_s": 2.25,
+                                                   "p95_s": 3.0, "total_s": 4.5}}
+    assert report["failures"] == [{"id": "@line3", "line": 3, "state": "FAILED",
+                                   "code": "manifest_invalid", "message": "line 3: bad"}]
+    ledger.move(a, S.PENDING, S.SUCCEEDED)
+    ledger.fail(b, S.PENDING, "corrupt", "/in/b.wav is damaged")
+    report = batch_status(ledger, BATCH)
+    assert report is not None and report["done"] is True
+    assert [f["id"] for f in report["failures"]] == ["b", "@line3"]
+    assert batch_status(ledger, "no-such-batch") is None
