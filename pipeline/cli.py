@@ -11,6 +11,7 @@ import fcntl
 import importlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -62,12 +63,37 @@ def main() -> None:
 
 
 def _settings(config: str | None, **flags: Any) -> Any:
+    from pydantic_settings import SettingsError
+
     from pipeline.settings import ConfigFileMissing, load_settings
 
     try:
         return load_settings(config, **flags)
-    except (ValidationError, ConfigFileMissing) as exc:
+    except (ValidationError, ConfigFileMissing, SettingsError) as exc:
         _fail_usage(f"invalid settings: {exc}")
+
+
+def _scratch_root(base: str | os.PathLike[str] | None) -> Path:
+    """This run's scratch directory; those of runs that died (kill -9) are removed first."""
+    root = Path(base or tempfile.gettempdir())
+    for stale in root.glob("bulkscribe-run-*"):
+        try:
+            pid = int(stale.name.split("-")[2])
+        except (IndexError, ValueError):
+            continue
+        if not _alive(pid):
+            shutil.rmtree(stale, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"bulkscribe-run-{os.getpid()}-", dir=root))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 @contextlib.contextmanager
@@ -93,6 +119,14 @@ def ledger_url(settings: Any, out_dir: Path) -> str:
     from pipeline.ledger import sqlite_url
 
     return settings.database_url or sqlite_url(out_dir / ".bulkscribe" / "ledger.db")
+
+
+@contextlib.contextmanager
+def _removed_after(path: Path) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @main.command()
@@ -129,8 +163,9 @@ def run(manifest: Path, out_dir: Path, engine: str | None, model: str | None,
                          workers=workers, formats=formats)
     out_dir = out_dir.absolute()
     level = {0: settings.log_level, 1: "info"}.get(verbose, "debug")
+    scratch = _scratch_root(settings.scratch_dir)
     with _out_dir_lock(out_dir), http_client(settings) as http, \
-            tempfile.TemporaryDirectory(prefix="bulkscribe-", dir=settings.scratch_dir) as scratch:
+            _removed_after(scratch):
         configure_logging(level=level, json_file=out_dir / "bulkscribe.log")
         try:
             loaded = load_manifest(manifest, fmt=manifest_format)
@@ -138,7 +173,7 @@ def run(manifest: Path, out_dir: Path, engine: str | None, model: str | None,
             sink = DirSink(out_dir)
             ctx = build_context(
                 settings, ledger=open_ledger(ledger_url(settings, out_dir)),
-                owner=f"run:{os.getpid()}", sinks=lambda _batch: sink, scratch=Path(scratch),
+                owner=f"run:{os.getpid()}", sinks=lambda _batch: sink, scratch=scratch,
                 store=media_store(settings, out_dir / ".bulkscribe" / "media"), http=http,
                 dead_letters=False)
         except ManifestUnreadable as exc:

@@ -142,7 +142,7 @@ def beat(config: str | None) -> None:
 
     configure(app, settings)
     app.start(argv=["beat", "--loglevel", settings.log_level.upper(),
-                    "-S", "redbeat.RedBeatScheduler"])
+                    "-S", "workers.beat:ResilientRedBeatScheduler"])
 
 
 @click.command()
@@ -316,4 +316,7 @@ def dlq_purge(items: Sequence[str], all_: bool, batch: str | None, config: str |
         if ledger.move(row.id, ItemState.DEAD, ItemState.FAILED,
                        error_message=f"{row.error_message} (purged from the dead-letter set)"):
             purged.append(row.id)
+            # Reopen the batch: its results.jsonl still says DEAD, and only the sweeper
+            # writes it, for batches not marked done.
+            ledger.mark_batch_done(row.batch_id, False)
     _echo(as_json, {"purged": len(purged), "items": purged}, f"{len(purged)} item(s) purged")

@@ -1,33 +1,28 @@
 """The one way bulkscribe calls ffprobe and ffmpeg.
 
-Argv lists, never a shell. The child gets SIGKILL if the thread that started it dies (Linux
-``PR_SET_PDEATHSIG``), so a killed worker leaves no orphaned ffmpeg writing into scratch.
-Failures are raised as :class:`MediaCommandError` with the exit code and the stderr tail;
-stages translate them into failure codes.
+Argv lists, never a shell. On Linux the child is started through util-linux ``setpriv
+--pdeathsig KILL``, so it dies with the process that started it and a killed worker leaves no
+orphaned ffmpeg writing into scratch. (Not ``preexec_fn``: that makes CPython fork() instead of
+vfork(), and forking beside a thread in an OpenBLAS matmul can deadlock.) Failures are raised
+as :class:`MediaCommandError` with the exit code and the stderr tail; stages translate them
+into failure codes.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import signal
+import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-_PR_SET_PDEATHSIG = 1
-_libc = None
-if sys.platform.startswith("linux"):
-    try:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    except OSError:  # pragma: no cover - exotic libc
-        _libc = None
+_SETPRIV = shutil.which("setpriv") if sys.platform.startswith("linux") else None
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    if _libc is not None:
-        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+def _with_death_signal(argv: Sequence[str]) -> list[str]:
+    if _SETPRIV is None:
+        return list(argv)
+    return [_SETPRIV, "--pdeathsig", "KILL", "--", *argv]
 
 
 class MediaCommandError(Exception):
@@ -56,18 +51,16 @@ class MediaOutput:
 
 def run_media(argv: Sequence[str], *, timeout_s: float) -> MediaOutput:
     """Run ffprobe/ffmpeg; raise MediaCommandError on a non-zero exit or a timeout."""
-    try:
-        proc = subprocess.Popen(
-            list(argv),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            preexec_fn=_die_with_parent if _libc is not None else None,
-        )
-    except FileNotFoundError as exc:
+    if shutil.which(argv[0]) is None:
         raise MediaToolMissing(
             f"{argv[0]} is not installed; install ffmpeg (Debian/Ubuntu: apt-get install ffmpeg)"
-        ) from exc
+        )
+    proc = subprocess.Popen(
+        _with_death_signal(argv),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         out, err = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:

@@ -119,3 +119,12 @@ class AsrOptions:
     speaker_count: int | None = None
     context: str | None = None  # biasing text (sync Qwen models)
     extra: tuple[tuple[str, Any], ...] = field(default=())
+
+
+def human_bytes(n: float) -> str:
+    """``2147483648`` → ``"2.1 GB"``, ``50000`` → ``"50 kB"``: sizes in messages people read."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            value = n / scale
+            return f"{value:,.1f} {unit}" if value < 100 else f"{value:,.0f} {unit}"
+    return f"{int(n)} bytes"

@@ -26,6 +26,7 @@ from pipeline.errors import (
     SourceUnavailable,
 )
 from pipeline.manifest import display
+from pipeline.models import human_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,9 +145,9 @@ def _stream_to(
 
 def _too_large(url: str, size: int, limit: int, *, streamed: bool = False) -> MediaRejected:
     how = "sent more than" if streamed else "is"
-    amount = f"{limit / 1e6:,.0f} MB" if streamed else f"{size / 1e6:,.1f} MB"
+    amount = human_bytes(limit if streamed else size)
     return MediaRejected(
-        FailureCode.TOO_LARGE, f"{url} {how} {amount}; the limit is {limit / 1e6:,.0f} MB"
+        FailureCode.TOO_LARGE, f"{url} {how} {amount}; the limit is {human_bytes(limit)}"
     )
 
 

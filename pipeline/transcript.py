@@ -163,10 +163,19 @@ def sentences_from_words(
         if current and (w.begin_ms - current[-1].end_ms > max_gap_ms or len(current) >= max_words):
             flush()
         current.append(w)
-        if w.punctuation.rstrip("\"'”’)]} ").endswith(_SENTENCE_END):
+        if w.punctuation.rstrip("\"'”’)]} ").endswith(_SENTENCE_END) and not _abbreviation(w):
             flush()
     flush()
     return sentences
+
+
+# Titles and the like whose full stop does not end a sentence ("Mr. Dashwood").
+_ABBREVIATIONS = frozenset({"mr", "mrs", "ms", "dr", "prof", "st", "sr", "jr", "vs", "mt",
+                            "no", "gen", "col", "capt", "lt", "rev", "hon", "fig", "etc"})
+
+
+def _abbreviation(w: Word) -> bool:
+    return w.punctuation == "." and w.text.lower().rstrip(".") in _ABBREVIATIONS
 
 
 def join_texts(parts: Iterable[str]) -> str:

@@ -15,6 +15,7 @@ from pipeline.errors import failure_of, is_retryable
 from pipeline.flow.context import FlowContext
 from pipeline.ledger import ItemRow, utcnow
 from pipeline.log import get_logger
+from pipeline.manifest import display
 from pipeline.retry import backoff_s
 from pipeline.states import CLAIMED_FROM, ItemState
 
@@ -37,6 +38,9 @@ def handle_failure(ctx: FlowContext, row: ItemRow, exc: BaseException, *,
     if ctx.stop.is_set() or latest.state.terminal:
         return
     code, message = failure_of(exc)
+    label = display(str(latest.spec.get("source") or latest.source))
+    if label and label not in message:
+        message = f"{label}: {message}"  # every failure names its file
     retryable = is_retryable(exc)
     detail = dict(getattr(exc, "detail", {}) or {})
     if retryable and latest.tries + 1 < ctx.retry.max_attempts:

@@ -69,9 +69,12 @@ def submit_step(ctx: FlowContext, rows: Sequence[ItemRow]) -> None:
         ctx.emit("stage.done", stage="submit", seconds=time.monotonic() - t0)
         for row in claimed:
             ctx.ledger.record_timing(row.id, "submit", time.monotonic() - t0)
+            # ``tries`` is kept, not reset: a task that is lost or stuck sends its items
+            # back to PREPARED with tries + 1, and resetting it here on every resubmission
+            # let such items loop submit → give up → submit for ever, never reaching DEAD.
             ok = ctx.ledger.move(row.id, ItemState.SUBMITTING, ItemState.SUBMITTED,
                                  owner=ctx.owner, provider_task_id=submitted.task_id,
-                                 submitted_at=now, polls=0, tries=0,
+                                 submitted_at=now, polls=0,
                                  next_run_at=now + timedelta(seconds=ctx.poll.first_s))
             ctx.ledger.note_attempt(row.id, provider_task_id=submitted.task_id,
                                     provider_request_id=submitted.request_id)
@@ -80,7 +83,7 @@ def submit_step(ctx: FlowContext, rows: Sequence[ItemRow]) -> None:
                          files=len(urls))
     except Exception as exc:
         for row in claimed:
-            with bound_contextvars(item_id=row.key, stage="submit"):
+            with bound_contextvars(batch_id=row.batch_id, item_id=row.key, stage="submit"):
                 if _ambiguous(exc):
                     # The request may have reached the provider: ask before sending again.
                     reconcile_submitting(ctx, ctx.ledger.get(row.id) or row)
@@ -207,7 +210,8 @@ def persist_step(ctx: FlowContext, row: ItemRow, result_url: str) -> None:
     claimed = claim(ctx, row, ItemState.SUBMITTED, ItemState.PERSISTING)
     if claimed is None:
         return
-    with bound_contextvars(item_id=row.key, attempt=claimed.attempt, stage="persist"):
+    with bound_contextvars(batch_id=row.batch_id, item_id=row.key, attempt=claimed.attempt,
+                           stage="persist"):
         try:
             document = _client(ctx).fetch_result(result_url)
             facts = dict(claimed.probe or {})
@@ -241,17 +245,20 @@ def reconcile_submitting(ctx: FlowContext, row: ItemRow) -> None:
     be read, so the item waits; it is submitted again only once no candidate is left.
     """
     try:
-        verdict, task_id = _find_lost_task(ctx, row)
+        verdict, task_id, urls = _find_lost_task(ctx, row)
     except TransientError as exc:
-        verdict, task_id = "unsure", None
+        verdict, task_id, urls = "unsure", None, ()
         log.info("reconcile.deferred", item_id=row.key, error=exc.message)
     now = utcnow()
     if verdict == "found":
-        if ctx.ledger.move(row.id, ItemState.SUBMITTING, ItemState.SUBMITTED,
-                           provider_task_id=task_id, submitted_at=row.updated_at or now,
-                           polls=0, next_run_at=now):
-            ctx.ledger.note_attempt(row.id, provider_task_id=task_id)
-            log.info("reconcile.found", item_id=row.key, task_id=task_id)
+        # A Fun-ASR task carries up to 100 files: every SUBMITTING item whose URL it holds
+        # goes to SUBMITTED together, in one transaction. One at a time, the first item
+        # adopted would make the task "known", and its siblings' own reconciliations would
+        # skip it, find nothing and submit those files a second time.
+        adopted = ctx.ledger.adopt_task(str(task_id), urls or (str(row.media_url),),
+                                        submitted_at=row.updated_at or now)
+        if row.id in adopted:
+            log.info("reconcile.found", item_id=row.key, task_id=task_id, items=len(adopted))
     elif verdict == "unsure":
         ctx.ledger.update_if(row.id, ItemState.SUBMITTING, lease_owner=None,
                              lease_until=now + timedelta(seconds=ctx.poll.max_s))
@@ -259,10 +266,11 @@ def reconcile_submitting(ctx: FlowContext, row: ItemRow) -> None:
         log.info("reconcile.resubmit", item_id=row.key)
 
 
-def _find_lost_task(ctx: FlowContext, row: ItemRow) -> tuple[str, str | None]:
+def _find_lost_task(ctx: FlowContext, row: ItemRow) -> tuple[str, str | None, tuple[str, ...]]:
+    """(verdict, task id, every file URL of that task) for a SUBMITTING item."""
     if not row.media_url:
-        return "absent", None  # the URL is written before sending: nothing went out
-    client = _client(ctx)
+        return "absent", None, ()  # the URL is written before sending: nothing went out
+    client = ctx.provider()
     model = str(row.spec.get("model") or ctx.model)
     listed = client.list_tasks(model=model)
     known = ctx.ledger.known_task_ids([t.task_id for t in listed])
@@ -274,13 +282,16 @@ def _find_lost_task(ctx: FlowContext, row: ItemRow) -> tuple[str, str | None]:
         if not status.terminal:
             unsure = True
             continue
+        urls = []
         for result in status.results:
             url = result.file_url
             if not url and result.transcription_url:  # filetrans does not echo it here
                 url = str(client.fetch_result(result.transcription_url).get("file_url") or "")
-            if url == row.media_url:
-                return "found", summary.task_id
-    return ("unsure", None) if unsure else ("absent", None)
+            if url:
+                urls.append(url)
+        if row.media_url in urls:
+            return "found", summary.task_id, tuple(urls)
+    return ("unsure", None, ()) if unsure else ("absent", None, ())
 
 
 __all__ = ["persist_step", "poll_step", "reconcile_submitting", "submit_step"]

@@ -76,7 +76,8 @@ def prepare_step(ctx: FlowContext, row: ItemRow) -> None:
     if claimed is None:
         return
     workdir = ctx.workdir(claimed)
-    with bound_contextvars(item_id=row.key, attempt=claimed.attempt, stage="prepare"), \
+    with bound_contextvars(batch_id=row.batch_id, item_id=row.key, attempt=claimed.attempt,
+                           stage="prepare"), \
             keep_alive(ctx, claimed):
         try:
             info = ctx.info(claimed)
@@ -114,7 +115,8 @@ def transcribe_step(ctx: FlowContext, row: ItemRow) -> None:
     if claimed is None:
         return
     workdir = ctx.workdir(claimed)
-    with bound_contextvars(item_id=row.key, attempt=claimed.attempt, stage="transcribe"), \
+    with bound_contextvars(batch_id=row.batch_id, item_id=row.key, attempt=claimed.attempt,
+                           stage="transcribe"), \
             keep_alive(ctx, claimed):
         try:
             facts = dict(claimed.probe or {})

@@ -290,6 +290,30 @@ class Ledger:
             self.end_attempt(item_id, to, code=str(code), message=message, detail=detail)
         return ok
 
+    def adopt_task(self, task_id: str, media_urls: Sequence[str], *,
+                   submitted_at: datetime) -> list[str]:
+        """SUBMITTING items whose URL a found provider task holds → SUBMITTED with its id.
+
+        One transaction, so no reader ever sees the task recorded for some of its files
+        and not yet for the others (reconciliation skips tasks the ledger already knows).
+        Returns the ids of the items moved.
+        """
+        if not media_urls:
+            return []
+        now = utcnow()
+        with self.engine.begin() as conn:
+            moved = list(conn.execute(update(items).where(and_(
+                items.c.state == ItemState.SUBMITTING.value,
+                items.c.media_url.in_(list(media_urls)))).values(
+                state=ItemState.SUBMITTED.value, provider_task_id=task_id,
+                submitted_at=submitted_at, polls=0, next_run_at=now, lease_owner=None,
+                lease_until=None, updated_at=now).returning(items.c.id, items.c.attempt)))
+            for item_id, number in moved:
+                conn.execute(update(attempts).where(and_(
+                    attempts.c.item_id == item_id, attempts.c.number == number)).values(
+                    provider_task_id=task_id))
+        return [item_id for item_id, _ in moved]
+
     def release_expired(self, *, now: datetime | None = None) -> list[tuple[str, ItemState]]:
         """Claims whose lease ran out fall back to the state they were claimed from."""
         now = now or utcnow()

@@ -16,7 +16,7 @@ from typing import Any
 
 from pipeline.errors import FailureCode, MediaRejected, SourceMissing
 from pipeline.media import MediaCommandError, run_media
-from pipeline.models import MediaLimits, ProbeResult
+from pipeline.models import MediaLimits, ProbeResult, human_bytes
 
 # Demuxers and codecs that mean "a picture or text", not a recording.
 _IMAGE_FORMATS = {"image2", "tty", "bin", "xbin", "adf", "idf", "gif", "apng", "webp_pipe"}
@@ -71,7 +71,7 @@ def read_probe(
     if size_bytes > limits.max_bytes:
         raise MediaRejected(
             FailureCode.TOO_LARGE,
-            f"{name} is {size_bytes / 1e6:,.1f} MB; the limit is {limits.max_bytes / 1e6:,.0f} MB",
+            f"{name} is {human_bytes(size_bytes)}; the limit is {human_bytes(limits.max_bytes)}",
         )
     if duration_s > limits.max_duration_s:
         raise MediaRejected(

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pipeline.errors import FailureCode, MediaRejected, PermanentError, SourceMissing
+from pipeline.models import human_bytes
 from pipeline.storage.base import ObjectInfo
 
 
@@ -44,7 +45,8 @@ class LocalStore:
         if not src.is_file():
             raise SourceMissing(f"{self.uri(key)} does not exist")
         if max_bytes is not None and src.stat().st_size > max_bytes:
-            raise MediaRejected(FailureCode.TOO_LARGE, f"{self.uri(key)} is over {max_bytes} bytes")
+            raise MediaRejected(FailureCode.TOO_LARGE,
+                                f"{self.uri(key)} is over the limit of {human_bytes(max_bytes)}")
         shutil.copyfile(src, dest)
         return dest
 

@@ -19,6 +19,7 @@ from pipeline.errors import (
     SourceMissing,
     StorageUnavailable,
 )
+from pipeline.models import human_bytes
 from pipeline.storage.base import ObjectInfo, join_key
 
 
@@ -68,8 +69,8 @@ class S3Store:
                 if int(head.get("ContentLength", 0)) > max_bytes:
                     raise MediaRejected(
                         FailureCode.TOO_LARGE,
-                        f"{self.uri(key)} is {int(head['ContentLength']) / 1e6:,.1f} MB; "
-                        f"the limit is {max_bytes / 1e6:,.0f} MB",
+                        f"{self.uri(key)} is {human_bytes(int(head['ContentLength']))}; "
+                        f"the limit is {human_bytes(max_bytes)}",
                     )
             self.client.download_file(self.bucket, self._key(key), str(dest))
         return dest

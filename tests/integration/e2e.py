@@ -23,7 +23,7 @@ LV = "sense_and_sensibility_01_austen_64kb-"  # LibriVox file name prefix
 # Embedded runs use one worker. With two, one item's ffprobe/ffmpeg can be started while
 # another is transcribed, and run_media's preexec_fn fork() then deadlocks against
 # OpenBLAS (see test_media_deadlock.py). Make this "2" once pipeline/media.py is fixed.
-WORKERS = "1"
+WORKERS = "2"
 
 
 def ffmpeg(args: list[str]) -> None:

@@ -112,12 +112,6 @@ def test_english_only_model_refuses_another_language(english_only_run) -> None: 
     assert "English-only" in r["error"]["message"] and "--model base" in r["error"]["message"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine errors are recorded without the item's source: the runner keeps the "
-    "engine's message as is ('model tiny.en is English-only; ...'), while every stage error "
-    "names the file",
-)
 def test_unsupported_option_message_names_the_file(english_only_run) -> None:  # type: ignore[no-untyped-def]
     """The unsupported_option message names the source file, as every other failure does."""
     _, r, source = english_only_run

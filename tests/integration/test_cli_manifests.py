@@ -115,12 +115,6 @@ def test_status_of_a_directory_without_a_run(run_cli, tmp_path: Path) -> None:  
     assert "holds no bulkscribe run" in proc.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli.py: _settings() turns only ValidationError and ConfigFileMissing into usage "
-    "errors; pydantic-settings raises SettingsError for an env value it cannot decode "
-    "(BULKSCRIBE_LOCAL=notjson), which escapes as a traceback with exit 1",
-)
 def test_undecodable_settings_env_is_a_usage_error(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """An environment value pydantic cannot decode exits 2 with a message, not a traceback."""
     manifest = tmp_path / "m.txt"

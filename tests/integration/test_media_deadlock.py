@@ -45,14 +45,6 @@ STRESS = textwrap.dedent("""
 """)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pipeline/media.py: run_media passes preexec_fn (for PR_SET_PDEATHSIG), which makes "
-    "CPython fork() instead of vfork/posix_spawn; fork() in a process where another thread is "
-    "inside an OpenBLAS matmul (faster-whisper's log-mel, feature_extractor.py:224) deadlocks "
-    "or starves that thread. `bulkscribe run --workers 2` (the default) then hangs for ever "
-    "with one thread in subprocess._execute_child and one at feature_extractor.py:224",
-)
 def test_starting_children_does_not_stall_a_transcription(librivox) -> None:  # type: ignore[no-untyped-def]
     """For 6 s of spawning children, a concurrent transcription loop keeps finishing clips."""
     wav = str(librivox[0][0])  # 7.1 s of speech: about 0.5 s per transcription on 2 cores

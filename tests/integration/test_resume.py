@@ -146,13 +146,6 @@ def test_no_normalized_audio_is_left_in_out(killed: Killed) -> None:
     assert [p for p in media.rglob("*") if p.is_file()] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli.py: the run's scratch directory is a tempfile.TemporaryDirectory, removed "
-    "only when the context manager exits; a SIGKILLed run leaves bulkscribe-* behind (with "
-    "any download or normalized WAV being prepared, ~115 MB per audio hour) and nothing "
-    "ever removes it: the next run makes a new one",
-)
 def test_scratch_of_the_killed_run_is_removed(killed: Killed) -> None:
     """After the re-run, nothing the killed run put in the scratch directory remains."""
     assert killed.rerun.returncode == 0
