@@ -149,9 +149,18 @@ def poll_step(ctx: FlowContext, task_id: str) -> None:
             ctx.emit("stage.done", stage="poll", seconds=time.monotonic() - t0)
         except TransientError as exc:
             ctx.emit("provider.error", code=str(exc.code))
+            if waited > ctx.poll.give_up_after_s:
+                # Unreachable for longer than any job may take: submit again (or give up
+                # once the items' retries are spent) instead of polling for ever.
+                timeout = TransientError(FailureCode.POLL_TIMEOUT,
+                                         f"task {task_id} unreachable after {waited:.0f} s: "
+                                         f"{exc.message}")
+                for row in rows:
+                    handle_failure(ctx, row, timeout, back_to=ItemState.PREPARED)
+                return
             # The provider or the network hiccuped: that says nothing about the task, so
             # try again later without spending the items' retries.
-            delay = max(ctx.poll.first_s, exc.retry_after_s or 0.0)
+            delay = max(ctx.poll.max_s, exc.retry_after_s or 0.0)
             _schedule(ctx, rows, delay, count=False)
             log.info("poll.error", error=exc.message, delay_s=delay)
             return

@@ -185,19 +185,11 @@ def test_rerun_after_kill_never_resubmits_a_live_task(emu: str, clips, tmp_path:
                              "dashscope", "--model", "qwen3-asr-flash-filetrans"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ledger = out / ".bulkscribe" / "ledger.db"
-    deadline = time.monotonic() + 120
-    submitted = 0
-    while time.monotonic() < deadline and submitted < 4:
-        time.sleep(0.2)
-        if ledger.exists():
-            try:
-                with sqlite3.connect(ledger) as db:
-                    submitted = db.execute(
-                        "select count(*) from items where state='SUBMITTED'").fetchone()[0]
-            except sqlite3.OperationalError:  # the run is still creating its tables
-                continue
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    try:
+        submitted = _wait_until_submitted(ledger, 4)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
     assert submitted == 4, "the run never had all four tasks in flight"
     before = len(httpx.get(f"{emu}/_emulator/tasks").json())
     httpx.post(f"{emu}/_emulator/config", json={"latency_s": 0.2})
@@ -207,6 +199,22 @@ def test_rerun_after_kill_never_resubmits_a_live_task(emu: str, clips, tmp_path:
     assert again.returncode == 0, again.stderr
     assert len(httpx.get(f"{emu}/_emulator/tasks").json()) == before == 4
     assert {r["status"] for r in _results(out).values()} == {"SUCCEEDED"}
+
+
+def _wait_until_submitted(ledger: Path, n: int, timeout_s: float = 120) -> int:
+    deadline = time.monotonic() + timeout_s
+    submitted = 0
+    while time.monotonic() < deadline and submitted < n:
+        time.sleep(0.2)
+        if not ledger.exists():
+            continue
+        try:
+            with sqlite3.connect(ledger) as db:
+                submitted = db.execute(
+                    "select count(*) from items where state='SUBMITTED'").fetchone()[0]
+        except sqlite3.OperationalError:  # the run is still creating its tables
+            continue
+    return submitted
 
 
 def test_long_audio_is_split_for_the_sync_model(emu: str, tmp_path: Path, run_cli) -> None:
