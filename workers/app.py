@@ -29,6 +29,7 @@ ROUTES = {
 app = Celery("bulkscribe", set_as_current=False)
 app.conf.imports = ("workers.tasks", "workers.signals")
 _settings: Settings | None = None
+_configured: set[int] = set()  # id() of the apps configure() has run on
 
 
 def settings() -> Settings:
@@ -46,6 +47,7 @@ def configure(target: Celery, s: Settings) -> None:
     from workers.schedules import beat_schedule
 
     target.conf.beat_schedule = beat_schedule(dist)
+    _configured.add(id(target))
 
 
 def celery_config(s: Settings) -> dict[str, Any]:
@@ -69,8 +71,12 @@ def celery_config(s: Settings) -> dict[str, Any]:
         "task_routes": ROUTES,
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
-        "beat_scheduler": "redbeat.RedBeatScheduler",
+        # redbeat, made to survive a broker restart (see workers/beat.py).
+        "beat_scheduler": "workers.beat:ResilientRedBeatScheduler",
         "redbeat_redis_url": s.broker_url,
+        # Explicit, so redbeat does not fall back to broker_transport_options (deprecated,
+        # warns on every start, and ends in redbeat 2.5).
+        "redbeat_redis_options": {},
         "redbeat_key_prefix": "bulkscribe:redbeat",
         "redbeat_lock_timeout": max(60, int(dist.sweep_s * 5)),
         "beat_max_loop_interval": min(5, max(1, int(dist.sweep_s))),
@@ -81,5 +87,8 @@ def celery_config(s: Settings) -> dict[str, Any]:
 
 @app.on_configure.connect
 def _configure_from_env(sender: Celery, **_: Any) -> None:
-    if not sender.conf.get("broker_url"):
+    # This runs inside Celery's first read of ``app.conf``. Reading ``sender.conf`` here
+    # (as this hook once did) starts that same read again: endless recursion, which the
+    # signal swallows and logs, leaving ``celery -A workers.app`` with no broker at all.
+    if id(sender) not in _configured:
         configure(sender, settings())

@@ -1,7 +1,7 @@
 """The emulator's settings: one frozen value, built once by the CLI or a test.
 
-Only the fault rates and ``latency_s`` may change while the emulator runs
-(``POST /_emulator/config``); :meth:`EmulatorConfig.with_changes` checks such a patch and
+Only the fault rates, ``latency_s`` and the two test delays may change while the emulator
+runs (``POST /_emulator/config``); :meth:`EmulatorConfig.with_changes` checks such a patch and
 returns a new value, so a request never sees half an update.
 """
 

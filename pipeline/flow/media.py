@@ -32,8 +32,11 @@ class MediaKeeper:
     def __init__(self, store: ObjectStore) -> None:
         self.store = store
 
-    def keep(self, path: Path) -> str:
-        key = media_key(sha256_of(path), path.suffix)
+    def key_for(self, path: Path) -> str:
+        return media_key(sha256_of(path), path.suffix)
+
+    def keep(self, path: Path, key: str | None = None) -> str:
+        key = key or self.key_for(path)
         if isinstance(self.store, LocalStore):
             target = self.store.path(key)
             target.parent.mkdir(parents=True, exist_ok=True)

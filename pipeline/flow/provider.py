@@ -279,7 +279,7 @@ def _find_lost_task(ctx: FlowContext, row: ItemRow) -> tuple[str, str | None, tu
     """(verdict, task id, every file URL of that task) for a SUBMITTING item."""
     if not row.media_url:
         return "absent", None, ()  # the URL is written before sending: nothing went out
-    client = ctx.provider()
+    client = _client(ctx)
     model = str(row.spec.get("model") or ctx.model)
     listed = client.list_tasks(model=model)
     known = ctx.ledger.known_task_ids([t.task_id for t in listed])

@@ -92,7 +92,14 @@ def prepare_step(ctx: FlowContext, row: ItemRow) -> None:
             )
             audio_path = to_flac(prepared.audio.path) if info.mode is Mode.ASYNC \
                 else prepared.audio.path
-            key = ctx.media.keep(audio_path)
+            key = ctx.media.key_for(audio_path)
+            with ctx.ledger.media_lock(key):
+                # Identical audio is stored once and deleted by the last item to finish
+                # with it (see finish()). Recording the key before looking for the object
+                # makes this item a user of it first, so it cannot be deleted between
+                # "already stored, skip the upload" and PREPARED.
+                ctx.ledger.update_if(row.id, ItemState.PREPARING, media_key=key)
+                ctx.media.keep(audio_path, key)
             seconds = time.monotonic() - t0
             ctx.ledger.record_timing(row.id, "prepare", seconds)
             ctx.emit("stage.done", stage="prepare", seconds=seconds)
@@ -151,5 +158,7 @@ def finish(ctx: FlowContext, claimed: ItemRow, transcripts: Sequence[Transcript]
                error_message=None, error_detail=None):
         ctx.ledger.end_attempt(claimed.id, ItemState.SUCCEEDED)
         ctx.emit("item.succeeded")
-        if claimed.media_key and ctx.ledger.media_refs(claimed.media_key) == 0:
-            ctx.media.forget(claimed.media_key)
+        if claimed.media_key:
+            with ctx.ledger.media_lock(claimed.media_key):
+                if ctx.ledger.media_refs(claimed.media_key) == 0:
+                    ctx.media.forget(claimed.media_key)

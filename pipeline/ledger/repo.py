@@ -7,13 +7,16 @@ states, by the lease owner), so a redelivered message or a second worker does no
 
 from __future__ import annotations
 
+import hashlib
+import threading
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, insert, or_, select, update
+from sqlalchemy import Engine, and_, func, insert, or_, select, text, update
 
 from pipeline.ledger.tables import attempts, batches, items
 from pipeline.states import CLAIMED_FROM, TERMINAL, ItemState
@@ -95,6 +98,7 @@ class SyncReport:
 class Ledger:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._media_locks = [threading.Lock() for _ in range(64)]
 
     # batches -------------------------------------------------------------------------
     def ensure_batch(self, batch_id: str, *, kind: str, out: str, engine: str, model: str,
@@ -437,6 +441,30 @@ class Ledger:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).where(
                 items.c.state.in_([s.value for s in states]))).scalar() or 0)
+
+    @contextmanager
+    def media_lock(self, key: str) -> Iterator[None]:
+        """Held while the shared audio under ``key`` is stored, or checked and deleted.
+
+        Identical audio is stored once (content-addressed) and deleted by whichever item
+        finishes last. Unlocked, an item could find the object present and skip its upload
+        just before another item, seeing no user of it yet, deleted it; the first item then
+        submitted a URL answering 404 and failed as provider_failed (found by
+        tests/distributed: about one 50-file run with copies in three). PostgreSQL: an
+        advisory lock, across processes and hosts; SQLite (embedded, one process): a lock.
+        """
+        if self.engine.dialect.name != "postgresql":
+            with self._media_locks[hash(key) % len(self._media_locks)]:
+                yield
+            return
+        digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+        lock_id = int.from_bytes(digest, "big", signed=True)
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:id)"), {"id": lock_id})
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": lock_id})
 
     def media_refs(self, key: str) -> int:
         """Items not yet finished that still need the stored audio under ``key``."""

@@ -2,7 +2,7 @@
 
 Not a ``conftest.py`` on purpose: a second module named ``conftest`` would replace the suite's
 root one in ``sys.modules`` for every test module collected after this directory, breaking
-their ``from conftest import wer``. Test modules import the fixtures they use from here.
+their ``from support import wer``. Test modules import the fixtures they use from here.
 """
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support import wer
 from emulator_support import media_url, point_sdk  # noqa: F401  (fixtures are used by name)
+from support import wer
 
 from pipeline.emulator.server import free_port
 

@@ -15,7 +15,6 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from support import HARVARD, say, wer
 from emulator_support import (  # noqa: F401  (fixtures are used by name)
     HTTP,
     FakeClock,
@@ -28,6 +27,7 @@ from emulator_support import (  # noqa: F401  (fixtures are used by name)
     submit,
     wait_for,
 )
+from support import HARVARD, say, wer
 
 from pipeline.emulator import EmulatorConfig
 

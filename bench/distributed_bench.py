@@ -1,0 +1,695 @@
+"""Distributed mode under load: makespan vs the ideal, CPU per item, memory with 10k in flight.
+
+Everything real except the model: our own ``redis-server`` (broker, gate, redbeat), a fresh
+PostgreSQL database (ledger, dropped at the end), ``moto_server`` (S3 for the normalized
+audio, so the provider gets presigned HTTP URLs), the DashScope emulator over HTTP (in this
+process, recognition by a stand-in engine that answers at once), and ``bulkscribe worker`` /
+``bulkscribe beat`` subprocesses.
+
+Items are seeded PREPARED (one short normalized FLAC, shared by content address): the bench
+measures the distributed machinery (sweeper, queues, ledger, submit/poll/persist), not
+ffmpeg. Three parts:
+
+a) makespan of N single-file tasks against an emulator with latency L and C slots, as a
+   ratio to the ideal ceil(N/C)·L, for a few poll/in-flight settings;
+b) CPU per item in our worker processes (utime+stime from /proc, main and pool children),
+   emulator latency 0, plus what beat, redis-server and our PostgreSQL backends spent;
+c) N items SUBMITTED at once (default 10,000): RSS of each worker node sampled from /proc
+   while they are submitted and wait; min/max reported.
+
+Usage: ``.venv/bin/python bench/distributed_bench.py [--n 1000] [--latency 2] [--slots 20]
+[--overhead-n 500] [--inflight-n 10000] [--parts abc]``. Needs redis-server, PostgreSQL on
+127.0.0.1:5432 (user postgres, trust) and ffmpeg.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from pipeline.asr.base import AudioClip
+from pipeline.emulator import EmulatorConfig, running_emulator
+from pipeline.emulator.server import free_port
+from pipeline.models import AsrOptions
+from pipeline.transcript import Sentence, Transcript, Word
+
+BIN = Path(sys.executable).parent
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+AWS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+       "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+
+
+class InstantEngine:
+    """Recognition that costs nothing: one sentence naming the clip's length."""
+
+    name = "instant"
+    max_clip_s = 300.0
+
+    def transcribe(self, clip: AudioClip, options: AsrOptions) -> Transcript:
+        end = int(clip.duration_s * 1000)
+        return Transcript((Sentence(0, end, "bench.", (Word(0, end, "bench", "."),)),))
+
+
+# --- processes and /proc --------------------------------------------------------------------
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+
+    def stop(self) -> None:
+        for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+            if self.popen.poll() is not None:
+                break
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.popen.wait(timeout=wait)
+
+
+def spawn(name: str, argv: list[str], log: Path, env: dict[str, str] | None = None) -> Proc:
+    with log.open("ab") as out:
+        popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                 start_new_session=True)
+    return Proc(name, popen)
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return raw[raw.rindex(")") + 2:].split()  # fields from 3 (state) on
+
+
+def group_pids(pgid: int) -> list[int]:
+    """Every live process in a process group (a worker node: main + pool children)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = _stat(int(entry))
+            if fields is not None and int(fields[2]) == pgid:  # field 5: pgrp
+                out.append(int(entry))
+    return out
+
+
+def cpu_s(pids: list[int]) -> float:
+    """utime + stime of these processes themselves (not their waited-for children)."""
+    total = 0
+    for pid in pids:
+        fields = _stat(pid)
+        if fields is not None:
+            total += int(fields[11]) + int(fields[12])  # fields 14, 15
+    return total / CLK_TCK
+
+
+def rss_mb(pid: int) -> float:
+    fields = _stat(pid)
+    return 0.0 if fields is None else int(fields[21]) * PAGE / 1e6  # field 24: rss pages
+
+
+def wait_for(check: Any, timeout_s: float, what: str, every_s: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(every_s)
+
+
+# --- services -------------------------------------------------------------------------------
+
+
+@dataclass
+class Services:
+    tmp: Path
+    redis_port: int
+    pg_url: str
+    pg_name: str
+    moto: str
+    emulator: str = ""  # set while an emulator runs (one per measurement: its own C and L)
+    procs: list[Proc] = field(default_factory=list)
+
+    @contextlib.contextmanager
+    def emulating(self, latency_s: float, slots: int) -> Iterator[str]:
+        config = EmulatorConfig(latency_s=latency_s, max_concurrency=slots, workers=4)
+        with running_emulator(config, engine=InstantEngine()) as base:
+            self.emulator = base
+            try:
+                yield base
+            finally:
+                self.emulator = ""
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("BULKSCRIBE_", "PROMETHEUS_"))}
+        env.update(AWS)
+        env.update({
+            "BULKSCRIBE_DATABASE_URL": self.pg_url,
+            "BULKSCRIBE_BROKER_URL": f"redis://127.0.0.1:{self.redis_port}/0",
+            "BULKSCRIBE_STORAGE_URL": "s3://media/norm",
+            "BULKSCRIBE_S3_ENDPOINT_URL": self.moto,
+            "DASHSCOPE_API_KEY": "sk-bench",
+            "BULKSCRIBE_DASHSCOPE_BASE_URL": f"{self.emulator}/api/v1",
+            "BULKSCRIBE_ENGINE": "dashscope",
+            "BULKSCRIBE_MODEL": "fun-asr",
+            "BULKSCRIBE_SCRATCH_DIR": str(self.tmp),
+            "BULKSCRIBE_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "warning"),
+            "BULKSCRIBE_PROVIDER__BATCH_SIZE": "1",  # one file per task: ideal = ceil(N/C)·L
+            "BULKSCRIBE_PROVIDER__REQUESTS_PER_S": "5000",
+            "BULKSCRIBE_DISTRIBUTED__SWEEP_S": "1",
+            "BULKSCRIBE_DISTRIBUTED__LEASE_S": "60",
+            "BULKSCRIBE_DISTRIBUTED__REDISPATCH_S": "30",
+        })
+        env.update(extra)
+        return env
+
+
+@contextlib.contextmanager
+def services(tmp: Path) -> Iterator[Services]:
+    import psycopg
+
+    procs: list[Proc] = []
+    pg_name = f"bulkscribe_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{pg_name}"')
+    try:
+        redis_port, moto_port = free_port(), free_port()
+        procs.append(spawn("redis", ["redis-server", "--port", str(redis_port), "--bind",
+                                     "127.0.0.1", "--save", "", "--appendonly", "no",
+                                     "--dir", str(tmp)], tmp / "redis.log"))
+        procs.append(spawn("moto", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p",
+                                    str(moto_port)], tmp / "moto.log", {**os.environ, **AWS}))
+        moto = f"http://127.0.0.1:{moto_port}"
+        wait_for(lambda: _answers(f"{moto}/moto-api/"), 30, "moto_server")
+        import redis
+
+        wait_for(lambda: _pings(redis.Redis(port=redis_port)), 15, "redis-server")
+        yield Services(tmp, redis_port, f"postgresql://postgres@127.0.0.1:5432/{pg_name}",
+                       pg_name, moto, procs=procs)
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                         "WHERE datname = %s AND pid <> pg_backend_pid()", (pg_name,))
+            conn.execute(f'DROP DATABASE IF EXISTS "{pg_name}"')
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code < 500
+    except httpx.TransportError:
+        return False
+
+
+def _pings(client: Any) -> bool:
+    try:
+        return bool(client.ping())
+    except Exception:
+        return False
+
+
+# --- one run: workers, beat, seeded items ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    label: str
+    n: int
+    latency_s: float
+    slots: int
+    inflight_cap: int
+    poll_first_s: float
+    poll_max_s: float
+    nodes: int = 2
+    concurrency: int = 4
+
+
+@dataclass
+class RunResult:
+    spec: RunSpec
+    makespan_s: float
+    emulator: dict[str, float]
+    worker_cpu_s: float
+    beat_cpu_s: float
+    redis_cpu_s: float
+    pg_cpu_s: float
+    polls: int
+    rss: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+
+class Run:
+    """Workers and beat for one measurement, on a ledger emptied beforehand."""
+
+    def __init__(self, svc: Services, spec: RunSpec, **env: str) -> None:
+        self.svc = svc
+        self.spec = spec
+        self.env = svc.env(**{
+            "BULKSCRIBE_PROVIDER__MAX_INFLIGHT_TASKS": str(spec.inflight_cap),
+            "BULKSCRIBE_POLL__FIRST_S": str(spec.poll_first_s),
+            "BULKSCRIBE_POLL__MAX_S": str(spec.poll_max_s),
+            **env})
+        self.nodes: list[Proc] = []
+        self.beat: Proc | None = None
+
+    def start(self, *, reset: bool = True) -> None:
+        if reset:
+            _reset(self.svc)
+        for i in range(self.spec.nodes):
+            log = self.svc.tmp / f"worker{i}.log"
+            log.unlink(missing_ok=True)
+            self.nodes.append(spawn(f"worker{i}", [
+                str(BIN / "bulkscribe"), "worker", "-c", str(self.spec.concurrency),
+                "-n", f"bench{i}-{uuid.uuid4().hex[:4]}@%h"], log, self.env))
+        for node in self.nodes:  # ready: main process plus its pool children
+            wait_for(lambda node=node: len(group_pids(node.popen.pid)) > self.spec.concurrency,
+                     60, f"{node.name} to start")
+        time.sleep(1.0)  # mingle and consumers up
+        self.beat = spawn("beat", [str(BIN / "bulkscribe"), "beat"],
+                          self.svc.tmp / "beat.log", self.env)
+
+    def stop(self) -> None:
+        for proc in [*self.nodes, *([self.beat] if self.beat else [])]:
+            proc.stop()
+
+    def worker_pids(self) -> list[int]:
+        return [p for node in self.nodes for p in group_pids(node.popen.pid)]
+
+
+def _reset(svc: Services) -> None:
+    import redis
+
+    from pipeline.ledger import open_ledger
+
+    ledger = open_ledger(svc.pg_url)
+    from sqlalchemy import text
+
+    with ledger.engine.begin() as conn:
+        conn.execute(text("TRUNCATE attempts, items, batches"))
+    ledger.engine.dispose()
+    redis.Redis(port=svc.redis_port).flushall()
+
+
+@dataclass(frozen=True)
+class Media:
+    flac: Path
+    key: str
+    facts: dict[str, Any]
+    ms: int
+
+    def ensure(self, svc: Services) -> None:
+        """Put it back: the last item using stored audio deletes it when it finishes."""
+        from pipeline.flow.media import MediaKeeper
+        from pipeline.storage import open_store
+
+        MediaKeeper(open_store("s3://media/norm", endpoint_url=svc.moto)).keep(self.flac)
+
+
+def shared_media(svc: Services) -> Media:
+    """One short normalized FLAC in the media store, with its probe facts."""
+    from pipeline.asr.catalog import model_info
+    from pipeline.flow.media import MediaKeeper
+    from pipeline.stages.probe import probe
+    from pipeline.storage import open_store
+
+    flac = svc.tmp / "clip.flac"
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i",
+                    "sine=frequency=440:sample_rate=16000:duration=1", "-ac", "1",
+                    "-c:a", "flac", str(flac)], check=True)
+    facts = probe(flac, model_info("dashscope", "fun-asr").limits).as_dict()
+    os.environ.update(AWS)
+    import boto3
+
+    boto3.client("s3", endpoint_url=svc.moto, region_name="us-east-1").create_bucket(
+        Bucket="media")
+    store = open_store("s3://media/norm", endpoint_url=svc.moto)
+    key = MediaKeeper(store).keep(flac)
+    seconds = float(facts.get("duration_s") or 1.0)
+    return Media(flac, key, facts | {"offset_s": 0.0, "normalized_s": seconds},
+                 int(seconds * 1000))
+
+
+def seed_prepared(svc: Services, n: int, media: Media) -> str:
+    """A batch of ``n`` items, already PREPARED (as if prepare had run), in a few statements."""
+    from sqlalchemy import text
+
+    from pipeline.batches import new_batch_id, seeds_for
+    from pipeline.ledger import open_ledger
+    from pipeline.models import ManifestItem
+
+    media.ensure(svc)
+    ledger = open_ledger(svc.pg_url)
+    batch = new_batch_id()
+    ledger.ensure_batch(batch, kind="submit", out=str(svc.tmp / "out" / batch),
+                        engine="dashscope", model="fun-asr")
+    entries = [ManifestItem(f"b{i:05d}", f"/bench/src{i:05d}.wav", i + 1) for i in range(n)]
+    seeds = seeds_for(entries, engine="dashscope", model="fun-asr", language=None)
+    ledger.sync_items(batch, seeds, engine="dashscope", model="fun-asr")
+    import json
+
+    with ledger.engine.begin() as conn:
+        conn.execute(text(
+            "UPDATE items SET state = 'PREPARED', media_key = :key, probe = CAST(:probe AS json),"
+            " audio_duration_ms = :ms, next_run_at = NULL WHERE batch_id = :batch"),
+            {"key": media.key, "probe": json.dumps(media.facts), "ms": media.ms,
+             "batch": batch})
+    ledger.engine.dispose()
+    return batch
+
+
+def ledger_counts(svc: Services, batch: str) -> dict[str, int]:
+    import psycopg
+
+    with psycopg.connect(svc.pg_url) as conn:
+        rows = conn.execute("SELECT state, count(*) FROM items WHERE batch_id = %s "
+                            "GROUP BY state", (batch,)).fetchall()
+    return {state: n for state, n in rows}
+
+
+def _finished(svc: Services, batch: str, n: int) -> bool:
+    counts = ledger_counts(svc, batch)
+    return sum(v for k, v in counts.items() if k in ("SUCCEEDED", "FAILED", "DEAD")) == n
+
+
+def finish_times(svc: Services, batch: str) -> tuple[float, float]:
+    import psycopg
+
+    with psycopg.connect(svc.pg_url) as conn:
+        lo, hi = conn.execute("SELECT extract(epoch FROM min(finished_at)),"
+                              " extract(epoch FROM max(finished_at)) FROM items"
+                              " WHERE batch_id = %s", (batch,)).fetchone()
+    return float(lo), float(hi)
+
+
+def service_cpu(svc: Services) -> tuple[float, float]:
+    """(redis-server, this database's PostgreSQL backends) CPU seconds so far."""
+    import psycopg
+
+    redis_pids = [p.popen.pid for p in svc.procs if p.name == "redis"]
+    with psycopg.connect(PG_ADMIN) as conn:
+        pg_pids = [r[0] for r in conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s", (svc.pg_name,))]
+    return cpu_s(redis_pids), cpu_s(pg_pids)
+
+
+def emulator_times(svc: Services, since: float) -> dict[str, float]:
+    """From the emulator's task list: first submission to last end, and per-task seconds
+    spent waiting for a slot and running (mean)."""
+    from datetime import datetime
+
+    def ts(value: str) -> float:
+        return datetime.strptime(value, "%Y-%m-%d %H:%M:%S.%f").timestamp()
+
+    rows: list[dict[str, Any]] = []
+    for page in range(1, 1000):
+        body = httpx.get(f"{svc.emulator}/api/v1/tasks", params={
+            "page_no": page, "page_size": 100}, headers={"Authorization": "Bearer sk-bench"},
+            timeout=60).json()
+        rows += body["tasks"]
+        if len(rows) >= body["total"] or not body["tasks"]:
+            break
+    done = [r for r in rows if r.get("end_time") and r.get("scheduled_time")
+            and ts(r["submit_time"]) >= since]
+    if not done:
+        return {"span_s": 0.0, "wait_s": 0.0, "run_s": 0.0}
+    return {
+        "span_s": max(ts(r["end_time"]) for r in done) - min(ts(r["submit_time"]) for r in done),
+        "wait_s": sum(ts(r["scheduled_time"]) - ts(r["submit_time"]) for r in done) / len(done),
+        "run_s": sum(ts(r["end_time"]) - ts(r["scheduled_time"]) for r in done) / len(done),
+    }
+
+
+def measure(svc: Services, spec: RunSpec, media: Media, timeout_s: float) -> RunResult:
+    with svc.emulating(spec.latency_s, spec.slots):
+        return _measure(svc, spec, media, timeout_s)
+
+
+def _measure(svc: Services, spec: RunSpec, media: Media, timeout_s: float) -> RunResult:
+    run = Run(svc, spec)
+    run.start()
+    try:
+        # Warm up: every pool child builds its context (ledger, Redis, S3 and HTTP clients)
+        # on its first task; that one-off cost is not per item.
+        warm = seed_prepared(svc, 3 * spec.nodes * spec.concurrency, media)
+        wait_for(lambda: _finished(svc, warm, 3 * spec.nodes * spec.concurrency), timeout_s,
+                 "warm-up", every_s=0.5)
+        stats0 = httpx.get(f"{svc.emulator}/_emulator/stats").json()
+        cpu0 = cpu_s(run.worker_pids())
+        beat0 = cpu_s([run.beat.popen.pid]) if run.beat else 0.0
+        redis0, pg0 = service_cpu(svc)
+        t0 = time.time()
+        batch = seed_prepared(svc, spec.n, media)
+        try:
+            wait_for(lambda: _finished(svc, batch, spec.n), timeout_s,
+                     f"{spec.label}: {spec.n} items", every_s=0.5)
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}: {ledger_counts(svc, batch)}") from None
+        if ledger_counts(svc, batch) != {"SUCCEEDED": spec.n}:
+            raise RuntimeError(f"{spec.label}: {ledger_counts(svc, batch)}")
+        _, last = finish_times(svc, batch)
+        cpu1 = cpu_s(run.worker_pids())
+        beat1 = cpu_s([run.beat.popen.pid]) if run.beat else 0.0
+        redis1, pg1 = service_cpu(svc)
+        stats1 = httpx.get(f"{svc.emulator}/_emulator/stats").json()
+        return RunResult(spec, last - t0, emulator_times(svc, t0), cpu1 - cpu0, beat1 - beat0,
+                         redis1 - redis0, pg1 - pg0,
+                         polls=stats1["requests"] - stats0["requests"])
+    finally:
+        run.stop()
+
+
+# --- the three parts ------------------------------------------------------------------------
+
+
+def part_a(svc: Services, media: Media, n: int, latency: float, slots: int) -> None:
+    ideal = math.ceil(n / slots) * latency
+    specs = [
+        RunSpec("production polls (2 s, doubling to 60 s), cap 2C", n, latency, slots,
+                2 * slots, 2.0, 60.0),
+        RunSpec("short polls (first L, then 0.25 s), cap C", n, latency, slots, slots,
+                latency, 0.25),
+        RunSpec("short polls (first L, then 0.25 s), cap 2C", n, latency, slots, 2 * slots,
+                latency, 0.25),
+    ]
+    print(f"\n(a) makespan: N={n} single-file tasks, emulator latency L={latency:g} s, "
+          f"C={slots} slots; ideal ceil(N/C)·L = {ideal:.1f} s; 2 nodes x -c 4")
+    print(f"{'settings':<50} {'makespan':>8} {'ratio':>5} {'items/s':>7} {'req/item':>8} "
+          f"{'emu span':>8} {'emu wait':>8} {'emu run':>7}")
+    for spec in specs:
+        r = measure(svc, spec, media, timeout_s=ideal * 6 + 120)
+        e = r.emulator
+        print(f"{spec.label:<50} {r.makespan_s:>8.1f} {r.makespan_s / ideal:>5.2f} "
+              f"{n / r.makespan_s:>7.1f} {r.polls / n:>8.1f} {e['span_s']:>8.1f} "
+              f"{e['wait_s']:>8.2f} {e['run_s']:>7.2f}", flush=True)
+
+
+def part_b(svc: Services, media: Media, n: int) -> None:
+    # Enough slots that tasks do not queue at the emulator, and a first poll late enough
+    # that it finds the task done (the emulator itself fetches and probes every file, a few
+    # per second on 2 busy cores): this measures an item's own cost, not repeated polling.
+    spec = RunSpec("overhead", n, 0.0, 1000, 2 * n, 45.0, 10.0)
+    r = measure(svc, spec, media, timeout_s=600)
+    e = r.emulator
+    print(f"\n(b) CPU per item: N={n}, emulator latency 0, 2 nodes x -c 4 "
+          f"(makespan {r.makespan_s:.1f} s, {r.polls / n:.1f} provider requests per item; "
+          f"emulator: {e['wait_s']:.2f} s waiting for a slot, {e['run_s']:.2f} s running "
+          f"per task)")
+    print(f"{'process':<44} {'CPU s':>8} {'ms/item':>8}")
+    for name, seconds in (("workers (our code: tasks, ledger, broker I/O)", r.worker_cpu_s),
+                          ("beat", r.beat_cpu_s), ("redis-server (broker)", r.redis_cpu_s),
+                          ("PostgreSQL backends (ledger)", r.pg_cpu_s)):
+        print(f"{name:<44} {seconds:>8.2f} {1000 * seconds / n:>8.2f}")
+    with svc.emulating(0.0, 1000):
+        _reset(svc)
+        steps = steps_in_process(svc, media, min(n, 200))
+    print(f"\n(b') the same steps in one process, no Celery ({min(n, 200)} items, main-thread CPU)")
+    print(f"{'step':<44} {'ms/item':>8} {'SQL/item':>8}")
+    for name, ms, statements in steps:
+        print(f"{name:<44} {ms:>8.2f} {statements:>8.1f}")
+    print(f"{'total':<44} {sum(x[1] for x in steps):>8.2f} {sum(x[2] for x in steps):>8.1f}")
+
+
+def steps_in_process(svc: Services, media: Media, n: int) -> list[tuple[str, float, float]]:
+    """The same steps called in this process's main thread (no Celery around them): CPU ms
+    and SQL statements per item for each, to show where a worker's time goes."""
+    from sqlalchemy import event
+
+    from pipeline.flow.provider import poll_step, submit_step
+    from pipeline.settings import load_settings
+    from workers.app import app, configure
+    from workers.context import build_worker_context
+    from workers.dispatch import dispatch_after
+
+    saved = dict(os.environ)
+    os.environ.update(svc.env(BULKSCRIBE_POLL__FIRST_S="0.01",
+                              BULKSCRIBE_PROVIDER__MAX_INFLIGHT_TASKS=str(4 * n)))
+    try:
+        settings = load_settings()
+        configure(app, settings)
+        wctx = build_worker_context(settings)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    counts = {"statements": 0}
+
+    def count(*_: Any) -> None:
+        counts["statements"] += 1
+
+    event.listen(wctx.ledger.engine, "before_cursor_execute", count)
+    cost: dict[str, list[float]] = {k: [0.0, 0.0] for k in (
+        "submit step", "dispatch after submit", "poll step (incl. persist)",
+        "dispatch after poll")}
+
+    def timed(name: str, fn: Any, *args: Any) -> None:
+        c0, s0 = time.thread_time(), counts["statements"]
+        fn(*args)
+        cost[name][0] += time.thread_time() - c0
+        cost[name][1] += counts["statements"] - s0
+
+    for size, measured in ((8, False), (n, True)):
+        if measured:
+            cost = {k: [0.0, 0.0] for k in cost}
+        batch = seed_prepared(svc, size, media)
+        rows = wctx.ledger.list_items(batch)
+        for row in rows:
+            timed("submit step", submit_step, wctx.flow, [row])
+            timed("dispatch after submit", dispatch_after, wctx, [row.id])
+        wait_for(lambda b=batch: all(
+            httpx.get(f"{svc.emulator}/_emulator/stats").json()["statuses"].get(s, 0) == 0
+            for s in ("PENDING", "RUNNING")), 600, "the emulator to finish", every_s=0.5)
+        for task_id in sorted({str(r.provider_task_id) for r in wctx.ledger.list_items(batch)}):
+            ids = [r.id for r in wctx.ledger.by_task(task_id)]
+            timed("poll step (incl. persist)", poll_step, wctx.flow, task_id)
+            timed("dispatch after poll", dispatch_after, wctx, ids)
+        assert ledger_counts(svc, batch) == {"SUCCEEDED": size}, ledger_counts(svc, batch)
+    wctx.ledger.engine.dispose()
+    return [(name, 1000 * c / n, st / n) for name, (c, st) in cost.items()]
+
+
+def part_c(svc: Services, media: Media, n: int, sample_s: float, first_poll_s: float) -> None:
+    # Few slots and an hour's latency: the tasks stay PENDING/RUNNING at the emulator and
+    # the items SUBMITTED in our ledger. With the first poll beyond dispatch's 60 s countdown
+    # horizon, a waiting item costs the workers nothing: its next poll lives in the ledger
+    # (next_run_at), not in a message. With --first-poll-s under 60, every waiting item's
+    # next poll is an ETA message a worker holds in memory (see the report's RSS growth).
+    spec = RunSpec("in flight", n, 3600.0, 8, n + 100, first_poll_s, 60.0)
+    with svc.emulating(spec.latency_s, spec.slots):
+        _part_c(svc, spec, media, sample_s)
+
+
+def _part_c(svc: Services, spec: RunSpec, media: Media, sample_s: float) -> None:
+    n = spec.n
+    run = Run(svc, spec, BULKSCRIBE_DISTRIBUTED__REDISPATCH_S="600")
+    run.start()
+
+    def rss() -> list[float]:
+        return [sum(rss_mb(p) for p in group_pids(node.popen.pid)) for node in run.nodes]
+
+    def procs_rss() -> list[list[float]]:  # per node: main process first, then children
+        return [[rss_mb(p) for p in sorted(group_pids(node.popen.pid))] for node in run.nodes]
+
+    series: list[tuple[str, float, list[float]]] = []
+    samples: list[list[float]] = []
+    try:
+        # Warm-up: every pool child builds its context (clients, pools) on its first task;
+        # the baseline is taken once a few dozen items are submitted and waiting.
+        warm_n = 3 * spec.nodes * spec.concurrency
+        warm = seed_prepared(svc, warm_n, media)
+        wait_for(lambda: ledger_counts(svc, warm).get("SUBMITTED", 0) == warm_n, 300,
+                 "warm-up", every_s=0.5)
+        time.sleep(2.0)
+        series.append(("warmed up, before the batch", 0.0, rss()))
+        per_proc = [procs_rss()]
+        batch = seed_prepared(svc, n, media)
+        t0 = time.monotonic()
+        submitted_at = None
+        marks = [n // 4, n // 2, 3 * n // 4]
+        while True:
+            now = rss()
+            samples.append(now)
+            counts = ledger_counts(svc, batch)
+            sent = counts.get("SUBMITTED", 0)
+            while marks and sent >= marks[0]:
+                series.append((f"{marks.pop(0)} submitted", time.monotonic() - t0, now))
+            if submitted_at is None and sent >= n:
+                submitted_at = time.monotonic()
+                series.append((f"all {n} submitted", submitted_at - t0, now))
+            if submitted_at is not None and time.monotonic() - submitted_at >= sample_s:
+                series.append((f"+{sample_s:.0f} s waiting", time.monotonic() - t0, now))
+                per_proc.append(procs_rss())
+                break
+            if time.monotonic() - t0 > 1800:
+                raise TimeoutError(f"in flight: still {counts} after 30 min")
+            time.sleep(1.0)
+        counts = ledger_counts(svc, batch)
+    finally:
+        run.stop()
+    assert submitted_at is not None
+    print(f"\n(c) {n} items in flight (one task each, first poll {spec.poll_first_s:g} s after "
+          f"submission): all SUBMITTED {submitted_at - t0:.0f} s after seeding; sampled "
+          f"{len(samples)} times until {sample_s:.0f} s later; ledger {counts}")
+    print(f"{'moment':<34} {'t s':>6} " + " ".join(f"{'node ' + str(i) + ' MB':>10}"
+                                                  for i in range(len(run.nodes))))
+    for label, at, values in series:
+        print(f"{label:<34} {at:>6.0f} " + " ".join(f"{v:>10.1f}" for v in values))
+    for i in range(len(run.nodes)):
+        col = [s[i] for s in samples]
+        print(f"node {i} (main + {spec.concurrency} children): min {min(col):.1f} MB, "
+              f"max {max(col):.1f} MB over the batch; per process (main first) before -> "
+              f"after: " + ", ".join(f"{a:.0f}->{b:.0f}" for a, b in zip(
+                  per_proc[0][i], per_proc[1][i], strict=False)) + " MB")
+
+
+def main() -> None:
+    from pipeline.log import configure_logging
+
+    configure_logging(level="warning")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=1000, help="items for the makespan run")
+    parser.add_argument("--latency", type=float, default=2.0, help="emulator latency L (s)")
+    parser.add_argument("--slots", type=int, default=20, help="emulator concurrency C")
+    parser.add_argument("--overhead-n", type=int, default=500)
+    parser.add_argument("--inflight-n", type=int, default=10_000)
+    parser.add_argument("--sample-s", type=float, default=60.0,
+                        help="how long (c) keeps sampling once all are submitted")
+    parser.add_argument("--first-poll-s", type=float, default=900.0,
+                        help="(c): first poll this long after submission")
+    parser.add_argument("--parts", default="abc")
+    args = parser.parse_args()
+    keep = os.environ.get("BENCH_KEEP_DIR")  # keep the worker logs there
+    with (contextlib.nullcontext(keep) if keep else
+          tempfile.TemporaryDirectory(prefix="bulkscribe-dbench-")) as tmp, \
+            services(Path(tmp)) as svc:
+        media = shared_media(svc)
+        print(f"distributed bench: {os.cpu_count()} cores; redis-server :{svc.redis_port}, "
+              f"moto {svc.moto}, database {svc.pg_name}")
+        if "a" in args.parts:
+            part_a(svc, media, args.n, args.latency, args.slots)
+        if "b" in args.parts:
+            part_b(svc, media, args.overhead_n)
+        if "c" in args.parts:
+            part_c(svc, media, args.inflight_n, args.sample_s, args.first_poll_s)
+
+
+if __name__ == "__main__":
+    main()

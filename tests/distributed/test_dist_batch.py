@@ -1,0 +1,102 @@
+"""Whole batches through real Celery workers: DashScope (emulated) over S3, and the local engine."""
+
+# Fixtures come from dist_support (see its docstring for why not a conftest.py); pytest
+# injects them by parameter name, which ruff reads as a redefinition.
+# ruff: noqa: F811
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from dist_support import (  # noqa: F401  (fixtures are used by name)
+    MEDIA_BUCKET,
+    Clips,
+    Cluster,
+    clips,
+    cluster,
+    emulator,
+    ledger,
+    moto_url,
+    pg_url,
+    redis_server,
+    s3_client,
+)
+from support import wer
+
+pytestmark = [pytest.mark.celery, pytest.mark.redis, pytest.mark.postgres, pytest.mark.s3,
+              pytest.mark.slow]
+
+
+def test_fifty_files_end_to_end(cluster: Cluster, clips: Clips, tmp_path: Path) -> None:
+    """Fifty short files go through Fun-ASR on the emulator: all succeed, results are written."""
+    entries = []
+    for i in range(50):
+        src = clips.files[i % len(clips.files)]
+        if i % 2:  # a copy under another name: the same audio, deduplicated in storage
+            copy = tmp_path / f"copy{i:02d}.wav"
+            shutil.copyfile(src, copy)
+            entries.append({"id": f"item{i:02d}", "source": str(copy)})
+        else:  # a trim: distinct audio
+            entries.append({"id": f"item{i:02d}", "source": str(src),
+                            "start_s": round(0.01 * i, 2)})
+    cluster.worker(concurrency=3)
+    cluster.beat()
+    batch = cluster.submit(entries, "--engine", "dashscope", "--model", "fun-asr")
+    rows = cluster.wait_done(batch, timeout_s=150)
+
+    assert {r.state.value for r in rows} == {"SUCCEEDED"}, cluster.report(batch)
+    results = cluster.results(batch)
+    assert [r["id"] for r in results] == [e["id"] for e in entries]
+    assert {r["status"] for r in results} == {"SUCCEEDED"}
+    status = cluster.cli_json("status", batch)
+    assert status["done"] is True
+    assert status["counts"] == {"SUCCEEDED": 50}
+    assert status["total"] == 50
+    # Every item was sent once (copies share a file, so count items, not paths).
+    sent = sum(len(t["file_urls"]) for t in cluster.em_tasks())
+    assert sent == 50
+    out = cluster.out_dir(batch)
+    for entry in entries:
+        doc = json.loads((out / f"{entry['id']}.json").read_text())
+        assert doc["transcripts"][0]["text"].startswith("echo "), entry
+        assert (out / f"{entry['id']}.srt").is_file()
+    # Shared audio was kept while any copy needed it (none failed) and dropped at the end.
+    stored = s3_client(cluster.moto).list_objects_v2(Bucket=MEDIA_BUCKET, Prefix="norm/")
+    assert stored.get("KeyCount", 0) == 0, [o["Key"] for o in stored.get("Contents", [])]
+
+
+@pytest.mark.model
+def test_local_engine_through_transcribe_queue(cluster: Cluster, clips: Clips) -> None:
+    """With --engine local items go PREPARED → transcribe queue → SUCCEEDED with real text."""
+    entries = [{"id": f"local{i}", "source": str(f)} for i, f in enumerate(clips.files)]
+    # One worker per queue, so the transcribe queue is provably the one doing the work.
+    cluster.worker(concurrency=1, queues="prepare,provider")
+    transcriber = cluster.worker(concurrency=1, queues="transcribe")
+    cluster.beat()
+    batch = cluster.submit(entries, "--engine", "local", "--model", "tiny.en")
+    rows = cluster.wait_done(batch, timeout_s=150)
+
+    assert {r.state.value for r in rows} == {"SUCCEEDED"}
+    assert cluster.em_tasks() == []  # the provider was never involved
+    out = cluster.out_dir(batch)
+    texts = [(out / f"{e['id']}.txt").read_text() for e in entries]
+    assert all(t.strip() for t in texts), texts
+    # Word error rate over the five sentences together (espeak's voice costs tiny.en a word
+    # or two in some of them).
+    assert wer(" ".join(clips.texts), " ".join(texts)) < 0.35, texts
+    for row in rows:
+        timings = cluster.ledger.attempts_of(row.id)[-1]["timings"]
+        assert {"prepare", "transcribe"} <= set(timings)
+    done = _events(transcriber.log, "transcribe.done")
+    assert sorted(str(e["item_id"]) for e in done) == [e["id"] for e in entries]
+
+
+def _events(path: Path, name: str) -> list[dict[str, object]]:
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith("{") and f'"{name}"' in line:
+            out.append(json.loads(line))
+    return [e for e in out if e.get("event") == name]

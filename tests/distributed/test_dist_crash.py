@@ -1,0 +1,140 @@
+"""Crashes: kill -9 of a worker in every stage, and a broker that restarts mid-batch."""
+
+# Fixtures come from dist_support (see its docstring for why not a conftest.py); pytest
+# injects them by parameter name, which ruff reads as a redefinition.
+# ruff: noqa: F811
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from dist_support import (  # noqa: F401  (fixtures are used by name)
+    Clips,
+    Cluster,
+    RedisServer,
+    SlowFiles,
+    clips,
+    cluster,
+    distinct_entries,
+    emulator,
+    ledger,
+    moto_url,
+    pg_url,
+    redis_server,
+    wait_until,
+)
+
+pytestmark = [pytest.mark.celery, pytest.mark.redis, pytest.mark.postgres, pytest.mark.s3,
+              pytest.mark.slow]
+
+
+def _events(path: Path, name: str) -> list[dict[str, object]]:
+    """The structured log lines called ``name`` in a worker's log."""
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith("{") and f'"{name}"' in line:
+            event = json.loads(line)
+            if event.get("event") == name:
+                out.append(event)
+    return out
+
+
+@pytest.mark.parametrize("stage", ["prepare", "submit", "poll", "persist"])
+def test_kill_worker_in_stage(stage: str, cluster: Cluster, clips: Clips) -> None:
+    """A worker killed with SIGKILL in any stage: a fresh worker finishes every item, and
+    each file reaches the provider exactly once."""
+    entries = distinct_entries(clips, 5, prefix=stage)
+    slow = None
+    if stage == "prepare":
+        # Sources behind a slow HTTP server hold the worker in PREPARING for a while.
+        slow = SlowFiles(clips.files[0].parent, delay_s=2.5)
+        for e in entries:
+            e["source"] = f"{slow.url}/{Path(e['source']).name}"
+    elif stage == "submit":
+        cluster.em_config(submit_delay_s=3)  # the task exists; its id is still on the wire
+    elif stage == "poll":
+        cluster.em_config(latency_s=6)
+    elif stage == "persist":
+        cluster.em_config(result_delay_s=3)
+    try:
+        target = {"prepare": "PREPARING", "submit": "SUBMITTING", "poll": "SUBMITTED",
+                  "persist": "PERSISTING"}[stage]
+        if stage == "submit":
+            # Prepare everything first, so one Fun-ASR task carries all five files: the
+            # reconciliation must then account for a task shared by several items.
+            preparer = cluster.worker(concurrency=2, queues="prepare")
+            batch = cluster.submit(entries, "--engine", "dashscope", "--model", "fun-asr")
+            cluster.wait_states(batch, lambda c: c["PREPARED"] == len(entries), 60,
+                                "all items PREPARED")
+            preparer.stop()
+        victim = cluster.worker(concurrency=2)
+        cluster.beat()
+        if stage != "submit":
+            batch = cluster.submit(entries, "--engine", "dashscope", "--model", "fun-asr")
+        if stage == "submit":
+            wait_until(lambda: cluster.em_tasks() and cluster.states(batch)["SUBMITTING"]
+                       == len(entries), 60, "a submission on the wire", every_s=0.05,
+                       on_timeout=lambda: cluster.report(batch))
+        elif stage == "poll":
+            # Every item submitted and polled at least once, none finished.
+            cluster.wait_states(batch, lambda c: c["SUBMITTED"] == len(entries), 60,
+                                "all items SUBMITTED")
+            wait_until(lambda: all(r.polls for r in cluster.rows(batch)), 30, "first polls")
+        else:
+            cluster.wait_states(batch, lambda c: c[target] > 0, 60, f"an item {target}")
+        caught = cluster.states(batch)[target]
+        victim.kill()
+        assert caught > 0
+        cluster.em_config(submit_delay_s=0, result_delay_s=0, latency_s=0.3)
+        fresh = cluster.worker(concurrency=2)
+        rows = cluster.wait_done(batch, timeout_s=90)
+    finally:
+        if slow is not None:
+            slow.close()
+
+    assert {r.state.value for r in rows} == {"SUCCEEDED"}, cluster.report(batch)
+    cluster.assert_submitted_once(rows)
+    assert all(len(cluster.ledger.attempts_of(r.id)) == 1 for r in rows)
+    results = cluster.results(batch)
+    assert [r["status"] for r in results] == ["SUCCEEDED"] * len(entries)
+    if stage in ("prepare", "persist"):
+        # The dead worker's claims were given back by the sweeper once their leases ran out.
+        released = {str(e.get("was")) for e in _events(fresh.log, "lease.expired")}
+        assert target in released
+    if stage == "submit":
+        # The cut-short submission was found in the provider's task list, not sent again.
+        assert len(cluster.em_tasks()) == 1
+        assert _events(fresh.log, "reconcile.found")
+
+
+def test_broker_restart_mid_batch(cluster: Cluster, clips: Clips, tmp_path: Path) -> None:
+    """The broker (our own redis-server) dies and comes back empty mid-batch: every item
+    still finishes, the lost messages re-queued by the sweeper from the ledger."""
+    broker = RedisServer(tmp_path / "broker")
+    broker.start()
+    env = {"BULKSCRIBE_BROKER_URL": broker.url}
+    cluster.env.update(env)
+    try:
+        cluster.em_config(latency_s=2)
+        cluster.worker(concurrency=2)
+        cluster.beat()
+        entries = distinct_entries(clips, 8, prefix="broker")
+        batch = cluster.submit(entries, "--engine", "dashscope", "--model", "fun-asr")
+        cluster.wait_states(batch, lambda c: c["SUBMITTED"] + c["PREPARED"] > 0, 60,
+                            "work in flight")
+        broker.stop()  # every queued message and the redbeat schedule are gone
+        before = cluster.states(batch)
+        time.sleep(3)  # workers and beat see the broker gone for a while
+        broker.start()
+        rows = cluster.wait_done(batch, timeout_s=120)
+    finally:
+        cluster.stop_all()
+        broker.stop()
+
+    assert before["SUCCEEDED"] < len(entries)
+    assert {r.state.value for r in rows} == {"SUCCEEDED"}, cluster.report(batch)
+    cluster.assert_submitted_once(rows)
+    assert "beat.broker_back" in (tmp_path / "beat.log").read_text()
