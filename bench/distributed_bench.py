@@ -243,6 +243,7 @@ class RunSpec:
     poll_max_s: float
     nodes: int = 2
     concurrency: int = 4
+    pool: str = "prefork"
 
 
 @dataclass
@@ -280,9 +281,11 @@ class Run:
             log.unlink(missing_ok=True)
             self.nodes.append(spawn(f"worker{i}", [
                 str(BIN / "bulkscribe"), "worker", "-c", str(self.spec.concurrency),
-                "-n", f"bench{i}-{uuid.uuid4().hex[:4]}@%h"], log, self.env))
+                "-P", self.spec.pool, "-n", f"bench{i}-{uuid.uuid4().hex[:4]}@%h"],
+                log, self.env))
+        children = self.spec.concurrency if self.spec.pool == "prefork" else 0
         for node in self.nodes:  # ready: main process plus its pool children
-            wait_for(lambda node=node: len(group_pids(node.popen.pid)) > self.spec.concurrency,
+            wait_for(lambda node=node: len(group_pids(node.popen.pid)) > children,
                      60, f"{node.name} to start")
         time.sleep(1.0)  # mingle and consumers up
         self.beat = spawn("beat", [str(BIN / "bulkscribe"), "beat"],
@@ -507,18 +510,20 @@ def part_b(svc: Services, media: Media, n: int) -> None:
     # Enough slots that tasks do not queue at the emulator, and a first poll late enough
     # that it finds the task done (the emulator itself fetches and probes every file, a few
     # per second on 2 busy cores): this measures an item's own cost, not repeated polling.
-    spec = RunSpec("overhead", n, 0.0, 1000, 2 * n, 45.0, 10.0)
-    r = measure(svc, spec, media, timeout_s=600)
-    e = r.emulator
-    print(f"\n(b) CPU per item: N={n}, emulator latency 0, 2 nodes x -c 4 "
-          f"(makespan {r.makespan_s:.1f} s, {r.polls / n:.1f} provider requests per item; "
-          f"emulator: {e['wait_s']:.2f} s waiting for a slot, {e['run_s']:.2f} s running "
-          f"per task)")
-    print(f"{'process':<44} {'CPU s':>8} {'ms/item':>8}")
-    for name, seconds in (("workers (our code: tasks, ledger, broker I/O)", r.worker_cpu_s),
-                          ("beat", r.beat_cpu_s), ("redis-server (broker)", r.redis_cpu_s),
-                          ("PostgreSQL backends (ledger)", r.pg_cpu_s)):
-        print(f"{name:<44} {seconds:>8.2f} {1000 * seconds / n:>8.2f}")
+    for pool in ("prefork", "threads"):
+        spec = RunSpec("overhead", n, 0.0, 1000, 2 * n, 45.0, 10.0, pool=pool)
+        r = measure(svc, spec, media, timeout_s=600)
+        e = r.emulator
+        print(f"\n(b) CPU per item: N={n}, emulator latency 0, 2 nodes x -c 4 -P {pool} "
+              f"(makespan {r.makespan_s:.1f} s, {r.polls / n:.1f} provider requests per item; "
+              f"emulator: {e['wait_s']:.2f} s waiting for a slot, {e['run_s']:.2f} s running "
+              f"per task)")
+        print(f"{'process':<44} {'CPU s':>8} {'ms/item':>8}")
+        for name, seconds in (("workers (our code: tasks, ledger, broker I/O)",
+                               r.worker_cpu_s), ("beat", r.beat_cpu_s),
+                              ("redis-server (broker)", r.redis_cpu_s),
+                              ("PostgreSQL backends (ledger)", r.pg_cpu_s)):
+            print(f"{name:<44} {seconds:>8.2f} {1000 * seconds / n:>8.2f}")
     with svc.emulating(0.0, 1000):
         _reset(svc)
         steps = steps_in_process(svc, media, min(n, 200))

@@ -102,12 +102,15 @@ def submit(manifest: Path, out: str, engine: str | None, model: str | None,
 @click.option("--queues", "-Q", default="prepare,provider,transcribe",
               help="Comma-separated queues to consume.")
 @click.option("--concurrency", "-c", type=click.IntRange(1, 256),
-              help="Processes (default: cores).")
+              help="Processes or threads (default: cores).")
+@click.option("--pool", "-P", type=click.Choice(["prefork", "threads", "solo"]),
+              default="prefork", show_default=True,
+              help="threads suits the I/O-only provider queue: no per-task process hand-off.")
 @click.option("--metrics-port", type=int, help="Serve Prometheus metrics on this port.")
 @click.option("--name", "-n", help="Node name (default: bulkscribe-<queues>@host).")
 @click.option("--config", type=click.Path(dir_okay=False))
-def worker(queues: str, concurrency: int | None, metrics_port: int | None, name: str | None,
-           config: str | None) -> None:
+def worker(queues: str, concurrency: int | None, pool: str, metrics_port: int | None,
+           name: str | None, config: str | None) -> None:
     """Run a Celery worker on the given queues (SIGTERM: finish current steps, then exit)."""
     if config:
         os.environ["BULKSCRIBE_CONFIG"] = str(Path(config).absolute())
@@ -124,7 +127,7 @@ def worker(queues: str, concurrency: int | None, metrics_port: int | None, name:
         from workers.metrics import serve
 
         serve(port)
-    argv = ["worker", "-Q", queues, "--loglevel", settings.log_level.upper(),
+    argv = ["worker", "-Q", queues, "-P", pool, "--loglevel", settings.log_level.upper(),
             "-n", name or f"bulkscribe-{queues.replace(',', '-')}@%h"]
     if concurrency:
         argv += ["-c", str(concurrency)]

@@ -36,8 +36,9 @@ from pipeline.errors import (
 )
 from pipeline.flow.context import FlowContext
 from pipeline.flow.guard import handle_failure
-from pipeline.flow.steps import claim, finish
+from pipeline.flow.steps import claim, finish, keep_alive
 from pipeline.ledger import ItemRow, utcnow
+from pipeline.ledger.repo import add_timing
 from pipeline.log import get_logger
 from pipeline.states import ItemState
 from pipeline.transcript import Transcript
@@ -67,15 +68,16 @@ def submit_step(ctx: FlowContext, rows: Sequence[ItemRow]) -> None:
         submitted = _client(ctx).submit_transcription(model, urls, parameters)
         now = utcnow()
         ctx.emit("stage.done", stage="submit", seconds=time.monotonic() - t0)
+        seconds = time.monotonic() - t0
         for row in claimed:
-            ctx.ledger.record_timing(row.id, "submit", time.monotonic() - t0)
             # ``tries`` is kept, not reset: a task that is lost or stuck sends its items
             # back to PREPARED with tries + 1, and resetting it here on every resubmission
             # let such items loop submit → give up → submit for ever, never reaching DEAD.
             ok = ctx.ledger.move(row.id, ItemState.SUBMITTING, ItemState.SUBMITTED,
                                  owner=ctx.owner, provider_task_id=submitted.task_id,
                                  submitted_at=now, polls=0,
-                                 next_run_at=now + timedelta(seconds=ctx.poll.first_s))
+                                 next_run_at=now + timedelta(seconds=ctx.poll.first_s),
+                                 timings=add_timing(row, "submit", seconds))
             ctx.ledger.note_attempt(row.id, provider_task_id=submitted.task_id,
                                     provider_request_id=submitted.request_id)
             if ok:
@@ -220,7 +222,7 @@ def persist_step(ctx: FlowContext, row: ItemRow, result_url: str) -> None:
     if claimed is None:
         return
     with bound_contextvars(batch_id=row.batch_id, item_id=row.key, attempt=claimed.attempt,
-                           stage="persist"):
+                           stage="persist"), keep_alive(ctx, claimed):
         try:
             document = _client(ctx).fetch_result(result_url)
             facts = dict(claimed.probe or {})

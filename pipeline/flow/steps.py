@@ -21,6 +21,7 @@ from pipeline.flow.context import FlowContext
 from pipeline.flow.guard import handle_failure
 from pipeline.flow.media import to_flac
 from pipeline.ledger import ItemRow
+from pipeline.ledger.repo import add_timing
 from pipeline.log import get_logger
 from pipeline.manifest import display
 from pipeline.models import NormalizedAudio, ProbeResult
@@ -93,7 +94,7 @@ def prepare_step(ctx: FlowContext, row: ItemRow) -> None:
             audio_path = to_flac(prepared.audio.path) if info.mode is Mode.ASYNC \
                 else prepared.audio.path
             key = ctx.media.key_for(audio_path)
-            with ctx.ledger.media_lock(key):
+            with ctx.ledger.media_guard(key):
                 # Identical audio is stored once and deleted by the last item to finish
                 # with it (see finish()). Recording the key before looking for the object
                 # makes this item a user of it first, so it cannot be deleted between
@@ -101,13 +102,13 @@ def prepare_step(ctx: FlowContext, row: ItemRow) -> None:
                 ctx.ledger.update_if(row.id, ItemState.PREPARING, media_key=key)
                 ctx.media.keep(audio_path, key)
             seconds = time.monotonic() - t0
-            ctx.ledger.record_timing(row.id, "prepare", seconds)
             ctx.emit("stage.done", stage="prepare", seconds=seconds)
             facts = prepared.probe.as_dict() | {"offset_s": prepared.audio.offset_s,
                                                 "normalized_s": prepared.audio.duration_s}
             if advance(ctx, claimed, ItemState.PREPARED, media_key=key, probe=facts,
                        audio_duration_ms=int(round(prepared.audio.duration_s * 1000)),
-                       error_code=None, error_message=None):
+                       error_code=None, error_message=None,
+                       timings=add_timing(claimed, "prepare", seconds)):
                 log.info("prepare.done", duration_s=round(prepared.probe.duration_s, 3),
                          codec=prepared.probe.codec, seconds=round(seconds, 3))
         except Exception as exc:
@@ -135,9 +136,8 @@ def transcribe_step(ctx: FlowContext, row: ItemRow) -> None:
             transcript = transcribe_file(audio, ctx.clip_engine(ctx.info(claimed)),
                                          ctx.asr_options(claimed), channel_id=channel)
             seconds = time.monotonic() - t0
-            ctx.ledger.record_timing(row.id, "transcribe", seconds)
             ctx.emit("stage.done", stage="transcribe", seconds=seconds)
-            finish(ctx, claimed, [transcript])
+            finish(ctx, claimed, [transcript], timings=add_timing(claimed, "transcribe", seconds))
             log.info("transcribe.done", seconds=round(seconds, 3),
                      sentences=len(transcript.sentences))
         except Exception as exc:
@@ -146,19 +146,21 @@ def transcribe_step(ctx: FlowContext, row: ItemRow) -> None:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def finish(ctx: FlowContext, claimed: ItemRow, transcripts: Sequence[Transcript]) -> None:
+def finish(ctx: FlowContext, claimed: ItemRow, transcripts: Sequence[Transcript], *,
+           timings: dict[str, float] | None = None) -> None:
     """Write the outputs and mark the item SUCCEEDED; drop audio nobody else needs."""
     probe = ProbeResult.from_dict(dict(claimed.probe or {}))
     source = str(claimed.spec.get("source") or claimed.source)
     document = build_document(display(source), probe, transcripts)
     t0 = time.monotonic()
     outputs = ctx.sinks(claimed.batch_id).write(claimed.key, document, transcripts, ctx.formats)
-    ctx.ledger.record_timing(claimed.id, "persist", time.monotonic() - t0)
+    timings = dict(timings or claimed.timings or {})
+    timings["persist"] = round(timings.get("persist", 0.0) + time.monotonic() - t0, 4)
     if advance(ctx, claimed, ItemState.SUCCEEDED, outputs=outputs, error_code=None,
-               error_message=None, error_detail=None):
+               error_message=None, error_detail=None, timings=timings):
         ctx.ledger.end_attempt(claimed.id, ItemState.SUCCEEDED)
         ctx.emit("item.succeeded")
         if claimed.media_key:
-            with ctx.ledger.media_lock(claimed.media_key):
-                if ctx.ledger.media_refs(claimed.media_key) == 0:
+            with ctx.ledger.media_guard(claimed.media_key) as users:
+                if users() == 0:
                     ctx.media.forget(claimed.media_key)

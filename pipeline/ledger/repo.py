@@ -10,13 +10,13 @@ from __future__ import annotations
 import hashlib
 import threading
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, insert, or_, select, text, update
+from sqlalchemy import JSON, Engine, and_, func, insert, literal, or_, select, text, update
 
 from pipeline.ledger.tables import attempts, batches, items
 from pipeline.states import CLAIMED_FROM, TERMINAL, ItemState
@@ -60,6 +60,7 @@ class ItemRow:
     error_message: str | None
     error_detail: Mapping[str, Any] | None
     outputs: Mapping[str, str] | None
+    timings: Mapping[str, float] | None
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
@@ -196,7 +197,7 @@ class Ledger:
                 conn.execute(update(items).where(items.c.id == old.id).values(
                     state=state, attempt=number, tries=0, polls=0, lease_owner=None,
                     lease_until=None, next_run_at=None, provider_task_id=None, submitted_at=None,
-                    media_key=None, media_url=None, error_detail=None,
+                    media_key=None, media_url=None, error_detail=None, timings=None,
                     finished_at=now if seed.failure else None,
                     **base, **(error if seed.failure else {"error_code": None,
                                                            "error_message": None})))
@@ -223,6 +224,7 @@ class Ledger:
                 lease_owner=None, lease_until=None, next_run_at=None, provider_task_id=None,
                 submitted_at=None, media_key=None, media_url=None, error_code=None,
                 error_message=None, error_detail=None, finished_at=None, spec=new_spec,
+                timings=None,
                 fingerprint=fingerprint or row.fingerprint, updated_at=now)).rowcount == 1
             if done:
                 self._open_attempt(conn, item_id, row.attempt + 1,
@@ -264,9 +266,14 @@ class Ledger:
               lease_s: float) -> ItemRow | None:
         """CAS ``expected`` → claimed ``to`` with a lease; None if someone else has it."""
         now = utcnow()
-        ok = self._update(item_id, expected, None, state=to, lease_owner=owner,
-                          lease_until=now + timedelta(seconds=lease_s), updated_at=now)
-        return self.get(item_id) if ok else None
+        stmt = (update(items)
+                .where(and_(items.c.id == item_id, items.c.state == expected.value))
+                .values(state=to.value, lease_owner=owner,
+                        lease_until=now + timedelta(seconds=lease_s), updated_at=now)
+                .returning(*items.c))  # the claimed row in the same round trip
+        with self.engine.begin() as conn:
+            row = conn.execute(stmt).first()
+        return ItemRow.from_row(row) if row is not None else None
 
     def renew(self, item_id: str, state: ItemState, *, owner: str, lease_s: float) -> bool:
         return self._update(item_id, state, owner,
@@ -366,32 +373,17 @@ class Ledger:
 
     def end_attempt(self, item_id: str, state: ItemState, *, code: str | None = None,
                     message: str | None = None, detail: Mapping[str, Any] | None = None) -> None:
-        with self.engine.begin() as conn:
-            number = conn.execute(select(items.c.attempt).where(items.c.id == item_id)).scalar()
-            conn.execute(update(attempts).where(and_(
-                attempts.c.item_id == item_id, attempts.c.number == number)).values(
-                state=state.value, finished_at=utcnow(), error_code=code, error_message=message,
-                error_detail=dict(detail or {}) or None))
+        timings = select(items.c.timings).where(items.c.id == item_id).scalar_subquery()
+        self.note_attempt(item_id, state=state.value, finished_at=utcnow(), error_code=code,
+                          error_message=message, error_detail=dict(detail or {}) or None,
+                          timings=func.coalesce(timings, literal({}, JSON)))
 
     def note_attempt(self, item_id: str, **values: Any) -> None:
-        """Facts about the current attempt (provider task and request ids)."""
+        """Facts about the current attempt (provider task and request ids, its end)."""
+        current = (select(items.c.attempt).where(items.c.id == item_id)).scalar_subquery()
         with self.engine.begin() as conn:
-            number = conn.execute(select(items.c.attempt).where(items.c.id == item_id)).scalar()
             conn.execute(update(attempts).where(and_(
-                attempts.c.item_id == item_id, attempts.c.number == number)).values(**values))
-
-    def record_timing(self, item_id: str, stage: str, seconds: float) -> None:
-        """Adds to the current attempt's per-stage seconds (``status`` reports them)."""
-        with self.engine.begin() as conn:
-            row = conn.execute(select(attempts.c.id, attempts.c.timings).join(
-                items, and_(items.c.id == attempts.c.item_id,
-                            items.c.attempt == attempts.c.number)).where(
-                items.c.id == item_id)).first()
-            if row is not None:
-                timings = dict(row.timings or {})
-                timings[stage] = round(timings.get(stage, 0.0) + seconds, 4)
-                conn.execute(update(attempts).where(attempts.c.id == row.id)
-                             .values(timings=timings))
+                attempts.c.item_id == item_id, attempts.c.number == current)).values(**values))
 
     def attempts_of(self, item_id: str) -> list[Mapping[str, Any]]:
         with self.engine.connect() as conn:
@@ -400,9 +392,9 @@ class Ledger:
             return [dict(r._mapping) for r in rows]
 
     def timings(self, batch_id: str) -> list[Mapping[str, float]]:
-        """Per-stage seconds of every attempt in a batch (for status reports)."""
-        query = (select(attempts.c.timings).join(items, items.c.id == attempts.c.item_id)
-                 .where(items.c.batch_id == batch_id))
+        """Per-stage seconds of each item's current attempt (for status reports)."""
+        query = select(items.c.timings).where(and_(items.c.batch_id == batch_id,
+                                                   items.c.timings.is_not(None)))
         with self.engine.connect() as conn:
             return [dict(t or {}) for t in conn.execute(query).scalars()]
 
@@ -429,13 +421,13 @@ class Ledger:
 
     def inflight_tasks(self) -> int:
         """Provider tasks submitted and not yet finished with, across every batch."""
+        tasks = (select(func.count(func.distinct(items.c.provider_task_id)))
+                 .where(items.c.state.in_([ItemState.SUBMITTED.value,
+                                           ItemState.PERSISTING.value])).scalar_subquery())
+        sending = (select(func.count()).where(items.c.state == ItemState.SUBMITTING.value)
+                   .scalar_subquery())
         with self.engine.connect() as conn:
-            tasks = conn.execute(select(func.count(func.distinct(items.c.provider_task_id)))
-                                 .where(items.c.state.in_([ItemState.SUBMITTED.value,
-                                                           ItemState.PERSISTING.value]))).scalar()
-            sending = conn.execute(select(func.count()).where(
-                items.c.state == ItemState.SUBMITTING.value)).scalar()
-        return int(tasks or 0) + int(sending or 0)
+            return int(conn.execute(select(tasks + sending)).scalar() or 0)
 
     def count_states(self, *states: ItemState) -> int:
         with self.engine.connect() as conn:
@@ -443,32 +435,41 @@ class Ledger:
                 items.c.state.in_([s.value for s in states]))).scalar() or 0)
 
     @contextmanager
-    def media_lock(self, key: str) -> Iterator[None]:
-        """Held while the shared audio under ``key`` is stored, or checked and deleted.
+    def media_guard(self, key: str) -> Iterator[Callable[[], int]]:
+        """Held while the shared audio under ``key`` is stored, or checked and deleted;
+        yields a function counting the unfinished items that still need it.
 
         Identical audio is stored once (content-addressed) and deleted by whichever item
-        finishes last. Unlocked, an item could find the object present and skip its upload
+        finishes last. Unguarded, an item could find the object present and skip its upload
         just before another item, seeing no user of it yet, deleted it; the first item then
-        submitted a URL answering 404 and failed as provider_failed (found by
-        tests/distributed: about one 50-file run with copies in three). PostgreSQL: an
-        advisory lock, across processes and hosts; SQLite (embedded, one process): a lock.
+        submitted a URL answering 404 (found by tests/distributed: about one 50-file run with
+        copies in three). PostgreSQL: a transaction-scoped advisory lock, across processes
+        and hosts; SQLite (embedded, one process): a thread lock.
         """
         if self.engine.dialect.name != "postgresql":
             with self._media_locks[hash(key) % len(self._media_locks)]:
-                yield
+                yield lambda: self.media_refs(key)
             return
         digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
         lock_id = int.from_bytes(digest, "big", signed=True)
-        with self.engine.connect() as conn:
-            conn.execute(text("SELECT pg_advisory_lock(:id)"), {"id": lock_id})
-            try:
-                yield
-            finally:
-                conn.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": lock_id})
+        with self.engine.begin() as conn:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": lock_id})
+            yield lambda: int(conn.execute(_refs_query(key)).scalar() or 0)
 
     def media_refs(self, key: str) -> int:
         """Items not yet finished that still need the stored audio under ``key``."""
-        query = select(func.count()).where(and_(
-            items.c.media_key == key, items.c.state.not_in([s.value for s in TERMINAL])))
         with self.engine.connect() as conn:
-            return int(conn.execute(query).scalar() or 0)
+            return int(conn.execute(_refs_query(key)).scalar() or 0)
+
+
+def _refs_query(key: str) -> Any:
+    return select(func.count()).where(and_(
+        items.c.media_key == key, items.c.state.not_in([s.value for s in TERMINAL])))
+
+
+def add_timing(row: ItemRow, stage: str, seconds: float) -> dict[str, float]:
+    """The row's stage timings with ``seconds`` more for ``stage``, to store with the next
+    transition (no separate write)."""
+    timings = dict(row.timings or {})
+    timings[stage] = round(timings.get(stage, 0.0) + seconds, 4)
+    return timings

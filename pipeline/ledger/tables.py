@@ -64,6 +64,7 @@ items = Table(
     Column("error_message", Text, nullable=True),
     Column("error_detail", JSON, nullable=True),
     Column("outputs", JSON, nullable=True),
+    Column("timings", JSON, nullable=True),  # {stage: seconds} of the current attempt
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("finished_at", DateTime(timezone=True), nullable=True),

@@ -39,10 +39,14 @@ def test_word_error_rate_on_real_speech_is_low(librivox_run, wer) -> None:  # ty
 
 
 def test_hyphenated_words_stay_whole(librivox_run) -> None:  # type: ignore[no-untyped-def]
-    """'cold-hearted' comes out as one word, as Whisper wrote it, not 'cold -hearted'."""
+    """'cold-hearted' comes out as one word, as Whisper wrote it, not 'cold -hearted'.
+
+    tiny.en writes it with or without the hyphen depending on the CPU's float kernels;
+    either way no word may start with a detached hyphen.
+    """
     out, _ = librivox_run
     text = document_text(out, "sense_and_sensibility_01_austen_64kb-0890")
-    assert "cold-hearted" in text and " -" not in text
+    assert re.search(r"\bcold-?hearted\b", text, re.IGNORECASE) and " -" not in text, text
 
 
 def test_times_are_monotonic_and_within_the_audio(librivox_run) -> None:  # type: ignore[no-untyped-def]

@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import select
 
 from pipeline.ledger import ItemSeed, Ledger, open_ledger, sqlite_url, utcnow
+from pipeline.ledger.repo import add_timing
 from pipeline.ledger.tables import attempts
 from pipeline.report import batch_status
 from pipeline.states import ItemState
@@ -210,8 +211,12 @@ def test_batch_status_report(ledger: Ledger) -> None:
                               seed("@line3", failure=("manifest_invalid", "line 3: bad"), line=3)],
                       engine="local", model="tiny.en")
     for item, seconds in ((a, 1.0), (b, 3.0)):
-        ledger.record_timing(item, "prepare", seconds)
-    ledger.record_timing(a, "prepare", 0.5)  # adds up within an attempt: a took 1.5 s
+        row = ledger.get(item)
+        assert row is not None
+        ledger.update_if(item, row.state, timings=add_timing(row, "prepare", seconds))
+    row = ledger.get(a)
+    assert row is not None  # timings add up within an attempt: a took 1.5 s
+    ledger.update_if(a, row.state, timings=add_timing(row, "prepare", 0.5))
     report = batch_status(ledger, BATCH)
     assert report is not None
     assert (report["total"], report["counts"], report["done"]) == (

@@ -56,6 +56,7 @@ def upgrade() -> None:
         sa.Column("error_message", sa.Text, nullable=True),
         sa.Column("error_detail", sa.JSON, nullable=True),
         sa.Column("outputs", sa.JSON, nullable=True),
+        sa.Column("timings", sa.JSON, nullable=True),
         sa.Column("created_at", TZ, nullable=False),
         sa.Column("updated_at", TZ, nullable=False),
         sa.Column("finished_at", TZ, nullable=True),
