@@ -229,6 +229,8 @@ def _pings(client: Any) -> bool:
         return False
 
 
+IDLE_SAMPLE_S = 10.0
+
 # --- one run: workers, beat, seeded items ---------------------------------------------------
 
 
@@ -244,6 +246,7 @@ class RunSpec:
     nodes: int = 2
     concurrency: int = 4
     pool: str = "prefork"
+    sweep_s: float = 1.0
 
 
 @dataclass
@@ -256,6 +259,7 @@ class RunResult:
     redis_cpu_s: float
     pg_cpu_s: float
     polls: int
+    idle_cpu_per_s: float = 0.0  # the workers' CPU while idle (heartbeats, broker polls)
     rss: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
@@ -269,6 +273,7 @@ class Run:
             "BULKSCRIBE_PROVIDER__MAX_INFLIGHT_TASKS": str(spec.inflight_cap),
             "BULKSCRIBE_POLL__FIRST_S": str(spec.poll_first_s),
             "BULKSCRIBE_POLL__MAX_S": str(spec.poll_max_s),
+            "BULKSCRIBE_DISTRIBUTED__SWEEP_S": str(spec.sweep_s),
             **env})
         self.nodes: list[Proc] = []
         self.beat: Proc | None = None
@@ -456,6 +461,9 @@ def _measure(svc: Services, spec: RunSpec, media: Media, timeout_s: float) -> Ru
         warm = seed_prepared(svc, 3 * spec.nodes * spec.concurrency, media)
         wait_for(lambda: _finished(svc, warm, 3 * spec.nodes * spec.concurrency), timeout_s,
                  "warm-up", every_s=0.5)
+        idle0, idle_t0 = cpu_s(run.worker_pids()), time.monotonic()
+        time.sleep(IDLE_SAMPLE_S)
+        idle = (cpu_s(run.worker_pids()) - idle0) / (time.monotonic() - idle_t0)
         stats0 = httpx.get(f"{svc.emulator}/_emulator/stats").json()
         cpu0 = cpu_s(run.worker_pids())
         beat0 = cpu_s([run.beat.popen.pid]) if run.beat else 0.0
@@ -476,7 +484,7 @@ def _measure(svc: Services, spec: RunSpec, media: Media, timeout_s: float) -> Ru
         stats1 = httpx.get(f"{svc.emulator}/_emulator/stats").json()
         return RunResult(spec, last - t0, emulator_times(svc, t0), cpu1 - cpu0, beat1 - beat0,
                          redis1 - redis0, pg1 - pg0,
-                         polls=stats1["requests"] - stats0["requests"])
+                         polls=stats1["requests"] - stats0["requests"], idle_cpu_per_s=idle)
     finally:
         run.stop()
 
@@ -511,19 +519,27 @@ def part_b(svc: Services, media: Media, n: int) -> None:
     # that it finds the task done (the emulator itself fetches and probes every file, a few
     # per second on 2 busy cores): this measures an item's own cost, not repeated polling.
     for pool in ("prefork", "threads"):
-        spec = RunSpec("overhead", n, 0.0, 1000, 2 * n, 45.0, 10.0, pool=pool)
+        # The production sweep interval (30 s): at 1 s, as in (a), the ledger scans beat
+        # asks of a worker would be charged to the items.
+        spec = RunSpec("overhead", n, 0.0, 1000, 2 * n, 45.0, 10.0, pool=pool, sweep_s=30.0)
         r = measure(svc, spec, media, timeout_s=600)
         e = r.emulator
         print(f"\n(b) CPU per item: N={n}, emulator latency 0, 2 nodes x -c 4 -P {pool} "
               f"(makespan {r.makespan_s:.1f} s, {r.polls / n:.1f} provider requests per item; "
               f"emulator: {e['wait_s']:.2f} s waiting for a slot, {e['run_s']:.2f} s running "
               f"per task)")
+        idle = r.idle_cpu_per_s * r.makespan_s
         print(f"{'process':<44} {'CPU s':>8} {'ms/item':>8}")
-        for name, seconds in (("workers (our code: tasks, ledger, broker I/O)",
-                               r.worker_cpu_s), ("beat", r.beat_cpu_s),
-                              ("redis-server (broker)", r.redis_cpu_s),
-                              ("PostgreSQL backends (ledger)", r.pg_cpu_s)):
+        rows = (("workers (our code: tasks, ledger, broker I/O)", r.worker_cpu_s),
+                (f"  of which idle ({1000 * r.idle_cpu_per_s:.0f} ms/s: heartbeats, polls)",
+                 idle),
+                ("  of which items", r.worker_cpu_s - idle), ("beat", r.beat_cpu_s),
+                ("redis-server (broker)", r.redis_cpu_s),
+                ("PostgreSQL backends (ledger)", r.pg_cpu_s))
+        for name, seconds in rows:
             print(f"{name:<44} {seconds:>8.2f} {1000 * seconds / n:>8.2f}")
+        items_s = r.worker_cpu_s - idle + r.beat_cpu_s + r.redis_cpu_s + r.pg_cpu_s
+        print(f"{'total per item, idle excluded':<44} {items_s:>8.2f} {1000 * items_s / n:>8.2f}")
     with svc.emulating(0.0, 1000):
         _reset(svc)
         steps = steps_in_process(svc, media, min(n, 200))
@@ -531,7 +547,13 @@ def part_b(svc: Services, media: Media, n: int) -> None:
     print(f"{'step':<44} {'ms/item':>8} {'SQL/item':>8}")
     for name, ms, statements in steps:
         print(f"{name:<44} {ms:>8.2f} {statements:>8.1f}")
-    print(f"{'total':<44} {sum(x[1] for x in steps):>8.2f} {sum(x[2] for x in steps):>8.1f}")
+    total = sum(x[1] for x in steps)
+    print(f"{'total':<44} {total:>8.2f} {sum(x[2] for x in steps):>8.1f}")
+    print("\n(b'') where that CPU goes: outer calls by part, main thread, ms per item")
+    for part, ms in sorted(PARTS_SPENT.items(), key=lambda kv: -kv[1]):
+        print(f"{part:<44} {ms:>8.2f}")
+    rest = total - sum(PARTS_SPENT.values())
+    print(f"{'steps themselves (decisions, logging)':<44} {rest:>8.2f}")
 
 
 def steps_in_process(svc: Services, media: Media, n: int) -> list[tuple[str, float, float]]:
@@ -561,6 +583,7 @@ def steps_in_process(svc: Services, media: Media, n: int) -> list[tuple[str, flo
         counts["statements"] += 1
 
     event.listen(wctx.ledger.engine, "before_cursor_execute", count)
+    spent = _account_by_part()
     cost: dict[str, list[float]] = {k: [0.0, 0.0] for k in (
         "submit step", "dispatch after submit", "poll step (incl. persist)",
         "dispatch after poll")}
@@ -587,8 +610,66 @@ def steps_in_process(svc: Services, media: Media, n: int) -> list[tuple[str, flo
             timed("poll step (incl. persist)", poll_step, wctx.flow, task_id)
             timed("dispatch after poll", dispatch_after, wctx, ids)
         assert ledger_counts(svc, batch) == {"SUCCEEDED": size}, ledger_counts(svc, batch)
+        if not measured:
+            spent.clear()
     wctx.ledger.engine.dispose()
+    _unwrap()
+    PARTS_SPENT.clear()
+    PARTS_SPENT.update({k: 1000 * v / n for k, v in spent.items()})
     return [(name, 1000 * c / n, st / n) for name, (c, st) in cost.items()]
+
+
+PARTS_SPENT: dict[str, float] = {}  # (b'): main-thread CPU ms per item by part
+_WRAPPED: list[tuple[Any, str, Any]] = []
+
+
+def _account_by_part() -> dict[str, float]:
+    """Wrap the outer calls of each part (ledger, broker, provider HTTP, outputs, storage,
+    Redis limits) to sum their main-thread CPU; nested calls count once, to the outer."""
+    from celery.app.task import Task
+
+    from pipeline.asr.dashscope.client import DashScopeClient
+    from pipeline.flow.media import PresignPublisher
+    from pipeline.flow.outputs import DirSink, StoreSink
+    from pipeline.ledger import Ledger
+    from workers.limits import RedisGate, RedisTokenBucket
+
+    spent: dict[str, float] = {}
+    depth = [0]
+    parts = {"ledger (SQLAlchemy + psycopg)": [Ledger],
+             "broker publish (Celery apply_async)": [Task],
+             "provider HTTP (httpx + JSON)": [DashScopeClient],
+             "outputs (render + write 4 formats)": [DirSink, StoreSink],
+             "storage (presigned URL)": [PresignPublisher],
+             "Redis limits (gate, rate)": [RedisGate, RedisTokenBucket]}
+    for part, classes in parts.items():
+        for cls in classes:
+            for name, fn in list(vars(cls).items()):
+                if name.startswith("__") or not callable(fn) or isinstance(fn, (type, staticmethod,
+                                                                               classmethod)):
+                    continue
+                if cls is Task and name != "apply_async":
+                    continue
+
+                def wrapper(*a: Any, __fn: Any = fn, __part: str = part, **kw: Any) -> Any:
+                    if depth[0]:
+                        return __fn(*a, **kw)
+                    depth[0] += 1
+                    c0 = time.thread_time()
+                    try:
+                        return __fn(*a, **kw)
+                    finally:
+                        depth[0] -= 1
+                        spent[__part] = spent.get(__part, 0.0) + time.thread_time() - c0
+                _WRAPPED.append((cls, name, fn))
+                setattr(cls, name, wrapper)
+    return spent
+
+
+def _unwrap() -> None:
+    for cls, name, fn in reversed(_WRAPPED):
+        setattr(cls, name, fn)
+    _WRAPPED.clear()
 
 
 def part_c(svc: Services, media: Media, n: int, sample_s: float, first_poll_s: float) -> None:

@@ -318,5 +318,6 @@ def _build(rows: list[_Row], base: str) -> tuple[ManifestItem | ManifestProblem,
             msg = f"line {n}: id {item_id!r} is already used on line {dup}"
             out.append(ManifestProblem(n, FailureCode.DUPLICATE_ID.value, msg, item_id, src))
         else:
+            assert item_id is not None  # no errors: an id was given or derived from the source
             out.append(ManifestItem(item_id=item_id, line_no=n, **typed))
     return tuple(out)

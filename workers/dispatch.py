@@ -39,10 +39,8 @@ def batch_size(wctx: Any, model: str) -> int:
 def send(wctx: Any, job: Job, *, countdown: float = 0.0) -> None:
     from workers import tasks
 
-    now = utcnow()
-    mark = now + timedelta(seconds=countdown + wctx.settings.distributed.redispatch_s)
-    for row in job.rows or [r for r in (wctx.ledger.get(i) for i in job.ids) if r]:
-        wctx.ledger.update_if(row.id, row.state, next_run_at=mark)
+    mark = utcnow() + timedelta(seconds=countdown + wctx.settings.distributed.redispatch_s)
+    wctx.ledger.mark_due(job.rows or wctx.ledger.get_many(job.ids), mark)
     if job.action is None:
         tasks.reconcile.apply_async((job.ids[0],), countdown=countdown)
     elif job.action is Action.POLL:
@@ -57,8 +55,13 @@ def send(wctx: Any, job: Job, *, countdown: float = 0.0) -> None:
 
 def dispatch_after(wctx: Any, item_ids: Sequence[str]) -> int:
     """After a step: queue the next one for these items if it is due within a minute."""
+    return dispatch_rows(wctx, wctx.ledger.get_many(item_ids))
+
+
+def dispatch_rows(wctx: Any, fresh: Sequence[ItemRow]) -> int:
+    """:func:`dispatch_after` for rows just read from the ledger."""
     now = utcnow()
-    rows = [r for r in (wctx.ledger.get(i) for i in item_ids) if r and not r.state.terminal]
+    rows = [r for r in fresh if not r.state.terminal]
     if not rows:
         return 0
     soon = now + timedelta(seconds=COUNTDOWN_MAX_S)
@@ -70,9 +73,6 @@ def dispatch_after(wctx: Any, item_ids: Sequence[str]) -> int:
         if job.action is Action.SUBMIT and batch_size(wctx, str(job.rows[0].spec.get("model"))) > 1:
             continue  # Fun-ASR batches are gathered by the sweeper
         due = min((r.next_run_at for r in job.rows if r.next_run_at), default=now)
-        if job.action is Action.POLL:
-            due = min((r.next_run_at for r in (wctx.ledger.get(i) for i in job.ids)
-                       if r and r.next_run_at), default=now)
         send(wctx, job, countdown=max(0.0, (due - now).total_seconds()))
         sent += 1
     return sent

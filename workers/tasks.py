@@ -20,7 +20,7 @@ from pipeline.flow.steps import prepare_step, transcribe_step
 from pipeline.states import ItemState
 from workers.app import app
 from workers.context import worker_context
-from workers.dispatch import dispatch_after
+from workers.dispatch import dispatch_after, dispatch_rows
 
 
 class LedgerTask(Task):  # type: ignore[misc]
@@ -68,8 +68,7 @@ def transcribe(self: LedgerTask, item_id: str) -> None:
 def submit(self: LedgerTask, item_ids: list[str]) -> None:
     """Submit prepared items as one provider task (several only for Fun-ASR)."""
     ctx = worker_context()
-    rows = [r for r in (ctx.ledger.get(i) for i in item_ids)
-            if r is not None and r.state is ItemState.PREPARED]
+    rows = [r for r in ctx.ledger.get_many(item_ids) if r.state is ItemState.PREPARED]
     if not rows:
         return
     with bound_contextvars(batch_id=rows[0].batch_id, task_id=self.request.id):
@@ -83,7 +82,7 @@ def poll(self: LedgerTask, provider_task_id: str) -> None:
     ctx = worker_context()
     with bound_contextvars(provider_task_id=provider_task_id, task_id=self.request.id):
         poll_step(ctx.flow, provider_task_id)
-        dispatch_after(ctx, [r.id for r in ctx.ledger.by_task(provider_task_id)])
+        dispatch_rows(ctx, ctx.ledger.by_task(provider_task_id))
 
 
 @app.task(**_opts(name="bulkscribe.reconcile"))

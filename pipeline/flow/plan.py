@@ -39,7 +39,7 @@ def plan_jobs(
     default_model: str,
 ) -> list[Job]:
     """Jobs for due rows, in priority order. ``mode_of`` may raise for an unknown model."""
-    polls: dict[str, list[str]] = {}
+    polls: dict[str, list[ItemRow]] = {}
     submits: dict[str, list[ItemRow]] = {}
     reconciles: list[Job] = []
     transcribes: list[Job] = []
@@ -53,7 +53,7 @@ def plan_jobs(
             continue
         action = next_action(row, mode_of(row), now)
         if action is Action.POLL:
-            polls.setdefault(str(row.provider_task_id), []).append(row.id)
+            polls.setdefault(str(row.provider_task_id), []).append(row)
         elif action is Action.SUBMIT:
             submits.setdefault(str(row.spec.get("model") or default_model), []).append(row)
         elif action is Action.TRANSCRIBE:
@@ -61,7 +61,8 @@ def plan_jobs(
         elif action is Action.PREPARE:
             prepares.append(Job(action, (row.id,), rows=(row,)))
     jobs = reconciles
-    jobs += [Job(Action.POLL, tuple(ids), task_id=t) for t, ids in polls.items()]
+    jobs += [Job(Action.POLL, tuple(r.id for r in due), task_id=t, rows=tuple(due))
+             for t, due in polls.items()]
     jobs += transcribes
     room = max(0, submit_room)
     for model, waiting in submits.items():

@@ -77,9 +77,9 @@ def submit_step(ctx: FlowContext, rows: Sequence[ItemRow]) -> None:
                                  owner=ctx.owner, provider_task_id=submitted.task_id,
                                  submitted_at=now, polls=0,
                                  next_run_at=now + timedelta(seconds=ctx.poll.first_s),
-                                 timings=add_timing(row, "submit", seconds))
-            ctx.ledger.note_attempt(row.id, provider_task_id=submitted.task_id,
-                                    provider_request_id=submitted.request_id)
+                                 timings=add_timing(row, "submit", seconds),
+                                 attempt={"provider_task_id": submitted.task_id,
+                                          "provider_request_id": submitted.request_id})
             if ok:
                 log.info("submit.done", item_id=row.key, task_id=submitted.task_id,
                          files=len(urls))

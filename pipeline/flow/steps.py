@@ -20,7 +20,7 @@ from pipeline.asr.catalog import Mode
 from pipeline.flow.context import FlowContext
 from pipeline.flow.guard import handle_failure
 from pipeline.flow.media import to_flac
-from pipeline.ledger import ItemRow
+from pipeline.ledger import ItemRow, utcnow
 from pipeline.ledger.repo import add_timing
 from pipeline.log import get_logger
 from pipeline.manifest import display
@@ -157,8 +157,9 @@ def finish(ctx: FlowContext, claimed: ItemRow, transcripts: Sequence[Transcript]
     timings = dict(timings or claimed.timings or {})
     timings["persist"] = round(timings.get("persist", 0.0) + time.monotonic() - t0, 4)
     if advance(ctx, claimed, ItemState.SUCCEEDED, outputs=outputs, error_code=None,
-               error_message=None, error_detail=None, timings=timings):
-        ctx.ledger.end_attempt(claimed.id, ItemState.SUCCEEDED)
+               error_message=None, error_detail=None, timings=timings,
+               attempt={"state": ItemState.SUCCEEDED.value, "finished_at": utcnow(),
+                        "timings": timings}):
         ctx.emit("item.succeeded")
         if claimed.media_key:
             with ctx.ledger.media_guard(claimed.media_key) as users:

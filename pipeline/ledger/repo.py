@@ -99,6 +99,10 @@ class SyncReport:
 class Ledger:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # Reads and single-statement writes (every compare-and-set is one UPDATE) need no
+        # transaction around them: in autocommit they cost one round trip instead of three
+        # (BEGIN, the statement, COMMIT or ROLLBACK). Same pool, per-checkout setting.
+        self._single = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._media_locks = [threading.Lock() for _ in range(64)]
 
     # batches -------------------------------------------------------------------------
@@ -114,7 +118,7 @@ class Ledger:
                 conn.execute(insert(batches).values(id=batch_id, created_at=utcnow(), **values))
 
     def batch(self, batch_id: str) -> Mapping[str, Any] | None:
-        with self.engine.connect() as conn:
+        with self._single.connect() as conn:
             row = conn.execute(select(batches).where(batches.c.id == batch_id)).first()
         return dict(row._mapping) if row else None
 
@@ -127,17 +131,17 @@ class Ledger:
             and_(items.c.state == ItemState.SUBMITTING.value,
                  or_(items.c.lease_until.is_(None), items.c.lease_until <= now)),
         )).order_by(items.c.next_run_at.nulls_first(), items.c.created_at).limit(limit)
-        with self.engine.connect() as conn:
+        with self._single.connect() as conn:
             return [ItemRow.from_row(r) for r in conn.execute(query)]
 
     def open_batches(self) -> list[str]:
         """Batches whose results.jsonl has not been written yet."""
-        with self.engine.connect() as conn:
+        with self._single.connect() as conn:
             return list(conn.execute(select(batches.c.id).where(batches.c.done_at.is_(None))
                                      .order_by(batches.c.created_at)).scalars())
 
     def mark_batch_done(self, batch_id: str, done: bool = True) -> None:
-        with self.engine.begin() as conn:
+        with self._single.connect() as conn:
             conn.execute(update(batches).where(batches.c.id == batch_id)
                          .values(done_at=utcnow() if done else None))
 
@@ -145,7 +149,7 @@ class Ledger:
         """Which of these sources some batch already holds (for scheduled runs)."""
         found: set[str] = set()
         chunk = 500
-        with self.engine.connect() as conn:
+        with self._single.connect() as conn:
             for i in range(0, len(sources), chunk):
                 part = list(sources[i:i + chunk])
                 found.update(conn.execute(select(items.c.source)
@@ -153,7 +157,7 @@ class Ledger:
         return found
 
     def batch_ids(self) -> list[str]:
-        with self.engine.connect() as conn:
+        with self._single.connect() as conn:
             return list(conn.execute(select(batches.c.id).order_by(batches.c.created_at)).scalars())
 
     # items ---------------------------------------------------------------------------
@@ -236,9 +240,19 @@ class Ledger:
         return done
 
     def get(self, item_id: str) -> ItemRow | None:
-        with self.engine.connect() as conn:
+        with self._single.connect() as conn:
             row = conn.execute(select(items).where(items.c.id == item_id)).first()
         return ItemRow.from_row(row) if row else None
+
+    def get_many(self, item_ids: Iterable[str]) -> list[ItemRow]:
+        """The rows that exist among ``item_ids``, in that order, in one query."""
+        wanted = list(dict.fromkeys(item_ids))
+        if not wanted:
+            return []
+        with self._single.connect() as conn:
+            found = {r.id: ItemRow.from_row(r)
+                     for r in conn.execute(select(items).where(items.c.id.in_(wanted)))}
+        return [found[i] for i in wanted if i in found]
 
     def list_items(self, batch_id: str | None = None, *,
                    states: Iterable[ItemState] | None = None,
@@ -250,7 +264,7 @@ class Ledger:
             query = query.where(items.c.key.in_(list(keys)))
         if states is not None:
             query = query.where(items.c.state.in_([s.value for s in states]))
-        with self.engine.connect() as conn:
+        with self._single.connect() as conn:
             return [ItemRow.from_row(r) for r in conn.execute(query)]
 
     def counts(self, batch_id: str | None) -> dict[str, int]:
@@ -258,7 +272,7 @@ class Ledger:
         query = select(items.c.state, func.count()).group_by(items.c.state)
         if batch_id is not None:
             query = query.where(items.c.batch_id == batch_id)
-        with self.engine.connect() as conn:
+        with self._single.connect() as conn:
             return {state: n for state, n in conn.execute(query)}
 
     # transitions ---------------------------------------------------------------------
@@ -271,7 +285,7 @@ class Ledger:
                 .values(state=to.value, lease_owner=owner,
                         lease_until=now + timedelta(seconds=lease_s), updated_at=now)
                 .returning(*items.c))  # the claimed row in the same round trip
-        with self.engine.begin() as conn:
+        with self._single.connect() as conn:
             row = conn.execute(stmt).first()
         return ItemRow.from_row(row) if row is not None else None
 
@@ -280,8 +294,13 @@ class Ledger:
                             lease_until=utcnow() + timedelta(seconds=lease_s))
 
     def move(self, item_id: str, expected: ItemState, to: ItemState, *,
-             owner: str | None = None, **values: Any) -> bool:
-        """CAS ``expected`` → ``to``; leaving a claimed state also drops the lease."""
+             owner: str | None = None, attempt: Mapping[str, Any] | None = None,
+             **values: Any) -> bool:
+        """CAS ``expected`` → ``to``; leaving a claimed state also drops the lease.
+
+        ``attempt``: facts for the current attempt (its task id, its end), written in the
+        same transaction when the move succeeds.
+        """
         now = utcnow()
         if not to.claimed:
             values.setdefault("lease_owner", None)
@@ -289,17 +308,16 @@ class Ledger:
         if to in TERMINAL:
             values.setdefault("finished_at", now)
             values.setdefault("next_run_at", None)
-        return self._update(item_id, expected, owner, state=to, updated_at=now, **values)
+        return self._update(item_id, expected, owner, attempt=attempt, state=to,
+                            updated_at=now, **values)
 
     def fail(self, item_id: str, expected: ItemState, code: str, message: str, *,
              dead: bool = False, owner: str | None = None,
              detail: Mapping[str, Any] | None = None) -> bool:
         to = ItemState.DEAD if dead else ItemState.FAILED
-        ok = self.move(item_id, expected, to, owner=owner, error_code=str(code),
-                       error_message=message, error_detail=dict(detail or {}) or None)
-        if ok:
-            self.end_attempt(item_id, to, code=str(code), message=message, detail=detail)
-        return ok
+        return self.move(item_id, expected, to, owner=owner, error_code=str(code),
+                         error_message=message, error_detail=dict(detail or {}) or None,
+                         attempt=_attempt_end(item_id, to, str(code), message, detail))
 
     def adopt_task(self, task_id: str, media_urls: Sequence[str], *,
                    submitted_at: datetime) -> list[str]:
@@ -329,7 +347,7 @@ class Ledger:
         """Claims whose lease ran out fall back to the state they were claimed from."""
         now = now or utcnow()
         released = []
-        with self.engine.connect() as conn:
+        with self._single.connect() as conn:
             # SUBMITTING is left alone: whether its task exists is for reconciliation to
             # find out, not for a timer to assume.
             releasable = [s.value for s in CLAIMED_FROM if s is not ItemState.SUBMITTING]
@@ -344,7 +362,8 @@ class Ledger:
         return released
 
     def _update(self, item_id: str, expected: ItemState, owner: str | None,
-                guard_lease_before: datetime | None = None, **values: Any) -> bool:
+                guard_lease_before: datetime | None = None,
+                attempt: Mapping[str, Any] | None = None, **values: Any) -> bool:
         cond = [items.c.id == item_id, items.c.state == expected.value]
         if owner is not None:
             cond.append(items.c.lease_owner == owner)
@@ -352,12 +371,21 @@ class Ledger:
             cond.append(items.c.lease_until < guard_lease_before)
         if "state" in values:
             values["state"] = ItemState(values["state"]).value
+        stmt = update(items).where(and_(*cond)).values(**values)
+        if not attempt:
+            with self._single.connect() as conn:
+                return conn.execute(stmt).rowcount == 1
         with self.engine.begin() as conn:
-            return conn.execute(update(items).where(and_(*cond)).values(**values)).rowcount == 1
+            number = conn.execute(stmt.returning(items.c.attempt)).scalar()
+            if number is None:
+                return False
+            conn.execute(update(attempts).where(and_(
+                attempts.c.item_id == item_id, attempts.c.number == number)).values(**attempt))
+            return True
 
     def set_fields(self, item_id: str, **values: Any) -> None:
         """Unguarded bookkeeping (probe facts, counters) that no transition depends on."""
-        with self.engine.begin() as conn:
+        with self._single.connect() as conn:
             conn.execute(update(items).where(items.c.id == item_id)
                          .values(updated_at=utcnow(), **values))
 
@@ -373,20 +401,17 @@ class Ledger:
 
     def end_attempt(self, item_id: str, state: ItemState, *, code: str | None = None,
                     message: str | None = None, detail: Mapping[str, Any] | None = None) -> None:
-        timings = select(items.c.timings).where(items.c.id == item_id).scalar_subquery()
-        self.note_attempt(item_id, state=state.value, finished_at=utcnow(), error_code=code,
-                          error_message=message, error_detail=dict(detail or {}) or None,
-                          timings=func.coalesce(timings, literal({}, JSON)))
+        self.note_attempt(item_id, **_attempt_end(item_id, state, code, message, detail))
 
     def note_attempt(self, item_id: str, **values: Any) -> None:
         """Facts about the current attempt (provider task and request ids, its end)."""
         current = (select(items.c.attempt).where(items.c.id == item_id)).scalar_subquery()
-        with self.engine.begin() as conn:
+        with self._single.connect() as conn:
             conn.execute(update(attempts).where(and_(
                 attempts.c.item_id == item_id, attempts.c.number == current)).values(**values))
 
     def attempts_of(self, item_id: str) -> list[Mapping[str, Any]]:
-        with self.engine.connect() as conn:
+        with self._single.connect() as conn:
             rows = conn.execute(select(attempts).where(attempts.c.item_id == item_id)
                                 .order_by(attempts.c.number))
             return [dict(r._mapping) for r in rows]
@@ -395,15 +420,28 @@ class Ledger:
         """Per-stage seconds of each item's current attempt (for status reports)."""
         query = select(items.c.timings).where(and_(items.c.batch_id == batch_id,
                                                    items.c.timings.is_not(None)))
-        with self.engine.connect() as conn:
+        with self._single.connect() as conn:
             return [dict(t or {}) for t in conn.execute(query).scalars()]
+
+    def mark_due(self, rows: Iterable[ItemRow], at: datetime) -> int:
+        """``next_run_at = at`` for these rows, each only while still in the state read."""
+        by_state: dict[ItemState, list[str]] = {}
+        for row in rows:
+            by_state.setdefault(row.state, []).append(row.id)
+        marked = 0
+        with self._single.connect() as conn:
+            for state, ids in by_state.items():
+                marked += conn.execute(update(items).where(and_(
+                    items.c.id.in_(ids), items.c.state == state.value)).values(
+                    next_run_at=at, updated_at=utcnow())).rowcount
+        return marked
 
     def update_if(self, item_id: str, state: ItemState, **values: Any) -> bool:
         """Bookkeeping guarded by the state only (retry counters, poll schedule)."""
         return self._update(item_id, state, None, updated_at=utcnow(), **values)
 
     def by_task(self, task_id: str) -> list[ItemRow]:
-        with self.engine.connect() as conn:
+        with self._single.connect() as conn:
             rows = conn.execute(select(items).where(items.c.provider_task_id == task_id)
                                 .order_by(items.c.line_no))
             return [ItemRow.from_row(r) for r in rows]
@@ -412,7 +450,7 @@ class Ledger:
         """Which of these provider task ids any item or attempt has recorded."""
         if not task_ids:
             return set()
-        with self.engine.connect() as conn:
+        with self._single.connect() as conn:
             a = conn.execute(select(items.c.provider_task_id)
                              .where(items.c.provider_task_id.in_(list(task_ids)))).scalars()
             b = conn.execute(select(attempts.c.provider_task_id)
@@ -426,11 +464,11 @@ class Ledger:
                                            ItemState.PERSISTING.value])).scalar_subquery())
         sending = (select(func.count()).where(items.c.state == ItemState.SUBMITTING.value)
                    .scalar_subquery())
-        with self.engine.connect() as conn:
+        with self._single.connect() as conn:
             return int(conn.execute(select(tasks + sending)).scalar() or 0)
 
     def count_states(self, *states: ItemState) -> int:
-        with self.engine.connect() as conn:
+        with self._single.connect() as conn:
             return int(conn.execute(select(func.count()).where(
                 items.c.state.in_([s.value for s in states]))).scalar() or 0)
 
@@ -458,8 +496,18 @@ class Ledger:
 
     def media_refs(self, key: str) -> int:
         """Items not yet finished that still need the stored audio under ``key``."""
-        with self.engine.connect() as conn:
+        with self._single.connect() as conn:
             return int(conn.execute(_refs_query(key)).scalar() or 0)
+
+
+def _attempt_end(item_id: str, state: ItemState, code: str | None = None,
+                 message: str | None = None,
+                 detail: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """An attempt's closing values; its stage timings are copied from the item."""
+    timings = select(items.c.timings).where(items.c.id == item_id).scalar_subquery()
+    return {"state": state.value, "finished_at": utcnow(), "error_code": code,
+            "error_message": message, "error_detail": dict(detail or {}) or None,
+            "timings": func.coalesce(timings, literal({}, JSON))}
 
 
 def _refs_query(key: str) -> Any:

@@ -123,6 +123,39 @@ def test_move_out_of_a_claim_drops_the_lease_and_terminal_sets_finished(ledger: 
     assert row.outputs == {"json": "a.json"}  # type: ignore[union-attr]
 
 
+def test_move_writes_attempt_facts_only_when_the_move_happens(ledger: Ledger) -> None:
+    """move(attempt=...) records the task id on the current attempt in the same transaction;
+    a move that loses its compare-and-set leaves the attempt untouched."""
+    a, b = add(ledger, "a", "b")
+    ledger.claim(a, S.PENDING, S.SUBMITTING, owner="w1", lease_s=60)
+    assert ledger.move(a, S.SUBMITTING, S.SUBMITTED, owner="w1", provider_task_id="t-1",
+                       attempt={"provider_task_id": "t-1", "provider_request_id": "r-1"})
+    (att,) = ledger.attempts_of(a)
+    assert (att["provider_task_id"], att["provider_request_id"]) == ("t-1", "r-1")
+    assert not ledger.move(b, S.SUBMITTING, S.SUBMITTED, provider_task_id="t-2",
+                           attempt={"provider_task_id": "t-2"})
+    (att,) = ledger.attempts_of(b)
+    assert att["provider_task_id"] is None
+    assert ledger.known_task_ids(["t-1", "t-2"]) == {"t-1"}
+
+
+def test_get_many_keeps_order_and_skips_unknown_ids(ledger: Ledger) -> None:
+    a, _, c = add(ledger, "a", "b", "c")
+    assert [r.key for r in ledger.get_many([c, "nope", a, c])] == ["c", "a"]
+    assert ledger.get_many([]) == []
+
+
+def test_mark_due_only_touches_rows_still_in_the_state_read(ledger: Ledger) -> None:
+    """mark_due is a compare-and-set per row: an item that moved on keeps its schedule."""
+    a, b = add(ledger, "a", "b")
+    rows = ledger.get_many([a, b])
+    ledger.move(b, S.PENDING, S.PREPARED)
+    at = utcnow() + timedelta(minutes=5)
+    assert ledger.mark_due(rows, at) == 1
+    marks = {r.key: r.next_run_at for r in ledger.get_many([a, b])}
+    assert marks["b"] is None and abs((marks["a"] - at).total_seconds()) < 1  # type: ignore[operator]
+
+
 def test_release_expired_returns_claims_to_their_from_state(ledger: Ledger) -> None:
     """Expired claims fall back (PREPARING->PENDING, TRANSCRIBING->PREPARED); live ones stay."""
     a, b, c = add(ledger, "a", "b", "c")
