@@ -55,9 +55,12 @@ check: install
 	$(BIN)/ruff check pipeline workers tests bench
 	$(BIN)/mypy pipeline workers
 
-bench: install
+bench: install services
 	$(PY) bench/preprocess_bench.py
 	$(PY) bench/engine_bench.py
+	$(PY) bench/emulator_bench.py
+	$(PY) bench/dashscope_bench.py
+	$(PY) bench/distributed_bench.py
 
 clean:
 	rm -rf $(DEMO) .pytest_cache
