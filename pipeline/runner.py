@@ -143,7 +143,7 @@ class EmbeddedRunner:
         network and must not queue behind a long transcription.
         """
         view = {r.id: r for r in todo}
-        inflight: dict[Future[None], tuple[str, tuple[str, ...]]] = {}
+        inflight: dict[Future[object], tuple[str, tuple[str, ...]]] = {}
         capacity = {"cpu": self.cfg.workers, "io": self.io_workers}
         audio_s = 0.0
         with ThreadPoolExecutor(capacity["cpu"], thread_name_prefix="cpu") as cpu, \
@@ -192,7 +192,7 @@ class EmbeddedRunner:
         return audio_s
 
     def _plan(self, view: dict[str, ItemRow],
-              busy: set[str]) -> list[tuple[str, Callable[[], None], tuple[str, ...]]]:
+              busy: set[str]) -> list[tuple[str, Callable[[], object], tuple[str, ...]]]:
         """Due work from the shared planner, as (pool, call, item ids)."""
         ctx = self.ctx
         rows = list(view.values())
@@ -202,7 +202,7 @@ class EmbeddedRunner:
             prepare_room=2 * self.cfg.workers - count_states(rows, ItemState.PREPARED),
             submit_room=len(rows), batch_size=lambda m: self.batch_size if is_funasr(m) else 1,
             default_model=self.cfg.model)
-        calls: list[tuple[str, Callable[[], None], tuple[str, ...]]] = []
+        calls: list[tuple[str, Callable[[], object], tuple[str, ...]]] = []
         for job in jobs:
             if job.action is None:
                 calls.append(("io", partial(reconcile_submitting, ctx, job.rows[0]), job.ids))

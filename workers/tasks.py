@@ -81,8 +81,8 @@ def poll(self: LedgerTask, provider_task_id: str) -> None:
     """Query one provider task once; never waits in the worker."""
     ctx = worker_context()
     with bound_contextvars(provider_task_id=provider_task_id, task_id=self.request.id):
-        poll_step(ctx.flow, provider_task_id)
-        dispatch_rows(ctx, ctx.ledger.by_task(provider_task_id))
+        if not poll_step(ctx.flow, provider_task_id):  # all persisted: nothing comes next
+            dispatch_rows(ctx, ctx.ledger.by_task(provider_task_id))
 
 
 @app.task(**_opts(name="bulkscribe.reconcile"))

@@ -59,10 +59,15 @@ class MediaKeeper:
 class Publisher(Protocol):
     """Turns stored audio into a URL the provider can fetch."""
 
+    before_claim: bool  # publishing has no side effect, so it may precede the claim
+
     def publish(self, key: str, keeper: MediaKeeper, workdir: Path, model: str) -> str: ...
 
 
 class PresignPublisher:
+    # A presigned URL is pure computation: the submit step writes it with its claim.
+    before_claim = True
+
     def __init__(self, expires_s: int) -> None:
         self.expires_s = expires_s
 
@@ -72,6 +77,8 @@ class PresignPublisher:
 
 class TemporaryUploadPublisher:
     """DashScope's own temporary storage (``oss://``, 48 h): no bucket of ours needed."""
+
+    before_claim = False  # an upload: only once the item is ours
 
     def __init__(self, client_factory) -> None:  # type: ignore[no-untyped-def]
         self.client_factory = client_factory

@@ -55,14 +55,16 @@ def submit_step(ctx: FlowContext, rows: Sequence[ItemRow]) -> None:
             _defer(ctx, rows, ctx.poll.first_s)
             return
         for row in rows:
-            got = claim(ctx, row, ItemState.PREPARED, ItemState.SUBMITTING)
+            early = _early_url(ctx, row)
+            got = claim(ctx, row, ItemState.PREPARED, ItemState.SUBMITTING,
+                        **({"media_url": early} if early else {}))
             if got is not None:
                 claimed.append(got)
     if not claimed:
         return
     model = str(claimed[0].spec.get("model") or ctx.model)
     try:
-        urls = [_publish(ctx, row, model) for row in claimed]
+        urls = [row.media_url or _publish(ctx, row, model) for row in claimed]
         parameters = submit_parameters(model, ctx.asr_options(claimed[0]))
         t0 = time.monotonic()
         submitted = _client(ctx).submit_transcription(model, urls, parameters)
@@ -115,6 +117,14 @@ def _client(ctx: FlowContext) -> Any:
     return ctx.provider()
 
 
+def _early_url(ctx: FlowContext, row: ItemRow) -> str | None:
+    """The URL, when publishing is side-effect free: then it is written with the claim."""
+    if ctx.publisher is None or not getattr(ctx.publisher, "before_claim", False):
+        return None
+    model = str(row.spec.get("model") or ctx.model)
+    return ctx.publisher.publish(str(row.media_key), ctx.media, ctx.workdir(row), model)
+
+
 def _publish(ctx: FlowContext, row: ItemRow, model: str) -> str:
     """The provider-facing URL, written to the ledger before the submit goes out."""
     if ctx.publisher is None:
@@ -137,11 +147,14 @@ def _ambiguous(exc: BaseException) -> bool:
     return status is None or status in (408, 504)
 
 
-def poll_step(ctx: FlowContext, task_id: str) -> None:
-    """Query one provider task; schedule the next poll, or finish/fail its items."""
+def poll_step(ctx: FlowContext, task_id: str) -> bool:
+    """Query one provider task; schedule the next poll, or finish/fail its items.
+
+    True when every item of the task was persisted: nothing is left to queue for them.
+    """
     rows = [r for r in ctx.ledger.by_task(task_id) if r.state is ItemState.SUBMITTED]
     if not rows:
-        return
+        return False
     first = rows[0]
     waited = (utcnow() - (first.submitted_at or utcnow())).total_seconds()
     with bound_contextvars(task_id=task_id, stage="poll"):
@@ -159,36 +172,38 @@ def poll_step(ctx: FlowContext, task_id: str) -> None:
                                          f"{exc.message}")
                 for row in rows:
                     handle_failure(ctx, row, timeout, back_to=ItemState.PREPARED)
-                return
+                return False
             # The provider or the network hiccuped: that says nothing about the task, so
             # try again later without spending the items' retries.
             delay = max(ctx.poll.max_s, exc.retry_after_s or 0.0)
             _schedule(ctx, rows, delay, count=False)
             log.info("poll.error", error=exc.message, delay_s=delay)
-            return
+            return False
         except Exception as exc:
             for row in rows:
                 handle_failure(ctx, row, exc)
-            return
+            return False
         decision = decide(status, first.polls, waited, ctx.poll)
         if isinstance(decision, Wait):
             _schedule(ctx, rows, decision.seconds, count=True)
-            return
+            return False
         if isinstance(decision, Failed):
             log.info("poll.failed", code=str(decision.code), error=decision.message)
             error = _task_failure(decision)
             for row in rows:
                 handle_failure(ctx, row, error, back_to=ItemState.PREPARED)
-            return
+            return False
         assert isinstance(decision, Done)
         outcomes = file_outcomes(status, [str(r.media_url) for r in rows])
+        persisted = 0
         for row in rows:
             outcome = outcomes[str(row.media_url)]
             if outcome.succeeded:
-                persist_step(ctx, row, str(outcome.transcription_url))
+                persisted += persist_step(ctx, row, str(outcome.transcription_url))
             else:
                 handle_failure(ctx, row, _file_failure(outcome.code, outcome.message),
                                back_to=ItemState.PREPARED)
+        return persisted == len(rows)
 
 
 def _schedule(ctx: FlowContext, rows: Sequence[ItemRow], delay_s: float, *, count: bool) -> None:
@@ -216,11 +231,12 @@ def _file_failure(code: str | None, message: str | None) -> PipelineError:
     return TransientError(FailureCode.PROVIDER_ERROR, text, detail=detail)
 
 
-def persist_step(ctx: FlowContext, row: ItemRow, result_url: str) -> None:
-    """SUBMITTED → SUCCEEDED: fetch the result while its URL is valid, write the outputs."""
+def persist_step(ctx: FlowContext, row: ItemRow, result_url: str) -> bool:
+    """SUBMITTED → SUCCEEDED: fetch the result while its URL is valid, write the outputs.
+    True once the item is SUCCEEDED."""
     claimed = claim(ctx, row, ItemState.SUBMITTED, ItemState.PERSISTING)
     if claimed is None:
-        return
+        return False
     with bound_contextvars(batch_id=row.batch_id, item_id=row.key, attempt=claimed.attempt,
                            stage="persist"), keep_alive(ctx, claimed):
         try:
@@ -230,8 +246,9 @@ def persist_step(ctx: FlowContext, row: ItemRow, result_url: str) -> None:
             channel = claimed.spec.get("channel")
             transcripts = [_relabel(t.shifted(offset_ms), channel)
                            for t in transcripts_from_result(document)]
-            finish(ctx, claimed, transcripts or [Transcript(channel_id=channel or 0)])
+            done = finish(ctx, claimed, transcripts or [Transcript(channel_id=channel or 0)])
             log.info("persist.done", sentences=sum(len(t.sentences) for t in transcripts))
+            return done
         except PipelineError as exc:
             if exc.code is FailureCode.RESULT_EXPIRED:
                 # The 24 h result URL lapsed before we fetched it: transcribe again.
@@ -239,6 +256,7 @@ def persist_step(ctx: FlowContext, row: ItemRow, result_url: str) -> None:
             handle_failure(ctx, claimed, exc, back_to=ItemState.PREPARED)
         except Exception as exc:
             handle_failure(ctx, claimed, exc)
+    return False
 
 
 def _relabel(t: Transcript, channel: int | None) -> Transcript:

@@ -36,11 +36,7 @@ log = get_logger("bulkscribe.flow")
 
 def claim(ctx: FlowContext, row: ItemRow, old: ItemState, new: ItemState,
           **values: Any) -> ItemRow | None:
-    claimed = ctx.ledger.claim(row.id, old, new, owner=ctx.owner, lease_s=ctx.lease_s)
-    if claimed is not None and values:
-        ctx.ledger.update_if(row.id, new, **values)
-        claimed = ctx.ledger.get(row.id)
-    return claimed
+    return ctx.ledger.claim(row.id, old, new, owner=ctx.owner, lease_s=ctx.lease_s, **values)
 
 
 @contextmanager
@@ -147,8 +143,9 @@ def transcribe_step(ctx: FlowContext, row: ItemRow) -> None:
 
 
 def finish(ctx: FlowContext, claimed: ItemRow, transcripts: Sequence[Transcript], *,
-           timings: dict[str, float] | None = None) -> None:
-    """Write the outputs and mark the item SUCCEEDED; drop audio nobody else needs."""
+           timings: dict[str, float] | None = None) -> bool:
+    """Write the outputs and mark the item SUCCEEDED; drop audio nobody else needs.
+    False if the claim was lost on the way."""
     probe = ProbeResult.from_dict(dict(claimed.probe or {}))
     source = str(claimed.spec.get("source") or claimed.source)
     document = build_document(display(source), probe, transcripts)
@@ -165,3 +162,5 @@ def finish(ctx: FlowContext, claimed: ItemRow, transcripts: Sequence[Transcript]
             with ctx.ledger.media_guard(claimed.media_key) as users:
                 if users() == 0:
                     ctx.media.forget(claimed.media_key)
+        return True
+    return False

@@ -277,13 +277,14 @@ class Ledger:
 
     # transitions ---------------------------------------------------------------------
     def claim(self, item_id: str, expected: ItemState, to: ItemState, *, owner: str,
-              lease_s: float) -> ItemRow | None:
-        """CAS ``expected`` → claimed ``to`` with a lease; None if someone else has it."""
+              lease_s: float, **values: Any) -> ItemRow | None:
+        """CAS ``expected`` → claimed ``to`` with a lease (and ``values``); None if someone
+        else has it."""
         now = utcnow()
         stmt = (update(items)
                 .where(and_(items.c.id == item_id, items.c.state == expected.value))
                 .values(state=to.value, lease_owner=owner,
-                        lease_until=now + timedelta(seconds=lease_s), updated_at=now)
+                        lease_until=now + timedelta(seconds=lease_s), updated_at=now, **values)
                 .returning(*items.c))  # the claimed row in the same round trip
         with self._single.connect() as conn:
             row = conn.execute(stmt).first()
