@@ -565,7 +565,7 @@ def steps_in_process(svc: Services, media: Media, n: int) -> list[tuple[str, flo
     from pipeline.settings import load_settings
     from workers.app import app, configure
     from workers.context import build_worker_context
-    from workers.dispatch import dispatch_after
+    from workers.dispatch import after_submit, dispatch_after
 
     saved = dict(os.environ)
     os.environ.update(svc.env(BULKSCRIBE_POLL__FIRST_S="0.01",
@@ -601,8 +601,8 @@ def steps_in_process(svc: Services, media: Media, n: int) -> list[tuple[str, flo
         batch = seed_prepared(svc, size, media)
         rows = wctx.ledger.list_items(batch)
         for row in rows:
-            timed("submit step", submit_step, wctx.flow, [row])
-            timed("dispatch after submit", dispatch_after, wctx, [row.id])
+            task = timed("submit step", submit_step, wctx.flow, [row])
+            timed("dispatch after submit", after_submit, wctx, [row.id], task)
         wait_for(lambda b=batch: all(
             httpx.get(f"{svc.emulator}/_emulator/stats").json()["statuses"].get(s, 0) == 0
             for s in ("PENDING", "RUNNING")), 600, "the emulator to finish", every_s=0.5)

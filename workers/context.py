@@ -101,5 +101,16 @@ def build_worker_context(settings: Settings) -> WorkerContext:
         scratch=scratch, store=store, http=http_client(settings), dead_letters=True,
         limiter=RedisTokenBucket(r, settings.provider.requests_per_s),
         gate=RedisGate(r, settings.provider.max_inflight_tasks, ledger.inflight_tasks),
-        lease_s=settings.distributed.lease_s, events=metrics.record)
+        lease_s=settings.distributed.lease_s, events=metrics.record,
+        first_poll_slack_s=first_poll_slack(settings))
     return WorkerContext(settings, flow, r)
+
+
+def first_poll_slack(settings: Settings) -> float:
+    """Slack on the first poll's ledger mark when the submit task queues that poll itself
+    (a countdown message); none when the wait is long enough to be left to the sweeper."""
+    from workers.dispatch import COUNTDOWN_MAX_S
+
+    if settings.poll.first_s > COUNTDOWN_MAX_S:
+        return 0.0
+    return settings.distributed.redispatch_s

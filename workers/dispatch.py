@@ -53,6 +53,18 @@ def send(wctx: Any, job: Job, *, countdown: float = 0.0) -> None:
         tasks.prepare.apply_async((job.ids[0],), countdown=countdown)
 
 
+def after_submit(wctx: Any, item_ids: Sequence[str], provider_task: str | None) -> None:
+    """After a submit step: queue the first poll of the new task, or whatever is next."""
+    from workers import tasks
+
+    if provider_task is not None and wctx.flow.first_poll_slack_s > 0:
+        # The items' ledger mark already allows for this message (first_poll_slack_s), so
+        # there is no need to read them back to plan it.
+        tasks.poll.apply_async((provider_task,), countdown=wctx.settings.poll.first_s)
+    else:
+        dispatch_after(wctx, item_ids)
+
+
 def dispatch_after(wctx: Any, item_ids: Sequence[str]) -> int:
     """After a step: queue the next one for these items if it is due within a minute."""
     return dispatch_rows(wctx, wctx.ledger.get_many(item_ids))

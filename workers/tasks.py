@@ -20,7 +20,7 @@ from pipeline.flow.steps import prepare_step, transcribe_step
 from pipeline.states import ItemState
 from workers.app import app
 from workers.context import worker_context
-from workers.dispatch import dispatch_after, dispatch_rows
+from workers.dispatch import after_submit, dispatch_after, dispatch_rows
 
 
 class LedgerTask(Task):  # type: ignore[misc]
@@ -72,8 +72,7 @@ def submit(self: LedgerTask, item_ids: list[str]) -> None:
     if not rows:
         return
     with bound_contextvars(batch_id=rows[0].batch_id, task_id=self.request.id):
-        submit_step(ctx.flow, rows)
-        dispatch_after(ctx, item_ids)
+        after_submit(ctx, item_ids, submit_step(ctx.flow, rows))
 
 
 @app.task(**_opts(name="bulkscribe.poll"))

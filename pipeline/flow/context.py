@@ -54,6 +54,9 @@ class FlowContext:
     options: Mapping[str, Any] = field(default_factory=dict)  # run-wide provider options
     lease_s: float = 3600.0
     gate: SubmitGate | None = None  # caps provider tasks in flight (None: no cap)
+    # Distributed: the first poll's message is sent with the submit, so its ledger mark
+    # carries this much slack; the sweeper sends it again only if that message is lost.
+    first_poll_slack_s: float = 0.0
     prober: Callable[..., ProbeResult] = probe
     normalizer: Callable[..., NormalizedAudio] = normalize
     stop: threading.Event = field(default_factory=threading.Event)

@@ -46,14 +46,17 @@ from pipeline.transcript import Transcript
 log = get_logger("bulkscribe.flow")
 
 
-def submit_step(ctx: FlowContext, rows: Sequence[ItemRow]) -> None:
-    """PREPARED → SUBMITTED for a batch of items sharing one model (≤100 for Fun-ASR)."""
+def submit_step(ctx: FlowContext, rows: Sequence[ItemRow]) -> str | None:
+    """PREPARED → SUBMITTED for a batch of items sharing one model (≤100 for Fun-ASR).
+
+    The provider's task id once submitted, else None.
+    """
     claimed: list[ItemRow] = []
     with _admitted(ctx) as room:
         if room <= 0:
             # At the in-flight cap: look again shortly, when a task may have finished.
             _defer(ctx, rows, ctx.poll.first_s)
-            return
+            return None
         for row in rows:
             early = _early_url(ctx, row)
             got = claim(ctx, row, ItemState.PREPARED, ItemState.SUBMITTING,
@@ -61,7 +64,7 @@ def submit_step(ctx: FlowContext, rows: Sequence[ItemRow]) -> None:
             if got is not None:
                 claimed.append(got)
     if not claimed:
-        return
+        return None
     model = str(claimed[0].spec.get("model") or ctx.model)
     try:
         urls = [row.media_url or _publish(ctx, row, model) for row in claimed]
@@ -78,13 +81,15 @@ def submit_step(ctx: FlowContext, rows: Sequence[ItemRow]) -> None:
             ok = ctx.ledger.move(row.id, ItemState.SUBMITTING, ItemState.SUBMITTED,
                                  owner=ctx.owner, provider_task_id=submitted.task_id,
                                  submitted_at=now, polls=0,
-                                 next_run_at=now + timedelta(seconds=ctx.poll.first_s),
+                                 next_run_at=now + timedelta(
+                                     seconds=ctx.poll.first_s + ctx.first_poll_slack_s),
                                  timings=add_timing(row, "submit", seconds),
                                  attempt={"provider_task_id": submitted.task_id,
                                           "provider_request_id": submitted.request_id})
             if ok:
                 log.info("submit.done", item_id=row.key, task_id=submitted.task_id,
                          files=len(urls))
+        return str(submitted.task_id)
     except Exception as exc:
         for row in claimed:
             with bound_contextvars(batch_id=row.batch_id, item_id=row.key, stage="submit"):
@@ -93,6 +98,7 @@ def submit_step(ctx: FlowContext, rows: Sequence[ItemRow]) -> None:
                     reconcile_submitting(ctx, ctx.ledger.get(row.id) or row)
                 else:
                     handle_failure(ctx, row, exc, back_to=ItemState.PREPARED)
+        return None
 
 
 @contextmanager
