@@ -23,6 +23,7 @@ from pipeline.settings import Settings
 from pipeline.storage import open_store, split_url
 from pipeline.wiring import build_context, http_client, media_store
 from workers import metrics
+from workers.dispatch import first_poll_slack
 from workers.limits import RedisGate, RedisTokenBucket
 
 
@@ -104,13 +105,3 @@ def build_worker_context(settings: Settings) -> WorkerContext:
         lease_s=settings.distributed.lease_s, events=metrics.record,
         first_poll_slack_s=first_poll_slack(settings))
     return WorkerContext(settings, flow, r)
-
-
-def first_poll_slack(settings: Settings) -> float:
-    """Slack on the first poll's ledger mark when the submit task queues that poll itself
-    (a countdown message); none when the wait is long enough to be left to the sweeper."""
-    from workers.dispatch import COUNTDOWN_MAX_S
-
-    if settings.poll.first_s > COUNTDOWN_MAX_S:
-        return 0.0
-    return settings.distributed.redispatch_s

@@ -53,6 +53,14 @@ def send(wctx: Any, job: Job, *, countdown: float = 0.0) -> None:
         tasks.prepare.apply_async((job.ids[0],), countdown=countdown)
 
 
+def first_poll_slack(settings: Any) -> float:
+    """Slack on the first poll's ledger mark when the submit task queues that poll itself
+    (a countdown message); none when the wait is long enough to be left to the sweeper."""
+    if settings.poll.first_s > COUNTDOWN_MAX_S:
+        return 0.0
+    return float(settings.distributed.redispatch_s)
+
+
 def after_submit(wctx: Any, item_ids: Sequence[str], provider_task: str | None) -> None:
     """After a submit step: queue the first poll of the new task, or whatever is next."""
     from workers import tasks

@@ -71,9 +71,8 @@ def submit_step(ctx: FlowContext, rows: Sequence[ItemRow]) -> str | None:
         parameters = submit_parameters(model, ctx.asr_options(claimed[0]))
         t0 = time.monotonic()
         submitted = _client(ctx).submit_transcription(model, urls, parameters)
-        now = utcnow()
-        ctx.emit("stage.done", stage="submit", seconds=time.monotonic() - t0)
-        seconds = time.monotonic() - t0
+        now, seconds = utcnow(), time.monotonic() - t0
+        ctx.emit("stage.done", stage="submit", seconds=seconds)
         for row in claimed:
             # ``tries`` is kept, not reset: a task that is lost or stuck sends its items
             # back to PREPARED with tries + 1, and resetting it here on every resubmission
@@ -83,7 +82,7 @@ def submit_step(ctx: FlowContext, rows: Sequence[ItemRow]) -> str | None:
                                  submitted_at=now, polls=0,
                                  next_run_at=now + timedelta(
                                      seconds=ctx.poll.first_s + ctx.first_poll_slack_s),
-                                 timings=add_timing(row, "submit", seconds),
+                                 timings=add_timing(row.timings, "submit", seconds),
                                  attempt={"provider_task_id": submitted.task_id,
                                           "provider_request_id": submitted.request_id})
             if ok:
@@ -127,15 +126,18 @@ def _early_url(ctx: FlowContext, row: ItemRow) -> str | None:
     """The URL, when publishing is side-effect free: then it is written with the claim."""
     if ctx.publisher is None or not getattr(ctx.publisher, "before_claim", False):
         return None
-    model = str(row.spec.get("model") or ctx.model)
+    return _url(ctx, row, str(row.spec.get("model") or ctx.model))
+
+
+def _url(ctx: FlowContext, row: ItemRow, model: str) -> str:
+    if ctx.publisher is None:
+        raise PermanentError(FailureCode.CONFIG_INVALID, "no way to publish audio for the provider")
     return ctx.publisher.publish(str(row.media_key), ctx.media, ctx.workdir(row), model)
 
 
 def _publish(ctx: FlowContext, row: ItemRow, model: str) -> str:
     """The provider-facing URL, written to the ledger before the submit goes out."""
-    if ctx.publisher is None:
-        raise PermanentError(FailureCode.CONFIG_INVALID, "no way to publish audio for the provider")
-    url = ctx.publisher.publish(str(row.media_key), ctx.media, ctx.workdir(row), model)
+    url = _url(ctx, row, model)
     if not ctx.ledger.update_if(row.id, ItemState.SUBMITTING, media_url=url):
         raise TransientError(FailureCode.LEASE_EXPIRED, f"{row.key}: claim lost before submit")
     return url

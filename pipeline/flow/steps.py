@@ -20,8 +20,8 @@ from pipeline.asr.catalog import Mode
 from pipeline.flow.context import FlowContext
 from pipeline.flow.guard import handle_failure
 from pipeline.flow.media import to_flac
-from pipeline.ledger import ItemRow, utcnow
-from pipeline.ledger.repo import add_timing
+from pipeline.ledger import ItemRow
+from pipeline.ledger.repo import add_timing, attempt_end
 from pipeline.log import get_logger
 from pipeline.manifest import display
 from pipeline.models import NormalizedAudio, ProbeResult
@@ -104,7 +104,7 @@ def prepare_step(ctx: FlowContext, row: ItemRow) -> None:
             if advance(ctx, claimed, ItemState.PREPARED, media_key=key, probe=facts,
                        audio_duration_ms=int(round(prepared.audio.duration_s * 1000)),
                        error_code=None, error_message=None,
-                       timings=add_timing(claimed, "prepare", seconds)):
+                       timings=add_timing(claimed.timings, "prepare", seconds)):
                 log.info("prepare.done", duration_s=round(prepared.probe.duration_s, 3),
                          codec=prepared.probe.codec, seconds=round(seconds, 3))
         except Exception as exc:
@@ -133,7 +133,8 @@ def transcribe_step(ctx: FlowContext, row: ItemRow) -> None:
                                          ctx.asr_options(claimed), channel_id=channel)
             seconds = time.monotonic() - t0
             ctx.emit("stage.done", stage="transcribe", seconds=seconds)
-            finish(ctx, claimed, [transcript], timings=add_timing(claimed, "transcribe", seconds))
+            finish(ctx, claimed, [transcript],
+                   timings=add_timing(claimed.timings, "transcribe", seconds))
             log.info("transcribe.done", seconds=round(seconds, 3),
                      sentences=len(transcript.sentences))
         except Exception as exc:
@@ -151,12 +152,10 @@ def finish(ctx: FlowContext, claimed: ItemRow, transcripts: Sequence[Transcript]
     document = build_document(display(source), probe, transcripts)
     t0 = time.monotonic()
     outputs = ctx.sinks(claimed.batch_id).write(claimed.key, document, transcripts, ctx.formats)
-    timings = dict(timings or claimed.timings or {})
-    timings["persist"] = round(timings.get("persist", 0.0) + time.monotonic() - t0, 4)
+    timings = add_timing(timings or claimed.timings, "persist", time.monotonic() - t0)
     if advance(ctx, claimed, ItemState.SUCCEEDED, outputs=outputs, error_code=None,
                error_message=None, error_detail=None, timings=timings,
-               attempt={"state": ItemState.SUCCEEDED.value, "finished_at": utcnow(),
-                        "timings": timings}):
+               attempt=attempt_end(claimed.id, ItemState.SUCCEEDED, timings=timings)):
         ctx.emit("item.succeeded")
         if claimed.media_key:
             with ctx.ledger.media_guard(claimed.media_key) as users:

@@ -318,7 +318,7 @@ class Ledger:
         to = ItemState.DEAD if dead else ItemState.FAILED
         return self.move(item_id, expected, to, owner=owner, error_code=str(code),
                          error_message=message, error_detail=dict(detail or {}) or None,
-                         attempt=_attempt_end(item_id, to, str(code), message, detail))
+                         attempt=attempt_end(item_id, to, str(code), message, detail))
 
     def adopt_task(self, task_id: str, media_urls: Sequence[str], *,
                    submitted_at: datetime) -> list[str]:
@@ -399,17 +399,6 @@ class Ledger:
             options=dict(spec.get("options") or {}), state="RUNNING" if not state.terminal
             else state.value, started_at=now, finished_at=now if state.terminal else None,
             timings={}))
-
-    def end_attempt(self, item_id: str, state: ItemState, *, code: str | None = None,
-                    message: str | None = None, detail: Mapping[str, Any] | None = None) -> None:
-        self.note_attempt(item_id, **_attempt_end(item_id, state, code, message, detail))
-
-    def note_attempt(self, item_id: str, **values: Any) -> None:
-        """Facts about the current attempt (provider task and request ids, its end)."""
-        current = (select(items.c.attempt).where(items.c.id == item_id)).scalar_subquery()
-        with self._single.connect() as conn:
-            conn.execute(update(attempts).where(and_(
-                attempts.c.item_id == item_id, attempts.c.number == current)).values(**values))
 
     def attempts_of(self, item_id: str) -> list[Mapping[str, Any]]:
         with self._single.connect() as conn:
@@ -501,14 +490,16 @@ class Ledger:
             return int(conn.execute(_refs_query(key)).scalar() or 0)
 
 
-def _attempt_end(item_id: str, state: ItemState, code: str | None = None,
-                 message: str | None = None,
-                 detail: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """An attempt's closing values; its stage timings are copied from the item."""
-    timings = select(items.c.timings).where(items.c.id == item_id).scalar_subquery()
+def attempt_end(item_id: str, state: ItemState, code: str | None = None,
+                message: str | None = None, detail: Mapping[str, Any] | None = None, *,
+                timings: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """An attempt's closing values, for ``move(attempt=...)``; its stage timings are
+    ``timings`` when the caller has them, else copied from the item."""
+    stored = select(items.c.timings).where(items.c.id == item_id).scalar_subquery()
     return {"state": state.value, "finished_at": utcnow(), "error_code": code,
             "error_message": message, "error_detail": dict(detail or {}) or None,
-            "timings": func.coalesce(timings, literal({}, JSON))}
+            "timings": dict(timings) if timings is not None
+            else func.coalesce(stored, literal({}, JSON))}
 
 
 def _refs_query(key: str) -> Any:
@@ -516,9 +507,10 @@ def _refs_query(key: str) -> Any:
         items.c.media_key == key, items.c.state.not_in([s.value for s in TERMINAL])))
 
 
-def add_timing(row: ItemRow, stage: str, seconds: float) -> dict[str, float]:
-    """The row's stage timings with ``seconds`` more for ``stage``, to store with the next
-    transition (no separate write)."""
-    timings = dict(row.timings or {})
+def add_timing(timings: Mapping[str, float] | None, stage: str,
+               seconds: float) -> dict[str, float]:
+    """Stage timings with ``seconds`` more for ``stage``, to store with the next transition
+    (no separate write)."""
+    timings = dict(timings or {})
     timings[stage] = round(timings.get(stage, 0.0) + seconds, 4)
     return timings

@@ -1,8 +1,7 @@
 """Fixtures and helpers for the distributed-mode tests: real services, real processes.
 
-Not a ``conftest.py`` on purpose (see ``tests/emulator/emulator_support.py``): a second module
-named ``conftest`` would shadow the root one and break the shared fixtures. Test
-modules import the fixtures they use from here.
+The fixtures are exposed to the test modules by this directory's ``conftest.py``; the
+helpers (``Cluster``, ``distinct_entries``, ``wait_until``, ...) are imported from here.
 
 What a session gets: its own PostgreSQL database (created with a unique name, dropped at the
 end), its own ``redis-server`` on a free port (the machine's Redis is shared with others),

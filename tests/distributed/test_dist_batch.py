@@ -1,9 +1,5 @@
 """Whole batches through real Celery workers: DashScope (emulated) over S3, and the local engine."""
 
-# Fixtures come from dist_support (see its docstring for why not a conftest.py); pytest
-# injects them by parameter name, which ruff reads as a redefinition.
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import json
@@ -11,17 +7,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from dist_support import (  # noqa: F401  (fixtures are used by name)
+from dist_support import (
     MEDIA_BUCKET,
     Clips,
     Cluster,
-    clips,
-    cluster,
-    emulator,
-    ledger,
-    moto_url,
-    pg_url,
-    redis_server,
     s3_client,
 )
 from support import wer

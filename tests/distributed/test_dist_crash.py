@@ -1,9 +1,5 @@
 """Crashes: kill -9 of a worker in every stage, and a broker that restarts mid-batch."""
 
-# Fixtures come from dist_support (see its docstring for why not a conftest.py); pytest
-# injects them by parameter name, which ruff reads as a redefinition.
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import json
@@ -11,19 +7,12 @@ import time
 from pathlib import Path
 
 import pytest
-from dist_support import (  # noqa: F401  (fixtures are used by name)
+from dist_support import (
     Clips,
     Cluster,
     RedisServer,
     SlowFiles,
-    clips,
-    cluster,
     distinct_entries,
-    emulator,
-    ledger,
-    moto_url,
-    pg_url,
-    redis_server,
     wait_until,
 )
 

@@ -1,9 +1,5 @@
 """The emulator's test hooks the crash tests rely on: answers held back on the wire."""
 
-# Fixtures come from dist_support (see its docstring for why not a conftest.py); pytest
-# injects them by parameter name, which ruff reads as a redefinition.
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import threading
@@ -12,7 +8,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from dist_support import HTTP, emulator  # noqa: F401  (fixtures are used by name)
+from dist_support import HTTP
 
 SUBMIT = "/api/v1/services/audio/asr/transcription"
 

@@ -1,26 +1,15 @@
 """Provider faults (emulated) end in the designed states, and the dead-letter set works."""
 
-# Fixtures come from dist_support (see its docstring for why not a conftest.py); pytest
-# injects them by parameter name, which ruff reads as a redefinition.
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import collections
 from urllib.parse import urlsplit
 
 import pytest
-from dist_support import (  # noqa: F401  (fixtures are used by name)
+from dist_support import (
     Clips,
     Cluster,
-    clips,
-    cluster,
     distinct_entries,
-    emulator,
-    ledger,
-    moto_url,
-    pg_url,
-    redis_server,
     wait_until,
 )
 

@@ -1,9 +1,5 @@
 """Operator and scheduled work: reprocessing with another model, nightly runs over a bucket."""
 
-# Fixtures come from dist_support (see its docstring for why not a conftest.py); pytest
-# injects them by parameter name, which ruff reads as a redefinition.
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import collections
@@ -13,18 +9,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from dist_support import (  # noqa: F401  (fixtures are used by name)
+from dist_support import (
     ARCHIVE_BUCKET,
     Clips,
     Cluster,
-    clips,
-    cluster,
     distinct_entries,
-    emulator,
-    ledger,
-    moto_url,
-    pg_url,
-    redis_server,
     s3_client,
     wait_until,
 )

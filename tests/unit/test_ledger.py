@@ -246,10 +246,10 @@ def test_batch_status_report(ledger: Ledger) -> None:
     for item, seconds in ((a, 1.0), (b, 3.0)):
         row = ledger.get(item)
         assert row is not None
-        ledger.update_if(item, row.state, timings=add_timing(row, "prepare", seconds))
+        ledger.update_if(item, row.state, timings=add_timing(row.timings, "prepare", seconds))
     row = ledger.get(a)
     assert row is not None  # timings add up within an attempt: a took 1.5 s
-    ledger.update_if(a, row.state, timings=add_timing(row, "prepare", 0.5))
+    ledger.update_if(a, row.state, timings=add_timing(row.timings, "prepare", 0.5))
     report = batch_status(ledger, BATCH)
     assert report is not None
     assert (report["total"], report["counts"], report["done"]) == (
