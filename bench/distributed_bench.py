@@ -540,6 +540,10 @@ def part_b(svc: Services, media: Media, n: int) -> None:
             print(f"{name:<44} {seconds:>8.2f} {1000 * seconds / n:>8.2f}")
         items_s = r.worker_cpu_s - idle + r.beat_cpu_s + r.redis_cpu_s + r.pg_cpu_s
         print(f"{'total per item, idle excluded':<44} {items_s:>8.2f} {1000 * items_s / n:>8.2f}")
+    part_steps(svc, media, n)
+
+
+def part_steps(svc: Services, media: Media, n: int) -> None:
     with svc.emulating(0.0, 1000):
         _reset(svc)
         steps = steps_in_process(svc, media, min(n, 200))
@@ -774,6 +778,8 @@ def main() -> None:
             part_a(svc, media, args.n, args.latency, args.slots)
         if "b" in args.parts:
             part_b(svc, media, args.overhead_n)
+        elif "s" in args.parts:  # only (b') and (b''): the steps in one process, quick
+            part_steps(svc, media, args.overhead_n)
         if "c" in args.parts:
             part_c(svc, media, args.inflight_n, args.sample_s, args.first_poll_s)
 

@@ -43,7 +43,7 @@ items = Table(
     Column("batch_id", String(64), ForeignKey("batches.id"), nullable=False),
     Column("key", String(200), nullable=False),  # the manifest id: <key>.json etc.
     Column("line_no", Integer, nullable=False),
-    Column("source", Text, nullable=False),
+    Column("source", Text, nullable=False, index=True),
     Column("spec", JSON, nullable=False),
     Column("fingerprint", String(64), nullable=False),
     Column("source_stamp", String(100), nullable=True),
@@ -55,8 +55,8 @@ items = Table(
     Column("next_run_at", DateTime(timezone=True), nullable=True),
     Column("polls", Integer, nullable=False, default=0),
     Column("submitted_at", DateTime(timezone=True), nullable=True),
-    Column("provider_task_id", String(100), nullable=True),
-    Column("media_key", Text, nullable=True),  # where the normalized audio lives
+    Column("provider_task_id", String(100), nullable=True, index=True),
+    Column("media_key", Text, nullable=True, index=True),  # where the normalized audio lives
     Column("media_url", Text, nullable=True),  # the URL the provider was given
     Column("probe", JSON, nullable=True),
     Column("audio_duration_ms", Integer, nullable=True),
@@ -86,7 +86,7 @@ attempts = Table(
     Column("state", String(20), nullable=False),  # RUNNING | SUCCEEDED | FAILED | DEAD
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("finished_at", DateTime(timezone=True), nullable=True),
-    Column("provider_task_id", String(100), nullable=True),
+    Column("provider_task_id", String(100), nullable=True, index=True),
     Column("provider_request_id", String(100), nullable=True),
     Column("error_code", String(40), nullable=True),
     Column("error_message", Text, nullable=True),

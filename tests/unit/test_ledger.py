@@ -13,7 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 
 from pipeline.ledger import ItemSeed, Ledger, open_ledger, sqlite_url, utcnow
 from pipeline.ledger.repo import add_timing
@@ -265,3 +265,18 @@ def test_batch_status_report(ledger: Ledger) -> None:
     assert report is not None and report["done"] is True
     assert [f["id"] for f in report["failures"]] == ["b", "@line3"]
     assert batch_status(ledger, "no-such-batch") is None
+
+
+def test_migrations_build_the_schema_the_code_declares(ledger: Ledger) -> None:
+    """Alembic's head and ``pipeline.ledger.tables`` agree: every column and index the
+    queries rely on (by provider task, by media key, by source) exists after migrating."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from pipeline.ledger.tables import metadata
+
+    with ledger.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+        names = {ix["name"] for ix in inspect(conn).get_indexes("items")}
+    assert diff == []
+    assert {"ix_items_provider_task_id", "ix_items_media_key", "ix_items_source"} <= names
