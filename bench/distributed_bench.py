@@ -606,13 +606,13 @@ def steps_in_process(svc: Services, media: Media, n: int) -> list[tuple[str, flo
         rows = wctx.ledger.list_items(batch)
         for row in rows:
             task = timed("submit step", submit_step, wctx.flow, [row])
-            timed("dispatch after submit", after_submit, wctx, [row.id], task)
+            timed("dispatch after submit", after_submit, wctx, [row], task)
         wait_for(lambda b=batch: all(
             httpx.get(f"{svc.emulator}/_emulator/stats").json()["statuses"].get(s, 0) == 0
             for s in ("PENDING", "RUNNING")), 600, "the emulator to finish", every_s=0.5)
         for task_id in sorted({str(r.provider_task_id) for r in wctx.ledger.list_items(batch)}):
             ids = [r.id for r in wctx.ledger.by_task(task_id)]
-            if not timed("poll step (incl. persist)", poll_step, wctx.flow, task_id):
+            if timed("poll step (incl. persist)", poll_step, wctx.flow, task_id).read_back:
                 timed("dispatch after poll", dispatch_after, wctx, ids)  # as workers.tasks.poll
         assert ledger_counts(svc, batch) == {"SUCCEEDED": size}, ledger_counts(svc, batch)
         if not measured:

@@ -102,10 +102,11 @@ def submit(manifest: Path, out: str, engine: str | None, model: str | None,
 @click.option("--queues", "-Q", default="prepare,provider,transcribe",
               help="Comma-separated queues to consume.")
 @click.option("--concurrency", "-c", type=click.IntRange(1, 256),
-              help="Processes or threads (default: cores).")
-@click.option("--pool", "-P", type=click.Choice(["prefork", "threads", "solo"]),
-              default="prefork", show_default=True,
-              help="threads suits the I/O-only provider queue: no per-task process hand-off.")
+              help="Processes or threads (default: cores; 8 threads for the provider queue).")
+@click.option("--pool", "-P", type=click.Choice(["auto", "prefork", "threads", "solo"]),
+              default="auto", show_default=True,
+              help="auto: threads for the provider queue alone (it only waits on HTTP and "
+                   "the ledger), else prefork (ffmpeg and the model need processes).")
 @click.option("--metrics-port", type=int, help="Serve Prometheus metrics on this port.")
 @click.option("--name", "-n", help="Node name (default: bulkscribe-<queues>@host).")
 @click.option("--config", type=click.Path(dir_okay=False))
@@ -127,11 +128,25 @@ def worker(queues: str, concurrency: int | None, pool: str, metrics_port: int | 
         from workers.metrics import serve
 
         serve(port)
+    pool, concurrency = worker_pool(queues, pool, concurrency)
     argv = ["worker", "-Q", queues, "-P", pool, "--loglevel", settings.log_level.upper(),
             "-n", name or f"bulkscribe-{queues.replace(',', '-')}@%h"]
     if concurrency:
         argv += ["-c", str(concurrency)]
     app.worker_main(argv=argv)
+
+
+def worker_pool(queues: str, pool: str, concurrency: int | None) -> tuple[str, int | None]:
+    """The Celery pool and concurrency for ``--pool``: auto picks threads (8 unless given)
+    for a worker on the provider queue alone, prefork otherwise."""
+    if pool != "auto":
+        return pool, concurrency
+    if {q.strip() for q in queues.split(",") if q.strip()} == {"provider"}:
+        return "threads", concurrency or PROVIDER_THREADS
+    return "prefork", concurrency
+
+
+PROVIDER_THREADS = 8
 
 
 @click.command()

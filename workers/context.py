@@ -11,6 +11,7 @@ import socket
 import tempfile
 import threading
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from pipeline.settings import Settings
 from pipeline.storage import open_store, split_url
 from pipeline.wiring import build_context, http_client, media_store
 from workers import metrics
-from workers.dispatch import first_poll_slack
+from workers.dispatch import hands_off
 from workers.limits import RedisGate, RedisTokenBucket
 
 
@@ -103,5 +104,5 @@ def build_worker_context(settings: Settings) -> WorkerContext:
         limiter=RedisTokenBucket(r, settings.provider.requests_per_s),
         gate=RedisGate(r, settings.provider.max_inflight_tasks, ledger.inflight_tasks),
         lease_s=settings.distributed.lease_s, events=metrics.record,
-        first_poll_slack_s=first_poll_slack(settings))
+        handoff_s=settings.distributed.redispatch_s, hands_off=partial(hands_off, settings))
     return WorkerContext(settings, flow, r)

@@ -36,11 +36,14 @@ def batch_size(wctx: Any, model: str) -> int:
     return wctx.settings.provider.batch_size if is_funasr(model) else 1
 
 
-def send(wctx: Any, job: Job, *, countdown: float = 0.0) -> None:
+def send(wctx: Any, job: Job, *, countdown: float = 0.0, marked: bool = False) -> None:
+    """Queue ``job``; unless ``marked`` (the step that led here wrote a mark with slack for
+    this message), first push its rows' ``next_run_at`` past the message's expected start."""
     from workers import tasks
 
-    mark = utcnow() + timedelta(seconds=countdown + wctx.settings.distributed.redispatch_s)
-    wctx.ledger.mark_due(job.rows or wctx.ledger.get_many(job.ids), mark)
+    if not marked:
+        mark = utcnow() + timedelta(seconds=countdown + wctx.settings.distributed.redispatch_s)
+        wctx.ledger.mark_due(job.rows or wctx.ledger.get_many(job.ids), mark)
     if job.action is None:
         tasks.reconcile.apply_async((job.ids[0],), countdown=countdown)
     elif job.action is Action.POLL:
@@ -53,24 +56,41 @@ def send(wctx: Any, job: Job, *, countdown: float = 0.0) -> None:
         tasks.prepare.apply_async((job.ids[0],), countdown=countdown)
 
 
-def first_poll_slack(settings: Any) -> float:
-    """Slack on the first poll's ledger mark when the submit task queues that poll itself
-    (a countdown message); none when the wait is long enough to be left to the sweeper."""
-    if settings.poll.first_s > COUNTDOWN_MAX_S:
-        return 0.0
-    return float(settings.distributed.redispatch_s)
+def hands_off(settings: Any, row: ItemRow, next_step: Action, delay_s: float) -> bool:
+    """Whether the worker finishing a step of ``row`` queues ``next_step`` itself (so the
+    step's ledger mark carries slack for that message, see FlowContext.due_at).
+
+    Yes when it is due within COUNTDOWN_MAX_S, except a Fun-ASR submission: those wait for
+    the sweeper, which gathers up to ``batch_size`` prepared files into one task.
+    """
+    if delay_s > COUNTDOWN_MAX_S:
+        return False
+    model = str(row.spec.get("model") or settings.model)
+    return not (next_step is Action.SUBMIT and is_funasr(model)
+                and settings.provider.batch_size > 1)
 
 
-def after_submit(wctx: Any, item_ids: Sequence[str], provider_task: str | None) -> None:
+def hand_off(wctx: Any, prepared: ItemRow) -> bool:
+    """Queue a just-prepared item's submit or transcribe if its mark allows for that
+    message (then nothing needs to be read back); False if it is not this worker's to send."""
+    from pipeline.flow.steps import after_prepare
+
+    action = after_prepare(mode_of(wctx, prepared))
+    if not wctx.flow.handed_off(prepared, action, 0.0):
+        return False
+    send(wctx, Job(action, (prepared.id,), rows=(prepared,)), marked=True)
+    return True
+
+
+def after_submit(wctx: Any, rows: Sequence[ItemRow], provider_task: str | None) -> None:
     """After a submit step: queue the first poll of the new task, or whatever is next."""
     from workers import tasks
 
-    if provider_task is not None and wctx.flow.first_poll_slack_s > 0:
-        # The items' ledger mark already allows for this message (first_poll_slack_s), so
-        # there is no need to read them back to plan it.
-        tasks.poll.apply_async((provider_task,), countdown=wctx.settings.poll.first_s)
+    first_s = wctx.settings.poll.first_s
+    if provider_task is not None and wctx.flow.handed_off(rows[0], Action.POLL, first_s):
+        tasks.poll.apply_async((provider_task,), countdown=first_s)
     else:
-        dispatch_after(wctx, item_ids)
+        dispatch_after(wctx, [r.id for r in rows])
 
 
 def dispatch_after(wctx: Any, item_ids: Sequence[str]) -> int:

@@ -20,7 +20,7 @@ from pipeline.flow.steps import prepare_step, transcribe_step
 from pipeline.states import ItemState
 from workers.app import app
 from workers.context import worker_context
-from workers.dispatch import after_submit, dispatch_after, dispatch_rows
+from workers.dispatch import after_submit, dispatch_after, dispatch_rows, hand_off
 
 
 class LedgerTask(Task):  # type: ignore[misc]
@@ -48,8 +48,9 @@ def prepare(self: LedgerTask, item_id: str) -> None:
     if row is None or row.state is not ItemState.PENDING:
         return
     with bound_contextvars(batch_id=row.batch_id, item_id=row.key, task_id=self.request.id):
-        prepare_step(ctx.flow, row)
-        dispatch_after(ctx, [item_id])
+        prepared = prepare_step(ctx.flow, row)
+        if prepared is None or not hand_off(ctx, prepared):
+            dispatch_after(ctx, [item_id])  # failed or retrying, or a Fun-ASR file
 
 
 @app.task(**_opts(name="bulkscribe.transcribe"))
@@ -60,8 +61,8 @@ def transcribe(self: LedgerTask, item_id: str) -> None:
     if row is None or row.state is not ItemState.PREPARED:
         return
     with bound_contextvars(batch_id=row.batch_id, item_id=row.key, task_id=self.request.id):
-        transcribe_step(ctx.flow, row)
-        dispatch_after(ctx, [item_id])
+        if not transcribe_step(ctx.flow, row):  # succeeded: nothing comes next
+            dispatch_after(ctx, [item_id])
 
 
 @app.task(**_opts(name="bulkscribe.submit"))
@@ -72,7 +73,7 @@ def submit(self: LedgerTask, item_ids: list[str]) -> None:
     if not rows:
         return
     with bound_contextvars(batch_id=rows[0].batch_id, task_id=self.request.id):
-        after_submit(ctx, item_ids, submit_step(ctx.flow, rows))
+        after_submit(ctx, rows, submit_step(ctx.flow, rows))
 
 
 @app.task(**_opts(name="bulkscribe.poll"))
@@ -80,7 +81,10 @@ def poll(self: LedgerTask, provider_task_id: str) -> None:
     """Query one provider task once; never waits in the worker."""
     ctx = worker_context()
     with bound_contextvars(provider_task_id=provider_task_id, task_id=self.request.id):
-        if not poll_step(ctx.flow, provider_task_id):  # all persisted: nothing comes next
+        outcome = poll_step(ctx.flow, provider_task_id)
+        if outcome.again_in_s is not None:
+            poll.apply_async((provider_task_id,), countdown=outcome.again_in_s)
+        elif outcome.read_back:
             dispatch_rows(ctx, ctx.ledger.by_task(provider_task_id))
 
 

@@ -6,6 +6,7 @@ import contextlib
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +14,11 @@ import httpx
 
 from pipeline.asr.base import ClipEngine
 from pipeline.asr.catalog import ModelInfo, model_info
+from pipeline.flow.actions import Action
 from pipeline.flow.limits import SubmitGate
 from pipeline.flow.media import MediaKeeper, Publisher
 from pipeline.flow.outputs import OutputSink
-from pipeline.ledger import ItemRow, Ledger
+from pipeline.ledger import ItemRow, Ledger, utcnow
 from pipeline.models import AsrOptions, MediaLimits, NormalizedAudio, ProbeResult
 from pipeline.settings import LimitsSettings, PollSettings, RetrySettings
 from pipeline.sources import ObjectReader
@@ -54,9 +56,12 @@ class FlowContext:
     options: Mapping[str, Any] = field(default_factory=dict)  # run-wide provider options
     lease_s: float = 3600.0
     gate: SubmitGate | None = None  # caps provider tasks in flight (None: no cap)
-    # Distributed: the first poll's message is sent with the submit, so its ledger mark
-    # carries this much slack; the sweeper sends it again only if that message is lost.
-    first_poll_slack_s: float = 0.0
+    # Distributed: when a worker queues an item's next step itself right after this one
+    # (``hands_off(row, next_step, delay_s)``), the step's ledger mark carries ``handoff_s``
+    # of slack, so the sweeper sends that step again only if the message is lost. Embedded
+    # runs plan every step from the ledger: no slack.
+    handoff_s: float = 0.0
+    hands_off: Callable[[ItemRow, Action, float], bool] = lambda _row, _next, _delay_s: False
     prober: Callable[..., ProbeResult] = probe
     normalizer: Callable[..., NormalizedAudio] = normalize
     stop: threading.Event = field(default_factory=threading.Event)
@@ -67,6 +72,15 @@ class FlowContext:
     def emit(self, name: str, **fields: Any) -> None:
         with contextlib.suppress(Exception):  # observability must never fail a step
             self.events(name, fields)
+
+    def due_at(self, row: ItemRow, next_step: Action, delay_s: float,
+               now: datetime | None = None) -> datetime:
+        """The ``next_run_at`` for ``next_step``, due ``delay_s`` after the current step."""
+        slack = self.handoff_s if self.handed_off(row, next_step, delay_s) else 0.0
+        return (now or utcnow()) + timedelta(seconds=delay_s + slack)
+
+    def handed_off(self, row: ItemRow, next_step: Action, delay_s: float) -> bool:
+        return self.handoff_s > 0 and self.hands_off(row, next_step, delay_s)
 
     def info(self, row: ItemRow) -> ModelInfo:
         engine = str(row.spec.get("engine") or self.engine)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -34,6 +35,7 @@ from pipeline.errors import (
     ProviderRejected,
     TransientError,
 )
+from pipeline.flow.actions import Action
 from pipeline.flow.context import FlowContext
 from pipeline.flow.guard import handle_failure
 from pipeline.flow.steps import claim, finish, keep_alive
@@ -80,8 +82,7 @@ def submit_step(ctx: FlowContext, rows: Sequence[ItemRow]) -> str | None:
             ok = ctx.ledger.move(row.id, ItemState.SUBMITTING, ItemState.SUBMITTED,
                                  owner=ctx.owner, provider_task_id=submitted.task_id,
                                  submitted_at=now, polls=0,
-                                 next_run_at=now + timedelta(
-                                     seconds=ctx.poll.first_s + ctx.first_poll_slack_s),
+                                 next_run_at=ctx.due_at(row, Action.POLL, ctx.poll.first_s, now),
                                  timings=add_timing(row.timings, "submit", seconds),
                                  attempt={"provider_task_id": submitted.task_id,
                                           "provider_request_id": submitted.request_id})
@@ -155,14 +156,20 @@ def _ambiguous(exc: BaseException) -> bool:
     return status is None or status in (408, 504)
 
 
-def poll_step(ctx: FlowContext, task_id: str) -> bool:
-    """Query one provider task; schedule the next poll, or finish/fail its items.
+@dataclass(frozen=True, slots=True)
+class PollOutcome:
+    """What a poll leaves its driver to do. Neither: nothing (all persisted, or the next
+    poll is far enough off to be the sweeper's)."""
 
-    True when every item of the task was persisted: nothing is left to queue for them.
-    """
+    again_in_s: float | None = None  # queue the next poll then (the items' mark allows it)
+    read_back: bool = False  # items failed or went back for retry: dispatch from the ledger
+
+
+def poll_step(ctx: FlowContext, task_id: str) -> PollOutcome:
+    """Query one provider task; schedule the next poll, or finish/fail its items."""
     rows = [r for r in ctx.ledger.by_task(task_id) if r.state is ItemState.SUBMITTED]
     if not rows:
-        return False
+        return PollOutcome()
     first = rows[0]
     waited = (utcnow() - (first.submitted_at or utcnow())).total_seconds()
     with bound_contextvars(task_id=task_id, stage="poll"):
@@ -180,27 +187,25 @@ def poll_step(ctx: FlowContext, task_id: str) -> bool:
                                          f"{exc.message}")
                 for row in rows:
                     handle_failure(ctx, row, timeout, back_to=ItemState.PREPARED)
-                return False
+                return PollOutcome(read_back=True)
             # The provider or the network hiccuped: that says nothing about the task, so
             # try again later without spending the items' retries.
             delay = max(ctx.poll.max_s, exc.retry_after_s or 0.0)
-            _schedule(ctx, rows, delay, count=False)
             log.info("poll.error", error=exc.message, delay_s=delay)
-            return False
+            return _schedule(ctx, rows, delay, polls=first.polls)
         except Exception as exc:
             for row in rows:
                 handle_failure(ctx, row, exc)
-            return False
+            return PollOutcome(read_back=True)
         decision = decide(status, first.polls, waited, ctx.poll)
         if isinstance(decision, Wait):
-            _schedule(ctx, rows, decision.seconds, count=True)
-            return False
+            return _schedule(ctx, rows, decision.seconds, polls=first.polls + 1)
         if isinstance(decision, Failed):
             log.info("poll.failed", code=str(decision.code), error=decision.message)
             error = _task_failure(decision)
             for row in rows:
                 handle_failure(ctx, row, error, back_to=ItemState.PREPARED)
-            return False
+            return PollOutcome(read_back=True)
         assert isinstance(decision, Done)
         outcomes = file_outcomes(status, [str(r.media_url) for r in rows])
         persisted = 0
@@ -211,16 +216,15 @@ def poll_step(ctx: FlowContext, task_id: str) -> bool:
             else:
                 handle_failure(ctx, row, _file_failure(outcome.code, outcome.message),
                                back_to=ItemState.PREPARED)
-        return persisted == len(rows)
+        return PollOutcome(read_back=persisted < len(rows))
 
 
-def _schedule(ctx: FlowContext, rows: Sequence[ItemRow], delay_s: float, *, count: bool) -> None:
-    due = utcnow() + timedelta(seconds=delay_s)
-    for row in rows:
-        values: dict[str, Any] = {"next_run_at": due}
-        if count:
-            values["polls"] = row.polls + 1
-        ctx.ledger.update_if(row.id, ItemState.SUBMITTED, **values)
+def _schedule(ctx: FlowContext, rows: Sequence[ItemRow], delay_s: float, *,
+              polls: int) -> PollOutcome:
+    """The task's items wait ``delay_s`` for their next poll (one statement for them all)."""
+    ctx.ledger.mark_due(rows, ctx.due_at(rows[0], Action.POLL, delay_s), polls=polls)
+    handed = ctx.handed_off(rows[0], Action.POLL, delay_s)
+    return PollOutcome(again_in_s=delay_s if handed else None)
 
 
 def _task_failure(decision: Failed) -> PipelineError:
@@ -331,4 +335,4 @@ def _find_lost_task(ctx: FlowContext, row: ItemRow) -> tuple[str, str | None, tu
     return ("unsure", None, ()) if unsure else ("absent", None, ())
 
 
-__all__ = ["persist_step", "poll_step", "reconcile_submitting", "submit_step"]
+__all__ = ["PollOutcome", "persist_step", "poll_step", "reconcile_submitting", "submit_step"]

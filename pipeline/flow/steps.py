@@ -12,11 +12,13 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 from structlog.contextvars import bound_contextvars
 
 from pipeline.asr.catalog import Mode
+from pipeline.flow.actions import Action
 from pipeline.flow.context import FlowContext
 from pipeline.flow.guard import handle_failure
 from pipeline.flow.media import to_flac
@@ -60,18 +62,21 @@ def keep_alive(ctx: FlowContext, row: ItemRow) -> Iterator[None]:
 
 def advance(ctx: FlowContext, row: ItemRow, new: ItemState, **values: Any) -> bool:
     """Leave a claimed state; False means the claim was lost (lease expired and re-taken)."""
-    ok = ctx.ledger.move(row.id, row.state, new, owner=ctx.owner, tries=0, next_run_at=None,
-                         **values)
+    values.setdefault("next_run_at", None)
+    ok = ctx.ledger.move(row.id, row.state, new, owner=ctx.owner, tries=0, **values)
     if not ok:
         log.warning("item.claim_lost", item_id=row.key, state=row.state.value)
     return ok
 
 
-def prepare_step(ctx: FlowContext, row: ItemRow) -> None:
-    """PENDING → PREPARED: probe, normalize, keep the audio where the next step finds it."""
+def prepare_step(ctx: FlowContext, row: ItemRow) -> ItemRow | None:
+    """PENDING → PREPARED: probe, normalize, keep the audio where the next step finds it.
+
+    The item as it now stands once PREPARED, else None.
+    """
     claimed = claim(ctx, row, ItemState.PENDING, ItemState.PREPARING)
     if claimed is None:
-        return
+        return None
     workdir = ctx.workdir(claimed)
     with bound_contextvars(batch_id=row.batch_id, item_id=row.key, attempt=claimed.attempt,
                            stage="prepare"), \
@@ -101,23 +106,36 @@ def prepare_step(ctx: FlowContext, row: ItemRow) -> None:
             ctx.emit("stage.done", stage="prepare", seconds=seconds)
             facts = prepared.probe.as_dict() | {"offset_s": prepared.audio.offset_s,
                                                 "normalized_s": prepared.audio.duration_s}
+            # The item as it will stand once PREPARED (returned: nothing to read back).
+            done = replace(claimed, state=ItemState.PREPARED, lease_owner=None,
+                           lease_until=None, tries=0, media_key=key, probe=facts,
+                           audio_duration_ms=int(round(prepared.audio.duration_s * 1000)),
+                           error_code=None, error_message=None,
+                           timings=add_timing(claimed.timings, "prepare", seconds),
+                           next_run_at=ctx.due_at(claimed, after_prepare(info.mode), 0.0))
             if advance(ctx, claimed, ItemState.PREPARED, media_key=key, probe=facts,
-                       audio_duration_ms=int(round(prepared.audio.duration_s * 1000)),
-                       error_code=None, error_message=None,
-                       timings=add_timing(claimed.timings, "prepare", seconds)):
+                       audio_duration_ms=done.audio_duration_ms, error_code=None,
+                       error_message=None, timings=done.timings, next_run_at=done.next_run_at):
                 log.info("prepare.done", duration_s=round(prepared.probe.duration_s, 3),
                          codec=prepared.probe.codec, seconds=round(seconds, 3))
+                return done
         except Exception as exc:
             handle_failure(ctx, claimed, exc)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+    return None
 
 
-def transcribe_step(ctx: FlowContext, row: ItemRow) -> None:
-    """PREPARED → SUCCEEDED for clip engines (local faster-whisper, sync DashScope)."""
+def after_prepare(mode: Mode) -> Action:
+    return Action.TRANSCRIBE if mode is Mode.CLIP else Action.SUBMIT
+
+
+def transcribe_step(ctx: FlowContext, row: ItemRow) -> bool:
+    """PREPARED → SUCCEEDED for clip engines (local faster-whisper, sync DashScope).
+    True once the item is SUCCEEDED."""
     claimed = claim(ctx, row, ItemState.PREPARED, ItemState.TRANSCRIBING)
     if claimed is None:
-        return
+        return False
     workdir = ctx.workdir(claimed)
     with bound_contextvars(batch_id=row.batch_id, item_id=row.key, attempt=claimed.attempt,
                            stage="transcribe"), \
@@ -133,14 +151,16 @@ def transcribe_step(ctx: FlowContext, row: ItemRow) -> None:
                                          ctx.asr_options(claimed), channel_id=channel)
             seconds = time.monotonic() - t0
             ctx.emit("stage.done", stage="transcribe", seconds=seconds)
-            finish(ctx, claimed, [transcript],
-                   timings=add_timing(claimed.timings, "transcribe", seconds))
+            done = finish(ctx, claimed, [transcript],
+                          timings=add_timing(claimed.timings, "transcribe", seconds))
             log.info("transcribe.done", seconds=round(seconds, 3),
                      sentences=len(transcript.sentences))
+            return done
         except Exception as exc:
             handle_failure(ctx, claimed, exc)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+    return False
 
 
 def finish(ctx: FlowContext, claimed: ItemRow, transcripts: Sequence[Transcript], *,
@@ -155,7 +175,7 @@ def finish(ctx: FlowContext, claimed: ItemRow, transcripts: Sequence[Transcript]
     timings = add_timing(timings or claimed.timings, "persist", time.monotonic() - t0)
     if advance(ctx, claimed, ItemState.SUCCEEDED, outputs=outputs, error_code=None,
                error_message=None, error_detail=None, timings=timings,
-               attempt=attempt_end(claimed.id, ItemState.SUCCEEDED, timings=timings)):
+               attempt=attempt_end(ItemState.SUCCEEDED, timings=timings)):
         ctx.emit("item.succeeded")
         if claimed.media_key:
             with ctx.ledger.media_guard(claimed.media_key) as users:

@@ -7,6 +7,7 @@ states, by the lease owner), so a redelivered message or a second worker does no
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import threading
 import uuid
@@ -16,7 +17,19 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import JSON, Engine, and_, func, insert, literal, or_, select, text, update
+from sqlalchemy import (
+    Engine,
+    Select,
+    Update,
+    and_,
+    bindparam,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 
 from pipeline.ledger.tables import attempts, batches, items
 from pipeline.states import CLAIMED_FROM, TERMINAL, ItemState
@@ -68,12 +81,57 @@ class ItemRow:
     @classmethod
     def from_row(cls, row: Any) -> ItemRow:
         m = row._mapping
-        values = {f.name: m[f.name] for f in fields(cls)}
+        values = {name: m[name] for name in _ROW_FIELDS}
         values["state"] = ItemState(values["state"])
-        for k in ("lease_until", "next_run_at", "submitted_at", "created_at", "updated_at",
-                  "finished_at"):
+        for k in _ROW_TIMES:
             values[k] = _aware(values[k])
         return cls(**values)
+
+
+_ROW_FIELDS = tuple(f.name for f in fields(ItemRow))
+_ROW_TIMES = ("lease_until", "next_run_at", "submitted_at", "created_at", "updated_at",
+              "finished_at")
+
+
+# The statements of the hot paths (every step of every item) are built once. Executed
+# with a parameter dict, an UPDATE without .values() sets the columns named in it; the
+# WHERE clause takes ``w_*`` parameters. A reused statement object skips construction and
+# cache-key generation, which is about half of SQLAlchemy's client CPU per statement.
+@functools.cache
+def _cas(*, owner: bool = False, lease_before: bool = False, returning: str = "") -> Update:
+    """UPDATE items … WHERE id = :w_id AND state = :w_state [AND owner] [AND lease <]."""
+    cond = [items.c.id == bindparam("w_id"), items.c.state == bindparam("w_state")]
+    if owner:
+        cond.append(items.c.lease_owner == bindparam("w_owner"))
+    if lease_before:
+        cond.append(items.c.lease_until < bindparam("w_lease_before"))
+    stmt = update(items).where(and_(*cond))
+    if returning == "row":
+        return stmt.returning(*items.c)
+    if returning == "attempt":
+        return stmt.returning(items.c.attempt, items.c.timings)
+    return stmt
+
+
+@functools.cache
+def _select_items(by: str) -> Select[Any]:
+    if by == "ids":
+        return select(items).where(items.c.id.in_(bindparam("w_ids", expanding=True)))
+    return select(items).where(items.c[by] == bindparam("w_value")).order_by(items.c.line_no)
+
+
+_MARK_DUE = update(items).where(and_(items.c.id.in_(bindparam("w_ids", expanding=True)),
+                                     items.c.state == bindparam("w_state")))
+_CLOSE_ATTEMPT = update(attempts).where(and_(attempts.c.item_id == bindparam("w_id"),
+                                             attempts.c.number == bindparam("w_number")))
+_REFS = select(func.count()).where(and_(
+    items.c.media_key == bindparam("w_key"),
+    items.c.state.not_in([s.value for s in TERMINAL])))
+_INFLIGHT = select(
+    select(func.count(func.distinct(items.c.provider_task_id)))
+    .where(items.c.state.in_([ItemState.SUBMITTED.value, ItemState.PERSISTING.value]))
+    .scalar_subquery()
+    + select(func.count()).where(items.c.state == ItemState.SUBMITTING.value).scalar_subquery())
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,7 +299,7 @@ class Ledger:
 
     def get(self, item_id: str) -> ItemRow | None:
         with self._single.connect() as conn:
-            row = conn.execute(select(items).where(items.c.id == item_id)).first()
+            row = conn.execute(_select_items("id"), {"w_value": item_id}).first()
         return ItemRow.from_row(row) if row else None
 
     def get_many(self, item_ids: Iterable[str]) -> list[ItemRow]:
@@ -251,7 +309,7 @@ class Ledger:
             return []
         with self._single.connect() as conn:
             found = {r.id: ItemRow.from_row(r)
-                     for r in conn.execute(select(items).where(items.c.id.in_(wanted)))}
+                     for r in conn.execute(_select_items("ids"), {"w_ids": wanted})}
         return [found[i] for i in wanted if i in found]
 
     def list_items(self, batch_id: str | None = None, *,
@@ -281,13 +339,11 @@ class Ledger:
         """CAS ``expected`` → claimed ``to`` with a lease (and ``values``); None if someone
         else has it."""
         now = utcnow()
-        stmt = (update(items)
-                .where(and_(items.c.id == item_id, items.c.state == expected.value))
-                .values(state=to.value, lease_owner=owner,
-                        lease_until=now + timedelta(seconds=lease_s), updated_at=now, **values)
-                .returning(*items.c))  # the claimed row in the same round trip
-        with self._single.connect() as conn:
-            row = conn.execute(stmt).first()
+        params = {"w_id": item_id, "w_state": expected.value, "state": to.value,
+                  "lease_owner": owner, "lease_until": now + timedelta(seconds=lease_s),
+                  "updated_at": now, **values}
+        with self._single.connect() as conn:  # the claimed row comes back in the same trip
+            row = conn.execute(_cas(returning="row"), params).first()
         return ItemRow.from_row(row) if row is not None else None
 
     def renew(self, item_id: str, state: ItemState, *, owner: str, lease_s: float) -> bool:
@@ -318,7 +374,7 @@ class Ledger:
         to = ItemState.DEAD if dead else ItemState.FAILED
         return self.move(item_id, expected, to, owner=owner, error_code=str(code),
                          error_message=message, error_detail=dict(detail or {}) or None,
-                         attempt=attempt_end(item_id, to, str(code), message, detail))
+                         attempt=attempt_end(to, str(code), message, detail))
 
     def adopt_task(self, task_id: str, media_urls: Sequence[str], *,
                    submitted_at: datetime) -> list[str]:
@@ -365,23 +421,24 @@ class Ledger:
     def _update(self, item_id: str, expected: ItemState, owner: str | None,
                 guard_lease_before: datetime | None = None,
                 attempt: Mapping[str, Any] | None = None, **values: Any) -> bool:
-        cond = [items.c.id == item_id, items.c.state == expected.value]
+        params = {"w_id": item_id, "w_state": expected.value, **values}
         if owner is not None:
-            cond.append(items.c.lease_owner == owner)
+            params["w_owner"] = owner
         if guard_lease_before is not None:
-            cond.append(items.c.lease_until < guard_lease_before)
+            params["w_lease_before"] = guard_lease_before
         if "state" in values:
-            values["state"] = ItemState(values["state"]).value
-        stmt = update(items).where(and_(*cond)).values(**values)
+            params["state"] = ItemState(values["state"]).value
+        shape = {"owner": owner is not None, "lease_before": guard_lease_before is not None}
         if not attempt:
             with self._single.connect() as conn:
-                return conn.execute(stmt).rowcount == 1
+                return conn.execute(_cas(**shape), params).rowcount == 1
         with self.engine.begin() as conn:
-            number = conn.execute(stmt.returning(items.c.attempt)).scalar()
-            if number is None:
+            moved = conn.execute(_cas(**shape, returning="attempt"), params).first()
+            if moved is None:
                 return False
-            conn.execute(update(attempts).where(and_(
-                attempts.c.item_id == item_id, attempts.c.number == number)).values(**attempt))
+            # An attempt closed without timings of its own keeps the item's (as just stored).
+            closing = {"timings": dict(moved.timings or {}), **attempt}
+            conn.execute(_CLOSE_ATTEMPT, {"w_id": item_id, "w_number": moved.attempt, **closing})
             return True
 
     def set_fields(self, item_id: str, **values: Any) -> None:
@@ -413,17 +470,18 @@ class Ledger:
         with self._single.connect() as conn:
             return [dict(t or {}) for t in conn.execute(query).scalars()]
 
-    def mark_due(self, rows: Iterable[ItemRow], at: datetime) -> int:
-        """``next_run_at = at`` for these rows, each only while still in the state read."""
+    def mark_due(self, rows: Iterable[ItemRow], at: datetime, **values: Any) -> int:
+        """``next_run_at = at`` (and ``values``) for these rows, each only while still in
+        the state read; one statement per state."""
         by_state: dict[ItemState, list[str]] = {}
         for row in rows:
             by_state.setdefault(row.state, []).append(row.id)
         marked = 0
         with self._single.connect() as conn:
             for state, ids in by_state.items():
-                marked += conn.execute(update(items).where(and_(
-                    items.c.id.in_(ids), items.c.state == state.value)).values(
-                    next_run_at=at, updated_at=utcnow())).rowcount
+                marked += conn.execute(_MARK_DUE, {"w_ids": ids, "w_state": state.value,
+                                                   "next_run_at": at, "updated_at": utcnow(),
+                                                   **values}).rowcount
         return marked
 
     def update_if(self, item_id: str, state: ItemState, **values: Any) -> bool:
@@ -432,8 +490,7 @@ class Ledger:
 
     def by_task(self, task_id: str) -> list[ItemRow]:
         with self._single.connect() as conn:
-            rows = conn.execute(select(items).where(items.c.provider_task_id == task_id)
-                                .order_by(items.c.line_no))
+            rows = conn.execute(_select_items("provider_task_id"), {"w_value": task_id})
             return [ItemRow.from_row(r) for r in rows]
 
     def known_task_ids(self, task_ids: Sequence[str]) -> set[str]:
@@ -449,13 +506,8 @@ class Ledger:
 
     def inflight_tasks(self) -> int:
         """Provider tasks submitted and not yet finished with, across every batch."""
-        tasks = (select(func.count(func.distinct(items.c.provider_task_id)))
-                 .where(items.c.state.in_([ItemState.SUBMITTED.value,
-                                           ItemState.PERSISTING.value])).scalar_subquery())
-        sending = (select(func.count()).where(items.c.state == ItemState.SUBMITTING.value)
-                   .scalar_subquery())
         with self._single.connect() as conn:
-            return int(conn.execute(select(tasks + sending)).scalar() or 0)
+            return int(conn.execute(_INFLIGHT).scalar() or 0)
 
     def count_states(self, *states: ItemState) -> int:
         with self._single.connect() as conn:
@@ -482,29 +534,22 @@ class Ledger:
         lock_id = int.from_bytes(digest, "big", signed=True)
         with self.engine.begin() as conn:
             conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": lock_id})
-            yield lambda: int(conn.execute(_refs_query(key)).scalar() or 0)
+            yield lambda: int(conn.execute(_REFS, {"w_key": key}).scalar() or 0)
 
     def media_refs(self, key: str) -> int:
         """Items not yet finished that still need the stored audio under ``key``."""
         with self._single.connect() as conn:
-            return int(conn.execute(_refs_query(key)).scalar() or 0)
+            return int(conn.execute(_REFS, {"w_key": key}).scalar() or 0)
 
 
-def attempt_end(item_id: str, state: ItemState, code: str | None = None,
-                message: str | None = None, detail: Mapping[str, Any] | None = None, *,
+def attempt_end(state: ItemState, code: str | None = None, message: str | None = None,
+                detail: Mapping[str, Any] | None = None, *,
                 timings: Mapping[str, float] | None = None) -> dict[str, Any]:
     """An attempt's closing values, for ``move(attempt=...)``; its stage timings are
-    ``timings`` when the caller has them, else copied from the item."""
-    stored = select(items.c.timings).where(items.c.id == item_id).scalar_subquery()
-    return {"state": state.value, "finished_at": utcnow(), "error_code": code,
-            "error_message": message, "error_detail": dict(detail or {}) or None,
-            "timings": dict(timings) if timings is not None
-            else func.coalesce(stored, literal({}, JSON))}
-
-
-def _refs_query(key: str) -> Any:
-    return select(func.count()).where(and_(
-        items.c.media_key == key, items.c.state.not_in([s.value for s in TERMINAL])))
+    ``timings`` when the caller has them, else the item's."""
+    end = {"state": state.value, "finished_at": utcnow(), "error_code": code,
+           "error_message": message, "error_detail": dict(detail or {}) or None}
+    return end if timings is None else {**end, "timings": dict(timings)}
 
 
 def add_timing(timings: Mapping[str, float] | None, stage: str,

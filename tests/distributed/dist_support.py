@@ -341,10 +341,11 @@ class Cluster:
 
     # processes ---------------------------------------------------------------------------
     def worker(self, concurrency: int = 2, queues: str = "prepare,provider,transcribe",
-               env: dict[str, str] | None = None, wait: bool = True) -> Proc:
+               env: dict[str, str] | None = None, wait: bool = True,
+               pool: str = "auto") -> Proc:
         n = len(self.procs)
         proc = spawn(f"worker{n}", [str(BULKSCRIBE), "worker", "-c", str(concurrency), "-Q",
-                                    queues, "-n", f"w{n}-{uuid.uuid4().hex[:6]}@%h"],
+                                    queues, "-P", pool, "-n", f"w{n}-{uuid.uuid4().hex[:6]}@%h"],
                      self.tmp / f"worker{n}.log", {**self.env, **(env or {})})
         self.procs.append(proc)
         if wait:

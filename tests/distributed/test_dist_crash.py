@@ -31,10 +31,14 @@ def _events(path: Path, name: str) -> list[dict[str, object]]:
     return out
 
 
-@pytest.mark.parametrize("stage", ["prepare", "submit", "poll", "persist"])
-def test_kill_worker_in_stage(stage: str, cluster: Cluster, clips: Clips) -> None:
+@pytest.mark.parametrize(("stage", "pool"), [
+    ("prepare", "prefork"), ("submit", "prefork"), ("poll", "prefork"), ("persist", "prefork"),
+    ("submit", "threads"), ("poll", "threads"), ("persist", "threads")])
+def test_kill_worker_in_stage(stage: str, pool: str, cluster: Cluster, clips: Clips) -> None:
     """A worker killed with SIGKILL in any stage: a fresh worker finishes every item, and
-    each file reaches the provider exactly once."""
+    each file reaches the provider exactly once. The provider stages are run twice: on a
+    worker of every queue (prefork), and on a provider-only worker (threads, as
+    ``--pool auto`` picks for it) beside a separate preparer."""
     entries = distinct_entries(clips, 5, prefix=stage)
     slow = None
     if stage == "prepare":
@@ -59,7 +63,12 @@ def test_kill_worker_in_stage(stage: str, cluster: Cluster, clips: Clips) -> Non
             cluster.wait_states(batch, lambda c: c["PREPARED"] == len(entries), 60,
                                 "all items PREPARED")
             preparer.stop()
-        victim = cluster.worker(concurrency=2)
+        if pool == "threads":
+            if stage != "submit":
+                cluster.worker(concurrency=2, queues="prepare")
+            victim = cluster.worker(queues="provider", pool="threads")
+        else:
+            victim = cluster.worker(concurrency=2)
         cluster.beat()
         if stage != "submit":
             batch = cluster.submit(entries, "--engine", "dashscope", "--model", "fun-asr")
