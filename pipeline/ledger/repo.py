@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     Engine,
     Select,
     Update,
@@ -25,6 +26,7 @@ from sqlalchemy import (
     bindparam,
     func,
     insert,
+    literal,
     or_,
     select,
     text,
@@ -111,6 +113,25 @@ def _cas(*, owner: bool = False, lease_before: bool = False, returning: str = ""
     if returning == "attempt":
         return stmt.returning(items.c.attempt, items.c.timings)
     return stmt
+
+
+@functools.cache
+def _cas_closing(*, owner: bool, lease_before: bool, item_keys: tuple[str, ...],
+                 attempt_keys: tuple[str, ...]) -> Update:
+    """PostgreSQL: an item's compare-and-set and its attempt's facts in one statement (the
+    item's UPDATE as a data-modifying CTE): no BEGIN/COMMIT round trips. A row comes back
+    only if the item moved. Item values are ``i_*`` parameters, attempt values ``a_*``; an
+    attempt given no timings keeps the item's."""
+    moved = (_cas(owner=owner, lease_before=lease_before)
+             .values({k: bindparam(f"i_{k}", type_=items.c[k].type) for k in item_keys})
+             .returning(items.c.attempt, items.c.timings).cte("moved"))
+    closing: dict[str, Any] = {k: bindparam(f"a_{k}", type_=attempts.c[k].type)
+                               for k in attempt_keys}
+    closing.setdefault("timings", func.coalesce(moved.c.timings, literal({}, JSON)))
+    return (update(attempts)
+            .where(and_(attempts.c.item_id == bindparam("w_id"),
+                        attempts.c.number == moved.c.attempt))
+            .values(closing).returning(attempts.c.number))
 
 
 @functools.cache
@@ -432,7 +453,16 @@ class Ledger:
         if not attempt:
             with self._single.connect() as conn:
                 return conn.execute(_cas(**shape), params).rowcount == 1
-        with self.engine.begin() as conn:
+        if self.engine.dialect.name == "postgresql":
+            item_values = {k: v for k, v in params.items() if not k.startswith("w_")}
+            stmt = _cas_closing(**shape, item_keys=tuple(sorted(item_values)),
+                                attempt_keys=tuple(sorted(attempt)))
+            one = {**{k: v for k, v in params.items() if k.startswith("w_")},
+                   **{f"i_{k}": v for k, v in item_values.items()},
+                   **{f"a_{k}": v for k, v in attempt.items()}}
+            with self._single.connect() as conn:
+                return conn.execute(stmt, one).first() is not None
+        with self.engine.begin() as conn:  # SQLite: no DML in a CTE
             moved = conn.execute(_cas(**shape, returning="attempt"), params).first()
             if moved is None:
                 return False

@@ -1,9 +1,5 @@
-"""Fixtures and helpers for the emulator tests.
-
-Not a ``conftest.py`` on purpose: a second module named ``conftest`` would replace the suite's
-root one in ``sys.modules`` for every test module collected after this directory, breaking
-their ``from support import wer``. Test modules import the fixtures they use from here.
-"""
+"""Fixtures and helpers for the emulator tests (the fixtures reach the tests through this
+directory's conftest.py)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
 """The emulator's HTTP API without the model: validation, task lifecycle, uploads, errors."""
 
-# Fixtures come from emulator_support (see its docstring for why not a conftest.py);
-# pytest injects them by parameter name, which ruff reads as a redefinition.
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import base64
@@ -14,13 +10,10 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from emulator_support import (  # noqa: F401  (fixtures are used by name)
+from emulator_support import (
     SUBMIT,
     FakeClock,
     listed,
-    media_url,
-    point_sdk,
-    start,
     submit,
     wait_for,
 )

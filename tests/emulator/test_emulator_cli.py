@@ -1,9 +1,5 @@
 """``bulkscribe emulator`` as a real subprocess: options, auth and one real transcription."""
 
-# Fixtures come from emulator_support (see its docstring for why not a conftest.py);
-# pytest injects them by parameter name, which ruff reads as a redefinition.
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import subprocess
@@ -14,7 +10,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from emulator_support import media_url, point_sdk  # noqa: F401  (fixtures are used by name)
 from support import wer
 
 from pipeline.emulator.server import free_port

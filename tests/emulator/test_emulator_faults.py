@@ -1,9 +1,5 @@
 """Injected faults, authentication, queueing and expiry, over real HTTP (no model needed)."""
 
-# Fixtures come from emulator_support (see its docstring for why not a conftest.py);
-# pytest injects them by parameter name, which ruff reads as a redefinition.
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -11,12 +7,10 @@ from collections.abc import Callable
 import httpx
 import openai
 import pytest
-from emulator_support import (  # noqa: F401  (fixtures are used by name)
+from emulator_support import (
     HTTP,
     FakeClock,
     listed,
-    point_sdk,
-    start,
     submit,
     wait_for,
 )

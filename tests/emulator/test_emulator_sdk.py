@@ -1,9 +1,5 @@
 """The unmodified dashscope and openai SDKs against the emulator, with real transcripts."""
 
-# Fixtures come from emulator_support (see its docstring for why not a conftest.py);
-# pytest injects them by parameter name, which ruff reads as a redefinition.
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import base64
@@ -15,14 +11,9 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from emulator_support import (  # noqa: F401  (fixtures are used by name)
+from emulator_support import (
     HTTP,
     FakeClock,
-    media_url,
-    point_sdk,
-    real,
-    real_emulator,
-    start,
     stats,
     submit,
     wait_for,
