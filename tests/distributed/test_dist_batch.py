@@ -57,6 +57,30 @@ def test_fifty_files_end_to_end(cluster: Cluster, clips: Clips, tmp_path: Path) 
     assert stored.get("KeyCount", 0) == 0, [o["Key"] for o in stored.get("Contents", [])]
 
 
+def test_workers_hand_each_step_to_the_next_without_the_sweeper(cluster: Cluster,
+                                                                clips: Clips) -> None:
+    """With no beat running, filetrans items still go prepare → submit → polls → persist:
+    each worker queues the next step itself. The sweeper is only the safety net (and closes
+    the batch once it runs)."""
+    entries = [{"id": f"hand{i}", "source": str(f)} for i, f in enumerate(clips.files)]
+    cluster.em_config(latency_s=2.5)  # several polls find the task still running
+    try:
+        cluster.worker(concurrency=2)
+        batch = cluster.submit(entries, "--engine", "dashscope", "--model",
+                               "qwen3-asr-flash-filetrans")
+        cluster.wait_states(batch, lambda c: c["SUCCEEDED"] == len(entries), 90,
+                            "every item SUCCEEDED with no sweeper")
+    finally:
+        cluster.em_config(latency_s=0.3)
+    rows = cluster.rows(batch)
+    assert all(r.polls >= 2 for r in rows), [(r.key, r.polls) for r in rows]
+    assert all(n == 1 for n in cluster.submissions().values())
+    assert len(cluster.em_tasks()) == len(entries)
+    cluster.beat()
+    rows = cluster.wait_done(batch, timeout_s=30)
+    assert [r["status"] for r in cluster.results(batch)] == ["SUCCEEDED"] * len(entries)
+
+
 @pytest.mark.model
 def test_local_engine_through_transcribe_queue(cluster: Cluster, clips: Clips) -> None:
     """With --engine local items go PREPARED → transcribe queue → SUCCEEDED with real text."""

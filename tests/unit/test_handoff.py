@@ -1,0 +1,89 @@
+"""Which next steps a worker queues itself, and the ledger marks that allow for them.
+
+A step whose next step the worker sends at once (a countdown message) writes ``next_run_at``
+with ``redispatch_s`` of slack, so the sweeper does not send it a second time; everything
+else keeps an exact mark for the sweeper (or the embedded runner) to act on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any
+
+import pytest
+
+from pipeline.flow.actions import Action
+from pipeline.flow.context import FlowContext
+from pipeline.ledger import ItemRow
+from pipeline.settings import load_settings
+from pipeline.states import ItemState
+from workers.dispatch import COUNTDOWN_MAX_S, hands_off
+
+NOW = datetime(2026, 11, 26, 2, 0, tzinfo=UTC)
+
+
+def row(model: str, state: ItemState = ItemState.PREPARING) -> ItemRow:
+    return ItemRow(
+        id="i1", batch_id="b", key="k", line_no=1, source="/a.wav",
+        spec={"source": "/a.wav", "model": model}, fingerprint="f", source_stamp=None,
+        state=state, attempt=1, tries=0, lease_owner=None, lease_until=None, next_run_at=None,
+        polls=0, submitted_at=None, provider_task_id=None, media_key=None, media_url=None,
+        probe=None, audio_duration_ms=None, error_code=None, error_message=None,
+        error_detail=None, outputs=None, timings=None, created_at=NOW, updated_at=NOW,
+        finished_at=None)
+
+
+def flow(settings: Any, handoff_s: float) -> FlowContext:
+    # Only the hand-off fields matter here; the rest is never touched by due_at.
+    blank: Any = None
+    return FlowContext(
+        ledger=blank, owner="o", engine="dashscope", model=settings.model, language=None,
+        formats=("json",), retry=settings.retry, poll=settings.poll, limits=settings.limits,
+        media=blank, sinks=blank, scratch=blank, http=blank, clip_engine=blank,
+        handoff_s=handoff_s, hands_off=partial(hands_off, settings))
+
+
+@pytest.fixture
+def settings(monkeypatch: pytest.MonkeyPatch) -> Any:
+    for key in ("BULKSCRIBE_PROVIDER__BATCH_SIZE", "BULKSCRIBE_MODEL", "BULKSCRIBE_CONFIG"):
+        monkeypatch.delenv(key, raising=False)
+    return load_settings()
+
+
+def test_prepared_items_are_handed_off_except_funasr_batches(settings: Any) -> None:
+    assert hands_off(settings, row("qwen3-asr-flash-filetrans"), Action.SUBMIT, 0.0)
+    assert hands_off(settings, row("tiny.en"), Action.TRANSCRIBE, 0.0)
+    # Fun-ASR files wait for the sweeper, which puts up to batch_size of them in one task.
+    assert settings.provider.batch_size > 1
+    assert not hands_off(settings, row("fun-asr"), Action.SUBMIT, 0.0)
+    single = settings.model_copy(update={"provider": settings.provider.model_copy(
+        update={"batch_size": 1})})
+    assert hands_off(single, row("fun-asr"), Action.SUBMIT, 0.0)
+
+
+def test_polls_are_handed_off_only_within_the_countdown_horizon(settings: Any) -> None:
+    submitted = row("fun-asr", ItemState.SUBMITTED)
+    assert hands_off(settings, submitted, Action.POLL, 2.0)  # Fun-ASR polls too
+    assert hands_off(settings, submitted, Action.POLL, COUNTDOWN_MAX_S)
+    assert not hands_off(settings, submitted, Action.POLL, COUNTDOWN_MAX_S + 1)
+
+
+def test_marks_carry_slack_only_for_what_is_handed_off(settings: Any) -> None:
+    ctx = flow(settings, handoff_s=300.0)
+    filetrans = row("qwen3-asr-flash-filetrans")
+    assert ctx.due_at(filetrans, Action.SUBMIT, 0.0, NOW) == NOW + timedelta(seconds=300)
+    assert ctx.due_at(row("fun-asr"), Action.SUBMIT, 0.0, NOW) == NOW  # the sweeper's
+    polled = replace(filetrans, state=ItemState.SUBMITTED)
+    assert ctx.due_at(polled, Action.POLL, 5.0, NOW) == NOW + timedelta(seconds=305)
+    assert ctx.due_at(polled, Action.POLL, 600.0, NOW) == NOW + timedelta(seconds=600)
+    assert ctx.handed_off(polled, Action.POLL, 5.0)
+    assert not ctx.handed_off(polled, Action.POLL, 600.0)
+
+
+def test_embedded_runs_keep_exact_marks(settings: Any) -> None:
+    ctx = flow(settings, handoff_s=0.0)  # the embedded runner plans everything itself
+    filetrans = row("qwen3-asr-flash-filetrans")
+    assert ctx.due_at(filetrans, Action.SUBMIT, 0.0, NOW) == NOW
+    assert not ctx.handed_off(filetrans, Action.SUBMIT, 0.0)
