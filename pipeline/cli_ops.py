@@ -129,6 +129,10 @@ def worker(queues: str, concurrency: int | None, pool: str, metrics_port: int | 
 
         serve(port)
     pool, concurrency = worker_pool(queues, pool, concurrency)
+    if pool == "threads":  # tasks run in this process: build its context before they come
+        from workers.signals import warm_up
+
+        warm_up()
     argv = ["worker", "-Q", queues, "-P", pool, "--loglevel", settings.log_level.upper(),
             "-n", name or f"bulkscribe-{queues.replace(',', '-')}@%h"]
     if concurrency:

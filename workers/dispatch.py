@@ -56,6 +56,15 @@ def send(wctx: Any, job: Job, *, countdown: float = 0.0, marked: bool = False) -
         tasks.prepare.apply_async((job.ids[0],), countdown=countdown)
 
 
+def send_all(wctx: Any, jobs: Sequence[Job]) -> None:
+    """Queue ``jobs`` now, after marking all of their rows at once (one UPDATE per state,
+    not one per job: a sweep after an outage may queue thousands)."""
+    mark = utcnow() + timedelta(seconds=wctx.settings.distributed.redispatch_s)
+    wctx.ledger.mark_due([r for job in jobs for r in job.rows], mark)
+    for job in jobs:
+        send(wctx, job, marked=True)
+
+
 def hands_off(settings: Any, row: ItemRow, next_step: Action, delay_s: float) -> bool:
     """Whether the worker finishing a step of ``row`` queues ``next_step`` itself (so the
     step's ledger mark carries slack for that message, see FlowContext.due_at).

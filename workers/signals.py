@@ -1,4 +1,5 @@
-"""Worker process start: logging once per process, JSON to stderr for log shippers."""
+"""Worker process start: logging once per process (JSON to stderr for log shippers), and the
+worker context built before the first task rather than during it."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ from typing import Any
 
 from celery.signals import setup_logging, worker_process_init
 
-from pipeline.log import configure_logging
+from pipeline.log import configure_logging, get_logger
+
+log = get_logger("bulkscribe.worker")
 
 
 @setup_logging.connect
@@ -18,8 +21,22 @@ def _logging(**_: Any) -> None:
 
 @worker_process_init.connect
 def _child_started(**_: Any) -> None:
-    # Connections made by the parent must not be shared with a forked child; the worker
-    # context is built lazily per pid, so there is nothing to reset here beyond logging.
+    # Connections made by the parent must not be shared with a forked child: each pool
+    # process builds its own context (the context is kept per pid).
     from workers.app import settings
 
     configure_logging(level=settings().log_level, stderr_json=True)
+    warm_up()
+
+
+def warm_up() -> None:
+    """Build this process's worker context now (imports, ledger, Redis, storage and HTTP
+    clients: about half a second of CPU), so the first task neither waits for it nor is
+    charged with it. A failure is only logged: the first task builds it again, and its
+    retries cover a database or broker that is not up yet."""
+    from workers.context import worker_context
+
+    try:
+        worker_context()
+    except Exception as exc:  # startup must not kill the pool process
+        log.warning("worker.context_deferred", error=f"{type(exc).__name__}: {exc}")

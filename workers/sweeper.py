@@ -14,7 +14,7 @@ from pipeline.ledger import utcnow
 from pipeline.log import get_logger
 from pipeline.results import write_batch_results
 from pipeline.states import ItemState
-from workers.dispatch import batch_size, mode_of, send
+from workers.dispatch import batch_size, mode_of, send_all
 from workers.metrics import observe_sweep
 
 log = get_logger("bulkscribe.sweep")
@@ -50,8 +50,7 @@ def _sweep(wctx: Any) -> dict[str, int]:
                                                              ItemState.PREPARED),
         submit_room=wctx.settings.provider.max_inflight_tasks - ledger.inflight_tasks(),
         batch_size=lambda m: batch_size(wctx, m), default_model=wctx.settings.model)
-    for job in jobs:
-        send(wctx, job)
+    send_all(wctx, jobs)
     closed = 0
     for batch_id in ledger.open_batches():
         counts = ledger.counts(batch_id)
