@@ -49,6 +49,9 @@ class LimitsSettings(_Frozen):
 
 class RetrySettings(_Frozen):
     max_attempts: int = Field(4, ge=1)  # tries per stage before FAILED (embedded) / DEAD
+    # 429s waited out in a row (without spending tries) before the item is given up: with
+    # the default backoff, about an hour of throttling.
+    max_throttled: int = Field(20, ge=1)
     backoff_base_s: float = Field(2.0, ge=0)
     backoff_max_s: float = Field(300.0, ge=0)
 

@@ -2,8 +2,10 @@
 
 Transient errors put the item back where its claim came from with ``next_run_at`` pushed
 out by exponential backoff; once retries run out it is FAILED (embedded) or DEAD
-(distributed, the dead-letter set). Permanent errors fail it at once. An interrupted run
-(Ctrl-C) only gives its claims back.
+(distributed, the dead-letter set). Throttling (429) is the provider asking everyone to slow
+down, not a fault of the item: it backs off the same way without spending the item's tries,
+up to ``retry.max_throttled`` times in a row. Permanent errors fail it at once. An
+interrupted run (Ctrl-C) only gives its claims back.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from pipeline.errors import failure_of, is_retryable
+from pipeline.errors import FailureCode, failure_of, is_retryable
 from pipeline.flow.context import FlowContext
 from pipeline.ledger import ItemRow, utcnow
 from pipeline.log import get_logger
@@ -43,18 +45,21 @@ def handle_failure(ctx: FlowContext, row: ItemRow, exc: BaseException, *,
         message = f"{label}: {message}"  # every failure names its file
     retryable = is_retryable(exc)
     detail = dict(getattr(exc, "detail", {}) or {})
-    if retryable and latest.tries + 1 < ctx.retry.max_attempts:
-        delay = backoff_s(latest.tries, ctx.retry,
-                          retry_after_s=getattr(exc, "retry_after_s", None))
-        values: dict[str, Any] = {
-            "tries": latest.tries + 1, "next_run_at": utcnow() + timedelta(seconds=delay),
-            "error_code": str(code), "error_message": message}
-        if back_to is not None and latest.state is not back_to:
-            # e.g. a lost provider task: SUBMITTED goes back to PREPARED to be submitted anew.
-            ctx.ledger.move(row.id, latest.state, back_to, provider_task_id=None,
-                            media_url=None, **values)
-        else:
-            ctx.ledger.update_if(row.id, latest.state, **values)
+    retry_after = getattr(exc, "retry_after_s", None)
+    if retryable and code == FailureCode.PROVIDER_THROTTLED:
+        throttled = _throttled_in_a_row(latest) + 1
+        if throttled <= ctx.retry.max_throttled:
+            delay = backoff_s(throttled - 1, ctx.retry, retry_after_s=retry_after)
+            _retry_later(ctx, latest, back_to, delay, error_code=str(code),
+                         error_message=message, error_detail={"throttled": throttled})
+            log.info("item.throttled", item_id=latest.key, error=message,
+                     throttled=throttled, delay_s=round(delay, 2))
+            ctx.emit("item.retry", code=str(code))
+            return
+    elif retryable and latest.tries + 1 < ctx.retry.max_attempts:
+        delay = backoff_s(latest.tries, ctx.retry, retry_after_s=retry_after)
+        _retry_later(ctx, latest, back_to, delay, tries=latest.tries + 1,
+                     error_code=str(code), error_message=message)
         log.info("item.retry", item_id=latest.key, code=str(code), error=message,
                  tries=latest.tries + 1, delay_s=round(delay, 2))
         ctx.emit("item.retry", code=str(code))
@@ -66,3 +71,21 @@ def handle_failure(ctx: FlowContext, row: ItemRow, exc: BaseException, *,
     log.info("item.dead" if dead else "item.failed", item_id=latest.key, code=str(code),
              error=message)
     ctx.emit("item.dead" if dead else "item.failed", code=str(code))
+
+
+def _retry_later(ctx: FlowContext, latest: ItemRow, back_to: ItemState | None, delay_s: float,
+                 **values: Any) -> None:
+    values["next_run_at"] = utcnow() + timedelta(seconds=delay_s)
+    if back_to is not None and latest.state is not back_to:
+        # e.g. a lost provider task: SUBMITTED goes back to PREPARED to be submitted anew.
+        ctx.ledger.move(latest.id, latest.state, back_to, provider_task_id=None,
+                        media_url=None, **values)
+    else:
+        ctx.ledger.update_if(latest.id, latest.state, **values)
+
+
+def _throttled_in_a_row(row: ItemRow) -> int:
+    """How many 429s this item has waited out since anything else happened to it."""
+    if row.error_code != FailureCode.PROVIDER_THROTTLED.value:
+        return 0
+    return int(dict(row.error_detail or {}).get("throttled", 0))

@@ -81,7 +81,8 @@ def submit_step(ctx: FlowContext, rows: Sequence[ItemRow]) -> str | None:
             # let such items loop submit → give up → submit for ever, never reaching DEAD.
             ok = ctx.ledger.move(row.id, ItemState.SUBMITTING, ItemState.SUBMITTED,
                                  owner=ctx.owner, provider_task_id=submitted.task_id,
-                                 submitted_at=now, polls=0,
+                                 submitted_at=now, polls=0, error_code=None,
+                                 error_message=None, error_detail=None,
                                  next_run_at=ctx.due_at(row, Action.POLL, ctx.poll.first_s, now),
                                  timings=add_timing(row.timings, "submit", seconds),
                                  attempt={"provider_task_id": submitted.task_id,
