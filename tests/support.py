@@ -9,6 +9,10 @@ from __future__ import annotations
 import re
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pipeline.flow.context import FlowContext
 
 LIBRIVOX_DIR = Path("/usr/share/pocketsphinx/test/data/librivox")
 
@@ -51,3 +55,18 @@ def wer(reference: str, hypothesis: str) -> float:
     import jiwer
 
     return float(jiwer.wer(normalize_words(reference), normalize_words(hypothesis)))
+
+
+def bare_flow(**fields: Any) -> FlowContext:
+    """A FlowContext with default settings and nothing wired but ``fields``: for tests of
+    logic that only touches a few of its parts (the ledger, retry, hand-offs)."""
+    from pipeline.flow.context import FlowContext
+    from pipeline.settings import load_settings
+
+    settings = load_settings()
+    blank: Any = None
+    defaults: dict[str, Any] = dict(
+        ledger=blank, owner="me", engine="dashscope", model=settings.model, language=None,
+        formats=("json",), retry=settings.retry, poll=settings.poll, limits=settings.limits,
+        media=blank, sinks=blank, scratch=blank, http=blank, clip_engine=blank)
+    return FlowContext(**{**defaults, **fields})

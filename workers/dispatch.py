@@ -14,7 +14,7 @@ from typing import Any
 from pipeline.asr.catalog import Mode
 from pipeline.asr.dashscope.params import is_funasr
 from pipeline.errors import PipelineError
-from pipeline.flow.actions import Action
+from pipeline.flow.actions import Action, after_prepare
 from pipeline.flow.plan import Job, plan_jobs
 from pipeline.ledger import ItemRow, utcnow
 from pipeline.log import get_logger
@@ -42,8 +42,7 @@ def send(wctx: Any, job: Job, *, countdown: float = 0.0, marked: bool = False) -
     from workers import tasks
 
     if not marked:
-        mark = utcnow() + timedelta(seconds=countdown + wctx.settings.distributed.redispatch_s)
-        wctx.ledger.mark_due(job.rows or wctx.ledger.get_many(job.ids), mark)
+        _mark(wctx, job.rows or wctx.ledger.get_many(job.ids), countdown)
     if job.action is None:
         tasks.reconcile.apply_async((job.ids[0],), countdown=countdown)
     elif job.action is Action.POLL:
@@ -59,31 +58,38 @@ def send(wctx: Any, job: Job, *, countdown: float = 0.0, marked: bool = False) -
 def send_all(wctx: Any, jobs: Sequence[Job]) -> None:
     """Queue ``jobs`` now, after marking all of their rows at once (one UPDATE per state,
     not one per job: a sweep after an outage may queue thousands)."""
-    mark = utcnow() + timedelta(seconds=wctx.settings.distributed.redispatch_s)
-    wctx.ledger.mark_due([r for job in jobs for r in job.rows], mark)
+    _mark(wctx, [r for job in jobs for r in job.rows], 0.0)
     for job in jobs:
         send(wctx, job, marked=True)
+
+
+def _mark(wctx: Any, rows: Sequence[ItemRow], countdown: float) -> None:
+    """Rows whose step is being queued: not due again until the message should have run."""
+    wctx.ledger.mark_due(rows, utcnow() + timedelta(
+        seconds=countdown + wctx.settings.distributed.redispatch_s))
+
+
+def left_to_sweeper(settings: Any, row: ItemRow) -> bool:
+    """A prepared Fun-ASR file is submitted by the sweeper, which gathers up to
+    ``provider.batch_size`` of them into one task; nothing else waits for it."""
+    model = str(row.spec.get("model") or settings.model)
+    return is_funasr(model) and settings.provider.batch_size > 1
 
 
 def hands_off(settings: Any, row: ItemRow, next_step: Action, delay_s: float) -> bool:
     """Whether the worker finishing a step of ``row`` queues ``next_step`` itself (so the
     step's ledger mark carries slack for that message, see FlowContext.due_at).
 
-    Yes when it is due within COUNTDOWN_MAX_S, except a Fun-ASR submission: those wait for
-    the sweeper, which gathers up to ``batch_size`` prepared files into one task.
+    Yes when it is due within COUNTDOWN_MAX_S, except a submission left to the sweeper.
     """
     if delay_s > COUNTDOWN_MAX_S:
         return False
-    model = str(row.spec.get("model") or settings.model)
-    return not (next_step is Action.SUBMIT and is_funasr(model)
-                and settings.provider.batch_size > 1)
+    return not (next_step is Action.SUBMIT and left_to_sweeper(settings, row))
 
 
 def hand_off(wctx: Any, prepared: ItemRow) -> bool:
     """Queue a just-prepared item's submit or transcribe if its mark allows for that
     message (then nothing needs to be read back); False if it is not this worker's to send."""
-    from pipeline.flow.steps import after_prepare
-
     action = after_prepare(mode_of(wctx, prepared))
     if not wctx.flow.handed_off(prepared, action, 0.0):
         return False
@@ -119,8 +125,8 @@ def dispatch_rows(wctx: Any, fresh: Sequence[ItemRow]) -> int:
                      default_model=wctx.settings.model)
     sent = 0
     for job in jobs:
-        if job.action is Action.SUBMIT and batch_size(wctx, str(job.rows[0].spec.get("model"))) > 1:
-            continue  # Fun-ASR batches are gathered by the sweeper
+        if job.action is Action.SUBMIT and left_to_sweeper(wctx.settings, job.rows[0]):
+            continue
         due = min((r.next_run_at for r in job.rows if r.next_run_at), default=now)
         send(wctx, job, countdown=max(0.0, (due - now).total_seconds()))
         sent += 1

@@ -28,10 +28,15 @@ def next_action(row: ItemRow, mode: Mode, now: datetime) -> Action | None:
     if row.state is ItemState.PENDING:
         return Action.PREPARE
     if row.state is ItemState.PREPARED:
-        return Action.TRANSCRIBE if mode is Mode.CLIP else Action.SUBMIT
+        return after_prepare(mode)
     if row.state is ItemState.SUBMITTED:
         return Action.POLL
     return None
+
+
+def after_prepare(mode: Mode) -> Action:
+    """The step a prepared item takes next: clip engines transcribe, async ones submit."""
+    return Action.TRANSCRIBE if mode is Mode.CLIP else Action.SUBMIT
 
 
 def queue_for(action: Action) -> str:

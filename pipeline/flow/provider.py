@@ -112,9 +112,7 @@ def _admitted(ctx: FlowContext) -> Iterator[int]:
 
 
 def _defer(ctx: FlowContext, rows: Sequence[ItemRow], delay_s: float) -> None:
-    due = utcnow() + timedelta(seconds=delay_s)
-    for row in rows:
-        ctx.ledger.update_if(row.id, ItemState.PREPARED, next_run_at=due)
+    ctx.ledger.mark_due(rows, utcnow() + timedelta(seconds=delay_s))
 
 
 def _client(ctx: FlowContext) -> Any:
@@ -126,7 +124,7 @@ def _client(ctx: FlowContext) -> Any:
 
 def _early_url(ctx: FlowContext, row: ItemRow) -> str | None:
     """The URL, when publishing is side-effect free: then it is written with the claim."""
-    if ctx.publisher is None or not getattr(ctx.publisher, "before_claim", False):
+    if ctx.publisher is None or not ctx.publisher.before_claim:
         return None
     return _url(ctx, row, str(row.spec.get("model") or ctx.model))
 

@@ -18,7 +18,7 @@ from typing import Any
 from structlog.contextvars import bound_contextvars
 
 from pipeline.asr.catalog import Mode
-from pipeline.flow.actions import Action
+from pipeline.flow.actions import after_prepare
 from pipeline.flow.context import FlowContext
 from pipeline.flow.guard import handle_failure
 from pipeline.flow.media import to_flac
@@ -106,28 +106,22 @@ def prepare_step(ctx: FlowContext, row: ItemRow) -> ItemRow | None:
             ctx.emit("stage.done", stage="prepare", seconds=seconds)
             facts = prepared.probe.as_dict() | {"offset_s": prepared.audio.offset_s,
                                                 "normalized_s": prepared.audio.duration_s}
-            # The item as it will stand once PREPARED (returned: nothing to read back).
-            done = replace(claimed, state=ItemState.PREPARED, lease_owner=None,
-                           lease_until=None, tries=0, media_key=key, probe=facts,
-                           audio_duration_ms=int(round(prepared.audio.duration_s * 1000)),
-                           error_code=None, error_message=None,
-                           timings=add_timing(claimed.timings, "prepare", seconds),
-                           next_run_at=ctx.due_at(claimed, after_prepare(info.mode), 0.0))
-            if advance(ctx, claimed, ItemState.PREPARED, media_key=key, probe=facts,
-                       audio_duration_ms=done.audio_duration_ms, error_code=None,
-                       error_message=None, timings=done.timings, next_run_at=done.next_run_at):
+            values: dict[str, Any] = dict(
+                media_key=key, probe=facts, error_code=None, error_message=None,
+                audio_duration_ms=int(round(prepared.audio.duration_s * 1000)),
+                timings=add_timing(claimed.timings, "prepare", seconds),
+                next_run_at=ctx.due_at(claimed, after_prepare(info.mode), 0.0))
+            if advance(ctx, claimed, ItemState.PREPARED, **values):
                 log.info("prepare.done", duration_s=round(prepared.probe.duration_s, 3),
                          codec=prepared.probe.codec, seconds=round(seconds, 3))
-                return done
+                # The item as it now stands: the caller need not read it back.
+                return replace(claimed, state=ItemState.PREPARED, lease_owner=None,
+                               lease_until=None, tries=0, **values)
         except Exception as exc:
             handle_failure(ctx, claimed, exc)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
     return None
-
-
-def after_prepare(mode: Mode) -> Action:
-    return Action.TRANSCRIBE if mode is Mode.CLIP else Action.SUBMIT
 
 
 def transcribe_step(ctx: FlowContext, row: ItemRow) -> bool:

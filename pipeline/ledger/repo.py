@@ -442,28 +442,26 @@ class Ledger:
     def _update(self, item_id: str, expected: ItemState, owner: str | None,
                 guard_lease_before: datetime | None = None,
                 attempt: Mapping[str, Any] | None = None, **values: Any) -> bool:
-        params = {"w_id": item_id, "w_state": expected.value, **values}
+        where: dict[str, Any] = {"w_id": item_id, "w_state": expected.value}
         if owner is not None:
-            params["w_owner"] = owner
+            where["w_owner"] = owner
         if guard_lease_before is not None:
-            params["w_lease_before"] = guard_lease_before
+            where["w_lease_before"] = guard_lease_before
         if "state" in values:
-            params["state"] = ItemState(values["state"]).value
+            values["state"] = ItemState(values["state"]).value
         shape = {"owner": owner is not None, "lease_before": guard_lease_before is not None}
         if not attempt:
             with self._single.connect() as conn:
-                return conn.execute(_cas(**shape), params).rowcount == 1
+                return conn.execute(_cas(**shape), {**where, **values}).rowcount == 1
         if self.engine.dialect.name == "postgresql":
-            item_values = {k: v for k, v in params.items() if not k.startswith("w_")}
-            stmt = _cas_closing(**shape, item_keys=tuple(sorted(item_values)),
+            stmt = _cas_closing(**shape, item_keys=tuple(sorted(values)),
                                 attempt_keys=tuple(sorted(attempt)))
-            one = {**{k: v for k, v in params.items() if k.startswith("w_")},
-                   **{f"i_{k}": v for k, v in item_values.items()},
-                   **{f"a_{k}": v for k, v in attempt.items()}}
+            params = {**where, **{f"i_{k}": v for k, v in values.items()},
+                      **{f"a_{k}": v for k, v in attempt.items()}}
             with self._single.connect() as conn:
-                return conn.execute(stmt, one).first() is not None
+                return conn.execute(stmt, params).first() is not None
         with self.engine.begin() as conn:  # SQLite: no DML in a CTE
-            moved = conn.execute(_cas(**shape, returning="attempt"), params).first()
+            moved = conn.execute(_cas(**shape, returning="attempt"), {**where, **values}).first()
             if moved is None:
                 return False
             # An attempt closed without timings of its own keeps the item's (as just stored).

@@ -13,6 +13,7 @@ from functools import partial
 from typing import Any
 
 import pytest
+from support import bare_flow
 
 from pipeline.flow.actions import Action
 from pipeline.flow.context import FlowContext
@@ -37,12 +38,7 @@ def row(model: str, state: ItemState = ItemState.PREPARING) -> ItemRow:
 
 def flow(settings: Any, handoff_s: float) -> FlowContext:
     # Only the hand-off fields matter here; the rest is never touched by due_at.
-    blank: Any = None
-    return FlowContext(
-        ledger=blank, owner="o", engine="dashscope", model=settings.model, language=None,
-        formats=("json",), retry=settings.retry, poll=settings.poll, limits=settings.limits,
-        media=blank, sinks=blank, scratch=blank, http=blank, clip_engine=blank,
-        handoff_s=handoff_s, hands_off=partial(hands_off, settings))
+    return bare_flow(handoff_s=handoff_s, hands_off=partial(hands_off, settings))
 
 
 @pytest.fixture

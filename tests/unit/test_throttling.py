@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import bare_flow
 
 from pipeline.errors import FailureCode, ProviderBusy, ProviderUnavailable
 from pipeline.flow.context import FlowContext
 from pipeline.flow.guard import handle_failure
 from pipeline.ledger import ItemSeed, Ledger, open_ledger, sqlite_url, utcnow
-from pipeline.settings import RetrySettings, load_settings
+from pipeline.settings import RetrySettings
 from pipeline.states import ItemState
 
 RETRY = RetrySettings(max_attempts=3, backoff_base_s=2.0, backoff_max_s=300.0, max_throttled=5)
@@ -28,13 +29,7 @@ def ledger(tmp_path: Path) -> Ledger:
 
 
 def context(ledger: Ledger, *, dead_letters: bool) -> FlowContext:
-    settings = load_settings()
-    blank: Any = None
-    return FlowContext(
-        ledger=ledger, owner="me", engine="dashscope", model="fun-asr", language=None,
-        formats=("json",), retry=RETRY, poll=settings.poll, limits=settings.limits,
-        media=blank, sinks=blank, scratch=blank, http=blank, clip_engine=blank,
-        dead_letters=dead_letters)
+    return bare_flow(ledger=ledger, retry=RETRY, dead_letters=dead_letters)
 
 
 def throttled() -> ProviderBusy:
