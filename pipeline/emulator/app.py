@@ -30,6 +30,7 @@ from pipeline.emulator.faults import RequestFault
 from pipeline.emulator.state import Emulator
 from pipeline.emulator.uploads import UploadStore
 from pipeline.emulator.web import Json, compat_error, native_error, request_id
+from pipeline.settings import DownloadSettings
 
 TICK_S = 0.05
 
@@ -109,7 +110,9 @@ def create_app(config: EmulatorConfig, engine: ClipEngine | None = None, *,
     upload_dir = Path(tempfile.mkdtemp(prefix="bulkscribe-emulator-uploads-"))
     uploads = UploadStore(upload_dir, config.upload_ttl_s)
     backend = Backend(engine, workers=config.workers, cache=cache,
-                      resolve_oss=lambda key: uploads.path(key, clock()))
+                      resolve_oss=lambda key: uploads.path(key, clock()),
+                      download=DownloadSettings(deadline_s=config.download_deadline_s,
+                                                allow_private=config.allow_private))
     em = Emulator(config, backend, uploads, clock)
 
     @contextlib.asynccontextmanager
