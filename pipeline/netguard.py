@@ -16,6 +16,7 @@ once, whatever the server does.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import ipaddress
 import socket
@@ -129,10 +130,8 @@ class Deadline:
 def _shut(sock: socket.socket) -> None:
     # shutdown(), not close(): closing a socket another thread is blocked reading does not
     # wake that thread on Linux; shutting it down makes the read return at once.
-    try:
+    with contextlib.suppress(OSError):  # already closed
         sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass  # already closed
 
 
 class GuardedBackend(httpcore.SyncBackend):

@@ -39,6 +39,7 @@ from pipeline.settings import DownloadSettings
 DEFAULT_DEADLINE_S = DownloadSettings().deadline_s
 # Browsers stop at 20, curl at 50; media links rarely take more than two or three hops.
 MAX_REDIRECTS = 10
+DEFAULT_POLICY = AddressPolicy()  # private addresses allowed, metadata and link-local not
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +82,7 @@ def fetch(
     http: Callable[[], httpx.Client],
     objects: ObjectReader | None = None,
     deadline_s: float = DEFAULT_DEADLINE_S,
-    policy: AddressPolicy = AddressPolicy(),
+    policy: AddressPolicy = DEFAULT_POLICY,
 ) -> LocalSource:
     path = local_path(source)
     if path is not None:
@@ -111,7 +112,7 @@ def download_http(
     *,
     max_bytes: int,
     deadline_s: float,
-    policy: AddressPolicy = AddressPolicy(),
+    policy: AddressPolicy = DEFAULT_POLICY,
 ) -> int:
     """Stream ``url`` into ``dest``: never more than ``max_bytes``, never past the deadline
     (a watchdog, so a trickling server cannot stretch it), redirects followed only to
