@@ -6,6 +6,7 @@ loopback server that counts what it was asked; nothing is sent to any other addr
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import socket
@@ -147,7 +148,7 @@ def test_trickling_server_ends_in_download_timeout(tmp_path: Path, server: Serve
     assert server.hits["/trickle.wav"] == ATTEMPTS
     # Each try lasts the deadline plus a little; the next starts after its backoff.
     arrivals = server.arrivals["/trickle.wav"]
-    for i, (a, b) in enumerate(zip(arrivals, arrivals[1:], strict=False)):
+    for i, (a, b) in enumerate(itertools.pairwise(arrivals)):
         backoff = BACKOFF_BASE_S * 2**i
         assert DEADLINE_S <= b - a <= DEADLINE_S + 1.5 + backoff, arrivals
     # The whole run: every try, its backoff, and starting up (the model loads meanwhile).
