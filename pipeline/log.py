@@ -31,7 +31,8 @@ _SECRET_PARAMS = frozenset({
     "sig", "key", "apikey", "api_key", "api-key", "auth", "authorization", "pass", "pwd",
     "ossaccesskeyid", "awsaccesskeyid", "accesskeyid", "access_key", "accesskey",
 })
-_URL_IN_TEXT = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]{1,15}://[^\s\"'<>]+")
+# A URL in running text ends before trailing punctuation ("...?token=x: refused").
+_URL_IN_TEXT = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]{1,15}://[^\s\"'<>]*[^\s\"'<>.,;:!?)\]]")
 
 
 def _secret_param(name: str) -> bool:
