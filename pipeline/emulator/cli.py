@@ -13,7 +13,8 @@ _RATE = click.FloatRange(0.0, 1.0)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--api-key", envvar="BULKSCRIBE_EMULATOR_API_KEY",
-              help="Require this Bearer key (default: accept any).")
+              help="Require this Bearer key on every route (default: accept any); result "
+              "URLs are then presigned.")
 @click.option("--latency-s", default=1.0, show_default=True, type=click.FloatRange(0),
               help="Minimum time a task spends RUNNING.")
 @click.option("--max-concurrency", default=4, show_default=True, type=click.IntRange(1),
@@ -58,7 +59,7 @@ def emulator(host: str, port: int, api_key: str | None, latency_s: float, max_co
 
     try:
         config = EmulatorConfig(
-            api_key=api_key, latency_s=latency_s, max_concurrency=max_concurrency, seed=seed,
+            api_key=api_key or None, latency_s=latency_s, max_concurrency=max_concurrency, seed=seed,
             fail_rate=fail_rate, throttle_rate=throttle_rate, error_rate=error_rate,
             lost_rate=lost_rate, stuck_rate=stuck_rate, task_ttl_s=task_ttl_s,
             submit_delay_s=submit_delay_s, result_delay_s=result_delay_s, model=model,
