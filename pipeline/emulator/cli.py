@@ -59,7 +59,8 @@ def emulator(host: str, port: int, api_key: str | None, latency_s: float, max_co
 
     try:
         config = EmulatorConfig(
-            api_key=api_key or None, latency_s=latency_s, max_concurrency=max_concurrency, seed=seed,
+            api_key=api_key or None,  # an empty BULKSCRIBE_EMULATOR_API_KEY means none
+            latency_s=latency_s, max_concurrency=max_concurrency, seed=seed,
             fail_rate=fail_rate, throttle_rate=throttle_rate, error_rate=error_rate,
             lost_rate=lost_rate, stuck_rate=stuck_rate, task_ttl_s=task_ttl_s,
             submit_delay_s=submit_delay_s, result_delay_s=result_delay_s, model=model,
