@@ -43,6 +43,13 @@ _RATE = click.FloatRange(0.0, 1.0)
               "each client used).")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1),
               help="Transcription threads per pool (async tasks, sync calls).")
+@click.option("--download-deadline-s", default=EmulatorConfig().download_deadline_s,
+              show_default=True,
+              type=click.FloatRange(0, min_open=True),
+              help="Wall-clock limit of one file download, however slowly the server sends.")
+@click.option("--allow-private/--no-allow-private", default=True, show_default=True,
+              help="Fetch file URLs on private and loopback addresses (link-local and cloud "
+              "metadata addresses are refused either way).")
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--access-log", is_flag=True, help="Log every HTTP request.")
@@ -50,7 +57,8 @@ def emulator(host: str, port: int, api_key: str | None, latency_s: float, max_co
              seed: int, fail_rate: float, throttle_rate: float, error_rate: float,
              lost_rate: float, stuck_rate: float, task_ttl_s: float, submit_delay_s: float,
              result_delay_s: float, model: str,
-             public_url: str | None, workers: int, log_level: str, access_log: bool) -> None:
+             public_url: str | None, workers: int, download_deadline_s: float,
+             allow_private: bool, log_level: str, access_log: bool) -> None:
     """Serve a DashScope-compatible API (Fun-ASR, Qwen ASR, uploads) backed by the local engine."""
     import uvicorn
 
@@ -64,7 +72,8 @@ def emulator(host: str, port: int, api_key: str | None, latency_s: float, max_co
             fail_rate=fail_rate, throttle_rate=throttle_rate, error_rate=error_rate,
             lost_rate=lost_rate, stuck_rate=stuck_rate, task_ttl_s=task_ttl_s,
             submit_delay_s=submit_delay_s, result_delay_s=result_delay_s, model=model,
-            public_url=public_url.rstrip("/") if public_url else None, workers=workers)
+            public_url=public_url.rstrip("/") if public_url else None, workers=workers,
+            download_deadline_s=download_deadline_s, allow_private=allow_private)
     except ConfigInvalid as exc:
         raise click.UsageError(str(exc)) from None
     configure_logging(level=log_level)

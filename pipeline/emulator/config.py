@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from pipeline.settings import DownloadSettings
+
 RATE_FIELDS = ("fail_rate", "throttle_rate", "error_rate", "lost_rate", "stuck_rate")
 # Test hooks that hold an answer back, so a test can act while a request is on the wire:
 # ``submit_delay_s`` after a task is created and before E1 answers (kill a client between
@@ -51,7 +53,7 @@ class EmulatorConfig:
     # Sources named by clients are fetched like the pipeline fetches them (pipeline.netguard):
     # a wall-clock deadline per download; link-local and metadata addresses refused, private
     # ones too unless allowed (the emulator usually fetches from a bucket on the same network).
-    download_deadline_s: float = 900.0
+    download_deadline_s: float = DownloadSettings().deadline_s
     allow_private: bool = True
 
     def __post_init__(self) -> None:
