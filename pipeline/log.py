@@ -32,7 +32,8 @@ _SECRET_PARAMS = frozenset({
     "ossaccesskeyid", "awsaccesskeyid", "accesskeyid", "access_key", "accesskey",
 })
 # A URL in running text ends before trailing punctuation ("...?token=x: refused").
-_URL_IN_TEXT = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]{1,15}://[^\s\"'<>]*[^\s\"'<>.,;:!?)\]]")
+_URL_IN_TEXT = re.compile(
+    r"\b[A-Za-z][A-Za-z0-9+.-]{1,15}://[^\s\"'<>\x1b]*[^\s\"'<>\x1b.,;:!?)\]]")
 
 
 def _secret_param(name: str) -> bool:
@@ -82,6 +83,11 @@ def redact_secrets(
     return event
 
 
+def _redact_rendered(_logger: Any, _name: str, line: Any) -> Any:
+    """After rendering: URLs in what no field-level step saw (a traceback's exception text)."""
+    return redact_text(line) if isinstance(line, str) else line
+
+
 class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
     """Writes to whatever sys.stderr is now, so rich's live progress can redirect it."""
 
@@ -116,7 +122,8 @@ def configure_logging(*, level: str = "warning", json_file: Path | None = None,
     renderer = (structlog.processors.JSONRenderer() if stderr_json
                 else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()))
     console.setFormatter(structlog.stdlib.ProcessorFormatter(
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer,
+                    _redact_rendered],
         foreign_pre_chain=_SHARED))
     handlers: list[logging.Handler] = [console]
     if json_file is not None:
@@ -126,7 +133,8 @@ def configure_logging(*, level: str = "warning", json_file: Path | None = None,
         fh.setFormatter(structlog.stdlib.ProcessorFormatter(
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                         structlog.processors.dict_tracebacks,
-                        structlog.processors.JSONRenderer(ensure_ascii=False)],
+                        structlog.processors.JSONRenderer(ensure_ascii=False),
+                        _redact_rendered],
             foreign_pre_chain=_SHARED))
         handlers.append(fh)
     for h in handlers:
