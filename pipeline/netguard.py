@@ -113,12 +113,20 @@ class Deadline:
         self._timer.cancel()
         if self._token is not None:
             _DEADLINE.reset(self._token)
+        with self._lock:
+            for sock in self._sockets:
+                sock.close()
+            self._sockets.clear()
 
     def track(self, sock: socket.socket) -> None:
+        """Watch the connection behind ``sock``. A duplicate descriptor is kept: TLS wraps
+        the socket into a new object (the original is detached), but shutting down any
+        descriptor of a connection wakes every reader of it, mid-handshake or after."""
+        dup = sock.dup()
         with self._lock:
-            self._sockets.append(sock)
+            self._sockets.append(dup)
             if self._expired.is_set():
-                _shut(sock)
+                _shut(dup)
 
     def _expire(self) -> None:
         with self._lock:
