@@ -60,9 +60,11 @@ def seeds_for(entries: Iterable[ManifestItem | ManifestProblem], *, engine: str,
                 failure=(entry.code, entry.message)))
             continue
         spec = item_spec(entry, engine=engine, model=model, language=language, options=options)
-        seeds.append(ItemSeed(key=entry.item_id, line_no=entry.line_no,
-                              source=storable(entry.source),
-                              spec=spec, fingerprint=fingerprint(spec),
+        source = storable(entry.source)
+        # The fingerprint hashes the fetchable source, not the masked one: a manifest line
+        # whose token or password changed is a new attempt, fetched with the new one.
+        seeds.append(ItemSeed(key=entry.item_id, line_no=entry.line_no, source=source,
+                              spec=spec, fingerprint=fingerprint(spec | {"source": source}),
                               source_stamp=source_stamp(entry.source)))
     return seeds
 

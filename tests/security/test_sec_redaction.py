@@ -155,3 +155,18 @@ def test_credentials_are_used_for_the_fetch_and_never_shown(
     finally:
         db.close()
     assert fetchable["talk"] == good  # the one column kept fetchable, for any worker
+
+
+def test_new_credentials_are_a_new_attempt_but_never_stored_for_display() -> None:
+    """Two manifest lines differing only in their token have the same (masked) spec but
+    different fingerprints, so a rotated token is fetched, not the stale one."""
+    from pipeline.batches import seeds_for
+    from pipeline.models import ManifestItem
+
+    seeds = [seeds_for([ManifestItem(item_id="a", source=f"https://h/a.wav?token={t}",
+                                     line_no=1)], engine="local", model="tiny.en",
+                       language=None)[0] for t in ("old-tok", "new-tok")]
+    assert seeds[0].spec == seeds[1].spec and seeds[0].spec["source"] == "https://h/a.wav?token=***"
+    assert seeds[0].fingerprint != seeds[1].fingerprint
+    assert [s.source for s in seeds] == ["https://h/a.wav?token=old-tok",
+                                         "https://h/a.wav?token=new-tok"]
