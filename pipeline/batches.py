@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import quote
 
 from pipeline.ledger import ItemSeed
+from pipeline.manifest import display
 from pipeline.models import ManifestItem, ManifestProblem
 from pipeline.sources import source_stamp
 
@@ -32,7 +33,10 @@ def new_batch_id(now: datetime | None = None) -> str:
 
 def item_spec(entry: ManifestItem, *, engine: str, model: str, language: str | None,
               options: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    spec = entry.spec() | {"source": storable(entry.source), "engine": engine,
+    # The spec is shown (``dlq show``, the console) and copied into attempts: it holds the
+    # source as displayed. The fetchable URL, credentials and all, lives only in the item's
+    # ``source`` column (see seeds_for).
+    spec = entry.spec() | {"source": display(storable(entry.source)), "engine": engine,
                            "model": entry.model or model, "language": entry.language or language}
     if options:
         spec["options"] = {**dict(options), **spec["options"]}
@@ -56,8 +60,11 @@ def seeds_for(entries: Iterable[ManifestItem | ManifestProblem], *, engine: str,
                 failure=(entry.code, entry.message)))
             continue
         spec = item_spec(entry, engine=engine, model=model, language=language, options=options)
-        seeds.append(ItemSeed(key=entry.item_id, line_no=entry.line_no, source=spec["source"],
-                              spec=spec, fingerprint=fingerprint(spec),
+        source = storable(entry.source)
+        # The fingerprint hashes the fetchable source, not the masked one: a manifest line
+        # whose token or password changed is a new attempt, fetched with the new one.
+        seeds.append(ItemSeed(key=entry.item_id, line_no=entry.line_no, source=source,
+                              spec=spec, fingerprint=fingerprint(spec | {"source": source}),
                               source_stamp=source_stamp(entry.source)))
     return seeds
 

@@ -264,9 +264,11 @@ def _dead(ledger: Any, batch: str | None) -> list[Any]:
 @click.option("--json", "as_json", is_flag=True)
 def dlq_list(batch: str | None, config: str | None, as_json: bool) -> None:
     """Dead items, oldest batch first."""
+    from pipeline.manifest import display
+
     ledger = _ledger(_settings(config))
     rows = _dead(ledger, batch)
-    data = [{"item": r.id, "batch_id": r.batch_id, "id": r.key, "source": r.source,
+    data = [{"item": r.id, "batch_id": r.batch_id, "id": r.key, "source": display(r.source),
              "code": r.error_code, "message": r.error_message, "attempt": r.attempt,
              "finished_at": r.finished_at} for r in rows]
     if as_json:
@@ -283,12 +285,14 @@ def dlq_list(batch: str | None, config: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def dlq_show(item: str, config: str | None, as_json: bool) -> None:
     """One item with every attempt and the provider's error details."""
+    from pipeline.manifest import display
+
     ledger = _ledger(_settings(config))
     row = ledger.get(item)
     if row is None:
         _fail_usage(f"no item {item}")
     data = {"item": row.id, "batch_id": row.batch_id, "id": row.key, "state": row.state.value,
-            "source": row.source, "spec": row.spec, "code": row.error_code,
+            "source": display(row.source), "spec": row.spec, "code": row.error_code,
             "message": row.error_message, "detail": row.error_detail,
             "attempts": ledger.attempts_of(row.id)}
     click.echo(json.dumps(data, default=str, ensure_ascii=False, indent=None if as_json else 2))

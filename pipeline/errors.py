@@ -9,6 +9,7 @@ Whether an error is worth retrying is decided by its branch of the tree and nowh
     │   ├── ManifestError         a manifest line that cannot become an item
     │   ├── MediaRejected         probe/normalize found the file unusable
     │   ├── SourceMissing         the file or URL is not there
+    │   ├── SourceRefused         the download policy refuses the URL (address, redirect)
     │   ├── ProviderRejected      the provider refused the request or the file (4xx, FAILED)
     │   └── ConfigError           settings that cannot work (unknown model, missing key)
     └── TransientError            back off and retry; DEAD (FAILED when embedded) at the end
@@ -115,6 +116,15 @@ class SourceMissing(PermanentError):
 
     def __init__(self, message: str, *, detail: dict | None = None) -> None:
         super().__init__(FailureCode.NOT_FOUND, message, detail=detail)
+
+
+class SourceRefused(PermanentError):
+    """The download policy refuses the source: an address it may not reach (link-local,
+    cloud metadata, private when not allowed), a redirect loop, too many redirects, or a
+    redirect to a scheme other than http(s). Retrying would be refused the same way."""
+
+    def __init__(self, message: str, *, detail: dict | None = None) -> None:
+        super().__init__(FailureCode.DOWNLOAD_FAILED, message, detail=detail)
 
 
 class ConfigError(PermanentError):

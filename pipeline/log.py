@@ -12,23 +12,80 @@ import sys
 from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import structlog
 
 _SECRET_KEYS = re.compile(r"(api[_-]?key|secret|password|token|authorization)", re.I)
 _SECRET_VALUES = re.compile(r"\b(sk-[A-Za-z0-9]{6})[A-Za-z0-9-_]+")
+MASK = "***"
+
+# Query parameters whose value lets whoever reads the URL fetch with someone else's rights:
+# bearer tokens and API keys, passwords, and the signatures and credentials of presigned
+# URLs (S3 ``X-Amz-Signature``/``-Credential``/``-Security-Token``, OSS ``Signature``/
+# ``OSSAccessKeyId``/``security-token``, GCS ``X-Goog-Signature``, Azure SAS ``sig``).
+# Expiry, date and algorithm fields (``Expires``, ``X-Amz-Date``, ``se``) say nothing secret
+# and help when reading a failure, so they stay.
+_SECRET_PARAM_PARTS = re.compile(r"token|secret|passw|signature|credential", re.I)
+_SECRET_PARAMS = frozenset({
+    "sig", "key", "apikey", "api_key", "api-key", "auth", "authorization", "pass", "pwd",
+    "ossaccesskeyid", "awsaccesskeyid", "accesskeyid", "access_key", "accesskey",
+})
+# A URL in running text ends before trailing punctuation ("...?token=x: refused").
+_URL_IN_TEXT = re.compile(
+    r"\b[A-Za-z][A-Za-z0-9+.-]{1,15}://[^\s\"'<>\x1b]*[^\s\"'<>\x1b.,;:!?)\]]")
+
+
+def _secret_param(name: str) -> bool:
+    name = unquote(name).strip().lower()
+    return name in _SECRET_PARAMS or bool(_SECRET_PARAM_PARTS.search(name))
+
+
+def redact_url(url: str) -> str:
+    """``url`` as it may be shown or stored for display: user info and secret query values
+    replaced by ``***``. Everything else is kept byte for byte, so a URL without secrets
+    comes back unchanged (and ledger fingerprints of such items do not move)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or not scheme.replace("+", "").replace(".", "").replace("-", "").isalnum():
+        return url
+    cut = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    authority, tail = rest[:cut], rest[cut:]
+    if "@" in authority:
+        authority = MASK + "@" + authority.rpartition("@")[2]
+    if "?" in tail:
+        path, _, query = tail.partition("?")
+        query, hash_, fragment = query.partition("#")
+        pairs = []
+        for pair in query.split("&"):
+            name, eq, value = pair.partition("=")
+            pairs.append(f"{name}={MASK}" if eq and value and _secret_param(name) else pair)
+        tail = f"{path}?{'&'.join(pairs)}{hash_}{fragment}"
+    return f"{scheme}://{authority}{tail}"
+
+
+def redact_text(text: str) -> str:
+    """Every URL inside ``text`` redacted (see :func:`redact_url`), API keys shortened."""
+    if "://" in text:
+        text = _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
+    return _SECRET_VALUES.sub(r"\1***", text)
 
 
 def redact_secrets(
     _logger: Any, _name: str, event: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    """A pure dict -> dict step: secret-looking keys masked, API keys in text shortened."""
+    """A pure dict -> dict step: secret-looking keys masked, URLs and API keys in text
+    redacted."""
     for key, value in list(event.items()):
         if _SECRET_KEYS.search(key) and value:
-            event[key] = "***"
+            event[key] = MASK
         elif isinstance(value, str):
-            event[key] = _SECRET_VALUES.sub(r"\1***", value)
+            event[key] = redact_text(value)
     return event
+
+
+def _redact_rendered(_logger: Any, _name: str, line: Any) -> Any:
+    """After rendering: URLs in what no field-level step saw (a traceback's exception text)."""
+    return redact_text(line) if isinstance(line, str) else line
 
 
 class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
@@ -65,7 +122,8 @@ def configure_logging(*, level: str = "warning", json_file: Path | None = None,
     renderer = (structlog.processors.JSONRenderer() if stderr_json
                 else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()))
     console.setFormatter(structlog.stdlib.ProcessorFormatter(
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer,
+                    _redact_rendered],
         foreign_pre_chain=_SHARED))
     handlers: list[logging.Handler] = [console]
     if json_file is not None:
@@ -75,7 +133,8 @@ def configure_logging(*, level: str = "warning", json_file: Path | None = None,
         fh.setFormatter(structlog.stdlib.ProcessorFormatter(
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                         structlog.processors.dict_tracebacks,
-                        structlog.processors.JSONRenderer(ensure_ascii=False)],
+                        structlog.processors.JSONRenderer(ensure_ascii=False),
+                        _redact_rendered],
             foreign_pre_chain=_SHARED))
         handlers.append(fh)
     for h in handlers:

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from pipeline.errors import FailureCode
+from pipeline.log import redact_url
 from pipeline.models import ManifestItem, ManifestProblem
 
 __all__ = [
@@ -68,7 +69,9 @@ class Manifest:
 
 
 def display(s: str) -> str:
-    """``s`` made printable and JSON-safe: surrogate-escaped bytes shown as ``\\xNN``."""
+    """``s`` made printable and JSON-safe: surrogate-escaped bytes shown as ``\\xNN``, and
+    fit to show: a URL's credentials masked (:func:`pipeline.log.redact_url`)."""
+    s = redact_url(s)
     if not any("\ud800" <= c <= "\udfff" for c in s):
         return s
     try:

@@ -57,8 +57,19 @@ class RetrySettings(_Frozen):
 
 
 class DownloadSettings(_Frozen):
+    """How ``http(s)://`` sources are fetched (``pipeline/sources.py``, ``netguard.py``)."""
+
     connect_timeout_s: float = Field(10.0, gt=0)
-    read_timeout_s: float = Field(60.0, gt=0)
+    read_timeout_s: float = Field(60.0, gt=0)  # silence between two reads
+    # Wall clock for one download, first byte to last, however the server paces it. 15 min
+    # carries a 1 GB video at 1.2 MB/s (10 Mbit/s) and an hour of 128 kbit/s MP3 (58 MB) at
+    # 65 kB/s, while a hostile or stalled server holds a worker at most this long per try
+    # (4 tries by default). Raise it for multi-GB files over slow links.
+    deadline_s: float = Field(900.0, gt=0)
+    # Private, loopback and other non-global addresses (10/8, 192.168/16, 127/8, fc00::/7,
+    # ...). Allowed for a run on your own machine; set false on a fleet that takes manifests
+    # from others. Link-local and cloud metadata addresses are refused either way.
+    allow_private: bool = True
 
 
 class PollSettings(_Frozen):

@@ -21,10 +21,21 @@ from pipeline.flow.limits import LocalGate, RateLimiter, SubmitGate, ThrottledCl
 from pipeline.flow.media import MediaKeeper, PresignPublisher, Publisher, TemporaryUploadPublisher
 from pipeline.flow.outputs import OutputSink
 from pipeline.ledger import Ledger
+from pipeline.netguard import AddressPolicy, guarded_client
 from pipeline.settings import Settings
 from pipeline.storage import LocalStore, ObjectStore, open_store, split_url
 
 PRESIGN_S = 48 * 3600  # outlives the provider's queueing; DashScope's own temp URLs last 48 h
+
+
+def download_client(settings: Settings) -> httpx.Client:
+    """The client ``http(s)://`` sources are fetched with: the address policy is applied to
+    every connection (pipeline.netguard). Not the provider's client: DashScope may sit on
+    a private address (the emulator) or behind a proxy, which the policy would refuse."""
+    d = settings.download
+    return guarded_client(AddressPolicy(allow_private=d.allow_private),
+                          connect_timeout_s=d.connect_timeout_s,
+                          read_timeout_s=d.read_timeout_s)
 
 
 def http_client(settings: Settings) -> httpx.Client:
@@ -116,11 +127,13 @@ def build_context(settings: Settings, *, ledger: Ledger, owner: str,
                   limiter: RateLimiter | None = None, gate: SubmitGate | None = None,
                   **overrides: Any) -> FlowContext:
     provider = provider_factory(settings, http, limiter)
+    downloads = download_client(settings)  # holds no idle connections: nothing to close
     return FlowContext(
         ledger=ledger, owner=owner, engine=settings.engine, model=settings.model,
         language=settings.language, formats=settings.formats, retry=settings.retry,
         poll=settings.poll, limits=settings.limits, media=MediaKeeper(store), sinks=sinks,
-        scratch=scratch, http=lambda: http, clip_engine=ClipEngines(settings, provider),
+        scratch=scratch, http=lambda: downloads, download=settings.download,
+        clip_engine=ClipEngines(settings, provider),
         provider=provider, publisher=publisher_for(settings, store, provider),
         objects=StoreReader(settings), dead_letters=dead_letters, options=options or {},
         gate=gate or LocalGate(settings.provider.max_inflight_tasks, ledger.inflight_tasks),

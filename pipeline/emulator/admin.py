@@ -1,6 +1,7 @@
 """``/_emulator/*``: what tests and operators need beyond the DashScope API.
 
-Not part of the API: no auth and no injected faults. ``GET tasks`` lists every task received
+Not part of the API, so no injected faults; but with ``--api-key`` they need the key like
+every route (the listing shows every client's file URLs). ``GET tasks`` lists every task received
 since the last reset; ``POST config`` changes fault rates and latency at runtime; ``POST
 reset`` forgets all tasks and restarts the seeded fault sequences; ``GET stats`` counts.
 """

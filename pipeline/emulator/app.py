@@ -1,4 +1,4 @@
-"""The Starlette app: routes, the API gate (request id, auth, injected faults), the ticker.
+"""The Starlette app: routes, the gate (request id, auth, body caps, injected faults), the ticker.
 
 :func:`create_app` is the only constructor; it takes the settings, optionally an engine (tests
 share one loaded model), a clock (tests jump ahead 24 h) and a transcript cache.
@@ -19,35 +19,47 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pipeline.asr.base import ClipEngine
 from pipeline.emulator import admin, routes_sync, routes_tasks, routes_uploads
+from pipeline.emulator.access import Route, authorized, body_cap, route_of
 from pipeline.emulator.backend import Backend, TranscriptCache
 from pipeline.emulator.config import EmulatorConfig
-from pipeline.emulator.errors import ApiError, internal, invalid_key, throttled
+from pipeline.emulator.errors import ApiError, internal, invalid_key, throttled, too_large
 from pipeline.emulator.faults import RequestFault
 from pipeline.emulator.state import Emulator
 from pipeline.emulator.uploads import UploadStore
 from pipeline.emulator.web import Json, compat_error, native_error, request_id
+from pipeline.settings import DownloadSettings
 
 TICK_S = 0.05
 
 
 def api_dialect(path: str) -> str | None:
-    """``native`` and ``compat`` routes are the API (auth, faults); the rest are not."""
-    if path == "/api/v1" or path.startswith("/api/v1/"):
-        return "native"
-    if path.startswith("/compatible-mode/"):
-        return "compat"
-    return None
+    """``native`` and ``compat`` routes are the API (faults); the rest are not."""
+    route = route_of(path)
+    return route.value if route in (Route.NATIVE, Route.COMPAT) else None
 
 
-def gate_error(em: Emulator, authorization: str | None) -> ApiError | None:
-    """Auth first, then the injected fault; both before the handler has done anything."""
-    key = em.config.api_key
-    if key is not None and authorization != f"Bearer {key}":
+def gate_error(em: Emulator, scope: Scope) -> ApiError | None:
+    """Auth, then the declared body size, then (API routes only) the injected fault; all
+    before the handler has done anything."""
+    route = route_of(scope["path"])
+    headers = dict(scope["headers"])
+    auth = headers.get(b"authorization")
+    if not authorized(em.config, route, auth.decode("latin-1") if auth is not None else None,
+                      em.secret, scope["path"], scope.get("query_string", b"").decode("latin-1")):
         return invalid_key()
+    try:
+        declared = int(headers.get(b"content-length", b"0"))
+    except ValueError:
+        declared = 0
+    cap = body_cap(route, em.config)
+    if declared > cap:
+        return too_large(cap)
+    if route not in (Route.NATIVE, Route.COMPAT):
+        return None
     fault = em.next_request_fault()
     if fault is RequestFault.THROTTLE:
         return throttled()
@@ -56,10 +68,17 @@ def gate_error(em: Emulator, authorization: str | None) -> ApiError | None:
     return None
 
 
+class BodyTooLarge(Exception):
+    """Raised from ``receive`` once a request body passes its route's cap."""
+
+
 class ApiGate:
-    """Pure ASGI middleware: a request id for every request, auth and faults for API ones.
+    """Pure ASGI middleware: a request id for every request; auth and a body cap for every
+    route (:mod:`pipeline.emulator.access`); injected faults for API ones.
 
     Injected 429/500 answers leave no trace (no task is created), so clients may retry them.
+    The body is counted as it arrives, whatever Content-Length said (or if it said nothing):
+    past the cap the handler's read fails and the answer is 413.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -71,17 +90,35 @@ class ApiGate:
             return
         rid = str(uuid.uuid4())
         scope.setdefault("state", {})["request_id"] = rid
-        dialect = api_dialect(scope["path"])
-        if dialect is not None:
-            em: Emulator = scope["app"].state.emulator
-            headers = dict(scope["headers"])
-            auth = headers.get(b"authorization")
-            err = gate_error(em, auth.decode("latin-1") if auth is not None else None)
-            if err is not None:
-                render = native_error if dialect == "native" else compat_error
-                await render(err, rid)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        em: Emulator = scope["app"].state.emulator
+        render = compat_error if route_of(scope["path"]) is Route.COMPAT else native_error
+        err = gate_error(em, scope)
+        if err is not None:
+            await render(err, rid)(scope, receive, send)
+            return
+        cap = body_cap(route_of(scope["path"]), em.config)
+        seen = 0
+        started = False
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > cap:
+                    raise BodyTooLarge
+            return message
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, watched)
+        except BodyTooLarge:
+            if not started:
+                await render(too_large(cap), rid)(scope, receive, send)
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
@@ -109,7 +146,9 @@ def create_app(config: EmulatorConfig, engine: ClipEngine | None = None, *,
     upload_dir = Path(tempfile.mkdtemp(prefix="bulkscribe-emulator-uploads-"))
     uploads = UploadStore(upload_dir, config.upload_ttl_s)
     backend = Backend(engine, workers=config.workers, cache=cache,
-                      resolve_oss=lambda key: uploads.path(key, clock()))
+                      resolve_oss=lambda key: uploads.path(key, clock()),
+                      download=DownloadSettings(deadline_s=config.download_deadline_s,
+                                                allow_private=config.allow_private))
     em = Emulator(config, backend, uploads, clock)
 
     @contextlib.asynccontextmanager

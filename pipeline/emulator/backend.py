@@ -1,6 +1,7 @@
 """Real transcripts for the emulator: fetch, probe, normalize, transcribe, off the event loop.
 
-Sources are ``http(s)://`` URLs (streamed with the pipeline's own downloader), ``data:`` URIs
+Sources are ``http(s)://`` URLs (streamed with the pipeline's own downloader: its deadline
+and address policy), ``data:`` URIs
 and ``oss://`` keys uploaded to the emulator earlier. Transcripts are cached by the SHA-256 of
 the file's bytes (plus the options that change them), so the same file submitted a hundred
 times is transcribed once. Blocking work runs in two bounded thread pools, one for async tasks
@@ -25,11 +26,12 @@ from enum import StrEnum
 from pathlib import Path
 from urllib.parse import unquote_to_bytes
 
-import httpx
-
 from pipeline.asr.base import ClipEngine
 from pipeline.errors import FailureCode, MediaRejected, PipelineError
+from pipeline.manifest import display
 from pipeline.models import AsrOptions, MediaLimits, NormalizeSpec, ProbeResult
+from pipeline.netguard import AddressPolicy, guarded_client
+from pipeline.settings import DownloadSettings
 from pipeline.sources import download_http
 from pipeline.stages.normalize import normalize
 from pipeline.stages.probe import probe
@@ -123,15 +125,20 @@ def decode_data_uri(uri: str) -> bytes:
 class Backend:
     def __init__(self, engine: ClipEngine, *, workers: int,
                  resolve_oss: Callable[[str], Path | None],
-                 cache: TranscriptCache | None = None) -> None:
+                 cache: TranscriptCache | None = None,
+                 download: DownloadSettings | None = None) -> None:
         self.engine = engine
         self.cache = cache or TranscriptCache()
         self._resolve_oss = resolve_oss
         self._task_pool = ThreadPoolExecutor(workers, thread_name_prefix="emu-task")
         self._sync_pool = ThreadPoolExecutor(workers, thread_name_prefix="emu-sync")
         self._scratch = Path(tempfile.mkdtemp(prefix="bulkscribe-emulator-"))
-        self._http = httpx.Client(timeout=httpx.Timeout(120.0, connect=10.0),
-                                  headers={"user-agent": "bulkscribe-emulator"})
+        # The pipeline's own downloader and address policy: clients name the URLs.
+        self._download = download or DownloadSettings()
+        self._http = guarded_client(AddressPolicy(self._download.allow_private),
+                                    connect_timeout_s=self._download.connect_timeout_s,
+                                    read_timeout_s=self._download.read_timeout_s,
+                                    user_agent="bulkscribe-emulator")
         self._stripes = [threading.Lock() for _ in range(64)]  # one file, one transcription
 
     async def run(self, req: AudioRequest, *, sync: bool = False) -> Transcribed:
@@ -176,10 +183,13 @@ class Backend:
                 raise AudioFailure(Problem.DOWNLOAD, f"{source} was never uploaded or expired")
             return path
         if source.split("://", 1)[0].lower() not in ("http", "https"):
-            raise AudioFailure(Problem.DOWNLOAD, f"unsupported URL scheme: {source[:40]}")
+            raise AudioFailure(Problem.DOWNLOAD,
+                               f"unsupported URL scheme: {display(source)[:40]}")
         dest = tmp / "source"
         try:
-            download_http(self._http, source, dest, max_bytes=max_bytes, deadline_s=600.0)
+            download_http(self._http, source, dest, max_bytes=max_bytes,
+                          deadline_s=self._download.deadline_s,
+                          policy=AddressPolicy(self._download.allow_private))
         except MediaRejected as exc:  # only TOO_LARGE comes out of the downloader this way
             raise AudioFailure(Problem.TOO_LARGE, exc.message) from None
         except PipelineError as exc:

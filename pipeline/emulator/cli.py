@@ -13,7 +13,8 @@ _RATE = click.FloatRange(0.0, 1.0)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--api-key", envvar="BULKSCRIBE_EMULATOR_API_KEY",
-              help="Require this Bearer key (default: accept any).")
+              help="Require this Bearer key on every route (default: accept any); result "
+              "URLs are then presigned.")
 @click.option("--latency-s", default=1.0, show_default=True, type=click.FloatRange(0),
               help="Minimum time a task spends RUNNING.")
 @click.option("--max-concurrency", default=4, show_default=True, type=click.IntRange(1),
@@ -42,6 +43,13 @@ _RATE = click.FloatRange(0.0, 1.0)
               "each client used).")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1),
               help="Transcription threads per pool (async tasks, sync calls).")
+@click.option("--download-deadline-s", default=EmulatorConfig().download_deadline_s,
+              show_default=True,
+              type=click.FloatRange(0, min_open=True),
+              help="Wall-clock limit of one file download, however slowly the server sends.")
+@click.option("--allow-private/--no-allow-private", default=True, show_default=True,
+              help="Fetch file URLs on private and loopback addresses (link-local and cloud "
+              "metadata addresses are refused either way).")
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--access-log", is_flag=True, help="Log every HTTP request.")
@@ -49,7 +57,8 @@ def emulator(host: str, port: int, api_key: str | None, latency_s: float, max_co
              seed: int, fail_rate: float, throttle_rate: float, error_rate: float,
              lost_rate: float, stuck_rate: float, task_ttl_s: float, submit_delay_s: float,
              result_delay_s: float, model: str,
-             public_url: str | None, workers: int, log_level: str, access_log: bool) -> None:
+             public_url: str | None, workers: int, download_deadline_s: float,
+             allow_private: bool, log_level: str, access_log: bool) -> None:
     """Serve a DashScope-compatible API (Fun-ASR, Qwen ASR, uploads) backed by the local engine."""
     import uvicorn
 
@@ -58,11 +67,13 @@ def emulator(host: str, port: int, api_key: str | None, latency_s: float, max_co
 
     try:
         config = EmulatorConfig(
-            api_key=api_key, latency_s=latency_s, max_concurrency=max_concurrency, seed=seed,
+            api_key=api_key or None,  # an empty BULKSCRIBE_EMULATOR_API_KEY means none
+            latency_s=latency_s, max_concurrency=max_concurrency, seed=seed,
             fail_rate=fail_rate, throttle_rate=throttle_rate, error_rate=error_rate,
             lost_rate=lost_rate, stuck_rate=stuck_rate, task_ttl_s=task_ttl_s,
             submit_delay_s=submit_delay_s, result_delay_s=result_delay_s, model=model,
-            public_url=public_url.rstrip("/") if public_url else None, workers=workers)
+            public_url=public_url.rstrip("/") if public_url else None, workers=workers,
+            download_deadline_s=download_deadline_s, allow_private=allow_private)
     except ConfigInvalid as exc:
         raise click.UsageError(str(exc)) from None
     configure_logging(level=log_level)

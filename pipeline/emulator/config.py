@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from pipeline.settings import DownloadSettings
+
 RATE_FIELDS = ("fail_rate", "throttle_rate", "error_rate", "lost_rate", "stuck_rate")
 # Test hooks that hold an answer back, so a test can act while a request is on the wire:
 # ``submit_delay_s`` after a task is created and before E1 answers (kill a client between
@@ -48,6 +50,11 @@ class EmulatorConfig:
     sync_max_bytes: int = 10 * 1024 * 1024  # ... and <= 10 MB (data URIs: after encoding)
     upload_ttl_s: float = 48 * 3600.0  # oss:// temporary files
     upload_max_bytes: int = 100 * 1024 * 1024
+    # Sources named by clients are fetched like the pipeline fetches them (pipeline.netguard):
+    # a wall-clock deadline per download; link-local and metadata addresses refused, private
+    # ones too unless allowed (the emulator usually fetches from a bucket on the same network).
+    download_deadline_s: float = DownloadSettings().deadline_s
+    allow_private: bool = True
 
     def __post_init__(self) -> None:
         for name in RATE_FIELDS:
@@ -67,6 +74,8 @@ class EmulatorConfig:
                 raise ConfigInvalid(f"{name} must be at least 1")
         if self.task_ttl_s <= 0:
             raise ConfigInvalid("task_ttl_s must be positive")
+        if self.download_deadline_s <= 0:
+            raise ConfigInvalid("download_deadline_s must be positive")
 
     def with_changes(self, patch: Mapping[str, Any]) -> EmulatorConfig:
         """A copy with runtime fields replaced; anything else in ``patch`` is refused."""

@@ -66,3 +66,8 @@ def internal() -> ApiError:
 
 def invalid_key() -> ApiError:
     return ApiError(401, "InvalidApiKey", INVALID_KEY_MESSAGE)
+
+
+def too_large(cap: int) -> ApiError:
+    return ApiError(413, "RequestEntityTooLarge",
+                    f"The request body is larger than the {cap} bytes this route accepts.")

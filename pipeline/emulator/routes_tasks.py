@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from pipeline.emulator.access import signed_result_query
 from pipeline.emulator.errors import ASYNC_ONLY_MESSAGE, ApiError
 from pipeline.emulator.parse import parse_submit
 from pipeline.emulator.schemas import TaskView, list_entry, task_output
@@ -45,14 +46,17 @@ async def submit(request: Request) -> Response:
                  "output": {"task_id": spec.task_id, "task_status": Status.PENDING.value}})
 
 
-def _task_body(view: TaskView | None, task_id: str, rid: str, base: str) -> dict[str, object]:
+def _task_body(view: TaskView | None, task_id: str, rid: str, base: str,
+               secret: bytes) -> dict[str, object]:
     if view is None:  # never known, or expired and swept: 200 UNKNOWN, never 404 (§3.3)
         return {"request_id": rid, "output": {"task_id": task_id, "task_status": "UNKNOWN"}}
     expires = int(view.expires_at)
 
     def result_url(i: int) -> str:
-        # Shaped like a signed OSS URL; the query string is decoration, expiry is enforced.
-        return f"{base}/results/{view.spec.task_id}/{i}.json?Expires={expires}"
+        # A presigned URL, as OSS hands out: with --api-key the signature is the credential
+        # (clients fetch result files without headers); expiry is enforced either way.
+        query = signed_result_query(secret, view.spec.task_id, i, expires)
+        return f"{base}/results/{view.spec.task_id}/{i}.json?{query}"
 
     output, usage = task_output(view, result_url)
     body: dict[str, object] = {"request_id": rid, "output": output}
@@ -64,8 +68,9 @@ def _task_body(view: TaskView | None, task_id: str, rid: str, base: str) -> dict
 async def query(request: Request) -> Response:
     """E2 (GET or POST): the task's status now, with results once it has ended."""
     task_id = request.path_params["task_id"]
-    view = emulator(request).view(task_id)
-    return Json(_task_body(view, task_id, request_id(request), base_url(request)))
+    em = emulator(request)
+    view = em.view(task_id)
+    return Json(_task_body(view, task_id, request_id(request), base_url(request), em.secret))
 
 
 async def cancel(request: Request) -> Response:
@@ -100,7 +105,8 @@ async def list_tasks(request: Request) -> Response:
 
 
 async def result_file(request: Request) -> Response:
-    """E3: the result document, unauthenticated; 403 after the task expired, 404 if unknown."""
+    """E3: the result document; 403 after the task expired, 404 if unknown. With --api-key
+    the gate has checked the URL's signature (or a Bearer key) already."""
     delay = emulator(request).config.result_delay_s
     if delay > 0:  # test hook: hold the client in its persist step (see config.py)
         await asyncio.sleep(delay)

@@ -55,7 +55,7 @@ class Emulator:
         self.uploads = uploads
         self.clock = clock
         self.store = TaskStore(config.max_concurrency)
-        self.secret = secrets.token_bytes(32)  # signs upload policies
+        self.secret = secrets.token_bytes(32)  # signs upload policies and result URLs
         self._requests = 0
         self._task_seq = 0
         self._work: set[asyncio.Task[None]] = set()

@@ -20,7 +20,7 @@ from pipeline.flow.media import MediaKeeper, Publisher
 from pipeline.flow.outputs import OutputSink
 from pipeline.ledger import ItemRow, Ledger, utcnow
 from pipeline.models import AsrOptions, MediaLimits, NormalizedAudio, ProbeResult
-from pipeline.settings import LimitsSettings, PollSettings, RetrySettings
+from pipeline.settings import DownloadSettings, LimitsSettings, PollSettings, RetrySettings
 from pipeline.sources import ObjectReader
 from pipeline.stages.normalize import normalize
 from pipeline.stages.probe import probe
@@ -47,11 +47,12 @@ class FlowContext:
     media: MediaKeeper
     sinks: Callable[[str], OutputSink]  # batch id -> where its results go
     scratch: Path
-    http: Callable[[], httpx.Client]
+    http: Callable[[], httpx.Client]  # downloads: pipeline.netguard.guarded_client
     clip_engine: Callable[[ModelInfo], ClipEngine]
     provider: Callable[[], Any] | None = None  # DashScopeClient factory
     publisher: Publisher | None = None
     objects: ObjectReader | None = None  # reads s3:// and oss:// sources
+    download: DownloadSettings = field(default_factory=DownloadSettings)
     dead_letters: bool = False  # distributed: retries exhausted -> DEAD, else FAILED
     options: Mapping[str, Any] = field(default_factory=dict)  # run-wide provider options
     lease_s: float = 3600.0

@@ -86,11 +86,13 @@ def prepare_step(ctx: FlowContext, row: ItemRow) -> ItemRow | None:
             spec = claimed.spec
             t0 = time.monotonic()
             prepared = prepare(
-                SourceSpec(str(spec.get("source") or claimed.source), spec.get("start_s"),
+                # The ledger's source column is the one place the fetchable URL is kept.
+                SourceSpec(claimed.source, spec.get("start_s"),
                            spec.get("end_s"), spec.get("channel")),
                 workdir,
                 PrepareContext(limits=info.limits, http=ctx.http, objects=ctx.objects,
-                               prober=ctx.prober, normalizer=ctx.normalizer),
+                               download=ctx.download, prober=ctx.prober,
+                               normalizer=ctx.normalizer),
             )
             audio_path = to_flac(prepared.audio.path) if info.mode is Mode.ASYNC \
                 else prepared.audio.path

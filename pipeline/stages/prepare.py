@@ -15,6 +15,8 @@ import httpx
 
 from pipeline.manifest import display
 from pipeline.models import MediaLimits, NormalizedAudio, NormalizeSpec, ProbeResult
+from pipeline.netguard import AddressPolicy
+from pipeline.settings import DownloadSettings
 from pipeline.sources import ObjectReader, fetch
 from pipeline.stages.normalize import normalize
 from pipeline.stages.probe import probe
@@ -26,6 +28,7 @@ class PrepareContext:
     http: Callable[[], httpx.Client]
     spec: NormalizeSpec = field(default_factory=NormalizeSpec)
     objects: ObjectReader | None = None
+    download: DownloadSettings = field(default_factory=DownloadSettings)
     prober: Callable[..., ProbeResult] = field(default=probe)
     normalizer: Callable[..., NormalizedAudio] = field(default=normalize)
 
@@ -51,7 +54,8 @@ def prepare(spec: SourceSpec, workdir: Path, ctx: PrepareContext) -> Prepared:
     workdir.mkdir(parents=True, exist_ok=True)
     label = display(spec.source)
     local = fetch(spec.source, workdir, max_bytes=ctx.limits.max_bytes, http=ctx.http,
-                  objects=ctx.objects)
+                  objects=ctx.objects, deadline_s=ctx.download.deadline_s,
+                  policy=AddressPolicy(allow_private=ctx.download.allow_private))
     try:
         probed = ctx.prober(local.path, ctx.limits, channel=spec.channel, name=label)
         audio = ctx.normalizer(

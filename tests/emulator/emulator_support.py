@@ -136,8 +136,9 @@ def wait_for(base: str, task_id: str, statuses: set[str] = TERMINAL,
         time.sleep(0.05)
 
 
-def listed(base: str) -> list[dict[str, Any]]:
-    return HTTP.get(f"{base}/_emulator/tasks").json()  # type: ignore[no-any-return]
+def listed(base: str, key: str | None = None) -> list[dict[str, Any]]:
+    headers = {"Authorization": f"Bearer {key}"} if key else None
+    return HTTP.get(f"{base}/_emulator/tasks", headers=headers).json()  # type: ignore[no-any-return]
 
 
 def stats(base: str) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from support import wer
 from pipeline.emulator.server import free_port
 
 KEY = "sk-cli-test"
+AUTH = {"Authorization": f"Bearer {KEY}"}
 OPTIONS = ["--host", "--port", "--api-key", "--latency-s", "--max-concurrency", "--seed",
            "--fail-rate", "--throttle-rate", "--error-rate", "--lost-rate", "--stuck-rate",
            "--task-ttl-s", "--model", "--public-url"]
@@ -43,7 +44,7 @@ def cli_emulator(tmp_path: Path) -> Iterator[str]:
         while True:
             assert proc.poll() is None, (tmp_path / "emulator.log").read_text()
             try:
-                if httpx.get(f"{base}/_emulator/tasks").status_code == 200:
+                if httpx.get(f"{base}/_emulator/tasks", headers=AUTH).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
@@ -78,8 +79,9 @@ def test_cli_serves_the_sdk(cli_emulator: str, media_url: str, harvard_wav: Path
     assert done.output.task_status == "SUCCEEDED", done
     result_url = done.output.results[0]["transcription_url"]
     assert result_url.startswith(f"{cli_emulator}/results/")
-    doc = httpx.get(result_url).json()  # no key needed for result files
+    doc = httpx.get(result_url).json()  # no header needed: the result URL is presigned
     assert wer(harvard_text, doc["transcripts"][0]["text"]) < 0.35
-    tasks = httpx.get(f"{cli_emulator}/_emulator/tasks").json()
+    assert httpx.get(f"{cli_emulator}/_emulator/tasks").status_code == 401
+    tasks = httpx.get(f"{cli_emulator}/_emulator/tasks", headers=AUTH).json()
     assert [(t["model"], t["file_urls"], t["status"]) for t in tasks] == [
         ("fun-asr", [url], "SUCCEEDED")]

@@ -130,7 +130,8 @@ def test_auth_native_and_compat(start: Callable[..., str],
     with pytest.raises(openai.AuthenticationError) as err:
         client.chat.completions.create(model="qwen3-asr-flash", messages=[])
     assert err.value.code == "invalid_api_key"
-    assert listed(base) == []
+    assert httpx.get(f"{base}/_emulator/tasks").status_code == 401  # admin routes too
+    assert listed(base, key="sk-right") == []
 
 
 def test_max_concurrency_queues_fifo(start: Callable[..., str]) -> None:

@@ -168,3 +168,56 @@ def test_catalog_unknown_engine_or_model(engine: str, model: str) -> None:
     with pytest.raises(ConfigError, match=model if engine == "dashscope" else engine) as info:
         model_info(engine, model)
     assert info.value.code is FailureCode.CONFIG_INVALID
+
+
+def _redirecting(routes: dict[str, str], seen: list[str]) -> httpx.Client:
+    def handler(r: httpx.Request) -> httpx.Response:
+        seen.append(str(r.url))
+        target = routes.get(r.url.path)
+        if target is None:
+            return httpx.Response(200, content=b"RIFF")
+        return httpx.Response(302, headers={"location": target})
+    return client(handler)
+
+
+@pytest.mark.parametrize(("routes", "why", "requests"), [
+    ({"/talks/one.mp3": "/talks/one.mp3"}, "redirect loop", 1),
+    ({"/talks/one.mp3": "/b", "/b": "http://media.example/talks/one.mp3"}, "redirect loop", 2),
+    ({"/talks/one.mp3": "file:///etc/passwd"}, "only http and https", 1),
+    ({"/talks/one.mp3": "ftp://media.example/x"}, "only http and https", 1),
+    ({"/talks/one.mp3": "http://169.254.169.254/latest/"}, "cloud metadata", 1),
+    ({"/talks/one.mp3": "/h0", **{f"/h{i}": f"/h{i + 1}" for i in range(20)}},
+     "more than 10 redirects", 11),
+])
+def test_redirects_are_checked_hop_by_hop(routes: dict[str, str], why: str, requests: int,
+                                          tmp_path: Path) -> None:
+    """Loops, other schemes, forbidden addresses and long chains are permanent
+    download_failed, refused before the offending request is sent."""
+    from pipeline.errors import SourceRefused
+
+    seen: list[str] = []
+    with pytest.raises(SourceRefused, match=why) as info:
+        download_http(_redirecting(routes, seen), URL, tmp_path / "d", max_bytes=100,
+                      deadline_s=10)
+    assert info.value.code is FailureCode.DOWNLOAD_FAILED and not info.value.retryable
+    assert info.value.message.startswith(URL)
+    assert len(seen) == requests and not any("169.254" in u for u in seen)
+    assert not (tmp_path / "d").exists()
+
+
+def test_a_relative_redirect_is_followed(tmp_path: Path) -> None:
+    """An ordinary redirect still lands: the body of the final URL is written."""
+    seen: list[str] = []
+    got = download_http(_redirecting({"/talks/one.mp3": "../cdn/one.mp3"}, seen), URL,
+                        tmp_path / "d", max_bytes=100, deadline_s=10)
+    assert got == 4 and seen == [URL, "http://media.example/cdn/one.mp3"]
+
+
+def test_messages_mask_credentials(tmp_path: Path) -> None:
+    """A failing URL with user info and a token is named with both masked."""
+    secret = "http://me:hunter2@media.example/a.wav?token=t0k3n&lang=en"
+    with pytest.raises(PermanentError) as info:
+        download_http(client(lambda r: httpx.Response(403)), secret, tmp_path / "d",
+                      max_bytes=100, deadline_s=10)
+    shown = "http://***@media.example/a.wav?token=***&lang=en"
+    assert info.value.message == f"{shown} answered HTTP 403"
