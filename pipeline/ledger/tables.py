@@ -41,7 +41,7 @@ items = Table(
     metadata,
     Column("id", String(64), primary_key=True),
     Column("batch_id", String(64), ForeignKey("batches.id"), nullable=False),
-    Column("key", String(200), nullable=False),  # the manifest id: <key>.json etc.
+    Column("key", String(1024), nullable=False),  # the item id: <key>.json etc. (ids.MAX_ID_BYTES)
     Column("line_no", Integer, nullable=False),
     Column("source", Text, nullable=False, index=True),
     Column("spec", JSON, nullable=False),
