@@ -75,10 +75,9 @@ def _refused(spec: Mapping[str, Any], line_no: int) -> tuple[str, str] | None:
     names = unsupported_options(info, spec.get("options") or {})
     if not names:
         return None
-    what = "the local engine" if info.engine == "local" else f"DashScope {info.model}"
     return FailureCode.UNSUPPORTED_OPTION.value, (
-        f"line {line_no}: option {', '.join(map(repr, names))} is not supported by {what}"
-        f" (model {info.model}, engine {info.engine})")
+        f"line {line_no}: option {', '.join(map(repr, names))} is not supported by the "
+        f"{info.engine} engine (model {info.model})")
 
 
 def storable(source: str) -> str:

@@ -287,23 +287,24 @@ def _walk(root: str) -> tuple[list[str], list[str]]:
         d = stack.pop()
         try:
             st = os.stat(d)
-            with os.scandir(d) as it:
-                entries = sorted(it, key=lambda e: os.fsencode(e.name), reverse=True)
-        except OSError as e:
-            raise fail(e) from e
-        if (st.st_dev, st.st_ino) in seen:
-            skipped.append(f"skipped {display(d)}: it leads to a directory already walked "
-                           "(a symlink loop?)")
-            continue
-        seen.add((st.st_dev, st.st_ino))
-        for e in entries:  # str root: names come surrogate-escaped
-            if e.name.startswith("."):
+            if (st.st_dev, st.st_ino) in seen:
+                skipped.append(f"skipped {display(d)}: it leads to a directory already walked "
+                               "(a symlink loop?)")
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            with os.scandir(d) as it:  # str root: names come surrogate-escaped
+                entries = sorted(it, key=lambda x: os.fsencode(x.name), reverse=True)
+        except OSError as exc:
+            raise fail(exc) from exc
+        for entry in entries:  # reversed: the stack pops them in byte order
+            if entry.name.startswith("."):
                 continue
             try:
-                if e.is_dir():
-                    stack.append(e.path)
-                elif e.is_file() and os.path.splitext(e.name)[1][1:].lower() in MEDIA_EXTENSIONS:
-                    found.append(e.path)
+                if entry.is_dir():
+                    stack.append(entry.path)
+                elif entry.is_file() and (os.path.splitext(entry.name)[1][1:].lower()
+                                          in MEDIA_EXTENSIONS):
+                    found.append(entry.path)
             except OSError:  # a dangling or looping symlink: nothing to transcribe there
                 continue
     found.sort(key=os.fsencode)  # by bytes: the same order on every machine and locale
@@ -475,7 +476,7 @@ def _depth(v: Any, limit: int) -> bool:
 
 def _hint(name: str) -> str:
     close = difflib.get_close_matches(name, sorted(FIELDS | KNOWN_OPTIONS), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    return f": did you mean {close[0]!r}?" if close else ""
 
 
 class _Parser:
@@ -568,8 +569,9 @@ class _Parser:
         if self.strict:
             return []
         return [
-            f"unknown field {name!r} ({first}{f' and {count - 1} more' if count > 1 else ''})"
-            f"{_hint(name)}: passed to the provider as an option; --strict refuses it"
+            f"unknown field {name!r} on {first}"
+            f"{f' and {count - 1} more line(s)' if count > 1 else ''}{_hint(name)}; "
+            "it is passed to the provider as an option (--strict refuses it)"
             for name, (first, count) in self.unknown.items()
         ]
 
