@@ -58,18 +58,31 @@ def source_parts(source: str, base: str | None) -> list[str]:
 
     A local path (or ``file://``) inside ``base`` (the manifest's or walked directory) gives
     its path relative to ``base``; any other local path its components after ``/``. A URL
-    gives its decoded path after the host (``s3://bucket/k/a.wav`` → ``k``, ``a.wav``);
-    the query and fragment are ignored.
+    gives its decoded path after the host (``s3://bucket/k/a.wav`` → ``k``, ``a.wav``), or
+    after ``base`` when that is a URL prefix holding it (scheduled runs over a bucket
+    prefix); the query and fragment are ignored.
     """
+    if base is not None and _SCHEME.match(base):
+        b, s = urlsplit(base), urlsplit(source)
+        if b.scheme.lower() == "file":
+            base = unquote(b.path)
+        else:
+            root = b.path.rstrip("/") + "/"
+            if (s.scheme.lower(), s.netloc) == (b.scheme.lower(), b.netloc) \
+                    and s.path.startswith(root):
+                return _clean([unquote(p) for p in s.path[len(root):].split("/")])
+            base = None
     m = _SCHEME.match(source)
     if m is not None and m.group(1).lower() != "file":
-        parts = [unquote(p) for p in urlsplit(source).path.split("/")]  # %2F stays in a part
-    else:
-        path = unquote(urlsplit(source).path) if m is not None else source
-        path = os.path.normpath(os.path.join(base or "/", path))
-        if base is not None and os.path.commonpath([path, base]) == base and path != base:
-            path = os.path.relpath(path, base)
-        parts = path.split("/")
+        return _clean([unquote(p) for p in urlsplit(source).path.split("/")])  # %2F: in a part
+    path = unquote(urlsplit(source).path) if m is not None else source
+    path = os.path.normpath(os.path.join(base or "/", path))
+    if base is not None and os.path.commonpath([path, base]) == base and path != base:
+        path = os.path.relpath(path, base)
+    return _clean(path.split("/"))
+
+
+def _clean(parts: list[str]) -> list[str]:
     return [p for p in parts if p not in ("", ".")]
 
 

@@ -10,22 +10,34 @@ files and walking the directories.
 
 from __future__ import annotations
 
-import codecs
 import csv
 import difflib
-import hashlib
 import json
 import math
 import os
 import re
-import stat
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import IO, Any
+from typing import Any
 
 from pipeline.asr.catalog import KNOWN_OPTIONS
 from pipeline.errors import FailureCode
 from pipeline.ids import derive_id, id_error, source_parts
+from pipeline.inputs import (
+    DEFAULT_MAX_BYTES,
+    FORMATS,
+    MAX_LINE_BYTES,
+    MEDIA_EXTENSIONS,
+    Input,
+    ManifestUnreadable,
+    cells,
+    classify,
+    dir_prefixes,
+    display,
+    lines,
+    open_regular,
+    walk,
+)
 from pipeline.models import ManifestItem, ManifestProblem, human_bytes
 
 __all__ = [
@@ -44,34 +56,13 @@ __all__ = [
     "load_manifest",
 ]
 
-FORMATS = ("jsonl", "csv", "list", "dir")
-_EXTS = "wav mp3 m4a aac flac ogg oga opus wma amr aiff aif webm mp4 m4v mov mkv avi flv wmv mpeg"
-MEDIA_EXTENSIONS = frozenset([*_EXTS.split(), "mpg", "ts", "3gp"])  # matched case-insensitively
 FIELDS = frozenset({"id", "source", "language", "start_s", "end_s", "model", "channel"})
-MAX_LINE_BYTES = 64 * 1024  # a longer line is manifest_invalid (one 50 MB line ended in the ledger)
 MAX_OPTIONS_BYTES = 16 * 1024  # an item's options as JSON
 MAX_OPTIONS_DEPTH = 32  # nesting of option values; deeper JSON exhausts the stack downstream
-DEFAULT_MAX_BYTES = 1024**3  # settings.manifest.max_bytes
-_SNIFF_BYTES = 64 * 1024
 _SCHEMES = frozenset({"file", "http", "https", "s3", "oss"})
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
-_BY_SUFFIX = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".txt": "list"}
-_BY_SUFFIX |= {".lst": "list", ".list": "list"}
-_BOM = b"\xef\xbb\xbf"
 
 _Row = tuple[int, "dict[str, Any] | str"]  # (line_no, fields) or (line_no, what is wrong)
-
-
-class ManifestUnreadable(Exception):
-    """An INPUT cannot be used at all; the message names the file and the reason."""
-
-
-@dataclass(frozen=True, slots=True)
-class Input:
-    """One INPUT, classified by :func:`classify`."""
-
-    path: str  # absolute
-    kind: str  # media | dir | jsonl | csv | list
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,100 +101,6 @@ class Manifest:
         return replace(self, entries=_settle(self.candidates, owners))
 
 
-def display(s: str) -> str:
-    """``s`` made printable and JSON-safe: surrogate-escaped bytes shown as ``\\xNN``."""
-    if not any("\ud800" <= c <= "\udfff" for c in s):
-        return s
-    try:
-        return os.fsencode(s).decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:  # a lone surrogate not from surrogateescape (e.g. JSON "\ud800")
-        return s.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-# --- INPUTs: what each one is -------------------------------------------------------------
-
-
-def _abspath(path: str | os.PathLike[str]) -> str:
-    return os.path.abspath(os.fsdecode(os.fspath(path)))
-
-
-def _what(mode: int) -> str:
-    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
-        if test(mode):
-            return name
-    return "not a regular file"
-
-
-def _open_regular(p: str) -> IO[bytes]:
-    """``p`` opened for reading, refusing anything but a regular file without blocking on it
-    (opening a FIFO for reading would wait for a writer for ever)."""
-    try:
-        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as e:
-        raise ManifestUnreadable(f"cannot read {display(p)}: {e.strerror or e}") from e
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        raise ManifestUnreadable(f"cannot read {display(p)}: it is {_what(mode)}, "
-                                 "not a media file, directory or manifest")
-    os.set_blocking(fd, True)
-    return os.fdopen(fd, "rb")
-
-
-def _binary(head: bytes) -> bool:
-    """Media, not text: NUL bytes, or mostly bytes that are not UTF-8 text. A list naming a
-    few Latin-1 file names stays text."""
-    if b"\0" in head:
-        return True
-    text = codecs.getincrementaldecoder("utf-8")("replace").decode(head, final=False)
-    odd = sum(1 for c in text if c == "\ufffd" or (c < " " and c not in "\t\n\r\f\v"))
-    return odd > len(text) * 0.3
-
-
-def classify(path: str | os.PathLike[str], fmt: str | None = None, *,
-             max_bytes: int = DEFAULT_MAX_BYTES) -> Input:
-    """What ``path`` is, by its type and content: never parse a media file as a list.
-
-    A directory is walked; a file with a media extension, or binary content, is one media
-    item; any other regular file is a manifest, by suffix or by its first line. FIFOs,
-    devices, sockets, a manifest over ``max_bytes`` and a missing path raise
-    :class:`ManifestUnreadable` before anything is read from them.
-    """
-    p = _abspath(path)
-    if fmt is not None and fmt not in FORMATS:
-        raise ManifestUnreadable(f"{display(p)}: unknown manifest format {fmt!r} (use {FORMATS})")
-    try:
-        st = os.stat(p)
-    except OSError as e:
-        raise ManifestUnreadable(f"cannot read {display(p)}: {e.strerror or e}") from e
-    if stat.S_ISDIR(st.st_mode):
-        if fmt not in (None, "dir"):
-            raise ManifestUnreadable(f"cannot read {display(p)} as a {fmt} manifest: "
-                                     "it is a directory")
-        return Input(p, "dir")
-    if fmt == "dir":
-        raise ManifestUnreadable(f"cannot read manifest {display(p)}: not a directory")
-    if not stat.S_ISREG(st.st_mode):
-        raise ManifestUnreadable(f"cannot read {display(p)}: it is {_what(st.st_mode)}, "
-                                 "not a media file, directory or manifest")
-    suffix = os.path.splitext(p)[1].lower()
-    if fmt is None and suffix[1:] in MEDIA_EXTENSIONS:
-        return Input(p, "media")
-    with _open_regular(p) as f:
-        head = f.read(_SNIFF_BYTES).removeprefix(_BOM)
-    if _binary(head):
-        if fmt is not None:
-            raise ManifestUnreadable(f"cannot read {display(p)} as a {fmt} manifest: "
-                                     "it is binary (a media file?)")
-        return Input(p, "media")
-    if st.st_size > max_bytes:
-        raise ManifestUnreadable(
-            f"manifest {display(p)} is {human_bytes(st.st_size)}, over manifest.max_bytes "
-            f"({human_bytes(max_bytes)}; BULKSCRIBE_MANIFEST__MAX_BYTES raises it)")
-    return Input(p, fmt or _BY_SUFFIX.get(suffix) or _sniff(head))
-
-
 def load_manifest(path: str | os.PathLike[str], *, fmt: str | None = None,
                   strict: bool = False, max_bytes: int = DEFAULT_MAX_BYTES) -> Manifest:
     """Parse one INPUT; ``fmt`` overrides detection (one of :data:`FORMATS`)."""
@@ -223,23 +120,23 @@ def load_inputs(paths: Sequence[str | os.PathLike[str]], *, fmt: str | None = No
     if fmt is not None and len(paths) > 1:
         raise ManifestUnreadable("--manifest-format applies to a single manifest")
     inputs = [classify(p, fmt, max_bytes=max_bytes) for p in paths]
-    prefixes = _dir_prefixes([i.path for i in inputs if i.kind == "dir"])
+    prefixes = dir_prefixes([i.path for i in inputs if i.kind == "dir"])
     parser = _Parser(strict=strict, several=len(inputs) > 1)
     warnings: list[str] = []
     for inp in inputs:
         if inp.kind == "dir":
-            files, skipped = _walk(inp.path)
+            files, skipped = walk(inp.path)
             warnings += skipped
             parser.add(((n, {"source": p}) for n, p in enumerate(files, 1)), inp,
                        base=inp.path, prefix=prefixes.get(inp.path))
         elif inp.kind == "media":
             parser.add([(1, {"source": inp.path})], inp, base=os.path.dirname(inp.path))
         else:
-            with _open_regular(inp.path) as f:
-                lines = _lines(f, inp.path, max_bytes, "surrogateescape" if inp.kind == "list"
-                               else "strict")
+            with open_regular(inp.path) as f:
+                stream = lines(f, inp.path, max_bytes,
+                               "surrogateescape" if inp.kind == "list" else "strict")
                 read = {"jsonl": _read_jsonl, "csv": _read_csv, "list": _read_list}[inp.kind]
-                parser.add(read(lines, inp.path), inp, base=os.path.dirname(inp.path))
+                parser.add(read(stream, inp.path), inp, base=os.path.dirname(inp.path))
     one = inputs[0] if len(inputs) == 1 else None
     candidates = tuple(parser.candidates)
     return Manifest(
@@ -251,117 +148,17 @@ def load_inputs(paths: Sequence[str | os.PathLike[str]], *, fmt: str | None = No
     )
 
 
-def entries_from_sources(sources: Sequence[str],
+def entries_from_sources(sources: Sequence[str], root: str | None = None,
                          ) -> tuple[ManifestItem | ManifestProblem, ...]:
     """Items for a plain list of sources (scheduled runs over a bucket prefix), ids derived
-    exactly as for a list manifest."""
+    as for a list manifest, relative to ``root`` (a URL prefix or directory) when given."""
     parser = _Parser(strict=False, several=False)
     parser.add([(n, {"source": src}) for n, src in enumerate(sources, start=1)],
-               Input(os.getcwd(), "list"), base=os.getcwd())
+               Input(os.getcwd(), "list"), base=root or os.getcwd())
     return _settle(tuple(parser.candidates), {})
 
 
-def _dir_prefixes(dirs: Sequence[str]) -> dict[str, str]:
-    if len(set(dirs)) < 2:
-        return {}
-    names = [os.path.basename(d) or "root" for d in dirs]
-    out = {}
-    for d, name in zip(dirs, names, strict=True):
-        if names.count(name) > 1:
-            name = f"{name}-{hashlib.sha256(os.fsencode(d)).hexdigest()[:8]}"
-        out[d] = name
-    return out
-
-
-def _walk(root: str) -> tuple[list[str], list[str]]:
-    """Media files under ``root`` (sorted by path bytes) and what was skipped, following
-    directory symlinks once each: a link back to a parent neither hangs nor duplicates."""
-    def fail(e: OSError) -> ManifestUnreadable:  # a silently missing subtree would drop files
-        return ManifestUnreadable(f"cannot walk directory {display(root)}: {e}")
-
-    found: list[str] = []
-    skipped: list[str] = []
-    seen: set[tuple[int, int]] = set()
-    stack = [root]
-    while stack:
-        d = stack.pop()
-        try:
-            st = os.stat(d)
-            if (st.st_dev, st.st_ino) in seen:
-                skipped.append(f"skipped {display(d)}: it leads to a directory already walked "
-                               "(a symlink loop?)")
-                continue
-            seen.add((st.st_dev, st.st_ino))
-            with os.scandir(d) as it:  # str root: names come surrogate-escaped
-                entries = sorted(it, key=lambda x: os.fsencode(x.name), reverse=True)
-        except OSError as exc:
-            raise fail(exc) from exc
-        for entry in entries:  # reversed: the stack pops them in byte order
-            if entry.name.startswith("."):
-                continue
-            try:
-                if entry.is_dir():
-                    stack.append(entry.path)
-                elif entry.is_file() and (os.path.splitext(entry.name)[1][1:].lower()
-                                          in MEDIA_EXTENSIONS):
-                    found.append(entry.path)
-            except OSError:  # a dangling or looping symlink: nothing to transcribe there
-                continue
-    found.sort(key=os.fsencode)  # by bytes: the same order on every machine and locale
-    return found, skipped
-
-
 # --- readers: each yields (line_no, fields) or (line_no, error) -----------------------------
-
-
-def _lines(f: IO[bytes], path: str, max_bytes: int,
-           errors: str) -> Iterator[tuple[int, str, str | None]]:
-    """(line_no, text, error) of each line that is not blank or a '#' comment, read as a
-    stream: a line over :data:`MAX_LINE_BYTES` is an error of its own and is never held in
-    memory whole; a file that grows past ``max_bytes`` while read is unreadable."""
-    total = 0
-    n = 0
-    while raw := f.readline(MAX_LINE_BYTES + 1):
-        n += 1
-        total += len(raw)
-        too_long = len(raw.removesuffix(b"\n")) > MAX_LINE_BYTES
-        while too_long and not raw.endswith(b"\n") and (raw := f.readline(MAX_LINE_BYTES)):
-            total += len(raw)  # skip the rest of the line, chunk by chunk
-            if total > max_bytes:
-                break
-        if total > max_bytes:
-            raise ManifestUnreadable(f"manifest {display(path)} is over manifest.max_bytes "
-                                     f"({human_bytes(max_bytes)})")
-        if too_long:
-            yield n, "", f"longer than the limit of {MAX_LINE_BYTES // 1024} KiB"
-            continue
-        if n == 1:
-            raw = raw.removeprefix(_BOM)
-        raw = raw.rstrip(b"\r\n")
-        if raw.strip() and not raw.lstrip().startswith(b"#"):
-            try:  # strict per line: one bad line is a problem, not an unreadable manifest
-                yield n, raw.decode("utf-8", errors), None
-            except UnicodeDecodeError as e:
-                yield n, "", f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start})"
-
-
-def _cells(text: str) -> list[str]:
-    # One record per physical line: a stray quote then spoils its own line, not the rest.
-    return next(csv.reader([text], strict=True), [])
-
-
-def _sniff(head: bytes) -> str:
-    for line in head.decode("utf-8", "surrogateescape").splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("{"):
-            return "jsonl"
-        try:
-            return "csv" if "," in line and "source" in map(str.strip, _cells(line)) else "list"
-        except csv.Error:
-            return "list"
-    return "list"
 
 
 def _read_jsonl(lines: Iterable[tuple[int, str, str | None]], _path: str) -> Iterator[_Row]:
@@ -390,7 +187,7 @@ def _read_csv(lines: Iterable[tuple[int, str, str | None]], path: str) -> Iterat
         return
     n0, text, err = first
     try:
-        header = [h.strip() for h in _cells(text)]
+        header = [h.strip() for h in cells(text)]
     except csv.Error as e:
         err = f"not valid CSV ({e})"
     if err:
@@ -401,15 +198,15 @@ def _read_csv(lines: Iterable[tuple[int, str, str | None]], path: str) -> Iterat
             f" column and no repeated names (found {', '.join(map(repr, header))})"
         )
     for n, text, err in rows:
-        cells: list[str] = []
+        row: list[str] = []
         try:
-            cells = [] if err else [c.strip() for c in _cells(text)]
+            row = [] if err else [c.strip() for c in cells(text)]
         except csv.Error as e:
             err = f"not valid CSV ({e})"
-        if not err and len(cells) > len(header):
-            err = f"{len(cells)} cells but the header has {len(header)} columns"
+        if not err and len(row) > len(header):
+            err = f"{len(row)} cells but the header has {len(header)} columns"
         # Empty cells mean absent; an unnamed column (trailing comma in the header) is ignored.
-        yield n, err or {k: v for k, v in zip(header, cells, strict=False) if k and v}
+        yield n, err or {k: v for k, v in zip(header, row, strict=False) if k and v}
 
 
 def _read_list(lines: Iterable[tuple[int, str, str | None]], _path: str) -> Iterator[_Row]:
