@@ -76,6 +76,7 @@ def source_parts(source: str, base: str | None) -> list[str]:
     if m is not None and m.group(1).lower() != "file":
         return _clean([unquote(p) for p in urlsplit(source).path.split("/")])  # %2F: in a part
     path = unquote(urlsplit(source).path) if m is not None else source
+    base = os.path.normpath(base) if base is not None else None
     path = os.path.normpath(os.path.join(base or "/", path))
     if base is not None and os.path.commonpath([path, base]) == base and path != base:
         path = os.path.relpath(path, base)
