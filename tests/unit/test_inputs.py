@@ -83,7 +83,7 @@ def test_classify_refuses_what_is_not_a_file(tmp_path: Path) -> None:
 def test_manifest_size_cap(tmp_path: Path) -> None:
     """A manifest over max_bytes is refused before it is read; media files are not capped."""
     p = write(tmp_path / "m.txt", "a.wav\n" * 100)
-    with pytest.raises(ManifestUnreadable, match="over manifest.max_bytes"):
+    with pytest.raises(ManifestUnreadable, match=r"over manifest\.max_bytes"):
         load_manifest(p, max_bytes=599)
     assert len(load_manifest(p, max_bytes=600).entries) == 100
     assert classify(wav(tmp_path / "big.wav"), max_bytes=10).kind == "media"
