@@ -171,8 +171,11 @@ def _read_jsonl(lines: Iterable[tuple[int, str, str | None]], _path: str) -> Ite
         except json.JSONDecodeError as e:
             yield n, f"not valid JSON ({e.msg} at column {e.colno})"
             continue
-        except (RecursionError, ValueError) as e:  # nested too deep; huge numbers
-            yield n, f"not valid JSON ({type(e).__name__}: {str(e)[:80]})"
+        except RecursionError:  # escapes JSONDecodeError; would abort the whole batch
+            yield n, "not valid JSON (nested too deep to parse)"
+            continue
+        except ValueError as e:  # e.g. an integer with more digits than Python converts
+            yield n, f"not valid JSON ({str(e)[:80]})"
             continue
         yield (
             n,

@@ -334,6 +334,24 @@ def test_write_outputs_refuses_a_symlinked_directory_on_the_way(tmp_path: Path):
     assert list(victim.iterdir()) == []
 
 
+def test_store_sink_keeps_nested_ids_under_its_prefix(tmp_path: Path):
+    """The distributed sink uploads a nested id's files under the same relative path, and a
+    key cannot climb out of the store."""
+    from pipeline.errors import PermanentError
+    from pipeline.flow.outputs import StoreSink
+    from pipeline.storage import LocalStore
+
+    store = LocalStore(tmp_path / "bucket")
+    sink = StoreSink(store, "runs/b1")
+    assert sink.write("day2/meeting", {}, [TWO], ["txt"]) == {"txt": "day2/meeting.txt"}
+    assert (tmp_path / "bucket" / "runs" / "b1" / "day2" / "meeting.txt").read_text().strip()
+    with pytest.raises(ValueError):
+        sink.write("../../x", {}, [TWO], ["txt"])
+    with pytest.raises(PermanentError):
+        store.put_bytes(b"x", "../outside.txt")
+    assert not (tmp_path / "outside.txt").exists()
+
+
 def test_write_outputs_unknown_format_is_named(tmp_path: Path):
     """An unknown format raises ValueError that names it, and nothing is written."""
     with pytest.raises(ValueError, match="docx"):
