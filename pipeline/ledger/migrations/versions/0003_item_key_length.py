@@ -18,9 +18,9 @@ depends_on = None
 
 
 def _alter(old: int, new: int) -> None:
-    # SQLite does not enforce VARCHAR lengths (and rebuilding the table would fight its
-    # foreign keys): only PostgreSQL needs the change.
-    if op.get_bind().dialect.name == "postgresql":
+    # SQLite does not enforce VARCHAR lengths, and rebuilding the table would trip the
+    # attempts table's foreign keys: only PostgreSQL changes (tables.py says the same).
+    if op.get_bind().dialect.name != "sqlite":
         op.alter_column("items", "key", type_=sa.String(new), existing_type=sa.String(old),
                         existing_nullable=False)
 
