@@ -79,11 +79,10 @@ def submit(inputs: tuple[Path, ...], out: str, engine: str | None, model: str | 
            strict: bool, config: str | None, as_json: bool) -> None:
     """Queue the INPUTs' items for the workers; prints the batch id."""
     from pipeline.batches import new_batch_id, seeds_for
-    from pipeline.cli import _load_inputs, _log_warnings
+    from pipeline.cli import _load_inputs
 
     settings = _settings(config, engine=engine, model=model, language=language)
-    loaded = _load_inputs(inputs, manifest_format, strict, settings)
-    _log_warnings(loaded)
+    loaded = _load_inputs(inputs, manifest_format, strict, settings)  # warnings: on stderr
     if "://" not in out:
         out = str(Path(out).absolute())
     wctx = _worker_ctx(settings)
