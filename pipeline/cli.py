@@ -1,7 +1,7 @@
 """The ``bulkscribe`` command line.
 
-Exit status: 0 when every item succeeded, 1 when any failed, 2 for usage errors (a missing
-manifest, an unknown option, settings that cannot work), 130 when interrupted.
+Exit status: 0 when every item succeeded, 1 when any failed, 2 for usage errors (an unusable
+INPUT, an unknown option, settings that cannot work), 130 when interrupted.
 """
 
 from __future__ import annotations
