@@ -68,9 +68,10 @@ def source_parts(source: str, base: str | None) -> list[str]:
             base = unquote(b.path)
         else:
             root = b.path.rstrip("/") + "/"
-            if (s.scheme.lower(), s.netloc) == (b.scheme.lower(), b.netloc) \
-                    and s.path.startswith(root):
-                return _clean([unquote(p) for p in s.path[len(root):].split("/")])
+            if (s.scheme.lower(), s.netloc) == (b.scheme.lower(), b.netloc) and s.path.startswith(
+                root
+            ):
+                return _clean([unquote(p) for p in s.path[len(root) :].split("/")])
             base = None
     m = _SCHEME.match(source)
     if m is not None and m.group(1).lower() != "file":

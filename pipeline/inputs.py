@@ -74,8 +74,12 @@ def _abspath(path: str | os.PathLike[str]) -> str:
 
 
 def _what(mode: int) -> str:
-    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+    for test, name in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
         if test(mode):
             return name
     return "not a regular file"
@@ -91,8 +95,10 @@ def open_regular(p: str) -> IO[bytes]:
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
-        raise ManifestUnreadable(f"cannot read {display(p)}: it is {_what(mode)}, "
-                                 "not a media file, directory or manifest")
+        raise ManifestUnreadable(
+            f"cannot read {display(p)}: it is {_what(mode)}, "
+            "not a media file, directory or manifest"
+        )
     os.set_blocking(fd, True)
     return os.fdopen(fd, "rb")
 
@@ -107,8 +113,9 @@ def _binary(head: bytes) -> bool:
     return odd > len(text) * 0.3
 
 
-def classify(path: str | os.PathLike[str], fmt: str | None = None, *,
-             max_bytes: int = DEFAULT_MAX_BYTES) -> Input:
+def classify(
+    path: str | os.PathLike[str], fmt: str | None = None, *, max_bytes: int = DEFAULT_MAX_BYTES
+) -> Input:
     """What ``path`` is, by its type and content: never parse a media file as a list.
 
     A directory is walked; a file with a media extension, or binary content, is one media
@@ -125,14 +132,17 @@ def classify(path: str | os.PathLike[str], fmt: str | None = None, *,
         raise ManifestUnreadable(f"cannot read {display(p)}: {e.strerror or e}") from e
     if stat.S_ISDIR(st.st_mode):
         if fmt not in (None, "dir"):
-            raise ManifestUnreadable(f"cannot read {display(p)} as a {fmt} manifest: "
-                                     "it is a directory")
+            raise ManifestUnreadable(
+                f"cannot read {display(p)} as a {fmt} manifest: it is a directory"
+            )
         return Input(p, "dir")
     if fmt == "dir":
         raise ManifestUnreadable(f"cannot read manifest {display(p)}: not a directory")
     if not stat.S_ISREG(st.st_mode):
-        raise ManifestUnreadable(f"cannot read {display(p)}: it is {_what(st.st_mode)}, "
-                                 "not a media file, directory or manifest")
+        raise ManifestUnreadable(
+            f"cannot read {display(p)}: it is {_what(st.st_mode)}, "
+            "not a media file, directory or manifest"
+        )
     suffix = os.path.splitext(p)[1].lower()
     if fmt is None and suffix[1:] in MEDIA_EXTENSIONS:
         return Input(p, "media")
@@ -140,13 +150,15 @@ def classify(path: str | os.PathLike[str], fmt: str | None = None, *,
         head = f.read(_SNIFF_BYTES).removeprefix(_BOM)
     if _binary(head):
         if fmt is not None:
-            raise ManifestUnreadable(f"cannot read {display(p)} as a {fmt} manifest: "
-                                     "it is binary (a media file?)")
+            raise ManifestUnreadable(
+                f"cannot read {display(p)} as a {fmt} manifest: it is binary (a media file?)"
+            )
         return Input(p, "media")
     if st.st_size > max_bytes:
         raise ManifestUnreadable(
             f"manifest {display(p)} is {human_bytes(st.st_size)}, over manifest.max_bytes "
-            f"({human_bytes(max_bytes)}; BULKSCRIBE_MANIFEST__MAX_BYTES raises it)")
+            f"({human_bytes(max_bytes)}; BULKSCRIBE_MANIFEST__MAX_BYTES raises it)"
+        )
     return Input(p, fmt or _BY_SUFFIX.get(suffix) or _sniff(head))
 
 
@@ -165,6 +177,7 @@ def dir_prefixes(dirs: Sequence[str]) -> dict[str, str]:
 def walk(root: str) -> tuple[list[str], list[str]]:
     """Media files under ``root`` (sorted by path bytes) and what was skipped, following
     directory symlinks once each: a link back to a parent neither hangs nor duplicates."""
+
     def fail(e: OSError) -> ManifestUnreadable:  # a silently missing subtree would drop files
         return ManifestUnreadable(f"cannot walk directory {display(root)}: {e}")
 
@@ -177,8 +190,10 @@ def walk(root: str) -> tuple[list[str], list[str]]:
         try:
             st = os.stat(d)
             if (st.st_dev, st.st_ino) in seen:
-                skipped.append(f"skipped {display(d)}: it leads to a directory already walked "
-                               "(a symlink loop?)")
+                skipped.append(
+                    f"skipped {display(d)}: it leads to a directory already walked "
+                    "(a symlink loop?)"
+                )
                 continue
             seen.add((st.st_dev, st.st_ino))
             with os.scandir(d) as it:  # str root: names come surrogate-escaped
@@ -191,8 +206,9 @@ def walk(root: str) -> tuple[list[str], list[str]]:
             try:
                 if entry.is_dir():
                     stack.append(entry.path)
-                elif entry.is_file() and (os.path.splitext(entry.name)[1][1:].lower()
-                                          in MEDIA_EXTENSIONS):
+                elif entry.is_file() and (
+                    os.path.splitext(entry.name)[1][1:].lower() in MEDIA_EXTENSIONS
+                ):
                     found.append(entry.path)
             except OSError:  # a dangling or looping symlink: nothing to transcribe there
                 continue
@@ -200,8 +216,9 @@ def walk(root: str) -> tuple[list[str], list[str]]:
     return found, skipped
 
 
-def lines(f: IO[bytes], path: str, max_bytes: int,
-           errors: str) -> Iterator[tuple[int, str, str | None]]:
+def lines(
+    f: IO[bytes], path: str, max_bytes: int, errors: str
+) -> Iterator[tuple[int, str, str | None]]:
     """(line_no, text, error) of each line that is not blank or a '#' comment, read as a
     stream: a line over :data:`MAX_LINE_BYTES` is an error of its own and is never held in
     memory whole; a file that grows past ``max_bytes`` while read is unreadable."""
@@ -216,8 +233,9 @@ def lines(f: IO[bytes], path: str, max_bytes: int,
             if total > max_bytes:
                 break
         if total > max_bytes:
-            raise ManifestUnreadable(f"manifest {display(path)} is over manifest.max_bytes "
-                                     f"({human_bytes(max_bytes)})")
+            raise ManifestUnreadable(
+                f"manifest {display(path)} is over manifest.max_bytes ({human_bytes(max_bytes)})"
+            )
         if too_long:
             yield n, "", f"longer than the limit of {MAX_LINE_BYTES // 1024} KiB"
             continue

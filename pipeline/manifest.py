@@ -101,14 +101,24 @@ class Manifest:
         return replace(self, entries=_settle(self.candidates, owners))
 
 
-def load_manifest(path: str | os.PathLike[str], *, fmt: str | None = None,
-                  strict: bool = False, max_bytes: int = DEFAULT_MAX_BYTES) -> Manifest:
+def load_manifest(
+    path: str | os.PathLike[str],
+    *,
+    fmt: str | None = None,
+    strict: bool = False,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> Manifest:
     """Parse one INPUT; ``fmt`` overrides detection (one of :data:`FORMATS`)."""
     return load_inputs([path], fmt=fmt, strict=strict, max_bytes=max_bytes)
 
 
-def load_inputs(paths: Sequence[str | os.PathLike[str]], *, fmt: str | None = None,
-                strict: bool = False, max_bytes: int = DEFAULT_MAX_BYTES) -> Manifest:
+def load_inputs(
+    paths: Sequence[str | os.PathLike[str]],
+    *,
+    fmt: str | None = None,
+    strict: bool = False,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> Manifest:
     """Parse INPUTs (media files, directories, manifests) into one batch, in order.
 
     Every INPUT is classified first, so an unusable one fails before any is read. When more
@@ -127,14 +137,19 @@ def load_inputs(paths: Sequence[str | os.PathLike[str]], *, fmt: str | None = No
         if inp.kind == "dir":
             files, skipped = walk(inp.path)
             warnings += skipped
-            parser.add(((n, {"source": p}) for n, p in enumerate(files, 1)), inp,
-                       base=inp.path, prefix=prefixes.get(inp.path))
+            parser.add(
+                ((n, {"source": p}) for n, p in enumerate(files, 1)),
+                inp,
+                base=inp.path,
+                prefix=prefixes.get(inp.path),
+            )
         elif inp.kind == "media":
             parser.add([(1, {"source": inp.path})], inp, base=os.path.dirname(inp.path))
         else:
             with open_regular(inp.path) as f:
-                stream = lines(f, inp.path, max_bytes,
-                               "surrogateescape" if inp.kind == "list" else "strict")
+                stream = lines(
+                    f, inp.path, max_bytes, "surrogateescape" if inp.kind == "list" else "strict"
+                )
                 read = {"jsonl": _read_jsonl, "csv": _read_csv, "list": _read_list}[inp.kind]
                 parser.add(read(stream, inp.path), inp, base=os.path.dirname(inp.path))
     one = inputs[0] if len(inputs) == 1 else None
@@ -148,13 +163,18 @@ def load_inputs(paths: Sequence[str | os.PathLike[str]], *, fmt: str | None = No
     )
 
 
-def entries_from_sources(sources: Sequence[str], root: str | None = None,
-                         ) -> tuple[ManifestItem | ManifestProblem, ...]:
+def entries_from_sources(
+    sources: Sequence[str],
+    root: str | None = None,
+) -> tuple[ManifestItem | ManifestProblem, ...]:
     """Items for a plain list of sources (scheduled runs over a bucket prefix), ids derived
     as for a list manifest, relative to ``root`` (a URL prefix or directory) when given."""
     parser = _Parser(strict=False, several=False)
-    parser.add([(n, {"source": src}) for n, src in enumerate(sources, start=1)],
-               Input(os.getcwd(), "list"), base=root or os.getcwd())
+    parser.add(
+        [(n, {"source": src}) for n, src in enumerate(sources, start=1)],
+        Input(os.getcwd(), "list"),
+        base=root or os.getcwd(),
+    )
     return _settle(tuple(parser.candidates), {})
 
 
@@ -289,8 +309,9 @@ class _Parser:
         self.unknown: dict[str, tuple[str, int]] = {}  # name -> (first place, count)
         self.offset = 0  # line numbers of later INPUTs follow those of earlier ones
 
-    def add(self, rows: Iterable[_Row], inp: Input, *, base: str,
-            prefix: str | None = None) -> None:
+    def add(
+        self, rows: Iterable[_Row], inp: Input, *, base: str, prefix: str | None = None
+    ) -> None:
         last = 0
         for n, f in rows:
             last = n
@@ -298,19 +319,26 @@ class _Parser:
                 where = display(f["source"]) if isinstance(f, dict) else f"{display(inp.path)}"
                 ref = f"by {where}"
             else:
-                label = f"{display(os.path.basename(inp.path))} line {n}" if self.several \
+                label = (
+                    f"{display(os.path.basename(inp.path))} line {n}"
+                    if self.several
                     else f"line {n}"
+                )
                 where, ref = label, f"on {label}"
             try:
                 entry = self._entry(self.offset + n, where, f, base, prefix)
             except Exception as e:  # one line must never take the batch down with it
-                entry = ManifestProblem(self.offset + n, FailureCode.MANIFEST_INVALID.value,
-                                        f"{where}: cannot be read ({type(e).__name__})")
+                entry = ManifestProblem(
+                    self.offset + n,
+                    FailureCode.MANIFEST_INVALID.value,
+                    f"{where}: cannot be read ({type(e).__name__})",
+                )
             self.candidates.append(_Candidate(entry, where, ref))
         self.offset += last
 
-    def _entry(self, line_no: int, where: str, f: dict[str, Any] | str, base: str,
-               prefix: str | None) -> ManifestItem | ManifestProblem:
+    def _entry(
+        self, line_no: int, where: str, f: dict[str, Any] | str, base: str, prefix: str | None
+    ) -> ManifestItem | ManifestProblem:
         if isinstance(f, str):
             return ManifestProblem(line_no, FailureCode.MANIFEST_INVALID.value, f"{where}: {f}")
         typed, errs = self._parse(f, base, where)
@@ -329,14 +357,16 @@ class _Parser:
         assert item_id is not None  # no errors: an id was given or derived from the source
         return ManifestItem(item_id=item_id, line_no=line_no, **typed)
 
-    def _parse(self, f: dict[str, Any], base: str,
-               where: str) -> tuple[dict[str, Any], list[str]]:
+    def _parse(self, f: dict[str, Any], base: str, where: str) -> tuple[dict[str, Any], list[str]]:
         """The typed ManifestItem fields of one line, and everything wrong with them."""
         if _depth(f, MAX_OPTIONS_DEPTH):
             return {"source": None}, [f"values nested deeper than {MAX_OPTIONS_DEPTH} levels"]
         # null and blank optional values mean absent, as empty CSV cells do
-        f = {k: v for k, v in f.items()
-             if k == "id" or not (v is None or (isinstance(v, str) and not v.strip()))}
+        f = {
+            k: v
+            for k, v in f.items()
+            if k == "id" or not (v is None or (isinstance(v, str) and not v.strip()))
+        }
         errs: list[str] = []
         out: dict[str, Any] = {"source": None}
         if "source" not in f:
@@ -360,8 +390,10 @@ class _Parser:
             self.unknown[name] = (first, count + 1)
         size = len(json.dumps(options, ensure_ascii=False).encode("utf-8", "surrogateescape"))
         if size > MAX_OPTIONS_BYTES:
-            errs.append(f"options take {human_bytes(size)} as JSON, over the limit of "
-                        f"{MAX_OPTIONS_BYTES // 1024} KiB")
+            errs.append(
+                f"options take {human_bytes(size)} as JSON, over the limit of "
+                f"{MAX_OPTIONS_BYTES // 1024} KiB"
+            )
         out["options"] = tuple(sorted(options.items()))
         return out, errs
 
@@ -376,8 +408,9 @@ class _Parser:
         ]
 
 
-def _settle(candidates: Sequence[_Candidate],
-            owners: Mapping[str, str]) -> tuple[ManifestItem | ManifestProblem, ...]:
+def _settle(
+    candidates: Sequence[_Candidate], owners: Mapping[str, str]
+) -> tuple[ManifestItem | ManifestProblem, ...]:
     """Entries with each id kept by one item: the one whose source already owns it in
     ``owners``, else the first; the others fail with duplicate_id naming the keeper."""
     from pipeline.batches import storable
@@ -389,8 +422,9 @@ def _settle(candidates: Sequence[_Candidate],
             continue
         held = keeper.get(e.item_id)
         owner = owners.get(e.item_id)
-        if held is None or (owner == storable(e.source)
-                            != storable(candidates[held].entry.source or "")):
+        if held is None or (
+            owner == storable(e.source) != storable(candidates[held].entry.source or "")
+        ):
             keeper[e.item_id] = i
     out: list[ManifestItem | ManifestProblem] = []
     for i, c in enumerate(candidates):
@@ -398,8 +432,9 @@ def _settle(candidates: Sequence[_Candidate],
         if isinstance(e, ManifestItem) and keeper[e.item_id] != i:
             first = candidates[keeper[e.item_id]]
             msg = f"{c.where}: id {e.item_id!r} is already used {first.ref}"
-            out.append(ManifestProblem(e.line_no, FailureCode.DUPLICATE_ID.value, msg,
-                                       e.item_id, e.source))
+            out.append(
+                ManifestProblem(e.line_no, FailureCode.DUPLICATE_ID.value, msg, e.item_id, e.source)
+            )
         else:
             out.append(e)
     return tuple(out)

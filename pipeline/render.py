@@ -257,11 +257,13 @@ def _open_subdir(root: Path, parts: Sequence[str]) -> int:
             with contextlib.suppress(FileExistsError):
                 os.mkdir(part, 0o755, dir_fd=fd)
             try:
-                step = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                               dir_fd=fd)
+                step = os.open(
+                    part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd
+                )
             except OSError as exc:  # ELOOP: a symlink; ENOTDIR: a file in the way
-                raise ValueError(f"{part!r} in the output path is not a directory "
-                                 f"under {root} ({exc.strerror})") from exc
+                raise ValueError(
+                    f"{part!r} in the output path is not a directory under {root} ({exc.strerror})"
+                ) from exc
             os.close(fd)
             fd = step
     except BaseException:
@@ -305,8 +307,10 @@ def write_outputs(
         for fmt in wanted:
             with contextlib.suppress(FileNotFoundError):
                 if not stat.S_ISREG(os.lstat(f"{stem}.{fmt}", dir_fd=dir_fd).st_mode):
-                    raise ValueError(f"item id {item_id!r}: {item_id}.{fmt} under {out_dir} "
-                                     "is not a regular file (a symlink?)")
+                    raise ValueError(
+                        f"item id {item_id!r}: {item_id}.{fmt} under {out_dir} "
+                        "is not a regular file (a symlink?)"
+                    )
         for fmt in wanted:
             _write_at(dir_fd, f"{stem}.{fmt}", renderers[fmt]().encode("utf-8"))
     finally:

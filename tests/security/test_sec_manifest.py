@@ -26,11 +26,17 @@ EXE = Path(sys.executable).with_name("bulkscribe")
 SPEECH = LIBRIVOX_DIR / "sense_and_sensibility_01_austen_64kb-0930.wav"  # "...amiable..."
 
 
-def cli(*args: str, cwd: Path, env: dict[str, str] | None = None,
-        timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(EXE), *args], capture_output=True, text=True, cwd=cwd,
-                          env={**os.environ, "BULKSCRIBE_WORKERS": "1", **(env or {})},
-                          timeout=timeout)
+def cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(EXE), *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "BULKSCRIBE_WORKERS": "1", **(env or {})},
+        timeout=timeout,
+    )
 
 
 def results(out: Path) -> list[dict[str, object]]:
@@ -38,8 +44,11 @@ def results(out: Path) -> list[dict[str, object]]:
 
 
 def tree(root: Path, out: Path) -> dict[str, bytes]:
-    return {str(p): p.read_bytes() for p in root.rglob("*")
-            if p.is_file() and not p.is_symlink() and out not in p.parents}
+    return {
+        str(p): p.read_bytes()
+        for p in root.rglob("*")
+        if p.is_file() and not p.is_symlink() and out not in p.parents
+    }
 
 
 @pytest.fixture
@@ -79,7 +88,8 @@ def test_a_line_nested_1000_deep_fails_alone(tmp_path: Path) -> None:
     bad, good = results(tmp_path / "o")
     assert bad["status"] == "FAILED" and bad["error"] == {
         "code": "manifest_invalid",
-        "message": "line 1: not valid JSON (nested too deep to parse)"}
+        "message": "line 1: not valid JSON (nested too deep to parse)",
+    }
     assert (good["id"], good["status"]) == ("good", "SUCCEEDED")
 
 
@@ -101,8 +111,9 @@ def test_non_regular_inputs_exit_2_before_the_lock(tmp_path: Path, kind: str) ->
     proc = cli("run", str(target), "--out", "o", cwd=tmp_path, timeout=30)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("Error: cannot read")
-    assert {"fifo": "a FIFO", "dev_zero": "a character device",
-            "socket": "a socket"}[kind] in proc.stderr
+    assert {"fifo": "a FIFO", "dev_zero": "a character device", "socket": "a socket"}[
+        kind
+    ] in proc.stderr
     assert not (tmp_path / "o").exists()
 
 
@@ -115,8 +126,10 @@ def test_huge_lines_and_options_are_capped(tmp_path: Path) -> None:
     proc = cli("run", "m.jsonl", "--out", "o", cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr
     a, b = results(tmp_path / "o")
-    assert a["error"] == {"code": "manifest_invalid",
-                          "message": "line 1: longer than the limit of 64 KiB"}
+    assert a["error"] == {
+        "code": "manifest_invalid",
+        "message": "line 1: longer than the limit of 64 KiB",
+    }
     assert b["error"]["code"] == "manifest_invalid"  # type: ignore[index]
     assert "over the limit of 16 KiB" in b["error"]["message"]  # type: ignore[index]
     assert (tmp_path / "o" / ".bulkscribe" / "ledger.db").stat().st_size < 1_000_000
@@ -125,11 +138,13 @@ def test_huge_lines_and_options_are_capped(tmp_path: Path) -> None:
 def test_manifest_size_is_capped_by_a_setting(tmp_path: Path) -> None:
     """A manifest over manifest.max_bytes is refused with exit 2 before anything is written."""
     (tmp_path / "m.txt").write_text("a.wav\n" * 100)
-    proc = cli("run", "m.txt", "--out", "o", cwd=tmp_path,
-               env={"BULKSCRIBE_MANIFEST__MAX_BYTES": "100"})
+    proc = cli(
+        "run", "m.txt", "--out", "o", cwd=tmp_path, env={"BULKSCRIBE_MANIFEST__MAX_BYTES": "100"}
+    )
     assert proc.returncode == 2
-    assert "over manifest.max_bytes" in proc.stderr and "BULKSCRIBE_MANIFEST__MAX_BYTES" in \
-        proc.stderr
+    assert (
+        "over manifest.max_bytes" in proc.stderr and "BULKSCRIBE_MANIFEST__MAX_BYTES" in proc.stderr
+    )
     assert not (tmp_path / "o").exists()
 
 
@@ -143,8 +158,11 @@ def test_ids_are_checked_in_bytes_before_any_work(tmp_path: Path, speech_server:
     long_name = "東" * 200
     url = f"{speech_server}/talks/{quote(long_name)}.wav"
     (tmp_path / "m.jsonl").write_text(
-        json.dumps({"id": "東" * 128, "source": "a.wav"}, ensure_ascii=False) + "\n"
-        + json.dumps({"source": url}) + "\n")
+        json.dumps({"id": "東" * 128, "source": "a.wav"}, ensure_ascii=False)
+        + "\n"
+        + json.dumps({"source": url})
+        + "\n"
+    )
     proc = cli("run", "m.jsonl", "--out", "o", cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr
     explicit, derived = results(tmp_path / "o")
@@ -177,17 +195,26 @@ def test_bad_inputs_each_get_their_own_answer(tmp_path: Path) -> None:
     (tmp_path / "o").mkdir()
     (tmp_path / "o" / "keep.txt").write_text("mine")  # already in --out: must survive
     before = tree(tmp_path, tmp_path / "o")
-    proc = cli("run", "blob.txt", "speech.txt", "bom.jsonl", "new\nline.wav", "folder",
-               "--out", "o", "--formats", "json", cwd=tmp_path)
+    proc = cli(
+        "run",
+        "blob.txt",
+        "speech.txt",
+        "bom.jsonl",
+        "new\nline.wav",
+        "folder",
+        "--out",
+        "o",
+        "--formats",
+        "json",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 1, proc.stderr
     got = {str(r["id"]): r for r in results(tmp_path / "o")}
     assert list(got) == ["blob", "speech", "bom", "new_line", "sub/clip"]
     assert got["blob"]["status"] == "FAILED"
     assert got["blob"]["error"]["code"] == "not_media"  # type: ignore[index]
-    assert all(got[k]["status"] == "SUCCEEDED" for k in ("speech", "bom", "new_line",
-                                                          "sub/clip"))
-    assert f"warning: skipped {loop}/sub/up: it leads to a directory already walked" in \
-        proc.stderr
+    assert all(got[k]["status"] == "SUCCEEDED" for k in ("speech", "bom", "new_line", "sub/clip"))
+    assert f"warning: skipped {loop}/sub/up: it leads to a directory already walked" in proc.stderr
     assert tree(tmp_path, tmp_path / "o") == before
     assert (tmp_path / "o" / "keep.txt").read_text() == "mine"
 
@@ -201,8 +228,10 @@ def test_unsafe_ids_never_reach_the_ledger_as_paths(tmp_path: Path) -> None:
     proc = cli("run", "m.jsonl", "--out", "o", cwd=tmp_path)
     assert proc.returncode == 1
     assert [r["error"]["code"] for r in results(tmp_path / "o")] == (  # type: ignore[index]
-        ["manifest_invalid"] * 5)
+        ["manifest_invalid"] * 5
+    )
     assert tree(tmp_path, tmp_path / "o") == before
     with sqlite3.connect(tmp_path / "o" / ".bulkscribe" / "ledger.db") as db:
         assert {k for (k,) in db.execute("SELECT key FROM items")} == {
-            f"@line{n}" for n in range(1, 6)}
+            f"@line{n}" for n in range(1, 6)
+        }

@@ -139,11 +139,13 @@ def test_several_directories_are_kept_apart(tmp_path: Path) -> None:
     assert ids == ["m", "one"]
     ids = [i.item_id for i in load_inputs([tmp_path / "talks", tmp_path / "x" / "tapes"]).items]
     assert ids == ["talks/m", "tapes/m"]
-    ids = [i.item_id for i in load_inputs([tmp_path / "x" / "tapes",
-                                           tmp_path / "y" / "tapes"]).items]
+    ids = [
+        i.item_id for i in load_inputs([tmp_path / "x" / "tapes", tmp_path / "y" / "tapes"]).items
+    ]
     assert len(set(ids)) == 2 and all(i.startswith("tapes-") and i.endswith("/m") for i in ids)
-    again = [i.item_id for i in load_inputs([tmp_path / "x" / "tapes",
-                                             tmp_path / "y" / "tapes"]).items]
+    again = [
+        i.item_id for i in load_inputs([tmp_path / "x" / "tapes", tmp_path / "y" / "tapes"]).items
+    ]
     assert again == ids
 
 
@@ -210,11 +212,17 @@ def test_scheduled_sources_mirror_the_prefix() -> None:
 
 def test_unknown_fields_warn_once_per_name_with_a_suggestion(tmp_path: Path) -> None:
     """A misspelt field is one warning, however many lines have it; known options are quiet."""
-    p = write(tmp_path / "m.jsonl", "\n".join(json.dumps(r) for r in [
-        {"source": "a.wav", "langauge": "en", "hotwords": "Qwen"},
-        {"source": "b.wav", "langauge": "de", "context": "a talk"},
-        {"source": "c.wav", "vocabulary_id": "v1", "zzz": 1},
-    ]))
+    p = write(
+        tmp_path / "m.jsonl",
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {"source": "a.wav", "langauge": "en", "hotwords": "Qwen"},
+                {"source": "b.wav", "langauge": "de", "context": "a talk"},
+                {"source": "c.wav", "vocabulary_id": "v1", "zzz": 1},
+            ]
+        ),
+    )
     m = load_manifest(p)
     assert m.problems == ()
     assert m.warnings == (
@@ -228,8 +236,10 @@ def test_unknown_fields_warn_once_per_name_with_a_suggestion(tmp_path: Path) -> 
 
 def test_strict_fails_lines_with_unknown_fields(tmp_path: Path) -> None:
     """Under strict, each line with an unknown field is manifest_invalid, with the hint."""
-    p = write(tmp_path / "m.jsonl", '{"source": "a.wav", "langauge": "en"}\n'
-                                    '{"source": "b.wav", "context": "x"}\n')
+    p = write(
+        tmp_path / "m.jsonl",
+        '{"source": "a.wav", "langauge": "en"}\n{"source": "b.wav", "context": "x"}\n',
+    )
     m = load_manifest(p, strict=True)
     assert [i.item_id for i in m.items] == ["b"]
     assert m.problems[0].message == "line 1: unknown field 'langauge': did you mean 'language'?"
@@ -248,8 +258,9 @@ def test_strict_fails_lines_with_unknown_fields(tmp_path: Path) -> None:
         ("dashscope", "qwen3-asr-flash-filetrans", {"context": "x"}, "'context'"),
     ],
 )
-def test_options_an_engine_cannot_honour(engine: str, model: str, options: dict[str, object],
-                                         refused: str | None) -> None:
+def test_options_an_engine_cannot_honour(
+    engine: str, model: str, options: dict[str, object], refused: str | None
+) -> None:
     """A known option the item's engine and model cannot honour fails it with
     unsupported_option naming the option and the engine."""
     item = ManifestItem("a", "/in/a.wav", 4, options=tuple(sorted(options.items())))
@@ -260,5 +271,6 @@ def test_options_an_engine_cannot_honour(engine: str, model: str, options: dict[
         assert seed.failure is not None
         code, message = seed.failure
         assert code == "unsupported_option"
-        assert message.startswith(f"line 4: option {refused} is not supported by the {engine} "
-                                  f"engine (model {model})")
+        assert message.startswith(
+            f"line 4: option {refused} is not supported by the {engine} engine (model {model})"
+        )

@@ -21,8 +21,13 @@ def _alter(old: int, new: int) -> None:
     # SQLite does not enforce VARCHAR lengths, and rebuilding the table would trip the
     # attempts table's foreign keys: only PostgreSQL changes (tables.py says the same).
     if op.get_bind().dialect.name != "sqlite":
-        op.alter_column("items", "key", type_=sa.String(new), existing_type=sa.String(old),
-                        existing_nullable=False)
+        op.alter_column(
+            "items",
+            "key",
+            type_=sa.String(new),
+            existing_type=sa.String(old),
+            existing_nullable=False,
+        )
 
 
 def upgrade() -> None:
