@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
+from pipeline.asr.catalog import model_info, unsupported_options
+from pipeline.errors import FailureCode, PipelineError
 from pipeline.ledger import ItemSeed
 from pipeline.manifest import display
 from pipeline.models import ManifestItem, ManifestProblem
@@ -61,12 +63,28 @@ def seeds_for(entries: Iterable[ManifestItem | ManifestProblem], *, engine: str,
             continue
         spec = item_spec(entry, engine=engine, model=model, language=language, options=options)
         source = storable(entry.source)
+        refused = _refused(spec, entry.line_no)
         # The fingerprint hashes the fetchable source, not the masked one: a manifest line
         # whose token or password changed is a new attempt, fetched with the new one.
         seeds.append(ItemSeed(key=entry.item_id, line_no=entry.line_no, source=source,
                               spec=spec, fingerprint=fingerprint(spec | {"source": source}),
-                              source_stamp=source_stamp(entry.source)))
+                              source_stamp=None if refused else source_stamp(entry.source),
+                              failure=refused))
     return seeds
+
+
+def _refused(spec: Mapping[str, Any], line_no: int) -> tuple[str, str] | None:
+    """(unsupported_option, message) when the item asks its engine for what it cannot do."""
+    try:
+        info = model_info(spec["engine"], spec["model"])
+    except PipelineError:
+        return None  # an unknown model fails the item where it is first used, as before
+    names = unsupported_options(info, spec.get("options") or {})
+    if not names:
+        return None
+    return FailureCode.UNSUPPORTED_OPTION.value, (
+        f"line {line_no}: option {', '.join(map(repr, names))} is not supported by the "
+        f"{info.engine} engine (model {info.model})")
 
 
 def storable(source: str) -> str:

@@ -1,7 +1,7 @@
 """The ``bulkscribe`` command line.
 
-Exit status: 0 when every item succeeded, 1 when any failed, 2 for usage errors (a missing
-manifest, an unknown option, settings that cannot work), 130 when interrupted.
+Exit status: 0 when every item succeeded, 1 when any failed, 2 for usage errors (an unusable
+INPUT, an unknown option, settings that cannot work), 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -30,6 +30,12 @@ EXIT_INTERRUPTED = 130
 
 def _fail_usage(message: str) -> NoReturn:
     raise click.UsageError(message)
+
+
+class BadInput(click.ClickException):
+    """An INPUT that cannot be used: one ``Error: ...`` line, exit 2, nothing written."""
+
+    exit_code = EXIT_USAGE
 
 
 class LazyGroup(click.Group):
@@ -129,9 +135,38 @@ def _removed_after(path: Path) -> Iterator[None]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-@main.command()
-@click.argument("manifest", type=click.Path(exists=True, path_type=Path))
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+INPUTS_HELP = ("Each INPUT is a media file (one item), a directory (walked for media files, "
+               "its tree mirrored under --out) or a manifest (JSONL, CSV or a list of sources).")
+
+
+def _load_inputs(inputs: tuple[Path, ...], manifest_format: str | None, strict: bool,
+                 settings: Any) -> Any:
+    """Every INPUT read before --out is locked or written: an unusable one is exit 2.
+    Warnings (unknown fields) go to stderr here and to the log once it is open."""
+    from pipeline.manifest import ManifestUnreadable, load_inputs
+
+    try:
+        loaded = load_inputs(inputs, fmt=manifest_format, strict=strict,
+                             max_bytes=settings.manifest.max_bytes)
+    except ManifestUnreadable as exc:
+        raise BadInput(str(exc)) from None
+    for warning in loaded.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    return loaded
+
+
+def _log_warnings(loaded: Any) -> None:
+    from pipeline.log import get_logger
+
+    for warning in loaded.warnings:
+        # info: stderr already has it (above); the log file keeps everything
+        get_logger("bulkscribe.manifest").info("manifest.warning", message=warning)
+
+
+@main.command(epilog=INPUTS_HELP)
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", default="transcripts", show_default=True,
+              type=click.Path(file_okay=False, path_type=Path),
               help="Output directory: transcripts, results.jsonl, the log and the ledger.")
 @click.option("--engine", type=click.Choice(["local", "dashscope"]), help="ASR engine.")
 @click.option("--model", help="tiny.en (default), base, another faster-whisper name or a "
@@ -142,33 +177,35 @@ def _removed_after(path: Path) -> Iterator[None]:
 @click.option("--force", is_flag=True, help="Transcribe finished items again.")
 @click.option("--retry-failed", is_flag=True, help="Try permanently failed items again.")
 @click.option("--manifest-format", type=click.Choice(["jsonl", "csv", "list", "dir"]),
-              help="Override manifest format detection.")
+              help="Override format detection of a single manifest INPUT.")
+@click.option("--strict", is_flag=True,
+              help="Unknown manifest fields fail their lines (manifest_invalid), not warn.")
 @click.option("--config", type=click.Path(dir_okay=False), help="TOML settings file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("-v", "--verbose", count=True, help="More log lines on stderr (-v, -vv).")
-def run(manifest: Path, out_dir: Path, engine: str | None, model: str | None,
+def run(inputs: tuple[Path, ...], out_dir: Path, engine: str | None, model: str | None,
         language: str | None, workers: int | None, formats: str | None, force: bool,
-        retry_failed: bool, manifest_format: str | None, config: str | None, as_json: bool,
-        verbose: int) -> None:
-    """Transcribe every item of MANIFEST on this machine into --out."""
+        retry_failed: bool, manifest_format: str | None, strict: bool, config: str | None,
+        as_json: bool, verbose: int) -> None:
+    """Transcribe every item of the INPUTs on this machine into --out."""
     from pipeline.asr.catalog import model_info
     from pipeline.flow.outputs import DirSink
     from pipeline.ledger import open_ledger
     from pipeline.log import configure_logging
-    from pipeline.manifest import ManifestUnreadable, load_manifest
     from pipeline.runner import EmbeddedRunner, RunConfig
     from pipeline.wiring import build_context, http_client, media_store
 
     settings = _settings(config, engine=engine, model=model, language=language,
                          workers=workers, formats=formats)
     out_dir = out_dir.absolute()
+    loaded = _load_inputs(inputs, manifest_format, strict, settings)
     level = {0: settings.log_level, 1: "info"}.get(verbose, "debug")
     scratch = _scratch_root(settings.scratch_dir)
     with _out_dir_lock(out_dir), http_client(settings) as http, \
             _removed_after(scratch):
         configure_logging(level=level, json_file=out_dir / "bulkscribe.log")
+        _log_warnings(loaded)
         try:
-            loaded = load_manifest(manifest, fmt=manifest_format)
             info = model_info(settings.engine, settings.model, settings.limits)
             sink = DirSink(out_dir)
             ctx = build_context(
@@ -176,8 +213,6 @@ def run(manifest: Path, out_dir: Path, engine: str | None, model: str | None,
                 owner=f"run:{os.getpid()}", sinks=lambda _batch: sink, scratch=scratch,
                 store=media_store(settings, out_dir / ".bulkscribe" / "media"), http=http,
                 dead_letters=False)
-        except ManifestUnreadable as exc:
-            _fail_usage(str(exc))
         except PipelineError as exc:
             _fail_usage(exc.message)
         engine_check = getattr(ctx.clip_engine(info), "check", None) \

@@ -60,36 +60,36 @@ def _echo(as_json: bool, data: Any, text: str) -> None:
     click.echo(json.dumps(data, ensure_ascii=False, default=str) if as_json else text)
 
 
-@click.command()
-@click.argument("manifest", type=click.Path(exists=True, path_type=Path))
+@click.command(epilog="Each INPUT is a media file, a directory or a manifest, as for `run`.")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", "out", required=True,
               help="Where results go: a directory all workers can reach, or s3://bucket/prefix.")
 @click.option("--engine", type=click.Choice(["local", "dashscope"]))
 @click.option("--model")
 @click.option("--language")
 @click.option("--option", "options", multiple=True, help="Provider option key=value.")
-@click.option("--manifest-format", type=click.Choice(["jsonl", "csv", "list", "dir"]))
+@click.option("--manifest-format", type=click.Choice(["jsonl", "csv", "list", "dir"]),
+              help="Override format detection of a single manifest INPUT.")
+@click.option("--strict", is_flag=True,
+              help="Unknown manifest fields fail their lines (manifest_invalid), not warn.")
 @click.option("--config", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True)
-def submit(manifest: Path, out: str, engine: str | None, model: str | None,
+def submit(inputs: tuple[Path, ...], out: str, engine: str | None, model: str | None,
            language: str | None, options: Sequence[str], manifest_format: str | None,
-           config: str | None, as_json: bool) -> None:
-    """Queue a MANIFEST for the workers; prints the batch id."""
+           strict: bool, config: str | None, as_json: bool) -> None:
+    """Queue the INPUTs' items for the workers; prints the batch id."""
     from pipeline.batches import new_batch_id, seeds_for
-    from pipeline.manifest import ManifestUnreadable, load_manifest
+    from pipeline.cli import _load_inputs
 
     settings = _settings(config, engine=engine, model=model, language=language)
-    try:
-        loaded = load_manifest(manifest, fmt=manifest_format)
-    except ManifestUnreadable as exc:
-        _fail_usage(str(exc))
+    loaded = _load_inputs(inputs, manifest_format, strict, settings)  # warnings: on stderr
     if "://" not in out:
         out = str(Path(out).absolute())
     wctx = _worker_ctx(settings)
     batch_id = new_batch_id()
     extra = _parse_options(options)
     wctx.ledger.ensure_batch(batch_id, kind="submit", out=out, engine=settings.engine,
-                             model=settings.model, manifest=str(manifest.absolute()),
+                             model=settings.model, manifest=loaded.path,
                              options={"language": settings.language, **extra})
     seeds = seeds_for(loaded.entries, engine=settings.engine, model=settings.model,
                       language=settings.language, options=extra)

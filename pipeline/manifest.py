@@ -1,63 +1,88 @@
-"""Read a manifest (JSONL, CSV, plain list or directory) into items and per-line problems.
+"""What ``run`` and ``submit`` are given (media files, directories, manifests) into items.
 
-A batch names thousands of files, so one broken line must not stop it: every bad line becomes
-a :class:`ManifestProblem` that fails on its own, in manifest order. Only a manifest that cannot
-be read at all raises :class:`ManifestUnreadable`. Pure apart from reading the file or directory.
+Each INPUT is a media file (one item), a directory (walked recursively for media files, its
+tree mirrored in the ids) or a manifest (JSONL, CSV or a plain list of sources). A batch names
+thousands of files, so one broken line must not stop it: every bad line becomes a
+:class:`ManifestProblem` that fails on its own, in input order. Only an INPUT that cannot be
+used at all raises :class:`ManifestUnreadable` (the CLI's exit 2). Pure apart from reading the
+files and walking the directories.
 """
 
 from __future__ import annotations
 
 import csv
+import difflib
 import json
 import math
 import os
 import re
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
+from pipeline.asr.catalog import KNOWN_OPTIONS
 from pipeline.errors import FailureCode
-from pipeline.log import redact_url
-from pipeline.models import ManifestItem, ManifestProblem
+from pipeline.ids import derive_id, id_error, source_parts
+from pipeline.inputs import (
+    DEFAULT_MAX_BYTES,
+    FORMATS,
+    MAX_LINE_BYTES,
+    MEDIA_EXTENSIONS,
+    Input,
+    ManifestUnreadable,
+    cells,
+    classify,
+    dir_prefixes,
+    display,
+    lines,
+    open_regular,
+    walk,
+)
+from pipeline.models import ManifestItem, ManifestProblem, human_bytes
 
 __all__ = [
+    "DEFAULT_MAX_BYTES",
     "FORMATS",
+    "MAX_LINE_BYTES",
+    "MAX_OPTIONS_BYTES",
     "MEDIA_EXTENSIONS",
+    "Input",
     "Manifest",
     "ManifestUnreadable",
+    "classify",
     "display",
     "entries_from_sources",
+    "load_inputs",
     "load_manifest",
 ]
 
-FORMATS = ("jsonl", "csv", "list", "dir")
-_EXTS = "wav mp3 m4a aac flac ogg oga opus wma amr aiff aif webm mp4 m4v mov mkv avi flv wmv mpeg"
-MEDIA_EXTENSIONS = frozenset([*_EXTS.split(), "mpg", "ts", "3gp"])  # matched case-insensitively
-_FIELDS = frozenset({"id", "source", "language", "start_s", "end_s", "model", "channel"})
+FIELDS = frozenset({"id", "source", "language", "start_s", "end_s", "model", "channel"})
+MAX_OPTIONS_BYTES = 16 * 1024  # an item's options as JSON
+MAX_OPTIONS_DEPTH = 32  # nesting of option values; deeper JSON exhausts the stack downstream
 _SCHEMES = frozenset({"file", "http", "https", "s3", "oss"})
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
-_BY_SUFFIX = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".txt": "list"}
-_BY_SUFFIX |= {".lst": "list", ".list": "list"}
-_ID_RULE = (
-    "ids may use only letters, digits, '.', '_' and '-' (1-128 characters), "
-    "must not start with '.' or '-' and must not contain '..'"
-)
 
 _Row = tuple[int, "dict[str, Any] | str"]  # (line_no, fields) or (line_no, what is wrong)
 
 
-class ManifestUnreadable(Exception):
-    """The manifest as a whole cannot be read; the message names the file and the reason."""
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    """An entry before duplicate ids are settled, with how messages name its line or file."""
+
+    entry: ManifestItem | ManifestProblem
+    where: str  # "line 3", "m.jsonl line 3" or the file's path
+    ref: str  # how a later duplicate names it: "on line 3", "by /in/a.wav"
 
 
 @dataclass(frozen=True, slots=True)
 class Manifest:
-    """A parsed manifest: items and problems together, in manifest order."""
+    """Parsed INPUTs: items and problems together, in input order, and warnings to show."""
 
     path: str
     fmt: str
     entries: tuple[ManifestItem | ManifestProblem, ...]
+    warnings: tuple[str, ...] = ()
+    candidates: tuple[_Candidate, ...] = field(default=(), repr=False)
 
     @property
     def items(self) -> tuple[ManifestItem, ...]:
@@ -67,78 +92,97 @@ class Manifest:
     def problems(self) -> tuple[ManifestProblem, ...]:
         return tuple(e for e in self.entries if isinstance(e, ManifestProblem))
 
-
-def display(s: str) -> str:
-    """``s`` made printable and JSON-safe: surrogate-escaped bytes shown as ``\\xNN``, and
-    fit to show: a URL's credentials masked (:func:`pipeline.log.redact_url`)."""
-    s = redact_url(s)
-    if not any("\ud800" <= c <= "\udfff" for c in s):
-        return s
-    try:
-        return os.fsencode(s).decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:  # a lone surrogate not from surrogateescape (e.g. JSON "\ud800")
-        return s.encode("utf-8", "backslashreplace").decode("utf-8")
+    def prefer(self, owners: Mapping[str, str]) -> Manifest:
+        """Settle duplicate ids in favour of the source that already holds each id
+        (``owners``: id -> stored source, from the ledger), so a file added beside an old
+        one can never take over its outputs, whichever sorts first."""
+        if not self.candidates:
+            return self
+        return replace(self, entries=_settle(self.candidates, owners))
 
 
-def load_manifest(path: str | os.PathLike[str], *, fmt: str | None = None) -> Manifest:
-    """Parse the manifest at ``path``; ``fmt`` overrides detection (one of :data:`FORMATS`)."""
-    p = os.path.abspath(os.fsdecode(os.fspath(path)))
-    if fmt is not None and fmt not in FORMATS:
-        raise ManifestUnreadable(f"{display(p)}: unknown manifest format {fmt!r} (use {FORMATS})")
-    if fmt == "dir" or (fmt is None and os.path.isdir(p)):
-        if not os.path.isdir(p):
-            raise ManifestUnreadable(f"cannot read manifest {display(p)}: not a directory")
-        return Manifest(p, "dir", _build(list(_read_dir(p)), p))
-    try:
-        with open(p, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise ManifestUnreadable(f"cannot read manifest {display(p)}: {e.strerror or e}") from e
-    data = data.removeprefix(b"\xef\xbb\xbf")
-    fmt = fmt or _BY_SUFFIX.get(os.path.splitext(p)[1].lower()) or _sniff(data)
-    read = {"jsonl": _read_jsonl, "csv": _read_csv, "list": _read_list}[fmt]
-    return Manifest(p, fmt, _build(list(read(data, p)), os.path.dirname(p)))
+def load_manifest(
+    path: str | os.PathLike[str],
+    *,
+    fmt: str | None = None,
+    strict: bool = False,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> Manifest:
+    """Parse one INPUT; ``fmt`` overrides detection (one of :data:`FORMATS`)."""
+    return load_inputs([path], fmt=fmt, strict=strict, max_bytes=max_bytes)
+
+
+def load_inputs(
+    paths: Sequence[str | os.PathLike[str]],
+    *,
+    fmt: str | None = None,
+    strict: bool = False,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> Manifest:
+    """Parse INPUTs (media files, directories, manifests) into one batch, in order.
+
+    Every INPUT is classified first, so an unusable one fails before any is read. When more
+    than one directory is given, each one's ids start with its name (its name and a short
+    hash of its path if two share a name), so the trees stay apart under ``--out``.
+    """
+    if not paths:
+        raise ManifestUnreadable("no INPUT given: name media files, directories or manifests")
+    if fmt is not None and len(paths) > 1:
+        raise ManifestUnreadable("--manifest-format applies to a single manifest")
+    inputs = [classify(p, fmt, max_bytes=max_bytes) for p in paths]
+    prefixes = dir_prefixes([i.path for i in inputs if i.kind == "dir"])
+    parser = _Parser(strict=strict, several=len(inputs) > 1)
+    warnings: list[str] = []
+    for inp in inputs:
+        if inp.kind == "dir":
+            files, skipped = walk(inp.path)
+            warnings += skipped
+            parser.add(
+                ((n, {"source": p}) for n, p in enumerate(files, 1)),
+                inp,
+                base=inp.path,
+                prefix=prefixes.get(inp.path),
+            )
+        elif inp.kind == "media":
+            parser.add([(1, {"source": inp.path})], inp, base=os.path.dirname(inp.path))
+        else:
+            with open_regular(inp.path) as f:
+                stream = lines(
+                    f, inp.path, max_bytes, "surrogateescape" if inp.kind == "list" else "strict"
+                )
+                read = {"jsonl": _read_jsonl, "csv": _read_csv, "list": _read_list}[inp.kind]
+                parser.add(read(stream, inp.path), inp, base=os.path.dirname(inp.path))
+    one = inputs[0] if len(inputs) == 1 else None
+    candidates = tuple(parser.candidates)
+    return Manifest(
+        path=one.path if one else "\n".join(i.path for i in inputs),
+        fmt=one.kind if one else "inputs",
+        entries=_settle(candidates, {}),
+        warnings=(*warnings, *parser.warnings()),
+        candidates=candidates,
+    )
+
+
+def entries_from_sources(
+    sources: Sequence[str],
+    root: str | None = None,
+) -> tuple[ManifestItem | ManifestProblem, ...]:
+    """Items for a plain list of sources (scheduled runs over a bucket prefix), ids derived
+    as for a list manifest, relative to ``root`` (a URL prefix or directory) when given."""
+    parser = _Parser(strict=False, several=False)
+    parser.add(
+        [(n, {"source": src}) for n, src in enumerate(sources, start=1)],
+        Input(os.getcwd(), "list"),
+        base=root or os.getcwd(),
+    )
+    return _settle(tuple(parser.candidates), {})
 
 
 # --- readers: each yields (line_no, fields) or (line_no, error) -----------------------------
 
 
-def entries_from_sources(sources: Sequence[str],
-                         ) -> tuple[ManifestItem | ManifestProblem, ...]:
-    """Items for a plain list of sources (scheduled runs over a bucket prefix), ids derived
-    exactly as for a list manifest."""
-    return _build([(n, {"source": src}) for n, src in enumerate(sources, start=1)], os.getcwd())
-
-
-def _lines(data: bytes, errors: str = "strict") -> Iterator[tuple[int, str, str | None]]:
-    """(line_no, text, decode error) of each line that is not blank or a '#' comment."""
-    for n, raw in enumerate(data.splitlines(), 1):
-        if raw.strip() and not raw.lstrip().startswith(b"#"):
-            try:  # strict per line: one bad line is a problem, not an unreadable manifest
-                yield n, raw.decode("utf-8", errors), None
-            except UnicodeDecodeError as e:
-                yield n, "", f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start})"
-
-
-def _cells(text: str) -> list[str]:
-    # One record per physical line: a stray quote then spoils its own line, not the rest.
-    return next(csv.reader([text], strict=True), [])
-
-
-def _sniff(data: bytes) -> str:
-    for _, line, _ in _lines(data, "surrogateescape"):
-        line = line.strip()
-        if line.startswith("{"):
-            return "jsonl"
-        try:
-            return "csv" if "," in line and "source" in map(str.strip, _cells(line)) else "list"
-        except csv.Error:
-            return "list"
-    return "list"
-
-
-def _read_jsonl(data: bytes, _path: str) -> Iterator[_Row]:
-    for n, text, err in _lines(data):
+def _read_jsonl(lines: Iterable[tuple[int, str, str | None]], _path: str) -> Iterator[_Row]:
+    for n, text, err in lines:
         if err:
             yield n, err
             continue
@@ -147,19 +191,26 @@ def _read_jsonl(data: bytes, _path: str) -> Iterator[_Row]:
         except json.JSONDecodeError as e:
             yield n, f"not valid JSON ({e.msg} at column {e.colno})"
             continue
+        except RecursionError:  # escapes JSONDecodeError; would abort the whole batch
+            yield n, "not valid JSON (nested too deep to parse)"
+            continue
+        except ValueError as e:  # e.g. an integer with more digits than Python converts
+            yield n, f"not valid JSON ({str(e)[:80]})"
+            continue
         yield (
             n,
             obj if isinstance(obj, dict) else f"expected a JSON object, got {text.strip()[:40]!r}",
         )
 
 
-def _read_csv(data: bytes, path: str) -> Iterator[_Row]:
-    lines = list(_lines(data))
-    if not lines:
+def _read_csv(lines: Iterable[tuple[int, str, str | None]], path: str) -> Iterator[_Row]:
+    rows = iter(lines)
+    first = next(rows, None)
+    if first is None:
         return
-    n0, text, err = lines[0]
+    n0, text, err = first
     try:
-        header = [h.strip() for h in _cells(text)]
+        header = [h.strip() for h in cells(text)]
     except csv.Error as e:
         err = f"not valid CSV ({e})"
     if err:
@@ -169,64 +220,25 @@ def _read_csv(data: bytes, path: str) -> Iterator[_Row]:
             f"cannot read CSV manifest {display(path)}: header line {n0} needs one 'source'"
             f" column and no repeated names (found {', '.join(map(repr, header))})"
         )
-    for n, text, err in lines[1:]:
-        cells: list[str] = []
+    for n, text, err in rows:
+        row: list[str] = []
         try:
-            cells = [] if err else [c.strip() for c in _cells(text)]
+            row = [] if err else [c.strip() for c in cells(text)]
         except csv.Error as e:
             err = f"not valid CSV ({e})"
-        if not err and len(cells) > len(header):
-            err = f"{len(cells)} cells but the header has {len(header)} columns"
+        if not err and len(row) > len(header):
+            err = f"{len(row)} cells but the header has {len(header)} columns"
         # Empty cells mean absent; an unnamed column (trailing comma in the header) is ignored.
-        yield n, err or {k: v for k, v in zip(header, cells, strict=False) if k and v}
+        yield n, err or {k: v for k, v in zip(header, row, strict=False) if k and v}
 
 
-def _read_list(data: bytes, _path: str) -> Iterator[_Row]:
+def _read_list(lines: Iterable[tuple[int, str, str | None]], _path: str) -> Iterator[_Row]:
     # surrogateescape: a non-UTF-8 file name round-trips to its bytes via os.fsencode.
-    for n, text, _ in _lines(data, "surrogateescape"):
+    for n, text, _ in lines:
         yield n, {"source": text.strip()}
 
 
-def _read_dir(root: str) -> Iterator[_Row]:
-    def fail(e: OSError) -> None:  # a silently missing subtree would drop files unnoticed
-        raise ManifestUnreadable(f"cannot walk manifest directory {display(root)}: {e}") from e
-
-    found: list[str] = []
-    for d, dirs, files in os.walk(root, onerror=fail):  # str root: names come surrogate-escaped
-        dirs[:] = [x for x in dirs if not x.startswith(".")]
-        found += [
-            os.path.join(d, f)
-            for f in files
-            if not f.startswith(".") and os.path.splitext(f)[1][1:].lower() in MEDIA_EXTENSIONS
-        ]
-    found.sort(key=os.fsencode)  # by bytes: the same order on every machine and locale
-    for n, p in enumerate(found, 1):
-        yield n, {"source": p}
-
-
-# --- fields and ids -----------------------------------------------------------------------
-
-
-def _safe_id(v: Any) -> bool:
-    return (
-        isinstance(v, str)
-        and 1 <= len(v) <= 128
-        and v[0] not in ".-"
-        and ".." not in v
-        and all(c.isalnum() or c in "._-" for c in v)
-    )
-
-
-def _derive_id(source: str) -> str:
-    """A file-name-safe id from the source's file name stem."""
-    if _SCHEME.match(source):
-        name = unquote(urlsplit(source).path.rstrip("/").rpartition("/")[2])
-    else:
-        name = os.path.basename(source.rstrip("/"))
-    s = "".join(c if c.isalnum() or c in "._-" else "_" for c in os.path.splitext(name)[0])
-    while ".." in s:
-        s = s.replace("..", "._")
-    return s.lstrip(".-")[:100] or "item"  # 100 leaves room for a "-N" suffix within 128
+# --- fields, ids and duplicates ------------------------------------------------------------
 
 
 def _convert(kind: type, v: Any) -> Any:
@@ -268,59 +280,161 @@ def _source(src: Any, base: str) -> tuple[str | None, str | None]:
     return src, None
 
 
-def _parse(f: dict[str, Any], base: str) -> tuple[dict[str, Any], list[str]]:
-    """The typed ManifestItem fields of one line, and everything wrong with them."""
-    # null and blank optional values mean absent, as empty CSV cells do
-    f = {k: v for k, v in f.items() if k == "id" or not (v is None or str(v).strip() == "")}
-    errs: list[str] = []
-    out: dict[str, Any] = {"source": None}
-    if "source" not in f:
-        errs.append("'source' is missing")
-    else:
-        out["source"], err = _source(f["source"], base)
-        errs += [err] if err else []
-    for key, (kind, what) in _KINDS.items():
-        if key in f and (out.setdefault(key, _convert(kind, f[key])) is None):
-            errs.append(f"{key} must be {what}, got {f[key]!r}")
-    start, end = out.get("start_s"), out.get("end_s")
-    if start is not None and end is not None and end <= start:
-        errs.append(f"end_s ({end}) must be greater than start_s ({start})")
-    out["options"] = tuple(sorted((k, v) for k, v in f.items() if k not in _FIELDS))
-    return out, errs
+def _depth(v: Any, limit: int) -> bool:
+    """Whether ``v`` nests deeper than ``limit``, without recursing."""
+    stack = [(v, 0)]
+    while stack:
+        x, d = stack.pop()
+        if d > limit:
+            return True
+        if isinstance(x, dict):
+            stack += [(y, d + 1) for y in x.values()]
+        elif isinstance(x, list):
+            stack += [(y, d + 1) for y in x]
+    return False
 
 
-def _build(rows: list[_Row], base: str) -> tuple[ManifestItem | ManifestProblem, ...]:
-    # Explicit ids first, so a derived id never takes one that a later line names.
-    used = {f["id"] for _, f in rows if isinstance(f, dict) and _safe_id(f.get("id"))}
-    claimed: dict[str, int] = {}  # explicit id -> first line that named it
-    suffix: dict[str, int] = {}  # derived base -> next "-N" to try
-    out: list[ManifestItem | ManifestProblem] = []
-    for n, f in rows:
+def _hint(name: str) -> str:
+    close = difflib.get_close_matches(name, sorted(FIELDS | KNOWN_OPTIONS), n=1)
+    return f": did you mean {close[0]!r}?" if close else ""
+
+
+class _Parser:
+    """Turns rows into candidates, remembering unknown field names for one warning each."""
+
+    def __init__(self, *, strict: bool, several: bool) -> None:
+        self.strict = strict
+        self.several = several  # name the file in messages: lines of several INPUTs
+        self.candidates: list[_Candidate] = []
+        self.unknown: dict[str, tuple[str, int]] = {}  # name -> (first place, count)
+        self.offset = 0  # line numbers of later INPUTs follow those of earlier ones
+
+    def add(
+        self, rows: Iterable[_Row], inp: Input, *, base: str, prefix: str | None = None
+    ) -> None:
+        last = 0
+        for n, f in rows:
+            last = n
+            if inp.kind in ("dir", "media"):
+                where = display(f["source"]) if isinstance(f, dict) else f"{display(inp.path)}"
+                ref = f"by {where}"
+            else:
+                label = (
+                    f"{display(os.path.basename(inp.path))} line {n}"
+                    if self.several
+                    else f"line {n}"
+                )
+                where, ref = label, f"on {label}"
+            try:
+                entry = self._entry(self.offset + n, where, f, base, prefix)
+            except Exception as e:  # one line must never take the batch down with it
+                entry = ManifestProblem(
+                    self.offset + n,
+                    FailureCode.MANIFEST_INVALID.value,
+                    f"{where}: cannot be read ({type(e).__name__})",
+                )
+            self.candidates.append(_Candidate(entry, where, ref))
+        self.offset += last
+
+    def _entry(
+        self, line_no: int, where: str, f: dict[str, Any] | str, base: str, prefix: str | None
+    ) -> ManifestItem | ManifestProblem:
         if isinstance(f, str):
-            out.append(ManifestProblem(n, FailureCode.MANIFEST_INVALID.value, f"line {n}: {f}"))
-            continue
-        typed, errs = _parse(f, base)
-        src, item_id, dup = typed["source"], None, None
-        if f.get("id") is not None and not isinstance(f["id"], str):
-            errs.insert(0, f"id must be a string, got {f['id']!r}")
-        elif f.get("id") is not None and not _safe_id(f["id"]):
-            errs.insert(0, f"id {f['id']!r} is not a safe file name: {_ID_RULE}")
-        elif f.get("id") is not None:
-            item_id = f["id"]
-            dup = claimed.setdefault(item_id, n)
+            return ManifestProblem(line_no, FailureCode.MANIFEST_INVALID.value, f"{where}: {f}")
+        typed, errs = self._parse(f, base, where)
+        src, item_id = typed["source"], None
+        if f.get("id") is not None:
+            if err := id_error(f["id"]):
+                errs.insert(0, err)
+            else:
+                item_id = f["id"]
         elif src is not None:
-            base_id = item_id = _derive_id(src)
-            while item_id in used:
-                suffix[base_id] = suffix.get(base_id, 1) + 1
-                item_id = f"{base_id}-{suffix[base_id]}"
-            used.add(item_id)
+            parts = source_parts(src, base)
+            item_id = derive_id([prefix, *parts] if prefix else parts)
         if errs:
-            msg = f"line {n}: " + "; ".join(errs)
-            out.append(ManifestProblem(n, FailureCode.MANIFEST_INVALID.value, msg, item_id, src))
-        elif dup is not None and dup != n:
-            msg = f"line {n}: id {item_id!r} is already used on line {dup}"
-            out.append(ManifestProblem(n, FailureCode.DUPLICATE_ID.value, msg, item_id, src))
+            msg = f"{where}: " + "; ".join(errs)
+            return ManifestProblem(line_no, FailureCode.MANIFEST_INVALID.value, msg, item_id, src)
+        assert item_id is not None  # no errors: an id was given or derived from the source
+        return ManifestItem(item_id=item_id, line_no=line_no, **typed)
+
+    def _parse(self, f: dict[str, Any], base: str, where: str) -> tuple[dict[str, Any], list[str]]:
+        """The typed ManifestItem fields of one line, and everything wrong with them."""
+        if _depth(f, MAX_OPTIONS_DEPTH):
+            return {"source": None}, [f"values nested deeper than {MAX_OPTIONS_DEPTH} levels"]
+        # null and blank optional values mean absent, as empty CSV cells do
+        f = {
+            k: v
+            for k, v in f.items()
+            if k == "id" or not (v is None or (isinstance(v, str) and not v.strip()))
+        }
+        errs: list[str] = []
+        out: dict[str, Any] = {"source": None}
+        if "source" not in f:
+            errs.append("'source' is missing")
         else:
-            assert item_id is not None  # no errors: an id was given or derived from the source
-            out.append(ManifestItem(item_id=item_id, line_no=n, **typed))
+            out["source"], err = _source(f["source"], base)
+            errs += [err] if err else []
+        for key, (kind, what) in _KINDS.items():
+            if key in f and (out.setdefault(key, _convert(kind, f[key])) is None):
+                errs.append(f"{key} must be {what}, got {f[key]!r}")
+        start, end = out.get("start_s"), out.get("end_s")
+        if start is not None and end is not None and end <= start:
+            errs.append(f"end_s ({end}) must be greater than start_s ({start})")
+        options = {k: v for k, v in f.items() if k not in FIELDS}
+        for name in options:
+            if name in KNOWN_OPTIONS:
+                continue
+            if self.strict:
+                errs.append(f"unknown field {name!r}{_hint(name)}")
+            first, count = self.unknown.get(name, (where, 0))
+            self.unknown[name] = (first, count + 1)
+        size = len(json.dumps(options, ensure_ascii=False).encode("utf-8", "surrogateescape"))
+        if size > MAX_OPTIONS_BYTES:
+            errs.append(
+                f"options take {human_bytes(size)} as JSON, over the limit of "
+                f"{MAX_OPTIONS_BYTES // 1024} KiB"
+            )
+        out["options"] = tuple(sorted(options.items()))
+        return out, errs
+
+    def warnings(self) -> list[str]:
+        if self.strict:
+            return []
+        return [
+            f"unknown field {name!r} on {first}"
+            f"{f' and {count - 1} more line(s)' if count > 1 else ''}{_hint(name)}; "
+            "it is passed to the provider as an option (--strict refuses it)"
+            for name, (first, count) in self.unknown.items()
+        ]
+
+
+def _settle(
+    candidates: Sequence[_Candidate], owners: Mapping[str, str]
+) -> tuple[ManifestItem | ManifestProblem, ...]:
+    """Entries with each id kept by one item: the one whose source already owns it in
+    ``owners``, else the first; the others fail with duplicate_id naming the keeper."""
+    from pipeline.batches import storable
+
+    keeper: dict[str, int] = {}
+    for i, c in enumerate(candidates):
+        e = c.entry
+        if not isinstance(e, ManifestItem):
+            continue
+        held = keeper.get(e.item_id)
+        owner = owners.get(e.item_id)
+        if held is None or (
+            owner == storable(e.source) != storable(candidates[held].entry.source or "")
+        ):
+            keeper[e.item_id] = i
+    out: list[ManifestItem | ManifestProblem] = []
+    for i, c in enumerate(candidates):
+        e = c.entry
+        if isinstance(e, ManifestItem) and keeper[e.item_id] != i:
+            first = candidates[keeper[e.item_id]]
+            msg = f"{c.where}: id {e.item_id!r} is already used {first.ref}"
+            out.append(
+                ManifestProblem(e.line_no, FailureCode.DUPLICATE_ID.value, msg, e.item_id, e.source)
+            )
+        else:
+            out.append(e)
     return tuple(out)

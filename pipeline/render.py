@@ -6,15 +6,18 @@ same subtitles. Rendering is pure; only :func:`write_outputs` touches the disk.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import tempfile
+import secrets
+import stat
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 # Same-package helpers: cue text must split and join exactly as transcript text does.
+from pipeline.ids import id_error
 from pipeline.transcript import _TRAILING_PUNCT, Sentence, Transcript, Word, _is_cjk, join_texts
 
 __all__ = [
@@ -217,18 +220,56 @@ def render_json(document: Mapping[str, Any]) -> str:
     return json.dumps(dict(document), ensure_ascii=False, indent=2) + "\n"
 
 
-def atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def _write_at(dir_fd: int, name: str, data: bytes) -> None:
+    """Write ``name`` in the directory ``dir_fd`` atomically: a fixed-length temporary name
+    (so a name near NAME_MAX still fits), fsync, then rename over the old file."""
+    tmp = f".bulkscribe-{secrets.token_hex(6)}.tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(tmp, flags, 0o644, dir_fd=dir_fd)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(text.encode("utf-8"))
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
-            os.fchmod(f.fileno(), 0o644)  # mkstemp's 0600 would hide outputs from servers
-        os.replace(tmp, path)
+            os.fchmod(f.fileno(), 0o644)  # the umask must not hide outputs from servers
+        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dir_fd)
         raise
+
+
+def atomic_write(path: Path, text: str) -> None:
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        _write_at(fd, path.name, text.encode("utf-8"))
+    finally:
+        os.close(fd)
+
+
+def _open_subdir(root: Path, parts: Sequence[str]) -> int:
+    """A descriptor of ``root/parts...``, creating what is missing. Each step is opened with
+    O_NOFOLLOW relative to the one before, so a symlink planted anywhere in an id's path
+    cannot send the write outside ``root``."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in parts:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(part, 0o755, dir_fd=fd)
+            try:
+                step = os.open(
+                    part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd
+                )
+            except OSError as exc:  # ELOOP: a symlink; ENOTDIR: a file in the way
+                raise ValueError(
+                    f"{part!r} in the output path is not a directory under {root} ({exc.strerror})"
+                ) from exc
+            os.close(fd)
+            fd = step
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def write_outputs(
@@ -240,27 +281,38 @@ def write_outputs(
     *,
     layout: CueLayout = CueLayout(),
 ) -> dict[str, str]:
-    """Write ``<out_dir>/<item_id>.<fmt>`` atomically; returns ``{fmt: name in out_dir}``."""
+    """Write ``<out_dir>/<item_id>.<fmt>`` atomically; returns ``{fmt: path under out_dir}``.
+
+    ``item_id`` may nest (``day2/meeting``): its directories are created under ``out_dir``.
+    """
     wanted = list(dict.fromkeys(formats))
     unknown = [f for f in wanted if f not in FORMATS]
     if unknown:
         raise ValueError(f"unknown output format(s) {', '.join(map(repr, unknown))}")
     # item_id comes from manifests: never let it name a file outside out_dir.
-    if not item_id or item_id.startswith(".") or any(c in item_id for c in "/\\\0"):
-        raise ValueError(f"item id {item_id!r} is not a plain file name")
+    if err := id_error(item_id):
+        raise ValueError(err)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    root = out_dir.resolve()
     renderers = {
         "json": lambda: render_json(document),
         "txt": lambda: render_txt(transcripts),
         "srt": lambda: render_srt(transcripts, layout=layout),
         "vtt": lambda: render_vtt(transcripts, layout=layout),
     }
-    written = {fmt: f"{item_id}.{fmt}" for fmt in wanted}
-    # Check every target before writing any, so a refusal leaves no partial set behind.
-    if any((root / name).resolve().parent != root for name in written.values()):
-        raise ValueError(f"item id {item_id!r} would write outside {out_dir}")  # e.g. symlink
-    for fmt, name in written.items():
-        atomic_write(root / name, renderers[fmt]())
-    return written
+    *dirs, stem = item_id.split("/")
+    dir_fd = _open_subdir(out_dir, dirs)
+    try:
+        # Check every target before writing any, so a refusal leaves no partial set behind.
+        for fmt in wanted:
+            with contextlib.suppress(FileNotFoundError):
+                if not stat.S_ISREG(os.lstat(f"{stem}.{fmt}", dir_fd=dir_fd).st_mode):
+                    raise ValueError(
+                        f"item id {item_id!r}: {item_id}.{fmt} under {out_dir} "
+                        "is not a regular file (a symlink?)"
+                    )
+        for fmt in wanted:
+            _write_at(dir_fd, f"{stem}.{fmt}", renderers[fmt]().encode("utf-8"))
+    finally:
+        os.close(dir_fd)
+    return {fmt: f"{item_id}.{fmt}" for fmt in wanted}

@@ -106,6 +106,9 @@ class EmbeddedRunner:
         self.ledger.ensure_batch(self.batch_id, kind="run", out=str(cfg.out_dir),
                                  engine=cfg.engine, model=cfg.model, manifest=manifest.path,
                                  options={"language": cfg.language, "formats": list(cfg.formats)})
+        # An id keeps the source it was first transcribed from, whatever sorts first now.
+        manifest = manifest.prefer({r.key: r.source for r in self.ledger.list_items(self.batch_id)
+                                    if not r.key.startswith("@")})
         self.ledger.sync_items(self.batch_id, seeds_for(manifest.entries, engine=cfg.engine,
                                                          model=cfg.model, language=cfg.language),
                                engine=cfg.engine,

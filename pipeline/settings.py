@@ -47,6 +47,12 @@ class LimitsSettings(_Frozen):
     max_bytes: int | None = Field(None, gt=0)
 
 
+class ManifestSettings(_Frozen):
+    """What a manifest given to ``run``/``submit`` may be."""
+
+    max_bytes: int = Field(1024**3, gt=0)  # a bigger manifest is refused (exit 2) unread
+
+
 class RetrySettings(_Frozen):
     max_attempts: int = Field(4, ge=1)  # tries per stage before FAILED (embedded) / DEAD
     # 429s waited out in a row (without spending tries) before the item is given up: with
@@ -148,6 +154,7 @@ class Settings(BaseSettings):
 
     local: LocalEngineSettings = LocalEngineSettings()
     limits: LimitsSettings = LimitsSettings()
+    manifest: ManifestSettings = ManifestSettings()
     retry: RetrySettings = RetrySettings()
     download: DownloadSettings = DownloadSettings()
     poll: PollSettings = PollSettings()

@@ -79,7 +79,7 @@ def start_scheduled_run(wctx: Any, name: str, *, now: datetime | None = None) ->
     wctx.ledger.ensure_batch(batch_id, kind="schedule", out=out, engine=engine,
                              model=model, manifest=sched.source,
                              options={"schedule": name})
-    seeds = seeds_for(entries_from_sources(sources), engine=engine, model=model,
+    seeds = seeds_for(entries_from_sources(sources, root=sched.source), engine=engine, model=model,
                       language=sched.language or settings.language)
     report = wctx.ledger.sync_items(batch_id, seeds, engine=engine, model=model)
     log.info("schedule.batch", schedule=name, batch_id=batch_id, new=report.created)

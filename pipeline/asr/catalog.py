@@ -5,6 +5,7 @@ One table instead of ``if model.startswith(...)`` scattered through the stages.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -42,6 +43,29 @@ class ModelInfo:
 
 
 _FILE_LIMITS = MediaLimits(max_duration_s=12 * HOUR, max_bytes=2 * GB)
+
+# Options (manifest fields beyond an item's own, or --option) each family honours: the local
+# engine's initial prompt and hotwords; DashScope's request parameters (dashscope/params.py,
+# shared/dashscope-protocol.md). A name no family knows is most likely a typo: a warning, or
+# manifest_invalid under --strict. A name another family knows fails the item with
+# unsupported_option rather than being dropped without a word.
+_WORDS = ("enable_words",)
+OPTIONS: dict[Family, frozenset[str]] = {
+    Family.LOCAL: frozenset({"context", "hotwords", *_WORDS}),
+    Family.FUN_ASR: frozenset({
+        "vocabulary_id", "diarization", "diarization_enabled", "speaker_count",
+        "language_hints", "disfluency_removal_enabled", "timestamp_alignment_enabled",
+        "special_word_filter", "audio_event_detection_enabled", *_WORDS}),
+    Family.FILETRANS: frozenset({"itn", "enable_itn", *_WORDS}),
+    Family.QWEN_ASR: frozenset({"itn", "enable_itn", "context"}),
+    Family.OMNI: frozenset({"context"}),
+}
+KNOWN_OPTIONS = frozenset().union(*OPTIONS.values())
+
+
+def unsupported_options(info: ModelInfo, names: Iterable[str]) -> list[str]:
+    """The known option names among ``names`` that ``info``'s model cannot honour."""
+    return sorted(n for n in names if n in KNOWN_OPTIONS and n not in OPTIONS[info.family])
 
 
 def model_info(engine: str, model: str, overrides: LimitsSettings | None = None) -> ModelInfo:

@@ -41,7 +41,9 @@ items = Table(
     metadata,
     Column("id", String(64), primary_key=True),
     Column("batch_id", String(64), ForeignKey("batches.id"), nullable=False),
-    Column("key", String(200), nullable=False),  # the manifest id: <key>.json etc.
+    # The item id: <key>.json etc., up to ids.MAX_ID_BYTES. SQLite ignores VARCHAR lengths,
+    # so its schema keeps the 200 it was created with (migration 0003).
+    Column("key", String(1024).with_variant(String(200), "sqlite"), nullable=False),
     Column("line_no", Integer, nullable=False),
     Column("source", Text, nullable=False, index=True),
     Column("spec", JSON, nullable=False),

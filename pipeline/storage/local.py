@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -11,6 +12,11 @@ from pathlib import Path
 from pipeline.errors import FailureCode, MediaRejected, PermanentError, SourceMissing
 from pipeline.models import human_bytes
 from pipeline.storage.base import ObjectInfo
+
+
+def _temp_beside(target: Path) -> Path:
+    # A fixed-length name: a key whose last part is near NAME_MAX must still get a temp file.
+    return target.with_name(f".bulkscribe-{os.getpid()}-{secrets.token_hex(4)}.tmp")
 
 
 class LocalStore:
@@ -27,7 +33,7 @@ class LocalStore:
     def put_file(self, path: Path, key: str, *, content_type: str | None = None) -> str:
         target = self.path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        tmp = _temp_beside(target)
         shutil.copyfile(path, tmp)
         os.replace(tmp, target)
         return key
@@ -35,7 +41,7 @@ class LocalStore:
     def put_bytes(self, data: bytes, key: str, *, content_type: str | None = None) -> str:
         target = self.path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        tmp = _temp_beside(target)
         tmp.write_bytes(data)
         os.replace(tmp, target)
         return key

@@ -108,7 +108,7 @@ def test_nightly_run_finds_only_new_files(cluster: Cluster, clips: Clips, tmp_pa
     second = start_scheduled_run(wctx, "nightly", now=night + timedelta(days=1))
     assert second == "sched-nightly-20260106-0230"
     rows = cluster.wait_done(second, timeout_s=90)
-    assert sorted(r.key for r in rows) == ["night3", "night4"]
+    assert sorted(r.key for r in rows) == ["late/night3", "late/night4"]  # the tree, mirrored
     assert {r.state.value for r in rows} == {"SUCCEEDED"}
 
     # Results went where the schedule says: one folder per run under its out prefix.

@@ -122,7 +122,7 @@ def test_plain_list(tmp_path: Path) -> None:
     assert m.fmt == "list"
     assert [(i.line_no, i.item_id, i.source) for i in m.items] == [
         (2, "a", str(tmp_path / "a.wav")),
-        (4, "b", str(tmp_path / "sub" / "b.flac")),
+        (4, "sub/b", str(tmp_path / "sub" / "b.flac")),
         (5, "c", "s3://bucket/c.mp3"),
     ]
 
@@ -202,42 +202,81 @@ def test_unknown_scheme_is_a_problem(tmp_path: Path) -> None:
 # --- ids ------------------------------------------------------------------------------------
 
 
-def test_derived_ids_are_unique_in_manifest_order(tmp_path: Path) -> None:
-    """Equal stems get -2, -3 ... in manifest order, deterministically."""
+def test_derived_ids_mirror_paths_and_clashes_are_duplicates(tmp_path: Path) -> None:
+    """Derived ids keep the path under the manifest's directory; an id that remains equal
+    (same stem, other extension) fails the later line, naming the first."""
     p = write(tmp_path / "m.txt", "a.wav\nx/a.wav\na.mp3\nb.wav\ny/a.flac\n")
-    assert [i.item_id for i in load_manifest(p).items] == ["a", "a-2", "a-3", "b", "a-4"]
+    m = load_manifest(p)
+    assert [i.item_id for i in m.items] == ["a", "x/a", "b", "y/a"]
+    prob = only_problem(m)
+    assert (prob.line_no, prob.code, prob.item_id) == (3, "duplicate_id", "a")
+    assert prob.message == "line 3: id 'a' is already used on line 1"
 
 
-def test_derived_ids_never_take_explicit_ids(tmp_path: Path) -> None:
-    """A derived id skips ids named explicitly anywhere in the manifest, even on later lines."""
+def test_an_id_depends_only_on_its_own_line(tmp_path: Path) -> None:
+    """Adding lines before others never changes the ids those others get."""
+    before = load_manifest(write(tmp_path / "m.txt", "x/a.wav\nb.wav\n"))
+    after = load_manifest(write(tmp_path / "m.txt", "a.wav\nz/a.wav\nx/a.wav\nc/b.wav\nb.wav\n"))
+    old = {i.source: i.item_id for i in before.items}
+    assert all({i.source: i.item_id for i in after.items}[s] == v for s, v in old.items())
+
+
+def test_explicit_and_derived_ids_clash_by_order(tmp_path: Path) -> None:
+    """A derived id equal to an explicit one is a duplicate of whichever came first."""
     p = jsonl(
         tmp_path / "m.jsonl",
         {"source": "a.wav"},
         {"source": "b/a.wav"},
         {"id": "a", "source": "z.wav"},
-        {"id": "a-3", "source": "y.wav"},
+        {"id": "b/a-3", "source": "y.wav"},
     )
     m = load_manifest(p)
-    assert m.problems == ()
-    assert [i.item_id for i in m.items] == ["a-2", "a-4", "a", "a-3"]
+    assert [i.item_id for i in m.items] == ["a", "b/a", "b/a-3"]
+    assert [(x.line_no, x.code) for x in m.problems] == [(3, "duplicate_id")]
+
+
+def test_a_duplicate_keeps_the_source_that_owns_the_id(tmp_path: Path) -> None:
+    """Given the ledger's owners, the source already holding an id keeps it even when a new
+    file with the same id sorts before it."""
+    m = load_manifest(write(tmp_path / "m.txt", "a.aac\na.wav\n"))
+    assert m.items[0].source == str(tmp_path / "a.aac")
+    kept = m.prefer({"a": str(tmp_path / "a.wav")})
+    assert [i.source for i in kept.items] == [str(tmp_path / "a.wav")]
+    (prob,) = kept.problems
+    assert (prob.line_no, prob.code) == (1, "duplicate_id")
+    assert prob.message == "line 1: id 'a' is already used on line 2"
 
 
 @pytest.mark.parametrize(
     ("source", "expected"),
     [
-        ("https://h.example/p/My%20Talk.v2.mp3?sig=abc#frag", "My_Talk.v2"),
+        ("https://h.example/p/My%20Talk.v2.mp3?sig=abc#frag", "p/My_Talk.v2"),
         ("s3://bucket/dir/", "dir"),
         ("https://h.example/", "item"),
-        ("/x/..hidden..name.wav", "_hidden._name"),
-        ("/x/---.wav", "item"),
-        ("/x/" + "é" * 150 + ".wav", "é" * 100),
-        ("file:///srv/a%2Fb.wav", "a_b"),
+        ("/x/..hidden..name.wav", "x/_hidden._name"),
+        ("/x/---.wav", "x/item"),
+        ("/x/" + "é" * 120 + ".wav", "x/" + "é" * 120),  # 240 bytes: fits
+        ("file:///srv/a%2Fb.wav", "srv/a/b"),  # the file opened is /srv/a/b.wav
+        ("https://h.example/a/../b/c.wav", "a/_/b/c"),
     ],
 )
 def test_derived_id_shapes(tmp_path: Path, source: str, expected: str) -> None:
-    """Derived ids come from the decoded file name stem with unsafe characters replaced."""
+    """Derived ids come from the decoded path (after the host for URLs; the whole path for
+    local files outside the manifest's directory) with unsafe characters replaced."""
     m = load_manifest(jsonl(tmp_path / "m.jsonl", {"source": source}))
     assert m.items[0].item_id == expected
+
+
+def test_long_derived_ids_are_shortened_stably(tmp_path: Path) -> None:
+    """A file name over 250 bytes in UTF-8 (not characters) is cut with a short hash, the
+    same on every run; a path over 1024 bytes keeps its name under one hashed part."""
+    name = "東" * 100  # 100 characters, 300 bytes
+    a = load_manifest(jsonl(tmp_path / "m.jsonl", {"source": f"{name}.wav"})).items[0].item_id
+    b = load_manifest(jsonl(tmp_path / "n.jsonl", {"source": f"{name}.wav"})).items[0].item_id
+    assert a == b and len(a.encode()) <= 250 and a.startswith("東" * 80)
+    deep = "/".join(["d" * 200] * 8) + "/x.wav"
+    c = load_manifest(jsonl(tmp_path / "m.jsonl", {"source": deep})).items[0].item_id
+    assert len(c.encode()) <= 1024 and c.startswith("_long-") and c.endswith("/x")
 
 
 def test_duplicate_id_names_both_lines(tmp_path: Path) -> None:
@@ -257,7 +296,9 @@ def test_duplicate_id_names_both_lines(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "bad_id", ["../../escape", "a/b", "", ".hidden", "-x", "a..b", "a b", "x" * 129, "caf\udce9"]
+    "bad_id",
+    ["../../escape", "a//b", "/a", "a/", "", ".hidden", "a/.b", "-x", "a..b", "a b", "x" * 251,
+     "東" * 84, "/".join(["x" * 200] * 6), "a\\b", "caf\udce9"],
 )
 def test_unsafe_explicit_ids_are_problems(tmp_path: Path, bad_id: str) -> None:
     """An explicit id that is not a safe file name is refused, explaining what is allowed."""
@@ -265,14 +306,15 @@ def test_unsafe_explicit_ids_are_problems(tmp_path: Path, bad_id: str) -> None:
     prob = only_problem(m)
     assert (prob.code, prob.item_id) == ("manifest_invalid", None)
     assert prob.message.startswith(f"line 1: id {bad_id!r} is not a safe file name")
-    assert "letters, digits, '.', '_' and '-'" in prob.message
+    assert "letters, digits, '.', '_' and '-'" in prob.message and "bytes" in prob.message
     json.dumps(prob.message, ensure_ascii=False).encode()  # printable: no raw surrogates
 
 
 def test_unicode_explicit_id_is_allowed(tmp_path: Path) -> None:
-    """Unicode letters and digits are allowed in explicit ids."""
-    m = load_manifest(jsonl(tmp_path / "m.jsonl", {"id": "Zürich_東京-2.a", "source": "a.wav"}))
-    assert m.items[0].item_id == "Zürich_東京-2.a"
+    """Unicode letters and digits are allowed in explicit ids, and '/' nests them."""
+    m = load_manifest(jsonl(tmp_path / "m.jsonl", {"id": "Zürich_東京-2.a", "source": "a.wav"},
+                            {"id": "day2/東" * 1 + "x" * 200, "source": "b.wav"}))
+    assert [i.item_id for i in m.items] == ["Zürich_東京-2.a", "day2/東" + "x" * 200]
 
 
 # --- malformed lines ------------------------------------------------------------------------
@@ -389,7 +431,8 @@ def test_non_utf8_name_in_directory_manifest(tmp_path: Path) -> None:
 
 
 def test_directory_walk(tmp_path: Path) -> None:
-    """A directory walk recurses, keeps media only, skips hidden entries, sorts by path bytes."""
+    """A directory walk recurses, keeps media only, skips hidden entries, sorts by path bytes
+    and mirrors the tree in the ids."""
     for name in ["b.wav", "a.MP3", "notes.txt", ".hidden.wav", "sub/c.flac", "sub/deep/d.mkv",
                  ".git/e.wav", "sub/.cache/f.wav", "sub/g", "Z.opus"]:  # fmt: skip
         write(tmp_path / name, b"")
@@ -398,7 +441,7 @@ def test_directory_walk(tmp_path: Path) -> None:
     rel = [os.path.relpath(i.source, tmp_path) for i in m.items]
     assert rel == ["Z.opus", "a.MP3", "b.wav", "sub/c.flac", "sub/deep/d.mkv"]
     assert [i.line_no for i in m.items] == [1, 2, 3, 4, 5]
-    assert [i.item_id for i in m.items] == ["Z", "a", "b", "c", "d"]
+    assert [i.item_id for i in m.items] == ["Z", "a", "b", "sub/c", "sub/deep/d"]
     assert all(os.path.isabs(i.source) for i in m.items)
 
 

@@ -273,7 +273,7 @@ def test_write_outputs_failed_replace_keeps_old_file(tmp_path: Path, monkeypatch
     """If the final rename fails, the previous output survives and the temp file is removed."""
     (tmp_path / "a.txt").write_text("old\n")
 
-    def boom(src, dst):
+    def boom(src, dst, **_dir_fds):
         raise OSError("disk gone")
 
     monkeypatch.setattr(render.os, "replace", boom)
@@ -283,9 +283,10 @@ def test_write_outputs_failed_replace_keeps_old_file(tmp_path: Path, monkeypatch
     assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
 
 
-@pytest.mark.parametrize("bad", ["../x", "a/b", ".hidden", "..", "", "a\\b", "/etc/passwd"])
+@pytest.mark.parametrize(
+    "bad", ["../x", "a/../x", "a//b", "a/", ".hidden", "a/.b", "..", "", "a\\b", "/etc/passwd"])
 def test_write_outputs_rejects_ids_outside_out_dir(tmp_path: Path, bad: str):
-    """Item ids that are not plain file names are refused before anything is written."""
+    """Item ids that are not safe relative paths are refused before anything is written."""
     out = tmp_path / "out"
     with pytest.raises(ValueError):
         write_outputs(out, bad, {}, [TWO], ["txt"])
@@ -303,6 +304,52 @@ def test_write_outputs_rejects_symlink_leading_out(tmp_path: Path):
         write_outputs(out, "a", {}, [TWO], ["json", "txt"])
     assert not (tmp_path / "victim.txt").exists()
     assert not (out / "a.json").exists()  # refused before anything was written
+
+
+def test_write_outputs_nests_ids_in_directories(tmp_path: Path):
+    """A nested id writes under its directories, created as needed, and returns those paths;
+    a name of 250 bytes (the longest an id part may be) still fits with its suffix."""
+    long = "東" * 83  # 249 bytes
+    assert write_outputs(tmp_path, "day2/deep/meeting", {}, [TWO], ["json", "txt"]) == {
+        "json": "day2/deep/meeting.json", "txt": "day2/deep/meeting.txt"}
+    assert (tmp_path / "day2" / "deep" / "meeting.txt").read_text().strip()
+    write_outputs(tmp_path, f"d/{long}", {}, [TWO], ["json"])
+    assert (tmp_path / "d" / f"{long}.json").is_file()
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == [f"{long}.json"]  # no temp
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="needs symlinks")
+def test_write_outputs_refuses_a_symlinked_directory_on_the_way(tmp_path: Path):
+    """A symlink planted as one of a nested id's directories cannot lead the write outside
+    out_dir, and a file where a directory should be is refused too."""
+    out, victim = tmp_path / "out", tmp_path / "victim"
+    out.mkdir()
+    victim.mkdir()
+    (out / "day2").symlink_to(victim)
+    (out / "flat.txt").write_text("x")
+    with pytest.raises(ValueError, match="day2"):
+        write_outputs(out, "day2/meeting", {}, [TWO], ["txt"])
+    with pytest.raises(ValueError, match=r"flat\.txt"):
+        write_outputs(out, "flat.txt/a", {}, [TWO], ["txt"])
+    assert list(victim.iterdir()) == []
+
+
+def test_store_sink_keeps_nested_ids_under_its_prefix(tmp_path: Path):
+    """The distributed sink uploads a nested id's files under the same relative path, and a
+    key cannot climb out of the store."""
+    from pipeline.errors import PermanentError
+    from pipeline.flow.outputs import StoreSink
+    from pipeline.storage import LocalStore
+
+    store = LocalStore(tmp_path / "bucket")
+    sink = StoreSink(store, "runs/b1")
+    assert sink.write("day2/meeting", {}, [TWO], ["txt"]) == {"txt": "day2/meeting.txt"}
+    assert (tmp_path / "bucket" / "runs" / "b1" / "day2" / "meeting.txt").read_text().strip()
+    with pytest.raises(ValueError):
+        sink.write("../../x", {}, [TWO], ["txt"])
+    with pytest.raises(PermanentError):
+        store.put_bytes(b"x", "../outside.txt")
+    assert not (tmp_path / "outside.txt").exists()
 
 
 def test_write_outputs_unknown_format_is_named(tmp_path: Path):
