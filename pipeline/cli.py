@@ -1,7 +1,8 @@
 """The ``bulkscribe`` command line.
 
 Exit status: 0 when every item succeeded, 1 when any failed, 2 for usage errors (a missing
-manifest, an unknown option, settings that cannot work), 130 when interrupted.
+manifest, an unknown option, settings that cannot work: a model that is not here, a missing
+key, an output directory that cannot be written), 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -30,6 +31,77 @@ EXIT_INTERRUPTED = 130
 
 def _fail_usage(message: str) -> NoReturn:
     raise click.UsageError(message)
+
+
+class SetupError(click.ClickException):
+    """A setup problem found before any file is touched: one line, exit 2."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(message.split()))  # one line, whatever the cause wrote
+
+
+def _check_setup(settings: Any, out_dir: Path | None = None) -> None:
+    """The engine, model, credentials and output directory, before the first file."""
+    from pipeline.wiring import preflight
+
+    try:
+        preflight(settings)
+    except PipelineError as exc:
+        raise SetupError(exc.message) from None
+    if out_dir is None or "://" in str(out_dir):
+        return
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SetupError(f"cannot create --out {out_dir}: {exc.strerror}") from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise SetupError(f"cannot write to --out {out_dir}: pick a directory you can write")
+
+
+def engine_options(command: Any) -> Any:
+    """The local engine's knobs and the subtitle layout, as options of ``run``."""
+    options = [
+        click.option("--beam-size", type=click.IntRange(1, 20),
+                     help="Beam search width (default 1: greedy; see the README)."),
+        click.option("--device", help="cpu (default), cuda or auto."),
+        click.option("--compute-type", help="CTranslate2 compute type: int8 (default), "
+                     "int8_float32, float32, float16 (GPU), ..."),
+        click.option("--threads", type=click.IntRange(0, 256),
+                     help="CPU threads per model (default 0: cores / workers)."),
+        click.option("--vad/--no-vad", "vad", default=None,
+                     help="Drop silence before decoding (default on)."),
+        click.option("--context", help="Initial prompt: names and terms to expect; an item's "
+                     "own context wins."),
+        click.option("--hotwords", help="Words to favour; an item's own hotwords win."),
+        click.option("--task", type=click.Choice(["transcribe", "translate"]),
+                     help="translate: speech in any language to English text (needs a "
+                     "multilingual model such as base)."),
+        click.option("--max-line-width", type=click.IntRange(10, 200),
+                     help="Subtitle line length in characters (default 42)."),
+        click.option("--max-line-count", type=click.IntRange(1, 10),
+                     help="Lines per subtitle cue (default 2)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def engine_settings(beam_size: int | None = None, device: str | None = None,
+                    compute_type: str | None = None, threads: int | None = None,
+                    vad: bool | None = None, context: str | None = None,
+                    hotwords: str | None = None, task: str | None = None,
+                    max_line_width: int | None = None,
+                    max_line_count: int | None = None) -> dict[str, Any]:
+    """The settings those options set (only the ones given)."""
+    local = {k: v for k, v in (("beam_size", beam_size), ("device", device),
+                               ("compute_type", compute_type), ("cpu_threads", threads),
+                               ("vad_filter", vad), ("context", context),
+                               ("hotwords", hotwords), ("task", task)) if v is not None}
+    subtitles = {k: v for k, v in (("max_line_width", max_line_width),
+                                   ("max_line_count", max_line_count)) if v is not None}
+    return {"local": local or None, "subtitles": subtitles or None}
 
 
 class LazyGroup(click.Group):
@@ -138,7 +210,8 @@ def _removed_after(path: Path) -> Iterator[None]:
               "model directory; DashScope: fun-asr, qwen3-asr-flash-filetrans, ...")
 @click.option("--language", help="Language code, e.g. en, zh (default: detect).")
 @click.option("--workers", type=click.IntRange(1, 64), help="Items processed at once.")
-@click.option("--formats", help="Comma-separated: json,txt,srt,vtt (default: all).")
+@click.option("--formats", help="Comma-separated: json,txt,srt,vtt,tsv "
+              "(default: json,txt,srt,vtt).")
 @click.option("--force", is_flag=True, help="Transcribe finished items again.")
 @click.option("--retry-failed", is_flag=True, help="Try permanently failed items again.")
 @click.option("--manifest-format", type=click.Choice(["jsonl", "csv", "list", "dir"]),
@@ -146,13 +219,14 @@ def _removed_after(path: Path) -> Iterator[None]:
 @click.option("--config", type=click.Path(dir_okay=False), help="TOML settings file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("-v", "--verbose", count=True, help="More log lines on stderr (-v, -vv).")
+@engine_options
 def run(manifest: Path, out_dir: Path, engine: str | None, model: str | None,
         language: str | None, workers: int | None, formats: str | None, force: bool,
         retry_failed: bool, manifest_format: str | None, config: str | None, as_json: bool,
-        verbose: int) -> None:
+        verbose: int, **knobs: Any) -> None:
     """Transcribe every item of MANIFEST on this machine into --out."""
     from pipeline.asr.catalog import model_info
-    from pipeline.flow.outputs import DirSink
+    from pipeline.flow.outputs import DirSink, cue_layout
     from pipeline.ledger import open_ledger
     from pipeline.log import configure_logging
     from pipeline.manifest import ManifestUnreadable, load_manifest
@@ -160,8 +234,9 @@ def run(manifest: Path, out_dir: Path, engine: str | None, model: str | None,
     from pipeline.wiring import build_context, http_client, media_store
 
     settings = _settings(config, engine=engine, model=model, language=language,
-                         workers=workers, formats=formats)
+                         workers=workers, formats=formats, **engine_settings(**knobs))
     out_dir = out_dir.absolute()
+    _check_setup(settings, out_dir)
     level = {0: settings.log_level, 1: "info"}.get(verbose, "debug")
     scratch = _scratch_root(settings.scratch_dir)
     with _out_dir_lock(out_dir), http_client(settings) as http, \
@@ -170,7 +245,7 @@ def run(manifest: Path, out_dir: Path, engine: str | None, model: str | None,
         try:
             loaded = load_manifest(manifest, fmt=manifest_format)
             info = model_info(settings.engine, settings.model, settings.limits)
-            sink = DirSink(out_dir)
+            sink = DirSink(out_dir, cue_layout(settings.subtitles))
             ctx = build_context(
                 settings, ledger=open_ledger(ledger_url(settings, out_dir)),
                 owner=f"run:{os.getpid()}", sinks=lambda _batch: sink, scratch=scratch,

@@ -23,13 +23,13 @@ from pipeline.batches import key_of, seeds_for
 from pipeline.errors import TRANSIENT_CODES, PipelineError
 from pipeline.flow.actions import Action
 from pipeline.flow.context import FlowContext
+from pipeline.flow.outputs import transcript_name, write_item
 from pipeline.flow.plan import count_states, plan_jobs
 from pipeline.flow.provider import poll_step, reconcile_submitting, submit_step
 from pipeline.flow.steps import prepare_step, transcribe_step
 from pipeline.ledger import ItemRow, ItemSeed, utcnow
 from pipeline.log import get_logger
 from pipeline.manifest import Manifest
-from pipeline.render import write_outputs
 from pipeline.results import ItemResult, result_of, write_results
 from pipeline.settings import RetrySettings
 from pipeline.states import CLAIMED_FROM, ItemState
@@ -270,18 +270,25 @@ class EmbeddedRunner:
                    for f in self.cfg.formats)
 
     def _rerender(self, row: ItemRow) -> ItemRow:
-        """Formats added on a re-run come from the saved JSON, not a new transcription."""
-        doc_path = self.cfg.out_dir / f"{row.key}.json"
-        try:
-            document = json.loads(doc_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        """Formats added on a re-run come from the saved transcript, not a new transcription:
+        the canonical one under .bulkscribe/transcripts/, or ``<id>.json`` from before it."""
+        sink = self.ctx.sinks(self.batch_id)
+        document = None
+        for name in (transcript_name(row.key), f"{row.key}.json"):
+            try:
+                document = json.loads(sink.read_text(name) or "")
+                break
+            except ValueError:
+                continue
+        if not isinstance(document, dict):
             self.ledger.sync_items(self.batch_id, [_reseed(row)], engine=self.cfg.engine,
                                    model=self.cfg.model, force=True)
             return self.ledger.get(row.id) or row
         parsed = from_result_document(document)
         formats = tuple(dict.fromkeys([*self.cfg.formats, *(row.outputs or {})]))
-        outputs = write_outputs(self.cfg.out_dir, row.key, document, parsed.transcripts, formats)
+        outputs = write_item(sink, row.key, document, parsed.transcripts, formats)
         self.ledger.set_fields(row.id, outputs=outputs)
+        log.info("item.rerendered", item_id=row.key, formats=list(formats))
         return self.ledger.get(row.id) or row
 
     def results(self, manifest: Manifest) -> list[ItemResult]:

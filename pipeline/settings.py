@@ -38,6 +38,18 @@ class LocalEngineSettings(_Frozen):
     vad_filter: bool = True
     window_s: float = Field(300.0, gt=10)  # long audio is fed in windows of about this size
     download_root: Path | None = None  # for hub model names only
+    # Offline by default: a hub model name loads only if it is already in the download cache.
+    allow_download: bool = False
+    task: Literal["transcribe", "translate"] = "transcribe"  # translate: to English
+    context: str | None = None  # initial prompt; an item's own ``context`` wins
+    hotwords: str | None = None  # words to favour; an item's own ``hotwords`` win
+
+
+class SubtitleSettings(_Frozen):
+    """SRT/WebVTT cue layout."""
+
+    max_line_width: int = Field(42, ge=10, le=200)  # characters (CJK counts double)
+    max_line_count: int = Field(2, ge=1, le=10)
 
 
 class LimitsSettings(_Frozen):
@@ -136,6 +148,7 @@ class Settings(BaseSettings):
     log_level: str = "warning"  # what reaches stderr; the JSON log file gets everything
 
     local: LocalEngineSettings = LocalEngineSettings()
+    subtitles: SubtitleSettings = SubtitleSettings()
     limits: LimitsSettings = LimitsSettings()
     retry: RetrySettings = RetrySettings()
     download: DownloadSettings = DownloadSettings()
@@ -148,10 +161,10 @@ class Settings(BaseSettings):
     def _split_formats(cls, v: Any) -> Any:
         if isinstance(v, str):
             v = [p.strip() for p in v.split(",") if p.strip()]
-        known = {"json", "txt", "srt", "vtt"}
+        known = ("json", "txt", "srt", "vtt", "tsv")
         bad = [f for f in v if f not in known]
         if bad:
-            raise ValueError(f"unknown format(s) {', '.join(bad)}; choose from json,txt,srt,vtt")
+            raise ValueError(f"unknown format(s) {', '.join(bad)}; choose from {','.join(known)}")
         return tuple(dict.fromkeys(v))
 
     @classmethod

@@ -30,6 +30,7 @@ _OPTION_FIELDS = {
     "enable_itn": "itn", "itn": "itn", "vocabulary_id": "vocabulary_id",
     "diarization_enabled": "diarization", "diarization": "diarization",
     "speaker_count": "speaker_count", "context": "context", "enable_words": "words",
+    "hotwords": "hotwords",
 }
 
 
