@@ -106,16 +106,23 @@ def engine_settings(beam_size: int | None = None, device: str | None = None,
 
 class LazyGroup(click.Group):
     """Subcommands that live in other modules are imported only when invoked, so
-    ``bulkscribe run`` does not pay for Celery or the emulator's web stack."""
+    ``bulkscribe run`` does not pay for Celery or the emulator's web stack, and ``--help``
+    lists them from the one-line summaries here instead of importing them."""
 
-    lazy: ClassVar[dict[str, str]] = {
-        "emulator": "pipeline.emulator.cli:emulator",
-        "submit": "pipeline.cli_ops:submit",
-        "worker": "pipeline.cli_ops:worker",
-        "beat": "pipeline.cli_ops:beat",
-        "retry": "pipeline.cli_ops:retry",
-        "reprocess": "pipeline.cli_ops:reprocess",
-        "dlq": "pipeline.cli_ops:dlq",
+    lazy: ClassVar[dict[str, tuple[str, str]]] = {
+        "emulator": ("pipeline.emulator.cli:emulator",
+                     "Serve a DashScope-compatible API backed by the local engine."),
+        "submit": ("pipeline.cli_ops:submit",
+                   "Queue a MANIFEST for the workers; prints the batch id."),
+        "worker": ("pipeline.cli_ops:worker", "Run a Celery worker on the given queues."),
+        "beat": ("pipeline.cli_ops:beat",
+                 "Run the scheduler: the sweeper and the configured schedules."),
+        "retry": ("pipeline.cli_ops:retry",
+                  "Give a batch's FAILED and DEAD items a new attempt."),
+        "reprocess": ("pipeline.cli_ops:reprocess",
+                      "New attempts for a batch, some items, or items in a state."),
+        "dlq": ("pipeline.cli_ops:dlq",
+                "The dead-letter set: items whose retries ran out (state DEAD)."),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -123,9 +130,20 @@ class LazyGroup(click.Group):
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name in self.lazy:
-            module, attr = self.lazy[name].split(":")
+            module, attr = self.lazy[name][0].split(":")
             return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
         return super().get_command(ctx, name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            if name in self.lazy:
+                rows.append((name, self.lazy[name][1]))
+            elif (command := super().get_command(ctx, name)) is not None:
+                rows.append((name, command.get_short_help_str(formatter.width - 6 - len(name))))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -266,8 +284,8 @@ def run(manifest: Path, out_dir: Path, engine: str | None, model: str | None,
             batch_size=settings.provider.batch_size)
         try:
             summary = runner.run(loaded)
-        except PipelineError as exc:
-            _fail_usage(exc.message)
+        except PipelineError as exc:  # the engine check once work is found (hash, load)
+            raise SetupError(exc.message) from None
     if summary.interrupted:
         click.echo("interrupted: run the same command again to resume", err=True)
         sys.stdout.flush()
@@ -332,9 +350,9 @@ def _print_summary(summary: Any, out_dir: Path, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def status(batch: str | None, out_dir: Path | None, config: str | None, as_json: bool) -> None:
     """Show where a run (--out DIR) or a distributed BATCH stands."""
+    from pipeline.batches import batch_id_for
     from pipeline.ledger import open_ledger
     from pipeline.report import batch_status, render_status
-    from pipeline.runner import batch_id_for
 
     settings = _settings(config)
     if out_dir is None and batch is None:

@@ -73,7 +73,10 @@ class LocalEngine:
                         FailureCode.MODEL_UNAVAILABLE,
                         f"cannot load model {self.model_name!r}: {type(exc).__name__}: {exc}",
                     ) from exc
+                knobs = self.settings
                 log.info("model.load", model=self.model_name, location=ref.location,
+                         device=knobs.device, compute_type=knobs.compute_type, threads=threads,
+                         beam_size=knobs.beam_size, vad=knobs.vad_filter, task=knobs.task,
                          seconds=round(time.monotonic() - t0, 3))
             return self._model
 
