@@ -34,7 +34,9 @@ class LocalEngineSettings(_Frozen):
     device: str = "cpu"
     compute_type: str = "int8"
     cpu_threads: int = Field(0, ge=0)  # 0: cores / workers
-    beam_size: int = Field(1, ge=1)
+    # 5: on real speech tiny.en's WER halves (9.9 % to 4.2 %) for 4 % more CPU; about 1.4x
+    # the CPU on long continuous speech (bench/beam_bench.py, README).
+    beam_size: int = Field(5, ge=1)
     vad_filter: bool = True
     window_s: float = Field(300.0, gt=10)  # long audio is fed in windows of about this size
     download_root: Path | None = None  # for hub model names only

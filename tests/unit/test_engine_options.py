@@ -33,7 +33,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_flags_land_in_their_settings_and_keep_the_rest(monkeypatch: pytest.MonkeyPatch) -> None:
     """Engine flags set local.* and subtitles.*; settings they do not name keep env values."""
     defaults = load_settings(**engine_settings())
-    assert (defaults.local.beam_size, defaults.local.allow_download) == (1, False)
+    assert (defaults.local.beam_size, defaults.local.allow_download) == (5, False)
     assert (defaults.subtitles.max_line_width, defaults.subtitles.max_line_count) == (42, 2)
     monkeypatch.setenv("BULKSCRIBE_LOCAL__COMPUTE_TYPE", "float32")
     monkeypatch.setenv("BULKSCRIBE_LOCAL__ALLOW_DOWNLOAD", "true")
