@@ -32,6 +32,7 @@ _OPTION_FIELDS = {
     "speaker_count": "speaker_count", "context": "context", "enable_words": "words",
     "hotwords": "hotwords",
 }
+_SPEC_FIELDS = ("context", "hotwords")
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,8 @@ class FlowContext:
 
     def asr_options(self, row: ItemRow) -> AsrOptions:
         merged = {**self.options, **dict(row.spec.get("options") or {})}
+        # Manifest fields that may sit beside ``options`` in an item's spec.
+        merged.update({k: row.spec[k] for k in _SPEC_FIELDS if row.spec.get(k) is not None})
         fields: dict[str, Any] = {"language": row.spec.get("language") or self.language}
         extra = []
         for key, value in sorted(merged.items()):

@@ -99,9 +99,12 @@ def test_item_context_and_hotwords_reach_the_model() -> None:
     item = SimpleNamespace(spec={"options": {"context": "Item prompt.", "hotwords": "Willoughby"}})
     eng.transcribe(CLIP, ctx.asr_options(item))  # type: ignore[arg-type]
     eng.transcribe(CLIP, ctx.asr_options(SimpleNamespace(spec={})))  # type: ignore[arg-type]
-    first, second = fake.calls
+    top_level = SimpleNamespace(spec={"context": "Spec prompt.", "hotwords": "Norland"})
+    eng.transcribe(CLIP, ctx.asr_options(top_level))  # type: ignore[arg-type]
+    first, second, third = fake.calls
     assert (first["initial_prompt"], first["hotwords"]) == ("Item prompt.", "Willoughby")
     assert (second["initial_prompt"], second["hotwords"]) == ("Run prompt.", "run words")
+    assert (third["initial_prompt"], third["hotwords"]) == ("Spec prompt.", "Norland")
     assert (first["beam_size"], first["task"], first["vad_filter"]) == (3, "translate", False)
 
 
