@@ -224,8 +224,9 @@ def _removed_after(path: Path) -> Iterator[None]:
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Output directory: transcripts, results.jsonl, the log and the ledger.")
 @click.option("--engine", type=click.Choice(["local", "dashscope"]), help="ASR engine.")
-@click.option("--model", help="tiny.en (default), base, another faster-whisper name or a "
-              "model directory; DashScope: fun-asr, qwen3-asr-flash-filetrans, ...")
+@click.option("--model", help="tiny.en (default), base, a model directory, or a faster-whisper "
+              "name already in the download cache (see local.allow_download); DashScope: "
+              "fun-asr, qwen3-asr-flash-filetrans, ...")
 @click.option("--language", help="Language code, e.g. en, zh (default: detect).")
 @click.option("--workers", type=click.IntRange(1, 64), help="Items processed at once.")
 @click.option("--formats", help="Comma-separated: json,txt,srt,vtt,tsv "
