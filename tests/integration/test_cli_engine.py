@@ -79,18 +79,16 @@ def test_model_that_is_not_here_exits_2_at_once(media, hub, http_media, tmp_path
     assert sum(http_media.hits.values()) == 0
 
 
-def test_item_naming_a_model_that_is_not_here_fails_alone(
-    media,
-    hub,
-    http_media,  # type: ignore[no-untyped-def]
-    tmp_path: Path,
+def test_item_naming_a_model_that_is_not_here_fails_alone(  # type: ignore[no-untyped-def]
+    media, hub, http_media, tmp_path: Path
 ) -> None:
-    """A manifest line asking for small.en fails as model_unavailable, saying how to get it;
-    the other item succeeds and nothing asks the hub."""
+    """Manifest lines asking for small.en or any hub id fail as model_unavailable, saying how
+    to get the model; the other item succeeds and nothing asks the hub."""
     manifest = write_jsonl(
         tmp_path / "m.jsonl",
         [
             {"id": "hub", "source": str(media["harvard_wav"]), "model": "small.en"},
+            {"id": "repo", "source": str(media["harvard_wav"]), "model": "someone/whisper-x"},
             {"id": "ok", "source": str(media["harvard_wav"])},
         ],
     )
@@ -102,6 +100,7 @@ def test_item_naming_a_model_that_is_not_here_fails_alone(
     assert (results["hub"]["status"], error["code"]) == ("FAILED", "model_unavailable")
     assert "BULKSCRIBE_LOCAL__ALLOW_DOWNLOAD" in error["message"]
     assert str(media["harvard_wav"]) in error["message"]
+    assert results["repo"]["error"]["code"] == "model_unavailable"
     assert sum(http_media.hits.values()) == 0
 
 
@@ -124,12 +123,8 @@ def test_item_naming_a_model_that_is_not_here_fails_alone(
     ],
     ids=["translate-english-only", "compute-type", "device", "no-key", "translate-dashscope"],
 )
-def test_setup_errors_are_one_line_and_exit_2(
-    media,
-    tmp_path: Path,
-    args: list[str],  # type: ignore[no-untyped-def]
-    env: dict[str, str],
-    expected: str,
+def test_setup_errors_are_one_line_and_exit_2(  # type: ignore[no-untyped-def]
+    media, tmp_path: Path, args: list[str], env: dict[str, str], expected: str
 ) -> None:
     """Options that cannot work exit 2 before any file, in one line naming the problem."""
     manifest = tmp_path / "m.txt"
