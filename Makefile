@@ -58,6 +58,7 @@ check: install
 bench: install services
 	$(PY) bench/preprocess_bench.py
 	$(PY) bench/engine_bench.py
+	$(PY) bench/beam_bench.py
 	$(PY) bench/emulator_bench.py
 	$(PY) bench/dashscope_bench.py
 	$(PY) bench/distributed_bench.py

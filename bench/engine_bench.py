@@ -65,7 +65,7 @@ def run_measured(argv: list[str]) -> tuple[str, float]:
 
 def rtf_table(tmp: Path) -> None:
     model_dir = resolve_model("tiny.en").location
-    engine = LocalEngine("tiny.en", LocalEngineSettings(cpu_threads=THREADS))
+    engine = LocalEngine("tiny.en", LocalEngineSettings(cpu_threads=THREADS, beam_size=1))
     engine.load()
     from faster_whisper import WhisperModel
 

@@ -12,6 +12,7 @@ import os
 import secrets
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -20,12 +21,17 @@ from pipeline.errors import FailureCode, PipelineError
 from pipeline.ledger import ItemSeed
 from pipeline.manifest import display
 from pipeline.models import ManifestItem, ManifestProblem
-from pipeline.sources import source_stamp
 
 
 def key_of(entry: ManifestItem | ManifestProblem) -> str:
     # '@' cannot start a manifest id, so these keys never collide with real ones.
     return f"@line{entry.line_no}" if isinstance(entry, ManifestProblem) else entry.item_id
+
+
+def batch_id_for(out_dir: Path) -> str:
+    """Embedded runs are one batch per output directory."""
+    digest = hashlib.sha1(str(out_dir.resolve()).encode("utf-8", "surrogateescape")).hexdigest()
+    return f"run-{digest[:12]}"
 
 
 def new_batch_id(now: datetime | None = None) -> str:
@@ -52,6 +58,8 @@ def fingerprint(spec: Mapping[str, Any]) -> str:
 
 def seeds_for(entries: Iterable[ManifestItem | ManifestProblem], *, engine: str, model: str,
               language: str | None, options: Mapping[str, Any] | None = None) -> list[ItemSeed]:
+    from pipeline.sources import source_stamp  # httpx: not for `status`, which needs batch_id_for
+
     seeds = []
     for entry in entries:
         if isinstance(entry, ManifestProblem):

@@ -1,7 +1,8 @@
 """The ``bulkscribe`` command line.
 
 Exit status: 0 when every item succeeded, 1 when any failed, 2 for usage errors (an unusable
-INPUT, an unknown option, settings that cannot work), 130 when interrupted.
+INPUT, an unknown option, settings that cannot work: a model that is not here, a missing
+key, an output directory that cannot be written), 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -38,18 +39,97 @@ class BadInput(click.ClickException):
     exit_code = EXIT_USAGE
 
 
+
+class SetupError(click.ClickException):
+    """A setup problem found before any file is touched: one line, exit 2."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(message.split()))  # one line, whatever the cause wrote
+
+
+def _check_setup(settings: Any, out_dir: Path | None = None) -> None:
+    """The engine, model, credentials and output directory, before the first file."""
+    from pipeline.wiring import preflight
+
+    try:
+        preflight(settings)
+    except PipelineError as exc:
+        raise SetupError(exc.message) from None
+    if out_dir is None or "://" in str(out_dir):
+        return
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SetupError(f"cannot create --out {out_dir}: {exc.strerror}") from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise SetupError(f"cannot write to --out {out_dir}: pick a directory you can write")
+
+
+def engine_options(command: Any) -> Any:
+    """The local engine's knobs and the subtitle layout, as options of ``run``."""
+    options = [
+        click.option("--beam-size", type=click.IntRange(1, 20),
+                     help="Beam search width (default 5; 1 is greedy: faster, less accurate)."),
+        click.option("--device", help="cpu (default), cuda or auto."),
+        click.option("--compute-type", help="CTranslate2 compute type: int8 (default), "
+                     "int8_float32, float32, float16 (GPU), ..."),
+        click.option("--threads", type=click.IntRange(0, 256),
+                     help="CPU threads per model (default 0: cores / workers)."),
+        click.option("--vad/--no-vad", "vad", default=None,
+                     help="Drop silence before decoding (default on)."),
+        click.option("--context", help="Initial prompt: names and terms to expect; an item's "
+                     "own context wins."),
+        click.option("--hotwords", help="Words to favour; an item's own hotwords win."),
+        click.option("--task", type=click.Choice(["transcribe", "translate"]),
+                     help="translate: speech in any language to English text (needs a "
+                     "multilingual model such as base)."),
+        click.option("--max-line-width", type=click.IntRange(10, 200),
+                     help="Subtitle line length in characters (default 42)."),
+        click.option("--max-line-count", type=click.IntRange(1, 10),
+                     help="Lines per subtitle cue (default 2)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def engine_settings(beam_size: int | None = None, device: str | None = None,
+                    compute_type: str | None = None, threads: int | None = None,
+                    vad: bool | None = None, context: str | None = None,
+                    hotwords: str | None = None, task: str | None = None,
+                    max_line_width: int | None = None,
+                    max_line_count: int | None = None) -> dict[str, Any]:
+    """The settings those options set (only the ones given)."""
+    local = {k: v for k, v in (("beam_size", beam_size), ("device", device),
+                               ("compute_type", compute_type), ("cpu_threads", threads),
+                               ("vad_filter", vad), ("context", context),
+                               ("hotwords", hotwords), ("task", task)) if v is not None}
+    subtitles = {k: v for k, v in (("max_line_width", max_line_width),
+                                   ("max_line_count", max_line_count)) if v is not None}
+    return {"local": local or None, "subtitles": subtitles or None}
+
+
 class LazyGroup(click.Group):
     """Subcommands that live in other modules are imported only when invoked, so
-    ``bulkscribe run`` does not pay for Celery or the emulator's web stack."""
+    ``bulkscribe run`` does not pay for Celery or the emulator's web stack, and ``--help``
+    lists them from the one-line summaries here instead of importing them."""
 
-    lazy: ClassVar[dict[str, str]] = {
-        "emulator": "pipeline.emulator.cli:emulator",
-        "submit": "pipeline.cli_ops:submit",
-        "worker": "pipeline.cli_ops:worker",
-        "beat": "pipeline.cli_ops:beat",
-        "retry": "pipeline.cli_ops:retry",
-        "reprocess": "pipeline.cli_ops:reprocess",
-        "dlq": "pipeline.cli_ops:dlq",
+    lazy: ClassVar[dict[str, tuple[str, str]]] = {
+        "emulator": ("pipeline.emulator.cli:emulator",
+                     "Serve a DashScope-compatible API backed by the local engine."),
+        "submit": ("pipeline.cli_ops:submit",
+                   "Queue a MANIFEST for the workers; prints the batch id."),
+        "worker": ("pipeline.cli_ops:worker", "Run a Celery worker on the given queues."),
+        "beat": ("pipeline.cli_ops:beat",
+                 "Run the scheduler: the sweeper and the configured schedules."),
+        "retry": ("pipeline.cli_ops:retry",
+                  "Give a batch's FAILED and DEAD items a new attempt."),
+        "reprocess": ("pipeline.cli_ops:reprocess",
+                      "New attempts for a batch, some items, or items in a state."),
+        "dlq": ("pipeline.cli_ops:dlq",
+                "The dead-letter set: items whose retries ran out (state DEAD)."),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -57,9 +137,20 @@ class LazyGroup(click.Group):
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name in self.lazy:
-            module, attr = self.lazy[name].split(":")
+            module, attr = self.lazy[name][0].split(":")
             return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
         return super().get_command(ctx, name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            if name in self.lazy:
+                rows.append((name, self.lazy[name][1]))
+            elif (command := super().get_command(ctx, name)) is not None:
+                rows.append((name, command.get_short_help_str(formatter.width - 6 - len(name))))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -169,11 +260,13 @@ def _log_warnings(loaded: Any) -> None:
               type=click.Path(file_okay=False, path_type=Path),
               help="Output directory: transcripts, results.jsonl, the log and the ledger.")
 @click.option("--engine", type=click.Choice(["local", "dashscope"]), help="ASR engine.")
-@click.option("--model", help="tiny.en (default), base, another faster-whisper name or a "
-              "model directory; DashScope: fun-asr, qwen3-asr-flash-filetrans, ...")
+@click.option("--model", help="tiny.en (default), base, a model directory, or a faster-whisper "
+              "name already in the download cache (see local.allow_download); DashScope: "
+              "fun-asr, qwen3-asr-flash-filetrans, ...")
 @click.option("--language", help="Language code, e.g. en, zh (default: detect).")
 @click.option("--workers", type=click.IntRange(1, 64), help="Items processed at once.")
-@click.option("--formats", help="Comma-separated: json,txt,srt,vtt (default: all).")
+@click.option("--formats", help="Comma-separated: json,txt,srt,vtt,tsv "
+              "(default: json,txt,srt,vtt).")
 @click.option("--force", is_flag=True, help="Transcribe finished items again.")
 @click.option("--retry-failed", is_flag=True, help="Try permanently failed items again.")
 @click.option("--manifest-format", type=click.Choice(["jsonl", "csv", "list", "dir"]),
@@ -183,22 +276,24 @@ def _log_warnings(loaded: Any) -> None:
 @click.option("--config", type=click.Path(dir_okay=False), help="TOML settings file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("-v", "--verbose", count=True, help="More log lines on stderr (-v, -vv).")
+@engine_options
 def run(inputs: tuple[Path, ...], out_dir: Path, engine: str | None, model: str | None,
         language: str | None, workers: int | None, formats: str | None, force: bool,
         retry_failed: bool, manifest_format: str | None, strict: bool, config: str | None,
-        as_json: bool, verbose: int) -> None:
+        as_json: bool, verbose: int, **knobs: Any) -> None:
     """Transcribe every item of the INPUTs on this machine into --out."""
     from pipeline.asr.catalog import model_info
-    from pipeline.flow.outputs import DirSink
+    from pipeline.flow.outputs import DirSink, cue_layout
     from pipeline.ledger import open_ledger
     from pipeline.log import configure_logging
     from pipeline.runner import EmbeddedRunner, RunConfig
     from pipeline.wiring import build_context, http_client, media_store
 
     settings = _settings(config, engine=engine, model=model, language=language,
-                         workers=workers, formats=formats)
+                         workers=workers, formats=formats, **engine_settings(**knobs))
     out_dir = out_dir.absolute()
     loaded = _load_inputs(inputs, manifest_format, strict, settings)
+    _check_setup(settings, out_dir)
     level = {0: settings.log_level, 1: "info"}.get(verbose, "debug")
     scratch = _scratch_root(settings.scratch_dir)
     with _out_dir_lock(out_dir), http_client(settings) as http, \
@@ -207,7 +302,7 @@ def run(inputs: tuple[Path, ...], out_dir: Path, engine: str | None, model: str 
         _log_warnings(loaded)
         try:
             info = model_info(settings.engine, settings.model, settings.limits)
-            sink = DirSink(out_dir)
+            sink = DirSink(out_dir, cue_layout(settings.subtitles))
             ctx = build_context(
                 settings, ledger=open_ledger(ledger_url(settings, out_dir)),
                 owner=f"run:{os.getpid()}", sinks=lambda _batch: sink, scratch=scratch,
@@ -226,8 +321,8 @@ def run(inputs: tuple[Path, ...], out_dir: Path, engine: str | None, model: str 
             batch_size=settings.provider.batch_size)
         try:
             summary = runner.run(loaded)
-        except PipelineError as exc:
-            _fail_usage(exc.message)
+        except PipelineError as exc:  # the engine check once work is found (hash, load)
+            raise SetupError(exc.message) from None
     if summary.interrupted:
         click.echo("interrupted: run the same command again to resume", err=True)
         sys.stdout.flush()
@@ -292,9 +387,9 @@ def _print_summary(summary: Any, out_dir: Path, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def status(batch: str | None, out_dir: Path | None, config: str | None, as_json: bool) -> None:
     """Show where a run (--out DIR) or a distributed BATCH stands."""
+    from pipeline.batches import batch_id_for
     from pipeline.ledger import open_ledger
     from pipeline.report import batch_status, render_status
-    from pipeline.runner import batch_id_for
 
     settings = _settings(config)
     if out_dir is None and batch is None:

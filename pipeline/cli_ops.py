@@ -64,20 +64,31 @@ def _echo(as_json: bool, data: Any, text: str) -> None:
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", "out", required=True,
               help="Where results go: a directory all workers can reach, or s3://bucket/prefix.")
-@click.option("--engine", type=click.Choice(["local", "dashscope"]))
-@click.option("--model")
-@click.option("--language")
+@click.option("--engine", type=click.Choice(["local", "dashscope"]),
+              help="ASR engine (default local).")
+@click.option("--model", help="tiny.en (default), base, a faster-whisper name in the workers' "
+              "download cache or a model directory; DashScope: fun-asr, "
+              "qwen3-asr-flash-filetrans, ...")
+@click.option("--language", help="Language code, e.g. en, zh (default: detect).")
+@click.option("--context", help="Initial prompt / context text for every item (an item's own "
+              "context wins).")
+@click.option("--hotwords", help="Words to favour, local engine (an item's own hotwords win).")
 @click.option("--option", "options", multiple=True, help="Provider option key=value.")
 @click.option("--manifest-format", type=click.Choice(["jsonl", "csv", "list", "dir"]),
               help="Override format detection of a single manifest INPUT.")
 @click.option("--strict", is_flag=True,
               help="Unknown manifest fields fail their lines (manifest_invalid), not warn.")
-@click.option("--config", type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--config", type=click.Path(dir_okay=False), help="TOML settings file.")
+@click.option("--json", "as_json", is_flag=True, help="Print the batch id as JSON.")
 def submit(inputs: tuple[Path, ...], out: str, engine: str | None, model: str | None,
-           language: str | None, options: Sequence[str], manifest_format: str | None,
-           strict: bool, config: str | None, as_json: bool) -> None:
-    """Queue the INPUTs' items for the workers; prints the batch id."""
+           language: str | None, context: str | None, hotwords: str | None,
+           options: Sequence[str], manifest_format: str | None, strict: bool,
+           config: str | None, as_json: bool) -> None:
+    """Queue the INPUTs' items for the workers; prints the batch id.
+
+    Engine knobs (beam size, device, compute type, threads, VAD, task, subtitle layout) are
+    the workers' own settings (BULKSCRIBE_LOCAL__*, BULKSCRIBE_SUBTITLES__*).
+    """
     from pipeline.batches import new_batch_id, seeds_for
     from pipeline.cli import _load_inputs
 
@@ -88,6 +99,7 @@ def submit(inputs: tuple[Path, ...], out: str, engine: str | None, model: str | 
     wctx = _worker_ctx(settings)
     batch_id = new_batch_id()
     extra = _parse_options(options)
+    extra.update({k: v for k, v in (("context", context), ("hotwords", hotwords)) if v})
     wctx.ledger.ensure_batch(batch_id, kind="submit", out=out, engine=settings.engine,
                              model=settings.model, manifest=loaded.path,
                              options={"language": settings.language, **extra})

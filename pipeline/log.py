@@ -153,5 +153,21 @@ def configure_logging(*, level: str = "warning", json_file: Path | None = None,
     )
 
 
+class _StderrFile:
+    """sys.stderr as it is when a line is written (tests and callers may swap it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def get_logger(name: str) -> Any:
+    if not structlog.is_configured():
+        # Until configure_logging() runs (the engine used as a library, benchmarks, helper
+        # processes), lines go to stderr: structlog's own default, stdout, would mix them
+        # into a program's output.
+        stderr: Any = _StderrFile()
+        structlog.configure(logger_factory=structlog.PrintLoggerFactory(stderr))
     return structlog.get_logger(name)

@@ -117,7 +117,8 @@ class AsrOptions:
     vocabulary_id: str | None = None
     diarization: bool = False
     speaker_count: int | None = None
-    context: str | None = None  # biasing text (sync Qwen models)
+    context: str | None = None  # biasing text: Whisper's initial prompt, sync Qwen models
+    hotwords: str | None = None  # words to favour (local engine)
     extra: tuple[tuple[str, Any], ...] = field(default=())
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
 from collections import Counter
 from typing import IO
 
@@ -47,7 +46,8 @@ class RichProgress(ProgressSink):
                                         audio="")
         self._bar.start()
 
-    def item_done(self, key: str, state: str, detail: str, audio_s: float) -> None:
+    def item_done(self, key: str, state: str, detail: str, audio_s: float,
+                  seconds: float | None = None) -> None:
         self.counts[state] += 1
         if state != "SUCCEEDED":
             self._bar.console.print(f"[red]FAILED[/] {key}: {detail}")
@@ -67,7 +67,6 @@ class PlainProgress(ProgressSink):
     def __init__(self, stream: IO[str] | None = None) -> None:
         self.stream = stream or sys.stderr
         self.total = self.done = 0
-        self.started = time.monotonic()
         self._lock = threading.Lock()
 
     def _say(self, text: str) -> None:
@@ -76,15 +75,15 @@ class PlainProgress(ProgressSink):
 
     def start(self, total: int, done: int, todo: int) -> None:
         self.total, self.done = total, done
-        self.started = time.monotonic()
         self._say(f"bulkscribe: {total} item(s), {done} already finished, {todo} to do")
 
-    def item_done(self, key: str, state: str, detail: str, audio_s: float) -> None:
+    def item_done(self, key: str, state: str, detail: str, audio_s: float,
+                  seconds: float | None = None) -> None:
         with self._lock:
             self.done += 1
-            elapsed = time.monotonic() - self.started
             suffix = f" {detail}" if detail else ""
-            self._say(f"[{self.done}/{self.total}] {state} {key}{suffix} ({elapsed:.0f} s)")
+            took = f" ({seconds:.1f} s)" if seconds is not None else ""
+            self._say(f"[{self.done}/{self.total}] {state} {key}{suffix}{took}")
 
     def stop(self) -> None:
         pass

@@ -1,4 +1,5 @@
-"""Output writers: ``<id>.json``, ``.txt``, ``.srt`` and ``.vtt`` from engine-neutral transcripts.
+"""Output writers: ``<id>.json``, ``.txt``, ``.srt``, ``.vtt`` and ``.tsv`` from engine-neutral
+transcripts.
 
 Kept apart from the engines (as openai/whisper's ``get_writer``) so every engine gets the
 same subtitles. Rendering is pure; only :func:`write_outputs` touches the disk.
@@ -28,12 +29,13 @@ __all__ = [
     "build_cues",
     "render_json",
     "render_srt",
+    "render_tsv",
     "render_txt",
     "render_vtt",
     "write_outputs",
 ]
 
-FORMATS = ("json", "txt", "srt", "vtt")
+FORMATS = ("json", "txt", "srt", "vtt", "tsv")
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +218,19 @@ def render_vtt(transcripts: Sequence[Transcript], *, layout: CueLayout = CueLayo
     )
 
 
+def render_tsv(transcripts: Sequence[Transcript]) -> str:
+    """Whisper's tsv: a ``start``/``end``/``text`` header, then one sentence a line with
+    integer milliseconds, all channels merged by start time."""
+    rows = sorted(((s.begin_ms, s.end_ms, s.text) for t in transcripts for s in t.sentences),
+                  key=lambda r: r[0])
+    lines = ["start\tend\ttext\n"]
+    for begin, end, text in rows:
+        flat = " ".join(text.split())  # tabs and newlines would break the columns
+        if flat:
+            lines.append(f"{begin}\t{end}\t{flat}\n")
+    return "".join(lines)
+
+
 def render_json(document: Mapping[str, Any]) -> str:
     return json.dumps(dict(document), ensure_ascii=False, indent=2) + "\n"
 
@@ -299,6 +314,7 @@ def write_outputs(
         "txt": lambda: render_txt(transcripts),
         "srt": lambda: render_srt(transcripts, layout=layout),
         "vtt": lambda: render_vtt(transcripts, layout=layout),
+        "tsv": lambda: render_tsv(transcripts),
     }
     *dirs, stem = item_id.split("/")
     dir_fd = _open_subdir(out_dir, dirs)

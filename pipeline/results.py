@@ -27,10 +27,12 @@ class ItemResult:
     error: dict[str, str] | None
     outputs: dict[str, str]
     audio_duration_ms: int | None
+    language: str | None = None  # detected (or forced) language of a finished item
 
     def as_json(self) -> dict[str, Any]:
         return {"id": self.id, "source": self.source, "status": self.status, "error": self.error,
-                "outputs": self.outputs, "audio_duration_ms": self.audio_duration_ms}
+                "outputs": self.outputs, "audio_duration_ms": self.audio_duration_ms,
+                "language": self.language}
 
 
 def result_of(entry: ManifestItem | ManifestProblem, row: ItemRow | None) -> ItemResult:
@@ -43,7 +45,7 @@ def result_of(entry: ManifestItem | ManifestProblem, row: ItemRow | None) -> Ite
         return ItemResult(entry.item_id, source, "PENDING", None, {}, None)
     if row.state is ItemState.SUCCEEDED:
         return ItemResult(entry.item_id, source, "SUCCEEDED", None, dict(row.outputs or {}),
-                          row.audio_duration_ms)
+                          row.audio_duration_ms, _language(row))
     error = {"code": row.error_code or FailureCode.INTERNAL.value,
              "message": row.error_message or ""}
     return ItemResult(entry.item_id, source, "FAILED", error, {}, row.audio_duration_ms)
@@ -55,12 +57,18 @@ def result_of_row(row: ItemRow) -> ItemResult:
     source = display(row.source) if row.source else None
     if row.state is ItemState.SUCCEEDED:
         return ItemResult(item_id, source, "SUCCEEDED", None, dict(row.outputs or {}),
-                          row.audio_duration_ms)
+                          row.audio_duration_ms, _language(row))
     if not row.state.terminal:
         return ItemResult(item_id, source, "PENDING", None, {}, None)
     error = {"code": row.error_code or FailureCode.INTERNAL.value,
              "message": row.error_message or ""}
     return ItemResult(item_id, source, row.state.value, error, {}, row.audio_duration_ms)
+
+
+def _language(row: ItemRow) -> str | None:
+    """Kept with the item's audio facts when it finished (see flow.steps.finish)."""
+    value = dict(row.probe or {}).get("language")
+    return str(value) if value else None
 
 
 def jsonl(results: Sequence[ItemResult]) -> str:

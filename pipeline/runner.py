@@ -7,7 +7,6 @@ file says so); anything a killed run left claimed is released when the next one 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -19,17 +18,18 @@ from typing import Any
 
 from pipeline.asr.catalog import Mode
 from pipeline.asr.dashscope.params import is_funasr
-from pipeline.batches import key_of, seeds_for
+from pipeline.batches import batch_id_for, key_of, seeds_for
 from pipeline.errors import TRANSIENT_CODES, PipelineError
 from pipeline.flow.actions import Action
 from pipeline.flow.context import FlowContext
+from pipeline.flow.outputs import transcript_name, write_item
 from pipeline.flow.plan import count_states, plan_jobs
 from pipeline.flow.provider import poll_step, reconcile_submitting, submit_step
 from pipeline.flow.steps import prepare_step, transcribe_step
 from pipeline.ledger import ItemRow, ItemSeed, utcnow
 from pipeline.log import get_logger
 from pipeline.manifest import Manifest
-from pipeline.render import write_outputs
+from pipeline.models import ManifestProblem
 from pipeline.results import ItemResult, result_of, write_results
 from pipeline.settings import RetrySettings
 from pipeline.states import CLAIMED_FROM, ItemState
@@ -71,17 +71,35 @@ class RunSummary:
 
 
 class Progress:
-    """What the runner tells a progress display; the CLI supplies rich or plain ones."""
+    """What the runner tells a progress display; the CLI supplies rich or plain ones.
+
+    ``seconds`` is the item's own working time (its stages), when known.
+    """
 
     def start(self, total: int, done: int, todo: int) -> None: ...
-    def item_done(self, key: str, state: str, detail: str, audio_s: float) -> None: ...
+    def item_done(self, key: str, state: str, detail: str, audio_s: float,
+                  seconds: float | None = None) -> None: ...
     def stop(self) -> None: ...
 
 
-def batch_id_for(out_dir: Path) -> str:
-    """Embedded runs are one batch per output directory."""
-    digest = hashlib.sha1(str(out_dir.resolve()).encode("utf-8", "surrogateescape")).hexdigest()
-    return f"run-{digest[:12]}"
+class _OwnTime(Progress):
+    """Passes each finished item's own working time on to the display."""
+
+    def __init__(self, display: Progress, seconds_of: Callable[[str], float | None]) -> None:
+        self.display = display
+        self.seconds_of = seconds_of
+
+    def start(self, total: int, done: int, todo: int) -> None:
+        self.display.start(total, done, todo)
+
+    def item_done(self, key: str, state: str, detail: str, audio_s: float,
+                  seconds: float | None = None) -> None:
+        if seconds is None:
+            seconds = self.seconds_of(key)
+        self.display.item_done(key, state, detail, audio_s, seconds)
+
+    def stop(self) -> None:
+        self.display.stop()
 
 
 @dataclass
@@ -98,6 +116,14 @@ class EmbeddedRunner:
     def __post_init__(self) -> None:
         self.batch_id = batch_id_for(self.cfg.out_dir)
         self.ledger = self.ctx.ledger
+        self._ids: dict[str, str] = {}  # manifest key -> item id, for the progress display
+        self.progress = _OwnTime(self.progress, self._own_seconds)
+
+    def _own_seconds(self, key: str) -> float | None:
+        """The sum of an item's stage timings in this attempt."""
+        row = self.ledger.get(self._ids[key]) if key in self._ids else None
+        timings = dict(row.timings or {}) if row is not None else {}
+        return sum(float(v) for v in timings.values()) if timings else None
 
     # -- the run ------------------------------------------------------------------------
     def run(self, manifest: Manifest) -> RunSummary:
@@ -123,7 +149,15 @@ class EmbeddedRunner:
         todo = [rows[k] for k in keys if not rows[k].state.terminal]
         if todo and self.check_engine is not None:
             self.check_engine()  # a missing model is a usage error, not 2,000 failed items
-        self.progress.start(len(keys), len(keys) - len(todo), len(todo))
+        self._ids = {k: rows[k].id for k in keys}
+        # Invalid manifest lines are failures of this run (they are read again each time),
+        # counted once, not items an earlier run finished.
+        problems = [e for e in manifest.entries if isinstance(e, ManifestProblem)]
+        self.progress.start(len(keys), len(keys) - len(todo) - len(problems),
+                            len(todo) + len(problems))
+        for problem in problems:
+            self.progress.item_done(problem.item_id or f"line {problem.line_no}", "FAILED",
+                                    problem.code, 0.0)
         audio_s = 0.0
         try:
             audio_s = self._drive(todo)
@@ -132,9 +166,9 @@ class EmbeddedRunner:
         finally:
             self.progress.stop()
             self._release_own_claims()
+        # Interrupted too: what finished says so, the rest is PENDING until the next run.
         results = self.results(manifest)
-        if not self.ctx.stop.is_set():
-            write_results(cfg.out_dir, results)
+        write_results(cfg.out_dir, results)
         return RunSummary(results, len(todo), time.monotonic() - started,
                           interrupted=self.ctx.stop.is_set(), audio_s=audio_s)
 
@@ -273,18 +307,25 @@ class EmbeddedRunner:
                    for f in self.cfg.formats)
 
     def _rerender(self, row: ItemRow) -> ItemRow:
-        """Formats added on a re-run come from the saved JSON, not a new transcription."""
-        doc_path = self.cfg.out_dir / f"{row.key}.json"
-        try:
-            document = json.loads(doc_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        """Formats added on a re-run come from the saved transcript, not a new transcription:
+        the canonical one under .bulkscribe/transcripts/, or ``<id>.json`` from before it."""
+        sink = self.ctx.sinks(self.batch_id)
+        document = None
+        for name in (transcript_name(row.key), f"{row.key}.json"):
+            try:
+                document = json.loads(sink.read_text(name) or "")
+                break
+            except ValueError:
+                continue
+        if not isinstance(document, dict):
             self.ledger.sync_items(self.batch_id, [_reseed(row)], engine=self.cfg.engine,
                                    model=self.cfg.model, force=True)
             return self.ledger.get(row.id) or row
         parsed = from_result_document(document)
         formats = tuple(dict.fromkeys([*self.cfg.formats, *(row.outputs or {})]))
-        outputs = write_outputs(self.cfg.out_dir, row.key, document, parsed.transcripts, formats)
+        outputs = write_item(sink, row.key, document, parsed.transcripts, formats)
         self.ledger.set_fields(row.id, outputs=outputs)
+        log.info("item.rerendered", item_id=row.key, formats=list(formats))
         return self.ledger.get(row.id) or row
 
     def results(self, manifest: Manifest) -> list[ItemResult]:

@@ -34,10 +34,24 @@ class LocalEngineSettings(_Frozen):
     device: str = "cpu"
     compute_type: str = "int8"
     cpu_threads: int = Field(0, ge=0)  # 0: cores / workers
-    beam_size: int = Field(1, ge=1)
+    # 5: on real speech tiny.en's WER halves (9.9 % to 4.2 %) for 4 % more CPU; about 1.4x
+    # the CPU on long continuous speech (bench/beam_bench.py, README).
+    beam_size: int = Field(5, ge=1)
     vad_filter: bool = True
     window_s: float = Field(300.0, gt=10)  # long audio is fed in windows of about this size
     download_root: Path | None = None  # for hub model names only
+    # Offline by default: a hub model name loads only if it is already in the download cache.
+    allow_download: bool = False
+    task: Literal["transcribe", "translate"] = "transcribe"  # translate: to English
+    context: str | None = None  # initial prompt; an item's own ``context`` wins
+    hotwords: str | None = None  # words to favour; an item's own ``hotwords`` win
+
+
+class SubtitleSettings(_Frozen):
+    """SRT/WebVTT cue layout."""
+
+    max_line_width: int = Field(42, ge=10, le=200)  # characters (CJK counts double)
+    max_line_count: int = Field(2, ge=1, le=10)
 
 
 class LimitsSettings(_Frozen):
@@ -153,6 +167,7 @@ class Settings(BaseSettings):
     log_level: str = "warning"  # what reaches stderr; the JSON log file gets everything
 
     local: LocalEngineSettings = LocalEngineSettings()
+    subtitles: SubtitleSettings = SubtitleSettings()
     limits: LimitsSettings = LimitsSettings()
     manifest: ManifestSettings = ManifestSettings()
     retry: RetrySettings = RetrySettings()
@@ -166,10 +181,10 @@ class Settings(BaseSettings):
     def _split_formats(cls, v: Any) -> Any:
         if isinstance(v, str):
             v = [p.strip() for p in v.split(",") if p.strip()]
-        known = {"json", "txt", "srt", "vtt"}
+        known = ("json", "txt", "srt", "vtt", "tsv")
         bad = [f for f in v if f not in known]
         if bad:
-            raise ValueError(f"unknown format(s) {', '.join(bad)}; choose from json,txt,srt,vtt")
+            raise ValueError(f"unknown format(s) {', '.join(bad)}; choose from {','.join(known)}")
         return tuple(dict.fromkeys(v))
 
     @classmethod

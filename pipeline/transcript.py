@@ -219,12 +219,18 @@ def to_result_document(
 
 
 def _transcript_json(t: Transcript) -> dict[str, Any]:
-    return {
+    out: dict[str, Any] = {
         "channel_id": t.channel_id,
         "content_duration_in_milliseconds": t.speech_ms,
         "text": t.text,
-        "sentences": [_sentence_json(i, s) for i, s in enumerate(t.sentences, start=1)],
     }
+    if t.language:
+        # The channel's detected (or forced) language. DashScope's qwen filetrans results
+        # name it per sentence (``sentences[].language``); one channel-level value is what
+        # a reader wants, and sentences keep their own where a provider gave them.
+        out["language"] = t.language
+    out["sentences"] = [_sentence_json(i, s) for i, s in enumerate(t.sentences, start=1)]
+    return out
 
 
 def _sentence_json(sentence_id: int, s: Sentence) -> dict[str, Any]:
@@ -291,8 +297,10 @@ def from_result_document(doc: Mapping[str, Any]) -> ResultDocument:
                     emotion=s.get("emotion"),
                 )
             )
+        language = t.get("language") or next((s.language for s in sentences if s.language), None)
         transcripts.append(
-            Transcript(tuple(sentences), channel_id=int(t.get("channel_id", 0) or 0))
+            Transcript(tuple(sentences), language=language,
+                       channel_id=int(t.get("channel_id", 0) or 0))
         )
     props = doc.get("properties") or doc.get("audio_info") or {}
     return ResultDocument(str(doc.get("file_url", "")), props, tuple(transcripts))

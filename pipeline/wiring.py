@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 
 from pipeline.asr.base import ClipEngine
-from pipeline.asr.catalog import Family, ModelInfo
+from pipeline.asr.catalog import Family, ModelInfo, model_info
 from pipeline.errors import ConfigError, FailureCode
 from pipeline.flow.context import FlowContext
 from pipeline.flow.limits import LocalGate, RateLimiter, SubmitGate, ThrottledClient, TokenBucket
@@ -73,6 +73,50 @@ class ClipEngines:
                                        max_clip_s=info.max_clip_s or 180.0)
         raise ConfigError(FailureCode.CONFIG_INVALID,
                           f"{info.model} is not transcribed in place")
+
+
+def preflight(settings: Settings) -> None:
+    """What must hold before the first file is touched: the engine, the run's model and its
+    options, the credentials. Cheap: no model is loaded and nothing goes to the network.
+    Raises the :class:`ConfigError` a whole run would otherwise fail item by item with."""
+    model_info(settings.engine, settings.model, settings.limits)  # an unknown engine or model
+    local = settings.local
+    if settings.engine == "dashscope":
+        if settings.dashscope_api_key is None:
+            raise ConfigError(FailureCode.PROVIDER_AUTH,
+                              "the DashScope engine needs an API key: set DASHSCOPE_API_KEY")
+        if local.task != "transcribe":
+            raise ConfigError(FailureCode.UNSUPPORTED_OPTION,
+                              "--task translate needs the local engine (--engine local)")
+        return
+    from pipeline.asr.local import unsupported_translate
+    from pipeline.asr.weights import english_only, resolve_model
+
+    if local.task == "translate" and english_only(settings.model):
+        raise unsupported_translate(settings.model)
+    resolve_model(settings.model, cache_dir=local.download_root,
+                  allow_download=local.allow_download)
+    _check_device(local.device, local.compute_type)
+
+
+def _check_device(device: str, compute_type: str) -> None:
+    """A device or compute type CTranslate2 cannot use here fails now, not at the first load."""
+    import ctranslate2
+
+    if device not in ("cpu", "cuda", "auto"):
+        raise ConfigError(FailureCode.CONFIG_INVALID,
+                          f"unknown device {device!r}: use cpu, cuda or auto")
+    gpus = ctranslate2.get_cuda_device_count() if device != "cpu" else 0
+    if device == "cuda" and gpus == 0:
+        raise ConfigError(FailureCode.CONFIG_INVALID,
+                          "--device cuda: no CUDA device is visible here; use --device cpu")
+    target = "cuda" if gpus else "cpu"
+    supported = ctranslate2.get_supported_compute_types(target)
+    if compute_type not in {"default", "auto", *supported}:
+        raise ConfigError(
+            FailureCode.CONFIG_INVALID,
+            f"compute type {compute_type!r} does not run on {target} here: use one of "
+            f"{', '.join(sorted(supported))}")
 
 
 def provider_factory(settings: Settings, http: httpx.Client,

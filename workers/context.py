@@ -18,7 +18,7 @@ from typing import Any
 import redis
 
 from pipeline.flow.context import FlowContext
-from pipeline.flow.outputs import DirSink, OutputSink, StoreSink
+from pipeline.flow.outputs import DirSink, OutputSink, StoreSink, cue_layout
 from pipeline.ledger import Ledger, open_ledger
 from pipeline.settings import Settings
 from pipeline.storage import open_store, split_url
@@ -84,10 +84,10 @@ def sink_for(out: str, settings: Settings) -> OutputSink:
     if "://" in out and not out.startswith("file://"):
         scheme, bucket, prefix = split_url(out)
         store = open_store(f"{scheme}://{bucket}", endpoint_url=settings.s3_endpoint_url)
-        return StoreSink(store, prefix)
+        return StoreSink(store, prefix, cue_layout(settings.subtitles))
     path = Path(out.removeprefix("file://"))
     path.mkdir(parents=True, exist_ok=True)
-    return DirSink(path)
+    return DirSink(path, cue_layout(settings.subtitles))
 
 
 def build_worker_context(settings: Settings) -> WorkerContext:

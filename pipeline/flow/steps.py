@@ -22,6 +22,7 @@ from pipeline.flow.actions import after_prepare
 from pipeline.flow.context import FlowContext
 from pipeline.flow.guard import handle_failure
 from pipeline.flow.media import to_flac
+from pipeline.flow.outputs import write_item
 from pipeline.ledger import ItemRow
 from pipeline.ledger.repo import add_timing, attempt_end
 from pipeline.log import get_logger
@@ -167,9 +168,13 @@ def finish(ctx: FlowContext, claimed: ItemRow, transcripts: Sequence[Transcript]
     source = str(claimed.spec.get("source") or claimed.source)
     document = build_document(display(source), probe, transcripts)
     t0 = time.monotonic()
-    outputs = ctx.sinks(claimed.batch_id).write(claimed.key, document, transcripts, ctx.formats)
+    outputs = write_item(ctx.sinks(claimed.batch_id), claimed.key, document, transcripts,
+                         ctx.formats)
     timings = add_timing(timings or claimed.timings, "persist", time.monotonic() - t0)
-    if advance(ctx, claimed, ItemState.SUCCEEDED, outputs=outputs, error_code=None,
+    # The detected language rides with the item's audio facts (results.jsonl reads it there).
+    language = next((t.language for t in transcripts if t.language), None)
+    facts = {**dict(claimed.probe or {}), "language": language}
+    if advance(ctx, claimed, ItemState.SUCCEEDED, outputs=outputs, probe=facts, error_code=None,
                error_message=None, error_detail=None, timings=timings,
                attempt=attempt_end(ItemState.SUCCEEDED, timings=timings)):
         ctx.emit("item.succeeded")

@@ -118,7 +118,8 @@ def test_one_result_line_per_manifest_line_in_order(bad_run: Run) -> None:
                 for row in bad_run.manifest_rows]
     assert ids == [None if i in ("../../escape", "a//b") else i for i in expected]
     for r in bad_run.results:
-        assert set(r) == {"id", "source", "status", "error", "outputs", "audio_duration_ms"}
+        assert set(r) == {"id", "source", "status", "error", "outputs", "audio_duration_ms",
+                          "language"}
 
 
 @pytest.mark.parametrize("item", list(LOCAL_BAD) + list(HTTP_BAD))

@@ -50,7 +50,9 @@ def snapshot(out: Path) -> dict[str, tuple[bytes, int]]:
     return {
         str(p.relative_to(out)): (p.read_bytes(), p.stat().st_mtime_ns)
         for p in out.rglob("*")
-        if p.is_file() and p.suffix in (".json", ".txt", ".srt", ".vtt")
+        if p.is_file()
+        and p.suffix in (".json", ".txt", ".srt", ".vtt")
+        and ".bulkscribe" not in p.relative_to(out).parts  # the ledger's own copies
     }
 
 

@@ -17,6 +17,7 @@ from pipeline.render import (
     build_cues,
     render_json,
     render_srt,
+    render_tsv,
     render_txt,
     render_vtt,
     write_outputs,
@@ -257,6 +258,24 @@ def test_render_json_keeps_unicode_and_ends_with_newline():
     assert out == '{\n  "text": "你好 café"\n}\n'
 
 
+def test_tsv_is_whisper_style_with_integer_ms():
+    """tsv: Whisper's start/end/text header, one sentence a line in integer ms, channels merged
+    by start time, tabs and newlines in text flattened to spaces."""
+    left = Transcript((Sentence(1000, 1400, "Hello\tthere."), Sentence(5000, 5300, "Bye.")))
+    right = Transcript((Sentence(2000, 2500, "Yes\nno."),), channel_id=1)
+    assert render_tsv([left, right]) == (
+        "start\tend\ttext\n1000\t1400\tHello there.\n2000\t2500\tYes no.\n"
+        "5000\t5300\tBye.\n")
+    assert render_tsv([]) == "start\tend\ttext\n"
+
+
+def test_layout_sets_line_width_and_count():
+    """A one-line, 20-character layout gives single-line cues no wider than 20."""
+    long = Transcript((sentence("The birch canoe slid on the smooth planks of the dock."),))
+    cues = build_cues([long], CueLayout(max_chars_per_line=20, max_lines=1))
+    assert len(cues) > 2 and all(len(c.lines) == 1 and len(c.lines[0]) <= 20 for c in cues)
+
+
 def test_write_outputs_writes_every_format(tmp_path: Path):
     """Each requested format lands as <id>.<fmt> with the rendered content and no temp files."""
     doc = {"file_url": "x", "transcripts": []}
@@ -266,6 +285,7 @@ def test_write_outputs_writes_every_format(tmp_path: Path):
     assert (tmp_path / "item-1.txt").read_text("utf-8") == render_txt([TWO])
     assert (tmp_path / "item-1.srt").read_text("utf-8") == render_srt([TWO])
     assert (tmp_path / "item-1.vtt").read_text("utf-8") == render_vtt([TWO])
+    assert (tmp_path / "item-1.tsv").read_text("utf-8") == render_tsv([TWO])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(written.values())
 
 

@@ -37,7 +37,7 @@ def test_defaults() -> None:
     s = load_settings(None)
     assert (s.engine, s.model, s.language, s.workers) == ("local", "tiny.en", None, 2)
     assert s.formats == ("json", "txt", "srt", "vtt")
-    assert (s.local.beam_size, s.local.window_s, s.retry.max_attempts) == (1, 300.0, 4)
+    assert (s.local.beam_size, s.local.window_s, s.retry.max_attempts) == (5, 300.0, 4)
     assert s.dashscope_api_key is None
 
 

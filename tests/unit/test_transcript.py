@@ -173,3 +173,17 @@ def test_from_result_document_tolerates_qwen_shape() -> None:
     (t,) = parsed.transcripts
     assert t.channel_id == 0
     assert t.sentences == (Sentence(10, 20, "hi"), Sentence(30, 40, "x", (Word(30, 40, "x", ""),)))
+
+
+def test_transcript_language_is_written_and_read_back() -> None:
+    """A transcript's language is transcripts[].language; parsing gives it back, and a
+    provider document with only per-sentence languages yields the first of them."""
+    doc = to_result_document("/a.wav", PROPS, [Transcript((sentence(0, 900, "Hallo."),),
+                                                          language="de")])
+    assert doc["transcripts"][0]["language"] == "de"
+    assert list(doc["transcripts"][0]) == ["channel_id", "content_duration_in_milliseconds",
+                                           "text", "language", "sentences"]
+    assert from_result_document(json.loads(json.dumps(doc))).transcripts[0].language == "de"
+    assert "language" not in to_result_document("/a.wav", PROPS, [Transcript()])["transcripts"][0]
+    qwen = from_result_document(stereo_doc := to_result_document("/a", PROPS, stereo()))
+    assert [t.language for t in qwen.transcripts] == [None, "zh"], stereo_doc

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import socket
 from pathlib import Path
 
 import pytest
 
-from pipeline.asr.weights import resolve_model, sha256_file, verify_dir
+from pipeline.asr.weights import english_only, resolve_model, sha256_file, verify_dir
 from pipeline.errors import ConfigError, FailureCode
 
 FILES = {"model.bin": b"\x00\x01fake ctranslate2 weights" * 100, "config.json": b'{"a": 1}\n',
@@ -84,7 +85,70 @@ def test_missing_directory_is_refused(name: str) -> None:
         resolve_model(name)
 
 
-def test_hub_name_is_passed_through() -> None:
-    """Any other name goes to faster-whisper as a hub name (it may download)."""
-    ref = resolve_model("small.en")
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Every attempt to resolve a host or open a connection is recorded and refused.
+
+    HF_HUB_OFFLINE is unset, so only bulkscribe's own decision keeps the hub away.
+    """
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    attempts: list[object] = []
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        attempts.append(args)
+        raise OSError("network use in a unit test")
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    return attempts
+
+
+def test_hub_name_not_in_the_cache_is_refused_offline(no_network: list[object],
+                                                      tmp_path: Path) -> None:
+    """small.en, not in the download cache, is model_unavailable before any connection is tried,
+    and the message says how to get it."""
+    with pytest.raises(ConfigError) as info:
+        resolve_model("small.en", cache_dir=tmp_path)
+    assert info.value.code is FailureCode.MODEL_UNAVAILABLE
+    assert "BULKSCRIBE_LOCAL__ALLOW_DOWNLOAD=true" in info.value.message
+    assert "\n" not in info.value.message
+    assert no_network == []
+
+
+def test_hub_name_in_the_cache_loads_from_it(no_network: list[object], tmp_path: Path) -> None:
+    """A hub model already in the download cache resolves to its snapshot, loaded offline."""
+    repo = tmp_path / "models--Systran--faster-whisper-small.en"
+    snapshot = repo / "snapshots" / ("a" * 40)
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("a" * 40)
+    for name, data in FILES.items():
+        (snapshot / name).write_bytes(data)
+    ref = resolve_model("small.en", cache_dir=tmp_path)
+    assert (Path(ref.location), ref.local_only) == (snapshot, True)
+    assert no_network == []
+
+
+def test_hub_name_with_downloads_allowed_is_passed_through(no_network: list[object],
+                                                           tmp_path: Path) -> None:
+    """With local.allow_download the name goes to faster-whisper, which may download it."""
+    ref = resolve_model("small.en", cache_dir=tmp_path, allow_download=True)
     assert (ref.location, ref.local_only) == ("small.en", False)
+    assert no_network == []
+
+
+def test_unknown_name_is_refused(no_network: list[object], tmp_path: Path) -> None:
+    """A name that is no faster-whisper size, hub id or directory is model_unavailable."""
+    with pytest.raises(ConfigError, match="unknown model 'smal'") as info:
+        resolve_model("smal", cache_dir=tmp_path)
+    assert info.value.code is FailureCode.MODEL_UNAVAILABLE
+
+
+@pytest.mark.parametrize(("name", "english"), [("tiny.en", True), ("small.en", True),
+                                               ("base", False), ("/models/medium.en/", True),
+                                               ("Systran/faster-whisper-large-v3", False)])
+def test_english_only_names(name: str, english: bool) -> None:
+    """Whisper's English-only checkpoints are the *.en ones, by name or directory."""
+    assert english_only(name) is english
