@@ -68,38 +68,42 @@ def submit_step(ctx: FlowContext, rows: Sequence[ItemRow]) -> str | None:
     if not claimed:
         return None
     model = str(claimed[0].spec.get("model") or ctx.model)
-    try:
-        urls = [row.media_url or _publish(ctx, row, model) for row in claimed]
-        parameters = submit_parameters(model, ctx.asr_options(claimed[0]))
-        t0 = time.monotonic()
-        submitted = _client(ctx).submit_transcription(model, urls, parameters)
-        now, seconds = utcnow(), time.monotonic() - t0
-        ctx.emit("stage.done", stage="submit", seconds=seconds)
-        for row in claimed:
-            # ``tries`` is kept, not reset: a task that is lost or stuck sends its items
-            # back to PREPARED with tries + 1, and resetting it here on every resubmission
-            # let such items loop submit → give up → submit for ever, never reaching DEAD.
-            ok = ctx.ledger.move(row.id, ItemState.SUBMITTING, ItemState.SUBMITTED,
-                                 owner=ctx.owner, provider_task_id=submitted.task_id,
-                                 submitted_at=now, polls=0, error_code=None,
-                                 error_message=None, error_detail=None,
-                                 next_run_at=ctx.due_at(row, Action.POLL, ctx.poll.first_s, now),
-                                 timings=add_timing(row.timings, "submit", seconds),
-                                 attempt={"provider_task_id": submitted.task_id,
-                                          "provider_request_id": submitted.request_id})
-            if ok:
-                log.info("submit.done", item_id=row.key, task_id=submitted.task_id,
-                         files=len(urls))
-        return str(submitted.task_id)
-    except Exception as exc:
-        for row in claimed:
-            with bound_contextvars(batch_id=row.batch_id, item_id=row.key, stage="submit"):
-                if _ambiguous(exc):
-                    # The request may have reached the provider: ask before sending again.
-                    reconcile_submitting(ctx, ctx.ledger.get(row.id) or row)
-                else:
-                    handle_failure(ctx, row, exc, back_to=ItemState.PREPARED)
-        return None
+    # Renewed while the URL is published and the request is out: a lapsed SUBMITTING
+    # claim is reconciled (asked of the provider), which must not race a live submission.
+    with keep_alive(ctx, *claimed):
+        try:
+            urls = [row.media_url or _publish(ctx, row, model) for row in claimed]
+            parameters = submit_parameters(model, ctx.asr_options(claimed[0]))
+            t0 = time.monotonic()
+            submitted = _client(ctx).submit_transcription(model, urls, parameters)
+            now, seconds = utcnow(), time.monotonic() - t0
+            ctx.emit("stage.done", stage="submit", seconds=seconds)
+            for row in claimed:
+                # ``tries`` is kept, not reset: a task that is lost or stuck sends its items
+                # back to PREPARED with tries + 1, and resetting it here on every resubmission
+                # let such items loop submit → give up → submit for ever, never reaching DEAD.
+                ok = ctx.ledger.move(row.id, ItemState.SUBMITTING, ItemState.SUBMITTED,
+                                     owner=ctx.owner, provider_task_id=submitted.task_id,
+                                     submitted_at=now, polls=0, error_code=None,
+                                     error_message=None, error_detail=None,
+                                     next_run_at=ctx.due_at(row, Action.POLL,
+                                                            ctx.poll.first_s, now),
+                                     timings=add_timing(row.timings, "submit", seconds),
+                                     attempt={"provider_task_id": submitted.task_id,
+                                              "provider_request_id": submitted.request_id})
+                if ok:
+                    log.info("submit.done", item_id=row.key, task_id=submitted.task_id,
+                             files=len(urls))
+            return str(submitted.task_id)
+        except Exception as exc:
+            for row in claimed:
+                with bound_contextvars(batch_id=row.batch_id, item_id=row.key, stage="submit"):
+                    if _ambiguous(exc):
+                        # The request may have reached the provider: ask before sending again.
+                        reconcile_submitting(ctx, ctx.ledger.get(row.id) or row)
+                    else:
+                        handle_failure(ctx, row, exc, back_to=ItemState.PREPARED)
+            return None
 
 
 @contextmanager
