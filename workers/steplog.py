@@ -50,6 +50,12 @@ def outcome_of(before: ItemRow, after: ItemRow | None) -> str:
     return "skipped"
 
 
+def outcomes(before: Sequence[ItemRow], after: Sequence[ItemRow]) -> dict[str, str]:
+    """``outcome_of`` for each row of ``before``, given rows read after the step."""
+    fresh = {r.id: r for r in after}
+    return {r.id: outcome_of(r, fresh.get(r.id)) for r in before}
+
+
 def enabled() -> bool:
     return logging.getLogger("bulkscribe.worker").isEnabledFor(logging.INFO)
 
@@ -70,10 +76,9 @@ def step_log(stage: str, rows: Sequence[ItemRow],
     seconds = time.monotonic() - t0
     if not rows or not enabled():
         return
-    missing = [r.id for r in rows if r.id not in known]
+    missing = [r for r in rows if r.id not in known]
     if missing:
-        after = {r.id: r for r in read(missing)}
-        known.update({r.id: outcome_of(r, after.get(r.id)) for r in rows if r.id in missing})
+        known.update(outcomes(missing, read([r.id for r in missing])))
     _emit(stage, rows, known, seconds)
 
 

@@ -18,11 +18,10 @@ from structlog.contextvars import bound_contextvars
 from pipeline.flow.provider import poll_step, reconcile_submitting, submit_step
 from pipeline.flow.steps import prepare_step, transcribe_step
 from pipeline.states import ItemState
-from workers import steplog
 from workers.app import app
 from workers.context import worker_context
 from workers.dispatch import after_submit, dispatch_after, dispatch_rows, hand_off
-from workers.steplog import step_log
+from workers.steplog import outcomes, step_log
 
 
 class LedgerTask(Task):  # type: ignore[misc]
@@ -81,8 +80,10 @@ def submit(self: LedgerTask, item_ids: list[str]) -> None:
     if not rows:
         return
     with bound_contextvars(batch_id=rows[0].batch_id, task_id=self.request.id), \
-            step_log("submit", rows, ctx.ledger.get_many):
+            step_log("submit", rows, ctx.ledger.get_many) as known:
         provider_task = submit_step(ctx.flow, rows)
+        if provider_task is not None:  # the rows just read were all this step's to submit
+            known.update({r.id: "submitted" for r in rows})
         after_submit(ctx, rows, provider_task)
 
 
@@ -90,17 +91,18 @@ def submit(self: LedgerTask, item_ids: list[str]) -> None:
 def poll(self: LedgerTask, provider_task_id: str) -> None:
     """Query one provider task once; never waits in the worker."""
     ctx = worker_context()
-    rows = [r for r in ctx.ledger.by_task(provider_task_id) if r.state is ItemState.SUBMITTED] \
-        if steplog.enabled() else []
+    rows = [r for r in ctx.ledger.by_task(provider_task_id) if r.state is ItemState.SUBMITTED]
     with bound_contextvars(provider_task_id=provider_task_id, task_id=self.request.id), \
             step_log("poll", rows, ctx.ledger.get_many) as known:
-        outcome = poll_step(ctx.flow, provider_task_id)
-        if outcome.again_in_s is not None:
-            known.update({r.id: "waiting" for r in rows})
+        outcome = poll_step(ctx.flow, provider_task_id, rows)
+        known.update({r.id: "waiting" for r in rows if outcome.waiting})
+        known.update({i: "succeeded" for i in outcome.succeeded})
         if outcome.again_in_s is not None:
             poll.apply_async((provider_task_id,), countdown=outcome.again_in_s)
         elif outcome.read_back:
-            dispatch_rows(ctx, ctx.ledger.by_task(provider_task_id))
+            fresh = ctx.ledger.by_task(provider_task_id)
+            known.update(outcomes(rows, fresh))
+            dispatch_rows(ctx, fresh)
 
 
 @app.task(**_opts(name="bulkscribe.reconcile"))

@@ -166,11 +166,16 @@ class PollOutcome:
 
     again_in_s: float | None = None  # queue the next poll then (the items' mark allows it)
     read_back: bool = False  # items failed or went back for retry: dispatch from the ledger
+    waiting: bool = False  # the task is still running
+    succeeded: tuple[str, ...] = ()  # ids of the items this poll persisted
 
 
-def poll_step(ctx: FlowContext, task_id: str) -> PollOutcome:
-    """Query one provider task; schedule the next poll, or finish/fail its items."""
-    rows = [r for r in ctx.ledger.by_task(task_id) if r.state is ItemState.SUBMITTED]
+def poll_step(ctx: FlowContext, task_id: str,
+              rows: Sequence[ItemRow] | None = None) -> PollOutcome:
+    """Query one provider task; schedule the next poll, or finish/fail its items.
+    ``rows``: the task's SUBMITTED items, if the caller has just read them."""
+    if rows is None:
+        rows = [r for r in ctx.ledger.by_task(task_id) if r.state is ItemState.SUBMITTED]
     if not rows:
         return PollOutcome()
     first = rows[0]
@@ -211,15 +216,16 @@ def poll_step(ctx: FlowContext, task_id: str) -> PollOutcome:
             return PollOutcome(read_back=True)
         assert isinstance(decision, Done)
         outcomes = file_outcomes(status, [str(r.media_url) for r in rows])
-        persisted = 0
+        persisted = []
         for row in rows:
             outcome = outcomes[str(row.media_url)]
             if outcome.succeeded:
-                persisted += persist_step(ctx, row, str(outcome.transcription_url))
+                if persist_step(ctx, row, str(outcome.transcription_url)):
+                    persisted.append(row.id)
             else:
                 handle_failure(ctx, row, _file_failure(outcome.code, outcome.message),
                                back_to=ItemState.PREPARED)
-        return PollOutcome(read_back=persisted < len(rows))
+        return PollOutcome(read_back=len(persisted) < len(rows), succeeded=tuple(persisted))
 
 
 def _schedule(ctx: FlowContext, rows: Sequence[ItemRow], delay_s: float, *,
@@ -227,7 +233,7 @@ def _schedule(ctx: FlowContext, rows: Sequence[ItemRow], delay_s: float, *,
     """The task's items wait ``delay_s`` for their next poll (one statement for them all)."""
     ctx.ledger.mark_due(rows, ctx.due_at(rows[0], Action.POLL, delay_s), polls=polls)
     handed = ctx.handed_off(rows[0], Action.POLL, delay_s)
-    return PollOutcome(again_in_s=delay_s if handed else None)
+    return PollOutcome(again_in_s=delay_s if handed else None, waiting=True)
 
 
 def _task_failure(decision: Failed) -> PipelineError:
