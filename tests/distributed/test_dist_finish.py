@@ -162,5 +162,5 @@ def test_item_commands_take_batch_slash_id(cluster: Cluster, clips: Clips) -> No
     assert {(m["model"], m["items"]) for m in status["models"]} == {
         ("qwen3-asr-flash-filetrans", 2), ("fun-asr", 1)}
     assert status["model"] == "qwen3-asr-flash-filetrans, fun-asr"
-    text = cluster.cli("status", batch).stdout
+    text = " ".join(cluster.cli("status", batch).stdout.split())  # however rich wrapped it
     assert "qwen3-asr-flash-filetrans ×2" in text and "fun-asr ×1" in text
