@@ -274,8 +274,8 @@ def reprocess(batch: str | None, item_ids: Sequence[str], states: Sequence[str],
 
 
 def find_item(ledger: Any, ref: str) -> Any:
-    """An item by ledger id, or as ``BATCH/ID`` (the manifest id, as ``dlq list`` and
-    ``status`` print it); None if there is no such item."""
+    """An item by ledger id, or as ``BATCH/ID`` (its batch and manifest id, as ``dlq list``
+    prints it); None if there is no such item."""
     row = ledger.get(ref)
     if row is None and "/" in ref:
         batch, key = ref.split("/", 1)
