@@ -60,6 +60,8 @@ def _sweep(wctx: Any) -> dict[str, int]:
         submit_room=wctx.settings.provider.max_inflight_tasks - ledger.inflight_tasks(),
         batch_size=lambda m: batch_size(wctx, m), default_model=wctx.settings.model)
     send_all(wctx, jobs)
+    if lost:  # only now: a sweep that fails before this point leaves the loss to the next
+        wctx.redis.set(BROKER_MARK, "1")
     closed = 0
     for batch_id in ledger.open_batches():
         # Normally the worker that finished the batch's last item has written its results;
@@ -77,7 +79,7 @@ BROKER_MARK = "bulkscribe:broker-mark"
 
 def broker_lost(r: Any) -> bool:
     """Whether the broker lost its data since the last sweep, and with it every queued
-    message: the mark each sweep leaves in Redis is gone. That covers a Redis restarted
-    without persistence (its run_id changes too) and a FLUSHALL (its run_id does not). The
-    first sweep on a new broker also answers yes, which only queues waiting work early."""
-    return bool(r.set(BROKER_MARK, "1", nx=True))
+    message: the mark sweeps leave in Redis is gone. That covers a Redis restarted without
+    persistence (its run_id changes too) and a FLUSHALL (its run_id does not). The first
+    sweep on a new broker also answers yes, which only queues waiting work early."""
+    return not r.exists(BROKER_MARK)
