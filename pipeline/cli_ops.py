@@ -141,16 +141,17 @@ def _resume_or_refuse(holder: Mapping[str, Any], out: str, manifest: str) -> str
                    "the ledger), else prefork (ffmpeg and the model need processes).")
 @click.option("--metrics-port", type=int, help="Serve Prometheus metrics on this port.")
 @click.option("--name", "-n", help="Node name (default: bulkscribe-<queues>@host).")
-@click.option("-v", "--log-level", "log_level", type=click.Choice(LOG_LEVELS,
-              case_sensitive=False), help="What reaches stderr: one JSON line per step at "
-              "info (default: the log_level setting if set, else info).")
+@click.option("--log-level", "log_level", type=click.Choice(LOG_LEVELS, case_sensitive=False),
+              help="What reaches stderr: one JSON line per step at info (default: the "
+                   "log_level setting if set, else info).")
+@click.option("-v", "--verbose", is_flag=True, help="Debug lines too (--log-level debug).")
 @click.option("--config", type=click.Path(dir_okay=False))
 def worker(queues: str, concurrency: int | None, pool: str, metrics_port: int | None,
-           name: str | None, log_level: str | None, config: str | None) -> None:
+           name: str | None, log_level: str | None, verbose: bool, config: str | None) -> None:
     """Run a Celery worker on the given queues (SIGTERM: finish current steps, then exit)."""
     if config:
         os.environ["BULKSCRIBE_CONFIG"] = str(Path(config).absolute())
-    settings = _service_settings(config, log_level)
+    settings = _service_settings(config, "debug" if verbose else log_level)
     port = metrics_port or settings.distributed.metrics_port
     if port:
         # Before prometheus_client is imported: children write to files the parent sums.
@@ -198,14 +199,15 @@ def _service_settings(config: str | None, log_level: str | None) -> Any:
 
 
 @click.command()
-@click.option("-v", "--log-level", "log_level", type=click.Choice(LOG_LEVELS,
-              case_sensitive=False), help="Default: the log_level setting if set, else info.")
+@click.option("--log-level", "log_level", type=click.Choice(LOG_LEVELS, case_sensitive=False),
+              help="Default: the log_level setting if set, else info.")
+@click.option("-v", "--verbose", is_flag=True, help="Debug lines too (--log-level debug).")
 @click.option("--config", type=click.Path(dir_okay=False))
-def beat(log_level: str | None, config: str | None) -> None:
+def beat(log_level: str | None, verbose: bool, config: str | None) -> None:
     """Run the scheduler: the sweeper every few seconds, and the configured schedules."""
     if config:
         os.environ["BULKSCRIBE_CONFIG"] = str(Path(config).absolute())
-    settings = _service_settings(config, log_level)
+    settings = _service_settings(config, "debug" if verbose else log_level)
     from workers.app import app, configure
 
     configure(app, settings)
