@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,9 @@ def _kick(wctx: Any, ids: Iterable[str]) -> int:
     return dispatch_after(wctx, ids[:room])
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
 def _echo(as_json: bool, data: Any, text: str) -> None:
     click.echo(json.dumps(data, ensure_ascii=False, default=str) if as_json else text)
 
@@ -94,20 +97,49 @@ def submit(inputs: tuple[Path, ...], out: str, engine: str | None, model: str | 
 
     settings = _settings(config, engine=engine, model=model, language=language)
     loaded = _load_inputs(inputs, manifest_format, strict, settings)  # warnings: on stderr
-    if "://" not in out:
-        out = str(Path(out).absolute())
+    out = normalize_out(out)
+    source = loaded.path
     wctx = _worker_ctx(settings)
-    batch_id = new_batch_id()
     extra = _parse_options(options)
     extra.update({k: v for k, v in (("context", context), ("hotwords", hotwords)) if v})
-    wctx.ledger.ensure_batch(batch_id, kind="submit", out=out, engine=settings.engine,
-                             model=settings.model, manifest=loaded.path,
-                             options={"language": settings.language, **extra})
+    batch_id = new_batch_id()
+    holder = wctx.ledger.reserve_out(batch_id, out=out, kind="submit", engine=settings.engine,
+                                     model=settings.model, manifest=source,
+                                     options={"language": settings.language, **extra})
+    resumed = holder is not None
+    if holder is not None:
+        batch_id = _resume_or_refuse(holder, out, source)
     seeds = seeds_for(loaded.entries, engine=settings.engine, model=settings.model,
                       language=settings.language, options=extra)
-    wctx.ledger.sync_items(batch_id, seeds, engine=settings.engine, model=settings.model)
+    synced = wctx.ledger.sync_items(batch_id, seeds, engine=settings.engine,
+                                    model=settings.model, restart_running=False)
+    if synced.created or synced.reset:
+        wctx.ledger.mark_batch_done(batch_id, False)  # a resumed batch has new work
     _kick(wctx, [r.id for r in wctx.ledger.list_items(batch_id) if not r.state.terminal])
-    _echo(as_json, {"batch_id": batch_id, "total": len(seeds), "out": out}, batch_id)
+    if resumed and not as_json:
+        click.echo(f"resuming batch {batch_id} ({synced.created} new, {synced.reset} changed, "
+                   f"{synced.unchanged} kept)", err=True)
+    _echo(as_json, {"batch_id": batch_id, "total": len(seeds), "out": out, "resumed": resumed},
+          batch_id)
+
+
+def normalize_out(out: str) -> str:
+    """One spelling per output location, so two batches cannot share one unnoticed: local
+    paths absolute with symlinks and ``..`` resolved, URL prefixes without a trailing /."""
+    if "://" in out and not out.startswith("file://"):
+        scheme, _, rest = out.partition("://")
+        return f"{scheme.lower()}://{rest.rstrip('/')}"
+    return str(Path(out.removeprefix("file://")).expanduser().resolve())
+
+
+def _resume_or_refuse(holder: Mapping[str, Any], out: str, manifest: str) -> str:
+    """``--out`` is already a batch's: the same manifest resumes that batch (like ``run``
+    into the same directory); anything else would overwrite its outputs and results.jsonl."""
+    if holder.get("kind") == "submit" and holder.get("manifest") == manifest:
+        return str(holder["id"])
+    _fail_usage(f"--out {out} is used by batch {holder['id']} (manifest "
+                f"{holder.get('manifest')}); give each batch its own --out, or submit "
+                f"{holder.get('manifest')} again to resume that batch")
 
 
 @click.command()
@@ -121,13 +153,17 @@ def submit(inputs: tuple[Path, ...], out: str, engine: str | None, model: str | 
                    "the ledger), else prefork (ffmpeg and the model need processes).")
 @click.option("--metrics-port", type=int, help="Serve Prometheus metrics on this port.")
 @click.option("--name", "-n", help="Node name (default: bulkscribe-<queues>@host).")
+@click.option("--log-level", "log_level", type=click.Choice(LOG_LEVELS, case_sensitive=False),
+              help="What reaches stderr: one JSON line per step at info (default: the "
+                   "log_level setting if set, else info).")
+@click.option("-v", "--verbose", is_flag=True, help="Debug lines too (--log-level debug).")
 @click.option("--config", type=click.Path(dir_okay=False))
 def worker(queues: str, concurrency: int | None, pool: str, metrics_port: int | None,
-           name: str | None, config: str | None) -> None:
+           name: str | None, log_level: str | None, verbose: bool, config: str | None) -> None:
     """Run a Celery worker on the given queues (SIGTERM: finish current steps, then exit)."""
     if config:
         os.environ["BULKSCRIBE_CONFIG"] = str(Path(config).absolute())
-    settings = _settings(config)
+    settings = _service_settings(config, "debug" if verbose else log_level)
     port = metrics_port or settings.distributed.metrics_port
     if port:
         # Before prometheus_client is imported: children write to files the parent sums.
@@ -165,13 +201,25 @@ def worker_pool(queues: str, pool: str, concurrency: int | None) -> tuple[str, i
 PROVIDER_THREADS = 8
 
 
+def _service_settings(config: str | None, log_level: str | None) -> Any:
+    """Settings for a long-running worker or beat: logs at info unless told otherwise (the
+    ``log_level`` setting's own default, warning, suits interactive commands)."""
+    settings = _settings(config)
+    if log_level is None and "log_level" in settings.model_fields_set:
+        return settings
+    return settings.model_copy(update={"log_level": (log_level or "info").lower()})
+
+
 @click.command()
+@click.option("--log-level", "log_level", type=click.Choice(LOG_LEVELS, case_sensitive=False),
+              help="Default: the log_level setting if set, else info.")
+@click.option("-v", "--verbose", is_flag=True, help="Debug lines too (--log-level debug).")
 @click.option("--config", type=click.Path(dir_okay=False))
-def beat(config: str | None) -> None:
+def beat(log_level: str | None, verbose: bool, config: str | None) -> None:
     """Run the scheduler: the sweeper every few seconds, and the configured schedules."""
     if config:
         os.environ["BULKSCRIBE_CONFIG"] = str(Path(config).absolute())
-    settings = _settings(config)
+    settings = _service_settings(config, "debug" if verbose else log_level)
     from workers.app import app, configure
 
     configure(app, settings)
@@ -239,19 +287,31 @@ def reprocess(batch: str | None, item_ids: Sequence[str], states: Sequence[str],
           f"{len(restarted)} item(s) queued for reprocessing")
 
 
+def find_item(ledger: Any, ref: str) -> Any:
+    """An item by ledger id, or as ``BATCH/ID`` (its batch and manifest id, as ``dlq list``
+    prints it); None if there is no such item."""
+    row = ledger.get(ref)
+    if row is None and "/" in ref:
+        batch, key = ref.split("/", 1)
+        found = ledger.list_items(batch, keys=[key])
+        row = found[0] if found else None
+    return row
+
+
+def _items(ledger: Any, refs: Sequence[str]) -> list[Any]:
+    """The items ``refs`` name (ids or BATCH/ID); a usage error naming any that do not exist."""
+    rows = [find_item(ledger, ref) for ref in refs]
+    missing = [ref for ref, row in zip(refs, rows, strict=True) if row is None]
+    if missing:
+        _fail_usage(f"no item {', '.join(missing)}")
+    return rows
+
+
 def _select(ledger: Any, batch: str | None, item_ids: Sequence[str],
             states: Sequence[Any]) -> list[Any]:
     rows = []
     if item_ids:
-        for ref in item_ids:
-            row = ledger.get(ref)
-            if row is None and "/" in ref:
-                b, key = ref.split("/", 1)
-                found = ledger.list_items(b, keys=[key])
-                row = found[0] if found else None
-            if row is None:
-                _fail_usage(f"no item {ref}")
-            rows.append(row)
+        rows = _items(ledger, item_ids)
     elif batch or states:
         if batch and ledger.batch(batch) is None:
             _fail_usage(f"no batch {batch}")
@@ -292,38 +352,53 @@ def dlq_list(batch: str | None, config: str | None, as_json: bool) -> None:
 
 
 @dlq.command("show")
-@click.argument("item")
+@click.argument("item", metavar="ITEM|BATCH/ID")
 @click.option("--config", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True)
 def dlq_show(item: str, config: str | None, as_json: bool) -> None:
-    """One item with every attempt and the provider's error details."""
+    """One item (ledger id or BATCH/ID) with every attempt and the provider's error
+    details."""
     from pipeline.manifest import display
 
     ledger = _ledger(_settings(config))
-    row = ledger.get(item)
-    if row is None:
-        _fail_usage(f"no item {item}")
+    row = _items(ledger, [item])[0]
     data = {"item": row.id, "batch_id": row.batch_id, "id": row.key, "state": row.state.value,
             "source": display(row.source), "spec": row.spec, "code": row.error_code,
             "message": row.error_message, "detail": row.error_detail,
             "attempts": ledger.attempts_of(row.id)}
-    click.echo(json.dumps(data, default=str, ensure_ascii=False, indent=None if as_json else 2))
+    _echo(as_json, data, _show_text(data))
+
+
+def _show_text(d: Mapping[str, Any]) -> str:
+    """``dlq show`` for people: the item, its error, then one line per attempt."""
+    lines = [f"{d['batch_id']}/{d['id']}  ({d['item']})",
+             f"  state    {d['state']}",
+             f"  source   {d['source']}"]
+    if d["code"]:
+        lines.append(f"  error    {d['code']}: {d['message']}")
+    for key, value in sorted(dict(d["detail"] or {}).items()):
+        lines.append(f"           {key}: {value}")
+    lines.append(f"  attempts {len(d['attempts'])}")
+    for a in d["attempts"]:
+        end = f"{a['error_code']}: {a['error_message']}" if a.get("error_code") else ""
+        task = f"  task {a['provider_task_id']}" if a.get("provider_task_id") else ""
+        request = f"  request {a['provider_request_id']}" if a.get("provider_request_id") else ""
+        lines.append(f"    #{a['number']} {a['state']:<9} {a['engine']}/{a['model']}  "
+                     f"started {a['started_at']:%Y-%m-%d %H:%M:%S}{task}{request}"
+                     + (f"\n       {end}" if end else ""))
+    return "\n".join(lines)
 
 
 def _targets(ledger: Any, items: Sequence[str], all_: bool, batch: str | None) -> list[Any]:
     if items:
-        rows = [ledger.get(i) for i in items]
-        missing = [i for i, r in zip(items, rows, strict=True) if r is None]
-        if missing:
-            _fail_usage(f"no item {', '.join(missing)}")
-        return [r for r in rows if r is not None and r.state.value == "DEAD"]
+        return [r for r in _items(ledger, items) if r.state.value == "DEAD"]
     if not (all_ or batch):
         _fail_usage("give item ids, --batch B or --all")
     return _dead(ledger, batch)
 
 
 @dlq.command("replay")
-@click.argument("items", nargs=-1)
+@click.argument("items", nargs=-1, metavar="[ITEM|BATCH/ID]...")
 @click.option("--all", "all_", is_flag=True)
 @click.option("--batch")
 @click.option("--config", type=click.Path(dir_okay=False))
@@ -338,7 +413,7 @@ def dlq_replay(items: Sequence[str], all_: bool, batch: str | None, config: str 
 
 
 @dlq.command("purge")
-@click.argument("items", nargs=-1)
+@click.argument("items", nargs=-1, metavar="[ITEM|BATCH/ID]...")
 @click.option("--all", "all_", is_flag=True)
 @click.option("--batch")
 @click.option("--config", type=click.Path(dir_okay=False))
@@ -346,15 +421,21 @@ def dlq_replay(items: Sequence[str], all_: bool, batch: str | None, config: str 
 def dlq_purge(items: Sequence[str], all_: bool, batch: str | None, config: str | None,
               as_json: bool) -> None:
     """Take items out of the dead-letter set for good: they become FAILED, error kept."""
+    from pipeline.results import close_batch
     from pipeline.states import ItemState
+    from workers.context import sink_for
 
-    ledger = _ledger(_settings(config))
-    purged = []
+    settings = _settings(config)
+    ledger = _ledger(settings)
+    purged, batches = [], set()
     for row in _targets(ledger, items, all_, batch):
         if ledger.move(row.id, ItemState.DEAD, ItemState.FAILED,
                        error_message=f"{row.error_message} (purged from the dead-letter set)"):
             purged.append(row.id)
-            # Reopen the batch: its results.jsonl still says DEAD, and only the sweeper
-            # writes it, for batches not marked done.
+            batches.add(row.batch_id)
+            # Reopen the batch: its results.jsonl still says DEAD.
             ledger.mark_batch_done(row.batch_id, False)
+    for b in sorted(batches):  # rewritten now (else by the next sweep)
+        out = str((ledger.batch(b) or {}).get("out") or "")
+        close_batch(ledger, b, sink_for(out, settings), owner=f"cli:{os.getpid()}")
     _echo(as_json, {"purged": len(purged), "items": purged}, f"{len(purged)} item(s) purged")

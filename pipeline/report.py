@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+from collections.abc import Mapping
 from typing import Any
 
 from pipeline.ledger import Ledger
@@ -20,14 +21,20 @@ def batch_status(ledger: Ledger, batch_id: str, *, failures: int = 20) -> dict[s
         for stage, seconds in timing.items():
             per_stage.setdefault(stage, []).append(float(seconds))
     failed = ledger.list_items(batch_id, states=[ItemState.FAILED, ItemState.DEAD])
+    in_use = ledger.models_in_use(batch_id)
+    phase = batch_phase(batch, all(ItemState(s) in TERMINAL for s in counts))
     return {
         "batch_id": batch_id,
         "out": batch["out"],
-        "engine": batch["engine"],
-        "model": batch["model"],
+        # What the items are transcribed with now (a reprocess may have changed it); the
+        # batch's own engine/model when it has no items.
+        "engine": ", ".join(dict.fromkeys(e for e, _m, _n in in_use)) or batch["engine"],
+        "model": ", ".join(dict.fromkeys(m for _e, m, _n in in_use)) or batch["model"],
+        "models": [{"engine": e, "model": m, "items": n} for e, m, n in in_use],
         "total": total,
         "counts": counts,
-        "done": all(ItemState(s) in TERMINAL for s in counts),
+        "state": phase,
+        "done": phase == DONE,
         "stage_timings": {stage: _summary(values) for stage, values in sorted(per_stage.items())},
         "failures": [
             {"id": r.spec.get("id") if r.key.startswith("@") else r.key, "line": r.line_no,
@@ -35,6 +42,22 @@ def batch_status(ledger: Ledger, batch_id: str, *, failures: int = 20) -> dict[s
             for r in failed[:failures]
         ],
     }
+
+
+DONE = "done"
+WRITING = "writing results"
+RUNNING = "in progress"
+
+
+def batch_phase(batch: Mapping[str, Any], finished: bool) -> str:
+    """``done`` once results.jsonl is written: a distributed batch is done when the ledger
+    says so (set by whoever wrote the file), not merely when its items are; an embedded run
+    writes its file before it exits."""
+    if not finished:
+        return RUNNING
+    if batch.get("kind") == "run" or batch.get("done_at") is not None:
+        return DONE
+    return WRITING
 
 
 def _summary(values: list[float]) -> dict[str, float]:
@@ -50,9 +73,11 @@ def render_status(report: dict[str, Any]) -> None:
     from rich.table import Table
 
     console = Console()
-    state = "done" if report["done"] else "in progress"
-    console.print(f"[bold]batch {report['batch_id']}[/] ({report['engine']}/{report['model']}): "
-                  f"{report['total']} item(s), {state}")
+    models = ", ".join(f"{m['engine']}/{m['model']}" + (f" ×{m['items']}"
+                                                         if len(report["models"]) > 1 else "")
+                       for m in report["models"]) or f"{report['engine']}/{report['model']}"
+    console.print(f"[bold]batch {report['batch_id']}[/] ({models}): "
+                  f"{report['total']} item(s), {report['state']}")
     table = Table()
     table.add_column("state")
     table.add_column("items", justify="right")

@@ -84,3 +84,22 @@ def write_results(out_dir: Path, results: Sequence[ItemResult]) -> Path:
 def write_batch_results(ledger: Ledger, batch_id: str, sink: OutputSink) -> str:
     rows = ledger.list_items(batch_id)
     return sink.write_text("results.jsonl", jsonl([result_of_row(r) for r in rows]))
+
+
+def close_batch(ledger: Ledger, batch_id: str, sink: OutputSink, *, owner: str,
+                lease_s: float = 300.0) -> bool:
+    """Write a finished batch's results.jsonl and mark it done, if no one else is doing so.
+
+    Called by the worker that finishes a batch's last item, and by the sweeper as the safety
+    net. ``done`` in the ledger therefore always means results.jsonl is written. True if
+    this call wrote it.
+    """
+    if not ledger.claim_batch_close(batch_id, owner=owner, lease_s=lease_s):
+        return False
+    written = False
+    try:
+        write_batch_results(ledger, batch_id, sink)
+        written = True
+    finally:
+        done = ledger.end_batch_close(batch_id, owner=owner, written=written)
+    return done

@@ -120,7 +120,8 @@ class ScheduleSettings(_Frozen):
 
 class DistributedSettings(_Frozen):
     sweep_s: float = Field(30.0, gt=0)  # how often beat sweeps the ledger
-    lease_s: float = Field(900.0, gt=0)  # a claim unrenewed this long is presumed dead
+    # A claim unrenewed this long is presumed dead; a running step renews it every third.
+    lease_s: float = Field(60.0, gt=0)
     redispatch_s: float = Field(300.0, gt=0)  # a queued step not started by then is queued again
     max_prepared: int = Field(500, ge=1)  # normalized files waiting for the next step
     visibility_timeout_s: int = Field(4 * 3600, ge=60)  # above every countdown and step

@@ -20,12 +20,16 @@ import redis
 from pipeline.flow.context import FlowContext
 from pipeline.flow.outputs import DirSink, OutputSink, StoreSink, cue_layout
 from pipeline.ledger import Ledger, open_ledger
+from pipeline.log import get_logger
+from pipeline.results import close_batch
 from pipeline.settings import Settings
 from pipeline.storage import open_store, split_url
 from pipeline.wiring import build_context, http_client, media_store
 from workers import metrics
 from workers.dispatch import hands_off
 from workers.limits import RedisGate, RedisTokenBucket
+
+log = get_logger("bulkscribe.worker")
 
 
 @dataclass
@@ -90,6 +94,25 @@ def sink_for(out: str, settings: Settings) -> OutputSink:
     return DirSink(path, cue_layout(settings.subtitles))
 
 
+class BatchCloser:
+    """``FlowContext.item_finished``: the worker that finishes a batch's last item writes
+    its results.jsonl and marks it done at once (the sweeper does it too, as a safety net;
+    a compare-and-set on the batch lets exactly one of them write)."""
+
+    def __init__(self, ledger: Ledger, sinks: BatchSinks, owner: str) -> None:
+        self.ledger = ledger
+        self.sinks = sinks
+        self.owner = owner
+
+    def __call__(self, batch_id: str) -> None:
+        try:
+            if close_batch(self.ledger, batch_id, self.sinks(batch_id), owner=self.owner):
+                log.info("batch.done", batch_id=batch_id)
+        except Exception as exc:  # the item is finished; the sweeper writes the results
+            log.warning("batch.close_failed", batch_id=batch_id,
+                        error=f"{type(exc).__name__}: {exc}")
+
+
 def build_worker_context(settings: Settings) -> WorkerContext:
     ledger = open_ledger(database_url(settings))
     r = redis.Redis.from_url(settings.broker_url)
@@ -98,11 +121,13 @@ def build_worker_context(settings: Settings) -> WorkerContext:
     shared = Path(settings.scratch_dir or tempfile.gettempdir()) / "bulkscribe-media"
     store = media_store(settings, shared)
     owner = f"{socket.gethostname()}:{os.getpid()}"
+    sinks = BatchSinks(ledger, settings)
     flow = build_context(
-        settings, ledger=ledger, owner=owner, sinks=BatchSinks(ledger, settings),
+        settings, ledger=ledger, owner=owner, sinks=sinks,
         scratch=scratch, store=store, http=http_client(settings), dead_letters=True,
         limiter=RedisTokenBucket(r, settings.provider.requests_per_s),
         gate=RedisGate(r, settings.provider.max_inflight_tasks, ledger.inflight_tasks),
         lease_s=settings.distributed.lease_s, events=metrics.record,
-        handoff_s=settings.distributed.redispatch_s, hands_off=partial(hands_off, settings))
+        handoff_s=settings.distributed.redispatch_s, hands_off=partial(hands_off, settings),
+        item_finished=BatchCloser(ledger, sinks, owner))
     return WorkerContext(settings, flow, r)

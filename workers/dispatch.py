@@ -14,10 +14,11 @@ from typing import Any
 from pipeline.asr.catalog import Mode
 from pipeline.asr.dashscope.params import is_funasr
 from pipeline.errors import PipelineError
-from pipeline.flow.actions import Action, after_prepare
+from pipeline.flow.actions import Action, after_prepare, redispatch_slack
 from pipeline.flow.plan import Job, plan_jobs
 from pipeline.ledger import ItemRow, utcnow
 from pipeline.log import get_logger
+from pipeline.states import ItemState
 
 log = get_logger("bulkscribe.dispatch")
 
@@ -64,9 +65,16 @@ def send_all(wctx: Any, jobs: Sequence[Job]) -> None:
 
 
 def _mark(wctx: Any, rows: Sequence[ItemRow], countdown: float) -> None:
-    """Rows whose step is being queued: not due again until the message should have run."""
-    wctx.ledger.mark_due(rows, utcnow() + timedelta(
-        seconds=countdown + wctx.settings.distributed.redispatch_s))
+    """Rows whose step is being queued: not due again until the message should have run
+    (polls, the SUBMITTED rows, sooner: see redispatch_slack)."""
+    redispatch_s = wctx.settings.distributed.redispatch_s
+    now = utcnow()
+    polls = [r for r in rows if r.state is ItemState.SUBMITTED]
+    others = [r for r in rows if r.state is not ItemState.SUBMITTED]
+    for part, action in ((polls, Action.POLL), (others, None)):
+        if part:
+            wctx.ledger.mark_due(part, now + timedelta(
+                seconds=countdown + redispatch_slack(action, redispatch_s)))
 
 
 def left_to_sweeper(settings: Any, row: ItemRow) -> bool:

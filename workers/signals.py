@@ -3,6 +3,7 @@ worker context built before the first task rather than during it."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery.signals import setup_logging, worker_process_init
@@ -14,18 +15,27 @@ log = get_logger("bulkscribe.worker")
 
 @setup_logging.connect
 def _logging(**_: Any) -> None:
+    configure_worker_logging()
+
+
+def configure_worker_logging() -> None:
+    """JSON lines to stderr at the log_level setting. Below debug, Celery's own per-task
+    lines ("Task … received", "… succeeded in") are left out: the step lines say that and
+    more, once per step."""
     from workers.app import settings
 
-    configure_logging(level=settings().log_level, stderr_json=True)
+    level = settings().log_level
+    configure_logging(level=level, stderr_json=True)
+    quiet = logging.WARNING if level.lower() != "debug" else logging.NOTSET
+    for name in ("celery.app.trace", "celery.worker.strategy"):
+        logging.getLogger(name).setLevel(quiet)
 
 
 @worker_process_init.connect
 def _child_started(**_: Any) -> None:
     # Connections made by the parent must not be shared with a forked child: each pool
     # process builds its own context (the context is kept per pid).
-    from workers.app import settings
-
-    configure_logging(level=settings().log_level, stderr_json=True)
+    configure_worker_logging()
     warm_up()
 
 

@@ -8,11 +8,12 @@ message was lost), and batches that are finished get their results.jsonl.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 from typing import Any
 
 from pipeline.ledger import utcnow
 from pipeline.log import get_logger
-from pipeline.results import write_batch_results
+from pipeline.results import close_batch
 from pipeline.states import ItemState
 from workers.dispatch import batch_size, mode_of, send_all
 from workers.metrics import observe_sweep
@@ -42,8 +43,16 @@ def _sweep(wctx: Any) -> dict[str, int]:
     released = ledger.release_expired()
     for item_id, state in released:
         log.warning("lease.expired", item_id=item_id, was=state.value)
+    lost = broker_lost(wctx.redis)
+    if lost:
+        log.warning("broker.lost", detail="the broker's data is gone (restarted without "
+                    "persistence, or flushed): queueing every waiting item again now")
     now = utcnow()
-    rows = ledger.due_rows(now)
+    # After a loss the marks of queued steps would make them wait for messages that no
+    # longer exist (up to distributed.redispatch_s): everything waiting is due at once.
+    rows = ledger.due_rows(now, ignore_marks=lost)
+    if lost:
+        rows = [replace(r, next_run_at=None) for r in rows]
     jobs = plan_jobs(
         rows, lambda r: mode_of(wctx, r), now,
         prepare_room=dist.max_prepared - ledger.count_states(ItemState.PREPARING,
@@ -51,13 +60,26 @@ def _sweep(wctx: Any) -> dict[str, int]:
         submit_room=wctx.settings.provider.max_inflight_tasks - ledger.inflight_tasks(),
         batch_size=lambda m: batch_size(wctx, m), default_model=wctx.settings.model)
     send_all(wctx, jobs)
+    if lost:  # only now: a sweep that fails before this point leaves the loss to the next
+        wctx.redis.set(BROKER_MARK, "1")
     closed = 0
     for batch_id in ledger.open_batches():
-        counts = ledger.counts(batch_id)
-        if counts and all(ItemState(s).terminal for s in counts):
-            write_batch_results(ledger, batch_id, wctx.flow.sinks(batch_id))
-            ledger.mark_batch_done(batch_id)
+        # Normally the worker that finished the batch's last item has written its results;
+        # this covers a worker that died (or failed to write) just after that item.
+        if close_batch(ledger, batch_id, wctx.flow.sinks(batch_id), owner=wctx.flow.owner):
             closed += 1
-            log.info("batch.done", batch_id=batch_id, counts=counts)
+            log.info("batch.done", batch_id=batch_id, by="sweeper")
     observe_sweep(wctx, released=len(released), queued=len(jobs))
-    return {"released": len(released), "queued": len(jobs), "closed": closed}
+    return {"released": len(released), "queued": len(jobs), "closed": closed,
+            "broker_lost": int(lost)}
+
+
+BROKER_MARK = "bulkscribe:broker-mark"
+
+
+def broker_lost(r: Any) -> bool:
+    """Whether the broker lost its data since the last sweep, and with it every queued
+    message: the mark sweeps leave in Redis is gone. That covers a Redis restarted without
+    persistence (its run_id changes too) and a FLUSHALL (its run_id does not). The first
+    sweep on a new broker also answers yes, which only queues waiting work early."""
+    return not r.exists(BROKER_MARK)

@@ -21,6 +21,7 @@ from pipeline.states import ItemState
 from workers.app import app
 from workers.context import worker_context
 from workers.dispatch import after_submit, dispatch_after, dispatch_rows, hand_off
+from workers.steplog import outcomes, step_log
 
 
 class LedgerTask(Task):  # type: ignore[misc]
@@ -47,8 +48,11 @@ def prepare(self: LedgerTask, item_id: str) -> None:
     row = ctx.ledger.get(item_id)
     if row is None or row.state is not ItemState.PENDING:
         return
-    with bound_contextvars(batch_id=row.batch_id, item_id=row.key, task_id=self.request.id):
+    with bound_contextvars(batch_id=row.batch_id, item_id=row.key, task_id=self.request.id), \
+            step_log("prepare", [row], ctx.ledger.get_many) as known:
         prepared = prepare_step(ctx.flow, row)
+        if prepared is not None:
+            known[row.id] = "prepared"
         if prepared is None or not hand_off(ctx, prepared):
             dispatch_after(ctx, [item_id])  # failed or retrying, or a Fun-ASR file
 
@@ -60,8 +64,11 @@ def transcribe(self: LedgerTask, item_id: str) -> None:
     row = ctx.ledger.get(item_id)
     if row is None or row.state is not ItemState.PREPARED:
         return
-    with bound_contextvars(batch_id=row.batch_id, item_id=row.key, task_id=self.request.id):
-        if not transcribe_step(ctx.flow, row):  # succeeded: nothing comes next
+    with bound_contextvars(batch_id=row.batch_id, item_id=row.key, task_id=self.request.id), \
+            step_log("transcribe", [row], ctx.ledger.get_many) as known:
+        if transcribe_step(ctx.flow, row):  # succeeded: nothing comes next
+            known[row.id] = "succeeded"
+        else:
             dispatch_after(ctx, [item_id])
 
 
@@ -72,20 +79,30 @@ def submit(self: LedgerTask, item_ids: list[str]) -> None:
     rows = [r for r in ctx.ledger.get_many(item_ids) if r.state is ItemState.PREPARED]
     if not rows:
         return
-    with bound_contextvars(batch_id=rows[0].batch_id, task_id=self.request.id):
-        after_submit(ctx, rows, submit_step(ctx.flow, rows))
+    with bound_contextvars(batch_id=rows[0].batch_id, task_id=self.request.id), \
+            step_log("submit", rows, ctx.ledger.get_many) as known:
+        provider_task = submit_step(ctx.flow, rows)
+        if provider_task is not None:  # the rows just read were all this step's to submit
+            known.update({r.id: "submitted" for r in rows})
+        after_submit(ctx, rows, provider_task)
 
 
 @app.task(**_opts(name="bulkscribe.poll"))
 def poll(self: LedgerTask, provider_task_id: str) -> None:
     """Query one provider task once; never waits in the worker."""
     ctx = worker_context()
-    with bound_contextvars(provider_task_id=provider_task_id, task_id=self.request.id):
-        outcome = poll_step(ctx.flow, provider_task_id)
+    rows = [r for r in ctx.ledger.by_task(provider_task_id) if r.state is ItemState.SUBMITTED]
+    with bound_contextvars(provider_task_id=provider_task_id, task_id=self.request.id), \
+            step_log("poll", rows, ctx.ledger.get_many) as known:
+        outcome = poll_step(ctx.flow, provider_task_id, rows)
+        known.update({r.id: "waiting" for r in rows if outcome.waiting})
+        known.update({i: "succeeded" for i in outcome.succeeded})
         if outcome.again_in_s is not None:
             poll.apply_async((provider_task_id,), countdown=outcome.again_in_s)
         elif outcome.read_back:
-            dispatch_rows(ctx, ctx.ledger.by_task(provider_task_id))
+            fresh = ctx.ledger.by_task(provider_task_id)
+            known.update(outcomes(rows, fresh))
+            dispatch_rows(ctx, fresh)
 
 
 @app.task(**_opts(name="bulkscribe.reconcile"))
@@ -95,7 +112,8 @@ def reconcile(self: LedgerTask, item_id: str) -> None:
     row = ctx.ledger.get(item_id)
     if row is None or row.state is not ItemState.SUBMITTING:
         return
-    with bound_contextvars(batch_id=row.batch_id, item_id=row.key, task_id=self.request.id):
+    with bound_contextvars(batch_id=row.batch_id, item_id=row.key, task_id=self.request.id), \
+            step_log("reconcile", [row], ctx.ledger.get_many):
         reconcile_submitting(ctx.flow, row)
         dispatch_after(ctx, [item_id])
 

@@ -43,3 +43,15 @@ def queue_for(action: Action) -> str:
     """The Celery queue each action runs on (see the design's queue table)."""
     return {Action.PREPARE: "prepare", Action.TRANSCRIBE: "transcribe",
             Action.SUBMIT: "provider", Action.POLL: "provider"}[action]
+
+
+# A poll message may take this long (at most) before the sweeper sends the poll again. A
+# worker holds its countdown polls in memory until they are due; killed, it takes them
+# along (the broker gives them back only after its visibility timeout, hours). A poll sent
+# twice costs one more status request and nothing else, so its slack is short.
+POLL_SLACK_S = 30.0
+
+
+def redispatch_slack(action: Action | None, redispatch_s: float) -> float:
+    """How long a queued message for ``action`` may wait before it is presumed lost."""
+    return min(redispatch_s, POLL_SLACK_S) if action is Action.POLL else redispatch_s

@@ -14,7 +14,7 @@ import httpx
 
 from pipeline.asr.base import ClipEngine
 from pipeline.asr.catalog import ModelInfo, model_info
-from pipeline.flow.actions import Action
+from pipeline.flow.actions import Action, redispatch_slack
 from pipeline.flow.limits import SubmitGate
 from pipeline.flow.media import MediaKeeper, Publisher
 from pipeline.flow.outputs import OutputSink
@@ -71,6 +71,9 @@ class FlowContext:
     # Observer of what happens to items ("stage.done", "item.retry", "item.failed", ...);
     # the worker turns these into Prometheus metrics.
     events: Callable[[str, Mapping[str, Any]], None] = lambda _name, _fields: None
+    # Called with the batch id each time an item of it finishes (SUCCEEDED, FAILED, DEAD):
+    # the distributed driver writes the batch's results.jsonl if that was its last item.
+    item_finished: Callable[[str], None] = lambda _batch_id: None
 
     def emit(self, name: str, **fields: Any) -> None:
         with contextlib.suppress(Exception):  # observability must never fail a step
@@ -79,7 +82,8 @@ class FlowContext:
     def due_at(self, row: ItemRow, next_step: Action, delay_s: float,
                now: datetime | None = None) -> datetime:
         """The ``next_run_at`` for ``next_step``, due ``delay_s`` after the current step."""
-        slack = self.handoff_s if self.handed_off(row, next_step, delay_s) else 0.0
+        slack = (redispatch_slack(next_step, self.handoff_s)
+                 if self.handed_off(row, next_step, delay_s) else 0.0)
         return (now or utcnow()) + timedelta(seconds=delay_s + slack)
 
     def handed_off(self, row: ItemRow, next_step: Action, delay_s: float) -> bool:

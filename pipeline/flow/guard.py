@@ -67,10 +67,13 @@ def handle_failure(ctx: FlowContext, row: ItemRow, exc: BaseException, *,
     if not hasattr(exc, "code"):
         log.error("item.crashed", item_id=latest.key, error=message, exc_info=exc)
     dead = retryable and ctx.dead_letters
-    ctx.ledger.fail(row.id, latest.state, code, message, dead=dead, detail=detail or None)
+    failed = ctx.ledger.fail(row.id, latest.state, code, message, dead=dead,
+                             detail=detail or None)
     log.info("item.dead" if dead else "item.failed", item_id=latest.key, code=str(code),
              error=message)
     ctx.emit("item.dead" if dead else "item.failed", code=str(code))
+    if failed:
+        ctx.item_finished(latest.batch_id)
 
 
 def _retry_later(ctx: FlowContext, latest: ItemRow, back_to: ItemState | None, delay_s: float,

@@ -68,38 +68,42 @@ def submit_step(ctx: FlowContext, rows: Sequence[ItemRow]) -> str | None:
     if not claimed:
         return None
     model = str(claimed[0].spec.get("model") or ctx.model)
-    try:
-        urls = [row.media_url or _publish(ctx, row, model) for row in claimed]
-        parameters = submit_parameters(model, ctx.asr_options(claimed[0]))
-        t0 = time.monotonic()
-        submitted = _client(ctx).submit_transcription(model, urls, parameters)
-        now, seconds = utcnow(), time.monotonic() - t0
-        ctx.emit("stage.done", stage="submit", seconds=seconds)
-        for row in claimed:
-            # ``tries`` is kept, not reset: a task that is lost or stuck sends its items
-            # back to PREPARED with tries + 1, and resetting it here on every resubmission
-            # let such items loop submit → give up → submit for ever, never reaching DEAD.
-            ok = ctx.ledger.move(row.id, ItemState.SUBMITTING, ItemState.SUBMITTED,
-                                 owner=ctx.owner, provider_task_id=submitted.task_id,
-                                 submitted_at=now, polls=0, error_code=None,
-                                 error_message=None, error_detail=None,
-                                 next_run_at=ctx.due_at(row, Action.POLL, ctx.poll.first_s, now),
-                                 timings=add_timing(row.timings, "submit", seconds),
-                                 attempt={"provider_task_id": submitted.task_id,
-                                          "provider_request_id": submitted.request_id})
-            if ok:
-                log.info("submit.done", item_id=row.key, task_id=submitted.task_id,
-                         files=len(urls))
-        return str(submitted.task_id)
-    except Exception as exc:
-        for row in claimed:
-            with bound_contextvars(batch_id=row.batch_id, item_id=row.key, stage="submit"):
-                if _ambiguous(exc):
-                    # The request may have reached the provider: ask before sending again.
-                    reconcile_submitting(ctx, ctx.ledger.get(row.id) or row)
-                else:
-                    handle_failure(ctx, row, exc, back_to=ItemState.PREPARED)
-        return None
+    # Renewed while the URL is published and the request is out: a lapsed SUBMITTING
+    # claim is reconciled (asked of the provider), which must not race a live submission.
+    with keep_alive(ctx, *claimed):
+        try:
+            urls = [row.media_url or _publish(ctx, row, model) for row in claimed]
+            parameters = submit_parameters(model, ctx.asr_options(claimed[0]))
+            t0 = time.monotonic()
+            submitted = _client(ctx).submit_transcription(model, urls, parameters)
+            now, seconds = utcnow(), time.monotonic() - t0
+            ctx.emit("stage.done", stage="submit", seconds=seconds)
+            for row in claimed:
+                # ``tries`` is kept, not reset: a task that is lost or stuck sends its items
+                # back to PREPARED with tries + 1, and resetting it here on every resubmission
+                # let such items loop submit → give up → submit for ever, never reaching DEAD.
+                ok = ctx.ledger.move(row.id, ItemState.SUBMITTING, ItemState.SUBMITTED,
+                                     owner=ctx.owner, provider_task_id=submitted.task_id,
+                                     submitted_at=now, polls=0, error_code=None,
+                                     error_message=None, error_detail=None,
+                                     next_run_at=ctx.due_at(row, Action.POLL,
+                                                            ctx.poll.first_s, now),
+                                     timings=add_timing(row.timings, "submit", seconds),
+                                     attempt={"provider_task_id": submitted.task_id,
+                                              "provider_request_id": submitted.request_id})
+                if ok:
+                    log.info("submit.done", item_id=row.key, task_id=submitted.task_id,
+                             files=len(urls))
+            return str(submitted.task_id)
+        except Exception as exc:
+            for row in claimed:
+                with bound_contextvars(batch_id=row.batch_id, item_id=row.key, stage="submit"):
+                    if _ambiguous(exc):
+                        # The request may have reached the provider: ask before sending again.
+                        reconcile_submitting(ctx, ctx.ledger.get(row.id) or row)
+                    else:
+                        handle_failure(ctx, row, exc, back_to=ItemState.PREPARED)
+            return None
 
 
 @contextmanager
@@ -162,11 +166,16 @@ class PollOutcome:
 
     again_in_s: float | None = None  # queue the next poll then (the items' mark allows it)
     read_back: bool = False  # items failed or went back for retry: dispatch from the ledger
+    waiting: bool = False  # the task is still running
+    succeeded: tuple[str, ...] = ()  # ids of the items this poll persisted
 
 
-def poll_step(ctx: FlowContext, task_id: str) -> PollOutcome:
-    """Query one provider task; schedule the next poll, or finish/fail its items."""
-    rows = [r for r in ctx.ledger.by_task(task_id) if r.state is ItemState.SUBMITTED]
+def poll_step(ctx: FlowContext, task_id: str,
+              rows: Sequence[ItemRow] | None = None) -> PollOutcome:
+    """Query one provider task; schedule the next poll, or finish/fail its items.
+    ``rows``: the task's SUBMITTED items, if the caller has just read them."""
+    if rows is None:
+        rows = [r for r in ctx.ledger.by_task(task_id) if r.state is ItemState.SUBMITTED]
     if not rows:
         return PollOutcome()
     first = rows[0]
@@ -207,15 +216,16 @@ def poll_step(ctx: FlowContext, task_id: str) -> PollOutcome:
             return PollOutcome(read_back=True)
         assert isinstance(decision, Done)
         outcomes = file_outcomes(status, [str(r.media_url) for r in rows])
-        persisted = 0
+        persisted = []
         for row in rows:
             outcome = outcomes[str(row.media_url)]
             if outcome.succeeded:
-                persisted += persist_step(ctx, row, str(outcome.transcription_url))
+                if persist_step(ctx, row, str(outcome.transcription_url)):
+                    persisted.append(row.id)
             else:
                 handle_failure(ctx, row, _file_failure(outcome.code, outcome.message),
                                back_to=ItemState.PREPARED)
-        return PollOutcome(read_back=persisted < len(rows))
+        return PollOutcome(read_back=len(persisted) < len(rows), succeeded=tuple(persisted))
 
 
 def _schedule(ctx: FlowContext, rows: Sequence[ItemRow], delay_s: float, *,
@@ -223,7 +233,7 @@ def _schedule(ctx: FlowContext, rows: Sequence[ItemRow], delay_s: float, *,
     """The task's items wait ``delay_s`` for their next poll (one statement for them all)."""
     ctx.ledger.mark_due(rows, ctx.due_at(rows[0], Action.POLL, delay_s), polls=polls)
     handed = ctx.handed_off(rows[0], Action.POLL, delay_s)
-    return PollOutcome(again_in_s=delay_s if handed else None)
+    return PollOutcome(again_in_s=delay_s if handed else None, waiting=True)
 
 
 def _task_failure(decision: Failed) -> PipelineError:

@@ -43,17 +43,19 @@ def claim(ctx: FlowContext, row: ItemRow, old: ItemState, new: ItemState,
 
 
 @contextmanager
-def keep_alive(ctx: FlowContext, row: ItemRow) -> Iterator[None]:
-    """Renew the claim's lease while a long step runs (an hour-long file, a slow upload), so
-    the sweeper never mistakes a busy worker for a dead one."""
+def keep_alive(ctx: FlowContext, *rows: ItemRow) -> Iterator[None]:
+    """Renew the claims' leases every third of ``lease_s`` while a step runs (an hour-long
+    file, a slow upload or submission), so the sweeper never mistakes a busy worker for a
+    dead one, and a dead worker's claims lapse within ``lease_s``."""
     stop = threading.Event()
 
     def beat() -> None:
-        while not stop.wait(ctx.lease_s / 3):
-            if not ctx.ledger.renew(row.id, row.state, owner=ctx.owner, lease_s=ctx.lease_s):
-                return
+        live = list(rows)
+        while live and not stop.wait(ctx.lease_s / 3):
+            live = [r for r in live
+                    if ctx.ledger.renew(r.id, r.state, owner=ctx.owner, lease_s=ctx.lease_s)]
 
-    thread = threading.Thread(target=beat, name=f"lease-{row.key}", daemon=True)
+    thread = threading.Thread(target=beat, name=f"lease-{rows[0].key}", daemon=True)
     thread.start()
     try:
         yield
@@ -182,5 +184,6 @@ def finish(ctx: FlowContext, claimed: ItemRow, transcripts: Sequence[Transcript]
             with ctx.ledger.media_guard(claimed.media_key) as users:
                 if users() == 0:
                     ctx.media.forget(claimed.media_key)
+        ctx.item_finished(claimed.batch_id)
         return True
     return False

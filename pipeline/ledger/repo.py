@@ -196,17 +196,42 @@ class Ledger:
             else:
                 conn.execute(insert(batches).values(id=batch_id, created_at=utcnow(), **values))
 
+    def reserve_out(self, batch_id: str, *, out: str, kind: str, engine: str, model: str,
+                    manifest: str | None = None,
+                    options: Mapping[str, Any] | None = None) -> Mapping[str, Any] | None:
+        """Create batch ``batch_id`` writing to ``out``, unless a batch already writes there:
+        then that batch (and nothing is created). Two submissions racing for one ``out``
+        are serialized (a PostgreSQL advisory lock on it), so only one of them gets it."""
+        with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                digest = hashlib.blake2b(b"out:" + out.encode(), digest_size=8).digest()
+                conn.execute(text("SELECT pg_advisory_xact_lock(:id)"),
+                             {"id": int.from_bytes(digest, "big", signed=True)})
+            held = conn.execute(select(batches).where(batches.c.out == out)
+                                .order_by(batches.c.created_at.desc()).limit(1)).first()
+            if held is not None:
+                return dict(held._mapping)
+            conn.execute(insert(batches).values(
+                id=batch_id, created_at=utcnow(), kind=kind, out=out, engine=engine,
+                model=model, manifest=manifest, options=dict(options or {})))
+        return None
+
     def batch(self, batch_id: str) -> Mapping[str, Any] | None:
         with self._single.connect() as conn:
             row = conn.execute(select(batches).where(batches.c.id == batch_id)).first()
         return dict(row._mapping) if row else None
 
-    def due_rows(self, now: datetime, *, limit: int = 2000) -> list[ItemRow]:
-        """Rows some step could act on now, across batches, oldest work first."""
+    def due_rows(self, now: datetime, *, limit: int = 2000,
+                 ignore_marks: bool = False) -> list[ItemRow]:
+        """Rows some step could act on now, across batches, oldest work first. With
+        ``ignore_marks``, every waiting row, however far off its ``next_run_at`` (the
+        broker lost the messages those marks wait for)."""
         waiting = [ItemState.PENDING.value, ItemState.PREPARED.value, ItemState.SUBMITTED.value]
+        due = (items.c.state.in_(waiting) if ignore_marks else and_(
+            items.c.state.in_(waiting),
+            or_(items.c.next_run_at.is_(None), items.c.next_run_at <= now)))
         query = select(items).where(or_(
-            and_(items.c.state.in_(waiting),
-                 or_(items.c.next_run_at.is_(None), items.c.next_run_at <= now)),
+            due,
             and_(items.c.state == ItemState.SUBMITTING.value,
                  or_(items.c.lease_until.is_(None), items.c.lease_until <= now)),
         )).order_by(items.c.next_run_at.nulls_first(), items.c.created_at).limit(limit)
@@ -223,6 +248,59 @@ class Ledger:
         with self._single.connect() as conn:
             conn.execute(update(batches).where(batches.c.id == batch_id)
                          .values(done_at=utcnow() if done else None))
+
+    def claim_batch_close(self, batch_id: str, *, owner: str, lease_s: float) -> bool:
+        """Compare-and-set: ``owner`` may write the batch's results.jsonl now. True only if
+        the batch is not done, every item is finished, and no one else holds the claim (or
+        their claim lapsed). Of two workers finishing a batch's last items at once, the one
+        whose statement runs last sees both items finished; the row lock then lets one of
+        them through, so exactly one writes and neither skips."""
+        now = utcnow()
+        unfinished = select(items.c.id).where(and_(
+            items.c.batch_id == batch_id,
+            items.c.state.in_([s.value for s in ItemState if s not in TERMINAL])))
+        stmt = update(batches).where(and_(
+            batches.c.id == batch_id, batches.c.done_at.is_(None),
+            or_(batches.c.closing_until.is_(None), batches.c.closing_until < now),
+            ~unfinished.exists())).values(closing_by=owner,
+                                          closing_until=now + timedelta(seconds=lease_s))
+        with self._single.connect() as conn:
+            return conn.execute(stmt).rowcount == 1
+
+    def end_batch_close(self, batch_id: str, *, owner: str, written: bool) -> bool:
+        """Give back the claim; if ``written``, the batch is done, unless an item was
+        restarted meanwhile (then it stays open and is closed again when that item ends)."""
+        unfinished = select(items.c.id).where(and_(
+            items.c.batch_id == batch_id,
+            items.c.state.in_([s.value for s in ItemState if s not in TERMINAL])))
+        released = {"closing_by": None, "closing_until": None}
+        mine = and_(batches.c.id == batch_id, batches.c.closing_by == owner)
+        with self._single.connect() as conn:
+            if written and conn.execute(update(batches).where(mine, ~unfinished.exists())
+                                        .values(done_at=utcnow(), **released)).rowcount:
+                return True
+            conn.execute(update(batches).where(mine).values(**released))
+        return False
+
+    def batch_for_out(self, out: str) -> Mapping[str, Any] | None:
+        """The newest batch writing to ``out`` (a normalized directory or URL prefix)."""
+        query = (select(batches).where(batches.c.out == out)
+                 .order_by(batches.c.created_at.desc()).limit(1))
+        with self._single.connect() as conn:
+            row = conn.execute(query).first()
+        return dict(row._mapping) if row else None
+
+    def models_in_use(self, batch_id: str) -> list[tuple[str, str, int]]:
+        """(engine, model, items) of the items' current attempts: what the batch is being
+        transcribed with now, reprocessing included."""
+        query = (select(attempts.c.engine, attempts.c.model, func.count())
+                 .select_from(items.join(attempts, and_(attempts.c.item_id == items.c.id,
+                                                        attempts.c.number == items.c.attempt)))
+                 .where(and_(items.c.batch_id == batch_id, ~items.c.key.startswith("@")))
+                 .group_by(attempts.c.engine, attempts.c.model)
+                 .order_by(func.count().desc(), attempts.c.model))
+        with self._single.connect() as conn:
+            return [(str(e), str(m), int(n)) for e, m, n in conn.execute(query)]
 
     def known_sources(self, sources: Sequence[str]) -> set[str]:
         """Which of these sources some batch already holds (for scheduled runs)."""
@@ -241,8 +319,10 @@ class Ledger:
 
     # items ---------------------------------------------------------------------------
     def sync_items(self, batch_id: str, seeds: Sequence[ItemSeed], *, engine: str, model: str,
-                   force: bool = False) -> SyncReport:
-        """Insert new items; start a new attempt for items whose spec or source changed."""
+                   force: bool = False, restart_running: bool = True) -> SyncReport:
+        """Insert new items; start a new attempt for items whose spec or source changed
+        (with ``restart_running`` False, only for items that are finished: a distributed
+        item in flight may be mid-submission, and is left to finish as it is)."""
         now = utcnow()
         created = reset = unchanged = 0
         with self.engine.begin() as conn:
@@ -273,7 +353,8 @@ class Ledger:
                     continue
                 changed = (old.fingerprint != seed.fingerprint
                            or old.source_stamp != seed.source_stamp)
-                if not (force or changed or (seed.failure and old.state != ItemState.FAILED)):
+                if not (force or changed or (seed.failure and old.state != ItemState.FAILED)) \
+                        or not (restart_running or ItemState(old.state).terminal):
                     unchanged += 1
                     continue
                 number = old.attempt + 1
@@ -434,8 +515,10 @@ class Ledger:
                 items.c.lease_until < now))).all()
         for item_id, state in stale:
             old = ItemState(state)
+            # Due at once: the mark written when its step was queued may lie far ahead.
             if self._update(item_id, old, None, state=CLAIMED_FROM[old], lease_owner=None,
-                            lease_until=None, updated_at=now, guard_lease_before=now):
+                            lease_until=None, next_run_at=None, updated_at=now,
+                            guard_lease_before=now):
                 released.append((item_id, old))
         return released
 

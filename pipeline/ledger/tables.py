@@ -34,6 +34,10 @@ batches = Table(
     Column("options", JSON, nullable=False, default=dict),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("done_at", DateTime(timezone=True), nullable=True),  # results.jsonl written
+    # Who is writing results.jsonl now, and until when (a claim like an item's lease).
+    Column("closing_by", String(200), nullable=True),
+    Column("closing_until", DateTime(timezone=True), nullable=True),
+    Index("ix_batches_out", "out"),
 )
 
 items = Table(

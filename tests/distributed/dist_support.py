@@ -59,6 +59,10 @@ EMULATOR_DEFAULTS: dict[str, float] = {
 
 HTTP = httpx.Client(timeout=30.0)
 
+# The cluster fixture's overrides that Cluster.use_defaults() takes away again.
+DEFAULTED = ("BULKSCRIBE_DISTRIBUTED__", "BULKSCRIBE_POLL__", "BULKSCRIBE_RETRY__",
+             "BULKSCRIBE_LOG_LEVEL")
+
 
 # --- processes ------------------------------------------------------------------------------
 
@@ -339,6 +343,12 @@ class Cluster:
     moto: str
     procs: list[Proc] = field(default_factory=list)
 
+    def use_defaults(self) -> None:
+        """Drop the fixture's fast-sweep, short-lease, quick-poll and quick-retry overrides
+        and the info log level: workers and beat then run with the shipped defaults."""
+        for key in [k for k in self.env if k.startswith(DEFAULTED)]:
+            del self.env[key]
+
     # processes ---------------------------------------------------------------------------
     def worker(self, concurrency: int = 2, queues: str = "prepare,provider,transcribe",
                env: dict[str, str] | None = None, wait: bool = True,
@@ -377,9 +387,10 @@ class Cluster:
     def cli_json(self, *args: str, **kw: Any) -> Any:
         return json.loads(self.cli(*args, "--json", **kw).stdout)
 
-    def submit(self, entries: list[dict[str, Any]], *flags: str, name: str = "batch") -> str:
+    def submit(self, entries: list[dict[str, Any]], *flags: str, name: str = "batch",
+               out: Path | None = None) -> str:
         path = manifest(self.tmp / f"{name}.jsonl", entries)
-        out = self.tmp / f"{name}-out"
+        out = out or self.tmp / f"{name}-out"
         data = self.cli_json("submit", str(path), "--out", str(out), *flags)
         assert data["total"] == len(entries)
         return str(data["batch_id"])

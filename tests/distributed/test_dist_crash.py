@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,65 @@ def test_broker_restart_mid_batch(cluster: Cluster, clips: Clips, tmp_path: Path
     assert {r.state.value for r in rows} == {"SUCCEEDED"}, cluster.report(batch)
     cluster.assert_submitted_once(rows)
     assert "beat.broker_back" in (tmp_path / "beat.log").read_text()
+
+
+def test_kill_worker_with_default_settings(cluster: Cluster, clips: Clips) -> None:
+    """Shipped settings (lease, sweep, redispatch, polls: no overrides): of two workers on a
+    12-file batch, one is killed with SIGKILL while it holds items. The items it held are
+    taken up again once their lease (60 s, renewed while a step runs) lapses, and the batch
+    finishes within 2.5 minutes of the kill, each file submitted once."""
+    cluster.use_defaults()
+    entries = distinct_entries(clips, 12, prefix="dflt")
+    slow = SlowFiles(clips.files[0].parent, delay_s=2.0)  # prepares take a while
+    for e in entries:
+        e["source"] = f"{slow.url}/{Path(e['source']).name}"
+    try:
+        victim = cluster.worker(concurrency=2)
+        cluster.beat()
+        batch = cluster.submit(entries, *FILETRANS)
+        cluster.wait_states(batch, lambda c: c["PREPARING"] == 2, 60, "the victim preparing")
+        held = {r.key for r in cluster.rows(batch) if r.state.value == "PREPARING"}
+        victim.kill()
+        killed = time.monotonic()
+        cluster.worker(concurrency=2)
+        rows = cluster.wait_done(batch, timeout_s=150)
+        took = time.monotonic() - killed
+    finally:
+        slow.close()
+
+    assert {r.state.value for r in rows} == {"SUCCEEDED"}, cluster.report(batch)
+    cluster.assert_submitted_once(rows)
+    assert all(len(cluster.ledger.attempts_of(r.id)) == 1 for r in rows)
+    assert len(held) == 2 and took < 150
+    assert [r["status"] for r in cluster.results(batch)] == ["SUCCEEDED"] * len(entries)
+
+
+def test_broker_flushed_with_default_settings(cluster: Cluster, clips: Clips) -> None:
+    """Shipped settings: the broker loses every queued message mid-batch (FLUSHALL, as a
+    Redis restarted without persistence would). The sweeper notices the loss at its next
+    sweep and queues the waiting work again at once (instead of after redispatch_s, 300 s):
+    the batch finishes within about a minute of the loss, each file submitted once."""
+    cluster.use_defaults()
+    cluster.em_config(latency_s=1.0)
+    workers = [cluster.worker(concurrency=2), cluster.worker(concurrency=2)]
+    cluster.beat()
+    entries = distinct_entries(clips, 12, prefix="flush")
+    batch = cluster.submit(entries, *FILETRANS)
+    cluster.wait_states(batch, lambda c: c["SUBMITTED"] + c["SUCCEEDED"] >= 3, 60,
+                        "work in flight")
+    cluster.redis.client().flushall()
+    flushed, flushed_at = time.monotonic(), datetime.now(UTC)
+    before = cluster.states(batch)
+    rows = cluster.wait_done(batch, timeout_s=120)
+    took = time.monotonic() - flushed
+
+    assert before["SUCCEEDED"] < len(entries)
+    assert {r.state.value for r in rows} == {"SUCCEEDED"}, cluster.report(batch)
+    cluster.assert_submitted_once(rows)
+    assert took < 90, took
+    noticed = [e for w in workers for e in _events(w.log, "broker.lost")
+               if datetime.fromisoformat(str(e["timestamp"])) >= flushed_at]
+    assert noticed, "the sweeper did not notice the loss"
+
+
+FILETRANS = ("--engine", "dashscope", "--model", "qwen3-asr-flash-filetrans")

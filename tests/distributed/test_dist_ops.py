@@ -51,6 +51,11 @@ def test_reprocess_with_another_model(cluster: Cluster, clips: Clips) -> None:
         assert (out / f"{row.key}.json").stat().st_mtime_ns > stamps[row.key]
         assert json.loads((out / f"{row.key}.json").read_text())["transcripts"]
     assert (out / "results.jsonl").stat().st_mtime_ns > results_stamp
+    status = cluster.cli_json("status", batch)  # the model in use now, not the submitted one
+    assert (status["model"], status["models"], status["state"]) == (
+        "qwen3-asr-flash-filetrans",
+        [{"engine": "dashscope", "model": "qwen3-asr-flash-filetrans", "items": 4}], "done")
+    assert "dashscope/qwen3-asr-flash-filetrans" in cluster.cli("status", batch).stdout
     # Once per file and attempt: four files in Fun-ASR tasks, then one filetrans task each.
     per_model = collections.Counter((t["model"], urlsplit(u).path)
                                     for t in cluster.em_tasks() for u in t["file_urls"])

@@ -280,3 +280,59 @@ def test_migrations_build_the_schema_the_code_declares(ledger: Ledger) -> None:
         names = {ix["name"] for ix in inspect(conn).get_indexes("items")}
     assert diff == []
     assert {"ix_items_provider_task_id", "ix_items_media_key", "ix_items_source"} <= names
+
+
+def test_batch_close_is_one_writer_after_the_last_item(ledger: Ledger) -> None:
+    """claim_batch_close lets one owner through, only once every item is finished; a lapsed
+    claim can be taken over; an item restarted mid-write keeps the batch open."""
+    a, b = add(ledger, "a", "b")
+    assert not ledger.claim_batch_close(BATCH, owner="w1", lease_s=60)  # items unfinished
+    ledger.move(a, S.PENDING, S.SUCCEEDED)
+    ledger.fail(b, S.PENDING, "corrupt", "bad", dead=True)
+    assert ledger.claim_batch_close(BATCH, owner="w1", lease_s=60)
+    assert not ledger.claim_batch_close(BATCH, owner="w2", lease_s=60)  # held
+    assert ledger.restart(b)  # an operator replays the item while w1 writes
+    assert not ledger.end_batch_close(BATCH, owner="w1", written=True)
+    assert (ledger.batch(BATCH) or {})["done_at"] is None
+    ledger.fail(b, S.PENDING, "corrupt", "bad", dead=True)
+    assert ledger.claim_batch_close(BATCH, owner="w2", lease_s=-1)  # already lapsed
+    assert ledger.claim_batch_close(BATCH, owner="w3", lease_s=60)  # takes over
+    assert ledger.end_batch_close(BATCH, owner="w3", written=True)
+    assert (ledger.batch(BATCH) or {})["done_at"] is not None
+    assert not ledger.claim_batch_close(BATCH, owner="w4", lease_s=60)  # done
+
+
+def test_models_in_use_follow_reprocessing(ledger: Ledger) -> None:
+    """models_in_use counts the items' current attempts, so a reprocess with another model
+    shows up at once."""
+    a, _b = add(ledger, "a", "b")
+    assert ledger.models_in_use(BATCH) == [("local", "tiny.en", 2)]
+    ledger.move(a, S.PENDING, S.SUCCEEDED)
+    assert ledger.restart(a, spec={"source": "/in/a.wav", "engine": "dashscope",
+                                   "model": "fun-asr"})
+    assert sorted(ledger.models_in_use(BATCH)) == [("dashscope", "fun-asr", 1),
+                                                   ("local", "tiny.en", 1)]
+    report = batch_status(ledger, BATCH)
+    assert report is not None and report["model"] in ("fun-asr, tiny.en", "tiny.en, fun-asr")
+
+
+def test_sync_can_leave_running_items_alone(ledger: Ledger) -> None:
+    """With restart_running=False a changed line restarts only finished items: one in
+    flight (maybe mid-submission) keeps its attempt."""
+    a, _b = add(ledger, "a", "b")
+    ledger.move(a, S.PENDING, S.SUCCEEDED)
+    report = ledger.sync_items(BATCH, [seed("a", "f2"), seed("b", "f2", line=2)],
+                               engine="local", model="tiny.en", restart_running=False)
+    assert (report.reset, report.unchanged) == (1, 1)
+    assert [(r.key, r.attempt) for r in ledger.list_items(BATCH)] == [("a", 2), ("b", 1)]
+
+
+def test_out_is_reserved_by_one_batch(ledger: Ledger, tmp_path: Path) -> None:
+    """reserve_out creates the batch unless another writes to that out; then it names it."""
+    out = str(tmp_path / "shared")
+    assert ledger.reserve_out("b1", out=out, kind="submit", engine="local",
+                              model="tiny.en", manifest="/m1") is None
+    held = ledger.reserve_out("b2", out=out, kind="submit", engine="local", model="tiny.en",
+                              manifest="/m2")
+    assert held is not None and held["id"] == "b1" and held["manifest"] == "/m1"
+    assert ledger.batch("b2") is None
