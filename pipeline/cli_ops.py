@@ -73,15 +73,19 @@ def _echo(as_json: bool, data: Any, text: str) -> None:
 @click.option("--strict", is_flag=True,
               help="Unknown manifest fields fail their lines (manifest_invalid), not warn.")
 @click.option("--config", type=click.Path(dir_okay=False))
+@click.option("--notify", "notify_urls", multiple=True, metavar="URL",
+              help="Send signed webhooks (batch.completed, batch.items_dead) here; repeatable.")
 @click.option("--json", "as_json", is_flag=True)
 def submit(inputs: tuple[Path, ...], out: str, engine: str | None, model: str | None,
            language: str | None, options: Sequence[str], manifest_format: str | None,
-           strict: bool, config: str | None, as_json: bool) -> None:
+           strict: bool, config: str | None, notify_urls: tuple[str, ...],
+           as_json: bool) -> None:
     """Queue the INPUTs' items for the workers; prints the batch id."""
     from pipeline.batches import new_batch_id, seeds_for
-    from pipeline.cli import _load_inputs
+    from pipeline.cli import _load_inputs, _notify_urls
 
     settings = _settings(config, engine=engine, model=model, language=language)
+    notify_urls = _notify_urls(notify_urls, settings)
     loaded = _load_inputs(inputs, manifest_format, strict, settings)  # warnings: on stderr
     if "://" not in out:
         out = str(Path(out).absolute())
@@ -90,7 +94,9 @@ def submit(inputs: tuple[Path, ...], out: str, engine: str | None, model: str | 
     extra = _parse_options(options)
     wctx.ledger.ensure_batch(batch_id, kind="submit", out=out, engine=settings.engine,
                              model=settings.model, manifest=loaded.path,
-                             options={"language": settings.language, **extra})
+                             options={"language": settings.language, **extra,
+                                      **({"notify_urls": list(notify_urls)}
+                                         if notify_urls else {})})
     seeds = seeds_for(loaded.entries, engine=settings.engine, model=settings.model,
                       language=settings.language, options=extra)
     wctx.ledger.sync_items(batch_id, seeds, engine=settings.engine, model=settings.model)

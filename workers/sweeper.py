@@ -12,6 +12,7 @@ from typing import Any
 
 from pipeline.ledger import utcnow
 from pipeline.log import get_logger
+from pipeline.notify.outbox import complete_batch, count_due, note_dead
 from pipeline.results import write_batch_results
 from pipeline.states import ItemState
 from workers.dispatch import batch_size, mode_of, send_all
@@ -52,12 +53,27 @@ def _sweep(wctx: Any) -> dict[str, int]:
         batch_size=lambda m: batch_size(wctx, m), default_model=wctx.settings.model)
     send_all(wctx, jobs)
     closed = 0
+    notify = wctx.settings.notify
     for batch_id in ledger.open_batches():
         counts = ledger.counts(batch_id)
         if counts and all(ItemState(s).terminal for s in counts):
-            write_batch_results(ledger, batch_id, wctx.flow.sinks(batch_id))
-            ledger.mark_batch_done(batch_id)
-            closed += 1
-            log.info("batch.done", batch_id=batch_id, counts=counts)
+            results = write_batch_results(ledger, batch_id, wctx.flow.sinks(batch_id))
+            # Done and batch.completed in one transaction (compare-and-set on done_at).
+            if complete_batch(ledger.engine, batch_id, notify=notify, results=results):
+                closed += 1
+                log.info("batch.done", batch_id=batch_id, counts=counts)
+    dead = note_dead(ledger.engine, notify)  # one batch.items_dead per batch and sweep
+    due = count_due(ledger.engine)
+    if due:
+        send_notify(wctx)
     observe_sweep(wctx, released=len(released), queued=len(jobs))
-    return {"released": len(released), "queued": len(jobs), "closed": closed}
+    return {"released": len(released), "queued": len(jobs), "closed": closed,
+            "dead_noted": dead, "notify_due": due}
+
+
+def send_notify(wctx: Any) -> None:
+    """Due webhooks are sent by a task on the provider queue, not in the sweep (a slow
+    endpoint must not hold the sweep's lock)."""
+    from workers.app import app
+
+    app.send_task("bulkscribe.notify")
