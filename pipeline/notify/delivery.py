@@ -30,7 +30,7 @@ from pipeline.settings import NotifySettings, Settings
 log = get_logger("bulkscribe.notify")
 
 MAX_ANSWER_BYTES = 4096  # of an endpoint's answer body; the rest is never read
-CLAIM_MARGIN_S = 30.0  # a try's claim outlives its deadline by this much
+CLAIM_MARGIN_S = 5.0  # a try's claim outlives its deadline (notify.timeout_s) by this much
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +154,7 @@ class Deliverer:
             answer.status, answer.error, msg.tries, self.schedule, answer.retry_after_s)
         state = outbox.record(self.engine, msg, decision, status=answer.status,
                               error=answer.error)
-        log.info("notify.try", msg_id=msg.id, event=msg.event_type, url=display(msg.url),
+        log.info("notify.try", msg_id=msg.id, event_type=msg.event_type, url=display(msg.url),
                  tries=msg.tries, status=answer.status, error=answer.error, state=state,
                  retry_in_s=decision.after_s if isinstance(decision, Retry) else None)
         return state

@@ -76,14 +76,14 @@ def retry_after(value: str | None, now: datetime | None = None) -> float | None:
 def decide(status: int | None, error: str | None, tries: int,
            schedule: tuple[float, ...] = NOTIFY_RETRY_SCHEDULE_S,
            retry_after_s: float | None = None) -> Decision:
-    """After try number ``tries``: ``status`` is the HTTP status (None when no answer came,
-    ``error`` then says why)."""
+    """After try number ``tries``: ``status`` is the HTTP status (None when no answer came);
+    ``error`` says what went wrong, if anything."""
     if status is not None and 200 <= status < 300:
         return Delivered()
     if status == 410:
         return Gone()
     wait = next_wait(tries, schedule, retry_after_s)
     if wait is None:
-        why = f"HTTP {status}" if status is not None else (error or "no answer")
+        why = error or (f"HTTP {status}" if status is not None else "no answer")
         return GiveUp(f"{why} after {tries} tries")
     return Retry(wait)
