@@ -92,7 +92,10 @@ def notify_replay(ids: Sequence[str], failed: bool, out_dir: Path | None, config
 
     if bool(ids) == failed:
         _fail_usage("give message ids or --failed")
+    from pipeline.log import configure_logging
+
     settings = _settings(config)
+    configure_logging(level=settings.log_level)  # tries logged on stderr, not stdout
     engine = _engine(settings, out_dir)
     known = {m.id for m in outbox.list_messages(engine, ids=ids, limit=len(ids))}
     missing = [i for i in ids if i not in known]
