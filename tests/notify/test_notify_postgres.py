@@ -1,0 +1,139 @@
+"""Distributed notifications at the ledger level, on a real PostgreSQL: the beat sweeper
+closes a batch and writes its batch.completed in one transaction, notes DEAD items once,
+and concurrent deliverers (SKIP LOCKED claims) send every try exactly once."""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from notify_support import SECRET, Receiver, payload, status
+from sqlalchemy import select, update
+
+from pipeline.flow.outputs import DirSink
+from pipeline.ledger import ItemSeed, Ledger, open_ledger
+from pipeline.ledger.tables import batches
+from pipeline.notify import outbox
+from pipeline.notify.delivery import deliverer
+from pipeline.settings import NotifySettings, Settings
+from pipeline.states import ItemState
+
+pytestmark = pytest.mark.postgres
+
+PG_ADMIN = os.environ.get("BULKSCRIBE_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(scope="module")
+def pg_ledger() -> Iterator[Ledger]:
+    """A database of this module's own, migrated to head (0005 included), dropped after."""
+    import psycopg
+
+    name = f"bulkscribe_notify_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    ledger = open_ledger(f"postgresql://postgres@127.0.0.1:5432/{name}")
+    yield ledger
+    ledger.engine.dispose()
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                     "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
+def settings() -> Settings:
+    return Settings(notify=NotifySettings(allow_private=True, retry_schedule_s=(0.0, 0.05),
+                                          timeout_s=2.0), notify_secret=SECRET)
+
+
+def batch(ledger: Ledger, url: str, *, ok: int, dead: int) -> str:
+    batch_id = f"b-{uuid.uuid4().hex[:8]}"
+    ledger.ensure_batch(batch_id, kind="submit", out="/tmp/x", engine="dashscope",
+                        model="fun-asr", options={"notify_urls": [url]})
+    ledger.sync_items(batch_id, [ItemSeed(f"f{n}", n, f"/m/f{n}.wav", {}, f"p{n}")
+                                 for n in range(ok + dead)], engine="dashscope",
+                      model="fun-asr")
+    rows = ledger.list_items(batch_id)
+    for row in rows[:ok]:
+        ledger.move(row.id, ItemState.PENDING, ItemState.SUCCEEDED, audio_duration_ms=2000)
+    for row in rows[ok:]:
+        ledger.fail(row.id, ItemState.PENDING, "provider_error", "gave up", dead=True)
+    return batch_id
+
+
+def test_the_sweep_closes_the_batch_and_its_event_together(
+        pg_ledger: Ledger, receiver: Receiver, tmp_path: Path, notify_env: dict[str, str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real sweep over a finished batch: results.jsonl written, the batch done and one
+    batch.completed plus one batch.items_dead in the outbox; the notify task it queues
+    delivers them; a second sweep adds nothing."""
+    import workers.sweeper as sweeper
+
+    url = receiver.answer("/hook", status(200))
+    batch_id = batch(pg_ledger, url, ok=2, dead=2)
+    s = settings()
+    queued: list[int] = []
+    monkeypatch.setattr(sweeper, "send_notify", lambda _w: queued.append(1))
+    wctx: Any = SimpleNamespace(settings=s, ledger=pg_ledger,
+                                flow=SimpleNamespace(sinks=lambda _b: DirSink(tmp_path)),
+                                redis=SimpleNamespace(llen=lambda _q: 0))
+    first = sweeper._sweep(wctx)
+    assert (first["closed"], first["dead_noted"], first["notify_due"]) == (1, 2, 2)
+    assert queued == [1] and (tmp_path / "results.jsonl").is_file()
+    second = sweeper._sweep(wctx)
+    assert (second["closed"], second["dead_noted"]) == (0, 0)
+    report = deliverer(s, pg_ledger.engine).deliver_due(limit=50)  # what the task runs
+    assert report.states == {"DELIVERED": 2}
+    got = {payload(d)["type"]: payload(d)["data"] for d in receiver.at("/hook")}
+    assert all(d.ok for d in receiver.at("/hook"))
+    assert got["batch.completed"]["counts"] == {"SUCCEEDED": 2, "DEAD": 2}
+    assert got["batch.completed"]["results"] == str(tmp_path / "results.jsonl")
+    assert got["batch.items_dead"] == {"batch_id": batch_id, "count": 2, "ids": ["f2", "f3"],
+                                       "console": None}
+
+
+def test_event_rolls_back_with_the_batch(pg_ledger: Ledger, receiver: Receiver,
+                                         notify_env: dict[str, str]) -> None:
+    """announce_completed inside a transaction that fails: neither done_at nor the event."""
+    url = receiver.answer("/hook", status(200))
+    batch_id = batch(pg_ledger, url, ok=1, dead=0)
+    with pytest.raises(RuntimeError), pg_ledger.engine.begin() as conn:
+        conn.execute(update(batches).where(batches.c.id == batch_id)
+                     .values(done_at=outbox._utcnow()))
+        assert outbox.announce_completed(conn, batch_id, notify=settings().notify,
+                                         results=None)
+        raise RuntimeError("crash before commit")
+    with pg_ledger.engine.connect() as conn:
+        assert conn.execute(select(batches.c.done_at)
+                            .where(batches.c.id == batch_id)).scalar() is None
+    assert outbox.list_messages(pg_ledger.engine, batch_id=batch_id) == []
+
+
+def test_concurrent_deliverers_send_each_try_once(pg_ledger: Ledger, receiver: Receiver,
+                                                  notify_env: dict[str, str]) -> None:
+    """Ten deliverers on ten connections racing over 40 messages: 40 requests, 40 ids."""
+    url = receiver.answer("/race", status(200))
+    s = settings()
+    for _ in range(40):
+        b = batch(pg_ledger, url, ok=1, dead=0)
+        assert outbox.complete_batch(pg_ledger.engine, b, notify=s.notify, results=None)
+    barrier = threading.Barrier(10)
+
+    def run() -> None:
+        d = deliverer(s, pg_ledger.engine)
+        barrier.wait()
+        while d.deliver_due(limit=3).tries:
+            pass
+
+    threads = [threading.Thread(target=run) for _ in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    ids = [d.id for d in receiver.at("/race")]
+    assert len(ids) == len(set(ids)) == 40
