@@ -60,9 +60,10 @@ class HttpSender:
                 try:
                     return self._post(url, headers, body)
                 except httpx.HTTPError as exc:
-                    if deadline.expired:
-                        return Answer(None, f"no answer within {self.timeout_s:g} s "
-                                            "(notify.timeout_s)")
+                    if deadline.expired or isinstance(exc, httpx.TimeoutException):
+                        return Answer(
+                            None, f"no answer within {self.timeout_s:g} s (notify.timeout_s)"
+                        )
                     return Answer(None, f"{type(exc).__name__}: {redact_text(str(exc))}")
         except AddressRefused as exc:
             return Answer(None, exc.message, refused=True)
@@ -70,20 +71,27 @@ class HttpSender:
             return Answer(None, f"not a valid URL ({exc})", refused=True)
 
     def _post(self, url: str, headers: dict[str, str], body: bytes) -> Answer:
-        with self.client.stream("POST", url, content=body, headers=headers,
-                                follow_redirects=False) as resp:
+        with self.client.stream(
+            "POST", url, content=body, headers=headers, follow_redirects=False
+        ) as resp:
             read = 0
             for chunk in resp.iter_raw(1024):  # raw: a compressed answer is not inflated
                 read += len(chunk)
                 if read >= MAX_ANSWER_BYTES:
                     break  # closing the stream drops the connection (no keep-alive)
-            return Answer(resp.status_code, None if resp.is_success else _short(resp),
-                          retry_after(resp.headers.get("retry-after")))
+            return Answer(
+                resp.status_code,
+                None if resp.is_success else _short(resp),
+                retry_after(resp.headers.get("retry-after")),
+            )
 
 
 def _short(resp: httpx.Response) -> str:
-    where = f" (redirect to {display(resp.headers['location'])}, not followed)" \
-        if resp.is_redirect and "location" in resp.headers else ""
+    where = (
+        f" (redirect to {display(resp.headers['location'])}, not followed)"
+        if resp.is_redirect and "location" in resp.headers
+        else ""
+    )
     return f"HTTP {resp.status_code}{where}"
 
 
@@ -111,8 +119,9 @@ class Deliverer:
     hold_s: float
     clock: Callable[[], float] = time.monotonic
 
-    def deliver_due(self, *, limit: int = 20, ids: list[str] | None = None,
-                    report: DeliveryReport | None = None) -> DeliveryReport:
+    def deliver_due(
+        self, *, limit: int = 20, ids: list[str] | None = None, report: DeliveryReport | None = None
+    ) -> DeliveryReport:
         report = report or DeliveryReport()
         msgs = outbox.claim_due(self.engine, hold_s=self.hold_s, limit=limit, ids=ids)
         disabled = outbox.disabled_urls(self.engine, {m.url for m in msgs}) if msgs else {}
@@ -141,22 +150,36 @@ class Deliverer:
 
     def _one(self, msg: outbox.Message, disabled: bool) -> str | None:
         if disabled:
-            return outbox.record(self.engine, msg, Gone(), status=None,
-                                 error="endpoint disabled (410 Gone)")
+            return outbox.record(
+                self.engine, msg, Gone(), status=None, error="endpoint disabled (410 Gone)"
+            )
         if self.secret is None:
             answer = Answer(None, "BULKSCRIBE_NOTIFY_SECRET is not set: not sent")
         else:
             body = msg.body.encode("utf-8")
-            headers = {"content-type": "application/json", "user-agent": "bulkscribe",
-                       **signed_headers(self.secret, msg.id, datetime.now(UTC), body)}
+            headers = {
+                "content-type": "application/json",
+                "user-agent": "bulkscribe",
+                **signed_headers(self.secret, msg.id, datetime.now(UTC), body),
+            }
             answer = self.send(msg.url, headers, body)
-        decision: Decision = GiveUp(answer.error or "refused") if answer.refused else decide(
-            answer.status, answer.error, msg.tries, self.schedule, answer.retry_after_s)
-        state = outbox.record(self.engine, msg, decision, status=answer.status,
-                              error=answer.error)
-        log.info("notify.try", msg_id=msg.id, event_type=msg.event_type, url=display(msg.url),
-                 tries=msg.tries, status=answer.status, error=answer.error, state=state,
-                 retry_in_s=decision.after_s if isinstance(decision, Retry) else None)
+        decision: Decision = (
+            GiveUp(answer.error or "refused")
+            if answer.refused
+            else decide(answer.status, answer.error, msg.tries, self.schedule, answer.retry_after_s)
+        )
+        state = outbox.record(self.engine, msg, decision, status=answer.status, error=answer.error)
+        log.info(
+            "notify.try",
+            msg_id=msg.id,
+            event_type=msg.event_type,
+            url=display(msg.url),
+            tries=msg.tries,
+            status=answer.status,
+            error=answer.error,
+            state=state,
+            retry_in_s=decision.after_s if isinstance(decision, Retry) else None,
+        )
         return state
 
 
@@ -164,8 +187,17 @@ def deliverer(settings: Settings, engine: Engine) -> Deliverer:
     """The deliverer ``run``, ``notify replay`` and the workers use, from the settings."""
     n: NotifySettings = settings.notify
     policy = AddressPolicy(allow_private=n.allow_private, setting="notify.allow_private")
-    client = guarded_client(policy, connect_timeout_s=min(5.0, n.timeout_s),
-                            read_timeout_s=n.timeout_s, user_agent="bulkscribe")
+    client = guarded_client(
+        policy,
+        connect_timeout_s=min(5.0, n.timeout_s),
+        read_timeout_s=n.timeout_s,
+        user_agent="bulkscribe",
+    )
     secret = settings.notify_secret.get_secret_value() if settings.notify_secret else None
-    return Deliverer(engine, HttpSender(client, policy, n.timeout_s), secret,
-                     n.retry_schedule_s, hold_s=n.timeout_s + CLAIM_MARGIN_S)
+    return Deliverer(
+        engine,
+        HttpSender(client, policy, n.timeout_s),
+        secret,
+        n.retry_schedule_s,
+        hold_s=n.timeout_s + CLAIM_MARGIN_S,
+    )

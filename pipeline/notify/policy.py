@@ -45,8 +45,11 @@ def total_span_s(schedule: tuple[float, ...] = NOTIFY_RETRY_SCHEDULE_S) -> float
     return float(sum(schedule))
 
 
-def next_wait(tries: int, schedule: tuple[float, ...] = NOTIFY_RETRY_SCHEDULE_S,
-              retry_after_s: float | None = None) -> float | None:
+def next_wait(
+    tries: int,
+    schedule: tuple[float, ...] = NOTIFY_RETRY_SCHEDULE_S,
+    retry_after_s: float | None = None,
+) -> float | None:
     """Seconds before try number ``tries + 1`` (``tries`` already made), or None when the
     schedule has run out. ``schedule[0]`` is the wait before the first try."""
     if tries >= len(schedule):
@@ -73,9 +76,13 @@ def retry_after(value: str | None, now: datetime | None = None) -> float | None:
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
-def decide(status: int | None, error: str | None, tries: int,
-           schedule: tuple[float, ...] = NOTIFY_RETRY_SCHEDULE_S,
-           retry_after_s: float | None = None) -> Decision:
+def decide(
+    status: int | None,
+    error: str | None,
+    tries: int,
+    schedule: tuple[float, ...] = NOTIFY_RETRY_SCHEDULE_S,
+    retry_after_s: float | None = None,
+) -> Decision:
     """After try number ``tries``: ``status`` is the HTTP status (None when no answer came);
     ``error`` says what went wrong, if anything."""
     if status is not None and 200 <= status < 300:

@@ -32,5 +32,8 @@ def check_secret(secret: str) -> str:
 def signed_headers(secret: str, msg_id: str, at: datetime, body: bytes) -> dict[str, str]:
     """The three ``webhook-*`` headers for one try of one message."""
     signature = Webhook(secret).sign(msg_id, at, body)
-    return {"webhook-id": msg_id, "webhook-timestamp": str(int(at.timestamp())),
-            "webhook-signature": signature}
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(at.timestamp())),
+        "webhook-signature": signature,
+    }

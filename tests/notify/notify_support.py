@@ -11,13 +11,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 SECRET = "whsec_" + base64.b64encode(b"bulkscribe-notify-test-secret-32").decode()
@@ -159,11 +158,17 @@ def serve(rx: Receiver) -> tuple[ThreadingHTTPServer, threading.Thread]:
     return httpd, thread
 
 
-def cli(*args: str, env: dict[str, str] | None = None,
-        timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     """The real console script, with ``env`` over the test's environment."""
-    return subprocess.run([str(BULKSCRIBE), *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=timeout)
+    return subprocess.run(
+        [str(BULKSCRIBE), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+    )
 
 
 def payload(d: Delivery) -> dict[str, Any]:

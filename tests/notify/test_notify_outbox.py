@@ -23,8 +23,7 @@ FAST = (0.0, 0.05, 0.05)  # a short schedule: three tries within a tenth of a se
 
 
 def settings(**notify: object) -> Settings:
-    base: dict[str, object] = {"allow_private": True, "retry_schedule_s": FAST,
-                               "timeout_s": 2.0}
+    base: dict[str, object] = {"allow_private": True, "retry_schedule_s": FAST, "timeout_s": 2.0}
     return Settings(notify=NotifySettings(**{**base, **notify}), notify_secret=SECRET)
 
 
@@ -33,18 +32,28 @@ def ledger(tmp_path: Path, notify_env: dict[str, str]) -> Ledger:
     return open_ledger(sqlite_url(tmp_path / "ledger.db"))
 
 
-def finished_batch(ledger: Ledger, batch_id: str = "b-1", *, ok: int = 2, dead: int = 0,
-                   urls: list[str] | None = None) -> list[str]:
+def finished_batch(
+    ledger: Ledger,
+    batch_id: str = "b-1",
+    *,
+    ok: int = 2,
+    dead: int = 0,
+    urls: list[str] | None = None,
+) -> list[str]:
     """A batch whose items are all finished: ``ok`` SUCCEEDED (1.5 s each), ``dead`` DEAD."""
-    ledger.ensure_batch(batch_id, kind="submit", out="/tmp/out", engine="local",
-                        model="tiny.en", options={"notify_urls": urls or []})
-    seeds = [ItemSeed(f"f{n}", n, f"/media/f{n}.wav", {}, f"fp{n}")
-             for n in range(ok + dead)]
+    ledger.ensure_batch(
+        batch_id,
+        kind="submit",
+        out="/tmp/out",
+        engine="local",
+        model="tiny.en",
+        options={"notify_urls": urls or []},
+    )
+    seeds = [ItemSeed(f"f{n}", n, f"/media/f{n}.wav", {}, f"fp{n}") for n in range(ok + dead)]
     ledger.sync_items(batch_id, seeds, engine="local", model="tiny.en")
     rows = ledger.list_items(batch_id)
     for row in rows[:ok]:
-        assert ledger.move(row.id, ItemState.PENDING, ItemState.SUCCEEDED,
-                           audio_duration_ms=1500)
+        assert ledger.move(row.id, ItemState.PENDING, ItemState.SUCCEEDED, audio_duration_ms=1500)
     for row in rows[ok:]:
         assert ledger.fail(row.id, ItemState.PENDING, "provider_error", "boom", dead=True)
     return [r.id for r in rows]
@@ -65,11 +74,17 @@ def test_batch_completed_once_with_counts(ledger: Ledger, receiver: Receiver) ->
     data = payload(got)["data"]
     assert payload(got)["type"] == "batch.completed"
     assert (data["counts"], data["total"], data["audio_s"], data["results"], data["cost"]) == (
-        {"SUCCEEDED": 2, "DEAD": 1}, 3, 3.0, "/r.jsonl", None)
+        {"SUCCEEDED": 2, "DEAD": 1},
+        3,
+        3.0,
+        "/r.jsonl",
+        None,
+    )
 
 
-def test_503_twice_then_200_is_three_tries_of_one_message(ledger: Ledger,
-                                                          receiver: Receiver) -> None:
+def test_503_twice_then_200_is_three_tries_of_one_message(
+    ledger: Ledger, receiver: Receiver
+) -> None:
     """Retried on the (short) schedule with one webhook-id, each try freshly signed."""
     url = receiver.answer("/flaky", status(503), status(503), status(200))
     finished_batch(ledger, urls=[url])
@@ -138,8 +153,7 @@ def test_410_disables_the_endpoint(ledger: Ledger, receiver: Receiver) -> None:
     assert states[("b-2", fine)] == "DELIVERED"
 
 
-def test_private_address_refused_without_the_setting(ledger: Ledger,
-                                                     receiver: Receiver) -> None:
+def test_private_address_refused_without_the_setting(ledger: Ledger, receiver: Receiver) -> None:
     """With notify.allow_private off (the default), a loopback endpoint is never contacted:
     the message fails at once, naming the setting; metadata addresses fail even with it on."""
     url = receiver.answer("/hook", status(200))
@@ -234,8 +248,7 @@ def test_a_claim_that_is_never_recorded_runs_out(ledger: Ledger, receiver: Recei
     # The dead deliverer's late answer is not recorded over the delivered state.
     from pipeline.notify.policy import GiveUp
 
-    assert outbox.record(ledger.engine, claimed, GiveUp("late"), status=None,
-                         error="late") is None
+    assert outbox.record(ledger.engine, claimed, GiveUp("late"), status=None, error="late") is None
 
 
 def test_dead_items_are_announced_once_per_sweep(ledger: Ledger, receiver: Receiver) -> None:
@@ -251,7 +264,11 @@ def test_dead_items_are_announced_once_per_sweep(ledger: Ledger, receiver: Recei
     (got,) = receiver.at("/hook")
     assert payload(got)["type"] == "batch.items_dead"
     assert payload(got)["data"] | {"console": None} == {
-        "batch_id": "b-1", "count": 3, "ids": ["f1", "f2", "f3"], "console": None}
+        "batch_id": "b-1",
+        "count": 3,
+        "ids": ["f1", "f2", "f3"],
+        "console": None,
+    }
     # A DEAD item given a new attempt that dies again is announced again.
     row = ledger.list_items("b-1", states=[ItemState.DEAD])[0]
     assert ledger.restart(row.id)
@@ -274,3 +291,68 @@ def test_replay_resends_with_the_same_id(ledger: Ledger, receiver: Receiver) -> 
     first, second = receiver.at("/hook")
     assert first.id == second.id == msg.id
     assert json.loads(second.body) == json.loads(first.body)
+
+
+def test_a_receiver_with_another_secret_rejects_the_signature(
+    ledger: Ledger, receiver: Receiver
+) -> None:
+    """Signed with BULKSCRIBE_NOTIFY_SECRET: a receiver holding another secret refuses it."""
+    from notify_support import OTHER_SECRET
+    from standardwebhooks.webhooks import WebhookVerificationError
+
+    receiver.secret = OTHER_SECRET
+    url = receiver.answer("/hook", status(200))
+    finished_batch(ledger, urls=[url])
+    s = settings()
+    outbox.complete_batch(ledger.engine, "b-1", notify=s.notify, results=None)
+    deliverer(s, ledger.engine).flush(5)
+    (got,) = receiver.at("/hook")
+    assert isinstance(got.verified, WebhookVerificationError)
+
+
+def test_schedule_run_started_once_per_batch(ledger: Ledger, receiver: Receiver) -> None:
+    """A scheduled run's start is announced once per batch, even if its task runs twice."""
+    from pipeline.notify.hooks import schedule_started
+
+    url = receiver.answer("/hook", status(200))
+    s = settings()
+    for _ in range(2):
+        schedule_started(
+            ledger.engine,
+            s,
+            schedule="nightly",
+            batch_id="sched-nightly-1",
+            items=7,
+            source="s3://user:pw@bucket/in/",
+            out="s3://bucket/out/x",
+            urls=[url],
+        )
+    deliverer(s, ledger.engine).flush(5)
+    (got,) = receiver.at("/hook")
+    assert payload(got)["type"] == "schedule.run_started"
+    data = payload(got)["data"]
+    assert (data["schedule"], data["batch_id"], data["items"]) == ("nightly", "sched-nightly-1", 7)
+    assert "pw" not in data["source"]
+
+
+def test_notify_list_shows_disabled_endpoints(
+    tmp_path: Path, receiver: Receiver, notify_env: dict[str, str]
+) -> None:
+    """`bulkscribe notify list --out DIR` names the endpoint a 410 disabled."""
+    from notify_support import cli
+
+    out = tmp_path / "out"
+    (out / ".bulkscribe").mkdir(parents=True)
+    ledger = open_ledger(sqlite_url(out / ".bulkscribe" / "ledger.db"))
+    url = receiver.answer("/gone", status(410))
+    finished_batch(ledger, urls=[url])
+    s = settings()
+    outbox.complete_batch(ledger.engine, "b-1", notify=s.notify, results=None)
+    deliverer(s, ledger.engine).flush(5)
+    done = cli("notify", "list", "--out", str(out), "--json")
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert [m["state"] for m in doc["messages"]] == ["DISABLED"]
+    assert [d["url"] for d in doc["disabled_endpoints"]] == [url]
+    text = cli("notify", "list", "--out", str(out)).stdout
+    assert f"disabled: {url}" in text

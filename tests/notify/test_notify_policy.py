@@ -35,29 +35,32 @@ def test_default_schedule_is_the_standard_webhooks_one() -> None:
     assert total_span_s() == 99_305
 
 
-@pytest.mark.parametrize(("status", "tries", "after", "expected"), [
-    (200, 1, None, Delivered()),
-    (204, 8, None, Delivered()),
-    (410, 1, None, Gone()),
-    (503, 1, None, Retry(5)),
-    (500, 2, None, Retry(300)),
-    (404, 3, None, Retry(1800)),
-    (429, 1, 120.0, Retry(120)),       # Retry-After lengthens the wait
-    (429, 2, 1.0, Retry(300)),         # ... never shortens it
-    (429, 1, 10**9, Retry(86400)),     # ... and a day at most
-    (None, 1, None, Retry(5)),         # no answer (timeout, refused connection)
-])
+@pytest.mark.parametrize(
+    ("status", "tries", "after", "expected"),
+    [
+        (200, 1, None, Delivered()),
+        (204, 8, None, Delivered()),
+        (410, 1, None, Gone()),
+        (503, 1, None, Retry(5)),
+        (500, 2, None, Retry(300)),
+        (404, 3, None, Retry(1800)),
+        (429, 1, 120.0, Retry(120)),  # Retry-After lengthens the wait
+        (429, 2, 1.0, Retry(300)),  # ... never shortens it
+        (429, 1, 10**9, Retry(86400)),  # ... and a day at most
+        (None, 1, None, Retry(5)),  # no answer (timeout, refused connection)
+    ],
+)
 def test_decide(status: int | None, tries: int, after: float | None, expected: object) -> None:
     """Each kind of answer after a try, with the default schedule."""
-    assert decide(status, None if status else "timed out", tries,
-                  retry_after_s=after) == expected
+    assert decide(status, None if status else "timed out", tries, retry_after_s=after) == expected
 
 
 def test_give_up_when_the_schedule_runs_out() -> None:
     """The eighth failed try is the last; the reason names the answer."""
     assert decide(503, None, 8) == GiveUp("HTTP 503 after 8 tries")
     assert decide(None, "ConnectError: refused", 2, (0, 1)) == GiveUp(
-        "ConnectError: refused after 2 tries")
+        "ConnectError: refused after 2 tries"
+    )
 
 
 def test_retry_after_header() -> None:
@@ -71,16 +74,30 @@ def test_retry_after_header() -> None:
 
 def test_batch_completed_envelope() -> None:
     """The Standard Webhooks envelope, ids and counts only, a console link when configured."""
-    ev = events.batch_completed(batch_id="b-1", kind="submit",
-                                counts={"SUCCEEDED": 3, "FAILED": 1}, audio_s=12.3456,
-                                results="s3://out/b-1/results.jsonl", at=AT,
-                                console_url="https://console.example/")
+    ev = events.batch_completed(
+        batch_id="b-1",
+        kind="submit",
+        counts={"SUCCEEDED": 3, "FAILED": 1},
+        audio_s=12.3456,
+        results="s3://out/b-1/results.jsonl",
+        at=AT,
+        console_url="https://console.example/",
+    )
     doc = json.loads(ev.body)
-    assert doc == {"type": "batch.completed", "timestamp": "2026-12-06T17:00:00Z", "data": {
-        "batch_id": "b-1", "kind": "submit", "total": 4,
-        "counts": {"FAILED": 1, "SUCCEEDED": 3}, "audio_s": 12.346, "cost": None,
-        "results": "s3://out/b-1/results.jsonl",
-        "console": "https://console.example/batches/b-1"}}
+    assert doc == {
+        "type": "batch.completed",
+        "timestamp": "2026-12-06T17:00:00Z",
+        "data": {
+            "batch_id": "b-1",
+            "kind": "submit",
+            "total": 4,
+            "counts": {"FAILED": 1, "SUCCEEDED": 3},
+            "audio_s": 12.346,
+            "cost": None,
+            "results": "s3://out/b-1/results.jsonl",
+            "console": "https://console.example/batches/b-1",
+        },
+    }
 
 
 def test_items_dead_is_one_event_per_500_ids() -> None:
@@ -94,8 +111,9 @@ def test_items_dead_is_one_event_per_500_ids() -> None:
 
 def test_signature_verifies_with_standardwebhooks() -> None:
     """Our headers pass the library's verification; tampering or another secret fail it."""
-    body = events.batch_completed(batch_id="b", kind="run", counts={"SUCCEEDED": 1},
-                                  audio_s=1, results=None, at=AT).body
+    body = events.batch_completed(
+        batch_id="b", kind="run", counts={"SUCCEEDED": 1}, audio_s=1, results=None, at=AT
+    ).body
     now = datetime.now(UTC)
     headers = signed_headers(SECRET, "msg_1", now, body)
     assert headers["webhook-signature"].startswith("v1,")
@@ -106,8 +124,9 @@ def test_signature_verifies_with_standardwebhooks() -> None:
     with pytest.raises(WebhookVerificationError):
         Webhook(SECRET).verify(body.replace(b'"b"', b'"c"'), headers)
     with pytest.raises(WebhookVerificationError):  # replayed an hour later
-        Webhook(SECRET).verify(body, signed_headers(SECRET, "msg_1",
-                                                    now - timedelta(hours=1), body))
+        Webhook(SECRET).verify(
+            body, signed_headers(SECRET, "msg_1", now - timedelta(hours=1), body)
+        )
 
 
 @pytest.mark.parametrize("bad", ["secret", "whsec_", "whsec_c2hvcnQ="])

@@ -41,23 +41,37 @@ def pg_ledger() -> Iterator[Ledger]:
     yield ledger
     ledger.engine.dispose()
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                     "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,),
+        )
         conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
 def settings() -> Settings:
-    return Settings(notify=NotifySettings(allow_private=True, retry_schedule_s=(0.0, 0.05),
-                                          timeout_s=2.0), notify_secret=SECRET)
+    return Settings(
+        notify=NotifySettings(allow_private=True, retry_schedule_s=(0.0, 0.05), timeout_s=2.0),
+        notify_secret=SECRET,
+    )
 
 
 def batch(ledger: Ledger, url: str, *, ok: int, dead: int) -> str:
     batch_id = f"b-{uuid.uuid4().hex[:8]}"
-    ledger.ensure_batch(batch_id, kind="submit", out="/tmp/x", engine="dashscope",
-                        model="fun-asr", options={"notify_urls": [url]})
-    ledger.sync_items(batch_id, [ItemSeed(f"f{n}", n, f"/m/f{n}.wav", {}, f"p{n}")
-                                 for n in range(ok + dead)], engine="dashscope",
-                      model="fun-asr")
+    ledger.ensure_batch(
+        batch_id,
+        kind="submit",
+        out="/tmp/x",
+        engine="dashscope",
+        model="fun-asr",
+        options={"notify_urls": [url]},
+    )
+    ledger.sync_items(
+        batch_id,
+        [ItemSeed(f"f{n}", n, f"/m/f{n}.wav", {}, f"p{n}") for n in range(ok + dead)],
+        engine="dashscope",
+        model="fun-asr",
+    )
     rows = ledger.list_items(batch_id)
     for row in rows[:ok]:
         ledger.move(row.id, ItemState.PENDING, ItemState.SUCCEEDED, audio_duration_ms=2000)
@@ -67,8 +81,12 @@ def batch(ledger: Ledger, url: str, *, ok: int, dead: int) -> str:
 
 
 def test_the_sweep_closes_the_batch_and_its_event_together(
-        pg_ledger: Ledger, receiver: Receiver, tmp_path: Path, notify_env: dict[str, str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    pg_ledger: Ledger,
+    receiver: Receiver,
+    tmp_path: Path,
+    notify_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The real sweep over a finished batch: results.jsonl written, the batch done and one
     batch.completed plus one batch.items_dead in the outbox; the notify task it queues
     delivers them; a second sweep adds nothing."""
@@ -79,9 +97,12 @@ def test_the_sweep_closes_the_batch_and_its_event_together(
     s = settings()
     queued: list[int] = []
     monkeypatch.setattr(sweeper, "send_notify", lambda _w: queued.append(1))
-    wctx: Any = SimpleNamespace(settings=s, ledger=pg_ledger,
-                                flow=SimpleNamespace(sinks=lambda _b: DirSink(tmp_path)),
-                                redis=SimpleNamespace(llen=lambda _q: 0))
+    wctx: Any = SimpleNamespace(
+        settings=s,
+        ledger=pg_ledger,
+        flow=SimpleNamespace(sinks=lambda _b: DirSink(tmp_path)),
+        redis=SimpleNamespace(llen=lambda _q: 0),
+    )
     first = sweeper._sweep(wctx)
     assert (first["closed"], first["dead_noted"], first["notify_due"]) == (1, 2, 2)
     assert queued == [1] and (tmp_path / "results.jsonl").is_file()
@@ -93,29 +114,36 @@ def test_the_sweep_closes_the_batch_and_its_event_together(
     assert all(d.ok for d in receiver.at("/hook"))
     assert got["batch.completed"]["counts"] == {"SUCCEEDED": 2, "DEAD": 2}
     assert got["batch.completed"]["results"] == str(tmp_path / "results.jsonl")
-    assert got["batch.items_dead"] == {"batch_id": batch_id, "count": 2, "ids": ["f2", "f3"],
-                                       "console": None}
+    assert got["batch.items_dead"] == {
+        "batch_id": batch_id,
+        "count": 2,
+        "ids": ["f2", "f3"],
+        "console": None,
+    }
 
 
-def test_event_rolls_back_with_the_batch(pg_ledger: Ledger, receiver: Receiver,
-                                         notify_env: dict[str, str]) -> None:
+def test_event_rolls_back_with_the_batch(
+    pg_ledger: Ledger, receiver: Receiver, notify_env: dict[str, str]
+) -> None:
     """announce_completed inside a transaction that fails: neither done_at nor the event."""
     url = receiver.answer("/hook", status(200))
     batch_id = batch(pg_ledger, url, ok=1, dead=0)
     with pytest.raises(RuntimeError), pg_ledger.engine.begin() as conn:
-        conn.execute(update(batches).where(batches.c.id == batch_id)
-                     .values(done_at=outbox._utcnow()))
-        assert outbox.announce_completed(conn, batch_id, notify=settings().notify,
-                                         results=None)
+        conn.execute(
+            update(batches).where(batches.c.id == batch_id).values(done_at=outbox._utcnow())
+        )
+        assert outbox.announce_completed(conn, batch_id, notify=settings().notify, results=None)
         raise RuntimeError("crash before commit")
     with pg_ledger.engine.connect() as conn:
-        assert conn.execute(select(batches.c.done_at)
-                            .where(batches.c.id == batch_id)).scalar() is None
+        assert (
+            conn.execute(select(batches.c.done_at).where(batches.c.id == batch_id)).scalar() is None
+        )
     assert outbox.list_messages(pg_ledger.engine, batch_id=batch_id) == []
 
 
-def test_concurrent_deliverers_send_each_try_once(pg_ledger: Ledger, receiver: Receiver,
-                                                  notify_env: dict[str, str]) -> None:
+def test_concurrent_deliverers_send_each_try_once(
+    pg_ledger: Ledger, receiver: Receiver, notify_env: dict[str, str]
+) -> None:
     """Ten deliverers on ten connections racing over 40 messages: 40 requests, 40 ids."""
     url = receiver.answer("/race", status(200))
     s = settings()

@@ -21,8 +21,10 @@ pytestmark = [pytest.mark.ffmpeg, pytest.mark.model]
 def clips(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """Two short spoken files."""
     d = tmp_path_factory.mktemp("clips")
-    return [say("The birch canoe slid on the smooth planks.", d / "one.wav"),
-            say("Glue the sheet to the dark blue background.", d / "two.wav")]
+    return [
+        say("The birch canoe slid on the smooth planks.", d / "one.wav"),
+        say("Glue the sheet to the dark blue background.", d / "two.wav"),
+    ]
 
 
 def listed(out: Path) -> dict[str, object]:
@@ -31,9 +33,9 @@ def listed(out: Path) -> dict[str, object]:
     return json.loads(done.stdout)  # type: ignore[no-any-return]
 
 
-def test_run_sends_one_signed_batch_completed(clips: list[Path], tmp_path: Path,
-                                              receiver: Receiver,
-                                              notify_env: dict[str, str]) -> None:
+def test_run_sends_one_signed_batch_completed(
+    clips: list[Path], tmp_path: Path, receiver: Receiver, notify_env: dict[str, str]
+) -> None:
     """Two files transcribed: one batch.completed, verified by the receiver, with the
     counts, the audio seconds and where results.jsonl is; a re-run with nothing to do
     sends nothing more."""
@@ -57,17 +59,20 @@ def test_run_sends_one_signed_batch_completed(clips: list[Path], tmp_path: Path,
 
 
 def test_killed_after_the_event_is_written_delivers_on_the_next_run(
-        clips: list[Path], tmp_path: Path, receiver: Receiver,
-        notify_env: dict[str, str]) -> None:
+    clips: list[Path], tmp_path: Path, receiver: Receiver, notify_env: dict[str, str]
+) -> None:
     """kill -9 while the endpoint holds the first try: the event is in the ledger, so the
     next run (which has nothing left to transcribe) sends it, with the same webhook-id,
     once its claim runs out."""
     url = receiver.answer("/slow", hang(20), status(200))
     out = tmp_path / "out"
     env = {**os.environ, "BULKSCRIBE_NOTIFY__TIMEOUT_S": "2"}
-    proc = subprocess.Popen([str(BULKSCRIBE), "run", *map(str, clips), "--out", str(out),
-                             "--notify", url], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(BULKSCRIBE), "run", *map(str, clips), "--out", str(out), "--notify", url],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         receiver.wait("/slow", 1, timeout_s=120)
     finally:
@@ -77,8 +82,9 @@ def test_killed_after_the_event_is_written_delivers_on_the_next_run(
     (waiting,) = listed(out)["messages"]  # type: ignore[misc]
     assert (waiting["state"], waiting["tries"]) == ("PENDING", 1)
     started = time.monotonic()
-    done = cli("run", *map(str, clips), "--out", str(out), env={
-        "BULKSCRIBE_NOTIFY__TIMEOUT_S": "2"})
+    done = cli(
+        "run", *map(str, clips), "--out", str(out), env={"BULKSCRIBE_NOTIFY__TIMEOUT_S": "2"}
+    )
     assert done.returncode == 0, done.stderr
     first, second = receiver.at("/slow")
     assert first.id == second.id == waiting["id"] and first.ok and second.ok
@@ -88,8 +94,9 @@ def test_killed_after_the_event_is_written_delivers_on_the_next_run(
     assert (msg["state"], msg["tries"]) == ("DELIVERED", 2)
 
 
-def test_refused_endpoint_then_replay(clips: list[Path], tmp_path: Path, receiver: Receiver,
-                                      notify_env: dict[str, str]) -> None:
+def test_refused_endpoint_then_replay(
+    clips: list[Path], tmp_path: Path, receiver: Receiver, notify_env: dict[str, str]
+) -> None:
     """Without notify.allow_private a loopback endpoint is refused (the run still succeeds);
     `notify list` says why, and `notify replay --failed` with the setting delivers it."""
     url = receiver.answer("/hook", status(200))
@@ -109,21 +116,35 @@ def test_refused_endpoint_then_replay(clips: list[Path], tmp_path: Path, receive
     assert got.ok and got.id == msg["id"]
 
 
-def test_notify_needs_a_secret(clips: list[Path], tmp_path: Path,
-                               notify_env: dict[str, str]) -> None:
+def test_notify_needs_a_secret(
+    clips: list[Path], tmp_path: Path, notify_env: dict[str, str]
+) -> None:
     """--notify without BULKSCRIBE_NOTIFY_SECRET is a usage error before anything runs."""
     env = {k: v for k, v in os.environ.items() if k != "BULKSCRIBE_NOTIFY_SECRET"}
-    done = subprocess.run([str(BULKSCRIBE), "run", str(clips[0]), "--out",
-                           str(tmp_path / "out"), "--notify", "http://127.0.0.1:9/h"],
-                          capture_output=True, text=True, env=env, timeout=60)
+    done = subprocess.run(
+        [
+            str(BULKSCRIBE),
+            "run",
+            str(clips[0]),
+            "--out",
+            str(tmp_path / "out"),
+            "--notify",
+            "http://127.0.0.1:9/h",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert done.returncode == 2 and "BULKSCRIBE_NOTIFY_SECRET" in done.stderr
     assert not (tmp_path / "out").exists()
     bad = cli("run", str(clips[0]), "--out", str(tmp_path / "out"), "--notify", "ftp://x/y")
     assert bad.returncode == 2 and "http://" in bad.stderr
 
 
-def test_replay_of_an_unknown_id_is_a_usage_error(tmp_path: Path, clips: list[Path],
-                                                  notify_env: dict[str, str]) -> None:
+def test_replay_of_an_unknown_id_is_a_usage_error(
+    tmp_path: Path, clips: list[Path], notify_env: dict[str, str]
+) -> None:
     """`notify replay` names the ids it does not know."""
     out = tmp_path / "out"
     assert cli("run", str(clips[0]), "--out", str(out)).returncode == 0

@@ -40,8 +40,7 @@ def upgrade() -> None:
     )
     op.create_index("ix_notify_outbox_batch_id", "notify_outbox", ["batch_id"])
     op.create_index("ix_notify_outbox_state_next", "notify_outbox", ["state", "next_at"])
-    op.create_index("uq_notify_outbox_dedupe_url", "notify_outbox", ["dedupe", "url"],
-                    unique=True)
+    op.create_index("uq_notify_outbox_dedupe_url", "notify_outbox", ["dedupe", "url"], unique=True)
     op.create_table(
         "notify_endpoints",
         sa.Column("url", sa.Text, primary_key=True),
