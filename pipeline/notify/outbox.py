@@ -20,9 +20,11 @@ from sqlalchemy import Connection, Engine, and_, exists, func, insert, select, u
 from sqlalchemy.exc import IntegrityError
 
 from pipeline.ledger.tables import batches, items
+from pipeline.ledger.tables import notify_dead_noted as dead_noted
+from pipeline.ledger.tables import notify_endpoints as endpoints
+from pipeline.ledger.tables import notify_outbox as outbox
 from pipeline.notify import events
 from pipeline.notify.policy import Decision, Delivered, GiveUp, Gone, Retry
-from pipeline.notify.tables import dead_noted, endpoints, outbox
 from pipeline.settings import NotifySettings
 from pipeline.states import ItemState
 
