@@ -122,4 +122,8 @@ def notify(self: LedgerTask) -> dict[str, int]:
     from pipeline.notify.delivery import deliverer
 
     ctx = worker_context()
-    return deliverer(ctx.settings, ctx.ledger.engine).deliver_due(limit=50).states
+    sender = deliverer(ctx.settings, ctx.ledger.engine)
+    try:  # bounded, so a flood of due messages never holds a provider worker for long
+        return sender.drain(ctx.settings.distributed.sweep_s).states
+    finally:
+        sender.close()

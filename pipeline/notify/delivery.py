@@ -53,6 +53,9 @@ class HttpSender:
     policy: AddressPolicy
     timeout_s: float
 
+    def close(self) -> None:
+        self.client.close()
+
     def __call__(self, url: str, headers: dict[str, str], body: bytes) -> Answer:
         try:
             self.policy.check_host(httpx.URL(url).host)
@@ -128,6 +131,23 @@ class Deliverer:
         for msg in msgs:
             report.add(self._one(msg, msg.url in disabled))
         return report
+
+    def drain(self, budget_s: float, *, limit: int = 50) -> DeliveryReport:
+        """Deliver what is due now, pass after pass, for at most about ``budget_s``; tries
+        falling due later are left to the next call (the sweeper queues one each sweep)."""
+        report = DeliveryReport()
+        end = self.clock() + budget_s
+        while self.clock() < end:
+            before = report.tries
+            self.deliver_due(limit=limit, report=report)
+            if report.tries == before:
+                break
+        return report
+
+    def close(self) -> None:
+        close = getattr(self.send, "close", None)
+        if close is not None:
+            close()
 
     def flush(self, budget_s: float, *, ids: list[str] | None = None) -> DeliveryReport:
         """Deliver until nothing is due within ``budget_s`` from now (tries falling due

@@ -63,7 +63,7 @@ def flush(
     try:
         report = sender.flush(budget, ids=ids)
     finally:
-        sender.send.client.close()  # type: ignore[attr-defined]
+        sender.close()
     left = outbox.next_due(engine)
     if left is not None:
         log.warning(

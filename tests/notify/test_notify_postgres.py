@@ -108,7 +108,7 @@ def test_the_sweep_closes_the_batch_and_its_event_together(
     assert queued == [1] and (tmp_path / "results.jsonl").is_file()
     second = sweeper._sweep(wctx)
     assert (second["closed"], second["dead_noted"]) == (0, 0)
-    report = deliverer(s, pg_ledger.engine).deliver_due(limit=50)  # what the task runs
+    report = deliverer(s, pg_ledger.engine).drain(30)  # what the bulkscribe.notify task runs
     assert report.states == {"DELIVERED": 2}
     got = {payload(d)["type"]: payload(d)["data"] for d in receiver.at("/hook")}
     assert all(d.ok for d in receiver.at("/hook"))
