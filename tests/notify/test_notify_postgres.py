@@ -165,3 +165,35 @@ def test_concurrent_deliverers_send_each_try_once(
         t.join(60)
     ids = [d.id for d in receiver.at("/race")]
     assert len(ids) == len(set(ids)) == 40
+
+
+def test_a_scheduled_run_announces_its_start_to_its_endpoints(
+    pg_ledger: Ledger, receiver: Receiver, tmp_path: Path, notify_env: dict[str, str]
+) -> None:
+    """A schedule's notify_urls hear schedule.run_started once per batch, and the batch
+    keeps them for its later events."""
+    from pipeline.settings import DistributedSettings, ScheduleSettings
+    from workers.schedules import start_scheduled_run
+
+    url = receiver.answer("/sched", status(200))
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("a.wav", "b.mp3", "notes.txt"):
+        (src / name).write_bytes(b"x")
+    sched = ScheduleSettings(
+        name="nightly", source=f"file://{src}/", out=str(tmp_path / "out"), notify_urls=(url,)
+    )
+    s = Settings(
+        distributed=DistributedSettings(schedules=(sched,)),
+        notify=settings().notify,
+        notify_secret=SECRET,
+    )
+    wctx: Any = SimpleNamespace(settings=s, ledger=pg_ledger)
+    batch_id = start_scheduled_run(wctx, "nightly")
+    assert batch_id is not None
+    assert pg_ledger.batch(batch_id)["options"]["notify_urls"] == [url]  # type: ignore[index]
+    deliverer(s, pg_ledger.engine).drain(10)
+    (got,) = receiver.at("/sched")
+    assert got.ok and payload(got)["type"] == "schedule.run_started"
+    data = payload(got)["data"]
+    assert (data["schedule"], data["batch_id"], data["items"]) == ("nightly", batch_id, 2)
