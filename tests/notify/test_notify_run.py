@@ -36,26 +36,28 @@ def listed(out: Path) -> dict[str, object]:
 def test_run_sends_one_signed_batch_completed(
     clips: list[Path], tmp_path: Path, receiver: Receiver, notify_env: dict[str, str]
 ) -> None:
-    """Two files transcribed: one batch.completed, verified by the receiver, with the
-    counts, the audio seconds and where results.jsonl is; a re-run with nothing to do
-    sends nothing more."""
-    url = receiver.answer("/hook", status(200))
+    """Two files transcribed; the endpoint answers 503, 503, then 200: three tries of one
+    batch.completed (one webhook-id, each verified), with the counts, the audio seconds
+    and where results.jsonl is. A re-run with nothing to do sends nothing more."""
+    url = receiver.answer("/hook", status(503), status(503), status(200))
     out = tmp_path / "out"
-    done = cli("run", *map(str, clips), "--out", str(out), "--notify", url)
+    fast = {"BULKSCRIBE_NOTIFY__RETRY_SCHEDULE_S": "[0, 0.2, 0.2]"}
+    done = cli("run", *map(str, clips), "--out", str(out), "--notify", url, env=fast)
     assert done.returncode == 0, done.stderr
-    (got,) = receiver.at("/hook")
-    assert got.ok, got.verified
-    doc = payload(got)
+    assert receiver.answered("/hook") == [503, 503, 200]
+    got = receiver.at("/hook")
+    assert len({d.id for d in got}) == 1 and all(d.ok for d in got)
+    doc = payload(got[-1])
     assert doc["type"] == "batch.completed"
     data = doc["data"]
     assert data["counts"] == {"SUCCEEDED": 2} and data["total"] == 2
     assert data["results"] == str(out / "results.jsonl") and (out / "results.jsonl").is_file()
     assert 4 < data["audio_s"] < 10 and data["cost"] is None and data["kind"] == "run"
     (msg,) = listed(out)["messages"]  # type: ignore[misc]
-    assert (msg["id"], msg["state"], msg["tries"]) == (got.id, "DELIVERED", 1)
-    again = cli("run", *map(str, clips), "--out", str(out), "--notify", url)
+    assert (msg["id"], msg["state"], msg["tries"]) == (got[0].id, "DELIVERED", 3)
+    again = cli("run", *map(str, clips), "--out", str(out), "--notify", url, env=fast)
     assert again.returncode == 0, again.stderr
-    assert len(receiver.at("/hook")) == 1
+    assert len(receiver.at("/hook")) == 3
 
 
 def test_killed_after_the_event_is_written_delivers_on_the_next_run(
