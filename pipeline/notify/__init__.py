@@ -9,6 +9,10 @@ per endpoint, and delivered from there at least once with a stable ``webhook-id`
 * :mod:`~pipeline.notify.signing`: ``webhook-*`` headers, signed with ``standardwebhooks``.
 * :mod:`~pipeline.notify.outbox`: the ledger tables: enqueue, claim, record, list, replay.
 * :mod:`~pipeline.notify.delivery`: HTTP through the download address policy.
+* :mod:`~pipeline.notify.hooks`: where ``run``, ``submit`` and schedules call in.
+* :mod:`~pipeline.notify.cli`: ``bulkscribe notify list | replay``.
+
+The tables are defined with the ledger's (``pipeline/ledger/tables.py``, migration 0005).
 """
 
 from __future__ import annotations

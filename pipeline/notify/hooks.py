@@ -62,6 +62,8 @@ def flush(
     sender = deliverer(settings, engine)
     try:
         report = sender.flush(budget, ids=ids)
+    except KeyboardInterrupt:  # Ctrl-C while delivering: what is left stays in the outbox
+        report = DeliveryReport()
     finally:
         sender.close()
     left = outbox.next_due(engine)
