@@ -145,10 +145,15 @@ def test_notify_needs_a_secret(
 
 
 def test_replay_of_an_unknown_id_is_a_usage_error(
-    tmp_path: Path, clips: list[Path], notify_env: dict[str, str]
+    tmp_path: Path, notify_env: dict[str, str]
 ) -> None:
-    """`notify replay` names the ids it does not know."""
+    """`notify replay` names the ids it does not know; --out must hold a run."""
+    from pipeline.ledger import open_ledger, sqlite_url
+
     out = tmp_path / "out"
-    assert cli("run", str(clips[0]), "--out", str(out)).returncode == 0
+    (out / ".bulkscribe").mkdir(parents=True)
+    open_ledger(sqlite_url(out / ".bulkscribe" / "ledger.db"))
     done = cli("notify", "replay", "msg_nope", "--out", str(out))
     assert done.returncode == 2 and "no message msg_nope" in done.stderr
+    empty = cli("notify", "list", "--out", str(tmp_path))
+    assert empty.returncode == 2 and "holds no bulkscribe run" in empty.stderr
