@@ -197,3 +197,103 @@ def test_a_scheduled_run_announces_its_start_to_its_endpoints(
     assert got.ok and payload(got)["type"] == "schedule.run_started"
     data = payload(got)["data"]
     assert (data["schedule"], data["batch_id"], data["items"]) == ("nightly", batch_id, 2)
+    for row in pg_ledger.list_items(batch_id):  # leave nothing due for the module's sweeps
+        pg_ledger.fail(row.id, row.state, "internal", "not transcribed in this test")
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A redis-server of this module's own (submit queues its first steps there)."""
+    import socket
+    import subprocess
+    import time
+
+    import redis
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    workdir = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port)
+    for _ in range(300):
+        try:
+            if client.ping():
+                break
+        except redis.RedisError:
+            time.sleep(0.05)
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_submit_notify_urls_hear_the_batch_close(
+    pg_ledger: Ledger,
+    redis_url: str,
+    receiver: Receiver,
+    tmp_path: Path,
+    notify_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`submit --notify URL` keeps the endpoint with the batch; when its items are finished
+    the sweep's batch.completed goes there."""
+    import json
+
+    from notify_support import cli
+
+    import workers.sweeper as sweeper
+    from workers.context import BatchSinks
+
+    url = receiver.answer("/submit", status(200))
+    media = tmp_path / "a.wav"
+    media.write_bytes(b"RIFF")
+    env = {
+        "BULKSCRIBE_DATABASE_URL": str(pg_ledger.engine.url.render_as_string(False)),
+        "BULKSCRIBE_BROKER_URL": redis_url,
+    }
+    done = cli(
+        "submit", str(media), "--out", str(tmp_path / "out"), "--notify", url, "--json", env=env
+    )
+    assert done.returncode == 0, done.stderr
+    batch_id = json.loads(done.stdout)["batch_id"]
+    assert pg_ledger.batch(batch_id)["options"]["notify_urls"] == [url]  # type: ignore[index]
+    for row in pg_ledger.list_items(batch_id):
+        pg_ledger.move(row.id, row.state, ItemState.SUCCEEDED, audio_duration_ms=1000)
+    monkeypatch.setattr(sweeper, "send_notify", lambda _w: None)
+    s = settings()
+    wctx: Any = SimpleNamespace(
+        settings=s,
+        ledger=pg_ledger,
+        flow=SimpleNamespace(sinks=BatchSinks(pg_ledger, s)),  # the workers' own
+        redis=SimpleNamespace(llen=lambda _q: 0),
+    )
+    assert sweeper._sweep(wctx)["closed"] >= 1  # with batches earlier tests left open
+    assert pg_ledger.batch(batch_id)["done_at"] is not None  # type: ignore[index]
+    assert (tmp_path / "out" / "results.jsonl").is_file()
+    deliverer(s, pg_ledger.engine).drain(10)
+    (got,) = receiver.at("/submit")
+    assert got.ok
+    data = payload(got)["data"]
+    assert (data["batch_id"], data["kind"], data["counts"]) == (
+        batch_id,
+        "submit",
+        {"SUCCEEDED": 1},
+    )
