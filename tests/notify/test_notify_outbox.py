@@ -356,3 +356,22 @@ def test_notify_list_shows_disabled_endpoints(
     assert [d["url"] for d in doc["disabled_endpoints"]] == [url]
     text = cli("notify", "list", "--out", str(out)).stdout
     assert f"disabled: {url}" in text
+
+
+def test_replaying_a_disabled_message_by_id_enables_its_endpoint(
+    ledger: Ledger, receiver: Receiver
+) -> None:
+    """An operator who replays a message a 410 disabled means it: the endpoint is enabled
+    again and the message delivered; `--failed` alone never touches DISABLED ones."""
+    url = receiver.answer("/back", status(410), status(200))
+    finished_batch(ledger, urls=[url])
+    s = settings()
+    outbox.complete_batch(ledger.engine, "b-1", notify=s.notify, results=None)
+    deliverer(s, ledger.engine).flush(5)
+    (msg,) = outbox.list_messages(ledger.engine)
+    assert msg.state == "DISABLED" and url in outbox.disabled_urls(ledger.engine)
+    assert outbox.replay(ledger.engine, failed=True) == []
+    assert outbox.replay(ledger.engine, [msg.id]) == [msg.id]
+    assert outbox.disabled_urls(ledger.engine) == {}
+    assert deliverer(s, ledger.engine).flush(5).states == {"DELIVERED": 1}
+    assert receiver.answered("/back") == [410, 200]
