@@ -2,7 +2,9 @@
 
 Every ``sweep_s`` (under a Redis lock, so only one sweep runs at a time): claims whose lease
 expired go back to where they came from, due work is queued (polls, retries, anything whose
-message was lost), and batches that are finished get their results.jsonl.
+message was lost), and batches that are finished get their results.jsonl (and, in the same
+transaction as being marked done, their batch.completed webhook). Newly DEAD items are
+announced once per batch and sweep, and due webhooks are handed to ``bulkscribe.notify``.
 """
 
 from __future__ import annotations
