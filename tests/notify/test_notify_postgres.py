@@ -245,6 +245,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         proc.wait()
 
 
+@pytest.mark.redis
 def test_submit_notify_urls_hear_the_batch_close(
     pg_ledger: Ledger,
     redis_url: str,
