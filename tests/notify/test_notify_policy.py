@@ -135,3 +135,27 @@ def test_unusable_secrets_are_refused(bad: str) -> None:
     with pytest.raises(ValueError, match="BULKSCRIBE_NOTIFY_SECRET"):
         check_secret(bad)
     assert check_secret(SECRET) == SECRET
+
+
+def test_notify_settings_are_checked(
+    notify_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Endpoints from the environment and schedules must be http(s) URLs; the secret must
+    be a whsec_ secret; nothing leaks the secret when settings are printed."""
+    from pydantic import ValidationError
+
+    from pipeline.settings import ScheduleSettings
+
+    monkeypatch.setenv("BULKSCRIBE_NOTIFY__URLS", '["https://a.example/h"]')
+    s = load_settings()
+    assert s.notify.urls == ("https://a.example/h",)
+    assert SECRET not in repr(s)
+    monkeypatch.setenv("BULKSCRIBE_NOTIFY__URLS", '["file:///etc/passwd"]')
+    with pytest.raises(ValidationError, match="http"):
+        load_settings()
+    monkeypatch.delenv("BULKSCRIBE_NOTIFY__URLS")
+    monkeypatch.setenv("BULKSCRIBE_NOTIFY_SECRET", "hunter2")
+    with pytest.raises(ValidationError, match="whsec_"):
+        load_settings()
+    with pytest.raises(ValidationError, match="http"):
+        ScheduleSettings(name="n", source="s3://b/p/", out="s3://b/o", notify_urls=("gopher://x",))
