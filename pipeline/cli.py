@@ -130,6 +130,8 @@ class LazyGroup(click.Group):
                       "New attempts for a batch, some items, or items in a state."),
         "dlq": ("pipeline.cli_ops:dlq",
                 "The dead-letter set: items whose retries ran out (state DEAD)."),
+        "notify": ("pipeline.notify.cli:notify",
+                   "Webhook notifications: list the outbox, send again."),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -274,24 +276,29 @@ def _log_warnings(loaded: Any) -> None:
 @click.option("--strict", is_flag=True,
               help="Unknown manifest fields fail their lines (manifest_invalid), not warn.")
 @click.option("--config", type=click.Path(dir_okay=False), help="TOML settings file.")
+@click.option("--notify", "notify_urls", multiple=True, metavar="URL",
+              help="Send signed webhooks (batch.completed) here; repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("-v", "--verbose", count=True, help="More log lines on stderr (-v, -vv).")
 @engine_options
 def run(inputs: tuple[Path, ...], out_dir: Path, engine: str | None, model: str | None,
         language: str | None, workers: int | None, formats: str | None, force: bool,
         retry_failed: bool, manifest_format: str | None, strict: bool, config: str | None,
-        as_json: bool, verbose: int, **knobs: Any) -> None:
+        notify_urls: tuple[str, ...], as_json: bool, verbose: int, **knobs: Any) -> None:
     """Transcribe every item of the INPUTs on this machine into --out."""
     from pipeline.asr.catalog import model_info
     from pipeline.flow.outputs import DirSink, cue_layout
     from pipeline.ledger import open_ledger
     from pipeline.log import configure_logging
+    from pipeline.notify.hooks import embedded_close
+    from pipeline.notify.hooks import flush as notify_flush
     from pipeline.runner import EmbeddedRunner, RunConfig
     from pipeline.wiring import build_context, http_client, media_store
 
     settings = _settings(config, engine=engine, model=model, language=language,
                          workers=workers, formats=formats, **engine_settings(**knobs))
     out_dir = out_dir.absolute()
+    notify_urls = _notify_urls(notify_urls, settings)
     loaded = _load_inputs(inputs, manifest_format, strict, settings)
     _check_setup(settings, out_dir)
     level = {0: settings.log_level, 1: "info"}.get(verbose, "debug")
@@ -318,17 +325,29 @@ def run(inputs: tuple[Path, ...], out_dir: Path, engine: str | None, model: str 
                           workers=settings.workers, retry=settings.retry, force=force,
                           retry_failed=retry_failed),
             ctx=ctx, progress=_progress(as_json), check_engine=engine_check,
-            batch_size=settings.provider.batch_size)
+            batch_size=settings.provider.batch_size,
+            on_complete=embedded_close(ctx.ledger.engine, settings, notify_urls, out_dir))
         try:
             summary = runner.run(loaded)
         except PipelineError as exc:  # the engine check once work is found (hash, load)
             raise SetupError(exc.message) from None
+        if not summary.interrupted:
+            notify_flush(settings, ctx.ledger.engine)  # bounded by notify.flush_s
     if summary.interrupted:
         click.echo("interrupted: run the same command again to resume", err=True)
         sys.stdout.flush()
         os._exit(EXIT_INTERRUPTED)  # worker threads may still be inside a model call
     _print_summary(summary, out_dir, as_json)
     sys.exit(0 if summary.ok else EXIT_FAILED)
+
+
+def _notify_urls(flags: tuple[str, ...], settings: Any) -> tuple[str, ...]:
+    from pipeline.notify.hooks import checked_urls
+
+    try:
+        return checked_urls(flags, settings)
+    except ValueError as exc:
+        _fail_usage(str(exc))
 
 
 def _progress(as_json: bool) -> Any:

@@ -82,20 +82,23 @@ def _echo(as_json: bool, data: Any, text: str) -> None:
 @click.option("--strict", is_flag=True,
               help="Unknown manifest fields fail their lines (manifest_invalid), not warn.")
 @click.option("--config", type=click.Path(dir_okay=False), help="TOML settings file.")
+@click.option("--notify", "notify_urls", multiple=True, metavar="URL",
+              help="Send signed webhooks (batch.completed, batch.items_dead) here; repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="Print the batch id as JSON.")
 def submit(inputs: tuple[Path, ...], out: str, engine: str | None, model: str | None,
            language: str | None, context: str | None, hotwords: str | None,
            options: Sequence[str], manifest_format: str | None, strict: bool,
-           config: str | None, as_json: bool) -> None:
+           config: str | None, notify_urls: tuple[str, ...], as_json: bool) -> None:
     """Queue the INPUTs' items for the workers; prints the batch id.
 
     Engine knobs (beam size, device, compute type, threads, VAD, task, subtitle layout) are
     the workers' own settings (BULKSCRIBE_LOCAL__*, BULKSCRIBE_SUBTITLES__*).
     """
     from pipeline.batches import new_batch_id, seeds_for
-    from pipeline.cli import _load_inputs
+    from pipeline.cli import _load_inputs, _notify_urls
 
     settings = _settings(config, engine=engine, model=model, language=language)
+    notify_urls = _notify_urls(notify_urls, settings)
     loaded = _load_inputs(inputs, manifest_format, strict, settings)  # warnings: on stderr
     out = normalize_out(out)
     source = loaded.path
@@ -103,9 +106,10 @@ def submit(inputs: tuple[Path, ...], out: str, engine: str | None, model: str | 
     extra = _parse_options(options)
     extra.update({k: v for k, v in (("context", context), ("hotwords", hotwords)) if v})
     batch_id = new_batch_id()
-    holder = wctx.ledger.reserve_out(batch_id, out=out, kind="submit", engine=settings.engine,
-                                     model=settings.model, manifest=source,
-                                     options={"language": settings.language, **extra})
+    holder = wctx.ledger.reserve_out(
+        batch_id, out=out, kind="submit", engine=settings.engine, model=settings.model,
+        manifest=source, options={"language": settings.language, **extra,
+                                  **({"notify_urls": list(notify_urls)} if notify_urls else {})})
     resumed = holder is not None
     if holder is not None:
         batch_id = _resume_or_refuse(holder, out, source)

@@ -53,6 +53,7 @@ class AddressPolicy:
     other non-global ones only when ``allow_private`` is false."""
 
     allow_private: bool = True
+    setting: str = "download.allow_private"  # named when a private address is refused
 
     def refusal(self, address: str | IPAddress) -> str | None:
         """Why ``address`` may not be reached, or None when it may."""
@@ -68,7 +69,7 @@ class AddressPolicy:
             return "a multicast address, always refused"
         if not self.allow_private and not ip.is_global:
             return ("a private, loopback or reserved address, refused because "
-                    "download.allow_private is false")
+                    f"{self.setting} is false")
         return None
 
     def check_host(self, host: str) -> None:

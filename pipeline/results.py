@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import FailureCode
 from pipeline.flow.outputs import OutputSink
@@ -15,6 +16,9 @@ from pipeline.manifest import display
 from pipeline.models import ManifestItem, ManifestProblem
 from pipeline.render import atomic_write
 from pipeline.states import ItemState
+
+if TYPE_CHECKING:
+    from pipeline.settings import NotifySettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,19 +91,28 @@ def write_batch_results(ledger: Ledger, batch_id: str, sink: OutputSink) -> str:
 
 
 def close_batch(ledger: Ledger, batch_id: str, sink: OutputSink, *, owner: str,
-                lease_s: float = 300.0) -> bool:
+                notify: NotifySettings | None = None, lease_s: float = 300.0) -> bool:
     """Write a finished batch's results.jsonl and mark it done, if no one else is doing so.
 
     Called by the worker that finishes a batch's last item, and by the sweeper as the safety
-    net. ``done`` in the ledger therefore always means results.jsonl is written. True if
-    this call wrote it.
+    net. ``done`` in the ledger therefore always means results.jsonl is written, and the
+    batch's ``batch.completed`` webhook (with ``notify``) is written in the same transaction.
+    True if this call wrote it.
     """
     if not ledger.claim_batch_close(batch_id, owner=owner, lease_s=lease_s):
         return False
-    written = False
+    location: str | None = None
     try:
-        write_batch_results(ledger, batch_id, sink)
-        written = True
+        location = write_batch_results(ledger, batch_id, sink)
     finally:
-        done = ledger.end_batch_close(batch_id, owner=owner, written=written)
+        done = ledger.end_batch_close(
+            batch_id, owner=owner, written=location is not None,
+            then=None if notify is None else partial(_announce, batch_id=batch_id,
+                                                      notify=notify, results=location))
     return done
+
+
+def _announce(conn: Any, *, batch_id: str, notify: NotifySettings, results: str | None) -> None:
+    from pipeline.notify.outbox import announce_completed
+
+    announce_completed(conn, batch_id, notify=notify, results=results)

@@ -112,6 +112,9 @@ class EmbeddedRunner:
     check_engine: Callable[[], Any] | None = None
     batch_size: int = 10
     io_workers: int = 8  # provider requests in flight at once
+    # Called once a run ends with every item finished (results.jsonl written): closes the
+    # batch and writes its batch.completed event (pipeline.notify).
+    on_complete: Callable[[str, RunSummary], None] | None = None
 
     def __post_init__(self) -> None:
         self.batch_id = batch_id_for(self.cfg.out_dir)
@@ -169,8 +172,12 @@ class EmbeddedRunner:
         # Interrupted too: what finished says so, the rest is PENDING until the next run.
         results = self.results(manifest)
         write_results(cfg.out_dir, results)
-        return RunSummary(results, len(todo), time.monotonic() - started,
-                          interrupted=self.ctx.stop.is_set(), audio_s=audio_s)
+        summary = RunSummary(results, len(todo), time.monotonic() - started,
+                             interrupted=self.ctx.stop.is_set(), audio_s=audio_s)
+        if self.on_complete is not None and not summary.interrupted \
+                and all(r.status != "PENDING" for r in results):
+            self.on_complete(self.batch_id, summary)
+        return summary
 
     def _drive(self, todo: Sequence[ItemRow]) -> float:
         """Keep both pools busy until every item is finished.

@@ -12,7 +12,15 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -106,6 +114,17 @@ class ProviderSettings(_Frozen):
     requests_per_s: float = Field(10.0, gt=0)  # submits + polls, whole fleet
 
 
+def check_notify_url(url: str) -> str:
+    """An endpoint must be an absolute http(s) URL; ValueError says why not."""
+    scheme, _, rest = url.partition("://")
+    if scheme.lower() not in ("http", "https") or not rest.split("/", 1)[0]:
+        raise ValueError(f"notify URL {url!r}: use an http:// or https:// URL")
+    return url
+
+
+NotifyUrls = tuple[Annotated[str, AfterValidator(check_notify_url)], ...]
+
+
 class ScheduleSettings(_Frozen):
     """A recurring run: transcribe new files under ``source`` into ``out``."""
 
@@ -116,6 +135,28 @@ class ScheduleSettings(_Frozen):
     engine: Literal["local", "dashscope"] | None = None
     model: str | None = None
     language: str | None = None
+    notify_urls: NotifyUrls = ()  # told about this schedule's runs (beside notify.urls)
+
+
+# Standard Webhooks' retry schedule: immediately, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h,
+# 10 h after each failure (eight tries over about 27.6 hours).
+NOTIFY_RETRY_SCHEDULE_S = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+
+
+class NotifySettings(_Frozen):
+    """Signed webhooks for batch events (``pipeline/notify/``); the secret is
+    ``BULKSCRIBE_NOTIFY_SECRET``."""
+
+    urls: NotifyUrls = ()  # endpoints told about every batch (beside --notify)
+    flush_s: float = Field(30.0, ge=0)  # an embedded run delivers for at most this long
+    timeout_s: float = Field(10.0, gt=0)  # one delivery, connect to last byte read
+    # Seconds to wait before each try, the first counted from the event; Retry-After can
+    # lengthen a wait, never shorten it.
+    retry_schedule_s: tuple[float, ...] = Field(NOTIFY_RETRY_SCHEDULE_S, min_length=1)
+    # Endpoints on private, loopback or other non-global addresses are refused unless set
+    # (link-local and cloud metadata addresses always are).
+    allow_private: bool = False
+    console_url: str | None = None  # batch.completed links to <console_url>/batches/<id>
 
 
 class DistributedSettings(_Frozen):
@@ -165,6 +206,9 @@ class Settings(BaseSettings):
         ),
     )
 
+    # Standard Webhooks signing secret (whsec_ + base64) for notifications.
+    notify_secret: SecretStr | None = None
+
     log_level: str = "warning"  # what reaches stderr; the JSON log file gets everything
 
     local: LocalEngineSettings = LocalEngineSettings()
@@ -176,6 +220,7 @@ class Settings(BaseSettings):
     poll: PollSettings = PollSettings()
     provider: ProviderSettings = ProviderSettings()
     distributed: DistributedSettings = DistributedSettings()
+    notify: NotifySettings = NotifySettings()
 
     @field_validator("formats", mode="before")
     @classmethod
@@ -187,6 +232,15 @@ class Settings(BaseSettings):
         if bad:
             raise ValueError(f"unknown format(s) {', '.join(bad)}; choose from {','.join(known)}")
         return tuple(dict.fromkeys(v))
+
+    @field_validator("notify_secret")
+    @classmethod
+    def _whsec(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None:
+            from pipeline.notify.signing import check_secret
+
+            check_secret(v.get_secret_value())
+        return v
 
     @classmethod
     def settings_customise_sources(

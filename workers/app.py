@@ -24,6 +24,7 @@ ROUTES = {
     "bulkscribe.reconcile": {"queue": "provider"},
     "bulkscribe.sweep": {"queue": "provider"},
     "bulkscribe.scheduled_run": {"queue": "provider"},
+    "bulkscribe.notify": {"queue": "provider"},
 }
 
 app = Celery("bulkscribe", set_as_current=False)

@@ -22,7 +22,7 @@ from pipeline.flow.outputs import DirSink, OutputSink, StoreSink, cue_layout
 from pipeline.ledger import Ledger, open_ledger
 from pipeline.log import get_logger
 from pipeline.results import close_batch
-from pipeline.settings import Settings
+from pipeline.settings import NotifySettings, Settings
 from pipeline.storage import open_store, split_url
 from pipeline.wiring import build_context, http_client, media_store
 from workers import metrics
@@ -99,14 +99,17 @@ class BatchCloser:
     its results.jsonl and marks it done at once (the sweeper does it too, as a safety net;
     a compare-and-set on the batch lets exactly one of them write)."""
 
-    def __init__(self, ledger: Ledger, sinks: BatchSinks, owner: str) -> None:
+    def __init__(self, ledger: Ledger, sinks: BatchSinks, owner: str,
+                 notify: NotifySettings) -> None:
         self.ledger = ledger
         self.sinks = sinks
         self.owner = owner
+        self.notify = notify
 
     def __call__(self, batch_id: str) -> None:
         try:
-            if close_batch(self.ledger, batch_id, self.sinks(batch_id), owner=self.owner):
+            if close_batch(self.ledger, batch_id, self.sinks(batch_id), owner=self.owner,
+                           notify=self.notify):
                 log.info("batch.done", batch_id=batch_id)
         except Exception as exc:  # the item is finished; the sweeper writes the results
             log.warning("batch.close_failed", batch_id=batch_id,
@@ -129,5 +132,5 @@ def build_worker_context(settings: Settings) -> WorkerContext:
         gate=RedisGate(r, settings.provider.max_inflight_tasks, ledger.inflight_tasks),
         lease_s=settings.distributed.lease_s, events=metrics.record,
         handoff_s=settings.distributed.redispatch_s, hands_off=partial(hands_off, settings),
-        item_finished=BatchCloser(ledger, sinks, owner))
+        item_finished=BatchCloser(ledger, sinks, owner, settings.notify))
     return WorkerContext(settings, flow, r)

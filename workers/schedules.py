@@ -16,6 +16,7 @@ from celery.schedules import crontab
 from pipeline.batches import seeds_for
 from pipeline.log import get_logger
 from pipeline.manifest import MEDIA_EXTENSIONS, entries_from_sources
+from pipeline.notify.hooks import schedule_started
 from pipeline.settings import DistributedSettings, ScheduleSettings
 from pipeline.storage import open_store, split_url
 
@@ -78,9 +79,13 @@ def start_scheduled_run(wctx: Any, name: str, *, now: datetime | None = None) ->
     out = sched.out.rstrip("/") + "/" + batch_id
     wctx.ledger.ensure_batch(batch_id, kind="schedule", out=out, engine=engine,
                              model=model, manifest=sched.source,
-                             options={"schedule": name})
+                             options={"schedule": name,
+                                      **({"notify_urls": list(sched.notify_urls)}
+                                         if sched.notify_urls else {})})
     seeds = seeds_for(entries_from_sources(sources, root=sched.source), engine=engine, model=model,
                       language=sched.language or settings.language)
     report = wctx.ledger.sync_items(batch_id, seeds, engine=engine, model=model)
     log.info("schedule.batch", schedule=name, batch_id=batch_id, new=report.created)
+    schedule_started(wctx.ledger.engine, settings, schedule=name, batch_id=batch_id,
+                     items=len(seeds), source=sched.source, out=out, urls=sched.notify_urls)
     return batch_id

@@ -2,7 +2,9 @@
 
 Every ``sweep_s`` (under a Redis lock, so only one sweep runs at a time): claims whose lease
 expired go back to where they came from, due work is queued (polls, retries, anything whose
-message was lost), and batches that are finished get their results.jsonl.
+message was lost), and batches that are finished get their results.jsonl (and, in the same
+transaction as being marked done, their batch.completed webhook). Newly DEAD items are
+announced once per batch and sweep, and due webhooks are handed to ``bulkscribe.notify``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 from pipeline.ledger import utcnow
 from pipeline.log import get_logger
+from pipeline.notify.outbox import count_due, note_dead
 from pipeline.results import close_batch
 from pipeline.states import ItemState
 from workers.dispatch import batch_size, mode_of, send_all
@@ -63,15 +66,29 @@ def _sweep(wctx: Any) -> dict[str, int]:
     if lost:  # only now: a sweep that fails before this point leaves the loss to the next
         wctx.redis.set(BROKER_MARK, "1")
     closed = 0
+    notify = wctx.settings.notify
     for batch_id in ledger.open_batches():
         # Normally the worker that finished the batch's last item has written its results;
         # this covers a worker that died (or failed to write) just after that item.
-        if close_batch(ledger, batch_id, wctx.flow.sinks(batch_id), owner=wctx.flow.owner):
+        if close_batch(ledger, batch_id, wctx.flow.sinks(batch_id), owner=wctx.flow.owner,
+                       notify=notify):
             closed += 1
             log.info("batch.done", batch_id=batch_id, by="sweeper")
+    dead = note_dead(ledger.engine, notify)  # one batch.items_dead per batch and sweep
+    due = count_due(ledger.engine)
+    if due:
+        send_notify(wctx)
     observe_sweep(wctx, released=len(released), queued=len(jobs))
     return {"released": len(released), "queued": len(jobs), "closed": closed,
-            "broker_lost": int(lost)}
+            "broker_lost": int(lost), "dead_noted": dead, "notify_due": due}
+
+
+def send_notify(wctx: Any) -> None:
+    """Due webhooks are sent by a task on the provider queue, not in the sweep (a slow
+    endpoint must not hold the sweep's lock)."""
+    from workers.app import app
+
+    app.send_task("bulkscribe.notify")
 
 
 BROKER_MARK = "bulkscribe:broker-mark"

@@ -132,3 +132,16 @@ def scheduled_run(self: LedgerTask, name: str) -> str | None:
     from workers.schedules import start_scheduled_run
 
     return start_scheduled_run(worker_context(), name)
+
+
+@app.task(**_opts(name="bulkscribe.notify"))
+def notify(self: LedgerTask) -> dict[str, int]:
+    """Send due webhooks from the outbox (claims make a second copy of this task harmless)."""
+    from pipeline.notify.delivery import deliverer
+
+    ctx = worker_context()
+    sender = deliverer(ctx.settings, ctx.ledger.engine)
+    try:  # bounded, so a flood of due messages never holds a provider worker for long
+        return sender.drain(ctx.settings.distributed.sweep_s).states
+    finally:
+        sender.close()

@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Connection,
     Engine,
     Select,
     Update,
@@ -267,18 +268,25 @@ class Ledger:
         with self._single.connect() as conn:
             return conn.execute(stmt).rowcount == 1
 
-    def end_batch_close(self, batch_id: str, *, owner: str, written: bool) -> bool:
+    def end_batch_close(self, batch_id: str, *, owner: str, written: bool,
+                        then: Callable[[Connection], object] | None = None) -> bool:
         """Give back the claim; if ``written``, the batch is done, unless an item was
-        restarted meanwhile (then it stays open and is closed again when that item ends)."""
+        restarted meanwhile (then it stays open and is closed again when that item ends).
+        ``then`` runs in the transaction that marks it done (the batch.completed outbox row),
+        so the event exists exactly when the batch is done."""
         unfinished = select(items.c.id).where(and_(
             items.c.batch_id == batch_id,
             items.c.state.in_([s.value for s in ItemState if s not in TERMINAL])))
         released = {"closing_by": None, "closing_until": None}
         mine = and_(batches.c.id == batch_id, batches.c.closing_by == owner)
+        if written:
+            with self.engine.begin() as conn:
+                if conn.execute(update(batches).where(mine, ~unfinished.exists())
+                                .values(done_at=utcnow(), **released)).rowcount:
+                    if then is not None:
+                        then(conn)
+                    return True
         with self._single.connect() as conn:
-            if written and conn.execute(update(batches).where(mine, ~unfinished.exists())
-                                        .values(done_at=utcnow(), **released)).rowcount:
-                return True
             conn.execute(update(batches).where(mine).values(**released))
         return False
 

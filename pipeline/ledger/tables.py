@@ -14,6 +14,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -99,4 +100,46 @@ attempts = Table(
     Column("error_detail", JSON, nullable=True),
     Column("timings", JSON, nullable=False, default=dict),  # {stage: seconds}
     UniqueConstraint("item_id", "number", name="uq_attempts_item_number"),
+)
+
+# -- notifications (pipeline/notify/): the outbox, disabled endpoints, DEAD items announced --
+notify_outbox = Table(
+    "notify_outbox",
+    metadata,
+    Column("id", String(40), primary_key=True),  # msg_<uuid>: the webhook-id of every try
+    Column("event_type", String(40), nullable=False),
+    Column("batch_id", String(64), nullable=True, index=True),
+    Column("url", Text, nullable=False),
+    Column("body", Text, nullable=False),  # the exact JSON every try sends
+    Column("dedupe", String(200), nullable=True),  # unique with url (see the migration)
+    Column("state", String(12), nullable=False),  # PENDING DELIVERED FAILED DISABLED
+    Column("tries", Integer, nullable=False),
+    # When the next try is due; while a deliverer holds the row, when its claim runs out.
+    Column("next_at", DateTime(timezone=True), nullable=True),
+    Column("claim", String(40), nullable=True),  # the deliverer holding the current try
+    Column("last_status", Integer, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("delivered_at", DateTime(timezone=True), nullable=True),
+    Index("ix_notify_outbox_state_next", "state", "next_at"),
+    Index("uq_notify_outbox_dedupe_url", "dedupe", "url", unique=True),
+)
+
+notify_endpoints = Table(
+    "notify_endpoints",
+    metadata,
+    Column("url", Text, primary_key=True),
+    Column("disabled_at", DateTime(timezone=True), nullable=True),
+    Column("reason", Text, nullable=True),
+)
+
+# DEAD items already announced, per attempt: the sweep announces each one once.
+notify_dead_noted = Table(
+    "notify_dead_noted",
+    metadata,
+    Column("item_id", String(64), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("noted_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("item_id", "attempt", name="pk_notify_dead_noted"),
 )
