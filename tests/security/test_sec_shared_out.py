@@ -44,7 +44,7 @@ def test_second_batch_cannot_take_anothers_out(
     first = distinct_entries(clips, 9, prefix="sh")
     a = cluster.submit(first, *FILETRANS, name="a", out=shared)
     cluster.wait_done(a, timeout_s=90)
-    outputs = {p.name: p.read_bytes() for p in shared.iterdir()}
+    outputs = {p.name: p.read_bytes() for p in shared.iterdir() if p.is_file()}
     assert len(cluster.results(a)) == 9 and len(outputs) == 9 * 4 + 1
     batches = set(cluster.ledger.batch_ids())
 
@@ -61,7 +61,7 @@ def test_second_batch_cannot_take_anothers_out(
     b = cluster.submit(intruder, *FILETRANS, name="b", out=tmp_path / "own")
     cluster.wait_done(b, timeout_s=60)
     assert [r["id"] for r in cluster.results(b)] == ["sh000"]
-    assert {p.name: p.read_bytes() for p in shared.iterdir()} == outputs
+    assert {p.name: p.read_bytes() for p in shared.iterdir() if p.is_file()} == outputs
     rows = cluster.results(a)
     assert [r["id"] for r in rows] == [e["id"] for e in first]
     assert {r["status"] for r in rows} == {"SUCCEEDED"}
