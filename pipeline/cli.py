@@ -50,6 +50,8 @@ class LazyGroup(click.Group):
         "retry": "pipeline.cli_ops:retry",
         "reprocess": "pipeline.cli_ops:reprocess",
         "dlq": "pipeline.cli_ops:dlq",
+        "cancel": "pipeline.cli_ops:cancel",
+        "console": "pipeline.console.cli:console",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

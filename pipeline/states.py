@@ -21,6 +21,7 @@ class ItemState(StrEnum):
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"  # permanent, with a FailureCode
     DEAD = "DEAD"  # retries exhausted: the dead-letter set
+    CANCELLED = "CANCELLED"  # an operator cancelled its batch
 
     @property
     def terminal(self) -> bool:
@@ -31,7 +32,8 @@ class ItemState(StrEnum):
         return self in CLAIMED_FROM
 
 
-TERMINAL = frozenset({ItemState.SUCCEEDED, ItemState.FAILED, ItemState.DEAD})
+TERMINAL = frozenset({ItemState.SUCCEEDED, ItemState.FAILED, ItemState.DEAD,
+                      ItemState.CANCELLED})
 
 # A claimed state and the state an expired claim falls back to.
 CLAIMED_FROM: dict[ItemState, ItemState] = {
@@ -73,7 +75,14 @@ ALLOWED: dict[ItemState, frozenset[ItemState]] = {
     ItemState.SUCCEEDED: frozenset({ItemState.PENDING}),
     ItemState.FAILED: frozenset({ItemState.PENDING}),
     ItemState.DEAD: frozenset({ItemState.PENDING, ItemState.FAILED}),  # replay, purge
+    ItemState.CANCELLED: frozenset({ItemState.PENDING}),  # reprocess
 }
+
+# Cancelling a batch ends every unfinished item at once, claimed or not: the worker holding
+# a claim then loses its compare-and-set, and the step's result is discarded.
+for _state in ItemState:
+    if _state not in TERMINAL:
+        ALLOWED[_state] = ALLOWED[_state] | {ItemState.CANCELLED}
 
 
 def can_move(old: ItemState, new: ItemState) -> bool:

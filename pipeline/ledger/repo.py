@@ -33,7 +33,7 @@ from sqlalchemy import (
     update,
 )
 
-from pipeline.ledger.tables import attempts, batches, items
+from pipeline.ledger.tables import actions, attempts, batches, items
 from pipeline.states import CLAIMED_FROM, TERMINAL, ItemState
 
 
@@ -490,6 +490,30 @@ class Ledger:
             rows = conn.execute(select(attempts).where(attempts.c.item_id == item_id)
                                 .order_by(attempts.c.number))
             return [dict(r._mapping) for r in rows]
+
+    # operator actions ----------------------------------------------------------------
+    def record_action(self, actor: str, action: str, batch_id: str,
+                      item_ids: Sequence[str] = (), **detail: Any) -> None:
+        """One row for the batch and one per item changed: who did what, and when."""
+        now = utcnow()
+        rows = [{"at": now, "actor": actor[:200], "action": action, "batch_id": batch_id,
+                 "item_id": None, "detail": {**detail, "items": len(item_ids)}}]
+        rows += [{"at": now, "actor": actor[:200], "action": action, "batch_id": batch_id,
+                  "item_id": i, "detail": detail} for i in item_ids]
+        with self.engine.begin() as conn:
+            conn.execute(insert(actions), rows)
+
+    def actions_of(self, *, item_id: str | None = None, batch_id: str | None = None,
+                   limit: int = 200) -> list[Mapping[str, Any]]:
+        """An item's actions, or a batch's batch-level ones; newest first."""
+        query = select(actions).order_by(actions.c.at.desc(), actions.c.id.desc()).limit(limit)
+        if item_id is not None:
+            query = query.where(actions.c.item_id == item_id)
+        else:
+            query = query.where(and_(actions.c.batch_id == batch_id,
+                                     actions.c.item_id.is_(None)))
+        with self._single.connect() as conn:
+            return [{**r._mapping, "at": _aware(r.at)} for r in conn.execute(query)]
 
     def timings(self, batch_id: str) -> list[Mapping[str, float]]:
         """Per-stage seconds of each item's current attempt (for status reports)."""
