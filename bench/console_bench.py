@@ -46,8 +46,11 @@ def scratch_database(prefix: str = "bulkscribe_console_test") -> Iterator[str]:
         yield f"postgresql://postgres@127.0.0.1:5432/{name}"
     finally:
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                         "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (name,),
+            )
             conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
@@ -59,8 +62,19 @@ def seed(url: str, n: int, batch: str = "big") -> tuple[Any, float]:
     ledger.ensure_batch(batch, kind="submit", out="/srv/out", engine="local", model="tiny.en")
     started = time.perf_counter()
     with psycopg.connect(url, autocommit=True) as conn:
+        # Building the secondary indexes once after the insert is several times faster
+        # than maintaining them row by row; the schema ends up exactly as migrated.
+        indexes = conn.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'items' AND "
+            "indexname NOT IN (SELECT conname FROM pg_constraint)"
+        ).fetchall()
+        for name, _ in indexes:
+            conn.execute(f'DROP INDEX "{name}"')
         conn.execute(SEED, {"batch": batch, "n": n})
-        conn.execute("ANALYZE items")
+        for _, definition in indexes:
+            conn.execute(definition)
+        # As autovacuum would leave it: the visibility map lets counts use the index alone.
+        conn.execute("VACUUM ANALYZE items")
     return ledger, time.perf_counter() - started
 
 
@@ -77,19 +91,25 @@ def timed(fn: Callable[[], Any], repeat: int = 5) -> float:
 
 def measure(ledger: Any, batch: str = "big") -> dict[str, float]:
     from pipeline.console.queries import ItemFilter, batch_summary, encode_cursor, items_page
+    from pipeline.report import batch_status
 
     n = sum(ledger.counts(batch).values())
     deep = encode_cursor(n - 1000, "")
     return {
         "first page (50)": timed(lambda: items_page(ledger, batch, ItemFilter())),
         "page deep in the batch (cursor)": timed(
-            lambda: items_page(ledger, batch, ItemFilter(after=deep))),
+            lambda: items_page(ledger, batch, ItemFilter(after=deep))
+        ),
         "state=FAILED page": timed(lambda: items_page(ledger, batch, ItemFilter(state="FAILED"))),
         "code=provider_timeout page": timed(
-            lambda: items_page(ledger, batch, ItemFilter(code="provider_timeout"))),
+            lambda: items_page(ledger, batch, ItemFilter(code="provider_timeout"))
+        ),
         "id search q=99999 page": timed(lambda: items_page(ledger, batch, ItemFilter(q="99999"))),
         "batch counts (Ledger.counts)": timed(lambda: ledger.counts(batch)),
         "batch summary (counts, audio, ETA)": timed(lambda: batch_summary(ledger, batch)),
+        "status object (GET /api/batches/{batch})": timed(
+            lambda: batch_status(ledger, batch, timing_sample=5000)
+        ),
     }
 
 

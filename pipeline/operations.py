@@ -38,8 +38,13 @@ def retry_batch(ledger: Ledger, batch_id: str, *, actor: str) -> list[str]:
     return ids
 
 
-def respec(spec: Mapping[str, Any], *, model: str | None = None, engine: str | None = None,
-           options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def respec(
+    spec: Mapping[str, Any],
+    *,
+    model: str | None = None,
+    engine: str | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """An item's spec with another model, engine or extra provider options."""
     out = dict(spec)
     if model:
@@ -51,9 +56,15 @@ def respec(spec: Mapping[str, Any], *, model: str | None = None, engine: str | N
     return out
 
 
-def reprocess(ledger: Ledger, rows: Sequence[ItemRow], *, actor: str, model: str | None = None,
-              engine: str | None = None,
-              options: Mapping[str, Any] | None = None) -> list[str]:
+def reprocess(
+    ledger: Ledger,
+    rows: Sequence[ItemRow],
+    *,
+    actor: str,
+    model: str | None = None,
+    engine: str | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> list[str]:
     """New attempts for finished items, optionally with another model or options; items
     still in progress are left to finish. Old outputs stay until the new ones are written."""
     restarted: list[str] = []
@@ -63,8 +74,11 @@ def reprocess(ledger: Ledger, rows: Sequence[ItemRow], *, actor: str, model: str
         spec = respec(row.spec, model=model, engine=engine, options=options)
         if ledger.restart(row.id, spec=spec, fingerprint=fingerprint(spec)):
             restarted.append(row.id)
-    detail = {k: v for k, v in {"model": model, "engine": engine,
-                                "options": dict(options or {})}.items() if v}
+    detail = {
+        k: v
+        for k, v in {"model": model, "engine": engine, "options": dict(options or {})}.items()
+        if v
+    }
     _record_by_batch(ledger, actor, "reprocess", rows, restarted, detail)
     return restarted
 
@@ -82,8 +96,12 @@ def purge(ledger: Ledger, rows: Sequence[ItemRow], *, actor: str) -> list[str]:
     for row in rows:
         if row.state is not ItemState.DEAD:
             continue
-        if ledger.move(row.id, ItemState.DEAD, ItemState.FAILED,
-                       error_message=f"{row.error_message} (purged from the dead-letter set)"):
+        if ledger.move(
+            row.id,
+            ItemState.DEAD,
+            ItemState.FAILED,
+            error_message=f"{row.error_message} (purged from the dead-letter set)",
+        ):
             purged.append(row.id)
             # Reopen the batch: its results.jsonl still says DEAD, and only the sweeper
             # writes it, for batches not marked done.
@@ -99,13 +117,17 @@ class CancelReport:
     tasks_running: tuple[str, ...]  # provider tasks it would not cancel (already running)
 
     def as_json(self, batch_id: str) -> dict[str, Any]:
-        return {"batch_id": batch_id, "cancelled": len(self.cancelled),
-                "tasks_cancelled": list(self.tasks_cancelled),
-                "tasks_running": list(self.tasks_running)}
+        return {
+            "batch_id": batch_id,
+            "cancelled": len(self.cancelled),
+            "tasks_cancelled": list(self.tasks_cancelled),
+            "tasks_running": list(self.tasks_running),
+        }
 
 
-def cancel_batch(ledger: Ledger, batch_id: str, *, actor: str,
-                 cancel_task: Callable[[str], None] | None = None) -> CancelReport:
+def cancel_batch(
+    ledger: Ledger, batch_id: str, *, actor: str, cancel_task: Callable[[str], None] | None = None
+) -> CancelReport:
     """Every unfinished item of the batch ends CANCELLED, claimed or not.
 
     The compare-and-set of a worker still holding a claim then fails, so its step's result
@@ -126,17 +148,22 @@ def cancel_batch(ledger: Ledger, batch_id: str, *, actor: str,
                 tasks.add(current.provider_task_id)
             if not can_move(state, ItemState.CANCELLED):
                 break
-            if ledger.move(current.id, state, ItemState.CANCELLED,
-                           error_code=FailureCode.CANCELLED.value, error_message=message,
-                           attempt=attempt_end(ItemState.CANCELLED,
-                                               FailureCode.CANCELLED.value, message)):
+            if ledger.move(
+                current.id,
+                state,
+                ItemState.CANCELLED,
+                error_code=FailureCode.CANCELLED.value,
+                error_message=message,
+                attempt=attempt_end(ItemState.CANCELLED, FailureCode.CANCELLED.value, message),
+            ):
                 cancelled.append(current.id)
                 break
             current = ledger.get(current.id)
     done, running = [], []
     for task_id in sorted(tasks):
-        if cancel_task is None or any(r.state is not ItemState.CANCELLED
-                                      for r in ledger.by_task(task_id)):
+        if cancel_task is None or any(
+            r.state is not ItemState.CANCELLED for r in ledger.by_task(task_id)
+        ):
             continue  # a Fun-ASR task shared with items of another batch keeps running
         try:
             cancel_task(task_id)
@@ -145,13 +172,20 @@ def cancel_batch(ledger: Ledger, batch_id: str, *, actor: str,
             log.info("cancel.task_running", task_id=task_id, message=exc.message)
             running.append(task_id)
     ledger.mark_batch_done(batch_id, False)  # results.jsonl must say CANCELLED
-    ledger.record_action(actor, "cancel", batch_id, cancelled, tasks_cancelled=done,
-                         tasks_running=running)
+    ledger.record_action(
+        actor, "cancel", batch_id, cancelled, tasks_cancelled=done, tasks_running=running
+    )
     return CancelReport(tuple(cancelled), tuple(done), tuple(running))
 
 
-def _record_by_batch(ledger: Ledger, actor: str, action: str, rows: Sequence[ItemRow],
-                     changed: Sequence[str], detail: Mapping[str, Any] | None = None) -> None:
+def _record_by_batch(
+    ledger: Ledger,
+    actor: str,
+    action: str,
+    rows: Sequence[ItemRow],
+    changed: Sequence[str],
+    detail: Mapping[str, Any] | None = None,
+) -> None:
     by_batch: dict[str, list[str]] = {r.batch_id: [] for r in rows}
     changed_set = set(changed)
     for row in rows:

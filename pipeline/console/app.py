@@ -11,6 +11,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -40,15 +41,19 @@ from pipeline.settings import Settings
 from pipeline.states import ItemState
 
 HERE = Path(__file__).parent
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-       "media-src 'self' https:; connect-src 'self'; form-action 'self'; "
-       "frame-ancestors 'none'; base-uri 'none'")
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "media-src 'self' https:; connect-src 'self'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
 SECURITY_HEADERS = {
-    "content-security-policy": CSP, "x-frame-options": "DENY",
-    "x-content-type-options": "nosniff", "referrer-policy": "no-referrer",
+    "content-security-policy": CSP,
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
     "cache-control": "no-store",
 }
-ACTIONS = ("retry", "cancel", "reprocess", "replay", "purge")
+TIMING_SAMPLE = 5000  # items whose stage timings a batch's page and status summarise
 BATCH_ACTIONS = {"retry", "cancel", "reprocess", "replay", "purge"}
 ITEM_ACTIONS = {"reprocess", "replay", "purge"}
 
@@ -67,9 +72,12 @@ class Console:
     env: Environment = field(init=False)
 
     def __post_init__(self) -> None:
-        self.env = Environment(loader=FileSystemLoader(HERE / "templates"),
-                               autoescape=select_autoescape(default=True, default_for_string=True),
-                               trim_blocks=True, lstrip_blocks=True)
+        self.env = Environment(
+            loader=FileSystemLoader(HERE / "templates"),
+            autoescape=select_autoescape(default=True, default_for_string=True),
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
         self.env.filters["q"] = lambda s: quote(str(s), safe="")
         self.env.filters["path"] = lambda s: quote(str(s), safe="/")
         self.env.filters["dur"] = _duration
@@ -118,13 +126,21 @@ def _who(console: Console, request: Request, *, api: bool) -> Who | None:
 
 
 def _set_session(response: Response, value: str, request: Request) -> None:
-    response.set_cookie(auth.SESSION_COOKIE, value, max_age=auth.SESSION_S, httponly=True,
-                        samesite="strict", secure=request.url.scheme == "https", path="/")
+    response.set_cookie(
+        auth.SESSION_COOKIE,
+        value,
+        max_age=auth.SESSION_S,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
 
 
 def _json(data: Any, status: int = 200) -> JSONResponse:
-    return JSONResponse(json.loads(json.dumps(data, default=str, ensure_ascii=False)),
-                        status_code=status)
+    return JSONResponse(
+        json.loads(json.dumps(data, default=str, ensure_ascii=False)), status_code=status
+    )
 
 
 def _api_error(status: int, message: str) -> JSONResponse:
@@ -151,6 +167,7 @@ def api(handler: Handler, *, write: bool = False) -> Callable[[Request], Awaitab
             if console.access.open and ctype != "application/json":
                 return _api_error(415, "send the request body as application/json")
         return await handler(console, request, who)
+
     return endpoint
 
 
@@ -167,11 +184,16 @@ def page(handler: Handler, *, write: bool = False) -> Callable[[Request], Awaita
         if who is None:
             if write:
                 return HTMLResponse("session expired: log in again", status_code=401)
-            return _render(console, request, "login.html", None,
-                           next=auth.safe_next(str(request.url.path)
-                                               + (f"?{request.url.query}"
-                                                  if request.url.query else "")),
-                           status=401)
+            return _render(
+                console,
+                request,
+                "login.html",
+                None,
+                next=auth.safe_next(
+                    str(request.url.path) + (f"?{request.url.query}" if request.url.query else "")
+                ),
+                status=401,
+            )
         if write:
             if not who.can_act:
                 return HTMLResponse("read-only session: actions are refused", status_code=403)
@@ -183,17 +205,33 @@ def page(handler: Handler, *, write: bool = False) -> Callable[[Request], Awaita
         if fresh is not None:
             _set_session(response, fresh, request)
         return response
+
     return endpoint
 
 
-def _render(console: Console, request: Request, template: str, who: Who | None, *,
-            status: int = 200, **context: Any) -> HTMLResponse:
-    csrf = (auth.csrf_token(console.access, who.session)
-            if who is not None and who.session is not None else "")
+def _render(
+    console: Console,
+    request: Request,
+    template: str,
+    who: Who | None,
+    *,
+    status: int = 200,
+    **context: Any,
+) -> HTMLResponse:
+    csrf = (
+        auth.csrf_token(console.access, who.session)
+        if who is not None and who.session is not None
+        else ""
+    )
     html = console.env.get_template(template).render(
-        who=who, csrf=csrf, embedded=console.out_dir is not None,
+        who=who,
+        csrf=csrf,
+        embedded=console.out_dir is not None,
         out_dir=str(console.out_dir) if console.out_dir else None,
-        open_access=console.access.open, path=request.url.path, **context)
+        open_access=console.access.open,
+        path=request.url.path,
+        **context,
+    )
     return HTMLResponse(html, status_code=status)
 
 
@@ -204,8 +242,9 @@ async def login_form(request: Request) -> Response:
     console: Console = request.app.state.console
     if console.access.open:
         return RedirectResponse("/", status_code=303)
-    return _render(console, request, "login.html", None,
-                   next=auth.safe_next(request.query_params.get("next")))
+    return _render(
+        console, request, "login.html", None, next=auth.safe_next(request.query_params.get("next"))
+    )
 
 
 async def login(request: Request) -> Response:
@@ -214,8 +253,9 @@ async def login(request: Request) -> Response:
     target = auth.safe_next(str(form.get("next") or "/"))
     role = auth.role_for_token(console.access, str(form.get("token") or ""))
     if role is None:
-        return _render(console, request, "login.html", None, next=target,
-                       error="wrong token", status=401)
+        return _render(
+            console, request, "login.html", None, next=target, error="wrong token", status=401
+        )
     response = RedirectResponse(target, status_code=303)
     _set_session(response, auth.new_session(console.access, role), request)
     return response
@@ -236,8 +276,9 @@ async def healthz(request: Request) -> Response:
 
 def _batch_filter(request: Request) -> queries.BatchFilter:
     p = request.query_params
-    return queries.BatchFilter(state=p.get("state") or None, schedule=p.get("schedule") or None,
-                               date=p.get("date") or None)
+    return queries.BatchFilter(
+        state=p.get("state") or None, schedule=p.get("schedule") or None, date=p.get("date") or None
+    )
 
 
 def _item_filter(request: Request) -> queries.ItemFilter:
@@ -246,8 +287,13 @@ def _item_filter(request: Request) -> queries.ItemFilter:
         limit = int(p.get("limit") or 50)
     except ValueError:
         limit = 50
-    return queries.ItemFilter(state=p.get("state") or None, code=p.get("code") or None,
-                              q=p.get("q") or None, after=p.get("after") or None, limit=limit)
+    return queries.ItemFilter(
+        state=p.get("state") or None,
+        code=p.get("code") or None,
+        q=p.get("q") or None,
+        after=p.get("after") or None,
+        limit=limit,
+    )
 
 
 async def api_batches(console: Console, request: Request, who: Who) -> Response:
@@ -257,7 +303,9 @@ async def api_batches(console: Console, request: Request, who: Who) -> Response:
 
 async def api_batch(console: Console, request: Request, who: Who) -> Response:
     batch_id = request.path_params["batch"]
-    report = await run_in_threadpool(batch_status, console.ledger, batch_id)
+    report = await run_in_threadpool(
+        partial(batch_status, timing_sample=TIMING_SAMPLE), console.ledger, batch_id
+    )
     if report is None:
         return _api_error(404, f"no batch {batch_id}")
     return _json(report)
@@ -268,8 +316,9 @@ async def api_items(console: Console, request: Request, who: Who) -> Response:
     if console.ledger.batch(batch_id) is None:
         return _api_error(404, f"no batch {batch_id}")
     try:
-        rows, cursor = await run_in_threadpool(queries.items_page, console.ledger, batch_id,
-                                               _item_filter(request))
+        rows, cursor = await run_in_threadpool(
+            queries.items_page, console.ledger, batch_id, _item_filter(request)
+        )
     except queries.BadCursor as exc:
         return _api_error(400, str(exc))
     return _json({"items": rows, "next": cursor})
@@ -283,8 +332,9 @@ async def api_item(console: Console, request: Request, who: Who) -> Response:
 
 
 def _find(console: Console, request: Request) -> ItemRow | None:
-    return queries.find_item(console.ledger, request.path_params["batch"],
-                             request.path_params["item"])
+    return queries.find_item(
+        console.ledger, request.path_params["batch"], request.path_params["item"]
+    )
 
 
 # -- actions ---------------------------------------------------------------------------------
@@ -294,9 +344,17 @@ class ActionRefused(Exception):
     pass
 
 
-def perform(console: Console, action: str, batch_id: str, row: ItemRow | None, *, actor: str,
-            model: str | None = None, engine: str | None = None,
-            options: dict[str, Any] | None = None) -> dict[str, Any]:
+def perform(
+    console: Console,
+    action: str,
+    batch_id: str,
+    row: ItemRow | None,
+    *,
+    actor: str,
+    model: str | None = None,
+    engine: str | None = None,
+    options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """One operator action; the same JSON the CLI's command prints with --json."""
     ledger = console.ledger
     if ledger.batch(batch_id) is None:
@@ -305,15 +363,22 @@ def perform(console: Console, action: str, batch_id: str, row: ItemRow | None, *
         ids = operations.retry_batch(ledger, batch_id, actor=actor)
         return {"batch_id": batch_id, "retried": len(ids)}
     if action == "cancel" and row is None:
-        report = operations.cancel_batch(ledger, batch_id, actor=actor,
-                                         cancel_task=console.cancel_task)
+        report = operations.cancel_batch(
+            ledger, batch_id, actor=actor, cancel_task=console.cancel_task
+        )
         return report.as_json(batch_id)
     rows = [row] if row is not None else None
     if action == "reprocess":
         if engine not in (None, "local", "dashscope"):
             raise ActionRefused(f"unknown engine {engine!r}")
-        ids = operations.reprocess(ledger, rows or ledger.list_items(batch_id), actor=actor,
-                                   model=model, engine=engine, options=options)
+        ids = operations.reprocess(
+            ledger,
+            rows or ledger.list_items(batch_id),
+            actor=actor,
+            model=model,
+            engine=engine,
+            options=options,
+        )
         return {"reprocessed": len(ids), "items": ids}
     if action in ("replay", "purge"):
         targets = rows or ledger.list_items(batch_id, states=[ItemState.DEAD])
@@ -347,14 +412,22 @@ def _api_action(action: str, *, item: bool) -> Handler:
             return _api_error(400, "options: a JSON object")
         try:
             result = await run_in_threadpool(
-                perform, console, action, batch_id, row, actor=who.actor,
-                model=body.get("model") or None, engine=body.get("engine") or None,
-                options=options)
+                perform,
+                console,
+                action,
+                batch_id,
+                row,
+                actor=who.actor,
+                model=body.get("model") or None,
+                engine=body.get("engine") or None,
+                options=options,
+            )
         except LookupError as exc:
             return _api_error(404, str(exc))
         except ActionRefused as exc:
             return _api_error(400, str(exc))
         return _json(result)
+
     return handler
 
 
@@ -364,8 +437,16 @@ def _api_action(action: str, *, item: bool) -> Handler:
 async def page_batches(console: Console, request: Request, who: Who) -> Response:
     flt = _batch_filter(request)
     data = await run_in_threadpool(queries.batch_list, console.ledger, flt)
-    return _render(console, request, "batches.html", who, batches=data, flt=flt,
-                   states=[s.value for s in ItemState], query=request.url.query)
+    return _render(
+        console,
+        request,
+        "batches.html",
+        who,
+        batches=data,
+        flt=flt,
+        states=[s.value for s in ItemState],
+        query=request.url.query,
+    )
 
 
 async def fragment_batches(console: Console, request: Request, who: Who) -> Response:
@@ -378,12 +459,18 @@ def _batch_view(console: Console, batch_id: str, flt: queries.ItemFilter) -> dic
     if summary is None:
         raise LookupError(batch_id)
     rows, cursor = queries.items_page(console.ledger, batch_id, flt)
-    timings = queries.stage_timings(console.ledger, batch_id)
-    return {"b": summary, "items": rows, "next": cursor,
-            "failures": queries.failure_groups(console.ledger, batch_id),
-            "timings": timings, "chart": timing_chart(timings),
-            "actions": [queries.action_json(a)
-                        for a in console.ledger.actions_of(batch_id=batch_id, limit=20)]}
+    timings = queries.stage_timings(console.ledger, batch_id, sample=TIMING_SAMPLE)
+    return {
+        "b": summary,
+        "items": rows,
+        "next": cursor,
+        "failures": queries.failure_groups(console.ledger, batch_id),
+        "timings": timings,
+        "chart": timing_chart(timings),
+        "actions": [
+            queries.action_json(a) for a in console.ledger.actions_of(batch_id=batch_id, limit=20)
+        ],
+    }
 
 
 async def page_batch(console: Console, request: Request, who: Who) -> Response:
@@ -392,19 +479,29 @@ async def page_batch(console: Console, request: Request, who: Who) -> Response:
     try:
         view = await run_in_threadpool(_batch_view, console, batch_id, flt)
     except LookupError:
-        return _render(console, request, "error.html", who, message=f"no batch {batch_id}",
-                       status=404)
+        return _render(
+            console, request, "error.html", who, message=f"no batch {batch_id}", status=404
+        )
     except queries.BadCursor as exc:
         return _render(console, request, "error.html", who, message=str(exc), status=400)
     base = {k: v for k, v in {"state": flt.state, "code": flt.code, "q": flt.q}.items() if v}
-    return _render(console, request, "batch.html", who, flt=flt, base=base,
-                   states=[s.value for s in ItemState], flash=request.query_params.get("done"),
-                   **view)
+    return _render(
+        console,
+        request,
+        "batch.html",
+        who,
+        flt=flt,
+        base=base,
+        states=[s.value for s in ItemState],
+        flash=request.query_params.get("done"),
+        **view,
+    )
 
 
 async def fragment_counts(console: Console, request: Request, who: Who) -> Response:
-    summary = await run_in_threadpool(queries.batch_summary, console.ledger,
-                                      request.path_params["batch"])
+    summary = await run_in_threadpool(
+        queries.batch_summary, console.ledger, request.path_params["batch"]
+    )
     if summary is None:
         return HTMLResponse("", status_code=404)
     return _render(console, request, "_counts.html", who, b=summary)
@@ -418,9 +515,17 @@ async def page_item(console: Console, request: Request, who: Who) -> Response:
     detail = await run_in_threadpool(queries.item_detail, console.ledger, row)
     sentences = await run_in_threadpool(queries.read_transcript, batch, row, console.store_for)
     audio = _audio_url(console, row)
-    return _render(console, request, "item.html", who, item=detail,
-                   events=queries.timeline(detail), sentences=sentences, audio=audio,
-                   flash=request.query_params.get("done"))
+    return _render(
+        console,
+        request,
+        "item.html",
+        who,
+        item=detail,
+        events=queries.timeline(detail),
+        sentences=sentences,
+        audio=audio,
+        flash=request.query_params.get("done"),
+    )
 
 
 def _audio_url(console: Console, row: ItemRow) -> str | None:
@@ -471,14 +576,27 @@ async def page_confirm(console: Console, request: Request, who: Who) -> Response
     action, batch_id, item_key = p.get("action", ""), p.get("batch", ""), p.get("item") or None
     allowed = ITEM_ACTIONS if item_key else BATCH_ACTIONS
     if action not in allowed or console.ledger.batch(batch_id) is None:
-        return _render(console, request, "error.html", who, message="unknown action",
-                       status=404)
+        return _render(console, request, "error.html", who, message="unknown action", status=404)
     if not who.can_act:
-        return _render(console, request, "error.html", who,
-                       message="read-only session: actions are refused", status=403)
+        return _render(
+            console,
+            request,
+            "error.html",
+            who,
+            message="read-only session: actions are refused",
+            status=403,
+        )
     summary = queries.batch_summary(console.ledger, batch_id)
-    return _render(console, request, "confirm.html", who, action=action, batch_id=batch_id,
-                   item_key=item_key, b=summary)
+    return _render(
+        console,
+        request,
+        "confirm.html",
+        who,
+        action=action,
+        batch_id=batch_id,
+        item_key=item_key,
+        b=summary,
+    )
 
 
 async def do_action(console: Console, request: Request, who: Who) -> Response:
@@ -490,21 +608,30 @@ async def do_action(console: Console, request: Request, who: Who) -> Response:
     if item_key:
         row = queries.find_item(console.ledger, batch_id, item_key)
         if row is None:
-            return _render(console, request, "error.html", who, message="no such item",
-                           status=404)
+            return _render(console, request, "error.html", who, message="no such item", status=404)
     try:
         options = _form_options(str(form.get("options") or ""))
         result = await run_in_threadpool(
-            perform, console, action, batch_id, row, actor=who.actor,
+            perform,
+            console,
+            action,
+            batch_id,
+            row,
+            actor=who.actor,
             model=str(form.get("model") or "") or None,
-            engine=str(form.get("engine") or "") or None, options=options)
+            engine=str(form.get("engine") or "") or None,
+            options=options,
+        )
     except LookupError as exc:
         return _render(console, request, "error.html", who, message=str(exc), status=404)
     except ActionRefused as exc:
         return _render(console, request, "error.html", who, message=str(exc), status=400)
     done = quote(f"{action}: {_said(result)}", safe="")
-    target = (f"/items/{quote(batch_id, safe='')}/{quote(item_key, safe='/')}" if item_key
-              else f"/batches/{quote(batch_id, safe='')}")
+    target = (
+        f"/items/{quote(batch_id, safe='')}/{quote(item_key, safe='/')}"
+        if item_key
+        else f"/batches/{quote(batch_id, safe='')}"
+    )
     return RedirectResponse(f"{target}?done={done}", status_code=303)
 
 
@@ -552,8 +679,7 @@ async def events(console: Console, request: Request, who: Who) -> Response:
         last = None
         while not await request.is_disconnected():
             if batch_id is not None:
-                summary = await run_in_threadpool(queries.batch_summary, console.ledger,
-                                                  batch_id)
+                summary = await run_in_threadpool(queries.batch_summary, console.ledger, batch_id)
                 html = _render(console, request, "_counts.html", who, b=summary).body
             else:
                 data = await run_in_threadpool(queries.batch_list, console.ledger, flt)
@@ -567,8 +693,11 @@ async def events(console: Console, request: Request, who: Who) -> Response:
                 yield ": idle\n\n"
             await asyncio.sleep(console.poll_s)
 
-    return StreamingResponse(stream(), media_type="text/event-stream",
-                             headers={"cache-control": "no-store", "x-accel-buffering": "no"})
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"cache-control": "no-store", "x-accel-buffering": "no"},
+    )
 
 
 # -- the app ---------------------------------------------------------------------------------
@@ -589,8 +718,11 @@ class SecurityHeaders:
         async def send_with_headers(message: Any) -> None:
             if message["type"] == "http.response.start":
                 present = {k.lower() for k, _ in message.get("headers", [])}
-                extra = [(k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items()
-                         if k.encode() not in present]
+                extra = [
+                    (k.encode(), v.encode())
+                    for k, v in SECURITY_HEADERS.items()
+                    if k.encode() not in present
+                ]
                 message = {**message, "headers": [*message.get("headers", []), *extra]}
             await send(message)
 
@@ -609,10 +741,22 @@ def create_app(console: Console) -> Starlette:
         Route("/api/batches", api(api_batches)),
         Route("/api/batches/{batch}", api(api_batch)),
         Route("/api/batches/{batch}/items", api(api_items)),
-        *[Route(f"/api/batches/{{batch}}/{a}", api(_api_action(a, item=False), write=True),
-                methods=["POST"]) for a in sorted(BATCH_ACTIONS)],
-        *[Route(f"/api/items{item}/{a}", api(_api_action(a, item=True), write=True),
-                methods=["POST"]) for a in sorted(ITEM_ACTIONS)],
+        *[
+            Route(
+                f"/api/batches/{{batch}}/{a}",
+                api(_api_action(a, item=False), write=True),
+                methods=["POST"],
+            )
+            for a in sorted(BATCH_ACTIONS)
+        ],
+        *[
+            Route(
+                f"/api/items{item}/{a}",
+                api(_api_action(a, item=True), write=True),
+                methods=["POST"],
+            )
+            for a in sorted(ITEM_ACTIONS)
+        ],
         Route(f"/api/items{item}", api(api_item)),
         # pages
         Route("/", page(page_batches)),

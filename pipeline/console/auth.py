@@ -79,8 +79,7 @@ class Session:
     nonce: str
 
 
-def read_session(access: Access, cookie: str | None, *,
-                 now: float | None = None) -> Session | None:
+def read_session(access: Access, cookie: str | None, *, now: float | None = None) -> Session | None:
     """The session a cookie carries, if its MAC holds and it has not expired."""
     if not cookie or cookie.count(".") != 3:
         return None

@@ -12,11 +12,19 @@ from pipeline.cli import EXIT_USAGE, _fail_usage, _settings
 
 
 @click.command()
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
-              help="Output directory of an embedded run (default: the fleet's ledger, "
-                   "BULKSCRIBE_DATABASE_URL).")
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on; without BULKSCRIBE_CONSOLE_TOKEN only a loopback one.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Output directory of an embedded run (default: the fleet's ledger, "
+    "BULKSCRIBE_DATABASE_URL).",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on; without BULKSCRIBE_CONSOLE_TOKEN only a loopback one.",
+)
 @click.option("--port", default=8400, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--config", type=click.Path(dir_okay=False))
 def console(out_dir: Path | None, host: str, port: int, config: str | None) -> None:
@@ -29,13 +37,19 @@ def console(out_dir: Path | None, host: str, port: int, config: str | None) -> N
 
     settings = _settings(config)
     token = settings.console_token.get_secret_value() if settings.console_token else None
-    readonly = (settings.console_readonly_token.get_secret_value()
-                if settings.console_readonly_token else None)
+    readonly = (
+        settings.console_readonly_token.get_secret_value()
+        if settings.console_readonly_token
+        else None
+    )
     if readonly and not token:
         _fail_usage("BULKSCRIBE_CONSOLE_READONLY_TOKEN needs BULKSCRIBE_CONSOLE_TOKEN too")
     if token is None and not auth.is_loopback(host):
-        click.echo(f"Error: refusing to serve on {host} without a token: set "
-                   "BULKSCRIBE_CONSOLE_TOKEN, or listen on 127.0.0.1", err=True)
+        click.echo(
+            f"Error: refusing to serve on {host} without a token: set "
+            "BULKSCRIBE_CONSOLE_TOKEN, or listen on 127.0.0.1",
+            err=True,
+        )
         raise SystemExit(EXIT_USAGE)
     if out_dir is not None:
         from pipeline.cli import ledger_url
@@ -51,12 +65,25 @@ def console(out_dir: Path | None, host: str, port: int, config: str | None) -> N
     from pipeline.cli_ops import provider_canceller
 
     with provider_canceller(settings) as cancel_task:
-        app = create_app(Console(ledger=open_ledger(url), settings=settings,
-                                 access=auth.Access.build(token, readonly), out_dir=out_dir,
-                                 cancel_task=cancel_task, store_for=_store_for(settings)))
+        app = create_app(
+            Console(
+                ledger=open_ledger(url),
+                settings=settings,
+                access=auth.Access.build(token, readonly),
+                out_dir=out_dir,
+                cancel_task=cancel_task,
+                store_for=_store_for(settings),
+            )
+        )
         click.echo(f"bulkscribe console on http://{host}:{port}/", err=True)
-        uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower(),
-                    proxy_headers=False, server_header=False)
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            log_level=settings.log_level.lower(),
+            proxy_headers=False,
+            server_header=False,
+        )
 
 
 def _store_for(settings: Any) -> Callable[[str], Any]:

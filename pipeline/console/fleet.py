@@ -18,16 +18,21 @@ QUEUES = ("prepare", "provider", "transcribe")
 
 def fleet_status(settings: Settings, ledger: Ledger, *, timeout_s: float = 1.0) -> dict[str, Any]:
     """Workers seen by Celery (what each holds), queue depths, provider in-flight and rate."""
-    out: dict[str, Any] = {"broker": redact_url(settings.broker_url), "reachable": False,
-                           "workers": [], "queues": {},
-                           "provider_inflight": ledger.inflight_tasks(),
-                           "provider_cap": settings.provider.max_inflight_tasks,
-                           "provider_rate_per_s": settings.provider.requests_per_s}
+    out: dict[str, Any] = {
+        "broker": redact_url(settings.broker_url),
+        "reachable": False,
+        "workers": [],
+        "queues": {},
+        "provider_inflight": ledger.inflight_tasks(),
+        "provider_cap": settings.provider.max_inflight_tasks,
+        "provider_rate_per_s": settings.provider.requests_per_s,
+    }
     try:
         import redis
 
-        client = redis.Redis.from_url(settings.broker_url, socket_timeout=timeout_s,
-                                      socket_connect_timeout=timeout_s)
+        client = redis.Redis.from_url(
+            settings.broker_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        )
         client.ping()
         out["queues"] = {q: int(client.llen(q)) for q in QUEUES}
     except Exception as exc:  # any broker trouble means "not reachable"
@@ -42,11 +47,13 @@ def fleet_status(settings: Settings, ledger: Ledger, *, timeout_s: float = 1.0) 
         active = inspect.active() or {}
         reserved = inspect.reserved() or {}
         for name in sorted(set(active) | set(reserved)):
-            out["workers"].append({
-                "name": name,
-                "active": [_task(t) for t in active.get(name, [])],
-                "reserved": len(reserved.get(name, [])),
-            })
+            out["workers"].append(
+                {
+                    "name": name,
+                    "active": [_task(t) for t in active.get(name, [])],
+                    "reserved": len(reserved.get(name, [])),
+                }
+            )
     except Exception as exc:  # the page says which
         out["error"] = type(exc).__name__
     return out
@@ -57,8 +64,9 @@ def _task(t: dict[str, Any]) -> dict[str, Any]:
     return {"task": str(t.get("name", "")), "args": [str(a)[:80] for a in args][:3]}
 
 
-def schedules(settings: Settings, ledger: Ledger, *,
-              now: datetime | None = None) -> list[dict[str, Any]]:
+def schedules(
+    settings: Settings, ledger: Ledger, *, now: datetime | None = None
+) -> list[dict[str, Any]]:
     """Each configured schedule: its cron, next and last run, and the batch it last made."""
     from pipeline.console.queries import last_batches
 
@@ -66,10 +74,17 @@ def schedules(settings: Settings, ledger: Ledger, *,
     out = []
     for sched in settings.distributed.schedules:
         last = last_batches(ledger, f"sched-{sched.name}-")
-        out.append({"name": sched.name, "cron": sched.cron, "source": redact_url(sched.source),
-                    "out": redact_url(sched.out), "next_run": next_run(sched.cron, now),
-                    "last_run": last[0]["created_at"].isoformat() if last else None,
-                    "last_batch": last[0]["id"] if last else None})
+        out.append(
+            {
+                "name": sched.name,
+                "cron": sched.cron,
+                "source": redact_url(sched.source),
+                "out": redact_url(sched.out),
+                "next_run": next_run(sched.cron, now),
+                "last_run": last[0]["created_at"].isoformat() if last else None,
+                "last_batch": last[0]["id"] if last else None,
+            }
+        )
     return out
 
 
@@ -81,8 +96,14 @@ def next_run(cron: str, now: datetime) -> str | None:
         from workers.schedules import parse_cron
 
         minute, hour, dom, month, dow = parse_cron(cron)
-        spec = crontab(minute=minute, hour=hour, day_of_month=dom, month_of_year=month,
-                       day_of_week=dow, nowfun=lambda: now)
+        spec = crontab(
+            minute=minute,
+            hour=hour,
+            day_of_month=dom,
+            month_of_year=month,
+            day_of_week=dow,
+            nowfun=lambda: now,
+        )
         return (now + spec.remaining_estimate(now)).isoformat(timespec="minutes")
     except (ValueError, ImportError):
         return None

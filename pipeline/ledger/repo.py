@@ -335,8 +335,9 @@ class Ledger:
 
     def list_items(self, batch_id: str | None = None, *,
                    states: Iterable[ItemState] | None = None,
-                   keys: Iterable[str] | None = None) -> list[ItemRow]:
-        query = select(items).order_by(items.c.batch_id, items.c.line_no)
+                   keys: Iterable[str] | None = None,
+                   limit: int | None = None) -> list[ItemRow]:
+        query = select(items).order_by(items.c.batch_id, items.c.line_no).limit(limit)
         if batch_id is not None:
             query = query.where(items.c.batch_id == batch_id)
         if keys is not None:
@@ -515,10 +516,12 @@ class Ledger:
         with self._single.connect() as conn:
             return [{**r._mapping, "at": _aware(r.at)} for r in conn.execute(query)]
 
-    def timings(self, batch_id: str) -> list[Mapping[str, float]]:
-        """Per-stage seconds of each item's current attempt (for status reports)."""
-        query = select(items.c.timings).where(and_(items.c.batch_id == batch_id,
-                                                   items.c.timings.is_not(None)))
+    def timings(self, batch_id: str, *, limit: int | None = None) -> list[Mapping[str, float]]:
+        """Per-stage seconds of each item's current attempt (for status reports); with
+        ``limit``, of the first ``limit`` items in manifest order (a bounded sample)."""
+        query = (select(items.c.timings).where(and_(items.c.batch_id == batch_id,
+                                                    items.c.timings.is_not(None)))
+                 .order_by(items.c.line_no).limit(limit))
         with self._single.connect() as conn:
             return [dict(t or {}) for t in conn.execute(query).scalars()]
 

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from support import say
 
 HOSTILE = "<img src=x onerror=alert(1)>.wav"
@@ -37,15 +36,19 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     say("The meeting starts at nine. Bring your notes.", src / "day2" / "meeting.wav")
     (src / HOSTILE).write_text("not audio at all\n")
     out = root / "out"
-    done = subprocess.run([str(EXE), "run", str(src), "--out", str(out), "--json"],
-                          capture_output=True, text=True, timeout=300, env=_env())
+    done = subprocess.run(
+        [str(EXE), "run", str(src), "--out", str(out), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=_env(),
+    )
     assert done.returncode == 1, done.stderr  # one item failed
     return out
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("BULKSCRIBE_", "DASHSCOPE_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BULKSCRIBE_", "DASHSCOPE_"))}
     return {**env, **extra}
 
 
@@ -71,12 +74,17 @@ class Served:
         return self.out / ".bulkscribe" / "ledger.db"
 
 
-def start_console(*args: str, env: dict[str, str] | None = None,
-                  timeout: float = 20) -> tuple[subprocess.Popen[str], str]:
+def start_console(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 20
+) -> tuple[subprocess.Popen[str], str]:
     port = free_port()
-    proc = subprocess.Popen([str(EXE), "console", *args, "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=_env(**(env or {})))
+    proc = subprocess.Popen(
+        [str(EXE), "console", *args, "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(**(env or {})),
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -136,8 +144,9 @@ def browser() -> Iterator[object]:
     if not Path(chromium).exists():
         pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
     with playwright.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=chromium, headless=True,
-                               args=["--no-sandbox", "--disable-gpu"])
+        b = pw.chromium.launch(
+            executable_path=chromium, headless=True, args=["--no-sandbox", "--disable-gpu"]
+        )
         yield b
         b.close()
 

@@ -30,14 +30,21 @@ def test_reads(serve: Callable[..., Served], finished_run) -> None:  # type: ign
     assert listed["eta_s"] is None and listed["audio_done_h"] > 0
     batch = listed["batch_id"]
     assert c.get("/api/batches", params={"state": "DEAD"}).json()["batches"] == []
-    assert len(c.get("/api/batches", params={"date": listed["created_at"][:10]})
-               .json()["batches"]) == 1
+    assert (
+        len(c.get("/api/batches", params={"date": listed["created_at"][:10]}).json()["batches"])
+        == 1
+    )
     assert c.get("/api/batches", params={"schedule": "nightly"}).json()["batches"] == []
 
     status = c.get(f"/api/batches/{batch}").json()
     # (the copy's batch id is the original directory's, so ask about that one)
-    cli = subprocess.run([str(EXE), "status", "--out", str(finished_run), "--json"],
-                         capture_output=True, text=True, env=_env(), timeout=60)
+    cli = subprocess.run(
+        [str(EXE), "status", "--out", str(finished_run), "--json"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=60,
+    )
     import json
 
     assert set(status) == set(json.loads(cli.stdout))
@@ -96,8 +103,9 @@ def test_actions(serve: Callable[..., Served]) -> None:
     s = serve()
     c = s.client(TOKEN)
     batch = _batch(c)
-    failed_key = c.get(f"/api/batches/{batch}/items",
-                       params={"state": "FAILED"}).json()["items"][0]["key"]
+    failed_key = c.get(f"/api/batches/{batch}/items", params={"state": "FAILED"}).json()["items"][
+        0
+    ]["key"]
     r = c.post(f"/api/batches/{batch}/retry")
     assert r.json() == {"batch_id": batch, "retried": 1}
     assert _state(s, failed_key) == ("PENDING", 2)
@@ -112,8 +120,10 @@ def test_actions(serve: Callable[..., Served]) -> None:
     assert hello["state"] == "PENDING" and hello["attempts"][-1]["model"] == "base"
 
     with sqlite3.connect(s.ledger_path) as db:
-        db.execute("UPDATE items SET state = 'DEAD', error_code = 'provider_timeout', "
-                   "error_message = 'gave up' WHERE key = 'hello'")
+        db.execute(
+            "UPDATE items SET state = 'DEAD', error_code = 'provider_timeout', "
+            "error_message = 'gave up' WHERE key = 'hello'"
+        )
     assert c.post(f"/api/items/{batch}/hello/replay").json()["replayed"] == 1
     assert _state(s, "hello")[0] == "PENDING"
     with sqlite3.connect(s.ledger_path) as db:
@@ -142,8 +152,13 @@ def test_run_after_cancel_keeps_cancelled(serve: Callable[..., Served], finished
     assert c.post(f"/api/batches/{batch}/reprocess", json={}).json()["reprocessed"] == 3
     assert c.post(f"/api/batches/{batch}/cancel").json()["cancelled"] == 3
     src = finished_run.parent / "in"
-    done = subprocess.run([str(EXE), "run", str(src), "--out", str(s.out), "--json"],
-                          capture_output=True, text=True, env=_env(), timeout=300)
+    done = subprocess.run(
+        [str(EXE), "run", str(src), "--out", str(s.out), "--json"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=300,
+    )
     import json
 
     summary = json.loads(done.stdout)
@@ -159,8 +174,13 @@ def test_cancel_command(serve: Callable[..., Served]) -> None:
     c = s.client(TOKEN)
     batch = _batch(c)
     c.post(f"/api/batches/{batch}/retry")
-    done = subprocess.run([str(EXE), "cancel", "--out", str(s.out), "--json"],
-                          capture_output=True, text=True, env=_env(), timeout=60)
+    done = subprocess.run(
+        [str(EXE), "cancel", "--out", str(s.out), "--json"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     import json
 
@@ -170,8 +190,11 @@ def test_cancel_command(serve: Callable[..., Served]) -> None:
 
 
 def _failed_key(c, batch: str) -> str:  # type: ignore[no-untyped-def]
-    return str(c.get(f"/api/batches/{batch}/items",
-                     params={"state": "CANCELLED"}).json()["items"][0]["key"])
+    return str(
+        c.get(f"/api/batches/{batch}/items", params={"state": "CANCELLED"}).json()["items"][0][
+            "key"
+        ]
+    )
 
 
 def test_tokenless(finished_run) -> None:  # type: ignore[no-untyped-def]
@@ -189,7 +212,11 @@ def test_tokenless(finished_run) -> None:  # type: ignore[no-untyped-def]
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-    refused = subprocess.run([str(EXE), "console", "--out", str(finished_run), "--host",
-                              "0.0.0.0", "--port", "0"], capture_output=True, text=True,
-                             env=_env(), timeout=60)
+    refused = subprocess.run(
+        [str(EXE), "console", "--out", str(finished_run), "--host", "0.0.0.0", "--port", "0"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=60,
+    )
     assert refused.returncode == 2 and "without a token" in refused.stderr

@@ -43,14 +43,16 @@ def test_pages(serve: Callable[..., Served], page) -> None:  # type: ignore[no-u
     page.wait_for_selector("form.confirm")
     shot(page, "confirm")
     with sqlite3.connect(s.ledger_path) as db:
-        assert db.execute("SELECT state FROM items WHERE key LIKE '_img%'").fetchone()[0] == \
-            "FAILED"  # nothing happens before the confirmation
+        assert (
+            db.execute("SELECT state FROM items WHERE key LIKE '_img%'").fetchone()[0] == "FAILED"
+        )  # nothing happens before the confirmation
     page.click("form.confirm button[type=submit]")
     page.wait_for_selector(".flash")
     assert "retried 1" in page.locator(".flash").inner_text()
     with sqlite3.connect(s.ledger_path) as db:
-        assert db.execute("SELECT state FROM items WHERE key LIKE '_img%'").fetchone()[0] == \
-            "PENDING"
+        assert (
+            db.execute("SELECT state FROM items WHERE key LIKE '_img%'").fetchone()[0] == "PENDING"
+        )
     page.locator("table.items a", has_text="_img_src").click()
     assert "retry" in page.locator("ol.timeline").inner_text()
 
@@ -63,8 +65,9 @@ def test_item_transcript_and_phone(serve: Callable[..., Served], browser) -> Non
     pg = ctx.new_page()
     login(pg, s)
     shot(pg, "batches-phone")
-    batch = httpx.get(f"{s.url}/api/batches",
-                      headers={"authorization": f"Bearer {TOKEN}"}).json()["batches"][0]
+    batch = httpx.get(f"{s.url}/api/batches", headers={"authorization": f"Bearer {TOKEN}"}).json()[
+        "batches"
+    ][0]
     pg.goto(f"{s.url}/items/{batch['batch_id']}/day2/meeting")
     assert "meeting" in pg.locator("ol.transcript").inner_text().lower()
     assert pg.locator("audio#player").count() == 1
@@ -100,8 +103,7 @@ def test_live_counts(serve: Callable[..., Served], page) -> None:  # type: ignor
     assert page.locator('#counts [data-state="SUCCEEDED"] .n').inner_text() == "1"
     with sqlite3.connect(s.ledger_path) as db:
         db.execute("UPDATE items SET state = 'SUCCEEDED' WHERE key = 'hello'")
-    page.locator('#counts [data-state="TRANSCRIBING"]').wait_for(state="detached",
-                                                                 timeout=10000)
+    page.locator('#counts [data-state="TRANSCRIBING"]').wait_for(state="detached", timeout=10000)
     assert page.locator('#counts [data-state="SUCCEEDED"] .n').inner_text() == "2"
     assert page.evaluate("window.__marker") == "same page"  # never reloaded
     page.goto(s.url + "/")
@@ -133,8 +135,9 @@ def test_login_and_csrf(serve: Callable[..., Served], page) -> None:  # type: ig
     batch = page.locator("tr.batch-row").get_attribute("data-batch")
     forged = page.request.post(f"{s.url}/do", form={"action": "retry", "batch": batch})
     assert forged.status == 403
-    bad = page.request.post(f"{s.url}/do", form={"action": "retry", "batch": batch,
-                                                  "csrf": "0" * 64})
+    bad = page.request.post(
+        f"{s.url}/do", form={"action": "retry", "batch": batch, "csrf": "0" * 64}
+    )
     assert bad.status == 403
     with sqlite3.connect(s.ledger_path) as db:
         assert db.execute("SELECT count(*) FROM items WHERE state = 'PENDING'").fetchone()[0] == 0

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from console_bench import measure, scratch_database, seed  # noqa: E402
+from console_bench import measure, scratch_database, seed
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 

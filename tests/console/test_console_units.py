@@ -30,10 +30,11 @@ BATCH = "b1"
 @pytest.fixture
 def ledger(tmp_path: Path) -> Ledger:
     led = open_ledger(sqlite_url(tmp_path / "ledger.db"))
-    led.ensure_batch(BATCH, kind="submit", out=str(tmp_path), engine="dashscope",
-                     model="fun-asr")
-    seeds = [ItemSeed(k, i, f"/in/{k}.wav", {"source": f"/in/{k}.wav"}, "f")
-             for i, k in enumerate(["a", "b", "c", "d"], 1)]
+    led.ensure_batch(BATCH, kind="submit", out=str(tmp_path), engine="dashscope", model="fun-asr")
+    seeds = [
+        ItemSeed(k, i, f"/in/{k}.wav", {"source": f"/in/{k}.wav"}, "f")
+        for i, k in enumerate(["a", "b", "c", "d"], 1)
+    ]
     led.sync_items(BATCH, seeds, engine="dashscope", model="fun-asr")
     return led
 
@@ -73,8 +74,9 @@ def test_cancel_discards_in_flight_steps(ledger: Ledger) -> None:
     assert asked == ["task-b", "task-c"]
     # the worker that held a's claim finishes its step: too late
     assert not ledger.move(a.id, ItemState.PREPARING, ItemState.PREPARED, owner="w1")
-    assert ledger.claim(a.id, ItemState.PENDING, ItemState.PREPARING, owner="w2",
-                        lease_s=60) is None
+    assert (
+        ledger.claim(a.id, ItemState.PENDING, ItemState.PREPARING, owner="w2", lease_s=60) is None
+    )
     row = _row(ledger, "a")
     assert row.state is ItemState.CANCELLED and row.error_code == "cancelled"
     assert ledger.attempts_of(row.id)[-1]["state"] == "CANCELLED"
@@ -86,10 +88,13 @@ def test_cancel_discards_in_flight_steps(ledger: Ledger) -> None:
 
 def test_cancel_leaves_shared_tasks(ledger: Ledger, tmp_path: Path) -> None:
     """A Fun-ASR task that also holds an item of another batch is not cancelled."""
-    ledger.ensure_batch("b2", kind="submit", out=str(tmp_path), engine="dashscope",
-                        model="fun-asr")
-    ledger.sync_items("b2", [ItemSeed("z", 1, "/in/z.wav", {"source": "/in/z.wav"}, "f")],
-                      engine="dashscope", model="fun-asr")
+    ledger.ensure_batch("b2", kind="submit", out=str(tmp_path), engine="dashscope", model="fun-asr")
+    ledger.sync_items(
+        "b2",
+        [ItemSeed("z", 1, "/in/z.wav", {"source": "/in/z.wav"}, "f")],
+        engine="dashscope",
+        model="fun-asr",
+    )
     for row in (_row(ledger, "a"), ledger.list_items("b2")[0]):
         ledger.move(row.id, ItemState.PENDING, ItemState.SUBMITTED, provider_task_id="shared")
     asked: list[str] = []
@@ -115,8 +120,7 @@ def test_sessions_and_csrf() -> None:
     token = auth.csrf_token(access, session)
     assert auth.csrf_ok(access, session, token)
     assert not auth.csrf_ok(access, session, "") and not auth.csrf_ok(access, session, "x")
-    assert auth.safe_next("//evil.example/") == "/" and auth.safe_next("/batches/x") == \
-        "/batches/x"
+    assert auth.safe_next("//evil.example/") == "/" and auth.safe_next("/batches/x") == "/batches/x"
     assert auth.is_loopback("127.0.0.1") and auth.is_loopback("::1")
     assert not auth.is_loopback("0.0.0.0") and not auth.is_loopback("10.0.0.1")
 
@@ -134,9 +138,15 @@ def test_cursor_and_pages(ledger: Ledger) -> None:
 def test_progress_arithmetic() -> None:
     """Throughput and ETA from counts and times alone."""
     created = datetime(2026, 1, 1, tzinfo=UTC)
-    batch = {"id": "sched-nightly-20260101-0200", "kind": "schedule", "engine": "local",
-             "model": "tiny.en", "out": "s3://key:secret@bucket/x", "created_at": created,
-             "done_at": None}
+    batch = {
+        "id": "sched-nightly-20260101-0200",
+        "kind": "schedule",
+        "engine": "local",
+        "model": "tiny.en",
+        "out": "s3://key:secret@bucket/x",
+        "created_at": created,
+        "done_at": None,
+    }
     now = created + timedelta(minutes=10)
     s = summarize(batch, {"SUCCEEDED": 30, "PENDING": 70}, {"SUCCEEDED": 3_600_000}, None, now)
     assert s["schedule"] == "nightly" and s["percent"] == 30.0
@@ -146,8 +156,12 @@ def test_progress_arithmetic() -> None:
 
 
 def test_chart_geometry() -> None:
-    chart = timing_chart([{"stage": "prepare", "p50_s": 1.0, "p95_s": 2.0, "count": 3},
-                          {"stage": "transcribe", "p50_s": 4.0, "p95_s": 8.0, "count": 3}])
+    chart = timing_chart(
+        [
+            {"stage": "prepare", "p50_s": 1.0, "p95_s": 2.0, "count": 3},
+            {"stage": "transcribe", "p50_s": 4.0, "p95_s": 8.0, "count": 3},
+        ]
+    )
     widths = [(b["p50_w"], b["p95_w"]) for b in chart["bars"]]
     assert widths[1][1] == max(w for pair in widths for w in pair)
     assert widths[0][1] == pytest.approx(widths[1][1] / 4)
