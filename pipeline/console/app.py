@@ -308,7 +308,7 @@ async def api_batch(console: Console, request: Request, who: Who) -> Response:
     )
     if report is None:
         return _api_error(404, f"no batch {batch_id}")
-    return _json(report)
+    return _json(queries.redacted(report))  # provider messages may quote signed URLs, keys
 
 
 async def api_items(console: Console, request: Request, who: Who) -> Response:

@@ -34,13 +34,13 @@ def _text(value: str | None) -> str | None:
     return redact_text(value) if value else value
 
 
-def _redacted(value: Any) -> Any:
+def redacted(value: Any) -> Any:
     if isinstance(value, str):
         return redact_text(value)
     if isinstance(value, Mapping):
-        return {k: _redacted(v) for k, v in value.items()}
+        return {k: redacted(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_redacted(v) for v in value]
+        return [redacted(v) for v in value]
     return value
 
 
@@ -298,7 +298,7 @@ def attempt_json(a: Mapping[str, Any]) -> dict[str, Any]:
         "number": a["number"],
         "engine": a["engine"],
         "model": a["model"],
-        "options": _redacted(a.get("options") or {}),
+        "options": redacted(a.get("options") or {}),
         "state": a["state"],
         "started_at": started.isoformat() if started else None,
         "finished_at": finished.isoformat() if finished else None,
@@ -320,7 +320,7 @@ def action_json(a: Mapping[str, Any]) -> dict[str, Any]:
         "actor": a["actor"],
         "action": a["action"],
         "batch_id": a["batch_id"],
-        "detail": _redacted(dict(a.get("detail") or {})),
+        "detail": redacted(dict(a.get("detail") or {})),
     }
 
 
@@ -328,8 +328,13 @@ def item_detail(ledger: Ledger, row: ItemRow) -> dict[str, Any]:
     """An item with its attempts and the operator actions on it (the `dlq show` facts)."""
     return {
         **item_json(row),
-        "spec": _redacted(dict(row.spec)),
-        "detail": _redacted(dict(row.error_detail or {})) or None,
+        "spec": redacted(
+            {
+                **row.spec,
+                **({"source": display(str(row.spec["source"]))} if row.spec.get("source") else {}),
+            }
+        ),
+        "detail": redacted(dict(row.error_detail or {})) or None,
         "outputs": dict(row.outputs or {}),
         "timings": dict(row.timings or {}),
         "attempts": [attempt_json(a) for a in ledger.attempts_of(row.id)],
