@@ -341,9 +341,11 @@ def dlq_purge(items: Sequence[str], all_: bool, batch: str | None, config: str |
 def cancel(batch: str | None, out_dir: Path | None, config: str | None, as_json: bool) -> None:
     """Cancel a batch: nothing more of it is submitted, queued provider tasks are cancelled,
     and its unfinished items end CANCELLED."""
+    from pipeline.log import configure_logging
     from pipeline.operations import cancel_batch
 
     settings = _settings(config)
+    configure_logging(level=settings.log_level)  # log lines to stderr, never into --json
     ledger, batch_id = open_target(settings, batch, out_dir)
     with provider_canceller(settings) as cancel_task:
         report = cancel_batch(ledger, batch_id, actor=actor(), cancel_task=cancel_task)

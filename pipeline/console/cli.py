@@ -34,8 +34,10 @@ def console(out_dir: Path | None, host: str, port: int, config: str | None) -> N
     from pipeline.console import auth
     from pipeline.console.app import Console, create_app
     from pipeline.ledger import open_ledger
+    from pipeline.log import configure_logging
 
     settings = _settings(config)
+    configure_logging(level=settings.log_level)
     token = settings.console_token.get_secret_value() if settings.console_token else None
     readonly = (
         settings.console_readonly_token.get_secret_value()
