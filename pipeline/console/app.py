@@ -118,11 +118,16 @@ def _who(console: Console, request: Request, *, api: bool) -> Who | None:
         role = auth.bearer_role(console.access, request.headers.get("authorization"))
         if role is None and not console.access.open:
             return None
-        return Who(role or auth.ADMIN, None, f"console:{role}@{host}")
+        return Who(role or auth.ADMIN, None, _actor(console, role or auth.ADMIN, host))
     session = auth.read_session(console.access, request.cookies.get(auth.SESSION_COOKIE))
     if session is None:
         return None
-    return Who(session.role, session, f"console:{session.role}@{host}")
+    return Who(session.role, session, _actor(console, session.role, host))
+
+
+def _actor(console: Console, role: str, host: str) -> str:
+    """Who did it, for the actions table: the role (``local`` without tokens) and address."""
+    return f"console:{'local' if console.access.open else role}@{host}"
 
 
 def _set_session(response: Response, value: str, request: Request) -> None:
@@ -180,7 +185,7 @@ def page(handler: Handler, *, write: bool = False) -> Callable[[Request], Awaita
             fresh = auth.new_session(console.access, auth.ADMIN)
             session = auth.read_session(console.access, fresh)
             host = request.client.host if request.client else "?"
-            who = Who(auth.ADMIN, session, f"console:local@{host}")
+            who = Who(auth.ADMIN, session, _actor(console, auth.ADMIN, host))
         if who is None:
             if write:
                 return HTMLResponse("session expired: log in again", status_code=401)

@@ -166,3 +166,40 @@ def test_chart_geometry() -> None:
     assert widths[1][1] == max(w for pair in widths for w in pair)
     assert widths[0][1] == pytest.approx(widths[1][1] / 4)
     assert timing_chart([])["bars"] == []
+
+
+def test_page_reprocess_form(ledger: Ledger) -> None:
+    """The confirmation page's form (CSRF token included) reprocesses an item with another
+    model and key=value options, recorded with the operator as actor."""
+    import re
+
+    from starlette.testclient import TestClient
+
+    from pipeline.console.app import Console, create_app
+    from pipeline.settings import Settings
+
+    row = _row(ledger, "a")
+    ledger.fail(row.id, ItemState.PENDING, "engine_failed", "boom")
+    console = Console(ledger=ledger, settings=Settings(), access=auth.Access.build(None, None))
+    with TestClient(create_app(console), base_url="http://127.0.0.1") as client:
+        page = client.get("/confirm", params={"action": "reprocess", "batch": BATCH, "item": "a"})
+        assert page.status_code == 200 and 'name="model"' in page.text
+        csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', page.text)
+        assert csrf is not None
+        form = {
+            "csrf": csrf.group(1),
+            "action": "reprocess",
+            "batch": BATCH,
+            "item": "a",
+            "model": "paraformer-v2",
+            "options": "diarization_enabled=true\nspeaker_count=2",
+        }
+        done = client.post("/do", data=form, follow_redirects=False)
+        assert done.status_code == 303 and "/items/b1/a?done=" in done.headers["location"]
+        bad = client.post("/do", data={**form, "options": "not a pair"})
+        assert bad.status_code == 400
+    row = _row(ledger, "a")
+    assert row.state is ItemState.PENDING and row.spec["model"] == "paraformer-v2"
+    assert row.spec["options"] == {"diarization_enabled": True, "speaker_count": 2}
+    action = ledger.actions_of(item_id=row.id)[0]
+    assert action["action"] == "reprocess" and action["actor"].startswith("console:local@")
