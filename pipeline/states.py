@@ -45,30 +45,36 @@ CLAIMED_FROM: dict[ItemState, ItemState] = {
     ItemState.PERSISTING: ItemState.SUBMITTED,
 }
 
+# Cancelling a batch ends every unfinished item at once, claimed or not (→ CANCELLED from
+# each of them): the worker holding a claim then loses its compare-and-set, and the step's
+# result is discarded.
 ALLOWED: dict[ItemState, frozenset[ItemState]] = {
-    ItemState.PENDING: frozenset({ItemState.PREPARING, ItemState.FAILED, ItemState.DEAD}),
+    ItemState.PENDING: frozenset(
+        {ItemState.PREPARING, ItemState.FAILED, ItemState.DEAD, ItemState.CANCELLED}
+    ),
     ItemState.PREPARING: frozenset(
-        {ItemState.PREPARED, ItemState.PENDING, ItemState.FAILED, ItemState.DEAD}
+        {ItemState.PREPARED, ItemState.PENDING, ItemState.FAILED, ItemState.DEAD,
+         ItemState.CANCELLED}
     ),
     ItemState.PREPARED: frozenset(
         {ItemState.TRANSCRIBING, ItemState.SUBMITTING, ItemState.PENDING, ItemState.FAILED,
-         ItemState.DEAD}
+         ItemState.DEAD, ItemState.CANCELLED}
     ),
     ItemState.TRANSCRIBING: frozenset(
         {ItemState.SUCCEEDED, ItemState.PREPARED, ItemState.PENDING, ItemState.FAILED,
-         ItemState.DEAD}
+         ItemState.DEAD, ItemState.CANCELLED}
     ),
     ItemState.SUBMITTING: frozenset(
         {ItemState.SUBMITTED, ItemState.PREPARED, ItemState.PENDING, ItemState.FAILED,
-         ItemState.DEAD}
+         ItemState.DEAD, ItemState.CANCELLED}
     ),
     ItemState.SUBMITTED: frozenset(
         {ItemState.PERSISTING, ItemState.PREPARED, ItemState.PENDING, ItemState.FAILED,
-         ItemState.DEAD}
+         ItemState.DEAD, ItemState.CANCELLED}
     ),
     ItemState.PERSISTING: frozenset(
         {ItemState.SUCCEEDED, ItemState.SUBMITTED, ItemState.PENDING, ItemState.FAILED,
-         ItemState.DEAD}
+         ItemState.DEAD, ItemState.CANCELLED}
     ),
     # Terminal states only move on by an operator's retry/reprocess, which starts a new
     # attempt from PENDING.
@@ -77,12 +83,6 @@ ALLOWED: dict[ItemState, frozenset[ItemState]] = {
     ItemState.DEAD: frozenset({ItemState.PENDING, ItemState.FAILED}),  # replay, purge
     ItemState.CANCELLED: frozenset({ItemState.PENDING}),  # reprocess
 }
-
-# Cancelling a batch ends every unfinished item at once, claimed or not: the worker holding
-# a claim then loses its compare-and-set, and the step's result is discarded.
-for _state in ItemState:
-    if _state not in TERMINAL:
-        ALLOWED[_state] = ALLOWED[_state] | {ItemState.CANCELLED}
 
 
 def can_move(old: ItemState, new: ItemState) -> bool:
