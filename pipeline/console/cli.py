@@ -85,6 +85,7 @@ def console(out_dir: Path | None, host: str, port: int, config: str | None) -> N
             log_level=settings.log_level.lower(),
             proxy_headers=False,
             server_header=False,
+            timeout_graceful_shutdown=5,  # open live pages (SSE) do not hold a restart up
         )
 
 
