@@ -51,6 +51,14 @@ def test_schedules_and_fleet(tmp_path: Path) -> None:
             assert "/batches/sched-nightly-20261205-0200" in schedules  # the batch it made
             listed = httpx.get(f"{base}/api/batches", params={"schedule": "nightly"}).json()
             assert [b["batch_id"] for b in listed["batches"]] == ["sched-nightly-20261205-0200"]
+            # Actions on PostgreSQL (the item's move and its attempt's end in one statement)
+            cancelled = httpx.post(f"{base}/api/batches/manual-1/cancel", json={}).json()
+            assert cancelled["cancelled"] == 1
+            item = httpx.get(f"{base}/api/items/manual-1/a").json()
+            assert item["state"] == "CANCELLED" and item["attempts"][-1]["state"] == "CANCELLED"
+            assert [a["action"] for a in item["actions"]] == ["cancel"]
+            redo = httpx.post(f"{base}/api/items/manual-1/a/reprocess", json={"model": "base"})
+            assert redo.json()["reprocessed"] == 1
             started = time.monotonic()
             fleet = httpx.get(f"{base}/fleet", timeout=20).text
             assert "Queues" in fleet and "prepare" in fleet and "in flight" in fleet
