@@ -259,6 +259,7 @@ async def login(request: Request) -> Response:
     target = auth.safe_next(str(form.get("next") or "/"))
     role = auth.role_for_token(console.access, str(form.get("token") or ""))
     if role is None:
+        await asyncio.sleep(0.5)  # guessing tokens through the form is slow going
         return _render(
             console, request, "login.html", None, next=target, error="wrong token", status=401
         )
