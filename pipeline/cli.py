@@ -132,6 +132,10 @@ class LazyGroup(click.Group):
                 "The dead-letter set: items whose retries ran out (state DEAD)."),
         "notify": ("pipeline.notify.cli:notify",
                    "Webhook notifications: list the outbox, send again."),
+        "cancel": ("pipeline.cli_ops:cancel",
+                   "Cancel a batch: nothing more is submitted, its items end CANCELLED."),
+        "console": ("pipeline.console.cli:console",
+                    "Serve the operator console: batches, items, actions, live counts."),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

@@ -5,10 +5,11 @@ Loaded only when one of them is invoked, so ``bulkscribe run`` never imports Cel
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -237,14 +238,13 @@ def beat(log_level: str | None, verbose: bool, config: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def retry(batch: str, config: str | None, as_json: bool) -> None:
     """Give a batch's FAILED and DEAD items a new attempt."""
-    from pipeline.states import ItemState
+    from pipeline.operations import retry_batch
 
     settings = _settings(config)
     wctx = _worker_ctx(settings)
     if wctx.ledger.batch(batch) is None:
         _fail_usage(f"no batch {batch}")
-    rows = wctx.ledger.list_items(batch, states=[ItemState.FAILED, ItemState.DEAD])
-    ids = [r.id for r in rows if wctx.ledger.restart(r.id)]
+    ids = retry_batch(wctx.ledger, batch, actor=actor())
     _kick(wctx, ids)
     _echo(as_json, {"batch_id": batch, "retried": len(ids)}, f"{len(ids)} item(s) retried")
 
@@ -264,7 +264,7 @@ def reprocess(batch: str | None, item_ids: Sequence[str], states: Sequence[str],
               config: str | None, as_json: bool) -> None:
     """New attempts for a batch, some items, or items in a state; old results stay until
     the new ones are written."""
-    from pipeline.batches import fingerprint
+    from pipeline.operations import reprocess as reprocess_rows
     from pipeline.states import ItemState
 
     if not (batch or item_ids or states):
@@ -272,20 +272,8 @@ def reprocess(batch: str | None, item_ids: Sequence[str], states: Sequence[str],
     settings = _settings(config)
     wctx = _worker_ctx(settings)
     rows = _select(wctx.ledger, batch, item_ids, [ItemState(s) for s in states])
-    extra = _parse_options(options)
-    restarted = []
-    for row in rows:
-        if not row.state.terminal:
-            continue  # still in progress: let it finish first
-        spec = dict(row.spec)
-        if model:
-            spec["model"] = model
-        if engine:
-            spec["engine"] = engine
-        if extra:
-            spec["options"] = {**dict(spec.get("options") or {}), **extra}
-        if wctx.ledger.restart(row.id, spec=spec, fingerprint=fingerprint(spec)):
-            restarted.append(row.id)
+    restarted = reprocess_rows(wctx.ledger, rows, actor=actor(), model=model, engine=engine,
+                               options=_parse_options(options))
     _kick(wctx, restarted)
     _echo(as_json, {"reprocessed": len(restarted), "items": restarted},
           f"{len(restarted)} item(s) queued for reprocessing")
@@ -410,8 +398,10 @@ def _targets(ledger: Any, items: Sequence[str], all_: bool, batch: str | None) -
 def dlq_replay(items: Sequence[str], all_: bool, batch: str | None, config: str | None,
                as_json: bool) -> None:
     """Give dead items a new attempt."""
+    from pipeline.operations import replay
+
     wctx = _worker_ctx(_settings(config))
-    ids = [r.id for r in _targets(wctx.ledger, items, all_, batch) if wctx.ledger.restart(r.id)]
+    ids = replay(wctx.ledger, _targets(wctx.ledger, items, all_, batch), actor=actor())
     _kick(wctx, ids)
     _echo(as_json, {"replayed": len(ids), "items": ids}, f"{len(ids)} item(s) replayed")
 
@@ -425,21 +415,83 @@ def dlq_replay(items: Sequence[str], all_: bool, batch: str | None, config: str 
 def dlq_purge(items: Sequence[str], all_: bool, batch: str | None, config: str | None,
               as_json: bool) -> None:
     """Take items out of the dead-letter set for good: they become FAILED, error kept."""
+    from pipeline.operations import purge
     from pipeline.results import close_batch
-    from pipeline.states import ItemState
     from workers.context import sink_for
 
     settings = _settings(config)
     ledger = _ledger(settings)
-    purged, batches = [], set()
-    for row in _targets(ledger, items, all_, batch):
-        if ledger.move(row.id, ItemState.DEAD, ItemState.FAILED,
-                       error_message=f"{row.error_message} (purged from the dead-letter set)"):
-            purged.append(row.id)
-            batches.add(row.batch_id)
-            # Reopen the batch: its results.jsonl still says DEAD.
-            ledger.mark_batch_done(row.batch_id, False)
-    for b in sorted(batches):  # rewritten now (else by the next sweep)
+    rows = _targets(ledger, items, all_, batch)
+    purged = purge(ledger, rows, actor=actor())
+    for b in sorted({r.batch_id for r in rows if r.id in set(purged)}):
+        # rewritten now (else by the next sweep): its results.jsonl still says DEAD
         out = str((ledger.batch(b) or {}).get("out") or "")
         close_batch(ledger, b, sink_for(out, settings), owner=f"cli:{os.getpid()}")
     _echo(as_json, {"purged": len(purged), "items": purged}, f"{len(purged)} item(s) purged")
+
+
+@click.command()
+@click.argument("batch", required=False)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="Output directory of an embedded run (its batch; the next run keeps the "
+                   "cancelled items cancelled).")
+@click.option("--config", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True)
+def cancel(batch: str | None, out_dir: Path | None, config: str | None, as_json: bool) -> None:
+    """Cancel a batch: nothing more of it is submitted, queued provider tasks are cancelled,
+    and its unfinished items end CANCELLED."""
+    from pipeline.log import configure_logging
+    from pipeline.operations import cancel_batch
+
+    settings = _settings(config)
+    configure_logging(level=settings.log_level)  # log lines to stderr, never into --json
+    ledger, batch_id = open_target(settings, batch, out_dir)
+    with provider_canceller(settings) as cancel_task:
+        report = cancel_batch(ledger, batch_id, actor=actor(), cancel_task=cancel_task)
+    _echo(as_json, report.as_json(batch_id),
+          f"{len(report.cancelled)} item(s) cancelled, {len(report.tasks_cancelled)} provider "
+          f"task(s) cancelled, {len(report.tasks_running)} already running")
+
+
+def actor() -> str:
+    """Who runs this command, for the ledger's record of operator actions."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return f"cli:uid{os.getuid()}"
+
+
+def open_target(settings: Any, batch: str | None, out_dir: Path | None) -> tuple[Any, str]:
+    """The ledger and batch a command means: an embedded run's --out, or a fleet BATCH."""
+    from pipeline.batches import batch_id_for
+    from pipeline.cli import ledger_url
+    from pipeline.ledger import open_ledger
+
+    if out_dir is not None:
+        out_dir = out_dir.absolute()
+        if not settings.database_url and not (out_dir / ".bulkscribe" / "ledger.db").is_file():
+            _fail_usage(f"{out_dir} holds no bulkscribe run")
+        ledger = open_ledger(ledger_url(settings, out_dir))
+        batch = batch or batch_id_for(out_dir)
+    elif batch is None:
+        _fail_usage("give a BATCH id or --out DIR")
+    else:
+        ledger = _ledger(settings)
+    if ledger.batch(batch) is None:
+        _fail_usage(f"no batch {batch}")
+    return ledger, batch
+
+
+@contextlib.contextmanager
+def provider_canceller(settings: Any) -> Iterator[Callable[[str], None] | None]:
+    """DashScope's task cancel (E8) when an API key is configured, else None."""
+    if settings.dashscope_api_key is None:
+        yield None
+        return
+    from pipeline.wiring import http_client, provider_factory
+
+    with http_client(settings) as http:
+        factory = provider_factory(settings, http)
+        yield factory().cancel_task if factory is not None else None

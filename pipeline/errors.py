@@ -64,6 +64,7 @@ class FailureCode(StrEnum):
     STORAGE_ERROR = "storage_error"
     LEASE_EXPIRED = "lease_expired"
     INTERNAL = "internal"
+    CANCELLED = "cancelled"  # an operator cancelled the batch
 
 
 class PipelineError(Exception):

@@ -10,17 +10,21 @@ from pipeline.ledger import Ledger
 from pipeline.states import TERMINAL, ItemState
 
 
-def batch_status(ledger: Ledger, batch_id: str, *, failures: int = 20) -> dict[str, Any] | None:
+def batch_status(ledger: Ledger, batch_id: str, *, failures: int = 20,
+                 timing_sample: int | None = None) -> dict[str, Any] | None:
+    """``timing_sample``: stage timings from that many items only (the console's bound on
+    a million-item batch); None reads them all."""
     batch = ledger.batch(batch_id)
     if batch is None:
         return None
     counts = ledger.counts(batch_id)
     total = sum(counts.values())
     per_stage: dict[str, list[float]] = {}
-    for timing in ledger.timings(batch_id):
+    for timing in ledger.timings(batch_id, limit=timing_sample):
         for stage, seconds in timing.items():
             per_stage.setdefault(stage, []).append(float(seconds))
-    failed = ledger.list_items(batch_id, states=[ItemState.FAILED, ItemState.DEAD])
+    failed = ledger.list_items(batch_id, states=[ItemState.FAILED, ItemState.DEAD],
+                               limit=failures)
     in_use = ledger.models_in_use(batch_id)
     phase = batch_phase(batch, all(ItemState(s) in TERMINAL for s in counts))
     return {
@@ -39,7 +43,7 @@ def batch_status(ledger: Ledger, batch_id: str, *, failures: int = 20) -> dict[s
         "failures": [
             {"id": r.spec.get("id") if r.key.startswith("@") else r.key, "line": r.line_no,
              "state": r.state.value, "code": r.error_code, "message": r.error_message}
-            for r in failed[:failures]
+            for r in failed
         ],
     }
 

@@ -52,7 +52,8 @@ def result_of(entry: ManifestItem | ManifestProblem, row: ItemRow | None) -> Ite
                           row.audio_duration_ms, _language(row))
     error = {"code": row.error_code or FailureCode.INTERNAL.value,
              "message": row.error_message or ""}
-    return ItemResult(entry.item_id, source, "FAILED", error, {}, row.audio_duration_ms)
+    status = "CANCELLED" if row.state is ItemState.CANCELLED else "FAILED"
+    return ItemResult(entry.item_id, source, status, error, {}, row.audio_duration_ms)
 
 
 def result_of_row(row: ItemRow) -> ItemResult:

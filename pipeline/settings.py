@@ -209,6 +209,11 @@ class Settings(BaseSettings):
     # Standard Webhooks signing secret (whsec_ + base64) for notifications.
     notify_secret: SecretStr | None = None
 
+    # `bulkscribe console`: without a token it serves on a loopback address only; the
+    # read-only token lets viewers in but refuses every action (403)
+    console_token: SecretStr | None = None
+    console_readonly_token: SecretStr | None = None
+
     log_level: str = "warning"  # what reaches stderr; the JSON log file gets everything
 
     local: LocalEngineSettings = LocalEngineSettings()

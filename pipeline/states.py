@@ -21,6 +21,7 @@ class ItemState(StrEnum):
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"  # permanent, with a FailureCode
     DEAD = "DEAD"  # retries exhausted: the dead-letter set
+    CANCELLED = "CANCELLED"  # an operator cancelled its batch
 
     @property
     def terminal(self) -> bool:
@@ -31,7 +32,8 @@ class ItemState(StrEnum):
         return self in CLAIMED_FROM
 
 
-TERMINAL = frozenset({ItemState.SUCCEEDED, ItemState.FAILED, ItemState.DEAD})
+TERMINAL = frozenset({ItemState.SUCCEEDED, ItemState.FAILED, ItemState.DEAD,
+                      ItemState.CANCELLED})
 
 # A claimed state and the state an expired claim falls back to.
 CLAIMED_FROM: dict[ItemState, ItemState] = {
@@ -43,36 +45,43 @@ CLAIMED_FROM: dict[ItemState, ItemState] = {
     ItemState.PERSISTING: ItemState.SUBMITTED,
 }
 
+# Cancelling a batch ends every unfinished item at once, claimed or not (→ CANCELLED from
+# each of them): the worker holding a claim then loses its compare-and-set, and the step's
+# result is discarded.
 ALLOWED: dict[ItemState, frozenset[ItemState]] = {
-    ItemState.PENDING: frozenset({ItemState.PREPARING, ItemState.FAILED, ItemState.DEAD}),
+    ItemState.PENDING: frozenset(
+        {ItemState.PREPARING, ItemState.FAILED, ItemState.DEAD, ItemState.CANCELLED}
+    ),
     ItemState.PREPARING: frozenset(
-        {ItemState.PREPARED, ItemState.PENDING, ItemState.FAILED, ItemState.DEAD}
+        {ItemState.PREPARED, ItemState.PENDING, ItemState.FAILED, ItemState.DEAD,
+         ItemState.CANCELLED}
     ),
     ItemState.PREPARED: frozenset(
         {ItemState.TRANSCRIBING, ItemState.SUBMITTING, ItemState.PENDING, ItemState.FAILED,
-         ItemState.DEAD}
+         ItemState.DEAD, ItemState.CANCELLED}
     ),
     ItemState.TRANSCRIBING: frozenset(
         {ItemState.SUCCEEDED, ItemState.PREPARED, ItemState.PENDING, ItemState.FAILED,
-         ItemState.DEAD}
+         ItemState.DEAD, ItemState.CANCELLED}
     ),
     ItemState.SUBMITTING: frozenset(
         {ItemState.SUBMITTED, ItemState.PREPARED, ItemState.PENDING, ItemState.FAILED,
-         ItemState.DEAD}
+         ItemState.DEAD, ItemState.CANCELLED}
     ),
     ItemState.SUBMITTED: frozenset(
         {ItemState.PERSISTING, ItemState.PREPARED, ItemState.PENDING, ItemState.FAILED,
-         ItemState.DEAD}
+         ItemState.DEAD, ItemState.CANCELLED}
     ),
     ItemState.PERSISTING: frozenset(
         {ItemState.SUCCEEDED, ItemState.SUBMITTED, ItemState.PENDING, ItemState.FAILED,
-         ItemState.DEAD}
+         ItemState.DEAD, ItemState.CANCELLED}
     ),
     # Terminal states only move on by an operator's retry/reprocess, which starts a new
     # attempt from PENDING.
     ItemState.SUCCEEDED: frozenset({ItemState.PENDING}),
     ItemState.FAILED: frozenset({ItemState.PENDING}),
     ItemState.DEAD: frozenset({ItemState.PENDING, ItemState.FAILED}),  # replay, purge
+    ItemState.CANCELLED: frozenset({ItemState.PENDING}),  # reprocess
 }
 
 

@@ -34,7 +34,7 @@ from sqlalchemy import (
     update,
 )
 
-from pipeline.ledger.tables import attempts, batches, items
+from pipeline.ledger.tables import actions, attempts, batches, items
 from pipeline.states import CLAIMED_FROM, TERMINAL, ItemState
 
 
@@ -424,8 +424,9 @@ class Ledger:
 
     def list_items(self, batch_id: str | None = None, *,
                    states: Iterable[ItemState] | None = None,
-                   keys: Iterable[str] | None = None) -> list[ItemRow]:
-        query = select(items).order_by(items.c.batch_id, items.c.line_no)
+                   keys: Iterable[str] | None = None,
+                   limit: int | None = None) -> list[ItemRow]:
+        query = select(items).order_by(items.c.batch_id, items.c.line_no).limit(limit)
         if batch_id is not None:
             query = query.where(items.c.batch_id == batch_id)
         if keys is not None:
@@ -582,10 +583,36 @@ class Ledger:
                                 .order_by(attempts.c.number))
             return [dict(r._mapping) for r in rows]
 
-    def timings(self, batch_id: str) -> list[Mapping[str, float]]:
-        """Per-stage seconds of each item's current attempt (for status reports)."""
-        query = select(items.c.timings).where(and_(items.c.batch_id == batch_id,
-                                                   items.c.timings.is_not(None)))
+    # operator actions ----------------------------------------------------------------
+    def record_action(self, actor: str, action: str, batch_id: str,
+                      item_ids: Sequence[str] = (), **detail: Any) -> None:
+        """One row for the batch and one per item changed: who did what, and when."""
+        now = utcnow()
+        rows = [{"at": now, "actor": actor[:200], "action": action, "batch_id": batch_id,
+                 "item_id": None, "detail": {**detail, "items": len(item_ids)}}]
+        rows += [{"at": now, "actor": actor[:200], "action": action, "batch_id": batch_id,
+                  "item_id": i, "detail": detail} for i in item_ids]
+        with self.engine.begin() as conn:
+            conn.execute(insert(actions), rows)
+
+    def actions_of(self, *, item_id: str | None = None, batch_id: str | None = None,
+                   limit: int = 200) -> list[Mapping[str, Any]]:
+        """An item's actions, or a batch's batch-level ones; newest first."""
+        query = select(actions).order_by(actions.c.at.desc(), actions.c.id.desc()).limit(limit)
+        if item_id is not None:
+            query = query.where(actions.c.item_id == item_id)
+        else:
+            query = query.where(and_(actions.c.batch_id == batch_id,
+                                     actions.c.item_id.is_(None)))
+        with self._single.connect() as conn:
+            return [{**r._mapping, "at": _aware(r.at)} for r in conn.execute(query)]
+
+    def timings(self, batch_id: str, *, limit: int | None = None) -> list[Mapping[str, float]]:
+        """Per-stage seconds of each item's current attempt (for status reports); with
+        ``limit``, of the first ``limit`` items in manifest order (a bounded sample)."""
+        query = (select(items.c.timings).where(and_(items.c.batch_id == batch_id,
+                                                    items.c.timings.is_not(None)))
+                 .order_by(items.c.line_no).limit(limit))
         with self._single.connect() as conn:
             return [dict(t or {}) for t in conn.execute(query).scalars()]
 

@@ -79,6 +79,11 @@ items = Table(
     Index("ix_items_batch_state", "batch_id", "state"),
     Index("ix_items_state_next", "state", "next_run_at"),
     Index("ix_items_state_lease", "state", "lease_until"),
+    # The console's item pages: keyset pagination in manifest order, filtered or not
+    # (migration 0004).
+    Index("ix_items_batch_line", "batch_id", "line_no", "id"),
+    Index("ix_items_batch_state_line", "batch_id", "state", "line_no", "id"),
+    Index("ix_items_batch_code_line", "batch_id", "error_code", "line_no", "id"),
 )
 
 attempts = Table(
@@ -142,4 +147,20 @@ notify_dead_noted = Table(
     Column("attempt", Integer, nullable=False),
     Column("noted_at", DateTime(timezone=True), nullable=False),
     PrimaryKeyConstraint("item_id", "attempt", name="pk_notify_dead_noted"),
+)
+
+# What operators did (retry, replay, reprocess, purge, cancel), from the console or the CLI:
+# one row for the batch and one per item it changed, so each item's timeline shows it.
+actions = Table(
+    "actions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("actor", String(200), nullable=False),  # console:admin@127.0.0.1, cli:alice
+    Column("action", String(40), nullable=False),
+    Column("batch_id", String(64), nullable=False),
+    Column("item_id", String(64), nullable=True),  # None: the batch-level row
+    Column("detail", JSON, nullable=False, default=dict),
+    Index("ix_actions_item", "item_id", "at"),
+    Index("ix_actions_batch", "batch_id", "at"),
 )

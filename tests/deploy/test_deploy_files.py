@@ -990,3 +990,19 @@ def test_readme_covers_every_deploy_file() -> None:
                 path.parent == EMULATOR_COMPONENT and "k8s/components/emulator/" in readme), rel
     for phrase in ("docker compose up", "kubectl apply -k deploy/k8s", "systemctl enable"):
         assert phrase in readme
+
+
+def test_console_is_deployed() -> None:
+    """The console runs in Compose and on Kubernetes with a token, on port 8400, and the
+    Kubernetes Deployment has a liveness probe on GET /healthz."""
+    compose = yaml.safe_load(COMPOSE.read_text())
+    svc = compose["services"]["console"]
+    assert svc["command"][:1] == ["console"] and "8400" in svc["command"]
+    assert "BULKSCRIBE_CONSOLE_TOKEN" in svc["environment"]
+    docs = list(yaml.safe_load_all((K8S / "console.yaml").read_text()))
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"][0] == "console"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert "console.yaml" in (K8S / "kustomization.yaml").read_text()
+    assert "BULKSCRIBE_CONSOLE_TOKEN" in (K8S / "secret.example.yaml").read_text()

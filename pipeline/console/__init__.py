@@ -1,0 +1,1 @@
+"""The operator console: pages, a JSON API and live counts over the ledger."""

@@ -1,0 +1,109 @@
+"""Fleet facts for the console: Celery workers, queue depths, the provider's load, schedules.
+
+Everything here asks the broker with short timeouts and answers ``None`` or an empty list
+when it is away, so the page says so instead of hanging.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pipeline.ledger import Ledger
+from pipeline.log import redact_url
+from pipeline.settings import Settings
+
+QUEUES = ("prepare", "provider", "transcribe")
+
+
+def fleet_status(settings: Settings, ledger: Ledger, *, timeout_s: float = 1.0) -> dict[str, Any]:
+    """Workers seen by Celery (what each holds), queue depths, provider in-flight and rate."""
+    out: dict[str, Any] = {
+        "broker": redact_url(settings.broker_url),
+        "reachable": False,
+        "workers": [],
+        "queues": {},
+        "provider_inflight": ledger.inflight_tasks(),
+        "provider_cap": settings.provider.max_inflight_tasks,
+        "provider_rate_per_s": settings.provider.requests_per_s,
+    }
+    try:
+        import redis
+
+        client = redis.Redis.from_url(
+            settings.broker_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        )
+        client.ping()
+        out["queues"] = {q: int(client.llen(q)) for q in QUEUES}
+    except Exception as exc:  # any broker trouble means "not reachable"
+        out["error"] = type(exc).__name__
+        return out
+    out["reachable"] = True
+    try:
+        from workers.app import app, configure
+
+        configure(app, settings)
+        inspect = app.control.inspect(timeout=timeout_s)
+        active = inspect.active() or {}
+        reserved = inspect.reserved() or {}
+        for name in sorted(set(active) | set(reserved)):
+            out["workers"].append(
+                {
+                    "name": name,
+                    "active": [_task(t) for t in active.get(name, [])],
+                    "reserved": len(reserved.get(name, [])),
+                }
+            )
+    except Exception as exc:  # the page says which
+        out["error"] = type(exc).__name__
+    return out
+
+
+def _task(t: dict[str, Any]) -> dict[str, Any]:
+    args = t.get("args") or []
+    return {"task": str(t.get("name", "")), "args": [str(a)[:80] for a in args][:3]}
+
+
+def schedules(
+    settings: Settings, ledger: Ledger, *, now: datetime | None = None
+) -> list[dict[str, Any]]:
+    """Each configured schedule: its cron, next and last run, and the batch it last made."""
+    from pipeline.console.queries import last_batches
+
+    now = now or datetime.now(UTC)
+    out = []
+    for sched in settings.distributed.schedules:
+        last = last_batches(ledger, f"sched-{sched.name}-")
+        out.append(
+            {
+                "name": sched.name,
+                "cron": sched.cron,
+                "source": redact_url(sched.source),
+                "out": redact_url(sched.out),
+                "next_run": next_run(sched.cron, now),
+                "last_run": last[0]["created_at"].isoformat() if last else None,
+                "last_batch": last[0]["id"] if last else None,
+            }
+        )
+    return out
+
+
+def next_run(cron: str, now: datetime) -> str | None:
+    """The next time a 5-field cron (UTC) fires after ``now``."""
+    try:
+        from celery.schedules import crontab
+
+        from workers.schedules import parse_cron
+
+        minute, hour, dom, month, dow = parse_cron(cron)
+        spec = crontab(
+            minute=minute,
+            hour=hour,
+            day_of_month=dom,
+            month_of_year=month,
+            day_of_week=dow,
+            nowfun=lambda: now,
+        )
+        return (now + spec.remaining_estimate(now)).isoformat(timespec="minutes")
+    except (ValueError, ImportError):
+        return None
