@@ -240,7 +240,7 @@ class Agenda:
         """Groups of up to the model's batch size, model by model (earliest waiting first)."""
         heads = [(key, model) for model, heap in self._submits.items()
                  if (key := self._head(heap)) is not None]
-        jobs = []
+        jobs: list[Job] = []
         for _, model in sorted(heads):
             size = max(1, self._batch_size(model))
             heap = self._submits[model]

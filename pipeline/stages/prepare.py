@@ -58,6 +58,7 @@ def prepare(spec: SourceSpec, workdir: Path, ctx: PrepareContext) -> Prepared:
         audio = ctx.normalizer(
             local.path, workdir / "audio.wav", probed, ctx.spec,
             start_s=spec.start_s, end_s=spec.end_s, channel=spec.channel, name=label,
+            max_bytes=ctx.limits.max_scratch_bytes,
         )
     finally:
         if local.temporary:
