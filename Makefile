@@ -61,6 +61,7 @@ bench: install services
 	$(PY) bench/emulator_bench.py
 	$(PY) bench/dashscope_bench.py
 	$(PY) bench/distributed_bench.py
+	$(PY) bench/scale_bench.py
 
 clean:
 	rm -rf $(DEMO) .pytest_cache
