@@ -155,6 +155,16 @@ def _out_dir_lock(out_dir: Path) -> Iterator[None]:
         yield
 
 
+def _check_state(out_dir: Path) -> None:
+    """``status --out``: refuse a state dir with planted links before SQLite opens it."""
+    from pipeline.outdir import OutDirRefused, check_existing
+
+    try:
+        check_existing(out_dir)
+    except OutDirRefused as exc:
+        _fail_usage(str(exc))
+
+
 def ledger_url(settings: Any, out_dir: Path) -> str:
     from pipeline.ledger import sqlite_url
     from pipeline.outdir import LEDGER_FILE, STATE_DIR
@@ -307,6 +317,7 @@ def status(batch: str | None, out_dir: Path | None, config: str | None, as_json:
         _fail_usage("give a BATCH id or --out DIR")
     if out_dir is not None:
         out_dir = out_dir.absolute()
+        _check_state(out_dir)
         url = ledger_url(settings, out_dir)
         if not settings.database_url and not (out_dir / ".bulkscribe" / "ledger.db").is_file():
             _fail_usage(f"{out_dir} holds no bulkscribe run")

@@ -78,6 +78,21 @@ def open_state_dir(out_fd: int, out_dir: Path) -> int:
     return fd
 
 
+def check_existing(out_dir: Path) -> None:
+    """For readers of a run's state (``status --out``): the same checks, creating nothing."""
+    out_fd = os.open(out_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        if _lstat(STATE_DIR, out_fd) is None:
+            return
+        state_fd = open_state_dir(out_fd, out_dir)
+        try:
+            check_state_files(state_fd, out_dir)
+        finally:
+            os.close(state_fd)
+    finally:
+        os.close(out_fd)
+
+
 def open_regular(name: str, flags: int, *, dir_fd: int | None, shown: Path,
                  mode: int = 0o644) -> int:
     """Open (or create) a regular file without following a link; refuse anything else."""

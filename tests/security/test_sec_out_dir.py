@@ -181,3 +181,14 @@ def test_unwritable_out_is_a_usage_error(run_cli: RunCli, tmp_path: Path, manife
     proc = run_cli("run", str(manifest), "--out", where)
     assert refused(proc, f"cannot write to the output directory {where}: [Errno "), proc.stderr
     assert not Path(where).exists()
+
+
+def test_status_refuses_a_planted_ledger_link(run_cli: RunCli, tmp_path: Path,
+                                              victim: Path) -> None:
+    """``status --out`` checks the state dir as ``run`` does before SQLite opens anything."""
+    out = tmp_path / "out"
+    (out / ".bulkscribe").mkdir(parents=True, mode=0o700)
+    (out / ".bulkscribe" / "ledger.db").symlink_to(victim)
+    proc = run_cli("status", "--out", str(out))
+    assert refused(proc, "ledger.db is a symbolic link"), proc.stderr
+    assert untouched(victim)
