@@ -215,8 +215,8 @@ def run(manifest: Path, out_dir: Path, engine: str | None, model: str | None,
     out_dir = out_dir.absolute()
     level = {0: settings.log_level, 1: "info"}.get(verbose, "debug")
     scratch = _scratch_root(settings.scratch_dir, out_dir)
-    with _out_dir_lock(out_dir), http_client(settings) as http, \
-            _removed_after(scratch):
+    with _removed_after(scratch), _out_dir_lock(out_dir), \
+            http_client(settings) as http:
         configure_logging(level=level, json_file=out_dir / "bulkscribe.log")
         try:
             loaded = load_manifest(manifest, fmt=manifest_format)
