@@ -242,7 +242,9 @@ class EmbeddedRunner:
     # -- housekeeping -------------------------------------------------------------------
     def _recover(self) -> None:
         """Undo what a killed or interrupted run left: claims, vanished scratch files."""
-        for row in self.ledger.list_items(self.batch_id):
+        # Only the states acted on below are read: a long manifest's rows are many.
+        states = [*CLAIMED_FROM, ItemState.PREPARED, ItemState.FAILED]
+        for row in self.ledger.list_items(self.batch_id, states=states):
             state = row.state
             if state is ItemState.SUBMITTING:
                 reconcile_submitting(self.ctx, row)
@@ -266,7 +268,7 @@ class EmbeddedRunner:
             return False
 
     def _release_own_claims(self) -> None:
-        for row in self.ledger.list_items(self.batch_id):
+        for row in self.ledger.list_items(self.batch_id, states=CLAIMED_FROM):
             if row.state.claimed and row.lease_owner == self.ctx.owner:
                 target = CLAIMED_FROM[row.state]
                 if row.state is ItemState.SUBMITTING:
