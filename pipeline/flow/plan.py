@@ -154,7 +154,7 @@ class Agenda:
             if lane not in lanes or left <= 0:
                 continue
             if lane is Lane.SUBMIT:
-                got = self._take_submits(min(left, left if submit_room is None else submit_room))
+                got = self._take_submits(left if submit_room is None else min(left, submit_room))
             elif lane is Lane.POLL:
                 got = self._take_polls(left)
             else:
@@ -174,8 +174,11 @@ class Agenda:
             entry.ready = False
             self._ready -= 1
             if entry.lane is Lane.POLL:
-                waiting = self._polls.get(str(entry.row.provider_task_id), {})
+                task_id = str(entry.row.provider_task_id)
+                waiting = self._polls.get(task_id, {})
                 waiting.pop(entry.row.id, None)
+                if not waiting:
+                    self._polls.pop(task_id, None)
 
     def _promote(self, now: datetime) -> None:
         """Rows whose time has come move from the waiting heap to their lane's."""
