@@ -192,3 +192,26 @@ def test_status_refuses_a_planted_ledger_link(run_cli: RunCli, tmp_path: Path,
     proc = run_cli("status", "--out", str(out))
     assert refused(proc, "ledger.db is a symbolic link"), proc.stderr
     assert untouched(victim)
+
+
+@pytest.mark.ffmpeg
+@pytest.mark.model
+def test_transcript_link_outside_fails_the_item_not_the_victim(
+        run_cli: RunCli, tmp_path: Path, victim: Path) -> None:
+    """<id>.txt planted as a link to a file outside --out: that item fails ("would write
+    outside"), nothing is written through the link, and the run finishes (exit 1)."""
+    from support import ffmpeg
+
+    tone = tmp_path / "tone.wav"
+    ffmpeg(["-f", "lavfi", "-i", "sine=frequency=440:duration=2", "-ar", "16000", str(tone)])
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"id": "tone", "source": str(tone)}) + "\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "tone.txt").symlink_to(victim)
+    proc = run_cli("run", str(manifest), "--out", str(out))
+    assert proc.returncode == 1, proc.stderr
+    assert untouched(victim)
+    assert (out / "tone.txt").is_symlink()
+    line = json.loads((out / "results.jsonl").read_text())
+    assert line["status"] == "FAILED" and "outside" in line["error"]["message"]
