@@ -170,10 +170,11 @@ class EmbeddedRunner:
                         continue
                     done, _ = wait(inflight, timeout=self._idle_s(agenda),
                                    return_when=FIRST_COMPLETED)
+                    touched: list[str] = []
                     for fut in done:
-                        _, ids = inflight.pop(fut)
+                        touched += inflight.pop(fut)[1]
                         fut.result()  # steps handle their own failures; anything else is a bug
-                        audio_s = self._refresh(agenda, ids, audio_s)
+                    audio_s = self._refresh(agenda, touched, audio_s)  # one read for all
             except KeyboardInterrupt:
                 self.ctx.stop.set()
                 for fut in inflight:
