@@ -63,6 +63,7 @@ bench: install services
 	$(PY) bench/dashscope_bench.py
 	$(PY) bench/distributed_bench.py
 	$(PY) bench/console_bench.py
+	$(PY) bench/scale_bench.py
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

@@ -49,22 +49,15 @@ class SetupError(click.ClickException):
         super().__init__(" ".join(message.split()))  # one line, whatever the cause wrote
 
 
-def _check_setup(settings: Any, out_dir: Path | None = None) -> None:
-    """The engine, model, credentials and output directory, before the first file."""
+def _check_setup(settings: Any) -> None:
+    """The engine, model and credentials, before the first file (``--out`` is checked when
+    it is opened: :func:`pipeline.outdir.open_out_dir`)."""
     from pipeline.wiring import preflight
 
     try:
         preflight(settings)
     except PipelineError as exc:
         raise SetupError(exc.message) from None
-    if out_dir is None or "://" in str(out_dir):
-        return
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SetupError(f"cannot create --out {out_dir}: {exc.strerror}") from None
-    if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise SetupError(f"cannot write to --out {out_dir}: pick a directory you can write")
 
 
 def engine_options(command: Any) -> Any:
@@ -176,9 +169,17 @@ def _settings(config: str | None, **flags: Any) -> Any:
         _fail_usage(f"invalid settings: {exc}")
 
 
-def _scratch_root(base: str | os.PathLike[str] | None) -> Path:
-    """This run's scratch directory; those of runs that died (kill -9) are removed first."""
-    root = Path(base or tempfile.gettempdir())
+def _scratch_root(base: str | os.PathLike[str] | None, out_dir: Path | None = None) -> Path:
+    """This run's scratch directory; those of runs that died (kill -9) are removed first.
+    Inside ``--out`` no component of it may be a link (see :mod:`pipeline.outdir`)."""
+    from pipeline.outdir import OutDirRefused, check_no_links_below
+
+    root = Path(base or tempfile.gettempdir()).absolute()
+    if out_dir is not None:
+        try:
+            check_no_links_below(out_dir, root)
+        except OutDirRefused as exc:
+            _fail_usage(str(exc))
     for stale in root.glob("bulkscribe-run-*"):
         try:
             pid = int(stale.name.split("-")[2])
@@ -186,7 +187,11 @@ def _scratch_root(base: str | os.PathLike[str] | None) -> Path:
             continue
         if not _alive(pid):
             shutil.rmtree(stale, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix=f"bulkscribe-run-{os.getpid()}-", dir=root))
+    try:
+        return Path(tempfile.mkdtemp(prefix=f"bulkscribe-run-{os.getpid()}-", dir=root))
+    except OSError as exc:
+        _fail_usage(f"cannot make a scratch directory in {root}: [Errno {exc.errno}] "
+                    f"{exc.strerror}; set BULKSCRIBE_SCRATCH_DIR to a directory you can write to")
 
 
 def _alive(pid: int) -> bool:
@@ -201,16 +206,44 @@ def _alive(pid: int) -> bool:
 
 @contextlib.contextmanager
 def _out_dir_lock(out_dir: Path) -> Iterator[None]:
-    """One run per output directory: a second one would fight over the same files."""
-    state = out_dir / ".bulkscribe"
-    state.mkdir(parents=True, exist_ok=True)
-    with (state / "lock").open("a+") as f:
+    """One run per output directory: a second one would fight over the same files.
+
+    Also where ``--out`` is checked before any item is touched: it must be a directory this
+    user can write, and nothing the run keeps there may be a planted link (a usage error
+    otherwise; see :mod:`pipeline.outdir`).
+    """
+    from pipeline.outdir import (
+        LOG_FILE,
+        STATE_DIR,
+        OutDirRefused,
+        check_entry,
+        check_state_files,
+        open_out_dir,
+        open_regular,
+        open_state_dir,
+    )
+
+    with contextlib.ExitStack() as held:
+        try:
+            out_fd = open_out_dir(out_dir)
+            held.callback(os.close, out_fd)
+            state_fd = open_state_dir(out_fd, out_dir)
+            held.callback(os.close, state_fd)
+            lock_fd = open_regular("lock", os.O_RDWR | os.O_CREAT, dir_fd=state_fd,
+                                   shown=out_dir / STATE_DIR / "lock", mode=0o600)
+        except OutDirRefused as exc:
+            _fail_usage(str(exc))
+        f = held.enter_context(os.fdopen(lock_fd, "r+"))
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            f.seek(0)
             holder = f.read().strip() or "another process"
             _fail_usage(f"{out_dir} is in use by another bulkscribe run ({holder})")
+        try:  # checked under the lock: no other run is creating them now
+            check_state_files(state_fd, out_dir)
+            check_entry(LOG_FILE, out_fd, out_dir / LOG_FILE)
+        except OutDirRefused as exc:
+            _fail_usage(str(exc))
         f.seek(0)
         f.truncate()
         f.write(f"pid {os.getpid()}")
@@ -218,10 +251,21 @@ def _out_dir_lock(out_dir: Path) -> Iterator[None]:
         yield
 
 
+def _check_state(out_dir: Path) -> None:
+    """``status --out``: refuse a state dir with planted links before SQLite opens it."""
+    from pipeline.outdir import OutDirRefused, check_existing
+
+    try:
+        check_existing(out_dir)
+    except OutDirRefused as exc:
+        _fail_usage(str(exc))
+
+
 def ledger_url(settings: Any, out_dir: Path) -> str:
     from pipeline.ledger import sqlite_url
+    from pipeline.outdir import LEDGER_FILE, STATE_DIR
 
-    return settings.database_url or sqlite_url(out_dir / ".bulkscribe" / "ledger.db")
+    return settings.database_url or sqlite_url(out_dir / STATE_DIR / LEDGER_FILE)
 
 
 @contextlib.contextmanager
@@ -304,11 +348,11 @@ def run(inputs: tuple[Path, ...], out_dir: Path, engine: str | None, model: str 
     out_dir = out_dir.absolute()
     notify_urls = _notify_urls(notify_urls, settings)
     loaded = _load_inputs(inputs, manifest_format, strict, settings)
-    _check_setup(settings, out_dir)
+    _check_setup(settings)
     level = {0: settings.log_level, 1: "info"}.get(verbose, "debug")
-    scratch = _scratch_root(settings.scratch_dir)
-    with _out_dir_lock(out_dir), http_client(settings) as http, \
-            _removed_after(scratch):
+    scratch = _scratch_root(settings.scratch_dir, out_dir)
+    with _removed_after(scratch), _out_dir_lock(out_dir), \
+            http_client(settings) as http:
         configure_logging(level=level, json_file=out_dir / "bulkscribe.log")
         _log_warnings(loaded)
         try:
@@ -419,6 +463,7 @@ def status(batch: str | None, out_dir: Path | None, config: str | None, as_json:
         _fail_usage("give a BATCH id or --out DIR")
     if out_dir is not None:
         out_dir = out_dir.absolute()
+        _check_state(out_dir)
         url = ledger_url(settings, out_dir)
         if not settings.database_url and not (out_dir / ".bulkscribe" / "ledger.db").is_file():
             _fail_usage(f"{out_dir} holds no bulkscribe run")

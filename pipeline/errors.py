@@ -38,6 +38,7 @@ class FailureCode(StrEnum):
     NO_AUDIO_STREAM = "no_audio_stream"
     EMPTY_AUDIO = "empty_audio"
     CORRUPT = "corrupt"
+    LOW_SAMPLE_RATE = "low_sample_rate"
     TOO_LONG = "too_long"
     TOO_LARGE = "too_large"
     BAD_TRIM = "bad_trim"

@@ -7,6 +7,7 @@ with ``bound_contextvars`` (batch_id, item_id, attempt, stage), so it names its 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 from collections.abc import MutableMapping
@@ -100,6 +101,19 @@ class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
+class _NoFollowFileHandler(logging.FileHandler):
+    """Appends to a regular file, never through a symbolic link planted in its place (the
+    log lives in ``--out``, which others may be able to write to)."""
+
+    def _open(self) -> Any:
+        from pipeline.outdir import open_regular
+
+        path = Path(self.baseFilename)
+        fd = open_regular(str(path), os.O_WRONLY | os.O_APPEND | os.O_CREAT, dir_fd=None,
+                          shown=path)
+        return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
+
+
 _SHARED: list[Any] = [
     structlog.contextvars.merge_contextvars,
     structlog.stdlib.add_log_level,
@@ -128,7 +142,7 @@ def configure_logging(*, level: str = "warning", json_file: Path | None = None,
     handlers: list[logging.Handler] = [console]
     if json_file is not None:
         json_file.parent.mkdir(parents=True, exist_ok=True)
-        fh = logging.FileHandler(json_file, encoding="utf-8")
+        fh = _NoFollowFileHandler(json_file, encoding="utf-8")
         fh.setLevel(logging.INFO)
         fh.setFormatter(structlog.stdlib.ProcessorFormatter(
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,

@@ -49,13 +49,23 @@ class ManifestProblem:
     source: str | None = None
 
 
+# Scratch one item may fill: 12 hours (the longest any model takes) of 16 kHz mono 16-bit
+# PCM, plus 5 % for headers and slack: 1.45 GB.
+DEFAULT_MAX_SCRATCH_BYTES = int(12 * 3600 * 16_000 * 2 * 1.05)
+
+
 @dataclass(frozen=True, slots=True)
 class MediaLimits:
-    """What a target model accepts, checked at probe time."""
+    """What a target model accepts, checked at probe time, and how much scratch space one
+    item may fill while it is normalized."""
 
     max_duration_s: float = 12 * 3600
     max_bytes: int = 2 * 1024**3
     min_duration_s: float = 0.01
+    # Below this no speech survives (telephony is 8 kHz), and a tiny file claiming hours at
+    # 1 Hz would otherwise decode to gigabytes of scratch.
+    min_sample_rate: int = 4_000
+    max_scratch_bytes: int = DEFAULT_MAX_SCRATCH_BYTES  # normalized audio, per item
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ from pipeline.errors import TRANSIENT_CODES, PipelineError
 from pipeline.flow.actions import Action
 from pipeline.flow.context import FlowContext
 from pipeline.flow.outputs import transcript_name, write_item
-from pipeline.flow.plan import count_states, plan_jobs
+from pipeline.flow.plan import Agenda, Job, Lane
 from pipeline.flow.provider import poll_step, reconcile_submitting, submit_step
 from pipeline.flow.steps import prepare_step, transcribe_step
 from pipeline.ledger import ItemRow, ItemSeed, utcnow
@@ -36,6 +36,11 @@ from pipeline.states import CLAIMED_FROM, ItemState
 from pipeline.transcript import from_result_document
 
 log = get_logger("bulkscribe.run")
+
+# Which pool runs which kind of job (the distributed queues: provider, prepare/transcribe).
+_POOL_LANES = {"io": (Lane.RECONCILE, Lane.POLL, Lane.SUBMIT),
+               "cpu": (Lane.TRANSCRIBE, Lane.PREPARE)}
+_Running = tuple[str, tuple[str, ...]]  # (pool, item ids) of a step in flight
 
 @dataclass(frozen=True, slots=True)
 class RunConfig:
@@ -184,36 +189,36 @@ class EmbeddedRunner:
 
         Two pools, as the distributed queues: ``cpu`` (``workers`` threads) runs ffmpeg and the
         model; ``io`` runs provider requests (submit, poll, persist), which mostly wait on the
-        network and must not queue behind a long transcription.
+        network and must not queue behind a long transcription. The shared planner's
+        :class:`Agenda` holds the remaining rows; only those a finished step touched are
+        filed again, so each step costs the same whatever the manifest's length.
         """
-        view = {r.id: r for r in todo}
-        inflight: dict[Future[object], tuple[str, tuple[str, ...]]] = {}
+        agenda = Agenda(self._mode_of, default_model=self.cfg.model,
+                        batch_size=lambda m: self.batch_size if is_funasr(m) else 1)
+        for row in todo:
+            agenda.put(row)
+        inflight: dict[Future[object], _Running] = {}
         capacity = {"cpu": self.cfg.workers, "io": self.io_workers}
         audio_s = 0.0
         with ThreadPoolExecutor(capacity["cpu"], thread_name_prefix="cpu") as cpu, \
                 ThreadPoolExecutor(capacity["io"], thread_name_prefix="io") as io:
             pools = {"cpu": cpu, "io": io}
             try:
-                while view or inflight:
-                    busy = {i for _, ids in inflight.values() for i in ids}
-                    used = {"cpu": 0, "io": 0}
-                    for kind, _ in inflight.values():
-                        used[kind] += 1
-                    for kind, fn, ids in self._plan(view, busy):
+                while len(agenda) or inflight:
+                    if not self.ctx.stop.is_set():
+                        self._start_due(agenda, inflight, capacity, pools)
+                    if not inflight:
                         if self.ctx.stop.is_set():
                             break
-                        if used[kind] < capacity[kind]:
-                            inflight[pools[kind].submit(fn)] = (kind, ids)
-                            used[kind] += 1
-                    if not inflight:
-                        self.ctx.stop.wait(self._idle_s(view))
+                        self.ctx.stop.wait(self._idle_s(agenda))
                         continue
-                    done, _ = wait(inflight, timeout=self._idle_s(view),
+                    done, _ = wait(inflight, timeout=self._idle_s(agenda),
                                    return_when=FIRST_COMPLETED)
+                    touched: list[str] = []
                     for fut in done:
-                        _, ids = inflight.pop(fut)
+                        touched += inflight.pop(fut)[1]
                         fut.result()  # steps handle their own failures; anything else is a bug
-                        audio_s = self._refresh(view, ids, audio_s)
+                    audio_s = self._refresh(agenda, touched, audio_s)  # one read for all
             except KeyboardInterrupt:
                 self.ctx.stop.set()
                 for fut in inflight:
@@ -221,44 +226,48 @@ class EmbeddedRunner:
                 raise
         return audio_s
 
-    def _refresh(self, view: dict[str, ItemRow], ids: Sequence[str], audio_s: float) -> float:
+    def _start_due(self, agenda: Agenda, inflight: dict[Future[object], _Running],
+                   capacity: dict[str, int], pools: dict[str, ThreadPoolExecutor]) -> None:
+        """Fill each pool's free threads with the jobs due now, most advanced first."""
+        used = {"cpu": 0, "io": 0}
+        for kind, _ in inflight.values():
+            used[kind] += 1
+        now = utcnow()
+        for kind, lanes in _POOL_LANES.items():
+            room = capacity[kind] - used[kind]
+            if room <= 0:
+                continue
+            # Backpressure: never hold more normalized audio than the workers can use.
+            jobs = agenda.take(now, lanes=lanes, limit=room,
+                               prepare_room=2 * self.cfg.workers - agenda.prepared)
+            for job in jobs:
+                inflight[pools[kind].submit(self._call(job))] = (kind, job.ids)
+
+    def _refresh(self, agenda: Agenda, ids: Sequence[str], audio_s: float) -> float:
         """Re-read items a step touched; report the ones that finished."""
-        for item_id in ids:
-            row = self.ledger.get(item_id)
-            if row is None or row.state.terminal:
-                view.pop(item_id, None)
-                if row is not None:
-                    audio_s += (row.audio_duration_ms or 0) / 1000
-                    self.progress.item_done(row.key, row.state.value, row.error_code or "",
-                                            audio_s)
-            else:
-                view[item_id] = row
+        rows = self.ledger.get_many(ids)
+        for item_id in set(ids) - {r.id for r in rows}:
+            agenda.forget(item_id)
+        for row in rows:
+            agenda.put(row)
+            if row.state.terminal:
+                audio_s += (row.audio_duration_ms or 0) / 1000
+                self.progress.item_done(row.key, row.state.value, row.error_code or "",
+                                        audio_s)
         return audio_s
 
-    def _plan(self, view: dict[str, ItemRow],
-              busy: set[str]) -> list[tuple[str, Callable[[], object], tuple[str, ...]]]:
-        """Due work from the shared planner, as (pool, call, item ids)."""
+    def _call(self, job: Job) -> Callable[[], object]:
+        """The step that carries out ``job``."""
         ctx = self.ctx
-        rows = list(view.values())
-        jobs = plan_jobs(
-            rows, self._mode_of, utcnow(), busy=busy,
-            # Backpressure: never hold more normalized audio than the workers can use.
-            prepare_room=2 * self.cfg.workers - count_states(rows, ItemState.PREPARED),
-            submit_room=len(rows), batch_size=lambda m: self.batch_size if is_funasr(m) else 1,
-            default_model=self.cfg.model)
-        calls: list[tuple[str, Callable[[], object], tuple[str, ...]]] = []
-        for job in jobs:
-            if job.action is None:
-                calls.append(("io", partial(reconcile_submitting, ctx, job.rows[0]), job.ids))
-            elif job.action is Action.POLL:
-                calls.append(("io", partial(poll_step, ctx, str(job.task_id)), job.ids))
-            elif job.action is Action.SUBMIT:
-                calls.append(("io", partial(submit_step, ctx, list(job.rows)), job.ids))
-            elif job.action is Action.TRANSCRIBE:
-                calls.append(("cpu", partial(transcribe_step, ctx, job.rows[0]), job.ids))
-            else:
-                calls.append(("cpu", partial(prepare_step, ctx, job.rows[0]), job.ids))
-        return calls
+        if job.action is None:
+            return partial(reconcile_submitting, ctx, job.rows[0])
+        if job.action is Action.POLL:
+            return partial(poll_step, ctx, str(job.task_id))
+        if job.action is Action.SUBMIT:
+            return partial(submit_step, ctx, list(job.rows))
+        if job.action is Action.TRANSCRIBE:
+            return partial(transcribe_step, ctx, job.rows[0])
+        return partial(prepare_step, ctx, job.rows[0])
 
     def _mode_of(self, row: ItemRow) -> Mode:
         try:
@@ -267,17 +276,20 @@ class EmbeddedRunner:
             self.ledger.fail(row.id, row.state, exc.code, exc.message)
             return Mode.CLIP
 
-    def _idle_s(self, view: dict[str, ItemRow]) -> float:
+    @staticmethod
+    def _idle_s(agenda: Agenda) -> float:
         """How long to wait for a step to finish before looking for due work again."""
-        dues = [r.next_run_at for r in view.values() if r.next_run_at is not None]
-        if not dues:
+        due = agenda.next_due()
+        if due is None:
             return 1.0
-        return max(0.05, min(1.0, (min(dues) - utcnow()).total_seconds()))
+        return max(0.05, min(1.0, (due - utcnow()).total_seconds()))
 
     # -- housekeeping -------------------------------------------------------------------
     def _recover(self) -> None:
         """Undo what a killed or interrupted run left: claims, vanished scratch files."""
-        for row in self.ledger.list_items(self.batch_id):
+        # Only the states acted on below are read: a long manifest's rows are many.
+        states = [*CLAIMED_FROM, ItemState.PREPARED, ItemState.FAILED]
+        for row in self.ledger.list_items(self.batch_id, states=states):
             state = row.state
             if state is ItemState.SUBMITTING:
                 reconcile_submitting(self.ctx, row)
@@ -301,7 +313,7 @@ class EmbeddedRunner:
             return False
 
     def _release_own_claims(self) -> None:
-        for row in self.ledger.list_items(self.batch_id):
+        for row in self.ledger.list_items(self.batch_id, states=CLAIMED_FROM):
             if row.state.claimed and row.lease_owner == self.ctx.owner:
                 target = CLAIMED_FROM[row.state]
                 if row.state is ItemState.SUBMITTING:

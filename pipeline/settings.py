@@ -29,6 +29,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from pipeline.models import DEFAULT_MAX_SCRATCH_BYTES
+
 INTL_BASE_URL = "https://dashscope-intl.aliyuncs.com/api/v1"
 
 
@@ -67,6 +69,8 @@ class LimitsSettings(_Frozen):
 
     max_duration_s: float | None = Field(None, gt=0)
     max_bytes: int | None = Field(None, gt=0)
+    # Normalized audio one item may write to scratch; over it the item fails too_large.
+    max_scratch_bytes: int = Field(DEFAULT_MAX_SCRATCH_BYTES, gt=0)
 
 
 class ManifestSettings(_Frozen):

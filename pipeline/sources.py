@@ -88,6 +88,7 @@ def fetch(
     if path is not None:
         return LocalSource(path, temporary=False)
     scheme = source.split("://", 1)[0].lower()
+    scratch.mkdir(parents=True, exist_ok=True)
     dest = scratch / ("download" + _suffix(source))
     if scheme in ("http", "https"):
         download_http(http(), source, dest, max_bytes=max_bytes, deadline_s=deadline_s,

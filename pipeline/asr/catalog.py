@@ -6,7 +6,7 @@ One table instead of ``if model.startswith(...)`` scattered through the stages.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from pipeline.errors import ConfigError, FailureCode
@@ -70,10 +70,13 @@ def unsupported_options(info: ModelInfo, names: Iterable[str]) -> list[str]:
 
 def model_info(engine: str, model: str, overrides: LimitsSettings | None = None) -> ModelInfo:
     info = _lookup(engine, model)
-    if overrides and (overrides.max_duration_s or overrides.max_bytes):
-        limits = MediaLimits(
+    if overrides and (overrides.max_duration_s or overrides.max_bytes
+                      or overrides.max_scratch_bytes != info.limits.max_scratch_bytes):
+        limits = replace(
+            info.limits,
             max_duration_s=overrides.max_duration_s or info.limits.max_duration_s,
             max_bytes=overrides.max_bytes or info.limits.max_bytes,
+            max_scratch_bytes=overrides.max_scratch_bytes,
         )
         info = ModelInfo(info.engine, info.model, info.family, info.mode, limits,
                          info.max_clip_s, info.max_clip_bytes, info.diarization)

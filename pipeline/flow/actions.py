@@ -25,6 +25,11 @@ def next_action(row: ItemRow, mode: Mode, now: datetime) -> Action | None:
     """The step that moves ``row`` on, or None (claimed by someone, finished, or not due)."""
     if row.next_run_at is not None and row.next_run_at > now:
         return None
+    return action_for(row, mode)
+
+
+def action_for(row: ItemRow, mode: Mode) -> Action | None:
+    """The step ``row``'s state calls for once it is due (``next_run_at``), or None."""
     if row.state is ItemState.PENDING:
         return Action.PREPARE
     if row.state is ItemState.PREPARED:

@@ -36,15 +36,14 @@ def release(ctx: FlowContext, row: ItemRow, *, to: ItemState | None = None) -> I
 
 def handle_failure(ctx: FlowContext, row: ItemRow, exc: BaseException, *,
                    back_to: ItemState | None = None) -> None:
+    if _fail_from_claim(ctx, row, exc):
+        return
     latest = release(ctx, row, to=back_to)
     if ctx.stop.is_set() or latest.state.terminal:
         return
     code, message = failure_of(exc)
-    label = display(str(latest.spec.get("source") or latest.source))
-    if label and label not in message:
-        message = f"{label}: {message}"  # every failure names its file
+    message = _naming_file(latest, message)
     retryable = is_retryable(exc)
-    detail = dict(getattr(exc, "detail", {}) or {})
     retry_after = getattr(exc, "retry_after_s", None)
     if retryable and code == FailureCode.PROVIDER_THROTTLED:
         throttled = _throttled_in_a_row(latest) + 1
@@ -64,16 +63,42 @@ def handle_failure(ctx: FlowContext, row: ItemRow, exc: BaseException, *,
                  tries=latest.tries + 1, delay_s=round(delay, 2))
         ctx.emit("item.retry", code=str(code))
         return
+    _fail(ctx, latest, exc)
+
+
+def _fail_from_claim(ctx: FlowContext, row: ItemRow, exc: BaseException) -> bool:
+    """A permanent error on an item this process holds: claimed straight to FAILED, in one
+    transition guarded by the claim (no give-back first). False when that does not apply
+    (retryable, interrupted, or the claim was lost): the general path then decides."""
+    if is_retryable(exc) or ctx.stop.is_set() or not row.state.claimed \
+            or row.lease_owner != ctx.owner:
+        return False
+    return _fail(ctx, row, exc, owner=ctx.owner)
+
+
+def _fail(ctx: FlowContext, latest: ItemRow, exc: BaseException, *,
+          owner: str | None = None) -> bool:
+    code, message = failure_of(exc)
+    message = _naming_file(latest, message)
+    detail = dict(getattr(exc, "detail", {}) or {})
+    dead = is_retryable(exc) and ctx.dead_letters
+    if not ctx.ledger.fail(latest.id, latest.state, code, message, dead=dead, owner=owner,
+                           detail=detail or None):
+        return False
     if not hasattr(exc, "code"):
         log.error("item.crashed", item_id=latest.key, error=message, exc_info=exc)
-    dead = retryable and ctx.dead_letters
-    failed = ctx.ledger.fail(row.id, latest.state, code, message, dead=dead,
-                             detail=detail or None)
     log.info("item.dead" if dead else "item.failed", item_id=latest.key, code=str(code),
              error=message)
     ctx.emit("item.dead" if dead else "item.failed", code=str(code))
-    if failed:
-        ctx.item_finished(latest.batch_id)
+    ctx.item_finished(latest.batch_id)
+    return True
+
+
+def _naming_file(row: ItemRow, message: str) -> str:
+    label = display(str(row.spec.get("source") or row.source))
+    if label and label not in message:
+        return f"{label}: {message}"  # every failure names its file
+    return message
 
 
 def _retry_later(ctx: FlowContext, latest: ItemRow, back_to: ItemState | None, delay_s: float,

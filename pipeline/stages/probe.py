@@ -78,6 +78,13 @@ def read_probe(
             FailureCode.TOO_LONG,
             f"{name} lasts {_hms(duration_s)}; the limit is {_hms(limits.max_duration_s)}",
         )
+    sample_rate = int(stream.get("sample_rate") or 0)
+    if 0 < sample_rate < limits.min_sample_rate:
+        raise MediaRejected(
+            FailureCode.LOW_SAMPLE_RATE,
+            f"{name} is sampled at {sample_rate} Hz; speech needs at least "
+            f"{limits.min_sample_rate} Hz",
+        )
     channels = int(stream.get("channels") or 0)
     if channels < 1:
         raise MediaRejected(FailureCode.CORRUPT, f"{name}: audio stream reports no channels")
@@ -92,7 +99,7 @@ def read_probe(
         codec=str(stream.get("codec_name") or "unknown"),
         duration_s=duration_s,
         channels=channels,
-        sample_rate=int(stream.get("sample_rate") or 0),
+        sample_rate=sample_rate,
         size_bytes=size_bytes,
         stream_index=0,
         exact_duration=exact,

@@ -138,16 +138,6 @@ def test_setup_errors_are_one_line_and_exit_2(  # type: ignore[no-untyped-def]
     assert not (tmp_path / "out" / ".bulkscribe" / "ledger.db").exists()
 
 
-def test_output_directory_that_cannot_be_made_exits_2(media, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """--out under a regular file exits 2 in one line."""
-    manifest = tmp_path / "m.txt"
-    manifest.write_text(f"{media['harvard_wav']}\n")
-    (tmp_path / "file").write_text("x")
-    proc = run(str(manifest), "--out", str(tmp_path / "file" / "out"))
-    assert proc.returncode == 2
-    assert "cannot create --out" in one_line(proc.stderr)
-
-
 # --- 3, 5: one canonical transcript per item; the language --------------------------------
 
 

@@ -153,3 +153,16 @@ def test_probe_argv_is_json_of_format_and_streams() -> None:
     assert probe_argv(Path("/a b/c.mp3")) == [
         "ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json", "/a b/c.mp3",
     ]
+
+
+@pytest.mark.parametrize(("rate", "code"), [("1", FailureCode.LOW_SAMPLE_RATE),
+                                            ("3999", FailureCode.LOW_SAMPLE_RATE),
+                                            ("4000", None), ("8000", None)])
+def test_sample_rates_below_4_khz_are_refused(rate: str, code: FailureCode | None) -> None:
+    """A header at 1 Hz (80 KB claiming 11 hours) is refused; telephony's 8 kHz is not."""
+    rep = report([{**PCM_MONO, "sample_rate": rate, "duration": "40000.0"}], format_name="wav")
+    limits = MediaLimits(max_duration_s=12 * 3600.0)
+    if code is None:
+        assert read_probe(rep, limits, size_bytes=80_044, name=NAME).sample_rate == int(rate)
+    else:
+        assert rejected(rep, size=80_044, limits=limits).code is code
