@@ -46,7 +46,8 @@ def result_of(entry: ManifestItem | ManifestProblem, row: ItemRow | None) -> Ite
                           row.audio_duration_ms)
     error = {"code": row.error_code or FailureCode.INTERNAL.value,
              "message": row.error_message or ""}
-    return ItemResult(entry.item_id, source, "FAILED", error, {}, row.audio_duration_ms)
+    status = "SKIPPED" if row.state is ItemState.SKIPPED else "FAILED"
+    return ItemResult(entry.item_id, source, status, error, {}, row.audio_duration_ms)
 
 
 def result_of_row(row: ItemRow) -> ItemResult:

@@ -21,6 +21,7 @@ class ItemState(StrEnum):
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"  # permanent, with a FailureCode
     DEAD = "DEAD"  # retries exhausted: the dead-letter set
+    SKIPPED = "SKIPPED"  # not admitted: a budget cap was reached (budget_exceeded)
 
     @property
     def terminal(self) -> bool:
@@ -31,7 +32,8 @@ class ItemState(StrEnum):
         return self in CLAIMED_FROM
 
 
-TERMINAL = frozenset({ItemState.SUCCEEDED, ItemState.FAILED, ItemState.DEAD})
+TERMINAL = frozenset({ItemState.SUCCEEDED, ItemState.FAILED, ItemState.DEAD,
+                      ItemState.SKIPPED})
 
 # A claimed state and the state an expired claim falls back to.
 CLAIMED_FROM: dict[ItemState, ItemState] = {
@@ -44,13 +46,15 @@ CLAIMED_FROM: dict[ItemState, ItemState] = {
 }
 
 ALLOWED: dict[ItemState, frozenset[ItemState]] = {
-    ItemState.PENDING: frozenset({ItemState.PREPARING, ItemState.FAILED, ItemState.DEAD}),
+    ItemState.PENDING: frozenset(
+        {ItemState.PREPARING, ItemState.FAILED, ItemState.DEAD, ItemState.SKIPPED}
+    ),
     ItemState.PREPARING: frozenset(
         {ItemState.PREPARED, ItemState.PENDING, ItemState.FAILED, ItemState.DEAD}
     ),
     ItemState.PREPARED: frozenset(
         {ItemState.TRANSCRIBING, ItemState.SUBMITTING, ItemState.PENDING, ItemState.FAILED,
-         ItemState.DEAD}
+         ItemState.DEAD, ItemState.SKIPPED}
     ),
     ItemState.TRANSCRIBING: frozenset(
         {ItemState.SUCCEEDED, ItemState.PREPARED, ItemState.PENDING, ItemState.FAILED,
@@ -73,6 +77,7 @@ ALLOWED: dict[ItemState, frozenset[ItemState]] = {
     ItemState.SUCCEEDED: frozenset({ItemState.PENDING}),
     ItemState.FAILED: frozenset({ItemState.PENDING}),
     ItemState.DEAD: frozenset({ItemState.PENDING, ItemState.FAILED}),  # replay, purge
+    ItemState.SKIPPED: frozenset({ItemState.PENDING}),  # re-admitted under a higher cap
 }
 
 
