@@ -124,11 +124,11 @@ def skip_message(caps: Caps, tally: Tally, currency: str | None = None) -> str:
     """Why an item was skipped, for its ``budget_exceeded`` error."""
     parts = []
     if caps.max_audio_s is not None:
-        parts.append(f"{tally.used_s / 3600:.3f} h of audio admitted of max_audio_hours "
-                     f"{caps.max_audio_s / 3600:g}")
+        parts.append(f"{tally.used_s:.1f} s ({tally.used_s / 3600:.4g} h) of audio admitted, "
+                     f"max_audio_hours {caps.max_audio_s / 3600:g}")
     if caps.max_cost is not None:
         unit = f" {currency}" if currency else ""
-        parts.append(f"cost {tally.used_cost:.4f}{unit} admitted of max_cost "
+        parts.append(f"cost {tally.used_cost:.4g}{unit} admitted, max_cost "
                      f"{caps.max_cost:g}{unit}")
     return ("over the budget: " + "; ".join(parts)
             + " (items are admitted in manifest order; raise the cap to admit more)")

@@ -50,6 +50,7 @@ class LazyGroup(click.Group):
         "retry": "pipeline.cli_ops:retry",
         "reprocess": "pipeline.cli_ops:reprocess",
         "dlq": "pipeline.cli_ops:dlq",
+        "plan": "pipeline.cli_plan:plan",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -135,6 +136,30 @@ def _removed_after(path: Path) -> Iterator[None]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def budget_options(fn: Any) -> Any:
+    """--max-audio-hours and --max-cost, shared by run, submit and retry."""
+    fn = click.option("--max-cost", type=click.FloatRange(min=0),
+                      help="Admit items in manifest order while their cost (from the "
+                      "[prices] table) stays within this; the rest are SKIPPED.")(fn)
+    return click.option("--max-audio-hours", type=click.FloatRange(min=0, min_open=True),
+                        help="Admit items in manifest order while their audio stays within "
+                        "this many hours; the rest are SKIPPED (budget_exceeded).")(fn)
+
+
+def run_caps(settings: Any, loaded: Any, max_audio_hours: float | None,
+             max_cost: float | None) -> Any:
+    """The budget caps for these items (flags over settings); exit 2 when --max-cost has
+    no price for a model the items use."""
+    from pipeline.pricing import budget_caps
+
+    models = [settings.model, *(e.model for e in loaded.items if e.model)]
+    try:
+        return budget_caps(settings, settings.engine, models,
+                           max_audio_hours=max_audio_hours, max_cost=max_cost)
+    except PipelineError as exc:
+        _fail_usage(exc.message)
+
+
 INPUTS_HELP = ("Each INPUT is a media file (one item), a directory (walked for media files, "
                "its tree mirrored under --out) or a manifest (JSONL, CSV or a list of sources).")
 
@@ -180,12 +205,14 @@ def _log_warnings(loaded: Any) -> None:
               help="Override format detection of a single manifest INPUT.")
 @click.option("--strict", is_flag=True,
               help="Unknown manifest fields fail their lines (manifest_invalid), not warn.")
+@budget_options
 @click.option("--config", type=click.Path(dir_okay=False), help="TOML settings file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("-v", "--verbose", count=True, help="More log lines on stderr (-v, -vv).")
 def run(inputs: tuple[Path, ...], out_dir: Path, engine: str | None, model: str | None,
         language: str | None, workers: int | None, formats: str | None, force: bool,
-        retry_failed: bool, manifest_format: str | None, strict: bool, config: str | None,
+        retry_failed: bool, manifest_format: str | None, strict: bool,
+        max_audio_hours: float | None, max_cost: float | None, config: str | None,
         as_json: bool, verbose: int) -> None:
     """Transcribe every item of the INPUTs on this machine into --out."""
     from pipeline.asr.catalog import model_info
@@ -199,6 +226,7 @@ def run(inputs: tuple[Path, ...], out_dir: Path, engine: str | None, model: str 
                          workers=workers, formats=formats)
     out_dir = out_dir.absolute()
     loaded = _load_inputs(inputs, manifest_format, strict, settings)
+    caps, currency = run_caps(settings, loaded, max_audio_hours, max_cost)
     level = {0: settings.log_level, 1: "info"}.get(verbose, "debug")
     scratch = _scratch_root(settings.scratch_dir)
     with _out_dir_lock(out_dir), http_client(settings) as http, \
@@ -212,7 +240,7 @@ def run(inputs: tuple[Path, ...], out_dir: Path, engine: str | None, model: str 
                 settings, ledger=open_ledger(ledger_url(settings, out_dir)),
                 owner=f"run:{os.getpid()}", sinks=lambda _batch: sink, scratch=scratch,
                 store=media_store(settings, out_dir / ".bulkscribe" / "media"), http=http,
-                dead_letters=False)
+                dead_letters=False, **_probe_cache(out_dir))
         except PipelineError as exc:
             _fail_usage(exc.message)
         engine_check = getattr(ctx.clip_engine(info), "check", None) \
@@ -221,7 +249,7 @@ def run(inputs: tuple[Path, ...], out_dir: Path, engine: str | None, model: str 
             cfg=RunConfig(out_dir=out_dir, engine=settings.engine, model=settings.model,
                           language=settings.language, formats=settings.formats,
                           workers=settings.workers, retry=settings.retry, force=force,
-                          retry_failed=retry_failed),
+                          retry_failed=retry_failed, budget=caps, currency=currency),
             ctx=ctx, progress=_progress(as_json), check_engine=engine_check,
             batch_size=settings.provider.batch_size)
         try:
@@ -234,6 +262,18 @@ def run(inputs: tuple[Path, ...], out_dir: Path, engine: str | None, model: str 
         os._exit(EXIT_INTERRUPTED)  # worker threads may still be inside a model call
     _print_summary(summary, out_dir, as_json)
     sys.exit(0 if summary.ok else EXIT_FAILED)
+
+
+def _probe_cache(out_dir: Path) -> dict[str, Any]:
+    """The prober a run uses: ffprobe behind the probe cache a `plan` filled (under
+    --out when it made one there, else the user's), so files are not probed twice."""
+    from functools import partial
+
+    from pipeline.probe_cache import cache_path_for, open_cache
+    from pipeline.stages.probe import probe
+
+    cache = open_cache(cache_path_for(out_dir))
+    return {"prober": partial(probe, reports=cache.reports)} if cache else {}
 
 
 def _progress(as_json: bool) -> Any:
@@ -266,7 +306,7 @@ def _print_summary(summary: Any, out_dir: Path, as_json: bool) -> None:
     table = Table()
     table.add_column("status")
     table.add_column("items", justify="right")
-    for status in ("SUCCEEDED", "FAILED"):
+    for status in ("SUCCEEDED", "FAILED", *(("SKIPPED",) if counts.get("SKIPPED") else ())):
         table.add_row(status, str(counts.get(status, 0)))
     console.print(table)
     if failed:

@@ -20,13 +20,16 @@ from typing import Any
 from pipeline.asr.catalog import Mode
 from pipeline.asr.dashscope.params import is_funasr
 from pipeline.batches import key_of, seeds_for
+from pipeline.budget import Caps
 from pipeline.errors import TRANSIENT_CODES, PipelineError
 from pipeline.flow.actions import Action
+from pipeline.flow.admission import admit_batch
 from pipeline.flow.context import FlowContext
 from pipeline.flow.plan import count_states, plan_jobs
 from pipeline.flow.provider import poll_step, reconcile_submitting, submit_step
 from pipeline.flow.steps import prepare_step, transcribe_step
 from pipeline.ledger import ItemRow, ItemSeed, utcnow
+from pipeline.ledger.budgets import get_budget, is_parked, set_caps
 from pipeline.log import get_logger
 from pipeline.manifest import Manifest
 from pipeline.render import write_outputs
@@ -48,6 +51,8 @@ class RunConfig:
     retry: RetrySettings
     force: bool = False
     retry_failed: bool = False
+    budget: Caps = Caps()  # no caps unless given (pipeline/budget.py)
+    currency: str | None = None
 
 
 @dataclass(slots=True)
@@ -67,7 +72,9 @@ class RunSummary:
 
     @property
     def ok(self) -> bool:
-        return not self.interrupted and all(r.status == "SUCCEEDED" for r in self.results)
+        # SKIPPED (a budget cap reached) is what was asked for, not a failure.
+        return not self.interrupted and all(r.status in ("SUCCEEDED", "SKIPPED")
+                                            for r in self.results)
 
 
 class Progress:
@@ -98,6 +105,7 @@ class EmbeddedRunner:
     def __post_init__(self) -> None:
         self.batch_id = batch_id_for(self.cfg.out_dir)
         self.ledger = self.ctx.ledger
+        self._budgeted = False
 
     # -- the run ------------------------------------------------------------------------
     def run(self, manifest: Manifest) -> RunSummary:
@@ -114,6 +122,7 @@ class EmbeddedRunner:
                                engine=cfg.engine,
                                model=cfg.model, force=cfg.force)
         self._recover()
+        self._apply_budget()
         rows = {r.key: r for r in self.ledger.list_items(self.batch_id)}
         keys = [key_of(e) for e in manifest.entries]
         for key in keys:
@@ -173,6 +182,7 @@ class EmbeddedRunner:
                         _, ids = inflight.pop(fut)
                         fut.result()  # steps handle their own failures; anything else is a bug
                         audio_s = self._refresh(view, ids, audio_s)
+                    audio_s = self._refresh_admitted(view, audio_s)
             except KeyboardInterrupt:
                 self.ctx.stop.set()
                 for fut in inflight:
@@ -193,6 +203,27 @@ class EmbeddedRunner:
             else:
                 view[item_id] = row
         return audio_s
+
+    def _apply_budget(self) -> None:
+        """This run's caps on the batch: a higher cap re-admits SKIPPED items; no cap
+        releases everything. ``--force`` starts the running totals again."""
+        if self.cfg.force:
+            set_caps(self.ledger, self.batch_id, Caps())
+        set_caps(self.ledger, self.batch_id, self.cfg.budget, currency=self.cfg.currency)
+        self._budgeted = self.cfg.budget.active
+        if self._budgeted:
+            admit_batch(self.ctx, self.batch_id)
+
+    def _refresh_admitted(self, view: dict[str, ItemRow], audio_s: float) -> float:
+        """Admission moves items no step of ours touched: re-read those waiting for it
+        (parked), and once a cap is reached the unprepared ones it skipped."""
+        if not self._budgeted:
+            return audio_s
+        budget = get_budget(self.ledger, self.batch_id)
+        closing = budget is not None and budget.tally.skip_from is not None
+        stale = [i for i, r in view.items() if is_parked(r.next_run_at)
+                 or (closing and r.state is ItemState.PENDING)]
+        return self._refresh(view, stale, audio_s) if stale else audio_s
 
     def _plan(self, view: dict[str, ItemRow],
               busy: set[str]) -> list[tuple[str, Callable[[], object], tuple[str, ...]]]:
