@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from pipeline.cli import _fail_usage, _settings
+from pipeline.cli import _fail_usage, _settings, budget_options, run_caps
 
 
 def _ledger(settings: Any) -> Any:
@@ -72,17 +72,20 @@ def _echo(as_json: bool, data: Any, text: str) -> None:
               help="Override format detection of a single manifest INPUT.")
 @click.option("--strict", is_flag=True,
               help="Unknown manifest fields fail their lines (manifest_invalid), not warn.")
+@budget_options
 @click.option("--config", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True)
 def submit(inputs: tuple[Path, ...], out: str, engine: str | None, model: str | None,
            language: str | None, options: Sequence[str], manifest_format: str | None,
-           strict: bool, config: str | None, as_json: bool) -> None:
+           strict: bool, max_audio_hours: float | None, max_cost: float | None,
+           config: str | None, as_json: bool) -> None:
     """Queue the INPUTs' items for the workers; prints the batch id."""
     from pipeline.batches import new_batch_id, seeds_for
     from pipeline.cli import _load_inputs
 
     settings = _settings(config, engine=engine, model=model, language=language)
     loaded = _load_inputs(inputs, manifest_format, strict, settings)  # warnings: on stderr
+    caps, currency = run_caps(settings, loaded, max_audio_hours, max_cost)
     if "://" not in out:
         out = str(Path(out).absolute())
     wctx = _worker_ctx(settings)
@@ -91,6 +94,10 @@ def submit(inputs: tuple[Path, ...], out: str, engine: str | None, model: str | 
     wctx.ledger.ensure_batch(batch_id, kind="submit", out=out, engine=settings.engine,
                              model=settings.model, manifest=loaded.path,
                              options={"language": settings.language, **extra})
+    from pipeline.ledger.budgets import set_caps
+
+    # Before the items exist, so no worker prepares one the caps do not know about.
+    set_caps(wctx.ledger, batch_id, caps, currency=currency)
     seeds = seeds_for(loaded.entries, engine=settings.engine, model=settings.model,
                       language=settings.language, options=extra)
     wctx.ledger.sync_items(batch_id, seeds, engine=settings.engine, model=settings.model)
@@ -169,10 +176,13 @@ def beat(config: str | None) -> None:
 
 @click.command()
 @click.argument("batch")
+@budget_options
 @click.option("--config", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True)
-def retry(batch: str, config: str | None, as_json: bool) -> None:
-    """Give a batch's FAILED and DEAD items a new attempt."""
+def retry(batch: str, max_audio_hours: float | None, max_cost: float | None,
+          config: str | None, as_json: bool) -> None:
+    """Give a batch's FAILED and DEAD items a new attempt; with a higher cap
+    (--max-audio-hours, --max-cost), its SKIPPED items too."""
     from pipeline.states import ItemState
 
     settings = _settings(config)
@@ -181,6 +191,7 @@ def retry(batch: str, config: str | None, as_json: bool) -> None:
         _fail_usage(f"no batch {batch}")
     rows = wctx.ledger.list_items(batch, states=[ItemState.FAILED, ItemState.DEAD])
     ids = [r.id for r in rows if wctx.ledger.restart(r.id)]
+    ids += _recap(settings, wctx.ledger, batch, max_audio_hours, max_cost)
     _kick(wctx, ids)
     _echo(as_json, {"batch_id": batch, "retried": len(ids)}, f"{len(ids)} item(s) retried")
 
@@ -189,14 +200,17 @@ def retry(batch: str, config: str | None, as_json: bool) -> None:
 @click.argument("batch", required=False)
 @click.option("--item", "item_ids", multiple=True, help="An item (ledger id or BATCH/ID).")
 @click.option("--status", "states", multiple=True,
-              type=click.Choice(["SUCCEEDED", "FAILED", "DEAD"]), help="Items in this state.")
+              type=click.Choice(["SUCCEEDED", "FAILED", "DEAD", "SKIPPED"]),
+              help="Items in this state.")
 @click.option("--model", help="Transcribe with this model instead.")
 @click.option("--engine", type=click.Choice(["local", "dashscope"]))
 @click.option("--option", "options", multiple=True, help="Provider option key=value.")
+@budget_options
 @click.option("--config", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True)
 def reprocess(batch: str | None, item_ids: Sequence[str], states: Sequence[str],
               model: str | None, engine: str | None, options: Sequence[str],
+              max_audio_hours: float | None, max_cost: float | None,
               config: str | None, as_json: bool) -> None:
     """New attempts for a batch, some items, or items in a state; old results stay until
     the new ones are written."""
@@ -222,9 +236,41 @@ def reprocess(batch: str | None, item_ids: Sequence[str], states: Sequence[str],
             spec["options"] = {**dict(spec.get("options") or {}), **extra}
         if wctx.ledger.restart(row.id, spec=spec, fingerprint=fingerprint(spec)):
             restarted.append(row.id)
+    if batch:  # a higher cap re-admits the batch's SKIPPED items too
+        restarted += _recap(settings, wctx.ledger, batch, max_audio_hours, max_cost)
+    elif max_audio_hours is not None or max_cost is not None:
+        _fail_usage("--max-audio-hours and --max-cost apply to a BATCH")
     _kick(wctx, restarted)
     _echo(as_json, {"reprocessed": len(restarted), "items": restarted},
           f"{len(restarted)} item(s) queued for reprocessing")
+
+
+def _recap(settings: Any, ledger: Any, batch: str, max_audio_hours: float | None,
+           max_cost: float | None) -> list[str]:
+    """New caps for a batch (the flags given, the others kept); the SKIPPED items a
+    higher cap re-admits start again. No flags: nothing changes."""
+    from pipeline.budget import Caps
+    from pipeline.errors import PipelineError
+    from pipeline.ledger.budgets import get_budget, set_caps
+    from pipeline.pricing import budget_caps
+
+    if max_audio_hours is None and max_cost is None:
+        return []
+    old = get_budget(ledger, batch)
+    old_caps = old.caps if old is not None else Caps()
+    info = ledger.batch(batch) or {}
+    models = [str(info.get("model") or settings.model),
+              *(str(r.spec.get("model")) for r in ledger.list_items(batch) if r.spec.get("model"))]
+    hours = max_audio_hours if max_audio_hours is not None else (
+        None if old_caps.max_audio_s is None else old_caps.max_audio_s / 3600)
+    cost = max_cost if max_cost is not None else old_caps.max_cost
+    try:
+        caps, currency = budget_caps(settings.model_copy(update={"budget": type(
+            settings.budget)()}), str(info.get("engine") or settings.engine), models,
+            max_audio_hours=hours, max_cost=cost)
+    except PipelineError as exc:
+        _fail_usage(exc.message)
+    return list(set_caps(ledger, batch, caps, currency=currency))
 
 
 def _select(ledger: Any, batch: str | None, item_ids: Sequence[str],

@@ -43,6 +43,7 @@ def plan(inputs: tuple[Path, ...], engine: str | None, model: str | None,
     from pipeline.pricing import rate_of
     from pipeline.probe_cache import default_cache_path, open_cache
     from pipeline.rtf import local_rtf
+    from pipeline.stages.probe import ffprobe_report
 
     settings = _settings(config, engine=engine, model=model, language=language,
                          workers=workers)
@@ -55,7 +56,7 @@ def plan(inputs: tuple[Path, ...], engine: str | None, model: str | None,
     cache = open_cache(cache_path)
     probed = probe_all(loaded.entries, engine=settings.engine, model=settings.model,
                        language=settings.language, limits=settings.limits,
-                       **({"reports": cache.reports} if cache else {}))
+                       reports=cache.reports if cache else ffprobe_report)
     notes: list[str] = []
     rtfs: dict[str, Any] = {}
 

@@ -55,7 +55,7 @@ def local_rtf(settings: Settings, model: str) -> Rtf:
     cached = _read(path)
     if key in cached:
         entry = cached[key]
-        return Rtf(float(entry["rtf"]), f"measured {entry['at']}, cached in {path}")
+        return Rtf(float(str(entry["rtf"])), f"measured {entry['at']}, cached in {path}")
     value = measure(settings, model)
     cached = _read(path)  # another plan may have written meanwhile
     cached[key] = {"rtf": value, "at": time.strftime("%Y-%m-%d", time.gmtime())}

@@ -51,7 +51,7 @@ class RunConfig:
     retry: RetrySettings
     force: bool = False
     retry_failed: bool = False
-    budget: Caps = Caps()  # no caps unless given (pipeline/budget.py)
+    budget: Caps = field(default_factory=Caps)  # no caps unless given (pipeline/budget.py)
     currency: str | None = None
 
 

@@ -20,8 +20,11 @@ log = get_logger("bulkscribe.budget")
 
 
 def parked_until(ctx: FlowContext, row: ItemRow) -> datetime | None:
-    """PARKED when the item's batch has caps (it waits for admission), else None."""
-    return PARKED if get_budget(ctx.ledger, row.batch_id) is not None else None
+    """PARKED when the item's batch has caps and its line is not decided yet (it waits for
+    admission), else None. An item behind the decided line was admitted before (a retry or
+    reprocess of it): it goes on without being counted again."""
+    budget = get_budget(ctx.ledger, row.batch_id)
+    return PARKED if budget is not None and row.line_no > budget.tally.line else None
 
 
 def admit_batch(ctx: FlowContext, batch_id: str) -> Admission | None:

@@ -48,10 +48,11 @@ def get_budget(ledger: Ledger, batch_id: str) -> Budget | None:
                   m["currency"])
 
 
-def set_caps(ledger: Ledger, batch_id: str, caps: Caps, *, currency: str | None = None) -> int:
+def set_caps(ledger: Ledger, batch_id: str, caps: Caps, *,
+             currency: str | None = None) -> list[str]:
     """Give a batch these caps (None everywhere removes them). Caps that admit more than
     before reopen the batch: its SKIPPED items start a new attempt, and admission carries
-    on from the running totals. Returns how many items were re-admitted to try again."""
+    on from the running totals. Returns the ids of the items that start again."""
     old = get_budget(ledger, batch_id)
     reopen = old is not None and (not caps.active or not old.caps.covers(caps))
     with ledger.engine.begin() as conn:
@@ -69,10 +70,9 @@ def set_caps(ledger: Ledger, batch_id: str, caps: Caps, *, currency: str | None 
                 values["skip_from"] = None
             conn.execute(update(budgets).where(budgets.c.batch_id == batch_id).values(values))
     if old is None or not reopen:
-        return 0
-    readmitted = 0
-    for row in ledger.list_items(batch_id, states=[ItemState.SKIPPED]):
-        readmitted += ledger.restart(row.id)
+        return []
+    readmitted = [row.id for row in ledger.list_items(batch_id, states=[ItemState.SKIPPED])
+                  if ledger.restart(row.id)]
     if not caps.active:  # no cap any more: whatever waits for admission goes now
         parked = [r for r in ledger.list_items(batch_id, states=[ItemState.PREPARED])
                   if is_parked(r.next_run_at)]
