@@ -41,10 +41,10 @@ class Caps:
         return self.max_audio_s is not None or self.max_cost is not None
 
     def covers(self, other: Caps) -> bool:
-        """True when every cap here is at least ``other``'s (None is no cap at all)."""
-        return all(mine is None or (theirs is not None and mine <= theirs)
-                   for mine, theirs in ((other.max_audio_s, self.max_audio_s),
-                                        (other.max_cost, self.max_cost)))
+        """True when these caps admit at least what ``other``'s do (None: no cap)."""
+        pairs = ((self.max_audio_s, other.max_audio_s), (self.max_cost, other.max_cost))
+        return all(mine is None or (theirs is not None and mine >= theirs)
+                   for mine, theirs in pairs)
 
 
 @dataclass(frozen=True, slots=True)
