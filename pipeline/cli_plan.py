@@ -108,7 +108,7 @@ def _print_plan(result: Any, notes: list[str]) -> None:
     if result.bad:
         echo("bad files:")
         for p in result.bad:
-            echo(f"  {p.id}  {p.error[0]}  {p.error[1]}")
+            echo(f"  {p.id or '-'}  {p.error[0]}  {p.error[1]}")
     if result.largest:
         echo("largest:")
         for p in result.largest:

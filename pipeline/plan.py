@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.asr.catalog import model_info
-from pipeline.batches import key_of, seeds_for
+from pipeline.batches import seeds_for
 from pipeline.errors import PipelineError, failure_of
 from pipeline.manifest import display
 from pipeline.models import ManifestItem, ManifestProblem
@@ -29,7 +29,7 @@ from pipeline.stages.probe import ReportSource, ffprobe_report, probe
 class Probed:
     """One item as the plan sees it."""
 
-    id: str
+    id: str | None  # None for a manifest line too broken to have one (as in results.jsonl)
     source: str
     model: str
     seconds: float | None = None  # audio to transcribe (trimmed); None: bad or not probed
@@ -88,7 +88,7 @@ def make_plan(probed: Sequence[Probed], rates: Rates, wall: WallEstimator, *,
         rate, currency = rates(model)
         by_model[model] = ModelTotal(len(mine), seconds,
                                      None if rate is None else seconds * rate, currency)
-    largest = sorted(good, key=lambda p: (-(p.seconds or 0.0), p.id))[:top]
+    largest = sorted(good, key=lambda p: (-(p.seconds or 0.0), p.id or ""))[:top]
     return Plan(files=len(probed), bad=tuple(p for p in probed if p.error),
                 not_probed=sum(1 for p in probed if p.remote),
                 audio_s=sum(t.audio_s for t in by_model.values()), by_model=by_model,
@@ -130,10 +130,10 @@ def probe_all(entries: Sequence[ManifestItem | ManifestProblem], *, engine: str,
 
     def one(pair: tuple[ManifestItem | ManifestProblem, Any]) -> Probed:
         entry, seed = pair
-        item_id = entry.item_id or key_of(entry)
         if seed.failure is not None or isinstance(entry, ManifestProblem):
             code, message = seed.failure or (entry.code, entry.message)  # type: ignore[union-attr]
-            return Probed(str(item_id), display(seed.source), model, error=(code, message))
+            return Probed(entry.item_id, display(seed.source), model, error=(code, message))
+        item_id = entry.item_id
         item_model = entry.model or model
         shown = display(entry.source)
         path = local_path(entry.source)

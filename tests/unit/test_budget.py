@@ -179,7 +179,7 @@ def test_ledger_concurrent_advances_admit_each_item_once(ledger: Ledger) -> None
             barrier.wait()
             for _ in range(3):
                 advance(ledger, BATCH)
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=worker) for _ in range(8)]
