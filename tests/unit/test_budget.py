@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pytest
 from test_ledger import BATCH, add, ledger  # noqa: F401  (the ledger fixture: SQLite and PostgreSQL)
@@ -199,3 +200,45 @@ def test_ledger_concurrent_advances_admit_each_item_once(ledger: Ledger) -> None
     assert [r.key for r in rows if r.state is S.SKIPPED] == keys[fit:]
     budget = get_budget(ledger, BATCH)
     assert budget is not None and budget.tally.used_s == pytest.approx(total)
+
+
+# --- the prepare step with a budget, over the real ledger -------------------------------
+
+
+@pytest.mark.ffmpeg
+def test_prepare_step_parks_then_admission_releases_in_order(
+        ledger: Ledger, tmp_path: Path) -> None:  # noqa: F811
+    """The real prepare step on real files (2, 3 and 4 s) under a 5.5 s cap, prepared last
+    line first: each prepared item is parked (the step returns None, so a worker hands
+    nothing off), lines 1-2 are released once both are known, line 3 is SKIPPED and its
+    normalized audio deleted."""
+    from support import bare_flow, ffmpeg
+
+    from pipeline.flow.media import MediaKeeper
+    from pipeline.flow.steps import prepare_step
+    from pipeline.ledger import ItemSeed
+    from pipeline.storage import LocalStore
+
+    seeds = []
+    for n, seconds in enumerate((2, 3, 4), 1):
+        wav = tmp_path / f"t{n}.wav"
+        ffmpeg(["-f", "lavfi", "-i", f"sine=frequency={200 * n}:duration={seconds}", str(wav)])
+        seeds.append(ItemSeed(f"t{n}", n, str(wav), {"source": str(wav), "model": "tiny.en",
+                                                     "engine": "local"}, f"f{n}"))
+    ledger.sync_items(BATCH, seeds, engine="local", model="tiny.en")
+    set_caps(ledger, BATCH, Caps(max_audio_s=5.5))
+    store = LocalStore(tmp_path / "media")
+    ctx = bare_flow(ledger=ledger, engine="local", model="tiny.en", media=MediaKeeper(store),
+                    scratch=tmp_path / "scratch", http=lambda: None)
+    rows = {r.key: r for r in ledger.list_items(BATCH)}
+    assert prepare_step(ctx, rows["t3"]) is None
+    assert states(ledger) == {"t1": "PENDING", "t2": "PENDING", "t3": "PREPARED/parked"}
+    t3_media = ledger.list_items(BATCH, keys=["t3"])[0].media_key
+    assert t3_media and store.exists(t3_media)
+    assert prepare_step(ctx, rows["t1"]) is None
+    assert states(ledger)["t1"] == "PREPARED"  # first line: nothing before it to wait for
+    prepare_step(ctx, rows["t2"])
+    assert states(ledger) == {"t1": "PREPARED", "t2": "PREPARED", "t3": "SKIPPED"}
+    assert not store.exists(t3_media)
+    budget = get_budget(ledger, BATCH)
+    assert budget is not None and budget.tally.used_s == pytest.approx(5.0, abs=0.01)
