@@ -16,7 +16,7 @@ from sqlalchemy import and_, delete, insert, select, update
 from pipeline.budget import SKIPPABLE, Admission, Caps, Entry, Tally, admit, skip_message
 from pipeline.errors import FailureCode
 from pipeline.ledger.repo import Ledger, utcnow
-from pipeline.ledger.tables import attempts, budgets, items
+from pipeline.ledger.tables import attempts, batches, budgets, items
 from pipeline.states import ItemState
 
 # next_run_at of a PREPARED item waiting for admission: never due by itself. Admission
@@ -103,6 +103,9 @@ def _entries(ledger: Ledger, batch_id: str, tally: Tally) -> list[Entry]:
     if tally.skip_from is not None:
         cond.append(items.c.state.in_([s.value for s in SKIPPABLE]))
     with ledger.engine.connect() as conn:
+        # An item's spec names its model; the batch's is the fallback for older items.
+        default_model = str(conn.execute(select(batches.c.model).where(
+            batches.c.id == batch_id)).scalar() or "")
         while True:
             rows = conn.execute(
                 select(items.c.id, items.c.line_no, items.c.state, items.c.audio_duration_ms,
@@ -114,7 +117,8 @@ def _entries(ledger: Ledger, batch_id: str, tally: Tally) -> list[Entry]:
                 state = ItemState(r.state)
                 known = ms is not None and state not in (ItemState.PENDING, ItemState.PREPARING)
                 out.append(Entry(r.id, r.line_no, state, ms / 1000 if known else None,
-                                 str((r.spec or {}).get("model") or ""), r.media_key))
+                                 str((r.spec or {}).get("model") or default_model),
+                                 r.media_key))
             if len(rows) < PAGE:
                 return out
             if tally.skip_from is None and any(e.seconds is None and e.state not in (

@@ -242,3 +242,25 @@ def test_prepare_step_parks_then_admission_releases_in_order(
     assert not store.exists(t3_media)
     budget = get_budget(ledger, BATCH)
     assert budget is not None and budget.tally.used_s == pytest.approx(5.0, abs=0.01)
+
+
+def test_retry_with_a_higher_cap_keeps_the_other_cap_and_readmits(
+        ledger: Ledger) -> None:  # noqa: F811
+    """`retry BATCH --max-audio-hours H` (cli_ops._recap): the new audio cap, the cost cap
+    kept, SKIPPED items restarted; no flag changes nothing."""
+    from pipeline.cli_ops import _recap
+    from pipeline.settings import Settings
+
+    settings = Settings(prices={"tiny.en": {"per_second": 0.01}})
+    ids = add(ledger, "a", "b")
+    set_caps(ledger, BATCH, Caps(max_audio_s=15, max_cost=100.0, prices={"tiny.en": 0.01}))
+    for i in ids:
+        prepare(ledger, i, 10)
+    advance(ledger, BATCH)
+    assert states(ledger) == {"a": "PREPARED", "b": "SKIPPED"}
+    assert _recap(settings, ledger, BATCH, None, None) == []
+    assert _recap(settings, ledger, BATCH, 0.01, None) == [ids[1]]  # 36 s
+    budget = get_budget(ledger, BATCH)
+    assert budget is not None and budget.caps.max_audio_s == pytest.approx(36.0)
+    assert budget.caps.max_cost == 100.0 and budget.tally.used_s == 10.0
+    assert states(ledger)["b"] == "PENDING"
