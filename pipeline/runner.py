@@ -233,7 +233,10 @@ class EmbeddedRunner:
         jobs = plan_jobs(
             rows, self._mode_of, utcnow(), busy=busy,
             # Backpressure: never hold more normalized audio than the workers can use.
-            prepare_room=2 * self.cfg.workers - count_states(rows, ItemState.PREPARED),
+            # Items parked for budget admission do not count: they wait for an earlier one,
+            # which must still find room to be prepared.
+            prepare_room=2 * self.cfg.workers - count_states(
+                [r for r in rows if not is_parked(r.next_run_at)], ItemState.PREPARED),
             submit_room=len(rows), batch_size=lambda m: self.batch_size if is_funasr(m) else 1,
             default_model=self.cfg.model)
         calls: list[tuple[str, Callable[[], object], tuple[str, ...]]] = []
