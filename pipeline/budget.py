@@ -43,8 +43,9 @@ class Caps:
     def covers(self, other: Caps) -> bool:
         """True when these caps admit at least what ``other``'s do (None: no cap)."""
         pairs = ((self.max_audio_s, other.max_audio_s), (self.max_cost, other.max_cost))
-        return all(mine is None or (theirs is not None and mine >= theirs)
-                   for mine, theirs in pairs)
+        return all(
+            mine is None or (theirs is not None and mine >= theirs) for mine, theirs in pairs
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,8 +89,7 @@ def cost_of(caps: Caps, model: str, seconds: float) -> float | None:
 def admit(tally: Tally, entries: Iterable[Entry], caps: Caps) -> Admission:
     """Advance ``tally`` over ``entries`` (the batch's items after ``tally.line``, in
     manifest order): what to admit, what to skip, and the new totals."""
-    line, used_s, used_cost, skip_from = tally.line, tally.used_s, tally.used_cost, \
-        tally.skip_from
+    line, used_s, used_cost, skip_from = tally.line, tally.used_s, tally.used_cost, tally.skip_from
     admitted: list[str] = []
     skipped: list[Entry] = []
     for e in sorted(entries, key=lambda e: e.line_no):
@@ -102,13 +102,16 @@ def admit(tally: Tally, entries: Iterable[Entry], caps: Caps) -> Admission:
         if e.state in _PASSED:
             line = e.line_no
             continue
-        if e.seconds is None or e.state in (ItemState.PENDING, ItemState.PREPARING,
-                                            ItemState.SKIPPED):
+        if e.seconds is None or e.state in (
+            ItemState.PENDING,
+            ItemState.PREPARING,
+            ItemState.SKIPPED,
+        ):
             break  # not probed yet (or waiting to be re-admitted): decide later
         cost = cost_of(caps, e.model, e.seconds)
         fits = (caps.max_audio_s is None or used_s + e.seconds <= caps.max_audio_s + 1e-9) and (
-            caps.max_cost is None or (cost is not None
-                                      and used_cost + cost <= caps.max_cost + 1e-9))
+            caps.max_cost is None or (cost is not None and used_cost + cost <= caps.max_cost + 1e-9)
+        )
         if not fits:
             skip_from = e.line_no
             if e.state in SKIPPABLE:
@@ -124,11 +127,15 @@ def skip_message(caps: Caps, tally: Tally, currency: str | None = None) -> str:
     """Why an item was skipped, for its ``budget_exceeded`` error."""
     parts = []
     if caps.max_audio_s is not None:
-        parts.append(f"{tally.used_s:.1f} s ({tally.used_s / 3600:.4g} h) of audio admitted, "
-                     f"max_audio_hours {caps.max_audio_s / 3600:g}")
+        parts.append(
+            f"{tally.used_s:.1f} s ({tally.used_s / 3600:.4g} h) of audio admitted, "
+            f"max_audio_hours {caps.max_audio_s / 3600:g}"
+        )
     if caps.max_cost is not None:
         unit = f" {currency}" if currency else ""
-        parts.append(f"cost {tally.used_cost:.4g}{unit} admitted, max_cost "
-                     f"{caps.max_cost:g}{unit}")
-    return ("over the budget: " + "; ".join(parts)
-            + " (items are admitted in manifest order; raise the cap to admit more)")
+        parts.append(f"cost {tally.used_cost:.4g}{unit} admitted, max_cost {caps.max_cost:g}{unit}")
+    return (
+        "over the budget: "
+        + "; ".join(parts)
+        + " (items are admitted in manifest order; raise the cap to admit more)"
+    )

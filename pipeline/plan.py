@@ -60,16 +60,29 @@ class Plan:
     def as_json(self) -> dict[str, Any]:
         return {
             "files": self.files,
-            "bad": [{"id": p.id, "code": p.error[0], "message": p.error[1]}
-                    for p in self.bad if p.error],
+            "bad": [
+                {"id": p.id, "code": p.error[0], "message": p.error[1]} for p in self.bad if p.error
+            ],
             "not_probed": self.not_probed,
             "audio_seconds": round(self.audio_s, 3),
-            "by_model": {m: {"files": t.files, "audio_seconds": round(t.audio_s, 3),
-                             "cost": None if t.cost is None else round(t.cost, 6),
-                             "currency": t.currency} for m, t in self.by_model.items()},
+            "by_model": {
+                m: {
+                    "files": t.files,
+                    "audio_seconds": round(t.audio_s, 3),
+                    "cost": None if t.cost is None else round(t.cost, 6),
+                    "currency": t.currency,
+                }
+                for m, t in self.by_model.items()
+            },
             "estimated_wall_s": None if self.wall_s is None else round(self.wall_s, 1),
-            "largest": [{"id": p.id, "audio_seconds": round(p.seconds or 0.0, 3),
-                         "size_bytes": p.size_bytes} for p in self.largest],
+            "largest": [
+                {
+                    "id": p.id,
+                    "audio_seconds": round(p.seconds or 0.0, 3),
+                    "size_bytes": p.size_bytes,
+                }
+                for p in self.largest
+            ],
         }
 
 
@@ -77,8 +90,14 @@ Rates = Callable[[str], tuple[float | None, str | None]]  # model -> (per second
 WallEstimator = Callable[[Mapping[str, "ModelTotal"]], float | None]
 
 
-def make_plan(probed: Sequence[Probed], rates: Rates, wall: WallEstimator, *,
-              top: int = 5, notes: Sequence[str] = ()) -> Plan:
+def make_plan(
+    probed: Sequence[Probed],
+    rates: Rates,
+    wall: WallEstimator,
+    *,
+    top: int = 5,
+    notes: Sequence[str] = (),
+) -> Plan:
     """Add up probed items. Pure."""
     good = [p for p in probed if p.seconds is not None]
     by_model: dict[str, ModelTotal] = {}
@@ -86,14 +105,20 @@ def make_plan(probed: Sequence[Probed], rates: Rates, wall: WallEstimator, *,
         mine = [p for p in good if p.model == model]
         seconds = sum(p.seconds or 0.0 for p in mine)
         rate, currency = rates(model)
-        by_model[model] = ModelTotal(len(mine), seconds,
-                                     None if rate is None else seconds * rate, currency)
+        by_model[model] = ModelTotal(
+            len(mine), seconds, None if rate is None else seconds * rate, currency
+        )
     largest = sorted(good, key=lambda p: (-(p.seconds or 0.0), p.id or ""))[:top]
-    return Plan(files=len(probed), bad=tuple(p for p in probed if p.error),
-                not_probed=sum(1 for p in probed if p.remote),
-                audio_s=sum(t.audio_s for t in by_model.values()), by_model=by_model,
-                wall_s=wall(by_model) if by_model else 0.0, largest=tuple(largest),
-                notes=tuple(notes))
+    return Plan(
+        files=len(probed),
+        bad=tuple(p for p in probed if p.error),
+        not_probed=sum(1 for p in probed if p.remote),
+        audio_s=sum(t.audio_s for t in by_model.values()),
+        by_model=by_model,
+        wall_s=wall(by_model) if by_model else 0.0,
+        largest=tuple(largest),
+        notes=tuple(notes),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,9 +145,16 @@ class Walls:
         return total
 
 
-def probe_all(entries: Sequence[ManifestItem | ManifestProblem], *, engine: str, model: str,
-              language: str | None, limits: LimitsSettings,
-              reports: ReportSource = ffprobe_report, threads: int = 16) -> list[Probed]:
+def probe_all(
+    entries: Sequence[ManifestItem | ManifestProblem],
+    *,
+    engine: str,
+    model: str,
+    language: str | None,
+    limits: LimitsSettings,
+    reports: ReportSource = ffprobe_report,
+    threads: int = 16,
+) -> list[Probed]:
     """Every entry probed (local files) or set aside (remote, bad lines), in input order.
     Refusals `run` would make before probing (bad manifest lines, duplicate ids,
     unsupported options) come from the same code `run` uses."""
@@ -141,13 +173,11 @@ def probe_all(entries: Sequence[ManifestItem | ManifestProblem], *, engine: str,
             return Probed(item_id, shown, item_model, remote=True)
         try:
             info = model_info(engine, item_model, limits)
-            result = probe(path, info.limits, channel=entry.channel, name=shown,
-                           reports=reports)
+            result = probe(path, info.limits, channel=entry.channel, name=shown, reports=reports)
             seconds = check_trim(result, entry.start_s, entry.end_s, shown)
         except PipelineError as exc:
             return Probed(item_id, shown, item_model, error=failure_of(exc))
-        return Probed(item_id, shown, item_model, seconds=seconds,
-                      size_bytes=result.size_bytes)
+        return Probed(item_id, shown, item_model, seconds=seconds, size_bytes=result.size_bytes)
 
     with ThreadPoolExecutor(max(1, threads), thread_name_prefix="plan") as pool:
         return list(pool.map(one, zip(entries, seeds, strict=True)))

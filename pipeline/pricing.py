@@ -24,9 +24,14 @@ def rate_of(settings: Settings, engine: str, model: str) -> tuple[float | None, 
     return None, None
 
 
-def budget_caps(settings: Settings, engine: str, models: Iterable[str], *,
-                max_audio_hours: float | None = None,
-                max_cost: float | None = None) -> tuple[Caps, str | None]:
+def budget_caps(
+    settings: Settings,
+    engine: str,
+    models: Iterable[str],
+    *,
+    max_audio_hours: float | None = None,
+    max_cost: float | None = None,
+) -> tuple[Caps, str | None]:
     """The caps for a run or batch (flags over ``budget.*`` settings) and the currency
     costs are counted in. A cost cap needs a price for every model the items use:
     ConfigError otherwise (a usage error at the CLI, exit 2)."""
@@ -44,12 +49,15 @@ def budget_caps(settings: Settings, engine: str, models: Iterable[str], *,
         if currency:
             currencies.add(currency)
     if cost is not None and missing:
-        raise ConfigError(FailureCode.CONFIG_INVALID,
-                          f"--max-cost needs a price for {', '.join(missing)}: add it to the "
-                          "[prices] table of your settings (see README, Plan and budgets)")
+        raise ConfigError(
+            FailureCode.CONFIG_INVALID,
+            f"--max-cost needs a price for {', '.join(missing)}: add it to the "
+            "[prices] table of your settings (see README, Plan and budgets)",
+        )
     if cost is not None and len(currencies) > 1:
-        raise ConfigError(FailureCode.CONFIG_INVALID,
-                          f"--max-cost cannot add up prices in {', '.join(sorted(currencies))}")
-    caps = Caps(max_audio_s=None if hours is None else hours * 3600, max_cost=cost,
-                prices=prices)
+        raise ConfigError(
+            FailureCode.CONFIG_INVALID,
+            f"--max-cost cannot add up prices in {', '.join(sorted(currencies))}",
+        )
+    caps = Caps(max_audio_s=None if hours is None else hours * 3600, max_cost=cost, prices=prices)
     return caps, (next(iter(currencies)) if currencies else None)

@@ -68,8 +68,9 @@ class ProbeCache:
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
-                                   check_same_thread=False)
+            conn = sqlite3.connect(
+                self.path, timeout=30, isolation_level=None, check_same_thread=False
+            )
             conn.execute("PRAGMA busy_timeout=30000")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
@@ -78,9 +79,14 @@ class ProbeCache:
 
     def reports(self, path: Path, st: os.stat_result) -> Mapping[str, Any]:
         key = os.fsencode(os.path.abspath(path))
-        row = self._conn().execute(
-            "SELECT kind, body FROM probes WHERE path = ? AND size = ? AND mtime_ns = ?",
-            (key, st.st_size, st.st_mtime_ns)).fetchone()
+        row = (
+            self._conn()
+            .execute(
+                "SELECT kind, body FROM probes WHERE path = ? AND size = ? AND mtime_ns = ?",
+                (key, st.st_size, st.st_mtime_ns),
+            )
+            .fetchone()
+        )
         if row is not None:
             with self._lock:
                 self.hits += 1
@@ -95,8 +101,12 @@ class ProbeCache:
             report = self._source(path, st)
         except MediaCommandError as exc:
             if not exc.timed_out:
-                self._store(key, st, "error", {"argv": exc.argv, "returncode": exc.returncode,
-                                               "stderr": exc.stderr})
+                self._store(
+                    key,
+                    st,
+                    "error",
+                    {"argv": exc.argv, "returncode": exc.returncode, "stderr": exc.stderr},
+                )
             raise
         self._store(key, st, "report", dict(report))
         return report
@@ -106,7 +116,8 @@ class ProbeCache:
             self._conn().execute(
                 "INSERT OR REPLACE INTO probes (path, size, mtime_ns, kind, body, stored_at) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                (key, st.st_size, st.st_mtime_ns, kind, json.dumps(body), time.time()))
+                (key, st.st_size, st.st_mtime_ns, kind, json.dumps(body), time.time()),
+            )
         except sqlite3.Error as exc:  # a cache that cannot be written only costs speed
             log.warning("probe.cache_unwritable", path=str(self.path), error=str(exc))
 

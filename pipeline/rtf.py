@@ -27,8 +27,10 @@ import numpy as np
 
 from pipeline.settings import Settings
 
-_TEXT = ("The birch canoe slid on the smooth planks. Glue the sheet to the dark blue "
-         "background. It is easy to tell the depth of a well.")
+_TEXT = (
+    "The birch canoe slid on the smooth planks. Glue the sheet to the dark blue "
+    "background. It is easy to tell the depth of a well."
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +89,9 @@ def _speech() -> np.ndarray:
     if espeak:
         with tempfile.TemporaryDirectory() as tmp:
             wav = Path(tmp) / "s.wav"
-            done = subprocess.run([espeak, "-w", str(wav), _TEXT], capture_output=True,
-                                  timeout=60, check=False)
+            done = subprocess.run(
+                [espeak, "-w", str(wav), _TEXT], capture_output=True, timeout=60, check=False
+            )
             if done.returncode == 0 and wav.is_file():
                 with wave.open(str(wav)) as w:
                     raw = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")

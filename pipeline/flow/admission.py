@@ -33,8 +33,13 @@ def admit_batch(ctx: FlowContext, batch_id: str) -> Admission | None:
     if decision is None:
         return None
     if decision.admit or decision.skip:
-        log.info("budget.advanced", batch_id=batch_id, admitted=len(decision.admit),
-                 skipped=len(decision.skip), used_s=round(decision.tally.used_s, 3))
+        log.info(
+            "budget.advanced",
+            batch_id=batch_id,
+            admitted=len(decision.admit),
+            skipped=len(decision.skip),
+            used_s=round(decision.tally.used_s, 3),
+        )
     for entry in decision.skip:
         if entry.media_key:
             with ctx.ledger.media_guard(entry.media_key) as users:

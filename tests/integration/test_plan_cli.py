@@ -21,9 +21,23 @@ FAST = {"BULKSCRIBE_PLAN__LOCAL_RTF": "0.05"}  # no model timing in these tests
 
 def stream_duration(path: Path) -> float:
     """ffprobe's own duration of the first audio stream."""
-    out = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries",
-                          "stream=duration", "-of", "csv=p=0", str(path)],
-                         capture_output=True, text=True, check=True).stdout.strip()
+    out = subprocess.run(
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-select_streams",
+            "a:0",
+            "-show_entries",
+            "stream=duration",
+            "-of",
+            "csv=p=0",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     return float(out)
 
 
@@ -33,22 +47,60 @@ def archive(tmp_path_factory: pytest.TempPathFactory, harvard_wav: Path) -> dict
     d = tmp_path_factory.mktemp("plan-archive")
     f: dict[str, Path] = {"speech": harvard_wav}
     f["tone_mp3"] = d / "tone.mp3"
-    ffmpeg(["-f", "lavfi", "-i", "sine=frequency=300:duration=2.5", "-c:a", "libmp3lame",
-            str(f["tone_mp3"])])
+    ffmpeg(
+        [
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=300:duration=2.5",
+            "-c:a",
+            "libmp3lame",
+            str(f["tone_mp3"]),
+        ]
+    )
     f["tone_m4a"] = d / "tone.m4a"
-    ffmpeg(["-f", "lavfi", "-i", "sine=frequency=500:duration=4.2", "-c:a", "aac",
-            str(f["tone_m4a"])])
+    ffmpeg(
+        ["-f", "lavfi", "-i", "sine=frequency=500:duration=4.2", "-c:a", "aac", str(f["tone_m4a"])]
+    )
     f["video"] = d / "clip.mp4"
-    ffmpeg(["-f", "lavfi", "-i", "testsrc=size=64x64:rate=10:duration=3", "-f", "lavfi", "-i",
-            "sine=duration=3", "-shortest", "-c:v", "libx264", "-pix_fmt", "yuv420p",
-            "-c:a", "aac", str(f["video"])])
+    ffmpeg(
+        [
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=64x64:rate=10:duration=3",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=duration=3",
+            "-shortest",
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            str(f["video"]),
+        ]
+    )
     f["text"] = d / "notes.wav"
     f["text"].write_text("meeting notes, not a recording\n" * 20)
     f["empty"] = d / "empty.wav"
     f["empty"].write_bytes(b"")
     f["silent_video"] = d / "silent.mp4"
-    ffmpeg(["-f", "lavfi", "-i", "testsrc=duration=2:size=64x64:rate=10", "-c:v", "libx264",
-            "-pix_fmt", "yuv420p", str(f["silent_video"])])
+    ffmpeg(
+        [
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=duration=2:size=64x64:rate=10",
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            str(f["silent_video"]),
+        ]
+    )
     rows: list[dict[str, Any] | str] = [
         {"id": "speech", "source": str(f["speech"])},
         {"id": "tone-mp3", "source": str(f["tone_mp3"])},
@@ -74,19 +126,30 @@ def plan_json(bulkscribe: Cli, *args: str, env: dict[str, str]) -> dict[str, Any
 
 
 def test_plan_totals_match_ffprobe_and_bad_files_have_runs_codes(
-        bulkscribe: Cli, archive: dict[str, Path], tmp_path: Path) -> None:
+    bulkscribe: Cli, archive: dict[str, Path], tmp_path: Path
+) -> None:
     """Audio seconds are ffprobe's stream durations (the trimmed item counts its span);
     every bad item has the code `run` gives it; remote sources are counted, not fetched."""
-    data = plan_json(bulkscribe, str(archive["manifest"]),
-                     env={"XDG_CACHE_HOME": str(tmp_path / "xdg")})
-    expected = (stream_duration(archive["speech"]) + stream_duration(archive["tone_mp3"])
-                + 2.0 + stream_duration(archive["video"]))
+    data = plan_json(
+        bulkscribe, str(archive["manifest"]), env={"XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    )
+    expected = (
+        stream_duration(archive["speech"])
+        + stream_duration(archive["tone_mp3"])
+        + 2.0
+        + stream_duration(archive["video"])
+    )
     assert data["audio_seconds"] == pytest.approx(expected, abs=0.002)
     assert set(data) >= {"files", "bad", "audio_seconds", "by_model", "estimated_wall_s"}
     assert data["files"] == 12 and data["not_probed"] == 2
     assert {b["id"]: b["code"] for b in data["bad"]} == {
-        "text": "not_media", "empty": "empty_audio", "silent": "no_audio_stream",
-        "missing": "not_found", "late": "bad_trim", None: "manifest_invalid"}
+        "text": "not_media",
+        "empty": "empty_audio",
+        "silent": "no_audio_stream",
+        "missing": "not_found",
+        "late": "bad_trim",
+        None: "manifest_invalid",
+    }
     messages = {b["id"]: b["message"] for b in data["bad"]}
     assert messages[None].startswith("line 10:") and "gone.wav" in messages["missing"]
     tiny = data["by_model"]["tiny.en"]
@@ -97,20 +160,29 @@ def test_plan_totals_match_ffprobe_and_bad_files_have_runs_codes(
 
 
 def test_plan_cost_unknown_without_a_price_and_priced_from_settings(
-        bulkscribe: Cli, archive: dict[str, Path], tmp_path: Path) -> None:
+    bulkscribe: Cli, archive: dict[str, Path], tmp_path: Path
+) -> None:
     """DashScope models: cost null (and the text says unknown) until [prices] has them;
     wall time from the provider's concurrency cap and the model's typical latency."""
     env = {"XDG_CACHE_HOME": str(tmp_path / "xdg")}
-    args = (str(archive["speech"]), str(archive["tone_mp3"]), "--engine", "dashscope",
-            "--model", "fun-asr")
+    args = (
+        str(archive["speech"]),
+        str(archive["tone_mp3"]),
+        "--engine",
+        "dashscope",
+        "--model",
+        "fun-asr",
+    )
     data = plan_json(bulkscribe, *args, env=env)
     assert data["by_model"]["fun-asr"]["cost"] is None
     assert data["estimated_wall_s"] == 60.0  # one round of tasks, the default latency
     text = bulkscribe("plan", *args, env={**FAST, **env}).stdout
     assert "cost unknown" in text
     toml = tmp_path / "prices.toml"
-    toml.write_text('[prices]\n"fun-asr" = {per_hour = 0.36, currency = "USD"}\n'
-                    '[plan]\nprovider_latency_s = {"fun-asr" = 45}\n')
+    toml.write_text(
+        '[prices]\n"fun-asr" = {per_hour = 0.36, currency = "USD"}\n'
+        '[plan]\nprovider_latency_s = {"fun-asr" = 45}\n'
+    )
     data = plan_json(bulkscribe, *args, "--config", str(toml), env=env)
     seconds = data["by_model"]["fun-asr"]["audio_seconds"]
     assert data["by_model"]["fun-asr"]["cost"] == pytest.approx(seconds * 0.0001, rel=1e-3)
@@ -120,7 +192,8 @@ def test_plan_cost_unknown_without_a_price_and_priced_from_settings(
 
 @pytest.mark.model
 def test_second_plan_and_following_run_do_not_probe_again(
-        bulkscribe: Cli, archive: dict[str, Path], tmp_path: Path) -> None:
+    bulkscribe: Cli, archive: dict[str, Path], tmp_path: Path
+) -> None:
     """A plan fills the probe cache; a second plan answers every file from it, and the
     `run` that follows probes nothing (no probe.ran in its log)."""
     env = {"XDG_CACHE_HOME": str(tmp_path / "xdg")}
@@ -146,7 +219,8 @@ def test_second_plan_and_following_run_do_not_probe_again(
 
 
 def test_a_directory_of_hundreds_of_files_is_planned_in_seconds(
-        bulkscribe: Cli, tmp_path: Path) -> None:
+    bulkscribe: Cli, tmp_path: Path
+) -> None:
     """200 short WAVs: probed in parallel the first time (ffprobe's start-up, about 50 ms of
     CPU each, is the cost), from the cache in a couple of seconds the second."""
     d = tmp_path / "many"

@@ -7,7 +7,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from test_ledger import BATCH, add, ledger  # noqa: F401  (the ledger fixture: SQLite and PostgreSQL)
+import test_ledger
+from test_ledger import BATCH, add
 
 from pipeline.budget import Caps, Entry, Tally, admit
 from pipeline.ledger import Ledger
@@ -15,6 +16,9 @@ from pipeline.ledger.budgets import PARKED, advance, get_budget, is_parked, set_
 from pipeline.states import ItemState
 
 S = ItemState
+# test_ledger's fixture, registered here under its own name "ledger": an empty migrated
+# ledger on SQLite and on the real PostgreSQL server.
+ledger = test_ledger.ledger
 
 
 def entries(*specs: tuple[ItemState, float | None]) -> list[Entry]:
@@ -46,8 +50,9 @@ def test_walk_waits_for_an_earlier_item_still_being_probed(first: ItemState) -> 
 
 
 def test_failed_items_use_nothing_and_are_passed_over() -> None:
-    out = admit(Tally(), entries((S.FAILED, None), (S.DEAD, None), (S.PREPARED, 50.0)),
-                Caps(max_audio_s=60))
+    out = admit(
+        Tally(), entries((S.FAILED, None), (S.DEAD, None), (S.PREPARED, 50.0)), Caps(max_audio_s=60)
+    )
     assert out.admit == ("i3",) and out.tally.line == 3 and out.tally.used_s == 50
 
 
@@ -59,8 +64,11 @@ def test_succeeded_items_count_but_are_not_released_again() -> None:
 
 
 def test_cost_cap_uses_each_models_price() -> None:
-    es = [Entry("a", 1, S.PREPARED, 100.0, "cheap"), Entry("b", 2, S.PREPARED, 100.0, "dear"),
-          Entry("c", 3, S.PREPARED, 100.0, "cheap")]
+    es = [
+        Entry("a", 1, S.PREPARED, 100.0, "cheap"),
+        Entry("b", 2, S.PREPARED, 100.0, "dear"),
+        Entry("c", 3, S.PREPARED, 100.0, "cheap"),
+    ]
     out = admit(Tally(), es, Caps(max_cost=1.0, prices={"cheap": 0.001, "dear": 0.01}))
     assert out.admit == ("a",) and [e.id for e in out.skip] == ["b", "c"]
     assert out.tally.used_cost == pytest.approx(0.1)
@@ -69,9 +77,11 @@ def test_cost_cap_uses_each_models_price() -> None:
 def test_once_over_the_cap_only_skippable_states_are_skipped() -> None:
     """After the cap, PENDING and PREPARED items are skipped; one being prepared right now
     is left for when it lands in PREPARED."""
-    out = admit(Tally(line=1, used_s=60, skip_from=2),
-                entries((S.SUCCEEDED, 60), (S.PENDING, None), (S.PREPARING, None),
-                        (S.PREPARED, 1.0)), Caps(max_audio_s=60))
+    out = admit(
+        Tally(line=1, used_s=60, skip_from=2),
+        entries((S.SUCCEEDED, 60), (S.PENDING, None), (S.PREPARING, None), (S.PREPARED, 1.0)),
+        Caps(max_audio_s=60),
+    )
     assert [e.id for e in out.skip] == ["i2", "i4"]
 
 
@@ -87,17 +97,24 @@ def test_caps_cover() -> None:
 def prepare(led: Ledger, item_id: str, seconds: float) -> None:
     """What prepare_step records for an item of a budgeted batch: PREPARED, parked."""
     assert led.claim(item_id, S.PENDING, S.PREPARING, owner="t", lease_s=60)
-    assert led.move(item_id, S.PREPARING, S.PREPARED, owner="t", next_run_at=PARKED,
-                    audio_duration_ms=int(seconds * 1000))
+    assert led.move(
+        item_id,
+        S.PREPARING,
+        S.PREPARED,
+        owner="t",
+        next_run_at=PARKED,
+        audio_duration_ms=int(seconds * 1000),
+    )
 
 
 def states(led: Ledger) -> dict[str, str]:
-    return {r.key: r.state.value + ("/parked" if is_parked(r.next_run_at) else "")
-            for r in led.list_items(BATCH)}
+    return {
+        r.key: r.state.value + ("/parked" if is_parked(r.next_run_at) else "")
+        for r in led.list_items(BATCH)
+    }
 
 
-def test_ledger_admission_in_manifest_order_whatever_the_probe_order(
-        ledger: Ledger) -> None:  # noqa: F811
+def test_ledger_admission_in_manifest_order_whatever_the_probe_order(ledger: Ledger) -> None:
     """Five items of 10..50 s under a 65 s cap, prepared in the order 3, 1, 5, 2, 4: the
     admitted items are exactly lines 1-3 and lines 4-5 end SKIPPED (budget_exceeded)."""
     ids = add(ledger, "a", "b", "c", "d", "e")
@@ -106,15 +123,25 @@ def test_ledger_admission_in_manifest_order_whatever_the_probe_order(
     for n in (2, 0, 4):
         prepare(ledger, ids[n], secs[ids[n]])
         advance(ledger, BATCH)
-    assert states(ledger) == {"a": "PREPARED", "b": "PENDING", "c": "PREPARED/parked",
-                              "d": "PENDING", "e": "PREPARED/parked"}
+    assert states(ledger) == {
+        "a": "PREPARED",
+        "b": "PENDING",
+        "c": "PREPARED/parked",
+        "d": "PENDING",
+        "e": "PREPARED/parked",
+    }
     prepare(ledger, ids[1], 20)
     advance(ledger, BATCH)
     assert states(ledger)["c"] == "PREPARED"  # released once b was known
     prepare(ledger, ids[3], 40)
     advance(ledger, BATCH)
-    assert states(ledger) == {"a": "PREPARED", "b": "PREPARED", "c": "PREPARED",
-                              "d": "SKIPPED", "e": "SKIPPED"}
+    assert states(ledger) == {
+        "a": "PREPARED",
+        "b": "PREPARED",
+        "c": "PREPARED",
+        "d": "SKIPPED",
+        "e": "SKIPPED",
+    }
     skipped = ledger.list_items(BATCH, states=[S.SKIPPED])
     assert {r.error_code for r in skipped} == {"budget_exceeded"}
     assert "max_audio_hours" in (skipped[0].error_message or "")
@@ -123,7 +150,7 @@ def test_ledger_admission_in_manifest_order_whatever_the_probe_order(
     assert budget is not None and budget.tally == Tally(3, 60.0, 0.0, 4)
 
 
-def test_ledger_cap_reached_skips_unprepared_items_at_once(ledger: Ledger) -> None:  # noqa: F811
+def test_ledger_cap_reached_skips_unprepared_items_at_once(ledger: Ledger) -> None:
     """Once an item passes the cap, the items after it are SKIPPED before anyone spends
     time preparing them."""
     ids = add(ledger, "a", "b", "c", "d")
@@ -134,7 +161,7 @@ def test_ledger_cap_reached_skips_unprepared_items_at_once(ledger: Ledger) -> No
     assert states(ledger) == {"a": "PREPARED", "b": "SKIPPED", "c": "SKIPPED", "d": "SKIPPED"}
 
 
-def test_ledger_higher_cap_readmits_skipped_items(ledger: Ledger) -> None:  # noqa: F811
+def test_ledger_higher_cap_readmits_skipped_items(ledger: Ledger) -> None:
     """A higher cap (retry --max-audio-hours) restarts SKIPPED items as new attempts and
     carries on from the running total; the same cap again changes nothing."""
     ids = add(ledger, "a", "b", "c")
@@ -154,7 +181,7 @@ def test_ledger_higher_cap_readmits_skipped_items(ledger: Ledger) -> None:  # no
     assert [a["number"] for a in ledger.attempts_of(ids[1])] == [1, 2]
 
 
-def test_ledger_removing_the_cap_releases_parked_items(ledger: Ledger) -> None:  # noqa: F811
+def test_ledger_removing_the_cap_releases_parked_items(ledger: Ledger) -> None:
     ids = add(ledger, "a", "b")
     set_caps(ledger, BATCH, Caps(max_audio_s=100))
     prepare(ledger, ids[1], 10)
@@ -164,7 +191,7 @@ def test_ledger_removing_the_cap_releases_parked_items(ledger: Ledger) -> None: 
     assert advance(ledger, BATCH) is None
 
 
-def test_ledger_concurrent_advances_admit_each_item_once(ledger: Ledger) -> None:  # noqa: F811
+def test_ledger_concurrent_advances_admit_each_item_once(ledger: Ledger) -> None:
     """Eight threads advance the same batch while its 40 items are prepared: the running
     total ends exactly at the sum of the admitted prefix, whoever won each compare-and-set."""
     keys = [f"k{n:02d}" for n in range(40)]
@@ -207,7 +234,8 @@ def test_ledger_concurrent_advances_admit_each_item_once(ledger: Ledger) -> None
 
 @pytest.mark.ffmpeg
 def test_prepare_step_parks_then_admission_releases_in_order(
-        ledger: Ledger, tmp_path: Path) -> None:  # noqa: F811
+    ledger: Ledger, tmp_path: Path
+) -> None:
     """The real prepare step on real files (2, 3 and 4 s) under a 5.5 s cap, prepared last
     line first: each prepared item is parked (the step returns None, so a worker hands
     nothing off), lines 1-2 are released once both are known, line 3 is SKIPPED and its
@@ -223,13 +251,26 @@ def test_prepare_step_parks_then_admission_releases_in_order(
     for n, seconds in enumerate((2, 3, 4), 1):
         wav = tmp_path / f"t{n}.wav"
         ffmpeg(["-f", "lavfi", "-i", f"sine=frequency={200 * n}:duration={seconds}", str(wav)])
-        seeds.append(ItemSeed(f"t{n}", n, str(wav), {"source": str(wav), "model": "tiny.en",
-                                                     "engine": "local"}, f"f{n}"))
+        seeds.append(
+            ItemSeed(
+                f"t{n}",
+                n,
+                str(wav),
+                {"source": str(wav), "model": "tiny.en", "engine": "local"},
+                f"f{n}",
+            )
+        )
     ledger.sync_items(BATCH, seeds, engine="local", model="tiny.en")
     set_caps(ledger, BATCH, Caps(max_audio_s=5.5))
     store = LocalStore(tmp_path / "media")
-    ctx = bare_flow(ledger=ledger, engine="local", model="tiny.en", media=MediaKeeper(store),
-                    scratch=tmp_path / "scratch", http=lambda: None)
+    ctx = bare_flow(
+        ledger=ledger,
+        engine="local",
+        model="tiny.en",
+        media=MediaKeeper(store),
+        scratch=tmp_path / "scratch",
+        http=lambda: None,
+    )
     rows = {r.key: r for r in ledger.list_items(BATCH)}
     assert prepare_step(ctx, rows["t3"]) is None
     assert states(ledger) == {"t1": "PENDING", "t2": "PENDING", "t3": "PREPARED/parked"}
@@ -244,8 +285,7 @@ def test_prepare_step_parks_then_admission_releases_in_order(
     assert budget is not None and budget.tally.used_s == pytest.approx(5.0, abs=0.01)
 
 
-def test_retry_with_a_higher_cap_keeps_the_other_cap_and_readmits(
-        ledger: Ledger) -> None:  # noqa: F811
+def test_retry_with_a_higher_cap_keeps_the_other_cap_and_readmits(ledger: Ledger) -> None:
     """`retry BATCH --max-audio-hours H` (cli_ops._recap): the new audio cap, the cost cap
     kept, SKIPPED items restarted; no flag changes nothing."""
     from pipeline.cli_ops import _recap

@@ -20,9 +20,18 @@ from pipeline.probe_cache import ProbeCache, cache_path_for
 from pipeline.settings import Settings
 from pipeline.stages.probe import probe
 
-WAV = {"streams": [{"codec_type": "audio", "codec_name": "pcm_s16le", "channels": 1,
-                    "sample_rate": "16000", "duration": "2.5"}],
-       "format": {"format_name": "wav", "duration": "2.5"}}
+WAV = {
+    "streams": [
+        {
+            "codec_type": "audio",
+            "codec_name": "pcm_s16le",
+            "channels": 1,
+            "sample_rate": "16000",
+            "duration": "2.5",
+        }
+    ],
+    "format": {"format_name": "wav", "duration": "2.5"},
+}
 
 
 def rates(model: str) -> tuple[float | None, str | None]:
@@ -32,17 +41,21 @@ def rates(model: str) -> tuple[float | None, str | None]:
 def test_make_plan_adds_up_per_model_with_cost_or_unknown() -> None:
     """Audio per model, cost where a price is known (None where not), bad and remote
     items counted, largest first."""
-    probed = [Probed("a", "/a", "fun-asr", 100.0, 10), Probed("b", "/b", "fun-asr", 300.0, 30),
-              Probed("c", "/c", "paraformer-v2", 50.0, 5),
-              Probed("d", "/d", "fun-asr", error=("not_media", "d is text")),
-              Probed("e", "https://h/e.wav", "fun-asr", remote=True)]
+    probed = [
+        Probed("a", "/a", "fun-asr", 100.0, 10),
+        Probed("b", "/b", "fun-asr", 300.0, 30),
+        Probed("c", "/c", "paraformer-v2", 50.0, 5),
+        Probed("d", "/d", "fun-asr", error=("not_media", "d is text")),
+        Probed("e", "https://h/e.wav", "fun-asr", remote=True),
+    ]
     plan = make_plan(probed, rates, lambda by: 42.0, top=2)
     data = plan.as_json()
     assert data["files"] == 5 and data["not_probed"] == 1 and data["audio_seconds"] == 450.0
     assert data["bad"] == [{"id": "d", "code": "not_media", "message": "d is text"}]
     assert data["by_model"] == {
         "fun-asr": {"files": 2, "audio_seconds": 400.0, "cost": 0.04, "currency": "USD"},
-        "paraformer-v2": {"files": 1, "audio_seconds": 50.0, "cost": None, "currency": None}}
+        "paraformer-v2": {"files": 1, "audio_seconds": 50.0, "cost": None, "currency": None},
+    }
     assert data["estimated_wall_s"] == 42.0
     assert [x["id"] for x in data["largest"]] == ["b", "a"]
 
@@ -50,8 +63,14 @@ def test_make_plan_adds_up_per_model_with_cost_or_unknown() -> None:
 def test_walls_local_by_rtf_and_provider_by_rounds_of_the_concurrency_cap() -> None:
     """Local: audio x RTF / workers. Provider: ceil(files / max_inflight) rounds of the
     model's typical latency."""
-    walls = Walls(local_rtf=lambda m: 0.1, is_local=lambda m: m == "tiny.en", workers=2,
-                  max_inflight=200, latency_s={"fun-asr": 90.0}, default_latency_s=60.0)
+    walls = Walls(
+        local_rtf=lambda m: 0.1,
+        is_local=lambda m: m == "tiny.en",
+        workers=2,
+        max_inflight=200,
+        latency_s={"fun-asr": 90.0},
+        default_latency_s=60.0,
+    )
     assert walls({"tiny.en": ModelTotal(10, 3600.0, 0.0, None)}) == pytest.approx(180.0)
     assert walls({"fun-asr": ModelTotal(401, 1e6, None, None)}) == pytest.approx(3 * 90.0)
     assert walls({"qwen3-asr-flash-filetrans": ModelTotal(5, 10.0, None, None)}) == 60.0
@@ -161,8 +180,9 @@ def test_probe_cache_is_safe_across_threads(tmp_path: Path) -> None:
     assert ProbeCache(tmp_path / "probe.db", Counting()).reports(files[7], files[7].stat())
 
 
-def test_cache_path_prefers_the_output_dirs_own(tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cache_path_prefers_the_output_dirs_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     out = tmp_path / "out"
     assert cache_path_for(out) == tmp_path / "xdg" / "bulkscribe" / "probe.db"
