@@ -12,6 +12,8 @@ from pipeline.cli import INPUTS_HELP, _fail_usage, _load_inputs, _settings
 
 
 def _hms(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
     s = int(round(seconds))
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
@@ -122,7 +124,7 @@ def plan(
 def _print_plan(result: Any, notes: list[str]) -> None:
     echo = click.echo
     echo(f"files: {result.files}  bad: {len(result.bad)}  not probed (remote): {result.not_probed}")
-    echo(f"audio: {_hms(result.audio_s)} ({result.audio_s:.1f} s, {result.audio_s / 3600:.2f} h)")
+    echo(f"audio: {_hms(result.audio_s)} ({result.audio_s / 3600:.2f} h)")
     for model, t in result.by_model.items():
         cost = (
             "cost unknown (no price for this model in [prices])"
@@ -136,6 +138,12 @@ def _print_plan(result: Any, notes: list[str]) -> None:
         echo("bad files:")
         for p in result.bad:
             echo(f"  {p.id or '-'}  {p.error[0]}  {p.error[1]}")
+    if result.remote:
+        echo("not probed (remote, not downloaded):")
+        for p in result.remote[:20]:
+            echo(f"  {p.id}  {p.source}")
+        if len(result.remote) > 20:
+            echo(f"  ... and {len(result.remote) - 20} more")
     if result.largest:
         echo("largest:")
         for p in result.largest:

@@ -50,12 +50,16 @@ class ModelTotal:
 class Plan:
     files: int
     bad: tuple[Probed, ...]
-    not_probed: int
+    remote: tuple[Probed, ...]  # not downloaded, not probed
     audio_s: float
     by_model: Mapping[str, ModelTotal]
     wall_s: float | None
     largest: tuple[Probed, ...]
     notes: tuple[str, ...] = ()
+
+    @property
+    def not_probed(self) -> int:
+        return len(self.remote)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -112,7 +116,7 @@ def make_plan(
     return Plan(
         files=len(probed),
         bad=tuple(p for p in probed if p.error),
-        not_probed=sum(1 for p in probed if p.remote),
+        remote=tuple(p for p in probed if p.remote),
         audio_s=sum(t.audio_s for t in by_model.values()),
         by_model=by_model,
         wall_s=wall(by_model) if by_model else 0.0,

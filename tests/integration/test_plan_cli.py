@@ -157,6 +157,12 @@ def test_plan_totals_match_ffprobe_and_bad_files_have_runs_codes(
     assert tiny["cost"] == 0.0  # the local engine has no provider to pay
     assert data["estimated_wall_s"] == pytest.approx(expected * 0.05 / 2, abs=0.2)
     assert data["largest"][0]["id"] == "speech"
+    text = bulkscribe(
+        "plan", str(archive["manifest"]), env={**FAST, "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    ).stdout
+    remote = text.split("not probed (remote, not downloaded):\n", 1)[1].splitlines()[:2]
+    assert [line.split()[0] for line in remote] == ["remote", "bucket"]
+    assert "  silent  no_audio_stream  " in text
 
 
 def test_plan_cost_unknown_without_a_price_and_priced_from_settings(
@@ -245,3 +251,24 @@ def test_a_directory_of_hundreds_of_files_is_planned_in_seconds(
     assert warm["probes"] == {"cached": 200, "ran": 0}
     assert cold_s < 120, cold_s  # ffprobe start-up bound: 40 s at load average 16 on 2 cores
     assert warm_s < 5, warm_s
+
+
+@pytest.mark.model
+def test_local_real_time_factor_is_measured_once_and_cached(
+    bulkscribe: Cli, archive: dict[str, Path], tmp_path: Path
+) -> None:
+    """Without plan.local_rtf, the first plan times the model on generated speech and keeps
+    the factor in the user's cache; the next plan reuses it."""
+    env = {"XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    first = bulkscribe("plan", str(archive["speech"]), "--json", env=env)
+    assert first.returncode == 0, first.stderr
+    data = json.loads(first.stdout)
+    cached = json.loads((tmp_path / "xdg" / "bulkscribe" / "rtf.json").read_text())
+    ((key, entry),) = cached.items()
+    assert key.startswith("tiny.en|cpu|int8") and 0 < entry["rtf"] < 5
+    assert any("measured now" in n for n in data["notes"])
+    assert data["estimated_wall_s"] == pytest.approx(
+        data["audio_seconds"] * entry["rtf"] / 2, abs=0.1
+    )
+    again = json.loads(bulkscribe("plan", str(archive["speech"]), "--json", env=env).stdout)
+    assert any("cached in" in n and "measured now" not in n for n in again["notes"])
