@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from pipeline.cli import INPUTS_HELP, _fail_usage, _load_inputs, _settings
+from pipeline.cli import INPUTS_HELP, _load_inputs, _settings
 
 
 def _hms(seconds: float) -> str:
@@ -81,14 +81,16 @@ def plan(
     notes: list[str] = []
     rtfs: dict[str, Any] = {}
 
-    def rtf_of(name: str) -> float:
+    def rtf_of(name: str) -> float | None:
         if name not in rtfs:
             try:
                 rtfs[name] = local_rtf(settings, name)
-            except PipelineError as exc:
-                _fail_usage(exc.message)
+            except PipelineError as exc:  # a model that cannot load: wall time unknown
+                rtfs[name] = None
+                notes.append(f"{name}: real-time factor unknown ({exc.message})")
+                return None
             notes.append(f"{name}: real-time factor {rtfs[name].value:.3f} ({rtfs[name].how})")
-        return float(rtfs[name].value)
+        return None if rtfs[name] is None else float(rtfs[name].value)
 
     def is_local(name: str) -> bool:
         try:

@@ -131,18 +131,21 @@ class Walls:
     over the run's workers; provider models as rounds of ``max_inflight`` tasks of a
     typical latency each. Shares run one after another (an upper bound)."""
 
-    local_rtf: Callable[[str], float]  # model -> seconds of work per audio second
+    local_rtf: Callable[[str], float | None]  # model -> work s per audio s; None: unknown
     is_local: Callable[[str], bool]
     workers: int
     max_inflight: int
     latency_s: Mapping[str, float] = field(default_factory=dict)
     default_latency_s: float = 60.0
 
-    def __call__(self, by_model: Mapping[str, ModelTotal]) -> float:
+    def __call__(self, by_model: Mapping[str, ModelTotal]) -> float | None:
         total = 0.0
         for model, t in by_model.items():
             if self.is_local(model):
-                total += t.audio_s * self.local_rtf(model) / max(1, self.workers)
+                rtf = self.local_rtf(model)
+                if rtf is None:
+                    return None
+                total += t.audio_s * rtf / max(1, self.workers)
             else:
                 rounds = math.ceil(t.files / max(1, self.max_inflight))
                 total += rounds * self.latency_s.get(model, self.default_latency_s)

@@ -74,6 +74,8 @@ def test_walls_local_by_rtf_and_provider_by_rounds_of_the_concurrency_cap() -> N
     assert walls({"tiny.en": ModelTotal(10, 3600.0, 0.0, None)}) == pytest.approx(180.0)
     assert walls({"fun-asr": ModelTotal(401, 1e6, None, None)}) == pytest.approx(3 * 90.0)
     assert walls({"qwen3-asr-flash-filetrans": ModelTotal(5, 10.0, None, None)}) == 60.0
+    unknown = Walls(local_rtf=lambda m: None, is_local=lambda m: True, workers=2, max_inflight=1)
+    assert unknown({"tiny.en": ModelTotal(1, 10.0, 0.0, None)}) is None  # model cannot load
 
 
 def test_prices_from_settings_and_cost_cap_needs_them() -> None:
