@@ -11,6 +11,7 @@ import contextlib
 from typing import Any
 
 from pipeline.ledger import utcnow
+from pipeline.ledger.budgets import count_parked
 from pipeline.log import get_logger
 from pipeline.results import write_batch_results
 from pipeline.states import ItemState
@@ -46,8 +47,10 @@ def _sweep(wctx: Any) -> dict[str, int]:
     rows = ledger.due_rows(now)
     jobs = plan_jobs(
         rows, lambda r: mode_of(wctx, r), now,
+        # Items parked for budget admission wait for an earlier one, which needs room.
         prepare_room=dist.max_prepared - ledger.count_states(ItemState.PREPARING,
-                                                             ItemState.PREPARED),
+                                                             ItemState.PREPARED)
+        + count_parked(ledger),
         submit_room=wctx.settings.provider.max_inflight_tasks - ledger.inflight_tasks(),
         batch_size=lambda m: batch_size(wctx, m), default_model=wctx.settings.model)
     send_all(wctx, jobs)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy import and_, delete, func, insert, select, update
 
 from pipeline.budget import SKIPPABLE, Admission, Caps, Entry, Tally, admit, skip_message
 from pipeline.errors import FailureCode
@@ -232,17 +232,18 @@ def _apply(ledger: Ledger, batch_id: str, budget: Budget, decision: Admission) -
     return True
 
 
-def parked(ledger: Ledger, batch_id: str) -> list[str]:
-    """Ids of PREPARED items waiting for admission."""
+def count_parked(ledger: Ledger) -> int:
+    """PREPARED items of every batch waiting for admission (for backpressure: they hold
+    audio, but the item they wait for must still find room to be prepared)."""
     with ledger.engine.connect() as conn:
-        return list(
+        return int(
             conn.execute(
-                select(items.c.id).where(
+                select(func.count()).where(
                     and_(
-                        items.c.batch_id == batch_id,
                         items.c.state == ItemState.PREPARED.value,
                         items.c.next_run_at >= PARKED,
                     )
                 )
-            ).scalars()
+            ).scalar()
+            or 0
         )

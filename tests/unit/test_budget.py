@@ -12,7 +12,14 @@ from test_ledger import BATCH, add
 
 from pipeline.budget import Caps, Entry, Tally, admit
 from pipeline.ledger import Ledger
-from pipeline.ledger.budgets import PARKED, advance, get_budget, is_parked, set_caps
+from pipeline.ledger.budgets import (
+    PARKED,
+    advance,
+    count_parked,
+    get_budget,
+    is_parked,
+    set_caps,
+)
 from pipeline.states import ItemState
 
 S = ItemState
@@ -130,6 +137,7 @@ def test_ledger_admission_in_manifest_order_whatever_the_probe_order(ledger: Led
         "d": "PENDING",
         "e": "PREPARED/parked",
     }
+    assert count_parked(ledger) == 2  # the sweeper leaves them out of its backpressure
     prepare(ledger, ids[1], 20)
     advance(ledger, BATCH)
     assert states(ledger)["c"] == "PREPARED"  # released once b was known
