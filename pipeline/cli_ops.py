@@ -252,7 +252,7 @@ def _recap(settings: Any, ledger: Any, batch: str, max_audio_hours: float | None
     from pipeline.budget import Caps
     from pipeline.errors import PipelineError
     from pipeline.ledger.budgets import get_budget, set_caps
-    from pipeline.pricing import budget_caps
+    from pipeline.pricing import caps_for
 
     if max_audio_hours is None and max_cost is None:
         return []
@@ -265,9 +265,8 @@ def _recap(settings: Any, ledger: Any, batch: str, max_audio_hours: float | None
         None if old_caps.max_audio_s is None else old_caps.max_audio_s / 3600)
     cost = max_cost if max_cost is not None else old_caps.max_cost
     try:
-        caps, currency = budget_caps(settings.model_copy(update={"budget": type(
-            settings.budget)()}), str(info.get("engine") or settings.engine), models,
-            max_audio_hours=hours, max_cost=cost)
+        caps, currency = caps_for(settings, str(info.get("engine") or settings.engine), models,
+                                  max_audio_hours=hours, max_cost=cost)
     except PipelineError as exc:
         _fail_usage(exc.message)
     return list(set_caps(ledger, batch, caps, currency=currency))

@@ -37,6 +37,19 @@ def budget_caps(
     ConfigError otherwise (a usage error at the CLI, exit 2)."""
     hours = max_audio_hours if max_audio_hours is not None else settings.budget.max_audio_hours
     cost = max_cost if max_cost is not None else settings.budget.max_cost
+    return caps_for(settings, engine, models, max_audio_hours=hours, max_cost=cost)
+
+
+def caps_for(
+    settings: Settings,
+    engine: str,
+    models: Iterable[str],
+    *,
+    max_audio_hours: float | None,
+    max_cost: float | None,
+) -> tuple[Caps, str | None]:
+    """Exactly these caps (no fallback to ``budget.*``), with the models' prices."""
+    hours, cost = max_audio_hours, max_cost
     prices: dict[str, float] = {}
     currencies: set[str] = set()
     missing: list[str] = []
