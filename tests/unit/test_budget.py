@@ -312,3 +312,35 @@ def test_retry_with_a_higher_cap_keeps_the_other_cap_and_readmits(ledger: Ledger
     assert budget is not None and budget.caps.max_audio_s == pytest.approx(36.0)
     assert budget.caps.max_cost == 100.0 and budget.tally.used_s == 10.0
     assert states(ledger)["b"] == "PENDING"
+
+
+def test_scheduled_run_gets_its_schedules_caps(tmp_path: Path) -> None:
+    """A `[[distributed.schedules]]` entry's max_audio_hours caps each batch it starts,
+    before any item exists; max_cost without a price starts nothing."""
+    from types import SimpleNamespace
+
+    from pipeline.ledger import open_ledger, sqlite_url
+    from pipeline.settings import Settings
+    from workers.schedules import start_scheduled_run
+
+    src = tmp_path / "incoming"
+    src.mkdir()
+    (src / "a.wav").write_bytes(b"RIFF")
+    led = open_ledger(sqlite_url(tmp_path / "ledger.db"))
+    sched = {"source": f"file://{src}/", "out": str(tmp_path / "out")}
+    settings = Settings(
+        engine="dashscope",
+        model="fun-asr",
+        distributed={
+            "schedules": [
+                {"name": "capped", "max_audio_hours": 2, **sched},
+                {"name": "priced", "max_cost": 5, **sched},
+            ]
+        },
+    )
+    wctx = SimpleNamespace(settings=settings, ledger=led)
+    batch = start_scheduled_run(wctx, "capped")
+    assert batch is not None
+    budget = get_budget(led, batch)
+    assert budget is not None and budget.caps.max_audio_s == 7200.0
+    assert start_scheduled_run(wctx, "priced") is None  # no price for fun-asr: not run
