@@ -319,7 +319,7 @@ def _reset(svc: Services) -> None:
     from sqlalchemy import text
 
     with ledger.engine.begin() as conn:
-        conn.execute(text("TRUNCATE attempts, items, batches"))
+        conn.execute(text("TRUNCATE attempts, items, batches CASCADE"))  # + budgets
     ledger.engine.dispose()
     redis.Redis(port=svc.redis_port).flushall()
 

@@ -129,6 +129,8 @@ class LazyGroup(click.Group):
                    "Cancel a batch: nothing more is submitted, its items end CANCELLED."),
         "console": ("pipeline.console.cli:console",
                     "Serve the operator console: batches, items, actions, live counts."),
+        "plan": ("pipeline.cli_plan:plan",
+                 "Probe INPUTs and estimate audio hours, cost and wall time; nothing is sent."),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -276,6 +278,30 @@ def _removed_after(path: Path) -> Iterator[None]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def budget_options(fn: Any) -> Any:
+    """--max-audio-hours and --max-cost, shared by run, submit and retry."""
+    fn = click.option("--max-cost", type=click.FloatRange(min=0),
+                      help="Admit items in manifest order while their cost (from the "
+                      "[prices] table) stays within this; the rest are SKIPPED.")(fn)
+    return click.option("--max-audio-hours", type=click.FloatRange(min=0, min_open=True),
+                        help="Admit items in manifest order while their audio stays within "
+                        "this many hours; the rest are SKIPPED (budget_exceeded).")(fn)
+
+
+def run_caps(settings: Any, loaded: Any, max_audio_hours: float | None,
+             max_cost: float | None) -> Any:
+    """The budget caps for these items (flags over settings); exit 2 when --max-cost has
+    no price for a model the items use."""
+    from pipeline.pricing import budget_caps
+
+    models = [settings.model, *(e.model for e in loaded.items if e.model)]
+    try:
+        return budget_caps(settings, settings.engine, models,
+                           max_audio_hours=max_audio_hours, max_cost=max_cost)
+    except PipelineError as exc:
+        _fail_usage(exc.message)
+
+
 INPUTS_HELP = ("Each INPUT is a media file (one item), a directory (walked for media files, "
                "its tree mirrored under --out) or a manifest (JSONL, CSV or a list of sources).")
 
@@ -323,6 +349,7 @@ def _log_warnings(loaded: Any) -> None:
               help="Override format detection of a single manifest INPUT.")
 @click.option("--strict", is_flag=True,
               help="Unknown manifest fields fail their lines (manifest_invalid), not warn.")
+@budget_options
 @click.option("--config", type=click.Path(dir_okay=False), help="TOML settings file.")
 @click.option("--notify", "notify_urls", multiple=True, metavar="URL",
               help="Send signed webhooks (batch.completed) here; repeatable.")
@@ -331,7 +358,8 @@ def _log_warnings(loaded: Any) -> None:
 @engine_options
 def run(inputs: tuple[Path, ...], out_dir: Path, engine: str | None, model: str | None,
         language: str | None, workers: int | None, formats: str | None, force: bool,
-        retry_failed: bool, manifest_format: str | None, strict: bool, config: str | None,
+        retry_failed: bool, manifest_format: str | None, strict: bool,
+        max_audio_hours: float | None, max_cost: float | None, config: str | None,
         notify_urls: tuple[str, ...], as_json: bool, verbose: int, **knobs: Any) -> None:
     """Transcribe every item of the INPUTs on this machine into --out."""
     from pipeline.asr.catalog import model_info
@@ -349,6 +377,7 @@ def run(inputs: tuple[Path, ...], out_dir: Path, engine: str | None, model: str 
     notify_urls = _notify_urls(notify_urls, settings)
     loaded = _load_inputs(inputs, manifest_format, strict, settings)
     _check_setup(settings)
+    caps, currency = run_caps(settings, loaded, max_audio_hours, max_cost)
     level = {0: settings.log_level, 1: "info"}.get(verbose, "debug")
     scratch = _scratch_root(settings.scratch_dir, out_dir)
     with _removed_after(scratch), _out_dir_lock(out_dir), \
@@ -362,7 +391,7 @@ def run(inputs: tuple[Path, ...], out_dir: Path, engine: str | None, model: str 
                 settings, ledger=open_ledger(ledger_url(settings, out_dir)),
                 owner=f"run:{os.getpid()}", sinks=lambda _batch: sink, scratch=scratch,
                 store=media_store(settings, out_dir / ".bulkscribe" / "media"), http=http,
-                dead_letters=False)
+                dead_letters=False, **_probe_cache(out_dir))
         except PipelineError as exc:
             _fail_usage(exc.message)
         engine_check = getattr(ctx.clip_engine(info), "check", None) \
@@ -371,7 +400,7 @@ def run(inputs: tuple[Path, ...], out_dir: Path, engine: str | None, model: str 
             cfg=RunConfig(out_dir=out_dir, engine=settings.engine, model=settings.model,
                           language=settings.language, formats=settings.formats,
                           workers=settings.workers, retry=settings.retry, force=force,
-                          retry_failed=retry_failed),
+                          retry_failed=retry_failed, budget=caps, currency=currency),
             ctx=ctx, progress=_progress(as_json), check_engine=engine_check,
             batch_size=settings.provider.batch_size,
             on_complete=embedded_close(ctx.ledger.engine, settings, notify_urls, out_dir))
@@ -396,6 +425,18 @@ def _notify_urls(flags: tuple[str, ...], settings: Any) -> tuple[str, ...]:
         return checked_urls(flags, settings)
     except ValueError as exc:
         _fail_usage(str(exc))
+
+
+def _probe_cache(out_dir: Path) -> dict[str, Any]:
+    """The prober a run uses: ffprobe behind the probe cache a `plan` filled (under
+    --out when it made one there, else the user's), so files are not probed twice."""
+    from functools import partial
+
+    from pipeline.probe_cache import cache_path_for, open_cache
+    from pipeline.stages.probe import probe
+
+    cache = open_cache(cache_path_for(out_dir))
+    return {"prober": partial(probe, reports=cache.reports)} if cache else {}
 
 
 def _progress(as_json: bool) -> Any:
@@ -428,7 +469,7 @@ def _print_summary(summary: Any, out_dir: Path, as_json: bool) -> None:
     table = Table()
     table.add_column("status")
     table.add_column("items", justify="right")
-    for status in ("SUCCEEDED", "FAILED"):
+    for status in ("SUCCEEDED", "FAILED", *(("SKIPPED",) if counts.get("SKIPPED") else ())):
         table.add_row(status, str(counts.get(status, 0)))
     console.print(table)
     if failed:

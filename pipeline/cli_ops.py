@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from pipeline.cli import _fail_usage, _settings
+from pipeline.cli import _fail_usage, _settings, budget_options, run_caps
 
 
 def _ledger(settings: Any) -> Any:
@@ -82,6 +82,7 @@ def _echo(as_json: bool, data: Any, text: str) -> None:
               help="Override format detection of a single manifest INPUT.")
 @click.option("--strict", is_flag=True,
               help="Unknown manifest fields fail their lines (manifest_invalid), not warn.")
+@budget_options
 @click.option("--config", type=click.Path(dir_okay=False), help="TOML settings file.")
 @click.option("--notify", "notify_urls", multiple=True, metavar="URL",
               help="Send signed webhooks (batch.completed, batch.items_dead) here; repeatable.")
@@ -89,7 +90,8 @@ def _echo(as_json: bool, data: Any, text: str) -> None:
 def submit(inputs: tuple[Path, ...], out: str, engine: str | None, model: str | None,
            language: str | None, context: str | None, hotwords: str | None,
            options: Sequence[str], manifest_format: str | None, strict: bool,
-           config: str | None, notify_urls: tuple[str, ...], as_json: bool) -> None:
+           max_audio_hours: float | None, max_cost: float | None, config: str | None,
+           notify_urls: tuple[str, ...], as_json: bool) -> None:
     """Queue the INPUTs' items for the workers; prints the batch id.
 
     Engine knobs (beam size, device, compute type, threads, VAD, task, subtitle layout) are
@@ -101,6 +103,7 @@ def submit(inputs: tuple[Path, ...], out: str, engine: str | None, model: str | 
     settings = _settings(config, engine=engine, model=model, language=language)
     notify_urls = _notify_urls(notify_urls, settings)
     loaded = _load_inputs(inputs, manifest_format, strict, settings)  # warnings: on stderr
+    caps, currency = run_caps(settings, loaded, max_audio_hours, max_cost)
     out = normalize_out(out)
     source = loaded.path
     wctx = _worker_ctx(settings)
@@ -114,6 +117,10 @@ def submit(inputs: tuple[Path, ...], out: str, engine: str | None, model: str | 
     resumed = holder is not None
     if holder is not None:
         batch_id = _resume_or_refuse(holder, out, source)
+    from pipeline.ledger.budgets import set_caps
+
+    # Before the items exist, so no worker prepares one the caps do not know about.
+    set_caps(wctx.ledger, batch_id, caps, currency=currency)
     seeds = seeds_for(loaded.entries, engine=settings.engine, model=settings.model,
                       language=settings.language, options=extra)
     synced = wctx.ledger.sync_items(batch_id, seeds, engine=settings.engine,
@@ -234,10 +241,13 @@ def beat(log_level: str | None, verbose: bool, config: str | None) -> None:
 
 @click.command()
 @click.argument("batch")
+@budget_options
 @click.option("--config", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True)
-def retry(batch: str, config: str | None, as_json: bool) -> None:
-    """Give a batch's FAILED and DEAD items a new attempt."""
+def retry(batch: str, max_audio_hours: float | None, max_cost: float | None,
+          config: str | None, as_json: bool) -> None:
+    """Give a batch's FAILED and DEAD items a new attempt; with a higher cap
+    (--max-audio-hours, --max-cost), its SKIPPED items too."""
     from pipeline.operations import retry_batch
 
     settings = _settings(config)
@@ -245,6 +255,7 @@ def retry(batch: str, config: str | None, as_json: bool) -> None:
     if wctx.ledger.batch(batch) is None:
         _fail_usage(f"no batch {batch}")
     ids = retry_batch(wctx.ledger, batch, actor=actor())
+    ids += _recap(settings, wctx.ledger, batch, max_audio_hours, max_cost)
     _kick(wctx, ids)
     _echo(as_json, {"batch_id": batch, "retried": len(ids)}, f"{len(ids)} item(s) retried")
 
@@ -253,14 +264,17 @@ def retry(batch: str, config: str | None, as_json: bool) -> None:
 @click.argument("batch", required=False)
 @click.option("--item", "item_ids", multiple=True, help="An item (ledger id or BATCH/ID).")
 @click.option("--status", "states", multiple=True,
-              type=click.Choice(["SUCCEEDED", "FAILED", "DEAD"]), help="Items in this state.")
+              type=click.Choice(["SUCCEEDED", "FAILED", "DEAD", "SKIPPED"]),
+              help="Items in this state.")
 @click.option("--model", help="Transcribe with this model instead.")
 @click.option("--engine", type=click.Choice(["local", "dashscope"]))
 @click.option("--option", "options", multiple=True, help="Provider option key=value.")
+@budget_options
 @click.option("--config", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True)
 def reprocess(batch: str | None, item_ids: Sequence[str], states: Sequence[str],
               model: str | None, engine: str | None, options: Sequence[str],
+              max_audio_hours: float | None, max_cost: float | None,
               config: str | None, as_json: bool) -> None:
     """New attempts for a batch, some items, or items in a state; old results stay until
     the new ones are written."""
@@ -274,6 +288,10 @@ def reprocess(batch: str | None, item_ids: Sequence[str], states: Sequence[str],
     rows = _select(wctx.ledger, batch, item_ids, [ItemState(s) for s in states])
     restarted = reprocess_rows(wctx.ledger, rows, actor=actor(), model=model, engine=engine,
                                options=_parse_options(options))
+    if batch:  # a higher cap re-admits the batch's SKIPPED items too
+        restarted += _recap(settings, wctx.ledger, batch, max_audio_hours, max_cost)
+    elif max_audio_hours is not None or max_cost is not None:
+        _fail_usage("--max-audio-hours and --max-cost apply to a BATCH")
     _kick(wctx, restarted)
     _echo(as_json, {"reprocessed": len(restarted), "items": restarted},
           f"{len(restarted)} item(s) queued for reprocessing")
@@ -297,6 +315,33 @@ def _items(ledger: Any, refs: Sequence[str]) -> list[Any]:
     if missing:
         _fail_usage(f"no item {', '.join(missing)}")
     return rows
+
+
+def _recap(settings: Any, ledger: Any, batch: str, max_audio_hours: float | None,
+           max_cost: float | None) -> list[str]:
+    """New caps for a batch (the flags given, the others kept); the SKIPPED items a
+    higher cap re-admits start again. No flags: nothing changes."""
+    from pipeline.budget import Caps
+    from pipeline.errors import PipelineError
+    from pipeline.ledger.budgets import get_budget, set_caps
+    from pipeline.pricing import caps_for
+
+    if max_audio_hours is None and max_cost is None:
+        return []
+    old = get_budget(ledger, batch)
+    old_caps = old.caps if old is not None else Caps()
+    info = ledger.batch(batch) or {}
+    models = [str(info.get("model") or settings.model),
+              *(str(r.spec.get("model")) for r in ledger.list_items(batch) if r.spec.get("model"))]
+    hours = max_audio_hours if max_audio_hours is not None else (
+        None if old_caps.max_audio_s is None else old_caps.max_audio_s / 3600)
+    cost = max_cost if max_cost is not None else old_caps.max_cost
+    try:
+        caps, currency = caps_for(settings, str(info.get("engine") or settings.engine), models,
+                                  max_audio_hours=hours, max_cost=cost)
+    except PipelineError as exc:
+        _fail_usage(exc.message)
+    return list(set_caps(ledger, batch, caps, currency=currency))
 
 
 def _select(ledger: Any, batch: str | None, item_ids: Sequence[str],

@@ -11,7 +11,8 @@ Whether an error is worth retrying is decided by its branch of the tree and nowh
     │   ├── SourceMissing         the file or URL is not there
     │   ├── SourceRefused         the download policy refuses the URL (address, redirect)
     │   ├── ProviderRejected      the provider refused the request or the file (4xx, FAILED)
-    │   └── ConfigError           settings that cannot work (unknown model, missing key)
+    │   ├── ConfigError           settings that cannot work (unknown model, missing key)
+    │   └── BudgetExceeded        not admitted: a budget cap was reached (item SKIPPED)
     └── TransientError            back off and retry; DEAD (FAILED when embedded) at the end
         ├── SourceUnavailable     download timed out / connection failed / 5xx
         ├── ProviderBusy          429, throttling
@@ -60,6 +61,8 @@ class FailureCode(StrEnum):
     TASK_LOST = "task_lost"
     POLL_TIMEOUT = "poll_timeout"
     RESULT_EXPIRED = "result_expired"
+    # budgets
+    BUDGET_EXCEEDED = "budget_exceeded"
     # infrastructure
     STORAGE_UNAVAILABLE = "storage_unavailable"
     STORAGE_ERROR = "storage_error"
@@ -131,6 +134,14 @@ class SourceRefused(PermanentError):
 
 class ConfigError(PermanentError):
     """Settings that cannot work; usually every item fails the same way."""
+
+
+class BudgetExceeded(PermanentError):
+    """Admitting the item would pass a budget cap (max_audio_hours, max_cost): the item is
+    SKIPPED, not FAILED, and a higher cap admits it later."""
+
+    def __init__(self, message: str, *, detail: dict | None = None) -> None:
+        super().__init__(FailureCode.BUDGET_EXCEEDED, message, detail=detail)
 
 
 class ProviderRejected(PermanentError):

@@ -49,7 +49,9 @@ class RichProgress(ProgressSink):
     def item_done(self, key: str, state: str, detail: str, audio_s: float,
                   seconds: float | None = None) -> None:
         self.counts[state] += 1
-        if state != "SUCCEEDED":
+        if state == "SKIPPED":  # a budget cap reached: what was asked for
+            self._bar.console.print(f"[yellow]SKIPPED[/] {key}: {detail}")
+        elif state != "SUCCEEDED":
             self._bar.console.print(f"[red]FAILED[/] {key}: {detail}")
         if self._task is None:
             return

@@ -52,7 +52,8 @@ def result_of(entry: ManifestItem | ManifestProblem, row: ItemRow | None) -> Ite
                           row.audio_duration_ms, _language(row))
     error = {"code": row.error_code or FailureCode.INTERNAL.value,
              "message": row.error_message or ""}
-    status = "CANCELLED" if row.state is ItemState.CANCELLED else "FAILED"
+    status = {ItemState.CANCELLED: "CANCELLED", ItemState.SKIPPED: "SKIPPED"}.get(row.state,
+                                                                               "FAILED")
     return ItemResult(entry.item_id, source, status, error, {}, row.audio_duration_ms)
 
 

@@ -19,14 +19,17 @@ from typing import Any
 from pipeline.asr.catalog import Mode
 from pipeline.asr.dashscope.params import is_funasr
 from pipeline.batches import batch_id_for, key_of, seeds_for
+from pipeline.budget import Caps
 from pipeline.errors import TRANSIENT_CODES, PipelineError
 from pipeline.flow.actions import Action
+from pipeline.flow.admission import admit_batch
 from pipeline.flow.context import FlowContext
 from pipeline.flow.outputs import transcript_name, write_item
 from pipeline.flow.plan import Agenda, Job, Lane
 from pipeline.flow.provider import poll_step, reconcile_submitting, submit_step
 from pipeline.flow.steps import prepare_step, transcribe_step
 from pipeline.ledger import ItemRow, ItemSeed, utcnow
+from pipeline.ledger.budgets import get_budget, is_parked, set_caps
 from pipeline.log import get_logger
 from pipeline.manifest import Manifest
 from pipeline.models import ManifestProblem
@@ -53,6 +56,8 @@ class RunConfig:
     retry: RetrySettings
     force: bool = False
     retry_failed: bool = False
+    budget: Caps = field(default_factory=Caps)  # no caps unless given (pipeline/budget.py)
+    currency: str | None = None
 
 
 @dataclass(slots=True)
@@ -72,7 +77,9 @@ class RunSummary:
 
     @property
     def ok(self) -> bool:
-        return not self.interrupted and all(r.status == "SUCCEEDED" for r in self.results)
+        # SKIPPED (a budget cap reached) is what was asked for, not a failure.
+        return not self.interrupted and all(r.status in ("SUCCEEDED", "SKIPPED")
+                                            for r in self.results)
 
 
 class Progress:
@@ -126,6 +133,7 @@ class EmbeddedRunner:
         self.ledger = self.ctx.ledger
         self._ids: dict[str, str] = {}  # manifest key -> item id, for the progress display
         self.progress = _OwnTime(self.progress, self._own_seconds)
+        self._budgeted = False
 
     def _own_seconds(self, key: str) -> float | None:
         """The sum of an item's stage timings in this attempt."""
@@ -148,6 +156,7 @@ class EmbeddedRunner:
                                engine=cfg.engine,
                                model=cfg.model, force=cfg.force)
         self._recover()
+        self._apply_budget()
         rows = {r.key: r for r in self.ledger.list_items(self.batch_id)}
         keys = [key_of(e) for e in manifest.entries]
         for key in keys:
@@ -219,6 +228,7 @@ class EmbeddedRunner:
                         touched += inflight.pop(fut)[1]
                         fut.result()  # steps handle their own failures; anything else is a bug
                     audio_s = self._refresh(agenda, touched, audio_s)  # one read for all
+                    audio_s = self._refresh_admitted(agenda, audio_s)
             except KeyboardInterrupt:
                 self.ctx.stop.set()
                 for fut in inflight:
@@ -268,6 +278,27 @@ class EmbeddedRunner:
         if job.action is Action.TRANSCRIBE:
             return partial(transcribe_step, ctx, job.rows[0])
         return partial(prepare_step, ctx, job.rows[0])
+
+    def _apply_budget(self) -> None:
+        """This run's caps on the batch: a higher cap re-admits SKIPPED items; no cap
+        releases everything. ``--force`` starts the running totals again."""
+        if self.cfg.force:
+            set_caps(self.ledger, self.batch_id, Caps())
+        set_caps(self.ledger, self.batch_id, self.cfg.budget, currency=self.cfg.currency)
+        self._budgeted = self.cfg.budget.active
+        if self._budgeted:
+            admit_batch(self.ctx, self.batch_id)
+
+    def _refresh_admitted(self, agenda: Agenda, audio_s: float) -> float:
+        """Admission moves items no step of ours touched: re-read those waiting for it
+        (parked), and once a cap is reached the unprepared ones it skipped."""
+        if not self._budgeted:
+            return audio_s
+        budget = get_budget(self.ledger, self.batch_id)
+        closing = budget is not None and budget.tally.skip_from is not None
+        stale = [r.id for r in agenda.rows() if is_parked(r.next_run_at)
+                 or (closing and r.state is ItemState.PENDING)]
+        return self._refresh(agenda, stale, audio_s) if stale else audio_s
 
     def _mode_of(self, row: ItemRow) -> Mode:
         try:

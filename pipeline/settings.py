@@ -20,6 +20,7 @@ from pydantic import (
     Field,
     SecretStr,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import (
     BaseSettings,
@@ -127,6 +128,41 @@ def check_notify_url(url: str) -> str:
 
 
 NotifyUrls = tuple[Annotated[str, AfterValidator(check_notify_url)], ...]
+class Price(_Frozen):
+    """What a model costs per audio hour or second (one of the two), as the provider bills
+    it. Prices change and differ by region: none are built in."""
+
+    per_hour: float | None = Field(None, ge=0)
+    per_second: float | None = Field(None, ge=0)
+    currency: str = "USD"
+
+    @model_validator(mode="after")
+    def _one_rate(self) -> Price:
+        if (self.per_hour is None) == (self.per_second is None):
+            raise ValueError("a price needs exactly one of per_hour or per_second")
+        return self
+
+    @property
+    def rate_per_s(self) -> float:
+        return self.per_second if self.per_second is not None else (self.per_hour or 0) / 3600
+
+
+class BudgetSettings(_Frozen):
+    """Caps on one run or batch: items are admitted in manifest order while they fit."""
+
+    max_audio_hours: float | None = Field(None, gt=0)
+    max_cost: float | None = Field(None, ge=0)  # in the models' price currency
+
+
+class PlanSettings(_Frozen):
+    """What `bulkscribe plan` assumes when it estimates wall time."""
+
+    # Seconds of processing per second of audio for the local engine, one worker. None:
+    # measured once per model and compute type on this machine and cached.
+    local_rtf: float | None = Field(None, gt=0)
+    # Typical seconds from submit to result for one provider task, by model.
+    provider_latency_s: dict[str, float] = {}
+    default_latency_s: float = Field(60.0, gt=0)
 
 
 class ScheduleSettings(_Frozen):
@@ -140,6 +176,8 @@ class ScheduleSettings(_Frozen):
     model: str | None = None
     language: str | None = None
     notify_urls: NotifyUrls = ()  # told about this schedule's runs (beside notify.urls)
+    max_audio_hours: float | None = Field(None, gt=0)  # per scheduled run
+    max_cost: float | None = Field(None, ge=0)
 
 
 # Standard Webhooks' retry schedule: immediately, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h,
@@ -230,6 +268,9 @@ class Settings(BaseSettings):
     provider: ProviderSettings = ProviderSettings()
     distributed: DistributedSettings = DistributedSettings()
     notify: NotifySettings = NotifySettings()
+    budget: BudgetSettings = BudgetSettings()
+    plan: PlanSettings = PlanSettings()
+    prices: dict[str, Price] = {}  # model -> price; empty: costs are unknown
 
     @field_validator("formats", mode="before")
     @classmethod

@@ -22,6 +22,7 @@ class ItemState(StrEnum):
     FAILED = "FAILED"  # permanent, with a FailureCode
     DEAD = "DEAD"  # retries exhausted: the dead-letter set
     CANCELLED = "CANCELLED"  # an operator cancelled its batch
+    SKIPPED = "SKIPPED"  # not admitted: a budget cap was reached (budget_exceeded)
 
     @property
     def terminal(self) -> bool:
@@ -33,7 +34,7 @@ class ItemState(StrEnum):
 
 
 TERMINAL = frozenset({ItemState.SUCCEEDED, ItemState.FAILED, ItemState.DEAD,
-                      ItemState.CANCELLED})
+                      ItemState.CANCELLED, ItemState.SKIPPED})
 
 # A claimed state and the state an expired claim falls back to.
 CLAIMED_FROM: dict[ItemState, ItemState] = {
@@ -50,7 +51,8 @@ CLAIMED_FROM: dict[ItemState, ItemState] = {
 # result is discarded.
 ALLOWED: dict[ItemState, frozenset[ItemState]] = {
     ItemState.PENDING: frozenset(
-        {ItemState.PREPARING, ItemState.FAILED, ItemState.DEAD, ItemState.CANCELLED}
+        {ItemState.PREPARING, ItemState.FAILED, ItemState.DEAD, ItemState.CANCELLED,
+         ItemState.SKIPPED}
     ),
     ItemState.PREPARING: frozenset(
         {ItemState.PREPARED, ItemState.PENDING, ItemState.FAILED, ItemState.DEAD,
@@ -58,7 +60,7 @@ ALLOWED: dict[ItemState, frozenset[ItemState]] = {
     ),
     ItemState.PREPARED: frozenset(
         {ItemState.TRANSCRIBING, ItemState.SUBMITTING, ItemState.PENDING, ItemState.FAILED,
-         ItemState.DEAD, ItemState.CANCELLED}
+         ItemState.DEAD, ItemState.CANCELLED, ItemState.SKIPPED}
     ),
     ItemState.TRANSCRIBING: frozenset(
         {ItemState.SUCCEEDED, ItemState.PREPARED, ItemState.PENDING, ItemState.FAILED,
@@ -82,6 +84,7 @@ ALLOWED: dict[ItemState, frozenset[ItemState]] = {
     ItemState.FAILED: frozenset({ItemState.PENDING}),
     ItemState.DEAD: frozenset({ItemState.PENDING, ItemState.FAILED}),  # replay, purge
     ItemState.CANCELLED: frozenset({ItemState.PENDING}),  # reprocess
+    ItemState.SKIPPED: frozenset({ItemState.PENDING}),  # re-admitted under a higher cap
 }
 
 

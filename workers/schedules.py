@@ -14,9 +14,12 @@ from typing import Any
 from celery.schedules import crontab
 
 from pipeline.batches import seeds_for
+from pipeline.errors import PipelineError
+from pipeline.ledger.budgets import set_caps
 from pipeline.log import get_logger
 from pipeline.manifest import MEDIA_EXTENSIONS, entries_from_sources
 from pipeline.notify.hooks import schedule_started
+from pipeline.pricing import budget_caps
 from pipeline.settings import DistributedSettings, ScheduleSettings
 from pipeline.storage import open_store, split_url
 
@@ -77,11 +80,19 @@ def start_scheduled_run(wctx: Any, name: str, *, now: datetime | None = None) ->
     model = sched.model or settings.model
     # Each run gets its own folder under the schedule's out, so results.jsonl files never clash.
     out = sched.out.rstrip("/") + "/" + batch_id
+    try:  # per run: the schedule's caps, else the budget.* settings
+        caps, currency = budget_caps(settings, engine, [model],
+                                     max_audio_hours=sched.max_audio_hours,
+                                     max_cost=sched.max_cost)
+    except PipelineError as exc:  # --max-cost without a price: never run uncapped
+        log.error("schedule.budget_invalid", schedule=name, error=exc.message)
+        return None
     wctx.ledger.ensure_batch(batch_id, kind="schedule", out=out, engine=engine,
                              model=model, manifest=sched.source,
                              options={"schedule": name,
                                       **({"notify_urls": list(sched.notify_urls)}
                                          if sched.notify_urls else {})})
+    set_caps(wctx.ledger, batch_id, caps, currency=currency)  # before any item exists
     seeds = seeds_for(entries_from_sources(sources, root=sched.source), engine=engine, model=model,
                       language=sched.language or settings.language)
     report = wctx.ledger.sync_items(batch_id, seeds, engine=engine, model=model)

@@ -14,6 +14,7 @@ from dataclasses import replace
 from typing import Any
 
 from pipeline.ledger import utcnow
+from pipeline.ledger.budgets import count_parked
 from pipeline.log import get_logger
 from pipeline.notify.outbox import count_due, note_dead
 from pipeline.results import close_batch
@@ -58,8 +59,10 @@ def _sweep(wctx: Any) -> dict[str, int]:
         rows = [replace(r, next_run_at=None) for r in rows]
     jobs = plan_jobs(
         rows, lambda r: mode_of(wctx, r), now,
+        # Items parked for budget admission wait for an earlier one, which needs room.
         prepare_room=dist.max_prepared - ledger.count_states(ItemState.PREPARING,
-                                                             ItemState.PREPARED),
+                                                             ItemState.PREPARED)
+        + count_parked(ledger),
         submit_room=wctx.settings.provider.max_inflight_tasks - ledger.inflight_tasks(),
         batch_size=lambda m: batch_size(wctx, m), default_model=wctx.settings.model)
     send_all(wctx, jobs)

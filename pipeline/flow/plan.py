@@ -24,6 +24,7 @@ from enum import StrEnum
 from pipeline.asr.catalog import Mode
 from pipeline.flow.actions import Action, action_for
 from pipeline.ledger import ItemRow
+from pipeline.ledger.budgets import is_parked
 from pipeline.states import ItemState
 
 
@@ -76,6 +77,11 @@ class _Entry:
 _HeapKey = tuple[str, int, int, str]  # batch, line, version, id
 
 
+def _holds_audio(row: ItemRow) -> bool:
+    """Prepared and counted against backpressure (not parked for budget admission)."""
+    return row.state is ItemState.PREPARED and not is_parked(row.next_run_at)
+
+
 class Agenda:
     """The rows of a run, filed for the planner: :meth:`put` each row as it changes,
     :meth:`take` the jobs due now. A row handed out in a job stays counted but is not
@@ -105,8 +111,14 @@ class Agenda:
 
     @property
     def prepared(self) -> int:
-        """Rows last seen PREPARED (waiting to be transcribed or submitted, or at it)."""
+        """Rows last seen PREPARED (waiting to be transcribed or submitted, or at it), less
+        those parked for budget admission: they wait for an earlier item, which must still
+        find room to be prepared."""
         return self._prepared
+
+    def rows(self) -> list[ItemRow]:
+        """Every filed row, as last put."""
+        return [entry.row for entry in self._entries.values()]
 
     def put(self, row: ItemRow) -> None:
         """File ``row`` as it now stands; a finished row is forgotten."""
@@ -117,7 +129,7 @@ class Agenda:
         lane, due = lane_of(row, mode)
         entry = _Entry(row, lane, next(self._versions))
         self._entries[row.id] = entry
-        if row.state is ItemState.PREPARED:
+        if _holds_audio(row):
             self._prepared += 1
         if lane is not None:
             heapq.heappush(self._waiting, (due or _LONG_AGO, entry.version, row.id))
@@ -126,7 +138,7 @@ class Agenda:
         entry = self._entries.pop(item_id, None)
         if entry is None:
             return
-        if entry.row.state is ItemState.PREPARED:
+        if _holds_audio(entry.row):
             self._prepared -= 1
         self._unready(entry)
 

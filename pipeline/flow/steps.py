@@ -23,6 +23,7 @@ from structlog.contextvars import bound_contextvars
 
 from pipeline.asr.catalog import Mode
 from pipeline.flow.actions import after_prepare
+from pipeline.flow.admission import admit_batch, parked_until
 from pipeline.flow.context import FlowContext
 from pipeline.flow.guard import handle_failure
 from pipeline.flow.media import to_flac
@@ -170,14 +171,18 @@ def prepare_step(ctx: FlowContext, row: ItemRow) -> ItemRow | None:
             ctx.emit("stage.done", stage="prepare", seconds=seconds)
             facts = prepared.probe.as_dict() | {"offset_s": prepared.audio.offset_s,
                                                 "normalized_s": prepared.audio.duration_s}
+            parked = parked_until(ctx, claimed)  # a batch with caps: wait for admission
             values: dict[str, Any] = dict(
                 media_key=key, probe=facts, error_code=None, error_message=None,
                 audio_duration_ms=int(round(prepared.audio.duration_s * 1000)),
                 timings=add_timing(claimed.timings, "prepare", seconds),
-                next_run_at=ctx.due_at(claimed, after_prepare(info.mode), 0.0))
+                next_run_at=parked or ctx.due_at(claimed, after_prepare(info.mode), 0.0))
             if advance(ctx, claimed, ItemState.PREPARED, **values):
                 log.info("prepare.done", duration_s=round(prepared.probe.duration_s, 3),
                          codec=prepared.probe.codec, seconds=round(seconds, 3))
+                if parked is not None:
+                    admit_batch(ctx, claimed.batch_id)
+                    return None  # admitted or not, the ledger now says what is next
                 # The item as it now stands: the caller need not read it back.
                 return replace(claimed, state=ItemState.PREPARED, lease_owner=None,
                                lease_until=None, tries=0, **values)

@@ -10,6 +10,7 @@ from sqlalchemy import (
     JSON,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -163,4 +164,21 @@ actions = Table(
     Column("detail", JSON, nullable=False, default=dict),
     Index("ix_actions_item", "item_id", "at"),
     Index("ix_actions_batch", "batch_id", "at"),
+)
+
+# A batch's budget caps and the running totals admission keeps (pipeline/budget.py): one
+# row per batch that has caps; ``rev`` is the compare-and-set guard of every advance.
+budgets = Table(
+    "budgets",
+    metadata,
+    Column("batch_id", String(64), ForeignKey("batches.id"), primary_key=True),
+    Column("max_audio_s", Float, nullable=True),
+    Column("max_cost", Float, nullable=True),
+    Column("prices", JSON, nullable=False, default=dict),  # model -> price per second
+    Column("currency", String(16), nullable=True),
+    Column("rev", Integer, nullable=False, default=0),
+    Column("line", Integer, nullable=False, default=0),  # decided up to this manifest line
+    Column("used_s", Float, nullable=False, default=0.0),
+    Column("used_cost", Float, nullable=False, default=0.0),
+    Column("skip_from", Integer, nullable=True),  # first line over a cap
 )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -106,10 +106,31 @@ def read_probe(
     )
 
 
+def ffprobe_report(path: Path, st: os.stat_result) -> Mapping[str, Any]:
+    """ffprobe's JSON report on ``path`` (``st``: its stat, for caches that key on it).
+    Raises :class:`MediaCommandError` when ffprobe fails."""
+    out = run_media(probe_argv(path), timeout_s=PROBE_TIMEOUT_S)
+    try:
+        report = json.loads(out.stdout or b"{}")
+    except json.JSONDecodeError:
+        raise MediaRejected(FailureCode.CORRUPT, "ffprobe printed unreadable JSON") from None
+    return report if isinstance(report, dict) else {}
+
+
+# Where ffprobe reports come from: ffprobe itself, or a cache in front of it
+# (pipeline/probe_cache.py) so a plan followed by a run probes each file once.
+ReportSource = Callable[[Path, os.stat_result], Mapping[str, Any]]
+
+
 def probe(
-    path: Path, limits: MediaLimits, *, channel: int | None = None, name: str | None = None
+    path: Path,
+    limits: MediaLimits,
+    *,
+    channel: int | None = None,
+    name: str | None = None,
+    reports: ReportSource = ffprobe_report,
 ) -> ProbeResult:
-    """Run ffprobe on a local file and judge the result."""
+    """Run ffprobe on a local file (through ``reports``) and judge the result."""
     label = name or str(path)
     try:
         st = path.stat()
@@ -126,15 +147,11 @@ def probe(
     if not os.access(path, os.R_OK):
         raise MediaRejected(FailureCode.NOT_FOUND, f"{label} is not readable (permission denied)")
     try:
-        out = run_media(probe_argv(path), timeout_s=PROBE_TIMEOUT_S)
+        report = reports(path, st)
     except MediaCommandError as exc:
         raise _classify(exc, label, path) from None
-    try:
-        report = json.loads(out.stdout or b"{}")
-    except json.JSONDecodeError:
-        raise MediaRejected(
-            FailureCode.CORRUPT, f"{label}: ffprobe printed unreadable JSON"
-        ) from None
+    except MediaRejected as exc:
+        raise MediaRejected(exc.code, f"{label}: {exc.message}") from None
     return read_probe(report, limits, size_bytes=st.st_size, channel=channel, name=label)
 
 

@@ -507,4 +507,4 @@ def _empty_ledger(ledger: Ledger) -> None:
     from sqlalchemy import text
 
     with ledger.engine.begin() as conn:
-        conn.execute(text("TRUNCATE attempts, items, batches"))
+        conn.execute(text("TRUNCATE attempts, items, batches CASCADE"))  # + budgets

@@ -1,122 +1,193 @@
-"""Unit tests for pipeline.flow.plan: the order jobs come out in, and the Agenda's bookkeeping
-as rows change (pure: rows are built here, nothing touches a ledger)."""
+"""Unit tests for pipeline.plan (adding up a plan, wall time), pipeline.pricing and
+pipeline.probe_cache (ffprobe reports cached by path, size and mtime)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+import os
+import threading
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
-from pipeline.asr.catalog import Mode
-from pipeline.flow.actions import Action
-from pipeline.flow.plan import Agenda, Lane, plan_jobs
-from pipeline.ledger import ItemRow
-from pipeline.states import ItemState
+import pytest
 
-NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+from pipeline.errors import ConfigError, FailureCode, MediaRejected
+from pipeline.media import MediaCommandError
+from pipeline.models import MediaLimits
+from pipeline.plan import ModelTotal, Probed, Walls, make_plan
+from pipeline.pricing import budget_caps, rate_of
+from pipeline.probe_cache import ProbeCache, cache_path_for
+from pipeline.settings import Settings
+from pipeline.stages.probe import probe
 
-
-def row(n: int, state: ItemState = ItemState.PENDING, **values: Any) -> ItemRow:
-    base: dict[str, Any] = dict(
-        id=f"id{n}", batch_id="b", key=f"k{n}", line_no=n, source=f"/a/{n}.wav",
-        spec={"model": values.pop("model", "fun-asr")}, fingerprint="f", source_stamp=None,
-        state=state, attempt=1, tries=0, lease_owner=None, lease_until=None, next_run_at=None,
-        polls=0, submitted_at=None, provider_task_id=None, media_key=None, media_url=None,
-        probe=None, audio_duration_ms=None, error_code=None, error_message=None,
-        error_detail=None, outputs=None, timings=None, created_at=NOW, updated_at=NOW,
-        finished_at=None)
-    return ItemRow(**{**base, **values})
-
-
-def agenda(mode: Mode = Mode.ASYNC, size: int = 3) -> Agenda:
-    return Agenda(lambda _r: mode, batch_size=lambda _m: size, default_model="fun-asr")
-
-
-def plan(rows: list[ItemRow], **kw: Any) -> list[tuple[Action | None, tuple[str, ...]]]:
-    jobs = plan_jobs(rows, lambda _r: Mode.ASYNC, NOW, prepare_room=kw.pop("prepare_room", 99),
-                     submit_room=kw.pop("submit_room", 99), batch_size=lambda _m: 2,
-                     default_model="fun-asr", **kw)
-    return [(j.action, j.ids) for j in jobs]
+WAV = {
+    "streams": [
+        {
+            "codec_type": "audio",
+            "codec_name": "pcm_s16le",
+            "channels": 1,
+            "sample_rate": "16000",
+            "duration": "2.5",
+        }
+    ],
+    "format": {"format_name": "wav", "duration": "2.5"},
+}
 
 
-def test_most_advanced_first_each_kind_in_manifest_order() -> None:
-    """Reconciles, polls, submits (async), prepares; within a kind by line number."""
-    rows = [row(5), row(4, ItemState.PREPARED), row(3, ItemState.SUBMITTED, provider_task_id="t"),
-            row(2, ItemState.SUBMITTING), row(1)]
-    assert plan(rows) == [(None, ("id2",)), (Action.POLL, ("id3",)),
-                          (Action.SUBMIT, ("id4",)), (Action.PREPARE, ("id1",)),
-                          (Action.PREPARE, ("id5",))]
+def rates(model: str) -> tuple[float | None, str | None]:
+    return {"fun-asr": (0.0001, "USD"), "tiny.en": (0.0, None)}.get(model, (None, None))
 
 
-def test_polls_group_a_tasks_rows_and_submits_batch_per_model() -> None:
-    """Rows of one provider task poll together; prepared rows go in groups of batch_size,
-    model by model, earliest waiting model first."""
-    rows = [row(1, ItemState.SUBMITTED, provider_task_id="t1"),
-            row(2, ItemState.SUBMITTED, provider_task_id="t2"),
-            row(3, ItemState.SUBMITTED, provider_task_id="t1"),
-            *(row(n, ItemState.PREPARED, model="paraformer-v2" if n == 4 else "fun-asr")
-              for n in range(4, 9))]
-    assert plan(rows) == [(Action.POLL, ("id1", "id3")), (Action.POLL, ("id2",)),
-                          (Action.SUBMIT, ("id4",)), (Action.SUBMIT, ("id5", "id6")),
-                          (Action.SUBMIT, ("id7", "id8"))]
+def test_make_plan_adds_up_per_model_with_cost_or_unknown() -> None:
+    """Audio per model, cost where a price is known (None where not), bad and remote
+    items counted, largest first."""
+    probed = [
+        Probed("a", "/a", "fun-asr", 100.0, 10),
+        Probed("b", "/b", "fun-asr", 300.0, 30),
+        Probed("c", "/c", "paraformer-v2", 50.0, 5),
+        Probed("d", "/d", "fun-asr", error=("not_media", "d is text")),
+        Probed("e", "https://h/e.wav", "fun-asr", remote=True),
+    ]
+    plan = make_plan(probed, rates, lambda by: 42.0, top=2)
+    data = plan.as_json()
+    assert data["files"] == 5 and data["not_probed"] == 1 and data["audio_seconds"] == 450.0
+    assert data["bad"] == [{"id": "d", "code": "not_media", "message": "d is text"}]
+    assert data["by_model"] == {
+        "fun-asr": {"files": 2, "audio_seconds": 400.0, "cost": 0.04, "currency": "USD"},
+        "paraformer-v2": {"files": 1, "audio_seconds": 50.0, "cost": None, "currency": None},
+    }
+    assert data["estimated_wall_s"] == 42.0
+    assert [x["id"] for x in data["largest"]] == ["b", "a"]
 
 
-def test_rooms_busy_and_not_yet_due_rows_hold_work_back() -> None:
-    """prepare_room and submit_room cap their kinds; busy rows and rows not due are left."""
-    later = NOW + timedelta(seconds=5)
-    rows = [row(1), row(2), row(3), row(4, next_run_at=later), row(5, ItemState.PREPARED),
-            row(6, ItemState.PREPARED), row(7, ItemState.PREPARED), row(8, ItemState.PREPARED)]
-    assert plan(rows, prepare_room=1, submit_room=1, busy={"id1"}) == [
-        (Action.SUBMIT, ("id5", "id6")), (Action.PREPARE, ("id2",))]
+def test_walls_local_by_rtf_and_provider_by_rounds_of_the_concurrency_cap() -> None:
+    """Local: audio x RTF / workers. Provider: ceil(files / max_inflight) rounds of the
+    model's typical latency."""
+    walls = Walls(
+        local_rtf=lambda m: 0.1,
+        is_local=lambda m: m == "tiny.en",
+        workers=2,
+        max_inflight=200,
+        latency_s={"fun-asr": 90.0},
+        default_latency_s=60.0,
+    )
+    assert walls({"tiny.en": ModelTotal(10, 3600.0, 0.0, None)}) == pytest.approx(180.0)
+    assert walls({"fun-asr": ModelTotal(401, 1e6, None, None)}) == pytest.approx(3 * 90.0)
+    assert walls({"qwen3-asr-flash-filetrans": ModelTotal(5, 10.0, None, None)}) == 60.0
+    unknown = Walls(local_rtf=lambda m: None, is_local=lambda m: True, workers=2, max_inflight=1)
+    assert unknown({"tiny.en": ModelTotal(1, 10.0, 0.0, None)}) is None  # model cannot load
 
 
-def test_submitting_row_waits_for_its_lease() -> None:
-    """A submission in progress is reconciled only once its submitter's lease ran out."""
-    held = row(1, ItemState.SUBMITTING, lease_until=NOW + timedelta(minutes=1))
-    assert plan([held]) == []
-    assert plan([replace(held, lease_until=NOW)]) == [(None, ("id1",))]
+def test_prices_from_settings_and_cost_cap_needs_them() -> None:
+    """[prices] gives per-second rates (per_hour converted); local models cost 0; a cost
+    cap over a model without a price is a configuration error."""
+    s = Settings(prices={"fun-asr": {"per_hour": 0.36, "currency": "USD"}})
+    assert rate_of(s, "dashscope", "fun-asr") == (pytest.approx(0.0001), "USD")
+    assert rate_of(s, "dashscope", "paraformer-v2") == (None, None)
+    assert rate_of(s, "local", "tiny.en") == (0.0, None)
+    caps, currency = budget_caps(s, "dashscope", ["fun-asr"], max_cost=5.0)
+    assert caps.max_cost == 5.0 and currency == "USD"
+    with pytest.raises(ConfigError, match="paraformer-v2"):
+        budget_caps(s, "dashscope", ["fun-asr", "paraformer-v2"], max_cost=5.0)
+    hours, _ = budget_caps(Settings(budget={"max_audio_hours": 2}), "local", ["tiny.en"])
+    assert hours.max_audio_s == 7200.0  # the setting when no flag is given
 
 
-def test_agenda_hands_out_once_until_put_back() -> None:
-    """A row taken is not handed out again until its new state is put; lanes and limits
-    split the work between pools."""
-    a = agenda(Mode.CLIP)
-    for n in range(1, 5):
-        a.put(row(n))
-    a.put(row(9, ItemState.PREPARED))
-    cpu = (Lane.TRANSCRIBE, Lane.PREPARE)
-    assert [j.ids for j in a.take(NOW, lanes=cpu, limit=2, prepare_room=9)] == [("id9",),
-                                                                                  ("id1",)]
-    assert a.take(NOW, lanes=(Lane.POLL, Lane.SUBMIT), prepare_room=9) == []
-    assert [j.ids for j in a.take(NOW, lanes=cpu, limit=1, prepare_room=9)] == [("id2",)]
-    a.put(row(1, ItemState.FAILED))  # finished: forgotten
-    a.put(row(2, ItemState.PREPARED))  # back with a new state: transcribed next
-    assert len(a) == 4 and a.prepared == 2
-    assert [(j.action, j.ids) for j in a.take(NOW, lanes=cpu, prepare_room=9)] == [
-        (Action.TRANSCRIBE, ("id2",)), (Action.PREPARE, ("id3",)), (Action.PREPARE, ("id4",))]
+def test_a_price_needs_exactly_one_rate() -> None:
+    with pytest.raises(ValueError, match="exactly one"):
+        Settings(prices={"fun-asr": {"currency": "USD"}})
 
 
-def test_agenda_promotes_rows_when_due_and_reports_the_next_due() -> None:
-    """A row with next_run_at in the future waits; next_due says when; a row filed again
-    replaces its old place."""
-    a = agenda()
-    a.put(row(1, next_run_at=NOW + timedelta(seconds=30)))
-    a.put(row(2, next_run_at=NOW + timedelta(seconds=10)))
-    assert a.take(NOW, prepare_room=9) == []
-    assert a.next_due() == NOW + timedelta(seconds=10)
-    a.put(row(2, next_run_at=NOW + timedelta(seconds=60)))  # rescheduled
-    assert a.next_due() == NOW + timedelta(seconds=30)
-    assert [j.ids for j in a.take(NOW + timedelta(seconds=40), prepare_room=9)] == [("id1",)]
-    assert a.next_due() == NOW + timedelta(seconds=60)
-    a.forget("id2")
-    assert a.next_due() is None and len(a) == 1  # id1 is out at work
+class Counting:
+    """A ReportSource standing in for ffprobe: counts calls, can fail like it."""
+
+    def __init__(self, fail: MediaCommandError | None = None) -> None:
+        self.calls = 0
+        self.fail = fail
+        self.lock = threading.Lock()
+
+    def __call__(self, path: Path, st: os.stat_result) -> Mapping[str, Any]:
+        with self.lock:
+            self.calls += 1
+        if self.fail is not None:
+            raise self.fail
+        return WAV
 
 
-def test_fun_asr_task_rows_due_at_once_poll_as_one_job() -> None:
-    """Rows of one task promoted together give one poll job even with room for one."""
-    a = agenda()
-    for n in (1, 2, 3):
-        a.put(row(n, ItemState.SUBMITTED, provider_task_id="t"))
-    jobs = a.take(NOW, lanes=(Lane.POLL,), limit=1, prepare_room=0)
-    assert [(j.task_id, j.ids) for j in jobs] == [("t", ("id1", "id2", "id3"))]
-    assert a.take(NOW, prepare_room=0) == []
+def test_probe_cache_answers_again_until_the_file_changes(tmp_path: Path) -> None:
+    """The second probe of an unchanged file does not run ffprobe; a new mtime does."""
+    f = tmp_path / "a.wav"
+    f.write_bytes(b"x" * 100)
+    source = Counting()
+    cache = ProbeCache(tmp_path / "probe.db", source)
+    limits = MediaLimits()
+    assert probe(f, limits, reports=cache.reports).duration_s == 2.5
+    assert probe(f, limits, reports=cache.reports).duration_s == 2.5
+    assert (source.calls, cache.hits, cache.ran) == (1, 1, 1)
+    os.utime(f, ns=(1_000_000_000, 1_000_000_000))
+    probe(f, limits, reports=cache.reports)
+    assert source.calls == 2
+    # Another process (another cache object on the same file) sees the stored report.
+    other = ProbeCache(tmp_path / "probe.db", Counting())
+    probe(f, limits, reports=other.reports)
+    assert other.hits == 1 and other.ran == 0
+
+
+def test_probe_cache_keeps_reports_not_verdicts(tmp_path: Path) -> None:
+    """Limits apply afresh on each use: a cached 2.5 s report is too_long under a 2 s limit."""
+    f = tmp_path / "a.wav"
+    f.write_bytes(b"x" * 100)
+    cache = ProbeCache(tmp_path / "probe.db", Counting())
+    probe(f, MediaLimits(), reports=cache.reports)
+    with pytest.raises(MediaRejected) as err:
+        probe(f, MediaLimits(max_duration_s=2.0), reports=cache.reports)
+    assert err.value.code is FailureCode.TOO_LONG
+
+
+def test_probe_cache_keeps_ffprobe_failures_but_not_timeouts(tmp_path: Path) -> None:
+    """A file ffprobe cannot read is not_media again from the cache; a timeout is retried."""
+    f = tmp_path / "notes.wav"
+    f.write_bytes(b"hello")
+    bad = Counting(MediaCommandError(["ffprobe"], 1, "Invalid data found when processing input"))
+    cache = ProbeCache(tmp_path / "probe.db", bad)
+    for _ in range(2):
+        with pytest.raises(MediaRejected) as err:
+            probe(f, MediaLimits(), reports=cache.reports)
+        assert err.value.code is FailureCode.NOT_MEDIA
+    assert bad.calls == 1
+    slow = Counting(MediaCommandError(["ffprobe"], None, ""))
+    g = tmp_path / "slow.wav"
+    g.write_bytes(b"x")
+    cache2 = ProbeCache(tmp_path / "probe.db", slow)
+    for _ in range(2):
+        with pytest.raises(MediaRejected):
+            probe(g, MediaLimits(), reports=cache2.reports)
+    assert slow.calls == 2
+
+
+def test_probe_cache_is_safe_across_threads(tmp_path: Path) -> None:
+    """Sixteen threads probing 200 files through one cache: each file probed once."""
+    files = []
+    for n in range(200):
+        f = tmp_path / f"f{n}.wav"
+        f.write_bytes(b"x" * (n + 1))
+        files.append(f)
+    source = Counting()
+    cache = ProbeCache(tmp_path / "probe.db", source)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda p: probe(p, MediaLimits(), reports=cache.reports), files * 2))
+    assert source.calls <= 400 and cache.hits + cache.ran == 400
+    assert ProbeCache(tmp_path / "probe.db", Counting()).reports(files[7], files[7].stat())
+
+
+def test_cache_path_prefers_the_output_dirs_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    out = tmp_path / "out"
+    assert cache_path_for(out) == tmp_path / "xdg" / "bulkscribe" / "probe.db"
+    (out / ".bulkscribe").mkdir(parents=True)
+    (out / ".bulkscribe" / "probe.db").write_bytes(b"")
+    assert cache_path_for(out) == out / ".bulkscribe" / "probe.db"

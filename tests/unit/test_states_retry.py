@@ -14,9 +14,10 @@ S = ItemState
 
 # The whole table, written out: a change to ALLOWED must change this test too.
 EXPECTED = {
-    S.PENDING: {S.PREPARING, S.FAILED, S.DEAD, S.CANCELLED},
+    S.PENDING: {S.PREPARING, S.FAILED, S.DEAD, S.CANCELLED, S.SKIPPED},
     S.PREPARING: {S.PREPARED, S.PENDING, S.FAILED, S.DEAD, S.CANCELLED},
-    S.PREPARED: {S.TRANSCRIBING, S.SUBMITTING, S.PENDING, S.FAILED, S.DEAD, S.CANCELLED},
+    S.PREPARED: {S.TRANSCRIBING, S.SUBMITTING, S.PENDING, S.FAILED, S.DEAD, S.CANCELLED,
+                 S.SKIPPED},
     S.TRANSCRIBING: {S.SUCCEEDED, S.PREPARED, S.PENDING, S.FAILED, S.DEAD, S.CANCELLED},
     S.SUBMITTING: {S.SUBMITTED, S.PREPARED, S.PENDING, S.FAILED, S.DEAD, S.CANCELLED},
     S.SUBMITTED: {S.PERSISTING, S.PREPARED, S.PENDING, S.FAILED, S.DEAD, S.CANCELLED},
@@ -25,6 +26,7 @@ EXPECTED = {
     S.FAILED: {S.PENDING},
     S.DEAD: {S.PENDING, S.FAILED},  # replay, or purge to FAILED
     S.CANCELLED: {S.PENDING},  # reprocess
+    S.SKIPPED: {S.PENDING},  # re-admitted under a higher budget cap
 }
 
 
@@ -45,10 +47,10 @@ def test_every_state_has_a_row_and_claims_can_fall_back() -> None:
 
 
 def test_terminal_and_claimed_flags() -> None:
-    """Exactly SUCCEEDED, FAILED, DEAD and CANCELLED are terminal; the four -ING states are
-    claimed."""
+    """Exactly SUCCEEDED, FAILED, DEAD, CANCELLED and SKIPPED are terminal; the four -ING
+    states are claimed."""
     assert {s for s in S if s.terminal} == TERMINAL == {S.SUCCEEDED, S.FAILED, S.DEAD,
-                                                        S.CANCELLED}
+                                                        S.CANCELLED, S.SKIPPED}
     assert {s for s in S if s.claimed} == {S.PREPARING, S.TRANSCRIBING, S.SUBMITTING,
                                           S.PERSISTING}
 
