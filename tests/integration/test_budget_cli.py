@@ -127,6 +127,7 @@ def test_cost_cap_uses_the_price_table_and_needs_a_price(
         "fun-asr",
         "--max-cost",
         "1",
+        env={"DASHSCOPE_API_KEY": "sk-anything"},  # the key is checked first
     )
     assert done.returncode == 2
     assert "--max-cost needs a price for fun-asr" in done.stderr
