@@ -60,10 +60,14 @@ def _echo(as_json: bool, data: Any, text: str) -> None:
     click.echo(json.dumps(data, ensure_ascii=False, default=str) if as_json else text)
 
 
-@click.command(epilog="Each INPUT is a media file, a directory or a manifest, as for `run`.")
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.command(epilog="Each INPUT is a media file, a directory or a manifest, as for `run`; "
+               "or s3://bucket/prefix/ (oss://...) to list a prefix, or an S3 Inventory "
+               "manifest.json (s3:// or local).")
+@click.argument("inputs", nargs=-1, required=True)
 @click.option("--out", "out", required=True,
               help="Where results go: a directory all workers can reach, or s3://bucket/prefix.")
+@click.option("--batch", "resume", help="Resume this batch's intake (a submit that was "
+              "interrupted): lines already entered are kept, the rest added.")
 @click.option("--engine", type=click.Choice(["local", "dashscope"]),
               help="ASR engine (default local).")
 @click.option("--model", help="tiny.en (default), base, a faster-whisper name in the workers' "
@@ -80,34 +84,97 @@ def _echo(as_json: bool, data: Any, text: str) -> None:
               help="Unknown manifest fields fail their lines (manifest_invalid), not warn.")
 @click.option("--config", type=click.Path(dir_okay=False), help="TOML settings file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the batch id as JSON.")
-def submit(inputs: tuple[Path, ...], out: str, engine: str | None, model: str | None,
-           language: str | None, context: str | None, hotwords: str | None,
-           options: Sequence[str], manifest_format: str | None, strict: bool,
-           config: str | None, as_json: bool) -> None:
+def submit(inputs: tuple[str, ...], out: str, resume: str | None, engine: str | None,
+           model: str | None, language: str | None, context: str | None,
+           hotwords: str | None, options: Sequence[str], manifest_format: str | None,
+           strict: bool, config: str | None, as_json: bool) -> None:
     """Queue the INPUTs' items for the workers; prints the batch id.
+
+    The manifest is read and entered in chunks as it streams: the workers start on the
+    first items while the rest are entered. Submitting the same INPUTs to the same --out
+    again (or --batch BATCH) resumes an interrupted submit.
 
     Engine knobs (beam size, device, compute type, threads, VAD, task, subtitle layout) are
     the workers' own settings (BULKSCRIBE_LOCAL__*, BULKSCRIBE_SUBTITLES__*).
     """
-    from pipeline.batches import new_batch_id, seeds_for
-    from pipeline.cli import _load_inputs
+    from pipeline.batches import new_batch_id
+    from pipeline.cli import BadInput
+    from pipeline.intake import enter_stream
+    from pipeline.ledger.bulk import holder_of
+    from pipeline.manifest import InputStream, ManifestUnreadable
 
     settings = _settings(config, engine=engine, model=model, language=language)
-    loaded = _load_inputs(inputs, manifest_format, strict, settings)  # warnings: on stderr
     if "://" not in out:
         out = str(Path(out).absolute())
+    try:
+        stream = InputStream(inputs, fmt=manifest_format, strict=strict,
+                             max_bytes=settings.manifest.max_bytes,
+                             client=_s3_clients(settings))
+    except ManifestUnreadable as exc:
+        raise BadInput(str(exc)) from None
     wctx = _worker_ctx(settings)
-    batch_id = new_batch_id()
     extra = _parse_options(options)
     extra.update({k: v for k, v in (("context", context), ("hotwords", hotwords)) if v})
-    wctx.ledger.ensure_batch(batch_id, kind="submit", out=out, engine=settings.engine,
-                             model=settings.model, manifest=loaded.path,
-                             options={"language": settings.language, **extra})
-    seeds = seeds_for(loaded.entries, engine=settings.engine, model=settings.model,
-                      language=settings.language, options=extra)
-    wctx.ledger.sync_items(batch_id, seeds, engine=settings.engine, model=settings.model)
-    _kick(wctx, [r.id for r in wctx.ledger.list_items(batch_id) if not r.state.terminal])
-    _echo(as_json, {"batch_id": batch_id, "total": len(seeds), "out": out}, batch_id)
+    holder = wctx.ledger.batch(resume) if resume else holder_of(wctx.ledger.engine, out)
+    if resume and holder is None:
+        _fail_usage(f"no batch {resume}")
+    if holder is not None and (holder["kind"] != "submit" or holder["manifest"] != stream.path
+                               or holder["out"] != out):
+        _fail_usage(f"--out {holder['out']} is used by batch {holder['id']} (manifest "
+                    f"{holder['manifest']}); give each batch its own --out, or submit "
+                    f"{holder['manifest']} to it again to resume that batch")
+    batch_id = str(holder["id"]) if holder else new_batch_id()
+    if holder is None:
+        wctx.ledger.ensure_batch(batch_id, kind="submit", out=out, engine=settings.engine,
+                                 model=settings.model, manifest=stream.path,
+                                 options={"language": settings.language, **extra})
+    kicked = [False]
+
+    def kick(ids: Sequence[str]) -> None:
+        # The first chunk's first steps are queued at once; the sweeper finds the rest
+        # (PENDING rows) within its interval. Queueing every item from here would cost a
+        # ledger write and a broker message each, and slow the intake tenfold.
+        if not kicked[0]:
+            kicked[0] = True
+            _kick(wctx, ids[:KICK_FIRST])
+
+    try:
+        report = enter_stream(wctx.ledger, batch_id, stream, engine=settings.engine,
+                              model=settings.model, language=settings.language, options=extra,
+                              on_chunk=kick)
+    except ManifestUnreadable as exc:  # found while reading on: what was entered stays
+        raise BadInput(f"{exc} (batch {batch_id}: submit again to resume)") from None
+    for warning in stream.warnings():
+        click.echo(f"warning: {warning}", err=True)
+    if holder is not None and not as_json:
+        click.echo(f"resuming batch {batch_id} ({report.created} new, {report.kept} kept)",
+                   err=True)
+    _echo(as_json, {"batch_id": batch_id, "total": report.total, "out": out,
+                    "resumed": holder is not None, "created": report.created,
+                    "kept": report.kept, "duplicates": report.duplicates}, batch_id)
+
+
+KICK_FIRST = 50  # items whose first step submit queues itself
+
+
+def _s3_clients(settings: Any) -> Any:
+    """scheme -> S3 client, made on first use (listing and inventory INPUTs)."""
+    made: dict[str, Any] = {}
+
+    def client(scheme: str) -> Any:
+        if scheme not in made:
+            from pipeline.manifest import ManifestUnreadable
+            from pipeline.storage import make_client
+
+            if scheme == "oss" and not settings.s3_endpoint_url:
+                raise ManifestUnreadable("oss:// needs BULKSCRIBE_S3_ENDPOINT_URL, e.g. "
+                                         "https://oss-ap-southeast-1.aliyuncs.com")
+
+            made[scheme] = make_client(endpoint_url=settings.s3_endpoint_url,
+                                       oss=scheme == "oss")
+        return made[scheme]
+
+    return client
 
 
 @click.command()

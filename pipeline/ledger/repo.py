@@ -214,9 +214,11 @@ class Ledger:
             return [ItemRow.from_row(r) for r in conn.execute(query)]
 
     def open_batches(self) -> list[str]:
-        """Batches whose results.jsonl has not been written yet."""
+        """Batches whose results.jsonl has not been written yet, and whose items are all
+        entered (a submit still entering one holds it open)."""
         with self._single.connect() as conn:
-            return list(conn.execute(select(batches.c.id).where(batches.c.done_at.is_(None))
+            return list(conn.execute(select(batches.c.id).where(batches.c.done_at.is_(None),
+                                                                batches.c.intake_at.is_(None))
                                      .order_by(batches.c.created_at)).scalars())
 
     def mark_batch_done(self, batch_id: str, done: bool = True) -> None:
@@ -493,7 +495,10 @@ class Ledger:
 
     def timings(self, batch_id: str) -> list[Mapping[str, float]]:
         """Per-stage seconds of each item's current attempt (for status reports)."""
+        # Only items past PENDING have timings: a batch still waiting is not read at all.
+        started = [s.value for s in ItemState if s is not ItemState.PENDING]
         query = select(items.c.timings).where(and_(items.c.batch_id == batch_id,
+                                                   items.c.state.in_(started),
                                                    items.c.timings.is_not(None)))
         with self._single.connect() as conn:
             return [dict(t or {}) for t in conn.execute(query).scalars()]

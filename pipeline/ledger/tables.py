@@ -34,6 +34,8 @@ batches = Table(
     Column("options", JSON, nullable=False, default=dict),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("done_at", DateTime(timezone=True), nullable=True),  # results.jsonl written
+    Column("intake_at", DateTime(timezone=True), nullable=True),  # items still being entered
+    Column("totals", JSON, nullable=True),  # counts and audio seconds kept by gc
 )
 
 items = Table(

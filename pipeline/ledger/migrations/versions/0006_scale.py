@@ -1,0 +1,30 @@
+"""Batches entered in chunks, and batches whose item rows were collected.
+
+``intake_at`` is set while ``submit`` is still entering a batch's items (the sweeper does
+not close it meanwhile; a resumed submit finds it); ``totals`` keeps a finished batch's
+counts by state and audio seconds once ``gc`` has deleted its item and attempt rows.
+
+Revision ID: 0006
+Revises: 0003
+Create Date: 2026-12-06
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0006"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("batches") as b:
+        b.add_column(sa.Column("intake_at", sa.DateTime(timezone=True), nullable=True))
+        b.add_column(sa.Column("totals", sa.JSON(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("batches") as b:
+        b.drop_column("totals")
+        b.drop_column("intake_at")
