@@ -387,7 +387,6 @@ def _print_summary(summary: Any, out_dir: Path, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def status(batch: str | None, out_dir: Path | None, config: str | None, as_json: bool) -> None:
     """Show where a run (--out DIR) or a distributed BATCH stands."""
-    from pipeline.batches import batch_id_for
     from pipeline.ledger import open_ledger
     from pipeline.report import batch_status, render_status
 
@@ -399,6 +398,8 @@ def status(batch: str | None, out_dir: Path | None, config: str | None, as_json:
         url = ledger_url(settings, out_dir)
         if not settings.database_url and not (out_dir / ".bulkscribe" / "ledger.db").is_file():
             _fail_usage(f"{out_dir} holds no bulkscribe run")
+        from pipeline.batches import batch_id_for  # the manifest reader: not for a BATCH
+
         batch = batch_id_for(out_dir)
     else:
         if not settings.database_url:

@@ -19,7 +19,8 @@ def batch_status(ledger: Ledger, batch_id: str, *, failures: int = 20) -> dict[s
     for timing in ledger.timings(batch_id):
         for stage, seconds in timing.items():
             per_stage.setdefault(stage, []).append(float(seconds))
-    failed = ledger.list_items(batch_id, states=[ItemState.FAILED, ItemState.DEAD])
+    failed = ledger.list_items(batch_id, states=[ItemState.FAILED, ItemState.DEAD],
+                               limit=failures)
     return {
         "batch_id": batch_id,
         "out": batch["out"],
@@ -27,7 +28,8 @@ def batch_status(ledger: Ledger, batch_id: str, *, failures: int = 20) -> dict[s
         "model": batch["model"],
         "total": total,
         "counts": counts,
-        "done": all(ItemState(s) in TERMINAL for s in counts),
+        "entering": batch.get("intake_at") is not None,  # submit still entering items
+        "done": batch.get("intake_at") is None and all(ItemState(s) in TERMINAL for s in counts),
         "stage_timings": {stage: _summary(values) for stage, values in sorted(per_stage.items())},
         "failures": [
             {"id": r.spec.get("id") if r.key.startswith("@") else r.key, "line": r.line_no,

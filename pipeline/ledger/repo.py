@@ -337,8 +337,9 @@ class Ledger:
 
     def list_items(self, batch_id: str | None = None, *,
                    states: Iterable[ItemState] | None = None,
-                   keys: Iterable[str] | None = None) -> list[ItemRow]:
-        query = select(items).order_by(items.c.batch_id, items.c.line_no)
+                   keys: Iterable[str] | None = None,
+                   limit: int | None = None) -> list[ItemRow]:
+        query = select(items).order_by(items.c.batch_id, items.c.line_no).limit(limit)
         if batch_id is not None:
             query = query.where(items.c.batch_id == batch_id)
         if keys is not None:
@@ -495,10 +496,8 @@ class Ledger:
 
     def timings(self, batch_id: str) -> list[Mapping[str, float]]:
         """Per-stage seconds of each item's current attempt (for status reports)."""
-        # Only items past PENDING have timings: a batch still waiting is not read at all.
-        started = [s.value for s in ItemState if s is not ItemState.PENDING]
+        # ix_items_batch_timed (partial): a batch not started yet is not read at all.
         query = select(items.c.timings).where(and_(items.c.batch_id == batch_id,
-                                                   items.c.state.in_(started),
                                                    items.c.timings.is_not(None)))
         with self._single.connect() as conn:
             return [dict(t or {}) for t in conn.execute(query).scalars()]
