@@ -130,6 +130,8 @@ class LazyGroup(click.Group):
                       "New attempts for a batch, some items, or items in a state."),
         "dlq": ("pipeline.cli_ops:dlq",
                 "The dead-letter set: items whose retries ran out (state DEAD)."),
+        "gc": ("pipeline.gc:gc",
+               "Delete finished batches' item and attempt rows, keeping their totals."),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

@@ -13,7 +13,8 @@ def batch_status(ledger: Ledger, batch_id: str, *, failures: int = 20) -> dict[s
     batch = ledger.batch(batch_id)
     if batch is None:
         return None
-    counts = ledger.counts(batch_id)
+    kept = batch.get("totals")  # rows collected by gc: their totals stay in the batch
+    counts = dict(kept["counts"]) if kept else ledger.counts(batch_id)
     total = sum(counts.values())
     per_stage: dict[str, list[float]] = {}
     for timing in ledger.timings(batch_id):
@@ -27,6 +28,8 @@ def batch_status(ledger: Ledger, batch_id: str, *, failures: int = 20) -> dict[s
         "engine": batch["engine"],
         "model": batch["model"],
         "total": total,
+        "collected": bool(kept),  # gc deleted the item rows
+        **({"audio_s": kept["audio_s"]} if kept else {}),
         "counts": counts,
         "entering": batch.get("intake_at") is not None,  # submit still entering items
         "done": batch.get("intake_at") is None and all(ItemState(s) in TERMINAL for s in counts),

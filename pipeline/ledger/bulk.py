@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select, text, update
+from sqlalchemy import Connection, Engine, delete, func, select, text, update
 
 from pipeline.ledger.repo import ItemSeed, utcnow
-from pipeline.ledger.tables import batches, items
+from pipeline.ledger.tables import attempts, batches, items
 from pipeline.states import ItemState
 
-__all__ = ["Clash", "Entered", "bulk_intake", "holder_of", "set_intake", "tidy"]
+__all__ = ["Clash", "Collectable", "Entered", "bulk_intake", "collect", "collectable",
+           "holder_of", "set_intake", "tidy"]
 
 _STAGE = "bulkscribe_intake"
 _COLS = ("id", "key", "line_no", "source", "spec", "fingerprint", "source_stamp", "state",
@@ -175,3 +176,60 @@ def batch_items(engine: Engine, batch_id: str) -> int:
     with engine.connect() as conn:
         return int(conn.execute(select(text("count(*)")).select_from(items)
                                 .where(items.c.batch_id == batch_id)).scalar() or 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Collectable:
+    """A batch ``gc`` looked at: collected (or would be, dry run) or refused."""
+
+    batch_id: str
+    finished: bool
+    totals: Mapping[str, Any]
+
+
+def collectable(engine: Engine, before: datetime) -> list[Collectable]:
+    """Batches created before ``before`` whose rows are still there: finished ones (results
+    written before ``before``, intake complete) with their totals, and unfinished ones."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(batches.c.id, batches.c.done_at, batches.c.intake_at)
+                            .where(batches.c.created_at < before, batches.c.totals.is_(None))
+                            .order_by(batches.c.created_at)).all()
+        found = []
+        for batch_id, done_at, intake_at in rows:
+            finished = (done_at is not None and intake_at is None
+                        and _aware(done_at) < before)
+            found.append(Collectable(batch_id, finished,
+                                     _totals(conn, batch_id) if finished else {}))
+    return found
+
+
+def _aware(value: datetime) -> datetime:
+    from datetime import UTC
+
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _totals(conn: Connection, batch_id: str) -> dict[str, Any]:
+    counts: dict[str, int] = {str(state): int(n) for state, n in conn.execute(
+        select(items.c.state, func.count()).where(items.c.batch_id == batch_id)
+        .group_by(items.c.state))}
+    audio_ms = conn.execute(select(func.coalesce(func.sum(items.c.audio_duration_ms), 0))
+                            .where(items.c.batch_id == batch_id)).scalar()
+    return {"counts": counts, "total": sum(counts.values()),
+            "audio_s": round(int(audio_ms or 0) / 1000, 3)}
+
+
+def collect(engine: Engine, batch: Collectable) -> int:
+    """Delete a finished batch's attempt and item rows, keeping its totals in the batch row;
+    the number of item rows deleted. Guarded: a batch reopened meanwhile is left alone."""
+    with engine.begin() as conn:
+        kept = conn.execute(update(batches).where(
+            batches.c.id == batch.batch_id, batches.c.done_at.is_not(None),
+            batches.c.intake_at.is_(None), batches.c.totals.is_(None))
+            .values(totals=dict(batch.totals))).rowcount
+        if kept != 1:
+            return 0
+        ids = select(items.c.id).where(items.c.batch_id == batch.batch_id).scalar_subquery()
+        conn.execute(delete(attempts).where(attempts.c.item_id.in_(ids)))
+        return int(conn.execute(delete(items).where(items.c.batch_id == batch.batch_id))
+                   .rowcount)
