@@ -233,3 +233,15 @@ def collect(engine: Engine, batch: Collectable) -> int:
         conn.execute(delete(attempts).where(attempts.c.item_id.in_(ids)))
         return int(conn.execute(delete(items).where(items.c.batch_id == batch.batch_id))
                    .rowcount)
+
+
+def stream_items(engine: Engine, batch_id: str, *, page: int = 2000) -> Iterator[Any]:
+    """A batch's item rows in line order, read through a server-side cursor ``page`` rows at
+    a time (PostgreSQL): a million-item batch is never held in memory."""
+    from pipeline.ledger.repo import ItemRow
+
+    query = select(items).where(items.c.batch_id == batch_id).order_by(items.c.line_no)
+    with engine.connect() as conn:
+        result = conn.execution_options(stream_results=True, yield_per=page).execute(query)
+        for row in result:
+            yield ItemRow.from_row(row)
