@@ -52,6 +52,15 @@ _INSERT_ATTEMPTS = (
     " CASE WHEN s.state = 'PENDING' THEN 'RUNNING' ELSE s.state END, :now,"
     " CASE WHEN s.state = 'PENDING' THEN NULL ELSE :now END, {empty}"
     f" FROM {_STAGE} s JOIN items i ON i.id = s.id RETURNING item_id, state")
+# PostgreSQL: items and their first attempts in one statement (the items' INSERT as a
+# data-modifying CTE), with no lookup of the rows just inserted.
+_INSERT_BOTH_PG = (
+    "WITH new AS (" + _INSERT_ITEMS + " RETURNING id, state)"
+    " INSERT INTO attempts (item_id, number, engine, model, options, state, started_at,"
+    " finished_at, timings) SELECT n.id, 1, :engine, s.model, s.options,"
+    " CASE WHEN n.state = 'PENDING' THEN 'RUNNING' ELSE n.state END, :now,"
+    " CASE WHEN n.state = 'PENDING' THEN NULL ELSE :now END, CAST('{{}}' AS json)"
+    f" FROM new n JOIN {_STAGE} s ON s.id = n.id RETURNING item_id, state")
 _CLASHES = (
     f"SELECT s.line_no, s.key, i.line_no, i.source FROM {_STAGE} s"
     " JOIN items i ON i.batch_id = :batch AND i.key = s.key WHERE i.id <> s.id")
@@ -91,8 +100,8 @@ class BulkIntake:
                 conn.execute(text(f"DELETE FROM {_STAGE}"))
         pick = _PICK["postgresql" if self.pg else "sqlite"]
         self._items = text(_INSERT_ITEMS.format(pick=pick))
-        self._attempts = text(_INSERT_ATTEMPTS.format(
-            empty="CAST('{}' AS json)" if self.pg else "'{}'"))
+        self._attempts = text(_INSERT_ATTEMPTS.format(empty="'{}'"))
+        self._both = text(_INSERT_BOTH_PG.format(pick=pick))
         self._clashes = text(_CLASHES)
 
     def _row(self, seed: ItemSeed) -> tuple[Any, ...]:
@@ -128,9 +137,14 @@ class BulkIntake:
         params = {"batch": self.batch_id, "now": now, "engine": self.engine}
         with self.conn.begin():
             self._stage(rows)
-            self.conn.execute(self._items, params)
-            opened = self.conn.execute(self._attempts, params).all()
-            found = self.conn.execute(self._clashes, params).all()
+            if self.pg:
+                opened = self.conn.execute(self._both, params).all()
+            else:
+                self.conn.execute(self._items, params)
+                opened = self.conn.execute(self._attempts, params).all()
+            # Every row went in: no id was held already (the common case, no lookup).
+            found = self.conn.execute(self._clashes, params).all() if len(opened) < len(
+                rows) else []
             if not self.pg:
                 self.conn.execute(text(f"DELETE FROM {_STAGE}"))
         by_line = {s.line_no: s for s in seeds}
