@@ -56,6 +56,10 @@ def render_status(report: dict[str, Any]) -> None:
 
     console = Console()
     state = "done" if report["done"] else "in progress"
+    if report.get("entering"):
+        state += ", items still being entered by submit"
+    if report.get("collected"):
+        state += f", item rows collected ({report['audio_s']:.0f} s of audio)"
     console.print(f"[bold]batch {report['batch_id']}[/] ({report['engine']}/{report['model']}): "
                   f"{report['total']} item(s), {state}")
     table = Table()
