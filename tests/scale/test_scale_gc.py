@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import subprocess
 
+import pytest
 from scale_support import BIN, bulkscribe, sql
 
 from pipeline.ledger import ItemSeed, open_ledger
 from pipeline.states import ItemState as S
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
 
 def _batch(ledger, batch_id: str, n: int) -> list[str]:  # type: ignore[no-untyped-def]

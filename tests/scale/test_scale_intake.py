@@ -9,9 +9,12 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from scale_support import BIN, bulkscribe, sql, wait_for, write_manifest
 
 from pipeline.ledger import open_ledger
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
 
 def test_long_manifest_streams_in_flat_memory(tmp_path: Path, env: dict[str, str]) -> None:
@@ -61,6 +64,8 @@ def test_killed_submit_resumes_without_duplicates(tmp_path: Path, env: dict[str,
     ((batch_id, intake_at),) = sql(url, "SELECT id, intake_at FROM batches")
     assert intake_at is not None
     assert batch_id not in open_ledger(url).open_batches()  # not closed while entering
+    status = bulkscribe(env, "status", batch_id)
+    assert (status["entering"], status["done"], status["total"]) == (True, False, half)
 
     out = bulkscribe(env, "submit", str(manifest), "--out", out_dir)
     assert out["batch_id"] == batch_id and out["resumed"] is True

@@ -15,6 +15,8 @@ import boto3
 import pytest
 from scale_support import BIN, bulkscribe, sql
 
+pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.s3, pytest.mark.slow]
+
 N_MEDIA = 2_500  # over two pages of list_objects_v2 (1,000 keys each)
 
 

@@ -10,7 +10,10 @@ import sys
 from pathlib import Path
 
 import psycopg
+import pytest
 from scale_support import AWS_ENV
+
+pytestmark = [pytest.mark.postgres, pytest.mark.s3, pytest.mark.slow]
 
 N = 200_000
 SEED = """

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from scale_support import bulkscribe, sql
 
 from pipeline.ledger import open_ledger
 from pipeline.report import batch_status
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
 SEED = """
 INSERT INTO batches (id, kind, out, engine, model, options, created_at)
