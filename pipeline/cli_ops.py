@@ -110,6 +110,7 @@ def submit(inputs: tuple[str, ...], out: str, resume: str | None, engine: str | 
         stream = InputStream(inputs, fmt=manifest_format, strict=strict,
                              max_bytes=settings.manifest.max_bytes,
                              client=_s3_clients(settings))
+        stream.open()  # an unreadable listing fails here, before a batch is made
     except ManifestUnreadable as exc:
         raise BadInput(str(exc)) from None
     wctx = _worker_ctx(settings)

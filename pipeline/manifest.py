@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import itertools
 import json
 import math
 import os
@@ -204,11 +205,25 @@ class InputStream:
         self.parser = _Parser(strict=strict, several=len(self.inputs) > 1)
         self.extra: list[str] = []
         self.spans: list[tuple[int, Input]] = []  # (line offset, INPUT) as each is read
+        self._entries: Iterator[ManifestItem | ManifestProblem] | None = None
+        self._first: list[ManifestItem | ManifestProblem] = []
         one = self.inputs[0] if len(self.inputs) == 1 else None
         self.path = one.path if one else "\n".join(i.path for i in self.inputs)
         self.fmt = one.kind if one else "inputs"
 
+    def open(self) -> None:
+        """Read up to the first entry, so that a listing or report that cannot be read
+        fails here (:class:`ManifestUnreadable`), before anything is written."""
+        self._entries = self._read()
+        self._first = list(itertools.islice(self._entries, 1))
+
     def __iter__(self) -> Iterator[ManifestItem | ManifestProblem]:
+        if self._entries is None:
+            self.open()
+        yield from self._first
+        yield from self._entries or ()
+
+    def _read(self) -> Iterator[ManifestItem | ManifestProblem]:
         from pipeline.listing import inventory_rows, listing_rows
 
         prefixes = dir_prefixes([i.path for i in self.inputs if i.kind == "dir"])

@@ -96,3 +96,5 @@ def test_unreadable_listing_is_a_usage_error(tmp_path: Path, env: dict[str, str]
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert "cannot list s3://no-such-bucket/x/" in proc.stderr
+    # refused before anything was written: not even the ledger's tables were made
+    assert sql(env["BULKSCRIBE_DATABASE_URL"], "SELECT to_regclass('batches')") == [(None,)]
