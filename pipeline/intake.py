@@ -27,7 +27,7 @@ from pipeline.models import ManifestProblem
 __all__ = ["CHUNK", "IntakeReport", "enter_stream"]
 
 TIDY_AFTER = 50_000  # rows entered: then VACUUM ANALYZE, for index-only counts
-CHUNK = 5000  # rows per committed chunk: large enough for COPY to pay, small enough to wait for
+CHUNK = 10_000  # rows per committed chunk: large enough for COPY to pay, small enough to wait for
 
 
 @dataclass(frozen=True, slots=True)
