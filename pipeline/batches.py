@@ -10,7 +10,7 @@ import hashlib
 import json
 import os
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -58,27 +58,33 @@ def fingerprint(spec: Mapping[str, Any]) -> str:
 
 def seeds_for(entries: Iterable[ManifestItem | ManifestProblem], *, engine: str, model: str,
               language: str | None, options: Mapping[str, Any] | None = None) -> list[ItemSeed]:
+    return list(iter_seeds(entries, engine=engine, model=model, language=language,
+                           options=options))
+
+
+def iter_seeds(entries: Iterable[ManifestItem | ManifestProblem], *, engine: str, model: str,
+               language: str | None,
+               options: Mapping[str, Any] | None = None) -> Iterator[ItemSeed]:
+    """:func:`seeds_for` one at a time, for intakes streamed from a large manifest."""
     from pipeline.sources import source_stamp  # httpx: not for `status`, which needs batch_id_for
 
-    seeds = []
     for entry in entries:
         if isinstance(entry, ManifestProblem):
-            seeds.append(ItemSeed(
+            yield ItemSeed(
                 key=key_of(entry), line_no=entry.line_no, source=storable(entry.source or ""),
                 spec={"id": entry.item_id},
                 fingerprint=fingerprint({"problem": entry.code, "message": entry.message}),
-                failure=(entry.code, entry.message)))
+                failure=(entry.code, entry.message))
             continue
         spec = item_spec(entry, engine=engine, model=model, language=language, options=options)
         source = storable(entry.source)
         refused = _refused(spec, entry.line_no)
         # The fingerprint hashes the fetchable source, not the masked one: a manifest line
         # whose token or password changed is a new attempt, fetched with the new one.
-        seeds.append(ItemSeed(key=entry.item_id, line_no=entry.line_no, source=source,
-                              spec=spec, fingerprint=fingerprint(spec | {"source": source}),
-                              source_stamp=None if refused else source_stamp(entry.source),
-                              failure=refused))
-    return seeds
+        yield ItemSeed(key=entry.item_id, line_no=entry.line_no, source=source,
+                       spec=spec, fingerprint=fingerprint(spec | {"source": source}),
+                       source_stamp=None if refused else source_stamp(entry.source),
+                       failure=refused)
 
 
 def _refused(spec: Mapping[str, Any], line_no: int) -> tuple[str, str] | None:

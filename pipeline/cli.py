@@ -131,6 +131,8 @@ class LazyGroup(click.Group):
                     "Serve the operator console: batches, items, actions, live counts."),
         "plan": ("pipeline.cli_plan:plan",
                  "Probe INPUTs and estimate audio hours, cost and wall time; nothing is sent."),
+        "gc": ("pipeline.gc:gc",
+               "Delete finished batches' item and attempt rows, keeping their totals."),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -288,13 +290,12 @@ def budget_options(fn: Any) -> Any:
                         "this many hours; the rest are SKIPPED (budget_exceeded).")(fn)
 
 
-def run_caps(settings: Any, loaded: Any, max_audio_hours: float | None,
+def run_caps(settings: Any, models: Any, max_audio_hours: float | None,
              max_cost: float | None) -> Any:
-    """The budget caps for these items (flags over settings); exit 2 when --max-cost has
-    no price for a model the items use."""
+    """The budget caps for items of these models (flags over settings); exit 2 when
+    --max-cost has no price for one of them."""
     from pipeline.pricing import budget_caps
 
-    models = [settings.model, *(e.model for e in loaded.items if e.model)]
     try:
         return budget_caps(settings, settings.engine, models,
                            max_audio_hours=max_audio_hours, max_cost=max_cost)
@@ -377,7 +378,8 @@ def run(inputs: tuple[Path, ...], out_dir: Path, engine: str | None, model: str 
     notify_urls = _notify_urls(notify_urls, settings)
     loaded = _load_inputs(inputs, manifest_format, strict, settings)
     _check_setup(settings)
-    caps, currency = run_caps(settings, loaded, max_audio_hours, max_cost)
+    models = [settings.model, *(e.model for e in loaded.items if e.model)]
+    caps, currency = run_caps(settings, models, max_audio_hours, max_cost)
     level = {0: settings.log_level, 1: "info"}.get(verbose, "debug")
     scratch = _scratch_root(settings.scratch_dir, out_dir)
     with _removed_after(scratch), _out_dir_lock(out_dir), \
@@ -495,7 +497,6 @@ def _print_summary(summary: Any, out_dir: Path, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def status(batch: str | None, out_dir: Path | None, config: str | None, as_json: bool) -> None:
     """Show where a run (--out DIR) or a distributed BATCH stands."""
-    from pipeline.batches import batch_id_for
     from pipeline.ledger import open_ledger
     from pipeline.report import batch_status, render_status
 
@@ -508,6 +509,8 @@ def status(batch: str | None, out_dir: Path | None, config: str | None, as_json:
         url = ledger_url(settings, out_dir)
         if not settings.database_url and not (out_dir / ".bulkscribe" / "ledger.db").is_file():
             _fail_usage(f"{out_dir} holds no bulkscribe run")
+        from pipeline.batches import batch_id_for  # the manifest reader: not for a BATCH
+
         batch = batch_id_for(out_dir)
     else:
         if not settings.database_url:

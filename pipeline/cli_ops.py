@@ -64,10 +64,14 @@ def _echo(as_json: bool, data: Any, text: str) -> None:
     click.echo(json.dumps(data, ensure_ascii=False, default=str) if as_json else text)
 
 
-@click.command(epilog="Each INPUT is a media file, a directory or a manifest, as for `run`.")
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.command(epilog="Each INPUT is a media file, a directory or a manifest, as for `run`; "
+               "or s3://bucket/prefix/ (oss://...) to list a prefix, or an S3 Inventory "
+               "manifest.json (s3:// or local).")
+@click.argument("inputs", nargs=-1, required=True)
 @click.option("--out", "out", required=True,
               help="Where results go: a directory all workers can reach, or s3://bucket/prefix.")
+@click.option("--batch", "resume", help="Resume this batch's intake (a submit that was "
+              "interrupted): lines already entered are kept, the rest added.")
 @click.option("--engine", type=click.Choice(["local", "dashscope"]),
               help="ASR engine (default local).")
 @click.option("--model", help="tiny.en (default), base, a faster-whisper name in the workers' "
@@ -87,52 +91,87 @@ def _echo(as_json: bool, data: Any, text: str) -> None:
 @click.option("--notify", "notify_urls", multiple=True, metavar="URL",
               help="Send signed webhooks (batch.completed, batch.items_dead) here; repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="Print the batch id as JSON.")
-def submit(inputs: tuple[Path, ...], out: str, engine: str | None, model: str | None,
-           language: str | None, context: str | None, hotwords: str | None,
-           options: Sequence[str], manifest_format: str | None, strict: bool,
-           max_audio_hours: float | None, max_cost: float | None, config: str | None,
-           notify_urls: tuple[str, ...], as_json: bool) -> None:
+def submit(inputs: tuple[str, ...], out: str, resume: str | None, engine: str | None,
+           model: str | None, language: str | None, context: str | None,
+           hotwords: str | None, options: Sequence[str], manifest_format: str | None,
+           strict: bool, max_audio_hours: float | None, max_cost: float | None,
+           config: str | None, notify_urls: tuple[str, ...], as_json: bool) -> None:
     """Queue the INPUTs' items for the workers; prints the batch id.
+
+    The manifest is read and entered in chunks as it streams: the workers start on the
+    first items while the rest are entered. Submitting the same INPUTs to the same --out
+    again (or --batch BATCH) resumes an interrupted submit.
 
     Engine knobs (beam size, device, compute type, threads, VAD, task, subtitle layout) are
     the workers' own settings (BULKSCRIBE_LOCAL__*, BULKSCRIBE_SUBTITLES__*).
     """
-    from pipeline.batches import new_batch_id, seeds_for
-    from pipeline.cli import _load_inputs, _notify_urls
+    from pipeline.batches import new_batch_id
+    from pipeline.cli import BadInput, _notify_urls
+    from pipeline.intake import enter_stream
+    from pipeline.ledger.budgets import set_caps
+    from pipeline.manifest import InputStream, ManifestUnreadable
 
     settings = _settings(config, engine=engine, model=model, language=language)
     notify_urls = _notify_urls(notify_urls, settings)
-    loaded = _load_inputs(inputs, manifest_format, strict, settings)  # warnings: on stderr
-    caps, currency = run_caps(settings, loaded, max_audio_hours, max_cost)
+    # The batch's model is priced here; the stream is not read twice to find other models.
+    caps, currency = run_caps(settings, [settings.model], max_audio_hours, max_cost)
     out = normalize_out(out)
-    source = loaded.path
+    try:
+        stream = InputStream(inputs, fmt=manifest_format, strict=strict,
+                             max_bytes=settings.manifest.max_bytes,
+                             client=_s3_clients(settings))
+        stream.open()  # an unreadable listing fails here, before a batch is made
+    except ManifestUnreadable as exc:
+        raise BadInput(str(exc)) from None
     wctx = _worker_ctx(settings)
     extra = _parse_options(options)
     extra.update({k: v for k, v in (("context", context), ("hotwords", hotwords)) if v})
-    batch_id = new_batch_id()
-    holder = wctx.ledger.reserve_out(
-        batch_id, out=out, kind="submit", engine=settings.engine, model=settings.model,
-        manifest=source, options={"language": settings.language, **extra,
-                                  **({"notify_urls": list(notify_urls)} if notify_urls else {})})
-    resumed = holder is not None
-    if holder is not None:
-        batch_id = _resume_or_refuse(holder, out, source)
-    from pipeline.ledger.budgets import set_caps
+    if resume:
+        holder = wctx.ledger.batch(resume)
+        if holder is None:
+            _fail_usage(f"no batch {resume}")
+        batch_id = _resume_or_refuse(holder, out, stream.path)
+    else:
+        batch_id = new_batch_id()
+        holder = wctx.ledger.reserve_out(
+            batch_id, out=out, kind="submit", engine=settings.engine, model=settings.model,
+            manifest=stream.path,
+            options={"language": settings.language, **extra,
+                     **({"notify_urls": list(notify_urls)} if notify_urls else {})})
+        if holder is not None:
+            batch_id = _resume_or_refuse(holder, out, stream.path)
+    if holder is None or caps.active:
+        # Before the items exist, so no worker prepares one the caps do not know about.
+        set_caps(wctx.ledger, batch_id, caps, currency=currency)
+    kicked = [False]
 
-    # Before the items exist, so no worker prepares one the caps do not know about.
-    set_caps(wctx.ledger, batch_id, caps, currency=currency)
-    seeds = seeds_for(loaded.entries, engine=settings.engine, model=settings.model,
-                      language=settings.language, options=extra)
-    synced = wctx.ledger.sync_items(batch_id, seeds, engine=settings.engine,
-                                    model=settings.model, restart_running=False)
-    if synced.created or synced.reset:
+    def kick(ids: Sequence[str]) -> None:
+        # The first chunk's first steps are queued at once; the sweeper finds the rest
+        # (PENDING rows) within its interval. Queueing every item from here would cost a
+        # ledger write and a broker message each, and slow the intake tenfold.
+        if not kicked[0]:
+            kicked[0] = True
+            _kick(wctx, ids[:KICK_FIRST])
+
+    try:
+        report = enter_stream(wctx.ledger, batch_id, stream, engine=settings.engine,
+                              model=settings.model, language=settings.language, options=extra,
+                              on_chunk=kick)
+    except ManifestUnreadable as exc:  # found while reading on: what was entered stays
+        raise BadInput(f"{exc} (batch {batch_id}: submit again to resume)") from None
+    if report.created:
         wctx.ledger.mark_batch_done(batch_id, False)  # a resumed batch has new work
-    _kick(wctx, [r.id for r in wctx.ledger.list_items(batch_id) if not r.state.terminal])
-    if resumed and not as_json:
-        click.echo(f"resuming batch {batch_id} ({synced.created} new, {synced.reset} changed, "
-                   f"{synced.unchanged} kept)", err=True)
-    _echo(as_json, {"batch_id": batch_id, "total": len(seeds), "out": out, "resumed": resumed},
-          batch_id)
+    for warning in stream.warnings():
+        click.echo(f"warning: {warning}", err=True)
+    if holder is not None and not as_json:
+        click.echo(f"resuming batch {batch_id} ({report.created} new, {report.kept} kept)",
+                   err=True)
+    _echo(as_json, {"batch_id": batch_id, "total": report.total, "out": out,
+                    "resumed": holder is not None, "created": report.created,
+                    "kept": report.kept, "duplicates": report.duplicates}, batch_id)
+
+
+KICK_FIRST = 50  # items whose first step submit queues itself
 
 
 def normalize_out(out: str) -> str:
@@ -147,11 +186,32 @@ def normalize_out(out: str) -> str:
 def _resume_or_refuse(holder: Mapping[str, Any], out: str, manifest: str) -> str:
     """``--out`` is already a batch's: the same manifest resumes that batch (like ``run``
     into the same directory); anything else would overwrite its outputs and results.jsonl."""
-    if holder.get("kind") == "submit" and holder.get("manifest") == manifest:
+    if holder.get("kind") == "submit" and holder.get("manifest") == manifest \
+            and holder.get("out") == out:
         return str(holder["id"])
     _fail_usage(f"--out {out} is used by batch {holder['id']} (manifest "
                 f"{holder.get('manifest')}); give each batch its own --out, or submit "
                 f"{holder.get('manifest')} again to resume that batch")
+
+
+def _s3_clients(settings: Any) -> Any:
+    """scheme -> S3 client, made on first use (listing and inventory INPUTs)."""
+    made: dict[str, Any] = {}
+
+    def client(scheme: str) -> Any:
+        if scheme not in made:
+            from pipeline.manifest import ManifestUnreadable
+            from pipeline.storage import make_client
+
+            if scheme == "oss" and not settings.s3_endpoint_url:
+                raise ManifestUnreadable("oss:// needs BULKSCRIBE_S3_ENDPOINT_URL, e.g. "
+                                         "https://oss-ap-southeast-1.aliyuncs.com")
+
+            made[scheme] = make_client(endpoint_url=settings.s3_endpoint_url,
+                                       oss=scheme == "oss")
+        return made[scheme]
+
+    return client
 
 
 @click.command()

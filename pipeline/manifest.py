@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import itertools
 import json
 import math
 import os
@@ -47,6 +48,7 @@ __all__ = [
     "MAX_OPTIONS_BYTES",
     "MEDIA_EXTENSIONS",
     "Input",
+    "InputStream",
     "Manifest",
     "ManifestUnreadable",
     "classify",
@@ -161,6 +163,117 @@ def load_inputs(
         warnings=(*warnings, *parser.warnings()),
         candidates=candidates,
     )
+
+
+class InputStream:
+    """INPUTs read one entry at a time, for intakes too large to hold (``submit``).
+
+    Iterating yields items and problems in input order with duplicate ids *not* settled:
+    the ledger's unique key does that as rows go in, and :meth:`ref` names the line that
+    holds an id first. :meth:`warnings` is complete once the stream is exhausted. Remote
+    INPUTs (``s3://bucket/prefix/``, an S3 Inventory ``manifest.json``) are listed through
+    ``client`` (scheme -> boto3 S3 client).
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str],
+        *,
+        fmt: str | None = None,
+        strict: bool = False,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        client: Any = None,
+    ) -> None:
+        from pipeline.listing import is_inventory, is_remote
+
+        if not paths:
+            raise ManifestUnreadable("no INPUT given: name media files, directories or manifests")
+        if fmt is not None and len(paths) > 1:
+            raise ManifestUnreadable("--manifest-format applies to a single manifest")
+        self.inputs: list[Input] = []
+        for p in paths:
+            p = os.fsdecode(p)
+            if is_remote(p):
+                kind = "inventory" if is_inventory(p) else "listing"
+                self.inputs.append(Input(p if kind == "inventory" else p.rstrip("/") + "/", kind))
+            elif is_inventory(p) and fmt is None and os.path.isfile(p):
+                self.inputs.append(Input(os.path.abspath(p), "inventory"))
+            else:
+                self.inputs.append(classify(p, fmt, max_bytes=max_bytes))
+        self.max_bytes = max_bytes
+        self.client = client
+        self.parser = _Parser(strict=strict, several=len(self.inputs) > 1)
+        self.extra: list[str] = []
+        self.spans: list[tuple[int, Input]] = []  # (line offset, INPUT) as each is read
+        self._entries: Iterator[ManifestItem | ManifestProblem] | None = None
+        self._first: list[ManifestItem | ManifestProblem] = []
+        one = self.inputs[0] if len(self.inputs) == 1 else None
+        self.path = one.path if one else "\n".join(i.path for i in self.inputs)
+        self.fmt = one.kind if one else "inputs"
+
+    def open(self) -> None:
+        """Read up to the first entry, so that a listing or report that cannot be read
+        fails here (:class:`ManifestUnreadable`), before anything is written."""
+        self._entries = self._read()
+        self._first = list(itertools.islice(self._entries, 1))
+
+    def __iter__(self) -> Iterator[ManifestItem | ManifestProblem]:
+        if self._entries is None:
+            self.open()
+        yield from self._first
+        yield from self._entries or ()
+
+    def _read(self) -> Iterator[ManifestItem | ManifestProblem]:
+        from pipeline.listing import inventory_rows, listing_rows
+
+        prefixes = dir_prefixes([i.path for i in self.inputs if i.kind == "dir"])
+        for inp in self.inputs:
+            self.spans.append((self.parser.offset, inp))
+            prefix = None
+            if inp.kind == "dir":
+                files, skipped = walk(inp.path)
+                self.extra += skipped
+                rows: Iterable[_Row] = ((n, {"source": p}) for n, p in enumerate(files, 1))
+                base, prefix = inp.path, prefixes.get(inp.path)
+            elif inp.kind == "media":
+                rows, base = [(1, {"source": inp.path})], os.path.dirname(inp.path)
+            elif inp.kind == "listing":
+                rows, base = listing_rows(inp.path, self.client), inp.path
+            elif inp.kind == "inventory":
+                rows, base = inventory_rows(inp.path, self.client), None
+            else:
+                yield from self._manifest(inp)
+                continue
+            for c in self.parser.parse(rows, inp, base=base or "/", prefix=prefix):
+                yield c.entry
+
+    def _manifest(self, inp: Input) -> Iterator[ManifestItem | ManifestProblem]:
+        with open_regular(inp.path) as f:
+            mode = "surrogateescape" if inp.kind == "list" else "strict"
+            read = {"jsonl": _read_jsonl, "csv": _read_csv, "list": _read_list}[inp.kind]
+            stream = read(lines(f, inp.path, self.max_bytes, mode), inp.path)
+            for c in self.parser.parse(stream, inp, base=os.path.dirname(inp.path)):
+                yield c.entry
+
+    def ref(self, line_no: int, source: str) -> str:
+        """How a later duplicate names the entry on (global) ``line_no``: "on line 3",
+        "on m.jsonl line 3", or "by /in/a.wav" for a file of a directory."""
+        offset, inp = next(
+            ((o, i) for o, i in reversed(self.spans) if o < line_no), (0, self.inputs[0])
+        )
+        if inp.kind in ("dir", "media", "listing", "inventory"):
+            return f"by {display(source)}"
+        n = line_no - offset
+        if self.parser.several:
+            return f"on {display(os.path.basename(inp.path))} line {n}"
+        return f"on line {n}"
+
+    def where(self, line_no: int, source: str) -> str:
+        """How the entry on ``line_no`` names itself: "line 3", or the file's path."""
+        return self.ref(line_no, source).split(" ", 1)[1]
+
+    def warnings(self) -> list[str]:
+        return [*self.extra, *self.parser.warnings()]
 
 
 def entries_from_sources(
@@ -312,10 +425,16 @@ class _Parser:
     def add(
         self, rows: Iterable[_Row], inp: Input, *, base: str, prefix: str | None = None
     ) -> None:
+        self.candidates.extend(self.parse(rows, inp, base=base, prefix=prefix))
+
+    def parse(
+        self, rows: Iterable[_Row], inp: Input, *, base: str, prefix: str | None = None
+    ) -> Iterator[_Candidate]:
+        """The candidates of one INPUT's rows, one at a time (duplicates not settled)."""
         last = 0
         for n, f in rows:
             last = n
-            if inp.kind in ("dir", "media"):
+            if inp.kind in ("dir", "media", "listing", "inventory"):
                 where = display(f["source"]) if isinstance(f, dict) else f"{display(inp.path)}"
                 ref = f"by {where}"
             else:
@@ -333,7 +452,7 @@ class _Parser:
                     FailureCode.MANIFEST_INVALID.value,
                     f"{where}: cannot be read ({type(e).__name__})",
                 )
-            self.candidates.append(_Candidate(entry, where, ref))
+            yield _Candidate(entry, where, ref)
         self.offset += last
 
     def _entry(

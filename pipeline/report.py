@@ -17,7 +17,8 @@ def batch_status(ledger: Ledger, batch_id: str, *, failures: int = 20,
     batch = ledger.batch(batch_id)
     if batch is None:
         return None
-    counts = ledger.counts(batch_id)
+    kept = batch.get("totals")  # rows collected by gc: their totals stay in the batch
+    counts = dict(kept["counts"]) if kept else ledger.counts(batch_id)
     total = sum(counts.values())
     per_stage: dict[str, list[float]] = {}
     for timing in ledger.timings(batch_id, limit=timing_sample):
@@ -26,7 +27,9 @@ def batch_status(ledger: Ledger, batch_id: str, *, failures: int = 20,
     failed = ledger.list_items(batch_id, states=[ItemState.FAILED, ItemState.DEAD],
                                limit=failures)
     in_use = ledger.models_in_use(batch_id)
-    phase = batch_phase(batch, all(ItemState(s) in TERMINAL for s in counts))
+    # A batch still being entered by submit is not finished, whatever its first items say.
+    phase = batch_phase(batch, batch.get("intake_at") is None
+                        and all(ItemState(s) in TERMINAL for s in counts))
     return {
         "batch_id": batch_id,
         "out": batch["out"],
@@ -36,9 +39,12 @@ def batch_status(ledger: Ledger, batch_id: str, *, failures: int = 20,
         "model": ", ".join(dict.fromkeys(m for _e, m, _n in in_use)) or batch["model"],
         "models": [{"engine": e, "model": m, "items": n} for e, m, n in in_use],
         "total": total,
+        "collected": bool(kept),  # gc deleted the item rows
+        **({"audio_s": kept["audio_s"]} if kept else {}),
         "counts": counts,
         "state": phase,
         "done": phase == DONE,
+        "entering": batch.get("intake_at") is not None,  # submit still entering items
         "stage_timings": {stage: _summary(values) for stage, values in sorted(per_stage.items())},
         "failures": [
             {"id": r.spec.get("id") if r.key.startswith("@") else r.key, "line": r.line_no,
@@ -80,8 +86,13 @@ def render_status(report: dict[str, Any]) -> None:
     models = ", ".join(f"{m['engine']}/{m['model']}" + (f" ×{m['items']}"
                                                          if len(report["models"]) > 1 else "")
                        for m in report["models"]) or f"{report['engine']}/{report['model']}"
+    state = report["state"]
+    if report.get("entering"):
+        state += ", items still being entered by submit"
+    if report.get("collected"):
+        state += f", item rows collected ({report['audio_s']:.0f} s of audio)"
     console.print(f"[bold]batch {report['batch_id']}[/] ({models}): "
-                  f"{report['total']} item(s), {report['state']}")
+                  f"{report['total']} item(s), {state}")
     table = Table()
     table.add_column("state")
     table.add_column("items", justify="right")

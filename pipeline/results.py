@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -88,8 +89,20 @@ def write_results(out_dir: Path, results: Sequence[ItemResult]) -> Path:
 
 
 def write_batch_results(ledger: Ledger, batch_id: str, sink: OutputSink) -> str:
-    rows = ledger.list_items(batch_id)
-    return sink.write_text("results.jsonl", jsonl([result_of_row(r) for r in rows]))
+    """The batch's results.jsonl, streamed: rows read page by page into a temporary file,
+    which the sink then moves into place (a directory) or uploads (S3: multipart)."""
+    from pipeline.ledger.bulk import stream_items
+
+    write_file = getattr(sink, "write_file", None)
+    if write_file is None:  # a sink without files: the text whole
+        rows = ledger.list_items(batch_id)
+        return sink.write_text("results.jsonl", jsonl([result_of_row(r) for r in rows]))
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", suffix=".jsonl",
+                                     prefix="bulkscribe-results-") as f:
+        for row in stream_items(ledger.engine, batch_id):
+            f.write(json.dumps(result_of_row(row).as_json(), ensure_ascii=False) + "\n")
+        f.flush()
+        return str(write_file("results.jsonl", Path(f.name)))
 
 
 def close_batch(ledger: Ledger, batch_id: str, sink: OutputSink, *, owner: str,

@@ -7,6 +7,8 @@ from it instead of transcribing again.
 
 from __future__ import annotations
 
+import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -63,6 +65,15 @@ class DirSink:
         atomic_write(path, text)
         return str(path)
 
+    def write_file(self, name: str, src: Path) -> str:
+        """``src`` copied in as ``name``, atomically (a large results.jsonl)."""
+        path = self.out_dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        part = path.with_name(f".{path.name}.part")
+        shutil.copyfile(src, part)
+        os.replace(part, path)
+        return str(path)
+
     def read_text(self, name: str) -> str | None:
         try:
             return (self.out_dir / name).read_text(encoding="utf-8")
@@ -93,6 +104,12 @@ class StoreSink:
     def write_text(self, name: str, text: str) -> str:
         key = join_key(self.prefix, name)
         self.store.put_bytes(text.encode("utf-8"), key, content_type=_content_type(name))
+        return self.store.uri(key)
+
+    def write_file(self, name: str, src: Path) -> str:
+        """``src`` uploaded as ``name`` (boto3 sends a large file as a multipart upload)."""
+        key = join_key(self.prefix, name)
+        self.store.put_file(src, key, content_type=_content_type(name))
         return self.store.uri(key)
 
     def read_text(self, name: str) -> str | None:

@@ -240,9 +240,11 @@ class Ledger:
             return [ItemRow.from_row(r) for r in conn.execute(query)]
 
     def open_batches(self) -> list[str]:
-        """Batches whose results.jsonl has not been written yet."""
+        """Batches whose results.jsonl has not been written yet, and whose items are all
+        entered (a submit still entering one holds it open)."""
         with self._single.connect() as conn:
-            return list(conn.execute(select(batches.c.id).where(batches.c.done_at.is_(None))
+            return list(conn.execute(select(batches.c.id).where(batches.c.done_at.is_(None),
+                                                                batches.c.intake_at.is_(None))
                                      .order_by(batches.c.created_at)).scalars())
 
     def mark_batch_done(self, batch_id: str, done: bool = True) -> None:
@@ -262,6 +264,7 @@ class Ledger:
             items.c.state.in_([s.value for s in ItemState if s not in TERMINAL])))
         stmt = update(batches).where(and_(
             batches.c.id == batch_id, batches.c.done_at.is_(None),
+            batches.c.intake_at.is_(None),  # submit is still entering items
             or_(batches.c.closing_until.is_(None), batches.c.closing_until < now),
             ~unfinished.exists())).values(closing_by=owner,
                                           closing_until=now + timedelta(seconds=lease_s))
@@ -612,6 +615,7 @@ class Ledger:
     def timings(self, batch_id: str, *, limit: int | None = None) -> list[Mapping[str, float]]:
         """Per-stage seconds of each item's current attempt (for status reports); with
         ``limit``, of the first ``limit`` items in manifest order (a bounded sample)."""
+        # ix_items_batch_timed (partial): a batch not started yet is not read at all.
         query = (select(items.c.timings).where(and_(items.c.batch_id == batch_id,
                                                     items.c.timings.is_not(None)))
                  .order_by(items.c.line_no).limit(limit))

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 metadata = MetaData()
@@ -40,6 +41,8 @@ batches = Table(
     Column("closing_by", String(200), nullable=True),
     Column("closing_until", DateTime(timezone=True), nullable=True),
     Index("ix_batches_out", "out"),
+    Column("intake_at", DateTime(timezone=True), nullable=True),  # items still being entered
+    Column("totals", JSON, nullable=True),  # counts and audio seconds kept by gc
 )
 
 items = Table(
@@ -85,6 +88,9 @@ items = Table(
     Index("ix_items_batch_line", "batch_id", "line_no", "id"),
     Index("ix_items_batch_state_line", "batch_id", "state", "line_no", "id"),
     Index("ix_items_batch_code_line", "batch_id", "error_code", "line_no", "id"),
+    # status reads stage timings of the items that have some, not every row of the batch
+    Index("ix_items_batch_timed", "batch_id", postgresql_where=text("timings IS NOT NULL"),
+          sqlite_where=text("timings IS NOT NULL")),
 )
 
 attempts = Table(
