@@ -7,7 +7,7 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PKGS := ffmpeg espeak-ng sox pocketsphinx-testdata
 DEMO    ?= demo
 
-.PHONY: help deps install run test test-fast check bench services clean
+.PHONY: help deps install run test test-fast check bench services browser clean
 
 help:
 	@echo "make run     transcribe a generated demo manifest into $(DEMO)/out"
@@ -44,7 +44,13 @@ run: install
 services:
 	@bash .ci/services
 
-test: install services
+# chromium: the console's browser tests drive Debian's build through Playwright.
+browser:
+	@command -v chromium >/dev/null || { echo "installing chromium with apt-get"; \
+	  $(SUDO) apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends chromium; }
+
+test: install services browser
 	$(BIN)/pytest
 
 test-fast: install
