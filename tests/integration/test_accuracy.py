@@ -20,12 +20,12 @@ CJK = re.compile(r"[\u3400-\u9fff]")
 
 @pytest.fixture(scope="module")
 def librivox_run(one_worker, librivox, bulkscribe, tmp_path_factory):  # type: ignore[no-untyped-def]
-    """All five LibriVox utterances through `bulkscribe run` with tiny.en, as a plain list."""
+    """All five LibriVox utterances through `bulkscribe run` with tiny.en, given as files
+    (each file's id is its name)."""
     root = tmp_path_factory.mktemp("librivox")
-    manifest = root / "speech.txt"
-    manifest.write_text("".join(f"{path}\n" for path, _ in librivox))
     out = root / "out"
-    proc = bulkscribe("run", str(manifest), "--out", str(out), "--workers", WORKERS, "--json")
+    proc = bulkscribe("run", *(str(path) for path, _ in librivox), "--out", str(out),
+                      "--workers", WORKERS, "--json")
     assert proc.returncode == 0, proc.stderr
     return out, [(path.stem, ref) for path, ref in librivox]
 
