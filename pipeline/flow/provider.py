@@ -312,7 +312,9 @@ def reconcile_submitting(ctx: FlowContext, row: ItemRow) -> None:
     elif verdict == "unsure":
         ctx.ledger.update_if(row.id, ItemState.SUBMITTING, lease_owner=None,
                              lease_until=now + timedelta(seconds=ctx.poll.max_s))
-    elif ctx.ledger.move(row.id, ItemState.SUBMITTING, ItemState.PREPARED, media_url=None):
+    # Due at once: the mark it carried was for the submit message now known to be lost.
+    elif ctx.ledger.move(row.id, ItemState.SUBMITTING, ItemState.PREPARED, media_url=None,
+                         next_run_at=None):
         log.info("reconcile.resubmit", item_id=row.key)
 
 

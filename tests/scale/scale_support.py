@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -92,10 +93,39 @@ def env(pg_url: str, broker_url: str) -> dict[str, str]:
 
 def bulkscribe(env: dict[str, str], *args: str, timeout: float = 600) -> Any:
     """Run ``bulkscribe ARGS --json``; its parsed output."""
-    proc = subprocess.run([str(BIN / "bulkscribe"), *args, "--json"], env=env,
-                          capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return json.loads(proc.stdout)
+    return bulkscribe_measured(env, *args, timeout=timeout)[0]
+
+
+def bulkscribe_measured(env: dict[str, str], *args: str,
+                        timeout: float = 600) -> tuple[Any, float]:
+    """Run ``bulkscribe ARGS --json``: its parsed output and its peak RSS in MB.
+
+    The peak is the process's own VmHWM, read while it runs: getrusage's ru_maxrss would
+    start from the size of this (forked) test process, which a full test run makes large."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen([str(BIN / "bulkscribe"), *args, "--json"], env=env,
+                                stdout=out, stderr=err, text=True)
+        peak_kb, deadline = 0, time.monotonic() + timeout
+        while proc.poll() is None:
+            assert time.monotonic() < deadline, "bulkscribe did not finish in time"
+            peak_kb = max(peak_kb, vm_hwm_kb(proc.pid))
+            time.sleep(0.05)
+        out.seek(0)
+        err.seek(0)
+        assert proc.returncode == 0, err.read()[-2000:]
+        return json.loads(out.read()), peak_kb / 1024
+
+
+def vm_hwm_kb(pid: int) -> int:
+    """A live process's peak resident set (kB); 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return 0
 
 
 def write_manifest(path: Path, n: int, *, start: int = 0) -> Path:
