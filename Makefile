@@ -57,7 +57,7 @@ test-fast: install
 	$(BIN)/pytest -m "not slow and not celery"
 
 check: install
-	$(BIN)/pip install -q ruff mypy
+	$(BIN)/pip install -q -e '.[dev]'
 	$(BIN)/ruff check pipeline workers tests bench
 	$(BIN)/mypy pipeline workers
 
