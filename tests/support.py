@@ -6,8 +6,12 @@ ambiguous because several test folders have their own.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -70,3 +74,24 @@ def bare_flow(**fields: Any) -> FlowContext:
         formats=("json",), retry=settings.retry, poll=settings.poll, limits=settings.limits,
         media=blank, sinks=blank, scratch=blank, http=blank, clip_engine=blank)
     return FlowContext(**{**defaults, **fields})
+
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"  # trust auth on localhost
+
+
+@contextmanager
+def scratch_database(prefix: str) -> Iterator[str]:
+    """A PostgreSQL database of the caller's own (its URL), dropped at the end together with
+    any connection still open to it."""
+    import psycopg
+
+    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                         "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')

@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from support import HARVARD, ffmpeg, say
+from support import HARVARD, ffmpeg, say, scratch_database
 
 from pipeline.asr.base import AudioClip
 from pipeline.emulator import EmulatorConfig, running_emulator
@@ -47,7 +47,6 @@ from pipeline.transcript import Sentence, Transcript, Word
 
 BIN = Path(sys.executable).parent
 BULKSCRIBE = BIN / "bulkscribe"
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 MEDIA_BUCKET = "media"
 ARCHIVE_BUCKET = "archive"
 API_KEY = "sk-distributed-test"
@@ -180,16 +179,8 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     """A PostgreSQL database of this session's own, dropped at the end."""
-    import psycopg
-
-    name = f"bulkscribe_dist_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                     "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    with scratch_database("bulkscribe_dist") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

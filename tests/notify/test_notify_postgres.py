@@ -4,7 +4,6 @@ and concurrent deliverers (SKIP LOCKED claims) send every try exactly once."""
 
 from __future__ import annotations
 
-import os
 import threading
 import uuid
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ from typing import Any
 import pytest
 from notify_support import SECRET, Receiver, payload, status
 from sqlalchemy import select, update
+from support import scratch_database
 
 from pipeline.flow.outputs import DirSink
 from pipeline.ledger import ItemSeed, Ledger, open_ledger
@@ -26,27 +26,15 @@ from pipeline.states import ItemState
 
 pytestmark = pytest.mark.postgres
 
-PG_ADMIN = os.environ.get("BULKSCRIBE_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 @pytest.fixture(scope="module")
 def pg_ledger() -> Iterator[Ledger]:
     """A database of this module's own, migrated to head (0005 included), dropped after."""
-    import psycopg
-
-    name = f"bulkscribe_notify_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    ledger = open_ledger(f"postgresql://postgres@127.0.0.1:5432/{name}")
-    yield ledger
-    ledger.engine.dispose()
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = %s AND pid <> pg_backend_pid()",
-            (name,),
-        )
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    with scratch_database("bulkscribe_notify") as url:
+        ledger = open_ledger(url)
+        yield ledger
+        ledger.engine.dispose()
 
 
 def settings() -> Settings:

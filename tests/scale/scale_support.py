@@ -11,16 +11,15 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from support import scratch_database
 
 BIN = Path(sys.executable).parent
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
            "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
 
@@ -46,14 +45,8 @@ def wait_for(check: Any, timeout_s: float, what: str) -> None:
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A PostgreSQL database of this test's own, dropped at the end."""
-    name = f"bulkscribe_scale_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                     "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    with scratch_database("bulkscribe_scale") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
