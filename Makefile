@@ -12,7 +12,7 @@ DEMO    ?= demo
 help:
 	@echo "make run     transcribe a generated demo manifest into $(DEMO)/out"
 	@echo "make test    the whole test suite (real ffmpeg, model, Redis, PostgreSQL, Celery)"
-	@echo "make check   ruff + mypy"
+	@echo "make check   ruff (lint, format) + mypy"
 	@echo "make bench   benchmarks (tables of ratios, see bench/)"
 
 # System packages: ffmpeg for media, espeak-ng to speak the demo and test audio,
@@ -59,6 +59,7 @@ test-fast: install
 check: install
 	$(BIN)/pip install -q -e '.[dev]'
 	$(BIN)/ruff check pipeline workers tests bench
+	$(BIN)/ruff format --check pipeline workers tests bench
 	$(BIN)/mypy pipeline workers
 
 bench: install services

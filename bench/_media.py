@@ -25,8 +25,10 @@ def speech_minutes(minutes: float, fmt: str = "wav") -> Path:
     if not base.exists():
         text = " ".join(HARVARD * 3)  # about 90 s
         subprocess.run(["espeak-ng", "-v", "en-us", "-s", "160", "-w", str(base), text], check=True)
-    codec = {"wav": ["-c:a", "pcm_s16le"],
-             "mp3": ["-ac", "2", "-ar", "44100", "-c:a", "libmp3lame", "-b:a", "128k"],
-             "m4a": ["-ac", "2", "-ar", "48000", "-c:a", "aac", "-b:a", "128k"]}[fmt]
+    codec = {
+        "wav": ["-c:a", "pcm_s16le"],
+        "mp3": ["-ac", "2", "-ar", "44100", "-c:a", "libmp3lame", "-b:a", "128k"],
+        "m4a": ["-ac", "2", "-ar", "48000", "-c:a", "aac", "-b:a", "128k"],
+    }[fmt]
     _ffmpeg("-stream_loop", "-1", "-i", str(base), "-t", str(minutes * 60), *codec, str(out))
     return out

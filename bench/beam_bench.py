@@ -51,9 +51,23 @@ def clips(tmp: Path) -> list[tuple[NormalizedAudio, str]]:
         if not m:
             continue
         wav = tmp / f"{m.group(2)}.wav"
-        subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i",
-                        str(LIBRIVOX_DIR / f"{m.group(2)}.wav"), "-ac", "1", "-ar", "16000",
-                        str(wav)], check=True)
+        subprocess.run(
+            [
+                "ffmpeg",
+                "-nostdin",
+                "-v",
+                "error",
+                "-y",
+                "-i",
+                str(LIBRIVOX_DIR / f"{m.group(2)}.wav"),
+                "-ac",
+                "1",
+                "-ar",
+                "16000",
+                str(wav),
+            ],
+            check=True,
+        )
         out.append((NormalizedAudio(wav, wav_duration(wav)), m.group(1)))
     return out
 
@@ -62,9 +76,23 @@ def espeak(tmp: Path) -> list[tuple[NormalizedAudio, str]]:
     """The benchmarks' 90 s of Harvard sentences, normalized, with its reference."""
     speech_minutes(1)  # makes the 90 s base file
     wav = tmp / "espeak.wav"
-    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i",
-                    str(CACHE / "speech-base.wav"), "-ac", "1", "-ar", "16000", str(wav)],
-                   check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-v",
+            "error",
+            "-y",
+            "-i",
+            str(CACHE / "speech-base.wav"),
+            "-ac",
+            "1",
+            "-ar",
+            "16000",
+            str(wav),
+        ],
+        check=True,
+    )
     return [(NormalizedAudio(wav, wav_duration(wav)), " ".join(HARVARD * 3))]
 
 
@@ -81,25 +109,33 @@ def measure(model: str, beam: int, audio: list[tuple[NormalizedAudio, str]]) -> 
         hypothesis = " ".join(texts)
     seconds = sum(a.duration_s for a, _ in audio)
     reference = " ".join(ref for _, ref in audio)
-    return {"wer": wer(reference, hypothesis), "rtf": best_wall / seconds,
-            "cpu_rtf": best_cpu / seconds, "audio_s": seconds}
+    return {
+        "wer": wer(reference, hypothesis),
+        "rtf": best_wall / seconds,
+        "cpu_rtf": best_cpu / seconds,
+        "audio_s": seconds,
+    }
 
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         sets = {"librivox": clips(Path(tmp)), "espeak": espeak(Path(tmp))}
         print(f"best of {REPEAT}, {THREADS} threads, int8; ratios are beam 5 / beam 1")
-        print(f"{'set':<9} {'model':<8} {'beam':>4} {'WER':>6} {'RTF':>7} {'CPU RTF':>8} "
-              f"{'wall x':>7} {'CPU x':>6}")
+        print(
+            f"{'set':<9} {'model':<8} {'beam':>4} {'WER':>6} {'RTF':>7} {'CPU RTF':>8} "
+            f"{'wall x':>7} {'CPU x':>6}"
+        )
         for name, audio in sets.items():
             for model in MODELS:
                 first: dict[str, float] = {}
                 for beam in BEAMS:
                     r = measure(model, beam, audio)
                     first = first or r
-                    print(f"{name:<9} {model:<8} {beam:>4} {r['wer']:>6.1%} {r['rtf']:>7.4f} "
-                          f"{r['cpu_rtf']:>8.4f} {r['rtf'] / first['rtf']:>6.2f}x "
-                          f"{r['cpu_rtf'] / first['cpu_rtf']:>5.2f}x")
+                    print(
+                        f"{name:<9} {model:<8} {beam:>4} {r['wer']:>6.1%} {r['rtf']:>7.4f} "
+                        f"{r['cpu_rtf']:>8.4f} {r['rtf'] / first['rtf']:>6.2f}x "
+                        f"{r['cpu_rtf'] / first['cpu_rtf']:>5.2f}x"
+                    )
 
 
 if __name__ == "__main__":

@@ -37,9 +37,20 @@ def free_port() -> int:
 
 
 def start_emulator(port: int, latency: float, concurrency: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen([EXE, "emulator", "--port", str(port), "--latency-s", str(latency),
-                             "--max-concurrency", str(concurrency)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            EXE,
+            "emulator",
+            "--port",
+            str(port),
+            "--latency-s",
+            str(latency),
+            "--max-concurrency",
+            str(concurrency),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     for _ in range(200):
         try:
             httpx.get(f"http://127.0.0.1:{port}/_emulator/stats", timeout=1)
@@ -49,24 +60,47 @@ def start_emulator(port: int, latency: float, concurrency: int) -> subprocess.Po
     raise SystemExit("emulator did not start")
 
 
-def one_run(tmp: Path, port: int, n: int, model: str,
-            workers: int) -> tuple[float, int, float, float]:
+def one_run(
+    tmp: Path, port: int, n: int, model: str, workers: int
+) -> tuple[float, int, float, float]:
     clip = speech_minutes(0.1)
     manifest = tmp / f"m-{model}-{n}.jsonl"
-    manifest.write_text("".join(json.dumps({"id": f"f{i}", "source": str(clip)}) + "\n"
-                                for i in range(n)))
-    env = {**os.environ, "DASHSCOPE_API_KEY": "bench",
-           "BULKSCRIBE_DASHSCOPE_BASE_URL": f"http://127.0.0.1:{port}/api/v1",
-           # Poll often enough that a finished task is noticed within a fraction of L.
-           "BULKSCRIBE_POLL__FIRST_S": "0.25", "BULKSCRIBE_POLL__MAX_S": "0.5",
-           "BULKSCRIBE_PROVIDER__REQUESTS_PER_S": "200",
-           "BULKSCRIBE_PROVIDER__BATCH_SIZE": "1"}
+    manifest.write_text(
+        "".join(json.dumps({"id": f"f{i}", "source": str(clip)}) + "\n" for i in range(n))
+    )
+    env = {
+        **os.environ,
+        "DASHSCOPE_API_KEY": "bench",
+        "BULKSCRIBE_DASHSCOPE_BASE_URL": f"http://127.0.0.1:{port}/api/v1",
+        # Poll often enough that a finished task is noticed within a fraction of L.
+        "BULKSCRIBE_POLL__FIRST_S": "0.25",
+        "BULKSCRIBE_POLL__MAX_S": "0.5",
+        "BULKSCRIBE_PROVIDER__REQUESTS_PER_S": "200",
+        "BULKSCRIBE_PROVIDER__BATCH_SIZE": "1",
+    }
     out = tmp / f"out-{model}-{n}"
     wall0 = time.time()
     t0 = time.perf_counter()
-    proc = subprocess.run([EXE, "run", str(manifest), "--out", str(out), "--engine", "dashscope",
-                           "--model", model, "--workers", str(workers), "--formats", "json"],
-                          env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            EXE,
+            "run",
+            str(manifest),
+            "--out",
+            str(out),
+            "--engine",
+            "dashscope",
+            "--model",
+            model,
+            "--workers",
+            str(workers),
+            "--formats",
+            "json",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     elapsed = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(proc.stderr[-2000:])
@@ -104,14 +138,19 @@ def main() -> None:
     # A run pays a fixed start (process start, first probe and normalize) and the first
     # round's stagger (the first C files are prepared one after another), so the ratio
     # falls as N grows.
-    print(f"L={args.latency:g} s, C={args.concurrency}, --workers {args.workers}: "
-          f"ideal ceil(N/C)*L")
-    print(f"{'N':>5} {'model':<28} {'tasks':>6} {'1st submit s':>13} {'last submit s':>14} "
-          f"{'ideal s':>8} {'makespan s':>11} {'ratio':>7}")
+    print(
+        f"L={args.latency:g} s, C={args.concurrency}, --workers {args.workers}: ideal ceil(N/C)*L"
+    )
+    print(
+        f"{'N':>5} {'model':<28} {'tasks':>6} {'1st submit s':>13} {'last submit s':>14} "
+        f"{'ideal s':>8} {'makespan s':>11} {'ratio':>7}"
+    )
     for n, model, elapsed, tasks, first, last in rows:
         ideal = math.ceil(n / args.concurrency) * args.latency
-        print(f"{n:>5} {model:<28} {tasks:>6} {first:>13.2f} {last:>14.2f} {ideal:>8.1f} "
-              f"{elapsed:>11.1f} {elapsed / ideal:>7.3f}  (target <= 1.10)")
+        print(
+            f"{n:>5} {model:<28} {tasks:>6} {first:>13.2f} {last:>14.2f} {ideal:>8.1f} "
+            f"{elapsed:>11.1f} {elapsed / ideal:>7.3f}  (target <= 1.10)"
+        )
 
 
 if __name__ == "__main__":

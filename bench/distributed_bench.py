@@ -57,8 +57,12 @@ BIN = Path(sys.executable).parent
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
-AWS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
-       "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+AWS = {
+    "AWS_ACCESS_KEY_ID": "bench",
+    "AWS_SECRET_ACCESS_KEY": "bench",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
 
 
 class InstantEngine:
@@ -92,8 +96,9 @@ class Proc:
 
 def spawn(name: str, argv: list[str], log: Path, env: dict[str, str] | None = None) -> Proc:
     with log.open("ab") as out:
-        popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                 start_new_session=True)
+        popen = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
     return Proc(name, popen)
 
 
@@ -102,7 +107,7 @@ def _stat(pid: int) -> list[str] | None:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return raw[raw.rindex(")") + 2:].split()  # fields from 3 (state) on
+    return raw[raw.rindex(")") + 2 :].split()  # fields from 3 (state) on
 
 
 def group_pids(pgid: int) -> list[int]:
@@ -166,26 +171,29 @@ class Services:
                 self.emulator = ""
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("BULKSCRIBE_", "PROMETHEUS_"))}
+        env = {
+            k: v for k, v in os.environ.items() if not k.startswith(("BULKSCRIBE_", "PROMETHEUS_"))
+        }
         env.update(AWS)
-        env.update({
-            "BULKSCRIBE_DATABASE_URL": self.pg_url,
-            "BULKSCRIBE_BROKER_URL": f"redis://127.0.0.1:{self.redis_port}/0",
-            "BULKSCRIBE_STORAGE_URL": "s3://media/norm",
-            "BULKSCRIBE_S3_ENDPOINT_URL": self.moto,
-            "DASHSCOPE_API_KEY": "sk-bench",
-            "BULKSCRIBE_DASHSCOPE_BASE_URL": f"{self.emulator}/api/v1",
-            "BULKSCRIBE_ENGINE": "dashscope",
-            "BULKSCRIBE_MODEL": "fun-asr",
-            "BULKSCRIBE_SCRATCH_DIR": str(self.tmp),
-            "BULKSCRIBE_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "warning"),
-            "BULKSCRIBE_PROVIDER__BATCH_SIZE": "1",  # one file per task: ideal = ceil(N/C)·L
-            "BULKSCRIBE_PROVIDER__REQUESTS_PER_S": "5000",
-            "BULKSCRIBE_DISTRIBUTED__SWEEP_S": "1",
-            "BULKSCRIBE_DISTRIBUTED__LEASE_S": "60",
-            "BULKSCRIBE_DISTRIBUTED__REDISPATCH_S": "30",
-        })
+        env.update(
+            {
+                "BULKSCRIBE_DATABASE_URL": self.pg_url,
+                "BULKSCRIBE_BROKER_URL": f"redis://127.0.0.1:{self.redis_port}/0",
+                "BULKSCRIBE_STORAGE_URL": "s3://media/norm",
+                "BULKSCRIBE_S3_ENDPOINT_URL": self.moto,
+                "DASHSCOPE_API_KEY": "sk-bench",
+                "BULKSCRIBE_DASHSCOPE_BASE_URL": f"{self.emulator}/api/v1",
+                "BULKSCRIBE_ENGINE": "dashscope",
+                "BULKSCRIBE_MODEL": "fun-asr",
+                "BULKSCRIBE_SCRATCH_DIR": str(self.tmp),
+                "BULKSCRIBE_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "warning"),
+                "BULKSCRIBE_PROVIDER__BATCH_SIZE": "1",  # one file per task: ideal = ceil(N/C)·L
+                "BULKSCRIBE_PROVIDER__REQUESTS_PER_S": "5000",
+                "BULKSCRIBE_DISTRIBUTED__SWEEP_S": "1",
+                "BULKSCRIBE_DISTRIBUTED__LEASE_S": "60",
+                "BULKSCRIBE_DISTRIBUTED__REDISPATCH_S": "30",
+            }
+        )
         env.update(extra)
         return env
 
@@ -200,24 +208,55 @@ def services(tmp: Path) -> Iterator[Services]:
         conn.execute(f'CREATE DATABASE "{pg_name}"')
     try:
         redis_port, moto_port = free_port(), free_port()
-        procs.append(spawn("redis", ["redis-server", "--port", str(redis_port), "--bind",
-                                     "127.0.0.1", "--save", "", "--appendonly", "no",
-                                     "--dir", str(tmp)], tmp / "redis.log"))
-        procs.append(spawn("moto", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p",
-                                    str(moto_port)], tmp / "moto.log", {**os.environ, **AWS}))
+        procs.append(
+            spawn(
+                "redis",
+                [
+                    "redis-server",
+                    "--port",
+                    str(redis_port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(tmp),
+                ],
+                tmp / "redis.log",
+            )
+        )
+        procs.append(
+            spawn(
+                "moto",
+                [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(moto_port)],
+                tmp / "moto.log",
+                {**os.environ, **AWS},
+            )
+        )
         moto = f"http://127.0.0.1:{moto_port}"
         wait_for(lambda: _answers(f"{moto}/moto-api/"), 30, "moto_server")
         import redis
 
         wait_for(lambda: _pings(redis.Redis(port=redis_port)), 15, "redis-server")
-        yield Services(tmp, redis_port, f"postgresql://postgres@127.0.0.1:5432/{pg_name}",
-                       pg_name, moto, procs=procs)
+        yield Services(
+            tmp,
+            redis_port,
+            f"postgresql://postgres@127.0.0.1:5432/{pg_name}",
+            pg_name,
+            moto,
+            procs=procs,
+        )
     finally:
         for proc in reversed(procs):
             proc.stop()
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                         "WHERE datname = %s AND pid <> pg_backend_pid()", (pg_name,))
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (pg_name,),
+            )
             conn.execute(f'DROP DATABASE IF EXISTS "{pg_name}"')
 
 
@@ -275,12 +314,15 @@ class Run:
     def __init__(self, svc: Services, spec: RunSpec, **env: str) -> None:
         self.svc = svc
         self.spec = spec
-        self.env = svc.env(**{
-            "BULKSCRIBE_PROVIDER__MAX_INFLIGHT_TASKS": str(spec.inflight_cap),
-            "BULKSCRIBE_POLL__FIRST_S": str(spec.poll_first_s),
-            "BULKSCRIBE_POLL__MAX_S": str(spec.poll_max_s),
-            "BULKSCRIBE_DISTRIBUTED__SWEEP_S": str(spec.sweep_s),
-            **env})
+        self.env = svc.env(
+            **{
+                "BULKSCRIBE_PROVIDER__MAX_INFLIGHT_TASKS": str(spec.inflight_cap),
+                "BULKSCRIBE_POLL__FIRST_S": str(spec.poll_first_s),
+                "BULKSCRIBE_POLL__MAX_S": str(spec.poll_max_s),
+                "BULKSCRIBE_DISTRIBUTED__SWEEP_S": str(spec.sweep_s),
+                **env,
+            }
+        )
         self.nodes: list[Proc] = []
         self.beat: Proc | None = None
 
@@ -290,17 +332,34 @@ class Run:
         for i in range(self.spec.nodes):
             log = self.svc.tmp / f"worker{i}.log"
             log.unlink(missing_ok=True)
-            self.nodes.append(spawn(f"worker{i}", [
-                str(BIN / "bulkscribe"), "worker", "-c", str(self.spec.concurrency),
-                "-P", self.spec.pool, "-n", f"bench{i}-{uuid.uuid4().hex[:4]}@%h"],
-                log, self.env))
+            self.nodes.append(
+                spawn(
+                    f"worker{i}",
+                    [
+                        str(BIN / "bulkscribe"),
+                        "worker",
+                        "-c",
+                        str(self.spec.concurrency),
+                        "-P",
+                        self.spec.pool,
+                        "-n",
+                        f"bench{i}-{uuid.uuid4().hex[:4]}@%h",
+                    ],
+                    log,
+                    self.env,
+                )
+            )
         children = self.spec.concurrency if self.spec.pool == "prefork" else 0
         for node in self.nodes:  # ready: main process plus its pool children
-            wait_for(lambda node=node: len(group_pids(node.popen.pid)) > children,
-                     60, f"{node.name} to start")
+            wait_for(
+                lambda node=node: len(group_pids(node.popen.pid)) > children,
+                60,
+                f"{node.name} to start",
+            )
         time.sleep(1.0)  # mingle and consumers up
-        self.beat = spawn("beat", [str(BIN / "bulkscribe"), "beat"],
-                          self.svc.tmp / "beat.log", self.env)
+        self.beat = spawn(
+            "beat", [str(BIN / "bulkscribe"), "beat"], self.svc.tmp / "beat.log", self.env
+        )
 
     def stop(self) -> None:
         for proc in [*self.nodes, *([self.beat] if self.beat else [])]:
@@ -347,20 +406,34 @@ def shared_media(svc: Services) -> Media:
     from pipeline.storage import open_store
 
     flac = svc.tmp / "clip.flac"
-    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i",
-                    "sine=frequency=440:sample_rate=16000:duration=1", "-ac", "1",
-                    "-c:a", "flac", str(flac)], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=16000:duration=1",
+            "-ac",
+            "1",
+            "-c:a",
+            "flac",
+            str(flac),
+        ],
+        check=True,
+    )
     facts = probe(flac, model_info("dashscope", "fun-asr").limits).as_dict()
     os.environ.update(AWS)
     import boto3
 
-    boto3.client("s3", endpoint_url=svc.moto, region_name="us-east-1").create_bucket(
-        Bucket="media")
+    boto3.client("s3", endpoint_url=svc.moto, region_name="us-east-1").create_bucket(Bucket="media")
     store = open_store("s3://media/norm", endpoint_url=svc.moto)
     key = MediaKeeper(store).keep(flac)
     seconds = float(facts.get("duration_s") or 1.0)
-    return Media(flac, key, facts | {"offset_s": 0.0, "normalized_s": seconds},
-                 int(seconds * 1000))
+    return Media(flac, key, facts | {"offset_s": 0.0, "normalized_s": seconds}, int(seconds * 1000))
 
 
 def seed_prepared(svc: Services, n: int, media: Media) -> str:
@@ -374,19 +447,23 @@ def seed_prepared(svc: Services, n: int, media: Media) -> str:
     media.ensure(svc)
     ledger = open_ledger(svc.pg_url)
     batch = new_batch_id()
-    ledger.ensure_batch(batch, kind="submit", out=str(svc.tmp / "out" / batch),
-                        engine="dashscope", model="fun-asr")
+    ledger.ensure_batch(
+        batch, kind="submit", out=str(svc.tmp / "out" / batch), engine="dashscope", model="fun-asr"
+    )
     entries = [ManifestItem(f"b{i:05d}", f"/bench/src{i:05d}.wav", i + 1) for i in range(n)]
     seeds = seeds_for(entries, engine="dashscope", model="fun-asr", language=None)
     ledger.sync_items(batch, seeds, engine="dashscope", model="fun-asr")
     import json
 
     with ledger.engine.begin() as conn:
-        conn.execute(text(
-            "UPDATE items SET state = 'PREPARED', media_key = :key, probe = CAST(:probe AS json),"
-            " audio_duration_ms = :ms, next_run_at = NULL WHERE batch_id = :batch"),
-            {"key": media.key, "probe": json.dumps(media.facts), "ms": media.ms,
-             "batch": batch})
+        conn.execute(
+            text(
+                "UPDATE items SET state = 'PREPARED', media_key = :key,"
+                " probe = CAST(:probe AS json),"
+                " audio_duration_ms = :ms, next_run_at = NULL WHERE batch_id = :batch"
+            ),
+            {"key": media.key, "probe": json.dumps(media.facts), "ms": media.ms, "batch": batch},
+        )
     ledger.engine.dispose()
     return batch
 
@@ -395,8 +472,9 @@ def ledger_counts(svc: Services, batch: str) -> dict[str, int]:
     import psycopg
 
     with psycopg.connect(svc.pg_url) as conn:
-        rows = conn.execute("SELECT state, count(*) FROM items WHERE batch_id = %s "
-                            "GROUP BY state", (batch,)).fetchall()
+        rows = conn.execute(
+            "SELECT state, count(*) FROM items WHERE batch_id = %s GROUP BY state", (batch,)
+        ).fetchall()
     return {state: n for state, n in rows}
 
 
@@ -409,9 +487,12 @@ def finish_times(svc: Services, batch: str) -> tuple[float, float]:
     import psycopg
 
     with psycopg.connect(svc.pg_url) as conn:
-        lo, hi = conn.execute("SELECT extract(epoch FROM min(finished_at)),"
-                              " extract(epoch FROM max(finished_at)) FROM items"
-                              " WHERE batch_id = %s", (batch,)).fetchone()
+        lo, hi = conn.execute(
+            "SELECT extract(epoch FROM min(finished_at)),"
+            " extract(epoch FROM max(finished_at)) FROM items"
+            " WHERE batch_id = %s",
+            (batch,),
+        ).fetchone()
     return float(lo), float(hi)
 
 
@@ -421,8 +502,12 @@ def service_cpu(svc: Services) -> tuple[float, float]:
 
     redis_pids = [p.popen.pid for p in svc.procs if p.name == "redis"]
     with psycopg.connect(PG_ADMIN) as conn:
-        pg_pids = [r[0] for r in conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = %s", (svc.pg_name,))]
+        pg_pids = [
+            r[0]
+            for r in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s", (svc.pg_name,)
+            )
+        ]
     return cpu_s(redis_pids), cpu_s(pg_pids)
 
 
@@ -436,14 +521,20 @@ def emulator_times(svc: Services, since: float) -> dict[str, float]:
 
     rows: list[dict[str, Any]] = []
     for page in range(1, 1000):
-        body = httpx.get(f"{svc.emulator}/api/v1/tasks", params={
-            "page_no": page, "page_size": 100}, headers={"Authorization": "Bearer sk-bench"},
-            timeout=60).json()
+        body = httpx.get(
+            f"{svc.emulator}/api/v1/tasks",
+            params={"page_no": page, "page_size": 100},
+            headers={"Authorization": "Bearer sk-bench"},
+            timeout=60,
+        ).json()
         rows += body["tasks"]
         if len(rows) >= body["total"] or not body["tasks"]:
             break
-    done = [r for r in rows if r.get("end_time") and r.get("scheduled_time")
-            and ts(r["submit_time"]) >= since]
+    done = [
+        r
+        for r in rows
+        if r.get("end_time") and r.get("scheduled_time") and ts(r["submit_time"]) >= since
+    ]
     if not done:
         return {"span_s": 0.0, "wait_s": 0.0, "run_s": 0.0}
     return {
@@ -465,8 +556,12 @@ def _measure(svc: Services, spec: RunSpec, media: Media, timeout_s: float) -> Ru
         # Warm up: every pool child builds its context (ledger, Redis, S3 and HTTP clients)
         # on its first task; that one-off cost is not per item.
         warm = seed_prepared(svc, 3 * spec.nodes * spec.concurrency, media)
-        wait_for(lambda: _finished(svc, warm, 3 * spec.nodes * spec.concurrency), timeout_s,
-                 "warm-up", every_s=0.5)
+        wait_for(
+            lambda: _finished(svc, warm, 3 * spec.nodes * spec.concurrency),
+            timeout_s,
+            "warm-up",
+            every_s=0.5,
+        )
         idle0, idle_t0 = cpu_s(run.worker_pids()), time.monotonic()
         time.sleep(IDLE_SAMPLE_S)
         idle = (cpu_s(run.worker_pids()) - idle0) / (time.monotonic() - idle_t0)
@@ -477,8 +572,12 @@ def _measure(svc: Services, spec: RunSpec, media: Media, timeout_s: float) -> Ru
         t0 = time.time()
         batch = seed_prepared(svc, spec.n, media)
         try:
-            wait_for(lambda: _finished(svc, batch, spec.n), timeout_s,
-                     f"{spec.label}: {spec.n} items", every_s=0.5)
+            wait_for(
+                lambda: _finished(svc, batch, spec.n),
+                timeout_s,
+                f"{spec.label}: {spec.n} items",
+                every_s=0.5,
+            )
         except TimeoutError as exc:
             raise TimeoutError(f"{exc}: {ledger_counts(svc, batch)}") from None
         if ledger_counts(svc, batch) != {"SUCCEEDED": spec.n}:
@@ -488,9 +587,17 @@ def _measure(svc: Services, spec: RunSpec, media: Media, timeout_s: float) -> Ru
         beat1 = cpu_s([run.beat.popen.pid]) if run.beat else 0.0
         redis1, pg1 = service_cpu(svc)
         stats1 = httpx.get(f"{svc.emulator}/_emulator/stats").json()
-        return RunResult(spec, last - t0, emulator_times(svc, t0), cpu1 - cpu0, beat1 - beat0,
-                         redis1 - redis0, pg1 - pg0,
-                         polls=stats1["requests"] - stats0["requests"], idle_cpu_per_s=idle)
+        return RunResult(
+            spec,
+            last - t0,
+            emulator_times(svc, t0),
+            cpu1 - cpu0,
+            beat1 - beat0,
+            redis1 - redis0,
+            pg1 - pg0,
+            polls=stats1["requests"] - stats0["requests"],
+            idle_cpu_per_s=idle,
+        )
     finally:
         run.stop()
 
@@ -501,23 +608,45 @@ def _measure(svc: Services, spec: RunSpec, media: Media, timeout_s: float) -> Ru
 def part_a(svc: Services, media: Media, n: int, latency: float, slots: int) -> None:
     ideal = math.ceil(n / slots) * latency
     specs = [
-        RunSpec("production polls (2 s, doubling to 60 s), cap 2C", n, latency, slots,
-                2 * slots, 2.0, 60.0),
-        RunSpec("short polls (first L, then 0.25 s), cap C", n, latency, slots, slots,
-                latency, 0.25),
-        RunSpec("short polls (first L, then 0.25 s), cap 2C", n, latency, slots, 2 * slots,
-                latency, 0.25),
+        RunSpec(
+            "production polls (2 s, doubling to 60 s), cap 2C",
+            n,
+            latency,
+            slots,
+            2 * slots,
+            2.0,
+            60.0,
+        ),
+        RunSpec(
+            "short polls (first L, then 0.25 s), cap C", n, latency, slots, slots, latency, 0.25
+        ),
+        RunSpec(
+            "short polls (first L, then 0.25 s), cap 2C",
+            n,
+            latency,
+            slots,
+            2 * slots,
+            latency,
+            0.25,
+        ),
     ]
-    print(f"\n(a) makespan: N={n} single-file tasks, emulator latency L={latency:g} s, "
-          f"C={slots} slots; ideal ceil(N/C)·L = {ideal:.1f} s; 2 nodes x -c 4")
-    print(f"{'settings':<50} {'makespan':>8} {'ratio':>5} {'items/s':>7} {'req/item':>8} "
-          f"{'emu span':>8} {'emu wait':>8} {'emu run':>7}")
+    print(
+        f"\n(a) makespan: N={n} single-file tasks, emulator latency L={latency:g} s, "
+        f"C={slots} slots; ideal ceil(N/C)·L = {ideal:.1f} s; 2 nodes x -c 4"
+    )
+    print(
+        f"{'settings':<50} {'makespan':>8} {'ratio':>5} {'items/s':>7} {'req/item':>8} "
+        f"{'emu span':>8} {'emu wait':>8} {'emu run':>7}"
+    )
     for spec in specs:
         r = measure(svc, spec, media, timeout_s=ideal * 6 + 120)
         e = r.emulator
-        print(f"{spec.label:<50} {r.makespan_s:>8.1f} {r.makespan_s / ideal:>5.2f} "
-              f"{n / r.makespan_s:>7.1f} {r.polls / n:>8.1f} {e['span_s']:>8.1f} "
-              f"{e['wait_s']:>8.2f} {e['run_s']:>7.2f}", flush=True)
+        print(
+            f"{spec.label:<50} {r.makespan_s:>8.1f} {r.makespan_s / ideal:>5.2f} "
+            f"{n / r.makespan_s:>7.1f} {r.polls / n:>8.1f} {e['span_s']:>8.1f} "
+            f"{e['wait_s']:>8.2f} {e['run_s']:>7.2f}",
+            flush=True,
+        )
 
 
 def part_b(svc: Services, media: Media, n: int, repeat: int = 1) -> None:
@@ -531,18 +660,22 @@ def part_b(svc: Services, media: Media, n: int, repeat: int = 1) -> None:
         spec = RunSpec("overhead", n, 0.0, 1000, 2 * n, 45.0, 10.0, pool=pool, sweep_s=30.0)
         r = measure(svc, spec, media, timeout_s=600)
         e = r.emulator
-        print(f"\n(b) CPU per item: N={n}, emulator latency 0, 2 nodes x -c 4 -P {pool} "
-              f"(makespan {r.makespan_s:.1f} s, {r.polls / n:.1f} provider requests per item; "
-              f"emulator: {e['wait_s']:.2f} s waiting for a slot, {e['run_s']:.2f} s running "
-              f"per task)")
+        print(
+            f"\n(b) CPU per item: N={n}, emulator latency 0, 2 nodes x -c 4 -P {pool} "
+            f"(makespan {r.makespan_s:.1f} s, {r.polls / n:.1f} provider requests per item; "
+            f"emulator: {e['wait_s']:.2f} s waiting for a slot, {e['run_s']:.2f} s running "
+            f"per task)"
+        )
         idle = r.idle_cpu_per_s * r.makespan_s
         print(f"{'process':<44} {'CPU s':>8} {'ms/item':>8}")
-        rows = (("workers (our code: tasks, ledger, broker I/O)", r.worker_cpu_s),
-                (f"  of which idle ({1000 * r.idle_cpu_per_s:.0f} ms/s: heartbeats, polls)",
-                 idle),
-                ("  of which items", r.worker_cpu_s - idle), ("beat", r.beat_cpu_s),
-                ("redis-server (broker)", r.redis_cpu_s),
-                ("PostgreSQL backends (ledger)", r.pg_cpu_s))
+        rows = (
+            ("workers (our code: tasks, ledger, broker I/O)", r.worker_cpu_s),
+            (f"  of which idle ({1000 * r.idle_cpu_per_s:.0f} ms/s: heartbeats, polls)", idle),
+            ("  of which items", r.worker_cpu_s - idle),
+            ("beat", r.beat_cpu_s),
+            ("redis-server (broker)", r.redis_cpu_s),
+            ("PostgreSQL backends (ledger)", r.pg_cpu_s),
+        )
         for name, seconds in rows:
             print(f"{name:<44} {seconds:>8.2f} {1000 * seconds / n:>8.2f}")
         items_s = r.worker_cpu_s - idle + r.beat_cpu_s + r.redis_cpu_s + r.pg_cpu_s
@@ -551,19 +684,26 @@ def part_b(svc: Services, media: Media, n: int, repeat: int = 1) -> None:
     own = part_steps(svc, media, n)
     # What is left once an item's own work (the provider's HTTP, rendering and writing its
     # outputs, presigning, the step logic) is taken out is the machinery: ledger and broker.
-    print("\n(b''') ledger and broker CPU per item (target < 20 ms): each run's total minus "
-          f"the item's own work measured in (b''), {own:.2f} ms")
+    print(
+        "\n(b''') ledger and broker CPU per item (target < 20 ms): each run's total minus "
+        f"the item's own work measured in (b''), {own:.2f} ms"
+    )
     print(f"{'pool':<10} {'total':>8} {'ledger+broker':>14}")
     for pool, total in totals:
         print(f"{pool:<10} {total:>8.2f} {total - own:>14.2f}")
     for pool in dict.fromkeys(p for p, _ in totals):
         mine = sorted(t - own for p, t in totals if p == pool)
-        print(f"{pool} median {mine[len(mine) // 2]:.2f} ms (min {mine[0]:.2f}, "
-              f"max {mine[-1]:.2f}, {len(mine)} runs)")
+        print(
+            f"{pool} median {mine[len(mine) // 2]:.2f} ms (min {mine[0]:.2f}, "
+            f"max {mine[-1]:.2f}, {len(mine)} runs)"
+        )
 
 
-OWN_WORK = ("provider HTTP (httpx + JSON)", "outputs (render + write 4 formats)",
-            "storage (presigned URL)")
+OWN_WORK = (
+    "provider HTTP (httpx + JSON)",
+    "outputs (render + write 4 formats)",
+    "storage (presigned URL)",
+)
 
 
 def part_steps(svc: Services, media: Media, n: int) -> float:
@@ -597,8 +737,9 @@ def steps_in_process(svc: Services, media: Media, n: int) -> list[tuple[str, flo
     from workers.dispatch import after_submit, dispatch_after
 
     saved = dict(os.environ)
-    os.environ.update(svc.env(BULKSCRIBE_POLL__FIRST_S="0.01",
-                              BULKSCRIBE_PROVIDER__MAX_INFLIGHT_TASKS=str(4 * n)))
+    os.environ.update(
+        svc.env(BULKSCRIBE_POLL__FIRST_S="0.01", BULKSCRIBE_PROVIDER__MAX_INFLIGHT_TASKS=str(4 * n))
+    )
     try:
         settings = load_settings()
         configure(app, settings)
@@ -613,9 +754,15 @@ def steps_in_process(svc: Services, media: Media, n: int) -> list[tuple[str, flo
 
     event.listen(wctx.ledger.engine, "before_cursor_execute", count)
     spent = _account_by_part()
-    cost: dict[str, list[float]] = {k: [0.0, 0.0] for k in (
-        "submit step", "dispatch after submit", "poll step (incl. persist)",
-        "dispatch after poll")}
+    cost: dict[str, list[float]] = {
+        k: [0.0, 0.0]
+        for k in (
+            "submit step",
+            "dispatch after submit",
+            "poll step (incl. persist)",
+            "dispatch after poll",
+        )
+    }
 
     def timed(name: str, fn: Any, *args: Any) -> Any:
         c0, s0 = time.thread_time(), counts["statements"]
@@ -632,9 +779,15 @@ def steps_in_process(svc: Services, media: Media, n: int) -> list[tuple[str, flo
         for row in rows:
             task = timed("submit step", submit_step, wctx.flow, [row])
             timed("dispatch after submit", after_submit, wctx, [row], task)
-        wait_for(lambda b=batch: all(
-            httpx.get(f"{svc.emulator}/_emulator/stats").json()["statuses"].get(s, 0) == 0
-            for s in ("PENDING", "RUNNING")), 600, "the emulator to finish", every_s=0.5)
+        wait_for(
+            lambda b=batch: all(
+                httpx.get(f"{svc.emulator}/_emulator/stats").json()["statuses"].get(s, 0) == 0
+                for s in ("PENDING", "RUNNING")
+            ),
+            600,
+            "the emulator to finish",
+            every_s=0.5,
+        )
         for task_id in sorted({str(r.provider_task_id) for r in wctx.ledger.list_items(batch)}):
             ids = [r.id for r in wctx.ledger.by_task(task_id)]
             if timed("poll step (incl. persist)", poll_step, wctx.flow, task_id).read_back:
@@ -666,17 +819,22 @@ def _account_by_part() -> dict[str, float]:
 
     spent: dict[str, float] = {}
     depth = [0]
-    parts = {"ledger (SQLAlchemy + psycopg)": [Ledger],
-             "broker publish (Celery apply_async)": [Task],
-             "provider HTTP (httpx + JSON)": [DashScopeClient],
-             "outputs (render + write 4 formats)": [DirSink, StoreSink],
-             "storage (presigned URL)": [PresignPublisher],
-             "Redis limits (gate, rate)": [RedisGate, RedisTokenBucket]}
+    parts = {
+        "ledger (SQLAlchemy + psycopg)": [Ledger],
+        "broker publish (Celery apply_async)": [Task],
+        "provider HTTP (httpx + JSON)": [DashScopeClient],
+        "outputs (render + write 4 formats)": [DirSink, StoreSink],
+        "storage (presigned URL)": [PresignPublisher],
+        "Redis limits (gate, rate)": [RedisGate, RedisTokenBucket],
+    }
     for part, classes in parts.items():
         for cls in classes:
             for name, fn in list(vars(cls).items()):
-                if name.startswith("__") or not callable(fn) or isinstance(fn, (type, staticmethod,
-                                                                               classmethod)):
+                if (
+                    name.startswith("__")
+                    or not callable(fn)
+                    or isinstance(fn, (type, staticmethod, classmethod))
+                ):
                     continue
                 if cls is Task and name != "apply_async":
                     continue
@@ -691,6 +849,7 @@ def _account_by_part() -> dict[str, float]:
                     finally:
                         depth[0] -= 1
                         spent[__part] = spent.get(__part, 0.0) + time.thread_time() - c0
+
                 _WRAPPED.append((cls, name, fn))
                 setattr(cls, name, wrapper)
     return spent
@@ -731,8 +890,12 @@ def _part_c(svc: Services, spec: RunSpec, media: Media, sample_s: float) -> None
         # the baseline is taken once a few dozen items are submitted and waiting.
         warm_n = 3 * spec.nodes * spec.concurrency
         warm = seed_prepared(svc, warm_n, media)
-        wait_for(lambda: ledger_counts(svc, warm).get("SUBMITTED", 0) == warm_n, 300,
-                 "warm-up", every_s=0.5)
+        wait_for(
+            lambda: ledger_counts(svc, warm).get("SUBMITTED", 0) == warm_n,
+            300,
+            "warm-up",
+            every_s=0.5,
+        )
         time.sleep(2.0)
         series.append(("warmed up, before the batch", 0.0, rss()))
         per_proc = [procs_rss()]
@@ -761,19 +924,28 @@ def _part_c(svc: Services, spec: RunSpec, media: Media, sample_s: float) -> None
     finally:
         run.stop()
     assert submitted_at is not None
-    print(f"\n(c) {n} items in flight (one task each, first poll {spec.poll_first_s:g} s after "
-          f"submission): all SUBMITTED {submitted_at - t0:.0f} s after seeding; sampled "
-          f"{len(samples)} times until {sample_s:.0f} s later; ledger {counts}")
-    print(f"{'moment':<34} {'t s':>6} " + " ".join(f"{'node ' + str(i) + ' MB':>10}"
-                                                  for i in range(len(run.nodes))))
+    print(
+        f"\n(c) {n} items in flight (one task each, first poll {spec.poll_first_s:g} s after "
+        f"submission): all SUBMITTED {submitted_at - t0:.0f} s after seeding; sampled "
+        f"{len(samples)} times until {sample_s:.0f} s later; ledger {counts}"
+    )
+    print(
+        f"{'moment':<34} {'t s':>6} "
+        + " ".join(f"{'node ' + str(i) + ' MB':>10}" for i in range(len(run.nodes)))
+    )
     for label, at, values in series:
         print(f"{label:<34} {at:>6.0f} " + " ".join(f"{v:>10.1f}" for v in values))
     for i in range(len(run.nodes)):
         col = [s[i] for s in samples]
-        print(f"node {i} (main + {spec.concurrency} children): min {min(col):.1f} MB, "
-              f"max {max(col):.1f} MB over the batch; per process (main first) before -> "
-              f"after: " + ", ".join(f"{a:.0f}->{b:.0f}" for a, b in zip(
-                  per_proc[0][i], per_proc[1][i], strict=False)) + " MB")
+        print(
+            f"node {i} (main + {spec.concurrency} children): min {min(col):.1f} MB, "
+            f"max {max(col):.1f} MB over the batch; per process (main first) before -> "
+            f"after: "
+            + ", ".join(
+                f"{a:.0f}->{b:.0f}" for a, b in zip(per_proc[0][i], per_proc[1][i], strict=False)
+            )
+            + " MB"
+        )
 
 
 def main() -> None:
@@ -786,20 +958,35 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=20, help="emulator concurrency C")
     parser.add_argument("--overhead-n", type=int, default=500)
     parser.add_argument("--inflight-n", type=int, default=10_000)
-    parser.add_argument("--sample-s", type=float, default=60.0,
-                        help="how long (c) keeps sampling once all are submitted")
-    parser.add_argument("--first-poll-s", type=float, default=900.0,
-                        help="(c): first poll this long after submission")
+    parser.add_argument(
+        "--sample-s",
+        type=float,
+        default=60.0,
+        help="how long (c) keeps sampling once all are submitted",
+    )
+    parser.add_argument(
+        "--first-poll-s",
+        type=float,
+        default=900.0,
+        help="(c): first poll this long after submission",
+    )
     parser.add_argument("--parts", default="abc")
     parser.add_argument("--repeat", type=int, default=1, help="(b): runs per pool")
     args = parser.parse_args()
     keep = os.environ.get("BENCH_KEEP_DIR")  # keep the worker logs there
-    with (contextlib.nullcontext(keep) if keep else
-          tempfile.TemporaryDirectory(prefix="bulkscribe-dbench-")) as tmp, \
-            services(Path(tmp)) as svc:
+    with (
+        (
+            contextlib.nullcontext(keep)
+            if keep
+            else tempfile.TemporaryDirectory(prefix="bulkscribe-dbench-")
+        ) as tmp,
+        services(Path(tmp)) as svc,
+    ):
         media = shared_media(svc)
-        print(f"distributed bench: {os.cpu_count()} cores; redis-server :{svc.redis_port}, "
-              f"moto {svc.moto}, database {svc.pg_name}")
+        print(
+            f"distributed bench: {os.cpu_count()} cores; redis-server :{svc.redis_port}, "
+            f"moto {svc.moto}, database {svc.pg_name}"
+        )
         if "a" in args.parts:
             part_a(svc, media, args.n, args.latency, args.slots)
         if "b" in args.parts:

@@ -43,10 +43,14 @@ from pipeline.emulator.server import free_port
 
 SUBMIT = "/api/v1/services/audio/asr/transcription"
 SENTENCES = [
-    "The birch canoe slid on the smooth planks.", "Glue the sheet to the dark blue background.",
-    "It's easy to tell the depth of a well.", "These days a chicken leg is a rare dish.",
-    "Rice is often served in round bowls.", "The juice of lemons makes fine punch.",
-    "The box was thrown beside the parked truck.", "The hogs were fed chopped corn and garbage.",
+    "The birch canoe slid on the smooth planks.",
+    "Glue the sheet to the dark blue background.",
+    "It's easy to tell the depth of a well.",
+    "These days a chicken leg is a rare dish.",
+    "Rice is often served in round bowls.",
+    "The juice of lemons makes fine punch.",
+    "The box was thrown beside the parked truck.",
+    "The hogs were fed chopped corn and garbage.",
 ]
 
 
@@ -116,8 +120,11 @@ def emulator(*args: str) -> Iterator[str]:
     """``bulkscribe emulator`` on a free port; yields its base URL, terminates it after."""
     port = free_port()
     exe = Path(sys.executable).with_name("bulkscribe")
-    proc = subprocess.Popen([str(exe), "emulator", "--port", str(port), "--log-level", "error",
-                             *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(exe), "emulator", "--port", str(port), "--log-level", "error", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -139,8 +146,9 @@ def emulator(*args: str) -> Iterator[str]:
             proc.kill()
 
 
-async def drive(name: str, clients: int, seconds: float, call: Call,
-                session: Callable[[], Session]) -> Row:
+async def drive(
+    name: str, clients: int, seconds: float, call: Call, session: Callable[[], Session]
+) -> Row:
     """Run ``clients`` loops of ``call`` for ``seconds``; latency percentiles over all calls."""
     latencies: list[float] = []
     errors = 0
@@ -166,8 +174,11 @@ async def drive(name: str, clients: int, seconds: float, call: Call,
 
 
 def submit_call(base: str, ids: list[str]) -> Call:
-    body = {"model": "fun-asr", "input": {"file_urls": ["http://127.0.0.1:9/a.wav"]},
-            "parameters": {}}
+    body = {
+        "model": "fun-asr",
+        "input": {"file_urls": ["http://127.0.0.1:9/a.wav"]},
+        "parameters": {},
+    }
 
     async def call(s: Session) -> int:
         status, data = await s.post(base + SUBMIT, body, {"X-DashScope-Async": "enable"})
@@ -191,9 +202,12 @@ def clips(count: int) -> Iterator[list[str]]:
     """``count`` distinct espeak-ng clips (about 8 s each) served over HTTP."""
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(count):
-            text = " ".join(SENTENCES[i % len(SENTENCES):] + SENTENCES[:i % len(SENTENCES)][:1])
-            subprocess.run(["espeak-ng", "-s", str(150 + i), "-w", f"{tmp}/c{i}.wav", text],
-                           check=True, capture_output=True)
+            text = " ".join(SENTENCES[i % len(SENTENCES) :] + SENTENCES[: i % len(SENTENCES)][:1])
+            subprocess.run(
+                ["espeak-ng", "-s", str(150 + i), "-w", f"{tmp}/c{i}.wav", text],
+                check=True,
+                capture_output=True,
+            )
         handler = functools.partial(_Quiet, directory=tmp)
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -206,35 +220,50 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-async def api_rows(base: str, clients: list[int], seconds: float,
-                   session: Callable[[], Session]) -> list[Row]:
+async def api_rows(
+    base: str, clients: list[int], seconds: float, session: Callable[[], Session]
+) -> list[Row]:
     ids: list[str] = []
     rows = [await drive("submit", c, seconds, submit_call(base, ids), session) for c in clients]
     rows += [await drive("poll", c, seconds, poll_call(base, ids), session) for c in clients]
     return rows
 
 
-async def load_rows(base: str, urls: list[str], clients: int, seconds: float,
-                    session: Callable[[], Session]) -> list[Row]:
+async def load_rows(
+    base: str, urls: list[str], clients: int, seconds: float, session: Callable[[], Session]
+) -> list[Row]:
     async with httpx.AsyncClient(timeout=60.0) as client:
-        ids = [(await client.post(base + SUBMIT, headers={"X-DashScope-Async": "enable"}, json={
-            "model": "fun-asr", "input": {"file_urls": [u]}, "parameters": {}})).json()
-            ["output"]["task_id"] for u in urls]
+        ids = [
+            (
+                await client.post(
+                    base + SUBMIT,
+                    headers={"X-DashScope-Async": "enable"},
+                    json={"model": "fun-asr", "input": {"file_urls": [u]}, "parameters": {}},
+                )
+            ).json()["output"]["task_id"]
+            for u in urls
+        ]
     row = await drive("poll+asr", clients, seconds, poll_call(base, ids), session)
     stats = httpx.get(f"{base}/_emulator/stats", timeout=60.0).json()
-    return [row, Row(f"  ({stats['transcriptions']} files transcribed meanwhile)", 0, 0, 1, 0, 0,
-                     0)]
+    return [
+        row,
+        Row(f"  ({stats['transcriptions']} files transcribed meanwhile)", 0, 0, 1, 0, 0, 0),
+    ]
 
 
 def print_table(rows: list[Row]) -> None:
-    print(f"{'scenario':<16}{'clients':>8}{'requests':>10}{'req/s':>10}{'p50 ms':>9}"
-          f"{'p99 ms':>9}{'errors':>8}")
+    print(
+        f"{'scenario':<16}{'clients':>8}{'requests':>10}{'req/s':>10}{'p50 ms':>9}"
+        f"{'p99 ms':>9}{'errors':>8}"
+    )
     for r in rows:
         if r.requests == 0:
             print(r.scenario)
             continue
-        print(f"{r.scenario:<16}{r.clients:>8}{r.requests:>10}{r.rate:>10.0f}{r.p50_ms:>9.1f}"
-              f"{r.p99_ms:>9.1f}{r.errors:>8}")
+        print(
+            f"{r.scenario:<16}{r.clients:>8}{r.requests:>10}{r.rate:>10.0f}{r.p50_ms:>9.1f}"
+            f"{r.p99_ms:>9.1f}{r.errors:>8}"
+        )
 
 
 def main() -> None:
@@ -242,14 +271,19 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
     parser.add_argument("--clients", default="1,16,64", help="concurrent clients to try")
     parser.add_argument("--client", choices=sorted(SESSIONS), default="httpx")
-    parser.add_argument("--asr-clients", type=int, default=4,
-                        help="pollers during poll+asr (more mostly measures CPU contention)")
+    parser.add_argument(
+        "--asr-clients",
+        type=int,
+        default=4,
+        help="pollers during poll+asr (more mostly measures CPU contention)",
+    )
     parser.add_argument("--no-asr", action="store_true", help="skip the poll+asr scenario")
     args = parser.parse_args()
     clients = [int(c) for c in args.clients.split(",")]
     session = SESSIONS[args.client]
-    print(f"client: {args.client}, one connection per simulated client, "
-          f"{args.duration:g} s per row")
+    print(
+        f"client: {args.client}, one connection per simulated client, {args.duration:g} s per row"
+    )
     with emulator("--latency-s", "3600", "--max-concurrency", "1") as base:
         rows = asyncio.run(api_rows(base, clients, args.duration, session))
         stats = httpx.get(f"{base}/_emulator/stats", timeout=60.0).json()

@@ -48,8 +48,23 @@ print(json.dumps({{"seconds": time.perf_counter() - t0, "words": words}}))
 
 def normalized(minutes: float, tmp: Path) -> Path:
     out = tmp / f"n{minutes:g}.wav"
-    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i",
-                    str(speech_minutes(minutes)), "-ac", "1", "-ar", "16000", str(out)], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-v",
+            "error",
+            "-y",
+            "-i",
+            str(speech_minutes(minutes)),
+            "-ac",
+            "1",
+            "-ar",
+            "16000",
+            str(out),
+        ],
+        check=True,
+    )
     return out
 
 
@@ -69,13 +84,13 @@ def rtf_table(tmp: Path) -> None:
     engine.load()
     from faster_whisper import WhisperModel
 
-    direct = WhisperModel(model_dir, device="cpu", compute_type="int8", cpu_threads=THREADS,
-                          local_files_only=True)
+    direct = WhisperModel(
+        model_dir, device="cpu", compute_type="int8", cpu_threads=THREADS, local_files_only=True
+    )
     # Run to run, the same call varies by about +-10 % on a small machine: interleave the
     # two and keep the best of REPEAT, for wall time and for CPU time (all threads).
     print(f"best of {REPEAT}, interleaved")
-    print(f"{'audio':<8} {'direct RTF':>11} {'bulkscribe RTF':>15} {'ratio':>7} "
-          f"{'CPU ratio':>10}")
+    print(f"{'audio':<8} {'direct RTF':>11} {'bulkscribe RTF':>15} {'ratio':>7} {'CPU ratio':>10}")
     ratios, cpu_ratios = [], []
     for minutes in (3, 10):
         wav = normalized(minutes, tmp)
@@ -83,18 +98,36 @@ def rtf_table(tmp: Path) -> None:
         best = {"direct": (float("inf"), float("inf")), "ours": (float("inf"), float("inf"))}
 
         for _ in range(REPEAT):
-            _timed(best, "direct", lambda wav=wav: list(direct.transcribe(
-                str(wav), beam_size=1, vad_filter=True, word_timestamps=True,
-                condition_on_previous_text=False)[0]))
-            _timed(best, "ours", lambda wav=wav, dur=dur: transcribe_file(
-                NormalizedAudio(wav, dur), engine, AsrOptions()))
+            _timed(
+                best,
+                "direct",
+                lambda wav=wav: list(
+                    direct.transcribe(
+                        str(wav),
+                        beam_size=1,
+                        vad_filter=True,
+                        word_timestamps=True,
+                        condition_on_previous_text=False,
+                    )[0]
+                ),
+            )
+            _timed(
+                best,
+                "ours",
+                lambda wav=wav, dur=dur: transcribe_file(
+                    NormalizedAudio(wav, dur), engine, AsrOptions()
+                ),
+            )
         (dw, dc), (ow, oc) = best["direct"], best["ours"]
         ratios.append(ow / dw)
         cpu_ratios.append(oc / dc)
-        print(f"{minutes:>3} min {dw / dur:>11.4f} {ow / dur:>15.4f} {ow / dw:>7.3f} "
-              f"{oc / dc:>10.3f}")
-    print(f"{'mean':<8} {'':>11} {'':>15} {sum(ratios) / len(ratios):>7.3f} "
-          f"{sum(cpu_ratios) / len(cpu_ratios):>10.3f}  (target <= 1.05)")
+        print(
+            f"{minutes:>3} min {dw / dur:>11.4f} {ow / dur:>15.4f} {ow / dw:>7.3f} {oc / dc:>10.3f}"
+        )
+    print(
+        f"{'mean':<8} {'':>11} {'':>15} {sum(ratios) / len(ratios):>7.3f} "
+        f"{sum(cpu_ratios) / len(cpu_ratios):>10.3f}  (target <= 1.05)"
+    )
 
 
 def _timed(best: dict[str, tuple[float, float]], name: str, fn: Any) -> None:
@@ -112,17 +145,21 @@ def memory_table(tmp: Path) -> None:
     manifest.write_text(json.dumps({"id": "hour", "source": str(src)}) + "\n")
     exe = str(Path(sys.executable).with_name("bulkscribe"))
     t0 = time.perf_counter()
-    _, ours_rss = run_measured([exe, "run", str(manifest), "--out", str(tmp / "out"),
-                                "--workers", "1"])
+    _, ours_rss = run_measured(
+        [exe, "run", str(manifest), "--out", str(tmp / "out"), "--workers", "1"]
+    )
     ours_s = time.perf_counter() - t0
     script = DIRECT.format(threads=THREADS)
-    out, direct_rss = run_measured([sys.executable, "-c", script,
-                                    resolve_model("tiny.en").location, str(wav)])
+    out, direct_rss = run_measured(
+        [sys.executable, "-c", script, resolve_model("tiny.en").location, str(wav)]
+    )
     direct_s = json.loads(out)["seconds"]
     print(f"\n{'60-min file':<24} {'peak RSS MiB':>13} {'wall s':>8}")
     print(f"{'faster-whisper direct':<24} {direct_rss:>13.0f} {direct_s:>8.1f}  (transcribe only)")
-    print(f"{'bulkscribe run':<24} {ours_rss:>13.0f} {ours_s:>8.1f}  (whole run: probe, "
-          "normalize, transcribe, write)")
+    print(
+        f"{'bulkscribe run':<24} {ours_rss:>13.0f} {ours_s:>8.1f}  (whole run: probe, "
+        "normalize, transcribe, write)"
+    )
     print(f"{'ratio':<24} {ours_rss / direct_rss:>13.3f}           (target < 1.5 GB absolute)")
 
 

@@ -26,10 +26,31 @@ RUNS = 3
 
 
 def plain(src: Path, dst: Path) -> None:
-    subprocess.run(["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json",
-                    str(src)], check=True, capture_output=True)
-    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(src), "-vn", "-ac", "1",
-                    "-ar", "16000", "-c:a", "pcm_s16le", str(dst)], check=True)
+    subprocess.run(
+        ["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json", str(src)],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-v",
+            "error",
+            "-y",
+            "-i",
+            str(src),
+            "-vn",
+            "-ac",
+            "1",
+            "-ar",
+            "16000",
+            "-c:a",
+            "pcm_s16le",
+            str(dst),
+        ],
+        check=True,
+    )
 
 
 def ours(src: Path, dst: Path) -> None:

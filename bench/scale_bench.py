@@ -42,8 +42,12 @@ def run_s(manifest: Path, out: Path) -> tuple[float, float]:
     exe = Path(sys.executable).with_name("bulkscribe")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    proc = subprocess.run([str(exe), "run", str(manifest), "--out", str(out), "--json"],
-                          capture_output=True, text=True, env=os.environ.copy())
+    proc = subprocess.run(
+        [str(exe), "run", str(manifest), "--out", str(out), "--json"],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+    )
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -56,20 +60,29 @@ def run_s(manifest: Path, out: Path) -> tuple[float, float]:
 def main(sizes: tuple[int, ...]) -> None:
     with tempfile.TemporaryDirectory(prefix="bulkscribe-scale-") as tmp:
         root = Path(tmp)
-        base = min((run_s(missing_files_manifest(root / f"m1-{k}.jsonl", 1), root / f"o1-{k}")
-                    for k in range(2)), key=lambda t: t[0])
+        base = min(
+            (
+                run_s(missing_files_manifest(root / f"m1-{k}.jsonl", 1), root / f"o1-{k}")
+                for k in range(2)
+            ),
+            key=lambda t: t[0],
+        )
         rows = []
         for n in sizes:
             wall, cpu = run_s(missing_files_manifest(root / f"m{n}.jsonl", n), root / f"o{n}")
             rows.append((n, wall, (wall - base[0]) / n * 1000, (cpu - base[1]) / n * 1000))
-    print(f"start-up (1-line run): {base[0]:.2f} s wall, {base[1]:.2f} s CPU; load average "
-          f"{os.getloadavg()[0]:.1f} at the end")
+    print(
+        f"start-up (1-line run): {base[0]:.2f} s wall, {base[1]:.2f} s CPU; load average "
+        f"{os.getloadavg()[0]:.1f} at the end"
+    )
     print(f"{'lines':>8} {'wall s':>9} {'wall ms/item':>13} {'CPU ms/item':>12} {'items/s':>8}")
     for n, wall, per_ms, cpu_ms in rows:
         print(f"{n:>8,} {wall:>9.1f} {per_ms:>13.3f} {cpu_ms:>12.3f} {1000 / per_ms:>8.0f}")
     first, last = rows[0], rows[-1]
-    print(f"per-item overhead {last[0]:,} / {first[0]:,} lines: wall {last[2] / first[2]:.2f}x, "
-          f"CPU {last[3] / first[3]:.2f}x (target: flat, <= 1.5)")
+    print(
+        f"per-item overhead {last[0]:,} / {first[0]:,} lines: wall {last[2] / first[2]:.2f}x, "
+        f"CPU {last[3] / first[3]:.2f}x (target: flat, <= 1.5)"
+    )
 
 
 if __name__ == "__main__":

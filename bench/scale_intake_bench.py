@@ -54,20 +54,47 @@ def copy_floor(url: str, n: int) -> float:
     now = "2026-01-01 00:00:00+00"
     started = time.perf_counter()
     with psycopg.connect(url) as conn, conn.cursor() as cur:
-        cur.execute("INSERT INTO batches (id, kind, out, engine, model, options, created_at) "
-                    "VALUES ('floor', 'submit', '/tmp/floor', 'local', 'tiny.en', '{}', now())")
+        cur.execute(
+            "INSERT INTO batches (id, kind, out, engine, model, options, created_at) "
+            "VALUES ('floor', 'submit', '/tmp/floor', 'local', 'tiny.en', '{}', now())"
+        )
         ids = [uuid.uuid4().hex for _ in range(n)]
-        with cur.copy("COPY items (id, batch_id, key, line_no, source, spec, fingerprint, state,"
-                      " attempt, tries, polls, created_at, updated_at) FROM STDIN") as cp:
+        with cur.copy(
+            "COPY items (id, batch_id, key, line_no, source, spec, fingerprint, state,"
+            " attempt, tries, polls, created_at, updated_at) FROM STDIN"
+        ) as cp:
             for i, item_id in enumerate(ids):
-                spec = json.dumps({"id": f"rec-{i:07d}", "source": f"/data/rec-{i:07d}.wav",
-                                   "engine": "local", "model": "tiny.en", "language": None,
-                                   "options": {}})
-                cp.write_row((item_id, "floor", f"rec-{i:07d}", i + 1,
-                              f"/data/rec-{i:07d}.wav", spec, "0" * 64, "PENDING", 1, 0, 0,
-                              now, now))
-        with cur.copy("COPY attempts (item_id, number, engine, model, options, state,"
-                      " started_at, timings) FROM STDIN") as cp:
+                spec = json.dumps(
+                    {
+                        "id": f"rec-{i:07d}",
+                        "source": f"/data/rec-{i:07d}.wav",
+                        "engine": "local",
+                        "model": "tiny.en",
+                        "language": None,
+                        "options": {},
+                    }
+                )
+                cp.write_row(
+                    (
+                        item_id,
+                        "floor",
+                        f"rec-{i:07d}",
+                        i + 1,
+                        f"/data/rec-{i:07d}.wav",
+                        spec,
+                        "0" * 64,
+                        "PENDING",
+                        1,
+                        0,
+                        0,
+                        now,
+                        now,
+                    )
+                )
+        with cur.copy(
+            "COPY attempts (item_id, number, engine, model, options, state,"
+            " started_at, timings) FROM STDIN"
+        ) as cp:
             for item_id in ids:
                 cp.write_row((item_id, 1, "local", "tiny.en", "{}", "RUNNING", now, "{}"))
         conn.commit()
@@ -76,22 +103,36 @@ def copy_floor(url: str, n: int) -> float:
 
 def main(sizes: list[int]) -> None:
     port = free_port()
-    redis = subprocess.Popen(["redis-server", "--port", str(port), "--save", "",
-                              "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    redis = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
     try:
         for n in sizes:
             name = f"bulkscribe_bench_{uuid.uuid4().hex[:8]}"
             with psycopg.connect(ADMIN, autocommit=True) as conn:
                 conn.execute(f'CREATE DATABASE "{name}"')
             url = f"postgresql://postgres@127.0.0.1:5432/{name}"
-            env = {**os.environ, "BULKSCRIBE_DATABASE_URL": url,
-                   "BULKSCRIBE_BROKER_URL": f"redis://127.0.0.1:{port}/0"}
+            env = {
+                **os.environ,
+                "BULKSCRIBE_DATABASE_URL": url,
+                "BULKSCRIBE_BROKER_URL": f"redis://127.0.0.1:{port}/0",
+            }
             try:
                 with tempfile.TemporaryDirectory() as tmp:
                     path = Path(tmp) / "m.jsonl"
                     manifest(path, n)
-                    wall, rss, out = run([str(BIN / "bulkscribe"), "submit", str(path), "--out",
-                                          f"{tmp}/out", "--json"], env)
+                    wall, rss, out = run(
+                        [
+                            str(BIN / "bulkscribe"),
+                            "submit",
+                            str(path),
+                            "--out",
+                            f"{tmp}/out",
+                            "--json",
+                        ],
+                        env,
+                    )
                     batch = json.loads(out)["batch_id"]
                     from pipeline.ledger import open_ledger
                     from pipeline.report import batch_status
@@ -101,20 +142,33 @@ def main(sizes: list[int]) -> None:
                     t = time.perf_counter()
                     batch_status(ledger, batch)
                     status_s = time.perf_counter() - t
-                    status_cmd, _, _ = run([str(BIN / "bulkscribe"), "status", batch, "--json"],
-                                           env)
+                    status_cmd, _, _ = run(
+                        [str(BIN / "bulkscribe"), "status", batch, "--json"], env
+                    )
                     ledger.engine.dispose()
                     floor = copy_floor(url, n)
-                print(json.dumps({"lines": n, "submit_s": round(wall, 1),
-                                  "items_per_s": round(n / wall), "peak_rss_mb": round(rss),
-                                  "copy_floor_s": round(floor, 1),
-                                  "copy_rows_per_s": round(n / floor),
-                                  "batch_status_ms": round(status_s * 1000),
-                                  "status_command_s": round(status_cmd, 2)}), flush=True)
+                print(
+                    json.dumps(
+                        {
+                            "lines": n,
+                            "submit_s": round(wall, 1),
+                            "items_per_s": round(n / wall),
+                            "peak_rss_mb": round(rss),
+                            "copy_floor_s": round(floor, 1),
+                            "copy_rows_per_s": round(n / floor),
+                            "batch_status_ms": round(status_s * 1000),
+                            "status_command_s": round(status_cmd, 2),
+                        }
+                    ),
+                    flush=True,
+                )
             finally:
                 with psycopg.connect(ADMIN, autocommit=True) as conn:
-                    conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                 "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
+                    conn.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = %s AND pid <> pg_backend_pid()",
+                        (name,),
+                    )
                     conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
     finally:
         redis.kill()

@@ -39,13 +39,23 @@ def new_batch_id(now: datetime | None = None) -> str:
     return f"b-{stamp}-{secrets.token_hex(3)}"
 
 
-def item_spec(entry: ManifestItem, *, engine: str, model: str, language: str | None,
-              options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def item_spec(
+    entry: ManifestItem,
+    *,
+    engine: str,
+    model: str,
+    language: str | None,
+    options: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     # The spec is shown (``dlq show``, the console) and copied into attempts: it holds the
     # source as displayed. The fetchable URL, credentials and all, lives only in the item's
     # ``source`` column (see seeds_for).
-    spec = entry.spec() | {"source": display(storable(entry.source)), "engine": engine,
-                           "model": entry.model or model, "language": entry.language or language}
+    spec = entry.spec() | {
+        "source": display(storable(entry.source)),
+        "engine": engine,
+        "model": entry.model or model,
+        "language": entry.language or language,
+    }
     if options:
         spec["options"] = {**dict(options), **spec["options"]}
     return spec
@@ -56,35 +66,53 @@ def fingerprint(spec: Mapping[str, Any]) -> str:
     return hashlib.sha256(blob.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def seeds_for(entries: Iterable[ManifestItem | ManifestProblem], *, engine: str, model: str,
-              language: str | None, options: Mapping[str, Any] | None = None) -> list[ItemSeed]:
-    return list(iter_seeds(entries, engine=engine, model=model, language=language,
-                           options=options))
+def seeds_for(
+    entries: Iterable[ManifestItem | ManifestProblem],
+    *,
+    engine: str,
+    model: str,
+    language: str | None,
+    options: Mapping[str, Any] | None = None,
+) -> list[ItemSeed]:
+    return list(iter_seeds(entries, engine=engine, model=model, language=language, options=options))
 
 
-def iter_seeds(entries: Iterable[ManifestItem | ManifestProblem], *, engine: str, model: str,
-               language: str | None,
-               options: Mapping[str, Any] | None = None) -> Iterator[ItemSeed]:
+def iter_seeds(
+    entries: Iterable[ManifestItem | ManifestProblem],
+    *,
+    engine: str,
+    model: str,
+    language: str | None,
+    options: Mapping[str, Any] | None = None,
+) -> Iterator[ItemSeed]:
     """:func:`seeds_for` one at a time, for intakes streamed from a large manifest."""
     from pipeline.sources import source_stamp  # httpx: not for `status`, which needs batch_id_for
 
     for entry in entries:
         if isinstance(entry, ManifestProblem):
             yield ItemSeed(
-                key=key_of(entry), line_no=entry.line_no, source=storable(entry.source or ""),
+                key=key_of(entry),
+                line_no=entry.line_no,
+                source=storable(entry.source or ""),
                 spec={"id": entry.item_id},
                 fingerprint=fingerprint({"problem": entry.code, "message": entry.message}),
-                failure=(entry.code, entry.message))
+                failure=(entry.code, entry.message),
+            )
             continue
         spec = item_spec(entry, engine=engine, model=model, language=language, options=options)
         source = storable(entry.source)
         refused = _refused(spec, entry.line_no)
         # The fingerprint hashes the fetchable source, not the masked one: a manifest line
         # whose token or password changed is a new attempt, fetched with the new one.
-        yield ItemSeed(key=entry.item_id, line_no=entry.line_no, source=source,
-                       spec=spec, fingerprint=fingerprint(spec | {"source": source}),
-                       source_stamp=None if refused else source_stamp(entry.source),
-                       failure=refused)
+        yield ItemSeed(
+            key=entry.item_id,
+            line_no=entry.line_no,
+            source=source,
+            spec=spec,
+            fingerprint=fingerprint(spec | {"source": source}),
+            source_stamp=None if refused else source_stamp(entry.source),
+            failure=refused,
+        )
 
 
 def _refused(spec: Mapping[str, Any], line_no: int) -> tuple[str, str] | None:
@@ -98,7 +126,8 @@ def _refused(spec: Mapping[str, Any], line_no: int) -> tuple[str, str] | None:
         return None
     return FailureCode.UNSUPPORTED_OPTION.value, (
         f"line {line_no}: option {', '.join(map(repr, names))} is not supported by the "
-        f"{info.engine} engine (model {info.model})")
+        f"{info.engine} engine (model {info.model})"
+    )
 
 
 def storable(source: str) -> str:

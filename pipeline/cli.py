@@ -39,7 +39,6 @@ class BadInput(click.ClickException):
     exit_code = EXIT_USAGE
 
 
-
 class SetupError(click.ClickException):
     """A setup problem found before any file is touched: one line, exit 2."""
 
@@ -63,44 +62,84 @@ def _check_setup(settings: Any) -> None:
 def engine_options(command: Any) -> Any:
     """The local engine's knobs and the subtitle layout, as options of ``run``."""
     options = [
-        click.option("--beam-size", type=click.IntRange(1, 20),
-                     help="Beam search width (default 5; 1 is greedy: faster, less accurate)."),
+        click.option(
+            "--beam-size",
+            type=click.IntRange(1, 20),
+            help="Beam search width (default 5; 1 is greedy: faster, less accurate).",
+        ),
         click.option("--device", help="cpu (default), cuda or auto."),
-        click.option("--compute-type", help="CTranslate2 compute type: int8 (default), "
-                     "int8_float32, float32, float16 (GPU), ..."),
-        click.option("--threads", type=click.IntRange(0, 256),
-                     help="CPU threads per model (default 0: cores / workers)."),
-        click.option("--vad/--no-vad", "vad", default=None,
-                     help="Drop silence before decoding (default on)."),
-        click.option("--context", help="Initial prompt: names and terms to expect; an item's "
-                     "own context wins."),
+        click.option(
+            "--compute-type",
+            help="CTranslate2 compute type: int8 (default), "
+            "int8_float32, float32, float16 (GPU), ...",
+        ),
+        click.option(
+            "--threads",
+            type=click.IntRange(0, 256),
+            help="CPU threads per model (default 0: cores / workers).",
+        ),
+        click.option(
+            "--vad/--no-vad", "vad", default=None, help="Drop silence before decoding (default on)."
+        ),
+        click.option(
+            "--context",
+            help="Initial prompt: names and terms to expect; an item's own context wins.",
+        ),
         click.option("--hotwords", help="Words to favour; an item's own hotwords win."),
-        click.option("--task", type=click.Choice(["transcribe", "translate"]),
-                     help="translate: speech in any language to English text (needs a "
-                     "multilingual model such as base)."),
-        click.option("--max-line-width", type=click.IntRange(10, 200),
-                     help="Subtitle line length in characters (default 42)."),
-        click.option("--max-line-count", type=click.IntRange(1, 10),
-                     help="Lines per subtitle cue (default 2)."),
+        click.option(
+            "--task",
+            type=click.Choice(["transcribe", "translate"]),
+            help="translate: speech in any language to English text (needs a "
+            "multilingual model such as base).",
+        ),
+        click.option(
+            "--max-line-width",
+            type=click.IntRange(10, 200),
+            help="Subtitle line length in characters (default 42).",
+        ),
+        click.option(
+            "--max-line-count",
+            type=click.IntRange(1, 10),
+            help="Lines per subtitle cue (default 2).",
+        ),
     ]
     for option in reversed(options):
         command = option(command)
     return command
 
 
-def engine_settings(beam_size: int | None = None, device: str | None = None,
-                    compute_type: str | None = None, threads: int | None = None,
-                    vad: bool | None = None, context: str | None = None,
-                    hotwords: str | None = None, task: str | None = None,
-                    max_line_width: int | None = None,
-                    max_line_count: int | None = None) -> dict[str, Any]:
+def engine_settings(
+    beam_size: int | None = None,
+    device: str | None = None,
+    compute_type: str | None = None,
+    threads: int | None = None,
+    vad: bool | None = None,
+    context: str | None = None,
+    hotwords: str | None = None,
+    task: str | None = None,
+    max_line_width: int | None = None,
+    max_line_count: int | None = None,
+) -> dict[str, Any]:
     """The settings those options set (only the ones given)."""
-    local = {k: v for k, v in (("beam_size", beam_size), ("device", device),
-                               ("compute_type", compute_type), ("cpu_threads", threads),
-                               ("vad_filter", vad), ("context", context),
-                               ("hotwords", hotwords), ("task", task)) if v is not None}
-    subtitles = {k: v for k, v in (("max_line_width", max_line_width),
-                                   ("max_line_count", max_line_count)) if v is not None}
+    local = {
+        k: v
+        for k, v in (
+            ("beam_size", beam_size),
+            ("device", device),
+            ("compute_type", compute_type),
+            ("cpu_threads", threads),
+            ("vad_filter", vad),
+            ("context", context),
+            ("hotwords", hotwords),
+            ("task", task),
+        )
+        if v is not None
+    }
+    subtitles = {
+        k: v
+        for k, v in (("max_line_width", max_line_width), ("max_line_count", max_line_count))
+        if v is not None
+    }
     return {"local": local or None, "subtitles": subtitles or None}
 
 
@@ -110,29 +149,48 @@ class LazyGroup(click.Group):
     lists them from the one-line summaries here instead of importing them."""
 
     lazy: ClassVar[dict[str, tuple[str, str]]] = {
-        "emulator": ("pipeline.emulator.cli:emulator",
-                     "Serve a DashScope-compatible API backed by the local engine."),
-        "submit": ("pipeline.cli_ops:submit",
-                   "Queue a MANIFEST for the workers; prints the batch id."),
+        "emulator": (
+            "pipeline.emulator.cli:emulator",
+            "Serve a DashScope-compatible API backed by the local engine.",
+        ),
+        "submit": (
+            "pipeline.cli_ops:submit",
+            "Queue a MANIFEST for the workers; prints the batch id.",
+        ),
         "worker": ("pipeline.cli_ops:worker", "Run a Celery worker on the given queues."),
-        "beat": ("pipeline.cli_ops:beat",
-                 "Run the scheduler: the sweeper and the configured schedules."),
-        "retry": ("pipeline.cli_ops:retry",
-                  "Give a batch's FAILED and DEAD items a new attempt."),
-        "reprocess": ("pipeline.cli_ops:reprocess",
-                      "New attempts for a batch, some items, or items in a state."),
-        "dlq": ("pipeline.cli_ops:dlq",
-                "The dead-letter set: items whose retries ran out (state DEAD)."),
-        "notify": ("pipeline.notify.cli:notify",
-                   "Webhook notifications: list the outbox, send again."),
-        "cancel": ("pipeline.cli_ops:cancel",
-                   "Cancel a batch: nothing more is submitted, its items end CANCELLED."),
-        "console": ("pipeline.console.cli:console",
-                    "Serve the operator console: batches, items, actions, live counts."),
-        "plan": ("pipeline.cli_plan:plan",
-                 "Probe INPUTs and estimate audio hours, cost and wall time; nothing is sent."),
-        "gc": ("pipeline.gc:gc",
-               "Delete finished batches' item and attempt rows, keeping their totals."),
+        "beat": (
+            "pipeline.cli_ops:beat",
+            "Run the scheduler: the sweeper and the configured schedules.",
+        ),
+        "retry": ("pipeline.cli_ops:retry", "Give a batch's FAILED and DEAD items a new attempt."),
+        "reprocess": (
+            "pipeline.cli_ops:reprocess",
+            "New attempts for a batch, some items, or items in a state.",
+        ),
+        "dlq": (
+            "pipeline.cli_ops:dlq",
+            "The dead-letter set: items whose retries ran out (state DEAD).",
+        ),
+        "notify": (
+            "pipeline.notify.cli:notify",
+            "Webhook notifications: list the outbox, send again.",
+        ),
+        "cancel": (
+            "pipeline.cli_ops:cancel",
+            "Cancel a batch: nothing more is submitted, its items end CANCELLED.",
+        ),
+        "console": (
+            "pipeline.console.cli:console",
+            "Serve the operator console: batches, items, actions, live counts.",
+        ),
+        "plan": (
+            "pipeline.cli_plan:plan",
+            "Probe INPUTs and estimate audio hours, cost and wall time; nothing is sent.",
+        ),
+        "gc": (
+            "pipeline.gc:gc",
+            "Delete finished batches' item and attempt rows, keeping their totals.",
+        ),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -194,8 +252,10 @@ def _scratch_root(base: str | os.PathLike[str] | None, out_dir: Path | None = No
     try:
         return Path(tempfile.mkdtemp(prefix=f"bulkscribe-run-{os.getpid()}-", dir=root))
     except OSError as exc:
-        _fail_usage(f"cannot make a scratch directory in {root}: [Errno {exc.errno}] "
-                    f"{exc.strerror}; set BULKSCRIBE_SCRATCH_DIR to a directory you can write to")
+        _fail_usage(
+            f"cannot make a scratch directory in {root}: [Errno {exc.errno}] "
+            f"{exc.strerror}; set BULKSCRIBE_SCRATCH_DIR to a directory you can write to"
+        )
 
 
 def _alive(pid: int) -> bool:
@@ -233,8 +293,13 @@ def _out_dir_lock(out_dir: Path) -> Iterator[None]:
             held.callback(os.close, out_fd)
             state_fd = open_state_dir(out_fd, out_dir)
             held.callback(os.close, state_fd)
-            lock_fd = open_regular("lock", os.O_RDWR | os.O_CREAT, dir_fd=state_fd,
-                                   shown=out_dir / STATE_DIR / "lock", mode=0o600)
+            lock_fd = open_regular(
+                "lock",
+                os.O_RDWR | os.O_CREAT,
+                dir_fd=state_fd,
+                shown=out_dir / STATE_DIR / "lock",
+                mode=0o600,
+            )
         except OutDirRefused as exc:
             _fail_usage(str(exc))
         f = held.enter_context(os.fdopen(lock_fd, "r+"))
@@ -282,40 +347,52 @@ def _removed_after(path: Path) -> Iterator[None]:
 
 def budget_options(fn: Any) -> Any:
     """--max-audio-hours and --max-cost, shared by run, submit and retry."""
-    fn = click.option("--max-cost", type=click.FloatRange(min=0),
-                      help="Admit items in manifest order while their cost (from the "
-                      "[prices] table) stays within this; the rest are SKIPPED.")(fn)
-    return click.option("--max-audio-hours", type=click.FloatRange(min=0, min_open=True),
-                        help="Admit items in manifest order while their audio stays within "
-                        "this many hours; the rest are SKIPPED (budget_exceeded).")(fn)
+    fn = click.option(
+        "--max-cost",
+        type=click.FloatRange(min=0),
+        help="Admit items in manifest order while their cost (from the "
+        "[prices] table) stays within this; the rest are SKIPPED.",
+    )(fn)
+    return click.option(
+        "--max-audio-hours",
+        type=click.FloatRange(min=0, min_open=True),
+        help="Admit items in manifest order while their audio stays within "
+        "this many hours; the rest are SKIPPED (budget_exceeded).",
+    )(fn)
 
 
-def run_caps(settings: Any, models: Any, max_audio_hours: float | None,
-             max_cost: float | None) -> Any:
+def run_caps(
+    settings: Any, models: Any, max_audio_hours: float | None, max_cost: float | None
+) -> Any:
     """The budget caps for items of these models (flags over settings); exit 2 when
     --max-cost has no price for one of them."""
     from pipeline.pricing import budget_caps
 
     try:
-        return budget_caps(settings, settings.engine, models,
-                           max_audio_hours=max_audio_hours, max_cost=max_cost)
+        return budget_caps(
+            settings, settings.engine, models, max_audio_hours=max_audio_hours, max_cost=max_cost
+        )
     except PipelineError as exc:
         _fail_usage(exc.message)
 
 
-INPUTS_HELP = ("Each INPUT is a media file (one item), a directory (walked for media files, "
-               "its tree mirrored under --out) or a manifest (JSONL, CSV or a list of sources).")
+INPUTS_HELP = (
+    "Each INPUT is a media file (one item), a directory (walked for media files, "
+    "its tree mirrored under --out) or a manifest (JSONL, CSV or a list of sources)."
+)
 
 
-def _load_inputs(inputs: tuple[Path, ...], manifest_format: str | None, strict: bool,
-                 settings: Any) -> Any:
+def _load_inputs(
+    inputs: tuple[Path, ...], manifest_format: str | None, strict: bool, settings: Any
+) -> Any:
     """Every INPUT read before --out is locked or written: an unusable one is exit 2.
     Warnings (unknown fields) go to stderr here and to the log once it is open."""
     from pipeline.manifest import ManifestUnreadable, load_inputs
 
     try:
-        loaded = load_inputs(inputs, fmt=manifest_format, strict=strict,
-                             max_bytes=settings.manifest.max_bytes)
+        loaded = load_inputs(
+            inputs, fmt=manifest_format, strict=strict, max_bytes=settings.manifest.max_bytes
+        )
     except ManifestUnreadable as exc:
         raise BadInput(str(exc)) from None
     for warning in loaded.warnings:
@@ -333,35 +410,70 @@ def _log_warnings(loaded: Any) -> None:
 
 @main.command(epilog=INPUTS_HELP)
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--out", "out_dir", default="transcripts", show_default=True,
-              type=click.Path(file_okay=False, path_type=Path),
-              help="Output directory: transcripts, results.jsonl, the log and the ledger.")
+@click.option(
+    "--out",
+    "out_dir",
+    default="transcripts",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output directory: transcripts, results.jsonl, the log and the ledger.",
+)
 @click.option("--engine", type=click.Choice(["local", "dashscope"]), help="ASR engine.")
-@click.option("--model", help="tiny.en (default), base, a model directory, or a faster-whisper "
-              "name already in the download cache (see local.allow_download); DashScope: "
-              "fun-asr, qwen3-asr-flash-filetrans, ...")
+@click.option(
+    "--model",
+    help="tiny.en (default), base, a model directory, or a faster-whisper "
+    "name already in the download cache (see local.allow_download); DashScope: "
+    "fun-asr, qwen3-asr-flash-filetrans, ...",
+)
 @click.option("--language", help="Language code, e.g. en, zh (default: detect).")
 @click.option("--workers", type=click.IntRange(1, 64), help="Items processed at once.")
-@click.option("--formats", help="Comma-separated: json,txt,srt,vtt,tsv "
-              "(default: json,txt,srt,vtt).")
+@click.option(
+    "--formats", help="Comma-separated: json,txt,srt,vtt,tsv (default: json,txt,srt,vtt)."
+)
 @click.option("--force", is_flag=True, help="Transcribe finished items again.")
 @click.option("--retry-failed", is_flag=True, help="Try permanently failed items again.")
-@click.option("--manifest-format", type=click.Choice(["jsonl", "csv", "list", "dir"]),
-              help="Override format detection of a single manifest INPUT.")
-@click.option("--strict", is_flag=True,
-              help="Unknown manifest fields fail their lines (manifest_invalid), not warn.")
+@click.option(
+    "--manifest-format",
+    type=click.Choice(["jsonl", "csv", "list", "dir"]),
+    help="Override format detection of a single manifest INPUT.",
+)
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Unknown manifest fields fail their lines (manifest_invalid), not warn.",
+)
 @budget_options
 @click.option("--config", type=click.Path(dir_okay=False), help="TOML settings file.")
-@click.option("--notify", "notify_urls", multiple=True, metavar="URL",
-              help="Send signed webhooks (batch.completed) here; repeatable.")
+@click.option(
+    "--notify",
+    "notify_urls",
+    multiple=True,
+    metavar="URL",
+    help="Send signed webhooks (batch.completed) here; repeatable.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("-v", "--verbose", count=True, help="More log lines on stderr (-v, -vv).")
 @engine_options
-def run(inputs: tuple[Path, ...], out_dir: Path, engine: str | None, model: str | None,
-        language: str | None, workers: int | None, formats: str | None, force: bool,
-        retry_failed: bool, manifest_format: str | None, strict: bool,
-        max_audio_hours: float | None, max_cost: float | None, config: str | None,
-        notify_urls: tuple[str, ...], as_json: bool, verbose: int, **knobs: Any) -> None:
+def run(
+    inputs: tuple[Path, ...],
+    out_dir: Path,
+    engine: str | None,
+    model: str | None,
+    language: str | None,
+    workers: int | None,
+    formats: str | None,
+    force: bool,
+    retry_failed: bool,
+    manifest_format: str | None,
+    strict: bool,
+    max_audio_hours: float | None,
+    max_cost: float | None,
+    config: str | None,
+    notify_urls: tuple[str, ...],
+    as_json: bool,
+    verbose: int,
+    **knobs: Any,
+) -> None:
     """Transcribe every item of the INPUTs on this machine into --out."""
     from pipeline.asr.catalog import model_info
     from pipeline.flow.outputs import DirSink, cue_layout
@@ -372,8 +484,15 @@ def run(inputs: tuple[Path, ...], out_dir: Path, engine: str | None, model: str 
     from pipeline.runner import EmbeddedRunner, RunConfig
     from pipeline.wiring import build_context, http_client, media_store
 
-    settings = _settings(config, engine=engine, model=model, language=language,
-                         workers=workers, formats=formats, **engine_settings(**knobs))
+    settings = _settings(
+        config,
+        engine=engine,
+        model=model,
+        language=language,
+        workers=workers,
+        formats=formats,
+        **engine_settings(**knobs),
+    )
     out_dir = out_dir.absolute()
     notify_urls = _notify_urls(notify_urls, settings)
     loaded = _load_inputs(inputs, manifest_format, strict, settings)
@@ -382,30 +501,48 @@ def run(inputs: tuple[Path, ...], out_dir: Path, engine: str | None, model: str 
     caps, currency = run_caps(settings, models, max_audio_hours, max_cost)
     level = {0: settings.log_level, 1: "info"}.get(verbose, "debug")
     scratch = _scratch_root(settings.scratch_dir, out_dir)
-    with _removed_after(scratch), _out_dir_lock(out_dir), \
-            http_client(settings) as http:
+    with _removed_after(scratch), _out_dir_lock(out_dir), http_client(settings) as http:
         configure_logging(level=level, json_file=out_dir / "bulkscribe.log")
         _log_warnings(loaded)
         try:
             info = model_info(settings.engine, settings.model, settings.limits)
             sink = DirSink(out_dir, cue_layout(settings.subtitles))
             ctx = build_context(
-                settings, ledger=open_ledger(ledger_url(settings, out_dir)),
-                owner=f"run:{os.getpid()}", sinks=lambda _batch: sink, scratch=scratch,
-                store=media_store(settings, out_dir / ".bulkscribe" / "media"), http=http,
-                dead_letters=False, **_probe_cache(out_dir))
+                settings,
+                ledger=open_ledger(ledger_url(settings, out_dir)),
+                owner=f"run:{os.getpid()}",
+                sinks=lambda _batch: sink,
+                scratch=scratch,
+                store=media_store(settings, out_dir / ".bulkscribe" / "media"),
+                http=http,
+                dead_letters=False,
+                **_probe_cache(out_dir),
+            )
         except PipelineError as exc:
             _fail_usage(exc.message)
-        engine_check = getattr(ctx.clip_engine(info), "check", None) \
-            if info.mode.value == "clip" else None
+        engine_check = (
+            getattr(ctx.clip_engine(info), "check", None) if info.mode.value == "clip" else None
+        )
         runner = EmbeddedRunner(
-            cfg=RunConfig(out_dir=out_dir, engine=settings.engine, model=settings.model,
-                          language=settings.language, formats=settings.formats,
-                          workers=settings.workers, retry=settings.retry, force=force,
-                          retry_failed=retry_failed, budget=caps, currency=currency),
-            ctx=ctx, progress=_progress(as_json), check_engine=engine_check,
+            cfg=RunConfig(
+                out_dir=out_dir,
+                engine=settings.engine,
+                model=settings.model,
+                language=settings.language,
+                formats=settings.formats,
+                workers=settings.workers,
+                retry=settings.retry,
+                force=force,
+                retry_failed=retry_failed,
+                budget=caps,
+                currency=currency,
+            ),
+            ctx=ctx,
+            progress=_progress(as_json),
+            check_engine=engine_check,
             batch_size=settings.provider.batch_size,
-            on_complete=embedded_close(ctx.ledger.engine, settings, notify_urls, out_dir))
+            on_complete=embedded_close(ctx.ledger.engine, settings, notify_urls, out_dir),
+        )
         try:
             summary = runner.run(loaded)
         except PipelineError as exc:  # the engine check once work is found (hash, load)
@@ -455,13 +592,21 @@ def _print_summary(summary: Any, out_dir: Path, as_json: bool) -> None:
     counts = summary.counts
     failed = [r for r in summary.results if r.status != "SUCCEEDED"]
     if as_json:
-        click.echo(json.dumps({
-            "out": str(out_dir), "total": len(summary.results), "counts": counts,
-            "processed": summary.processed, "elapsed_s": round(summary.elapsed_s, 3),
-            "audio_s": round(summary.audio_s, 3),
-            "results": str(out_dir / "results.jsonl"),
-            "failed": [{"id": r.id, "source": r.source, **(r.error or {})} for r in failed],
-        }, ensure_ascii=False))
+        click.echo(
+            json.dumps(
+                {
+                    "out": str(out_dir),
+                    "total": len(summary.results),
+                    "counts": counts,
+                    "processed": summary.processed,
+                    "elapsed_s": round(summary.elapsed_s, 3),
+                    "audio_s": round(summary.audio_s, 3),
+                    "results": str(out_dir / "results.jsonl"),
+                    "failed": [{"id": r.id, "source": r.source, **(r.error or {})} for r in failed],
+                },
+                ensure_ascii=False,
+            )
+        )
         return
     from rich.console import Console
     from rich.table import Table
@@ -479,20 +624,27 @@ def _print_summary(summary: Any, out_dir: Path, as_json: bool) -> None:
         for col in ("id", "code", "message"):
             fail_table.add_column(col, overflow="fold")
         for r in failed[:50]:
-            fail_table.add_row(r.id or "-", (r.error or {}).get("code", ""),
-                               (r.error or {}).get("message", ""))
+            fail_table.add_row(
+                r.id or "-", (r.error or {}).get("code", ""), (r.error or {}).get("message", "")
+            )
         console.print(fail_table)
         if len(failed) > 50:
             console.print(f"... and {len(failed) - 50} more in results.jsonl")
     rate = f", {summary.audio_s / summary.elapsed_s:.1f}x real time" if summary.audio_s else ""
-    console.print(f"{summary.processed} processed in {summary.elapsed_s:.1f} s{rate}; "
-                  f"results in {out_dir / 'results.jsonl'}")
+    console.print(
+        f"{summary.processed} processed in {summary.elapsed_s:.1f} s{rate}; "
+        f"results in {out_dir / 'results.jsonl'}"
+    )
 
 
 @main.command()
 @click.argument("batch", required=False)
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
-              help="Output directory of an embedded run.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Output directory of an embedded run.",
+)
 @click.option("--config", type=click.Path(dir_okay=False), help="TOML settings file.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def status(batch: str | None, out_dir: Path | None, config: str | None, as_json: bool) -> None:

@@ -22,8 +22,9 @@ def _ledger(settings: Any) -> Any:
     from pipeline.ledger import open_ledger
 
     if not settings.database_url:
-        _fail_usage("set BULKSCRIBE_DATABASE_URL (e.g. postgresql://user@host/db) for "
-                    "distributed mode")
+        _fail_usage(
+            "set BULKSCRIBE_DATABASE_URL (e.g. postgresql://user@host/db) for distributed mode"
+        )
     return open_ledger(settings.database_url)
 
 
@@ -64,38 +65,77 @@ def _echo(as_json: bool, data: Any, text: str) -> None:
     click.echo(json.dumps(data, ensure_ascii=False, default=str) if as_json else text)
 
 
-@click.command(epilog="Each INPUT is a media file, a directory or a manifest, as for `run`; "
-               "or s3://bucket/prefix/ (oss://...) to list a prefix, or an S3 Inventory "
-               "manifest.json (s3:// or local).")
+@click.command(
+    epilog="Each INPUT is a media file, a directory or a manifest, as for `run`; "
+    "or s3://bucket/prefix/ (oss://...) to list a prefix, or an S3 Inventory "
+    "manifest.json (s3:// or local)."
+)
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("--out", "out", required=True,
-              help="Where results go: a directory all workers can reach, or s3://bucket/prefix.")
-@click.option("--batch", "resume", help="Resume this batch's intake (a submit that was "
-              "interrupted): lines already entered are kept, the rest added.")
-@click.option("--engine", type=click.Choice(["local", "dashscope"]),
-              help="ASR engine (default local).")
-@click.option("--model", help="tiny.en (default), base, a faster-whisper name in the workers' "
-              "download cache or a model directory; DashScope: fun-asr, "
-              "qwen3-asr-flash-filetrans, ...")
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    help="Where results go: a directory all workers can reach, or s3://bucket/prefix.",
+)
+@click.option(
+    "--batch",
+    "resume",
+    help="Resume this batch's intake (a submit that was "
+    "interrupted): lines already entered are kept, the rest added.",
+)
+@click.option(
+    "--engine", type=click.Choice(["local", "dashscope"]), help="ASR engine (default local)."
+)
+@click.option(
+    "--model",
+    help="tiny.en (default), base, a faster-whisper name in the workers' "
+    "download cache or a model directory; DashScope: fun-asr, "
+    "qwen3-asr-flash-filetrans, ...",
+)
 @click.option("--language", help="Language code, e.g. en, zh (default: detect).")
-@click.option("--context", help="Initial prompt / context text for every item (an item's own "
-              "context wins).")
+@click.option(
+    "--context", help="Initial prompt / context text for every item (an item's own context wins)."
+)
 @click.option("--hotwords", help="Words to favour, local engine (an item's own hotwords win).")
 @click.option("--option", "options", multiple=True, help="Provider option key=value.")
-@click.option("--manifest-format", type=click.Choice(["jsonl", "csv", "list", "dir"]),
-              help="Override format detection of a single manifest INPUT.")
-@click.option("--strict", is_flag=True,
-              help="Unknown manifest fields fail their lines (manifest_invalid), not warn.")
+@click.option(
+    "--manifest-format",
+    type=click.Choice(["jsonl", "csv", "list", "dir"]),
+    help="Override format detection of a single manifest INPUT.",
+)
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Unknown manifest fields fail their lines (manifest_invalid), not warn.",
+)
 @budget_options
 @click.option("--config", type=click.Path(dir_okay=False), help="TOML settings file.")
-@click.option("--notify", "notify_urls", multiple=True, metavar="URL",
-              help="Send signed webhooks (batch.completed, batch.items_dead) here; repeatable.")
+@click.option(
+    "--notify",
+    "notify_urls",
+    multiple=True,
+    metavar="URL",
+    help="Send signed webhooks (batch.completed, batch.items_dead) here; repeatable.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the batch id as JSON.")
-def submit(inputs: tuple[str, ...], out: str, resume: str | None, engine: str | None,
-           model: str | None, language: str | None, context: str | None,
-           hotwords: str | None, options: Sequence[str], manifest_format: str | None,
-           strict: bool, max_audio_hours: float | None, max_cost: float | None,
-           config: str | None, notify_urls: tuple[str, ...], as_json: bool) -> None:
+def submit(
+    inputs: tuple[str, ...],
+    out: str,
+    resume: str | None,
+    engine: str | None,
+    model: str | None,
+    language: str | None,
+    context: str | None,
+    hotwords: str | None,
+    options: Sequence[str],
+    manifest_format: str | None,
+    strict: bool,
+    max_audio_hours: float | None,
+    max_cost: float | None,
+    config: str | None,
+    notify_urls: tuple[str, ...],
+    as_json: bool,
+) -> None:
     """Queue the INPUTs' items for the workers; prints the batch id.
 
     The manifest is read and entered in chunks as it streams: the workers start on the
@@ -117,9 +157,13 @@ def submit(inputs: tuple[str, ...], out: str, resume: str | None, engine: str | 
     caps, currency = run_caps(settings, [settings.model], max_audio_hours, max_cost)
     out = normalize_out(out)
     try:
-        stream = InputStream(inputs, fmt=manifest_format, strict=strict,
-                             max_bytes=settings.manifest.max_bytes,
-                             client=_s3_clients(settings))
+        stream = InputStream(
+            inputs,
+            fmt=manifest_format,
+            strict=strict,
+            max_bytes=settings.manifest.max_bytes,
+            client=_s3_clients(settings),
+        )
         stream.open()  # an unreadable listing fails here, before a batch is made
     except ManifestUnreadable as exc:
         raise BadInput(str(exc)) from None
@@ -134,10 +178,18 @@ def submit(inputs: tuple[str, ...], out: str, resume: str | None, engine: str | 
     else:
         batch_id = new_batch_id()
         holder = wctx.ledger.reserve_out(
-            batch_id, out=out, kind="submit", engine=settings.engine, model=settings.model,
+            batch_id,
+            out=out,
+            kind="submit",
+            engine=settings.engine,
+            model=settings.model,
             manifest=stream.path,
-            options={"language": settings.language, **extra,
-                     **({"notify_urls": list(notify_urls)} if notify_urls else {})})
+            options={
+                "language": settings.language,
+                **extra,
+                **({"notify_urls": list(notify_urls)} if notify_urls else {}),
+            },
+        )
         if holder is not None:
             batch_id = _resume_or_refuse(holder, out, stream.path)
     if holder is None or caps.active:
@@ -154,9 +206,16 @@ def submit(inputs: tuple[str, ...], out: str, resume: str | None, engine: str | 
             _kick(wctx, ids[:KICK_FIRST])
 
     try:
-        report = enter_stream(wctx.ledger, batch_id, stream, engine=settings.engine,
-                              model=settings.model, language=settings.language, options=extra,
-                              on_chunk=kick)
+        report = enter_stream(
+            wctx.ledger,
+            batch_id,
+            stream,
+            engine=settings.engine,
+            model=settings.model,
+            language=settings.language,
+            options=extra,
+            on_chunk=kick,
+        )
     except ManifestUnreadable as exc:  # found while reading on: what was entered stays
         raise BadInput(f"{exc} (batch {batch_id}: submit again to resume)") from None
     if report.created:
@@ -164,11 +223,22 @@ def submit(inputs: tuple[str, ...], out: str, resume: str | None, engine: str | 
     for warning in stream.warnings():
         click.echo(f"warning: {warning}", err=True)
     if holder is not None and not as_json:
-        click.echo(f"resuming batch {batch_id} ({report.created} new, {report.kept} kept)",
-                   err=True)
-    _echo(as_json, {"batch_id": batch_id, "total": report.total, "out": out,
-                    "resumed": holder is not None, "created": report.created,
-                    "kept": report.kept, "duplicates": report.duplicates}, batch_id)
+        click.echo(
+            f"resuming batch {batch_id} ({report.created} new, {report.kept} kept)", err=True
+        )
+    _echo(
+        as_json,
+        {
+            "batch_id": batch_id,
+            "total": report.total,
+            "out": out,
+            "resumed": holder is not None,
+            "created": report.created,
+            "kept": report.kept,
+            "duplicates": report.duplicates,
+        },
+        batch_id,
+    )
 
 
 KICK_FIRST = 50  # items whose first step submit queues itself
@@ -186,12 +256,17 @@ def normalize_out(out: str) -> str:
 def _resume_or_refuse(holder: Mapping[str, Any], out: str, manifest: str) -> str:
     """``--out`` is already a batch's: the same manifest resumes that batch (like ``run``
     into the same directory); anything else would overwrite its outputs and results.jsonl."""
-    if holder.get("kind") == "submit" and holder.get("manifest") == manifest \
-            and holder.get("out") == out:
+    if (
+        holder.get("kind") == "submit"
+        and holder.get("manifest") == manifest
+        and holder.get("out") == out
+    ):
         return str(holder["id"])
-    _fail_usage(f"--out {out} is used by batch {holder['id']} (manifest "
-                f"{holder.get('manifest')}); give each batch its own --out, or submit "
-                f"{holder.get('manifest')} again to resume that batch")
+    _fail_usage(
+        f"--out {out} is used by batch {holder['id']} (manifest "
+        f"{holder.get('manifest')}); give each batch its own --out, or submit "
+        f"{holder.get('manifest')} again to resume that batch"
+    )
 
 
 def _s3_clients(settings: Any) -> Any:
@@ -204,34 +279,60 @@ def _s3_clients(settings: Any) -> Any:
             from pipeline.storage import make_client
 
             if scheme == "oss" and not settings.s3_endpoint_url:
-                raise ManifestUnreadable("oss:// needs BULKSCRIBE_S3_ENDPOINT_URL, e.g. "
-                                         "https://oss-ap-southeast-1.aliyuncs.com")
+                raise ManifestUnreadable(
+                    "oss:// needs BULKSCRIBE_S3_ENDPOINT_URL, e.g. "
+                    "https://oss-ap-southeast-1.aliyuncs.com"
+                )
 
-            made[scheme] = make_client(endpoint_url=settings.s3_endpoint_url,
-                                       oss=scheme == "oss")
+            made[scheme] = make_client(endpoint_url=settings.s3_endpoint_url, oss=scheme == "oss")
         return made[scheme]
 
     return client
 
 
 @click.command()
-@click.option("--queues", "-Q", default="prepare,provider,transcribe",
-              help="Comma-separated queues to consume.")
-@click.option("--concurrency", "-c", type=click.IntRange(1, 256),
-              help="Processes or threads (default: cores; 8 threads for the provider queue).")
-@click.option("--pool", "-P", type=click.Choice(["auto", "prefork", "threads", "solo"]),
-              default="auto", show_default=True,
-              help="auto: threads for the provider queue alone (it only waits on HTTP and "
-                   "the ledger), else prefork (ffmpeg and the model need processes).")
+@click.option(
+    "--queues",
+    "-Q",
+    default="prepare,provider,transcribe",
+    help="Comma-separated queues to consume.",
+)
+@click.option(
+    "--concurrency",
+    "-c",
+    type=click.IntRange(1, 256),
+    help="Processes or threads (default: cores; 8 threads for the provider queue).",
+)
+@click.option(
+    "--pool",
+    "-P",
+    type=click.Choice(["auto", "prefork", "threads", "solo"]),
+    default="auto",
+    show_default=True,
+    help="auto: threads for the provider queue alone (it only waits on HTTP and "
+    "the ledger), else prefork (ffmpeg and the model need processes).",
+)
 @click.option("--metrics-port", type=int, help="Serve Prometheus metrics on this port.")
 @click.option("--name", "-n", help="Node name (default: bulkscribe-<queues>@host).")
-@click.option("--log-level", "log_level", type=click.Choice(LOG_LEVELS, case_sensitive=False),
-              help="What reaches stderr: one JSON line per step at info (default: the "
-                   "log_level setting if set, else info).")
+@click.option(
+    "--log-level",
+    "log_level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    help="What reaches stderr: one JSON line per step at info (default: the "
+    "log_level setting if set, else info).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Debug lines too (--log-level debug).")
 @click.option("--config", type=click.Path(dir_okay=False))
-def worker(queues: str, concurrency: int | None, pool: str, metrics_port: int | None,
-           name: str | None, log_level: str | None, verbose: bool, config: str | None) -> None:
+def worker(
+    queues: str,
+    concurrency: int | None,
+    pool: str,
+    metrics_port: int | None,
+    name: str | None,
+    log_level: str | None,
+    verbose: bool,
+    config: str | None,
+) -> None:
     """Run a Celery worker on the given queues (SIGTERM: finish current steps, then exit)."""
     if config:
         os.environ["BULKSCRIBE_CONFIG"] = str(Path(config).absolute())
@@ -239,8 +340,9 @@ def worker(queues: str, concurrency: int | None, pool: str, metrics_port: int | 
     port = metrics_port or settings.distributed.metrics_port
     if port:
         # Before prometheus_client is imported: children write to files the parent sums.
-        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR",
-                              tempfile.mkdtemp(prefix="bulkscribe-metrics-"))
+        os.environ.setdefault(
+            "PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="bulkscribe-metrics-")
+        )
     from workers.app import app, configure
 
     configure(app, settings)
@@ -253,8 +355,17 @@ def worker(queues: str, concurrency: int | None, pool: str, metrics_port: int | 
         from workers.signals import warm_up
 
         warm_up()
-    argv = ["worker", "-Q", queues, "-P", pool, "--loglevel", settings.log_level.upper(),
-            "-n", name or f"bulkscribe-{queues.replace(',', '-')}@%h"]
+    argv = [
+        "worker",
+        "-Q",
+        queues,
+        "-P",
+        pool,
+        "--loglevel",
+        settings.log_level.upper(),
+        "-n",
+        name or f"bulkscribe-{queues.replace(',', '-')}@%h",
+    ]
     if concurrency:
         argv += ["-c", str(concurrency)]
     app.worker_main(argv=argv)
@@ -283,8 +394,12 @@ def _service_settings(config: str | None, log_level: str | None) -> Any:
 
 
 @click.command()
-@click.option("--log-level", "log_level", type=click.Choice(LOG_LEVELS, case_sensitive=False),
-              help="Default: the log_level setting if set, else info.")
+@click.option(
+    "--log-level",
+    "log_level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    help="Default: the log_level setting if set, else info.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Debug lines too (--log-level debug).")
 @click.option("--config", type=click.Path(dir_okay=False))
 def beat(log_level: str | None, verbose: bool, config: str | None) -> None:
@@ -295,8 +410,15 @@ def beat(log_level: str | None, verbose: bool, config: str | None) -> None:
     from workers.app import app, configure
 
     configure(app, settings)
-    app.start(argv=["beat", "--loglevel", settings.log_level.upper(),
-                    "-S", "workers.beat:ResilientRedBeatScheduler"])
+    app.start(
+        argv=[
+            "beat",
+            "--loglevel",
+            settings.log_level.upper(),
+            "-S",
+            "workers.beat:ResilientRedBeatScheduler",
+        ]
+    )
 
 
 @click.command()
@@ -304,8 +426,13 @@ def beat(log_level: str | None, verbose: bool, config: str | None) -> None:
 @budget_options
 @click.option("--config", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True)
-def retry(batch: str, max_audio_hours: float | None, max_cost: float | None,
-          config: str | None, as_json: bool) -> None:
+def retry(
+    batch: str,
+    max_audio_hours: float | None,
+    max_cost: float | None,
+    config: str | None,
+    as_json: bool,
+) -> None:
     """Give a batch's FAILED and DEAD items a new attempt; with a higher cap
     (--max-audio-hours, --max-cost), its SKIPPED items too."""
     from pipeline.operations import retry_batch
@@ -323,19 +450,31 @@ def retry(batch: str, max_audio_hours: float | None, max_cost: float | None,
 @click.command()
 @click.argument("batch", required=False)
 @click.option("--item", "item_ids", multiple=True, help="An item (ledger id or BATCH/ID).")
-@click.option("--status", "states", multiple=True,
-              type=click.Choice(["SUCCEEDED", "FAILED", "DEAD", "SKIPPED"]),
-              help="Items in this state.")
+@click.option(
+    "--status",
+    "states",
+    multiple=True,
+    type=click.Choice(["SUCCEEDED", "FAILED", "DEAD", "SKIPPED"]),
+    help="Items in this state.",
+)
 @click.option("--model", help="Transcribe with this model instead.")
 @click.option("--engine", type=click.Choice(["local", "dashscope"]))
 @click.option("--option", "options", multiple=True, help="Provider option key=value.")
 @budget_options
 @click.option("--config", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True)
-def reprocess(batch: str | None, item_ids: Sequence[str], states: Sequence[str],
-              model: str | None, engine: str | None, options: Sequence[str],
-              max_audio_hours: float | None, max_cost: float | None,
-              config: str | None, as_json: bool) -> None:
+def reprocess(
+    batch: str | None,
+    item_ids: Sequence[str],
+    states: Sequence[str],
+    model: str | None,
+    engine: str | None,
+    options: Sequence[str],
+    max_audio_hours: float | None,
+    max_cost: float | None,
+    config: str | None,
+    as_json: bool,
+) -> None:
     """New attempts for a batch, some items, or items in a state; old results stay until
     the new ones are written."""
     from pipeline.operations import reprocess as reprocess_rows
@@ -346,15 +485,24 @@ def reprocess(batch: str | None, item_ids: Sequence[str], states: Sequence[str],
     settings = _settings(config)
     wctx = _worker_ctx(settings)
     rows = _select(wctx.ledger, batch, item_ids, [ItemState(s) for s in states])
-    restarted = reprocess_rows(wctx.ledger, rows, actor=actor(), model=model, engine=engine,
-                               options=_parse_options(options))
+    restarted = reprocess_rows(
+        wctx.ledger,
+        rows,
+        actor=actor(),
+        model=model,
+        engine=engine,
+        options=_parse_options(options),
+    )
     if batch:  # a higher cap re-admits the batch's SKIPPED items too
         restarted += _recap(settings, wctx.ledger, batch, max_audio_hours, max_cost)
     elif max_audio_hours is not None or max_cost is not None:
         _fail_usage("--max-audio-hours and --max-cost apply to a BATCH")
     _kick(wctx, restarted)
-    _echo(as_json, {"reprocessed": len(restarted), "items": restarted},
-          f"{len(restarted)} item(s) queued for reprocessing")
+    _echo(
+        as_json,
+        {"reprocessed": len(restarted), "items": restarted},
+        f"{len(restarted)} item(s) queued for reprocessing",
+    )
 
 
 def find_item(ledger: Any, ref: str) -> Any:
@@ -377,8 +525,9 @@ def _items(ledger: Any, refs: Sequence[str]) -> list[Any]:
     return rows
 
 
-def _recap(settings: Any, ledger: Any, batch: str, max_audio_hours: float | None,
-           max_cost: float | None) -> list[str]:
+def _recap(
+    settings: Any, ledger: Any, batch: str, max_audio_hours: float | None, max_cost: float | None
+) -> list[str]:
     """New caps for a batch (the flags given, the others kept); the SKIPPED items a
     higher cap re-admits start again. No flags: nothing changes."""
     from pipeline.budget import Caps
@@ -391,21 +540,32 @@ def _recap(settings: Any, ledger: Any, batch: str, max_audio_hours: float | None
     old = get_budget(ledger, batch)
     old_caps = old.caps if old is not None else Caps()
     info = ledger.batch(batch) or {}
-    models = [str(info.get("model") or settings.model),
-              *(str(r.spec.get("model")) for r in ledger.list_items(batch) if r.spec.get("model"))]
-    hours = max_audio_hours if max_audio_hours is not None else (
-        None if old_caps.max_audio_s is None else old_caps.max_audio_s / 3600)
+    models = [
+        str(info.get("model") or settings.model),
+        *(str(r.spec.get("model")) for r in ledger.list_items(batch) if r.spec.get("model")),
+    ]
+    hours = (
+        max_audio_hours
+        if max_audio_hours is not None
+        else (None if old_caps.max_audio_s is None else old_caps.max_audio_s / 3600)
+    )
     cost = max_cost if max_cost is not None else old_caps.max_cost
     try:
-        caps, currency = caps_for(settings, str(info.get("engine") or settings.engine), models,
-                                  max_audio_hours=hours, max_cost=cost)
+        caps, currency = caps_for(
+            settings,
+            str(info.get("engine") or settings.engine),
+            models,
+            max_audio_hours=hours,
+            max_cost=cost,
+        )
     except PipelineError as exc:
         _fail_usage(exc.message)
     return list(set_caps(ledger, batch, caps, currency=currency))
 
 
-def _select(ledger: Any, batch: str | None, item_ids: Sequence[str],
-            states: Sequence[Any]) -> list[Any]:
+def _select(
+    ledger: Any, batch: str | None, item_ids: Sequence[str], states: Sequence[Any]
+) -> list[Any]:
     rows = []
     if item_ids:
         rows = _items(ledger, item_ids)
@@ -437,9 +597,19 @@ def dlq_list(batch: str | None, config: str | None, as_json: bool) -> None:
 
     ledger = _ledger(_settings(config))
     rows = _dead(ledger, batch)
-    data = [{"item": r.id, "batch_id": r.batch_id, "id": r.key, "source": display(r.source),
-             "code": r.error_code, "message": r.error_message, "attempt": r.attempt,
-             "finished_at": r.finished_at} for r in rows]
+    data = [
+        {
+            "item": r.id,
+            "batch_id": r.batch_id,
+            "id": r.key,
+            "source": display(r.source),
+            "code": r.error_code,
+            "message": r.error_message,
+            "attempt": r.attempt,
+            "finished_at": r.finished_at,
+        }
+        for r in rows
+    ]
     if as_json:
         click.echo(json.dumps(data, default=str, ensure_ascii=False))
         return
@@ -459,18 +629,28 @@ def dlq_show(item: str, config: str | None, as_json: bool) -> None:
 
     ledger = _ledger(_settings(config))
     row = _items(ledger, [item])[0]
-    data = {"item": row.id, "batch_id": row.batch_id, "id": row.key, "state": row.state.value,
-            "source": display(row.source), "spec": row.spec, "code": row.error_code,
-            "message": row.error_message, "detail": row.error_detail,
-            "attempts": ledger.attempts_of(row.id)}
+    data = {
+        "item": row.id,
+        "batch_id": row.batch_id,
+        "id": row.key,
+        "state": row.state.value,
+        "source": display(row.source),
+        "spec": row.spec,
+        "code": row.error_code,
+        "message": row.error_message,
+        "detail": row.error_detail,
+        "attempts": ledger.attempts_of(row.id),
+    }
     _echo(as_json, data, _show_text(data))
 
 
 def _show_text(d: Mapping[str, Any]) -> str:
     """``dlq show`` for people: the item, its error, then one line per attempt."""
-    lines = [f"{d['batch_id']}/{d['id']}  ({d['item']})",
-             f"  state    {d['state']}",
-             f"  source   {d['source']}"]
+    lines = [
+        f"{d['batch_id']}/{d['id']}  ({d['item']})",
+        f"  state    {d['state']}",
+        f"  source   {d['source']}",
+    ]
     if d["code"]:
         lines.append(f"  error    {d['code']}: {d['message']}")
     for key, value in sorted(dict(d["detail"] or {}).items()):
@@ -480,9 +660,11 @@ def _show_text(d: Mapping[str, Any]) -> str:
         end = f"{a['error_code']}: {a['error_message']}" if a.get("error_code") else ""
         task = f"  task {a['provider_task_id']}" if a.get("provider_task_id") else ""
         request = f"  request {a['provider_request_id']}" if a.get("provider_request_id") else ""
-        lines.append(f"    #{a['number']} {a['state']:<9} {a['engine']}/{a['model']}  "
-                     f"started {a['started_at']:%Y-%m-%d %H:%M:%S}{task}{request}"
-                     + (f"\n       {end}" if end else ""))
+        lines.append(
+            f"    #{a['number']} {a['state']:<9} {a['engine']}/{a['model']}  "
+            f"started {a['started_at']:%Y-%m-%d %H:%M:%S}{task}{request}"
+            + (f"\n       {end}" if end else "")
+        )
     return "\n".join(lines)
 
 
@@ -500,8 +682,9 @@ def _targets(ledger: Any, items: Sequence[str], all_: bool, batch: str | None) -
 @click.option("--batch")
 @click.option("--config", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True)
-def dlq_replay(items: Sequence[str], all_: bool, batch: str | None, config: str | None,
-               as_json: bool) -> None:
+def dlq_replay(
+    items: Sequence[str], all_: bool, batch: str | None, config: str | None, as_json: bool
+) -> None:
     """Give dead items a new attempt."""
     from pipeline.operations import replay
 
@@ -517,8 +700,9 @@ def dlq_replay(items: Sequence[str], all_: bool, batch: str | None, config: str 
 @click.option("--batch")
 @click.option("--config", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True)
-def dlq_purge(items: Sequence[str], all_: bool, batch: str | None, config: str | None,
-              as_json: bool) -> None:
+def dlq_purge(
+    items: Sequence[str], all_: bool, batch: str | None, config: str | None, as_json: bool
+) -> None:
     """Take items out of the dead-letter set for good: they become FAILED, error kept."""
     from pipeline.operations import purge
     from pipeline.results import close_batch
@@ -537,9 +721,13 @@ def dlq_purge(items: Sequence[str], all_: bool, batch: str | None, config: str |
 
 @click.command()
 @click.argument("batch", required=False)
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
-              help="Output directory of an embedded run (its batch; the next run keeps the "
-                   "cancelled items cancelled).")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Output directory of an embedded run (its batch; the next run keeps the "
+    "cancelled items cancelled).",
+)
 @click.option("--config", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True)
 def cancel(batch: str | None, out_dir: Path | None, config: str | None, as_json: bool) -> None:
@@ -553,9 +741,12 @@ def cancel(batch: str | None, out_dir: Path | None, config: str | None, as_json:
     ledger, batch_id = open_target(settings, batch, out_dir)
     with provider_canceller(settings) as cancel_task:
         report = cancel_batch(ledger, batch_id, actor=actor(), cancel_task=cancel_task)
-    _echo(as_json, report.as_json(batch_id),
-          f"{len(report.cancelled)} item(s) cancelled, {len(report.tasks_cancelled)} provider "
-          f"task(s) cancelled, {len(report.tasks_running)} already running")
+    _echo(
+        as_json,
+        report.as_json(batch_id),
+        f"{len(report.cancelled)} item(s) cancelled, {len(report.tasks_cancelled)} provider "
+        f"task(s) cancelled, {len(report.tasks_running)} already running",
+    )
 
 
 def actor() -> str:

@@ -49,15 +49,40 @@ def make_demo(root: Path) -> Path:
     _speak(" ".join(HARVARD[0:3]), media / "welcome.wav")
 
     _speak(" ".join(HARVARD[3:6]), raw)
-    _ffmpeg("-i", str(raw), "-ac", "2", "-ar", "44100", "-c:a", "libmp3lame", "-b:a", "96k",
-            str(media / "interview.mp3"))
+    _ffmpeg(
+        "-i",
+        str(raw),
+        "-ac",
+        "2",
+        "-ar",
+        "44100",
+        "-c:a",
+        "libmp3lame",
+        "-b:a",
+        "96k",
+        str(media / "interview.mp3"),
+    )
 
     _speak(" ".join(HARVARD[6:10]), raw)
     _ffmpeg("-i", str(raw), "-c:a", "aac", "-b:a", "64k", str(media / "lecture.m4a"))
 
     _speak("Video files work too: only the sound track is transcribed.", raw)
-    _ffmpeg("-f", "lavfi", "-i", "testsrc=size=160x120:rate=10", "-i", str(raw), "-shortest",
-            "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", str(media / "clip.mp4"))
+    _ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=160x120:rate=10",
+        "-i",
+        str(raw),
+        "-shortest",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        str(media / "clip.mp4"),
+    )
     raw.unlink()
 
     entries = [

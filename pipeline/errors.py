@@ -178,13 +178,15 @@ def is_retryable(exc: BaseException) -> bool:
 
 # Codes that only ever come from TransientError: an item that ran out of retries with one of
 # these is worth another go on the next run, unlike a file that is simply not audio.
-TRANSIENT_CODES = frozenset({
-    FailureCode.DOWNLOAD_FAILED,
-    FailureCode.DOWNLOAD_TIMEOUT,
-    FailureCode.PROVIDER_THROTTLED,
-    FailureCode.PROVIDER_ERROR,
-    FailureCode.PROVIDER_TIMEOUT,
-    FailureCode.STORAGE_UNAVAILABLE,
-    FailureCode.LEASE_EXPIRED,
-    FailureCode.INTERNAL,
-})
+TRANSIENT_CODES = frozenset(
+    {
+        FailureCode.DOWNLOAD_FAILED,
+        FailureCode.DOWNLOAD_TIMEOUT,
+        FailureCode.PROVIDER_THROTTLED,
+        FailureCode.PROVIDER_ERROR,
+        FailureCode.PROVIDER_TIMEOUT,
+        FailureCode.STORAGE_UNAVAILABLE,
+        FailureCode.LEASE_EXPIRED,
+        FailureCode.INTERNAL,
+    }
+)

@@ -21,15 +21,21 @@ def _date(value: str) -> datetime:
     try:
         when = datetime.fromisoformat(value)
     except ValueError:
-        _fail_usage(f"--finished-before {value!r}: use a date or time, e.g. 2026-11-30 or "
-                    "2026-11-30T12:00:00Z")
+        _fail_usage(
+            f"--finished-before {value!r}: use a date or time, e.g. 2026-11-30 or "
+            "2026-11-30T12:00:00Z"
+        )
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 @click.command()
-@click.option("--finished-before", "before", required=True,
-              help="Collect batches whose results were written before this date (UTC unless "
-                   "an offset is given).")
+@click.option(
+    "--finished-before",
+    "before",
+    required=True,
+    help="Collect batches whose results were written before this date (UTC unless "
+    "an offset is given).",
+)
 @click.option("--dry-run", is_flag=True, help="Say what would be collected; delete nothing.")
 @click.option("--config", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True)
@@ -56,7 +62,9 @@ def gc(before: str, dry_run: bool, config: str | None, as_json: bool) -> None:
         return
     verb = "would delete" if dry_run else "deleted"
     for c in collected:
-        click.echo(f"{c['batch_id']}: {verb} {c['items']} item(s); totals kept "
-                   f"({c['audio_s']:.0f} s of audio)")
+        click.echo(
+            f"{c['batch_id']}: {verb} {c['items']} item(s); totals kept "
+            f"({c['audio_s']:.0f} s of audio)"
+        )
     for batch_id in refused:
         click.echo(f"{batch_id}: not finished, left alone", err=True)

@@ -38,28 +38,39 @@ class IntakeReport:
     duplicates: int
 
 
-def _duplicate(clash: Clash, stream: InputStream, seeds: Callable[[Any], Iterable[ItemSeed]]
-               ) -> ItemSeed:
+def _duplicate(
+    clash: Clash, stream: InputStream, seeds: Callable[[Any], Iterable[ItemSeed]]
+) -> ItemSeed:
     """The failing row for a line repeating an id another line holds, named as
     :func:`pipeline.manifest._settle` names it."""
     seed = clash.seed
-    msg = (f"{stream.where(seed.line_no, seed.source)}: id {seed.key!r} is already used "
-           f"{stream.ref(clash.held_line, clash.held_source)}")
-    problem = ManifestProblem(seed.line_no, FailureCode.DUPLICATE_ID.value, msg, seed.key,
-                              seed.source)
+    msg = (
+        f"{stream.where(seed.line_no, seed.source)}: id {seed.key!r} is already used "
+        f"{stream.ref(clash.held_line, clash.held_source)}"
+    )
+    problem = ManifestProblem(
+        seed.line_no, FailureCode.DUPLICATE_ID.value, msg, seed.key, seed.source
+    )
     return next(iter(seeds([problem])))
 
 
-def enter_stream(ledger: Ledger, batch_id: str, stream: InputStream, *, engine: str,
-                 model: str, language: str | None, options: Mapping[str, Any] | None = None,
-                 on_chunk: Callable[[Sequence[str]], None] | None = None,
-                 chunk: int = CHUNK) -> IntakeReport:
+def enter_stream(
+    ledger: Ledger,
+    batch_id: str,
+    stream: InputStream,
+    *,
+    engine: str,
+    model: str,
+    language: str | None,
+    options: Mapping[str, Any] | None = None,
+    on_chunk: Callable[[Sequence[str]], None] | None = None,
+    chunk: int = CHUNK,
+) -> IntakeReport:
     """Enter every entry of ``stream`` into batch ``batch_id``; ``on_chunk`` gets the ids of
     each committed chunk's new PENDING items (to queue their first step at once)."""
 
     def seeds(entries: Any) -> Iterable[ItemSeed]:
-        return iter_seeds(entries, engine=engine, model=model, language=language,
-                          options=options)
+        return iter_seeds(entries, engine=engine, model=model, language=language, options=options)
 
     counts = {"total": 0, "created": 0, "kept": 0, "duplicates": 0}
 
@@ -78,8 +89,10 @@ def enter_stream(ledger: Ledger, batch_id: str, stream: InputStream, *, engine: 
     set_intake(ledger.engine, batch_id, utcnow())
     # The database enters one chunk while this thread reads and seeds the next (psycopg
     # waits without the GIL): about twice the rate of doing one after the other.
-    with bulk_intake(ledger.engine, batch_id, engine_name=engine, model=model) as bulk, \
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="intake") as pool:
+    with (
+        bulk_intake(ledger.engine, batch_id, engine_name=engine, model=model) as bulk,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="intake") as pool,
+    ):
         it = iter(seeds(stream))
         running: Future[Entered] | None = None
         while part := list(itertools.islice(it, chunk)):

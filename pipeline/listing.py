@@ -87,7 +87,8 @@ def inventory_rows(path: str, client: Client) -> Iterator[tuple[int, dict[str, A
     except Exception as e:
         raise ManifestUnreadable(
             f"cannot read S3 Inventory manifest {display(path)}: {type(e).__name__}: {e} "
-            "(it needs fileSchema with Bucket and Key, destinationBucket and files)") from e
+            "(it needs fileSchema with Bucket and Key, destinationBucket and files)"
+        ) from e
     if str(report.get("fileFormat", "CSV")).upper() != "CSV":
         raise ManifestUnreadable(f"{display(path)}: only CSV inventory reports are read")
     n = 0
@@ -104,4 +105,5 @@ def inventory_rows(path: str, client: Client) -> Iterator[tuple[int, dict[str, A
                         yield n, {"source": object_url(scheme, row[at_bucket], key)}
         except Exception as e:
             raise ManifestUnreadable(
-                f"cannot read inventory file s3://{dest}/{data_key}: {e}") from e
+                f"cannot read inventory file s3://{dest}/{data_key}: {e}"
+            ) from e

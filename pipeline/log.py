@@ -28,13 +28,28 @@ MASK = "***"
 # Expiry, date and algorithm fields (``Expires``, ``X-Amz-Date``, ``se``) say nothing secret
 # and help when reading a failure, so they stay.
 _SECRET_PARAM_PARTS = re.compile(r"token|secret|passw|signature|credential", re.I)
-_SECRET_PARAMS = frozenset({
-    "sig", "key", "apikey", "api_key", "api-key", "auth", "authorization", "pass", "pwd",
-    "ossaccesskeyid", "awsaccesskeyid", "accesskeyid", "access_key", "accesskey",
-})
+_SECRET_PARAMS = frozenset(
+    {
+        "sig",
+        "key",
+        "apikey",
+        "api_key",
+        "api-key",
+        "auth",
+        "authorization",
+        "pass",
+        "pwd",
+        "ossaccesskeyid",
+        "awsaccesskeyid",
+        "accesskeyid",
+        "access_key",
+        "accesskey",
+    }
+)
 # A URL in running text ends before trailing punctuation ("...?token=x: refused").
 _URL_IN_TEXT = re.compile(
-    r"\b[A-Za-z][A-Za-z0-9+.-]{1,15}://[^\s\"'<>\x1b]*[^\s\"'<>\x1b.,;:!?)\]]")
+    r"\b[A-Za-z][A-Za-z0-9+.-]{1,15}://[^\s\"'<>\x1b]*[^\s\"'<>\x1b.,;:!?)\]]"
+)
 
 
 def _secret_param(name: str) -> bool:
@@ -109,8 +124,9 @@ class _NoFollowFileHandler(logging.FileHandler):
         from pipeline.outdir import open_regular
 
         path = Path(self.baseFilename)
-        fd = open_regular(str(path), os.O_WRONLY | os.O_APPEND | os.O_CREAT, dir_fd=None,
-                          shown=path)
+        fd = open_regular(
+            str(path), os.O_WRONLY | os.O_APPEND | os.O_CREAT, dir_fd=None, shown=path
+        )
         return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
 
 
@@ -123,8 +139,9 @@ _SHARED: list[Any] = [
 ]
 
 
-def configure_logging(*, level: str = "warning", json_file: Path | None = None,
-                      stderr_json: bool = False) -> None:
+def configure_logging(
+    *, level: str = "warning", json_file: Path | None = None, stderr_json: bool = False
+) -> None:
     """Route structlog through stdlib logging to stderr (and a JSON file if given)."""
     root = logging.getLogger()
     for h in list(root.handlers):
@@ -133,31 +150,53 @@ def configure_logging(*, level: str = "warning", json_file: Path | None = None,
             h.close()
     console = _CurrentStderr()
     console.setLevel(level.upper())
-    renderer = (structlog.processors.JSONRenderer() if stderr_json
-                else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()))
-    console.setFormatter(structlog.stdlib.ProcessorFormatter(
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer,
-                    _redact_rendered],
-        foreign_pre_chain=_SHARED))
+    renderer = (
+        structlog.processors.JSONRenderer()
+        if stderr_json
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    console.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                renderer,
+                _redact_rendered,
+            ],
+            foreign_pre_chain=_SHARED,
+        )
+    )
     handlers: list[logging.Handler] = [console]
     if json_file is not None:
         json_file.parent.mkdir(parents=True, exist_ok=True)
         fh = _NoFollowFileHandler(json_file, encoding="utf-8")
         fh.setLevel(logging.INFO)
-        fh.setFormatter(structlog.stdlib.ProcessorFormatter(
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                        structlog.processors.dict_tracebacks,
-                        structlog.processors.JSONRenderer(ensure_ascii=False),
-                        _redact_rendered],
-            foreign_pre_chain=_SHARED))
+        fh.setFormatter(
+            structlog.stdlib.ProcessorFormatter(
+                processors=[
+                    structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.dict_tracebacks,
+                    structlog.processors.JSONRenderer(ensure_ascii=False),
+                    _redact_rendered,
+                ],
+                foreign_pre_chain=_SHARED,
+            )
+        )
         handlers.append(fh)
     for h in handlers:
         h._bulkscribe = True  # type: ignore[attr-defined]
         root.addHandler(h)
     root.setLevel(min(h.level for h in handlers))
     # Libraries that are chatty at INFO stay at WARNING.
-    for noisy in ("httpx", "httpcore", "faster_whisper", "botocore", "boto3", "urllib3",
-                  "alembic", "celery.redirected"):
+    for noisy in (
+        "httpx",
+        "httpcore",
+        "faster_whisper",
+        "botocore",
+        "boto3",
+        "urllib3",
+        "alembic",
+        "celery.redirected",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     structlog.configure(
         processors=[*_SHARED, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],

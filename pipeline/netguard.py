@@ -33,8 +33,10 @@ from pipeline.errors import SourceRefused
 # Instance metadata services hand out cloud credentials to whoever asks from inside the
 # host: AWS/GCP/Azure/OCI (169.254.169.254, and AWS's IPv6 fd00:ec2::254), AWS ECS task
 # metadata (169.254.170.2), Alibaba Cloud (100.100.100.200, outside link-local).
-METADATA_ADDRESSES = frozenset(ipaddress.ip_address(a) for a in (
-    "169.254.169.254", "169.254.170.2", "fd00:ec2::254", "100.100.100.200"))
+METADATA_ADDRESSES = frozenset(
+    ipaddress.ip_address(a)
+    for a in ("169.254.169.254", "169.254.170.2", "fd00:ec2::254", "100.100.100.200")
+)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -57,8 +59,7 @@ class AddressPolicy:
 
     def refusal(self, address: str | IPAddress) -> str | None:
         """Why ``address`` may not be reached, or None when it may."""
-        ip = ipaddress.ip_address(address.split("%", 1)[0] if isinstance(address, str)
-                                  else address)
+        ip = ipaddress.ip_address(address.split("%", 1)[0] if isinstance(address, str) else address)
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped  # ::ffff:169.254.169.254 is 169.254.169.254
         if ip in METADATA_ADDRESSES:
@@ -68,8 +69,9 @@ class AddressPolicy:
         if ip.is_multicast:
             return "a multicast address, always refused"
         if not self.allow_private and not ip.is_global:
-            return ("a private, loopback or reserved address, refused because "
-                    f"{self.setting} is false")
+            return (
+                f"a private, loopback or reserved address, refused because {self.setting} is false"
+            )
         return None
 
     def check_host(self, host: str) -> None:
@@ -85,7 +87,8 @@ class AddressPolicy:
 
 
 _DEADLINE: contextvars.ContextVar[Deadline | None] = contextvars.ContextVar(
-    "bulkscribe_download_deadline", default=None)
+    "bulkscribe_download_deadline", default=None
+)
 
 
 class Deadline:
@@ -150,9 +153,14 @@ class GuardedBackend(httpcore.SyncBackend):
     def __init__(self, policy: AddressPolicy) -> None:
         self.policy = policy
 
-    def connect_tcp(self, host: str, port: int, timeout: float | None = None,
-                    local_address: str | None = None,
-                    socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except OSError as exc:
@@ -165,8 +173,7 @@ class GuardedBackend(httpcore.SyncBackend):
         error: Exception = httpcore.ConnectError(f"{host} has no address")
         for address in addresses:
             try:
-                stream = super().connect_tcp(address, port, timeout, local_address,
-                                             socket_options)
+                stream = super().connect_tcp(address, port, timeout, local_address, socket_options)
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 error = exc
                 continue
@@ -186,13 +193,24 @@ class GuardedTransport(httpx.HTTPTransport):
         # httpx builds its httpcore pool without a way to pass a network backend; the pool
         # is replaced whole, with httpx's own TLS settings.
         self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(), max_connections=max_connections,
-            max_keepalive_connections=0, network_backend=GuardedBackend(policy))
+            ssl_context=httpx.create_ssl_context(),
+            max_connections=max_connections,
+            max_keepalive_connections=0,
+            network_backend=GuardedBackend(policy),
+        )
 
 
-def guarded_client(policy: AddressPolicy, *, connect_timeout_s: float,
-                   read_timeout_s: float, user_agent: str = "bulkscribe") -> httpx.Client:
+def guarded_client(
+    policy: AddressPolicy,
+    *,
+    connect_timeout_s: float,
+    read_timeout_s: float,
+    user_agent: str = "bulkscribe",
+) -> httpx.Client:
     """The client downloads use: policy-checked connections, no proxies from the
     environment (a proxy would connect on our behalf, past the check)."""
-    return httpx.Client(transport=GuardedTransport(policy), headers={"user-agent": user_agent},
-                        timeout=httpx.Timeout(read_timeout_s, connect=connect_timeout_s))
+    return httpx.Client(
+        transport=GuardedTransport(policy),
+        headers={"user-agent": user_agent},
+        timeout=httpx.Timeout(read_timeout_s, connect=connect_timeout_s),
+    )

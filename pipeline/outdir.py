@@ -93,8 +93,9 @@ def check_existing(out_dir: Path) -> None:
         os.close(out_fd)
 
 
-def open_regular(name: str, flags: int, *, dir_fd: int | None, shown: Path,
-                 mode: int = 0o644) -> int:
+def open_regular(
+    name: str, flags: int, *, dir_fd: int | None, shown: Path, mode: int = 0o644
+) -> int:
     """Open (or create) a regular file without following a link; refuse anything else."""
     try:
         fd = os.open(name, flags | _NOFOLLOW, mode, dir_fd=dir_fd)
@@ -115,8 +116,11 @@ def check_state_files(state_fd: int, out_dir: Path) -> None:
         st = _lstat(name, state_fd)
         if st is None:
             continue
-        kind_ok = stat.S_ISDIR(st.st_mode) if name == "media" else (
-            stat.S_ISREG(st.st_mode) and st.st_nlink == 1)
+        kind_ok = (
+            stat.S_ISDIR(st.st_mode)
+            if name == "media"
+            else (stat.S_ISREG(st.st_mode) and st.st_nlink == 1)
+        )
         if not kind_ok or st.st_uid != os.geteuid():
             raise OutDirRefused(_refusal(out_dir / STATE_DIR / name, st))
 
@@ -154,18 +158,24 @@ def _lstat(name: str, dir_fd: int | None) -> os.stat_result | None:
 
 
 def _cannot(out_dir: Path, exc: OSError) -> str:
-    return (f"cannot write to the output directory {out_dir}: "
-            f"[Errno {exc.errno}] {exc.strerror}; choose a directory you can write to")
+    return (
+        f"cannot write to the output directory {out_dir}: "
+        f"[Errno {exc.errno}] {exc.strerror}; choose a directory you can write to"
+    )
 
 
 def _refusal(path: Path, st: os.stat_result | None, exc: OSError | None = None) -> str:
-    fix = ("; remove it (anyone who can write to the output directory could have put it "
-           "there) and run again")
+    fix = (
+        "; remove it (anyone who can write to the output directory could have put it "
+        "there) and run again"
+    )
     if st is not None and stat.S_ISLNK(st.st_mode):
         return f"{path} is a symbolic link, which bulkscribe does not follow{fix}"
     if st is not None and st.st_uid != os.geteuid():
-        return (f"{path} belongs to uid {st.st_uid}, not to this user (uid {os.geteuid()}), "
-                f"so bulkscribe will not use it{fix}")
+        return (
+            f"{path} belongs to uid {st.st_uid}, not to this user (uid {os.geteuid()}), "
+            f"so bulkscribe will not use it{fix}"
+        )
     if st is not None and st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode):
         return f"{path} has {st.st_nlink} hard links, so it may be another file{fix}"
     if st is not None and not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):

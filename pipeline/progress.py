@@ -42,12 +42,14 @@ class RichProgress(ProgressSink):
     def start(self, total: int, done: int, todo: int) -> None:
         if done:
             self.console.print(f"{done} of {total} item(s) already finished in this output dir")
-        self._task = self._bar.add_task("run", total=total, completed=done, ok=0, failed=0,
-                                        audio="")
+        self._task = self._bar.add_task(
+            "run", total=total, completed=done, ok=0, failed=0, audio=""
+        )
         self._bar.start()
 
-    def item_done(self, key: str, state: str, detail: str, audio_s: float,
-                  seconds: float | None = None) -> None:
+    def item_done(
+        self, key: str, state: str, detail: str, audio_s: float, seconds: float | None = None
+    ) -> None:
         self.counts[state] += 1
         if state == "SKIPPED":  # a budget cap reached: what was asked for
             self._bar.console.print(f"[yellow]SKIPPED[/] {key}: {detail}")
@@ -55,9 +57,13 @@ class RichProgress(ProgressSink):
             self._bar.console.print(f"[red]FAILED[/] {key}: {detail}")
         if self._task is None:
             return
-        self._bar.update(self._task, advance=1, ok=self.counts["SUCCEEDED"],
-                         failed=self.counts["FAILED"] + self.counts["DEAD"],
-                         audio=f"{audio_s / 60:.1f} min audio")
+        self._bar.update(
+            self._task,
+            advance=1,
+            ok=self.counts["SUCCEEDED"],
+            failed=self.counts["FAILED"] + self.counts["DEAD"],
+            audio=f"{audio_s / 60:.1f} min audio",
+        )
 
     def stop(self) -> None:
         self._bar.stop()
@@ -79,8 +85,9 @@ class PlainProgress(ProgressSink):
         self.total, self.done = total, done
         self._say(f"bulkscribe: {total} item(s), {done} already finished, {todo} to do")
 
-    def item_done(self, key: str, state: str, detail: str, audio_s: float,
-                  seconds: float | None = None) -> None:
+    def item_done(
+        self, key: str, state: str, detail: str, audio_s: float, seconds: float | None = None
+    ) -> None:
         with self._lock:
             self.done += 1
             suffix = f" {detail}" if detail else ""

@@ -221,8 +221,10 @@ def render_vtt(transcripts: Sequence[Transcript], *, layout: CueLayout = CueLayo
 def render_tsv(transcripts: Sequence[Transcript]) -> str:
     """Whisper's tsv: a ``start``/``end``/``text`` header, then one sentence a line with
     integer milliseconds, all channels merged by start time."""
-    rows = sorted(((s.begin_ms, s.end_ms, s.text) for t in transcripts for s in t.sentences),
-                  key=lambda r: r[0])
+    rows = sorted(
+        ((s.begin_ms, s.end_ms, s.text) for t in transcripts for s in t.sentences),
+        key=lambda r: r[0],
+    )
     lines = ["start\tend\ttext\n"]
     for begin, end, text in rows:
         flat = " ".join(text.split())  # tabs and newlines would break the columns

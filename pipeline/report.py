@@ -10,8 +10,9 @@ from pipeline.ledger import Ledger
 from pipeline.states import TERMINAL, ItemState
 
 
-def batch_status(ledger: Ledger, batch_id: str, *, failures: int = 20,
-                 timing_sample: int | None = None) -> dict[str, Any] | None:
+def batch_status(
+    ledger: Ledger, batch_id: str, *, failures: int = 20, timing_sample: int | None = None
+) -> dict[str, Any] | None:
     """``timing_sample``: stage timings from that many items only (the console's bound on
     a million-item batch); None reads them all."""
     batch = ledger.batch(batch_id)
@@ -24,12 +25,12 @@ def batch_status(ledger: Ledger, batch_id: str, *, failures: int = 20,
     for timing in ledger.timings(batch_id, limit=timing_sample):
         for stage, seconds in timing.items():
             per_stage.setdefault(stage, []).append(float(seconds))
-    failed = ledger.list_items(batch_id, states=[ItemState.FAILED, ItemState.DEAD],
-                               limit=failures)
+    failed = ledger.list_items(batch_id, states=[ItemState.FAILED, ItemState.DEAD], limit=failures)
     in_use = ledger.models_in_use(batch_id)
     # A batch still being entered by submit is not finished, whatever its first items say.
-    phase = batch_phase(batch, batch.get("intake_at") is None
-                        and all(ItemState(s) in TERMINAL for s in counts))
+    phase = batch_phase(
+        batch, batch.get("intake_at") is None and all(ItemState(s) in TERMINAL for s in counts)
+    )
     return {
         "batch_id": batch_id,
         "out": batch["out"],
@@ -47,8 +48,13 @@ def batch_status(ledger: Ledger, batch_id: str, *, failures: int = 20,
         "entering": batch.get("intake_at") is not None,  # submit still entering items
         "stage_timings": {stage: _summary(values) for stage, values in sorted(per_stage.items())},
         "failures": [
-            {"id": r.spec.get("id") if r.key.startswith("@") else r.key, "line": r.line_no,
-             "state": r.state.value, "code": r.error_code, "message": r.error_message}
+            {
+                "id": r.spec.get("id") if r.key.startswith("@") else r.key,
+                "line": r.line_no,
+                "state": r.state.value,
+                "code": r.error_code,
+                "message": r.error_message,
+            }
             for r in failed
         ],
     }
@@ -73,9 +79,13 @@ def batch_phase(batch: Mapping[str, Any], finished: bool) -> str:
 def _summary(values: list[float]) -> dict[str, float]:
     ordered = sorted(values)
     p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
-    return {"count": len(values), "mean_s": round(statistics.fmean(values), 3),
-            "p50_s": round(statistics.median(values), 3), "p95_s": round(p95, 3),
-            "total_s": round(sum(values), 3)}
+    return {
+        "count": len(values),
+        "mean_s": round(statistics.fmean(values), 3),
+        "p50_s": round(statistics.median(values), 3),
+        "p95_s": round(p95, 3),
+        "total_s": round(sum(values), 3),
+    }
 
 
 def render_status(report: dict[str, Any]) -> None:
@@ -83,16 +93,21 @@ def render_status(report: dict[str, Any]) -> None:
     from rich.table import Table
 
     console = Console()
-    models = ", ".join(f"{m['engine']}/{m['model']}" + (f" ×{m['items']}"
-                                                         if len(report["models"]) > 1 else "")
-                       for m in report["models"]) or f"{report['engine']}/{report['model']}"
+    models = (
+        ", ".join(
+            f"{m['engine']}/{m['model']}" + (f" ×{m['items']}" if len(report["models"]) > 1 else "")
+            for m in report["models"]
+        )
+        or f"{report['engine']}/{report['model']}"
+    )
     state = report["state"]
     if report.get("entering"):
         state += ", items still being entered by submit"
     if report.get("collected"):
         state += f", item rows collected ({report['audio_s']:.0f} s of audio)"
-    console.print(f"[bold]batch {report['batch_id']}[/] ({models}): "
-                  f"{report['total']} item(s), {state}")
+    console.print(
+        f"[bold]batch {report['batch_id']}[/] ({models}): {report['total']} item(s), {state}"
+    )
     table = Table()
     table.add_column("state")
     table.add_column("items", justify="right")
@@ -105,14 +120,21 @@ def render_status(report: dict[str, Any]) -> None:
         for col in ("stage", "count", "mean", "p50", "p95", "total"):
             t.add_column(col, justify="right" if col != "stage" else "left")
         for stage, s in report["stage_timings"].items():
-            t.add_row(stage, str(s["count"]), f"{s['mean_s']:.2f}", f"{s['p50_s']:.2f}",
-                      f"{s['p95_s']:.2f}", f"{s['total_s']:.1f}")
+            t.add_row(
+                stage,
+                str(s["count"]),
+                f"{s['mean_s']:.2f}",
+                f"{s['p50_s']:.2f}",
+                f"{s['p95_s']:.2f}",
+                f"{s['total_s']:.1f}",
+            )
         console.print(t)
     if report["failures"]:
         f = Table(title="failures", title_justify="left")
         for col in ("id", "line", "state", "code", "message"):
             f.add_column(col, overflow="fold")
         for r in report["failures"]:
-            f.add_row(str(r["id"] or "-"), str(r["line"]), r["state"], r["code"] or "",
-                      r["message"] or "")
+            f.add_row(
+                str(r["id"] or "-"), str(r["line"]), r["state"], r["code"] or "", r["message"] or ""
+            )
         console.print(f)

@@ -35,26 +35,43 @@ class ItemResult:
     language: str | None = None  # detected (or forced) language of a finished item
 
     def as_json(self) -> dict[str, Any]:
-        return {"id": self.id, "source": self.source, "status": self.status, "error": self.error,
-                "outputs": self.outputs, "audio_duration_ms": self.audio_duration_ms,
-                "language": self.language}
+        return {
+            "id": self.id,
+            "source": self.source,
+            "status": self.status,
+            "error": self.error,
+            "outputs": self.outputs,
+            "audio_duration_ms": self.audio_duration_ms,
+            "language": self.language,
+        }
 
 
 def result_of(entry: ManifestItem | ManifestProblem, row: ItemRow | None) -> ItemResult:
     if isinstance(entry, ManifestProblem):
         src = display(entry.source) if entry.source else None
-        return ItemResult(entry.item_id, src, "FAILED",
-                          {"code": entry.code, "message": entry.message}, {}, None)
+        return ItemResult(
+            entry.item_id, src, "FAILED", {"code": entry.code, "message": entry.message}, {}, None
+        )
     source = display(entry.source)
     if row is None or not row.state.terminal:
         return ItemResult(entry.item_id, source, "PENDING", None, {}, None)
     if row.state is ItemState.SUCCEEDED:
-        return ItemResult(entry.item_id, source, "SUCCEEDED", None, dict(row.outputs or {}),
-                          row.audio_duration_ms, _language(row))
-    error = {"code": row.error_code or FailureCode.INTERNAL.value,
-             "message": row.error_message or ""}
-    status = {ItemState.CANCELLED: "CANCELLED", ItemState.SKIPPED: "SKIPPED"}.get(row.state,
-                                                                               "FAILED")
+        return ItemResult(
+            entry.item_id,
+            source,
+            "SUCCEEDED",
+            None,
+            dict(row.outputs or {}),
+            row.audio_duration_ms,
+            _language(row),
+        )
+    error = {
+        "code": row.error_code or FailureCode.INTERNAL.value,
+        "message": row.error_message or "",
+    }
+    status = {ItemState.CANCELLED: "CANCELLED", ItemState.SKIPPED: "SKIPPED"}.get(
+        row.state, "FAILED"
+    )
     return ItemResult(entry.item_id, source, status, error, {}, row.audio_duration_ms)
 
 
@@ -63,12 +80,21 @@ def result_of_row(row: ItemRow) -> ItemResult:
     item_id = row.spec.get("id") if row.key.startswith("@") else row.key
     source = display(row.source) if row.source else None
     if row.state is ItemState.SUCCEEDED:
-        return ItemResult(item_id, source, "SUCCEEDED", None, dict(row.outputs or {}),
-                          row.audio_duration_ms, _language(row))
+        return ItemResult(
+            item_id,
+            source,
+            "SUCCEEDED",
+            None,
+            dict(row.outputs or {}),
+            row.audio_duration_ms,
+            _language(row),
+        )
     if not row.state.terminal:
         return ItemResult(item_id, source, "PENDING", None, {}, None)
-    error = {"code": row.error_code or FailureCode.INTERNAL.value,
-             "message": row.error_message or ""}
+    error = {
+        "code": row.error_code or FailureCode.INTERNAL.value,
+        "message": row.error_message or "",
+    }
     return ItemResult(item_id, source, row.state.value, error, {}, row.audio_duration_ms)
 
 
@@ -97,16 +123,24 @@ def write_batch_results(ledger: Ledger, batch_id: str, sink: OutputSink) -> str:
     if write_file is None:  # a sink without files: the text whole
         rows = ledger.list_items(batch_id)
         return sink.write_text("results.jsonl", jsonl([result_of_row(r) for r in rows]))
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", suffix=".jsonl",
-                                     prefix="bulkscribe-results-") as f:
+    with tempfile.NamedTemporaryFile(
+        "w", encoding="utf-8", suffix=".jsonl", prefix="bulkscribe-results-"
+    ) as f:
         for row in stream_items(ledger.engine, batch_id):
             f.write(json.dumps(result_of_row(row).as_json(), ensure_ascii=False) + "\n")
         f.flush()
         return str(write_file("results.jsonl", Path(f.name)))
 
 
-def close_batch(ledger: Ledger, batch_id: str, sink: OutputSink, *, owner: str,
-                notify: NotifySettings | None = None, lease_s: float = 300.0) -> bool:
+def close_batch(
+    ledger: Ledger,
+    batch_id: str,
+    sink: OutputSink,
+    *,
+    owner: str,
+    notify: NotifySettings | None = None,
+    lease_s: float = 300.0,
+) -> bool:
     """Write a finished batch's results.jsonl and mark it done, if no one else is doing so.
 
     Called by the worker that finishes a batch's last item, and by the sweeper as the safety
@@ -121,9 +155,13 @@ def close_batch(ledger: Ledger, batch_id: str, sink: OutputSink, *, owner: str,
         location = write_batch_results(ledger, batch_id, sink)
     finally:
         done = ledger.end_batch_close(
-            batch_id, owner=owner, written=location is not None,
-            then=None if notify is None else partial(_announce, batch_id=batch_id,
-                                                      notify=notify, results=location))
+            batch_id,
+            owner=owner,
+            written=location is not None,
+            then=None
+            if notify is None
+            else partial(_announce, batch_id=batch_id, notify=notify, results=location),
+        )
     return done
 
 

@@ -41,9 +41,12 @@ from pipeline.transcript import from_result_document
 log = get_logger("bulkscribe.run")
 
 # Which pool runs which kind of job (the distributed queues: provider, prepare/transcribe).
-_POOL_LANES = {"io": (Lane.RECONCILE, Lane.POLL, Lane.SUBMIT),
-               "cpu": (Lane.TRANSCRIBE, Lane.PREPARE)}
+_POOL_LANES = {
+    "io": (Lane.RECONCILE, Lane.POLL, Lane.SUBMIT),
+    "cpu": (Lane.TRANSCRIBE, Lane.PREPARE),
+}
 _Running = tuple[str, tuple[str, ...]]  # (pool, item ids) of a step in flight
+
 
 @dataclass(frozen=True, slots=True)
 class RunConfig:
@@ -78,8 +81,9 @@ class RunSummary:
     @property
     def ok(self) -> bool:
         # SKIPPED (a budget cap reached) is what was asked for, not a failure.
-        return not self.interrupted and all(r.status in ("SUCCEEDED", "SKIPPED")
-                                            for r in self.results)
+        return not self.interrupted and all(
+            r.status in ("SUCCEEDED", "SKIPPED") for r in self.results
+        )
 
 
 class Progress:
@@ -89,8 +93,9 @@ class Progress:
     """
 
     def start(self, total: int, done: int, todo: int) -> None: ...
-    def item_done(self, key: str, state: str, detail: str, audio_s: float,
-                  seconds: float | None = None) -> None: ...
+    def item_done(
+        self, key: str, state: str, detail: str, audio_s: float, seconds: float | None = None
+    ) -> None: ...
     def stop(self) -> None: ...
 
 
@@ -104,8 +109,9 @@ class _OwnTime(Progress):
     def start(self, total: int, done: int, todo: int) -> None:
         self.display.start(total, done, todo)
 
-    def item_done(self, key: str, state: str, detail: str, audio_s: float,
-                  seconds: float | None = None) -> None:
+    def item_done(
+        self, key: str, state: str, detail: str, audio_s: float, seconds: float | None = None
+    ) -> None:
         if seconds is None:
             seconds = self.seconds_of(key)
         self.display.item_done(key, state, detail, audio_s, seconds)
@@ -145,16 +151,30 @@ class EmbeddedRunner:
     def run(self, manifest: Manifest) -> RunSummary:
         started = time.monotonic()
         cfg = self.cfg
-        self.ledger.ensure_batch(self.batch_id, kind="run", out=str(cfg.out_dir),
-                                 engine=cfg.engine, model=cfg.model, manifest=manifest.path,
-                                 options={"language": cfg.language, "formats": list(cfg.formats)})
+        self.ledger.ensure_batch(
+            self.batch_id,
+            kind="run",
+            out=str(cfg.out_dir),
+            engine=cfg.engine,
+            model=cfg.model,
+            manifest=manifest.path,
+            options={"language": cfg.language, "formats": list(cfg.formats)},
+        )
         # An id keeps the source it was first transcribed from, whatever sorts first now.
-        manifest = manifest.prefer({r.key: r.source for r in self.ledger.list_items(self.batch_id)
-                                    if not r.key.startswith("@")})
-        self.ledger.sync_items(self.batch_id, seeds_for(manifest.entries, engine=cfg.engine,
-                                                         model=cfg.model, language=cfg.language),
-                               engine=cfg.engine,
-                               model=cfg.model, force=cfg.force)
+        manifest = manifest.prefer(
+            {
+                r.key: r.source
+                for r in self.ledger.list_items(self.batch_id)
+                if not r.key.startswith("@")
+            }
+        )
+        self.ledger.sync_items(
+            self.batch_id,
+            seeds_for(manifest.entries, engine=cfg.engine, model=cfg.model, language=cfg.language),
+            engine=cfg.engine,
+            model=cfg.model,
+            force=cfg.force,
+        )
         self._recover()
         self._apply_budget()
         rows = {r.key: r for r in self.ledger.list_items(self.batch_id)}
@@ -170,11 +190,13 @@ class EmbeddedRunner:
         # Invalid manifest lines are failures of this run (they are read again each time),
         # counted once, not items an earlier run finished.
         problems = [e for e in manifest.entries if isinstance(e, ManifestProblem)]
-        self.progress.start(len(keys), len(keys) - len(todo) - len(problems),
-                            len(todo) + len(problems))
+        self.progress.start(
+            len(keys), len(keys) - len(todo) - len(problems), len(todo) + len(problems)
+        )
         for problem in problems:
-            self.progress.item_done(problem.item_id or f"line {problem.line_no}", "FAILED",
-                                    problem.code, 0.0)
+            self.progress.item_done(
+                problem.item_id or f"line {problem.line_no}", "FAILED", problem.code, 0.0
+            )
         audio_s = 0.0
         try:
             audio_s = self._drive(todo)
@@ -186,10 +208,18 @@ class EmbeddedRunner:
         # Interrupted too: what finished says so, the rest is PENDING until the next run.
         results = self.results(manifest)
         write_results(cfg.out_dir, results)
-        summary = RunSummary(results, len(todo), time.monotonic() - started,
-                             interrupted=self.ctx.stop.is_set(), audio_s=audio_s)
-        if self.on_complete is not None and not summary.interrupted \
-                and all(r.status != "PENDING" for r in results):
+        summary = RunSummary(
+            results,
+            len(todo),
+            time.monotonic() - started,
+            interrupted=self.ctx.stop.is_set(),
+            audio_s=audio_s,
+        )
+        if (
+            self.on_complete is not None
+            and not summary.interrupted
+            and all(r.status != "PENDING" for r in results)
+        ):
             self.on_complete(self.batch_id, summary)
         return summary
 
@@ -202,15 +232,20 @@ class EmbeddedRunner:
         :class:`Agenda` holds the remaining rows; only those a finished step touched are
         filed again, so each step costs the same whatever the manifest's length.
         """
-        agenda = Agenda(self._mode_of, default_model=self.cfg.model,
-                        batch_size=lambda m: self.batch_size if is_funasr(m) else 1)
+        agenda = Agenda(
+            self._mode_of,
+            default_model=self.cfg.model,
+            batch_size=lambda m: self.batch_size if is_funasr(m) else 1,
+        )
         for row in todo:
             agenda.put(row)
         inflight: dict[Future[object], _Running] = {}
         capacity = {"cpu": self.cfg.workers, "io": self.io_workers}
         audio_s = 0.0
-        with ThreadPoolExecutor(capacity["cpu"], thread_name_prefix="cpu") as cpu, \
-                ThreadPoolExecutor(capacity["io"], thread_name_prefix="io") as io:
+        with (
+            ThreadPoolExecutor(capacity["cpu"], thread_name_prefix="cpu") as cpu,
+            ThreadPoolExecutor(capacity["io"], thread_name_prefix="io") as io,
+        ):
             pools = {"cpu": cpu, "io": io}
             try:
                 while len(agenda) or inflight:
@@ -221,8 +256,9 @@ class EmbeddedRunner:
                             break
                         self.ctx.stop.wait(self._idle_s(agenda))
                         continue
-                    done, _ = wait(inflight, timeout=self._idle_s(agenda),
-                                   return_when=FIRST_COMPLETED)
+                    done, _ = wait(
+                        inflight, timeout=self._idle_s(agenda), return_when=FIRST_COMPLETED
+                    )
                     touched: list[str] = []
                     for fut in done:
                         touched += inflight.pop(fut)[1]
@@ -236,8 +272,13 @@ class EmbeddedRunner:
                 raise
         return audio_s
 
-    def _start_due(self, agenda: Agenda, inflight: dict[Future[object], _Running],
-                   capacity: dict[str, int], pools: dict[str, ThreadPoolExecutor]) -> None:
+    def _start_due(
+        self,
+        agenda: Agenda,
+        inflight: dict[Future[object], _Running],
+        capacity: dict[str, int],
+        pools: dict[str, ThreadPoolExecutor],
+    ) -> None:
         """Fill each pool's free threads with the jobs due now, most advanced first."""
         used = {"cpu": 0, "io": 0}
         for kind, _ in inflight.values():
@@ -248,8 +289,9 @@ class EmbeddedRunner:
             if room <= 0:
                 continue
             # Backpressure: never hold more normalized audio than the workers can use.
-            jobs = agenda.take(now, lanes=lanes, limit=room,
-                               prepare_room=2 * self.cfg.workers - agenda.prepared)
+            jobs = agenda.take(
+                now, lanes=lanes, limit=room, prepare_room=2 * self.cfg.workers - agenda.prepared
+            )
             for job in jobs:
                 inflight[pools[kind].submit(self._call(job))] = (kind, job.ids)
 
@@ -262,8 +304,7 @@ class EmbeddedRunner:
             agenda.put(row)
             if row.state.terminal:
                 audio_s += (row.audio_duration_ms or 0) / 1000
-                self.progress.item_done(row.key, row.state.value, row.error_code or "",
-                                        audio_s)
+                self.progress.item_done(row.key, row.state.value, row.error_code or "", audio_s)
         return audio_s
 
     def _call(self, job: Job) -> Callable[[], object]:
@@ -296,8 +337,11 @@ class EmbeddedRunner:
             return audio_s
         budget = get_budget(self.ledger, self.batch_id)
         closing = budget is not None and budget.tally.skip_from is not None
-        stale = [r.id for r in agenda.rows() if is_parked(r.next_run_at)
-                 or (closing and r.state is ItemState.PENDING)]
+        stale = [
+            r.id
+            for r in agenda.rows()
+            if is_parked(r.next_run_at) or (closing and r.state is ItemState.PENDING)
+        ]
         return self._refresh(agenda, stale, audio_s) if stale else audio_s
 
     def _mode_of(self, row: ItemRow) -> Mode:
@@ -331,11 +375,18 @@ class EmbeddedRunner:
                 log.info("item.released", item_id=row.key, was=row.state.value)
             if state is ItemState.PREPARED and not self._media_present(row):
                 self.ledger.move(row.id, state, ItemState.PENDING, media_key=None)
-            if state is ItemState.FAILED and (
-                self.cfg.retry_failed or row.error_code in TRANSIENT_CODES
-            ) and not row.key.startswith("@"):
-                self.ledger.sync_items(self.batch_id, [_reseed(row)], engine=self.cfg.engine,
-                                       model=self.cfg.model, force=True)
+            if (
+                state is ItemState.FAILED
+                and (self.cfg.retry_failed or row.error_code in TRANSIENT_CODES)
+                and not row.key.startswith("@")
+            ):
+                self.ledger.sync_items(
+                    self.batch_id,
+                    [_reseed(row)],
+                    engine=self.cfg.engine,
+                    model=self.cfg.model,
+                    force=True,
+                )
 
     def _media_present(self, row: ItemRow) -> bool:
         try:
@@ -353,8 +404,9 @@ class EmbeddedRunner:
 
     def _outputs_complete(self, row: ItemRow) -> bool:
         outputs = row.outputs or {}
-        return all(f in outputs and (self.cfg.out_dir / outputs[f]).is_file()
-                   for f in self.cfg.formats)
+        return all(
+            f in outputs and (self.cfg.out_dir / outputs[f]).is_file() for f in self.cfg.formats
+        )
 
     def _rerender(self, row: ItemRow) -> ItemRow:
         """Formats added on a re-run come from the saved transcript, not a new transcription:
@@ -368,8 +420,13 @@ class EmbeddedRunner:
             except ValueError:
                 continue
         if not isinstance(document, dict):
-            self.ledger.sync_items(self.batch_id, [_reseed(row)], engine=self.cfg.engine,
-                                   model=self.cfg.model, force=True)
+            self.ledger.sync_items(
+                self.batch_id,
+                [_reseed(row)],
+                engine=self.cfg.engine,
+                model=self.cfg.model,
+                force=True,
+            )
             return self.ledger.get(row.id) or row
         parsed = from_result_document(document)
         formats = tuple(dict.fromkeys([*self.cfg.formats, *(row.outputs or {})]))

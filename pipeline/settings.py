@@ -128,6 +128,8 @@ def check_notify_url(url: str) -> str:
 
 
 NotifyUrls = tuple[Annotated[str, AfterValidator(check_notify_url)], ...]
+
+
 class Price(_Frozen):
     """What a model costs per audio hour or second (one of the two), as the provider bills
     it. Prices change and differ by region: none are built in."""

@@ -91,8 +91,9 @@ def fetch(
     scratch.mkdir(parents=True, exist_ok=True)
     dest = scratch / ("download" + _suffix(source))
     if scheme in ("http", "https"):
-        download_http(http(), source, dest, max_bytes=max_bytes, deadline_s=deadline_s,
-                      policy=policy)
+        download_http(
+            http(), source, dest, max_bytes=max_bytes, deadline_s=deadline_s, policy=policy
+        )
         return LocalSource(dest, temporary=True)
     if scheme in ("s3", "oss"):
         if objects is None:
@@ -121,8 +122,9 @@ def download_http(
     try:
         with Deadline(deadline_s) as deadline:
             try:
-                written = _follow(client, url, dest, max_bytes=max_bytes, policy=policy,
-                                  deadline=deadline)
+                written = _follow(
+                    client, url, dest, max_bytes=max_bytes, policy=policy, deadline=deadline
+                )
             except (httpx.TransportError, PipelineError):
                 if deadline.expired:
                     raise _timed_out(url, deadline_s) from None
@@ -135,8 +137,15 @@ def download_http(
         raise
 
 
-def _follow(client: httpx.Client, url: str, dest: Path, *, max_bytes: int,
-            policy: AddressPolicy, deadline: Deadline) -> int:
+def _follow(
+    client: httpx.Client,
+    url: str,
+    dest: Path,
+    *,
+    max_bytes: int,
+    policy: AddressPolicy,
+    deadline: Deadline,
+) -> int:
     """GET ``url``, following redirects by hand so that every hop is checked."""
     seen = {url}
     current = url
@@ -153,8 +162,11 @@ def _follow(client: httpx.Client, url: str, dest: Path, *, max_bytes: int,
         target = urljoin(current, location)
         scheme = target.split(":", 1)[0].lower() if ":" in target else ""
         if scheme not in ("http", "https"):
-            raise _refused(url, f"redirected to a {scheme or 'schemeless'} URL "
-                           f"({display(target)}); only http and https are followed")
+            raise _refused(
+                url,
+                f"redirected to a {scheme or 'schemeless'} URL "
+                f"({display(target)}); only http and https are followed",
+            )
         if target in seen:
             raise _refused(url, f"redirect loop back to {display(target)}")
         seen.add(target)
@@ -162,8 +174,9 @@ def _follow(client: httpx.Client, url: str, dest: Path, *, max_bytes: int,
     raise _refused(url, f"more than {MAX_REDIRECTS} redirects")
 
 
-def _stream_to(client: httpx.Client, url: str, dest: Path, *, max_bytes: int,
-               deadline: Deadline) -> str | None:
+def _stream_to(
+    client: httpx.Client, url: str, dest: Path, *, max_bytes: int, deadline: Deadline
+) -> str | None:
     """One request: the body into ``dest``, or the Location of a redirect (not followed)."""
     shown = display(url)
     written = 0
@@ -209,7 +222,8 @@ def _timed_out(url: str, deadline_s: float) -> SourceUnavailable:
     return SourceUnavailable(
         FailureCode.DOWNLOAD_TIMEOUT,
         f"{display(url)}: timed out: the download was still running at its "
-        f"{deadline_s:g} s deadline (download.deadline_s)")
+        f"{deadline_s:g} s deadline (download.deadline_s)",
+    )
 
 
 def _refused(url: str, why: str) -> SourceRefused:

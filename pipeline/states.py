@@ -33,8 +33,9 @@ class ItemState(StrEnum):
         return self in CLAIMED_FROM
 
 
-TERMINAL = frozenset({ItemState.SUCCEEDED, ItemState.FAILED, ItemState.DEAD,
-                      ItemState.CANCELLED, ItemState.SKIPPED})
+TERMINAL = frozenset(
+    {ItemState.SUCCEEDED, ItemState.FAILED, ItemState.DEAD, ItemState.CANCELLED, ItemState.SKIPPED}
+)
 
 # A claimed state and the state an expired claim falls back to.
 CLAIMED_FROM: dict[ItemState, ItemState] = {
@@ -51,32 +52,73 @@ CLAIMED_FROM: dict[ItemState, ItemState] = {
 # result is discarded.
 ALLOWED: dict[ItemState, frozenset[ItemState]] = {
     ItemState.PENDING: frozenset(
-        {ItemState.PREPARING, ItemState.FAILED, ItemState.DEAD, ItemState.CANCELLED,
-         ItemState.SKIPPED}
+        {
+            ItemState.PREPARING,
+            ItemState.FAILED,
+            ItemState.DEAD,
+            ItemState.CANCELLED,
+            ItemState.SKIPPED,
+        }
     ),
     ItemState.PREPARING: frozenset(
-        {ItemState.PREPARED, ItemState.PENDING, ItemState.FAILED, ItemState.DEAD,
-         ItemState.CANCELLED}
+        {
+            ItemState.PREPARED,
+            ItemState.PENDING,
+            ItemState.FAILED,
+            ItemState.DEAD,
+            ItemState.CANCELLED,
+        }
     ),
     ItemState.PREPARED: frozenset(
-        {ItemState.TRANSCRIBING, ItemState.SUBMITTING, ItemState.PENDING, ItemState.FAILED,
-         ItemState.DEAD, ItemState.CANCELLED, ItemState.SKIPPED}
+        {
+            ItemState.TRANSCRIBING,
+            ItemState.SUBMITTING,
+            ItemState.PENDING,
+            ItemState.FAILED,
+            ItemState.DEAD,
+            ItemState.CANCELLED,
+            ItemState.SKIPPED,
+        }
     ),
     ItemState.TRANSCRIBING: frozenset(
-        {ItemState.SUCCEEDED, ItemState.PREPARED, ItemState.PENDING, ItemState.FAILED,
-         ItemState.DEAD, ItemState.CANCELLED}
+        {
+            ItemState.SUCCEEDED,
+            ItemState.PREPARED,
+            ItemState.PENDING,
+            ItemState.FAILED,
+            ItemState.DEAD,
+            ItemState.CANCELLED,
+        }
     ),
     ItemState.SUBMITTING: frozenset(
-        {ItemState.SUBMITTED, ItemState.PREPARED, ItemState.PENDING, ItemState.FAILED,
-         ItemState.DEAD, ItemState.CANCELLED}
+        {
+            ItemState.SUBMITTED,
+            ItemState.PREPARED,
+            ItemState.PENDING,
+            ItemState.FAILED,
+            ItemState.DEAD,
+            ItemState.CANCELLED,
+        }
     ),
     ItemState.SUBMITTED: frozenset(
-        {ItemState.PERSISTING, ItemState.PREPARED, ItemState.PENDING, ItemState.FAILED,
-         ItemState.DEAD, ItemState.CANCELLED}
+        {
+            ItemState.PERSISTING,
+            ItemState.PREPARED,
+            ItemState.PENDING,
+            ItemState.FAILED,
+            ItemState.DEAD,
+            ItemState.CANCELLED,
+        }
     ),
     ItemState.PERSISTING: frozenset(
-        {ItemState.SUCCEEDED, ItemState.SUBMITTED, ItemState.PENDING, ItemState.FAILED,
-         ItemState.DEAD, ItemState.CANCELLED}
+        {
+            ItemState.SUCCEEDED,
+            ItemState.SUBMITTED,
+            ItemState.PENDING,
+            ItemState.FAILED,
+            ItemState.DEAD,
+            ItemState.CANCELLED,
+        }
     ),
     # Terminal states only move on by an operator's retry/reprocess, which starts a new
     # attempt from PENDING.

@@ -102,7 +102,7 @@ def split_punctuation(token: str) -> tuple[str, str]:
     stripped = core.rstrip(_TRAILING_PUNCT)
     if not stripped:
         return core, ""
-    return stripped, core[len(stripped):]
+    return stripped, core[len(stripped) :]
 
 
 def ms(seconds: float) -> int:
@@ -170,8 +170,29 @@ def sentences_from_words(
 
 
 # Titles and the like whose full stop does not end a sentence ("Mr. Dashwood").
-_ABBREVIATIONS = frozenset({"mr", "mrs", "ms", "dr", "prof", "st", "sr", "jr", "vs", "mt",
-                            "no", "gen", "col", "capt", "lt", "rev", "hon", "fig", "etc"})
+_ABBREVIATIONS = frozenset(
+    {
+        "mr",
+        "mrs",
+        "ms",
+        "dr",
+        "prof",
+        "st",
+        "sr",
+        "jr",
+        "vs",
+        "mt",
+        "no",
+        "gen",
+        "col",
+        "capt",
+        "lt",
+        "rev",
+        "hon",
+        "fig",
+        "etc",
+    }
+)
 
 
 def _abbreviation(w: Word) -> bool:
@@ -247,8 +268,12 @@ def _sentence_json(sentence_id: int, s: Sentence) -> dict[str, Any]:
     if s.emotion:
         out["emotion"] = s.emotion
     out["words"] = [
-        {"begin_time": w.begin_ms, "end_time": w.end_ms, "text": w.text,
-         "punctuation": w.punctuation}
+        {
+            "begin_time": w.begin_ms,
+            "end_time": w.end_ms,
+            "text": w.text,
+            "punctuation": w.punctuation,
+        }
         for w in s.words
     ]
     return out
@@ -299,8 +324,9 @@ def from_result_document(doc: Mapping[str, Any]) -> ResultDocument:
             )
         language = t.get("language") or next((s.language for s in sentences if s.language), None)
         transcripts.append(
-            Transcript(tuple(sentences), language=language,
-                       channel_id=int(t.get("channel_id", 0) or 0))
+            Transcript(
+                tuple(sentences), language=language, channel_id=int(t.get("channel_id", 0) or 0)
+            )
         )
     props = doc.get("properties") or doc.get("audio_info") or {}
     return ResultDocument(str(doc.get("file_url", "")), props, tuple(transcripts))

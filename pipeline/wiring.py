@@ -33,16 +33,22 @@ def download_client(settings: Settings) -> httpx.Client:
     every connection (pipeline.netguard). Not the provider's client: DashScope may sit on
     a private address (the emulator) or behind a proxy, which the policy would refuse."""
     d = settings.download
-    return guarded_client(AddressPolicy(allow_private=d.allow_private),
-                          connect_timeout_s=d.connect_timeout_s,
-                          read_timeout_s=d.read_timeout_s)
+    return guarded_client(
+        AddressPolicy(allow_private=d.allow_private),
+        connect_timeout_s=d.connect_timeout_s,
+        read_timeout_s=d.read_timeout_s,
+    )
 
 
 def http_client(settings: Settings) -> httpx.Client:
-    timeout = httpx.Timeout(settings.download.read_timeout_s,
-                            connect=settings.download.connect_timeout_s)
-    return httpx.Client(timeout=timeout, headers={"user-agent": "bulkscribe"},
-                        limits=httpx.Limits(max_connections=64, max_keepalive_connections=16))
+    timeout = httpx.Timeout(
+        settings.download.read_timeout_s, connect=settings.download.connect_timeout_s
+    )
+    return httpx.Client(
+        timeout=timeout,
+        headers={"user-agent": "bulkscribe"},
+        limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+    )
 
 
 class ClipEngines:
@@ -69,10 +75,10 @@ class ClipEngines:
         if info.family in (Family.QWEN_ASR, Family.OMNI) and self.provider is not None:
             from pipeline.asr.dashscope import DashScopeClipEngine
 
-            return DashScopeClipEngine(self.provider(), info.model,
-                                       max_clip_s=info.max_clip_s or 180.0)
-        raise ConfigError(FailureCode.CONFIG_INVALID,
-                          f"{info.model} is not transcribed in place")
+            return DashScopeClipEngine(
+                self.provider(), info.model, max_clip_s=info.max_clip_s or 180.0
+            )
+        raise ConfigError(FailureCode.CONFIG_INVALID, f"{info.model} is not transcribed in place")
 
 
 def preflight(settings: Settings) -> None:
@@ -83,19 +89,24 @@ def preflight(settings: Settings) -> None:
     local = settings.local
     if settings.engine == "dashscope":
         if settings.dashscope_api_key is None:
-            raise ConfigError(FailureCode.PROVIDER_AUTH,
-                              "the DashScope engine needs an API key: set DASHSCOPE_API_KEY")
+            raise ConfigError(
+                FailureCode.PROVIDER_AUTH,
+                "the DashScope engine needs an API key: set DASHSCOPE_API_KEY",
+            )
         if local.task != "transcribe":
-            raise ConfigError(FailureCode.UNSUPPORTED_OPTION,
-                              "--task translate needs the local engine (--engine local)")
+            raise ConfigError(
+                FailureCode.UNSUPPORTED_OPTION,
+                "--task translate needs the local engine (--engine local)",
+            )
         return
     from pipeline.asr.local import unsupported_translate
     from pipeline.asr.weights import english_only, resolve_model
 
     if local.task == "translate" and english_only(settings.model):
         raise unsupported_translate(settings.model)
-    resolve_model(settings.model, cache_dir=local.download_root,
-                  allow_download=local.allow_download)
+    resolve_model(
+        settings.model, cache_dir=local.download_root, allow_download=local.allow_download
+    )
     _check_device(local.device, local.compute_type)
 
 
@@ -104,28 +115,35 @@ def _check_device(device: str, compute_type: str) -> None:
     import ctranslate2
 
     if device not in ("cpu", "cuda", "auto"):
-        raise ConfigError(FailureCode.CONFIG_INVALID,
-                          f"unknown device {device!r}: use cpu, cuda or auto")
+        raise ConfigError(
+            FailureCode.CONFIG_INVALID, f"unknown device {device!r}: use cpu, cuda or auto"
+        )
     gpus = ctranslate2.get_cuda_device_count() if device != "cpu" else 0
     if device == "cuda" and gpus == 0:
-        raise ConfigError(FailureCode.CONFIG_INVALID,
-                          "--device cuda: no CUDA device is visible here; use --device cpu")
+        raise ConfigError(
+            FailureCode.CONFIG_INVALID,
+            "--device cuda: no CUDA device is visible here; use --device cpu",
+        )
     target = "cuda" if gpus else "cpu"
     supported = ctranslate2.get_supported_compute_types(target)
     if compute_type not in {"default", "auto", *supported}:
         raise ConfigError(
             FailureCode.CONFIG_INVALID,
             f"compute type {compute_type!r} does not run on {target} here: use one of "
-            f"{', '.join(sorted(supported))}")
+            f"{', '.join(sorted(supported))}",
+        )
 
 
-def provider_factory(settings: Settings, http: httpx.Client,
-                     limiter: RateLimiter | None = None) -> Callable[[], Any] | None:
+def provider_factory(
+    settings: Settings, http: httpx.Client, limiter: RateLimiter | None = None
+) -> Callable[[], Any] | None:
     """A (rate-limited) DashScope client when a key is configured or the engine needs one."""
     if settings.dashscope_api_key is None:
         if settings.engine == "dashscope":
-            raise ConfigError(FailureCode.PROVIDER_AUTH,
-                              "the DashScope engine needs an API key: set DASHSCOPE_API_KEY")
+            raise ConfigError(
+                FailureCode.PROVIDER_AUTH,
+                "the DashScope engine needs an API key: set DASHSCOPE_API_KEY",
+            )
         return None
     from pipeline.asr.dashscope import DashScopeClient
 
@@ -154,8 +172,9 @@ class StoreReader:
         return dest.stat().st_size
 
 
-def publisher_for(settings: Settings, store: ObjectStore,
-                  provider: Callable[[], Any] | None) -> Publisher | None:
+def publisher_for(
+    settings: Settings, store: ObjectStore, provider: Callable[[], Any] | None
+) -> Publisher | None:
     if provider is None:
         return None
     if isinstance(store, LocalStore):
@@ -164,21 +183,44 @@ def publisher_for(settings: Settings, store: ObjectStore,
     return PresignPublisher(PRESIGN_S)
 
 
-def build_context(settings: Settings, *, ledger: Ledger, owner: str,
-                  sinks: Callable[[str], OutputSink],
-                  scratch: Path, store: ObjectStore, http: httpx.Client,
-                  dead_letters: bool, options: dict[str, Any] | None = None,
-                  limiter: RateLimiter | None = None, gate: SubmitGate | None = None,
-                  **overrides: Any) -> FlowContext:
+def build_context(
+    settings: Settings,
+    *,
+    ledger: Ledger,
+    owner: str,
+    sinks: Callable[[str], OutputSink],
+    scratch: Path,
+    store: ObjectStore,
+    http: httpx.Client,
+    dead_letters: bool,
+    options: dict[str, Any] | None = None,
+    limiter: RateLimiter | None = None,
+    gate: SubmitGate | None = None,
+    **overrides: Any,
+) -> FlowContext:
     provider = provider_factory(settings, http, limiter)
     downloads = download_client(settings)  # holds no idle connections: nothing to close
     return FlowContext(
-        ledger=ledger, owner=owner, engine=settings.engine, model=settings.model,
-        language=settings.language, formats=settings.formats, retry=settings.retry,
-        poll=settings.poll, limits=settings.limits, media=MediaKeeper(store), sinks=sinks,
-        scratch=scratch, http=lambda: downloads, download=settings.download,
+        ledger=ledger,
+        owner=owner,
+        engine=settings.engine,
+        model=settings.model,
+        language=settings.language,
+        formats=settings.formats,
+        retry=settings.retry,
+        poll=settings.poll,
+        limits=settings.limits,
+        media=MediaKeeper(store),
+        sinks=sinks,
+        scratch=scratch,
+        http=lambda: downloads,
+        download=settings.download,
         clip_engine=ClipEngines(settings, provider),
-        provider=provider, publisher=publisher_for(settings, store, provider),
-        objects=StoreReader(settings), dead_letters=dead_letters, options=options or {},
+        provider=provider,
+        publisher=publisher_for(settings, store, provider),
+        objects=StoreReader(settings),
+        dead_letters=dead_letters,
+        options=options or {},
         gate=gate or LocalGate(settings.provider.max_inflight_tasks, ledger.inflight_tasks),
-        **overrides)
+        **overrides,
+    )

@@ -19,6 +19,7 @@ from support import HARVARD, LIBRIVOX_DIR, ffmpeg, normalize_words, say, wer
 
 __all__ = ["HARVARD", "LIBRIVOX_DIR", "ffmpeg", "normalize_words", "say", "wer"]
 
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Fail loudly, not skip, when a tool the suite needs is missing."""
     missing = [t for t in ("ffmpeg", "ffprobe", "espeak-ng") if shutil.which(t) is None]
@@ -45,8 +46,21 @@ def harvard_text() -> str:
 @pytest.fixture(scope="session")
 def harvard_mp3(harvard_wav: Path, media_dir: Path) -> Path:
     out = media_dir / "harvard.mp3"
-    ffmpeg(["-i", str(harvard_wav), "-ac", "2", "-ar", "44100", "-c:a", "libmp3lame",
-            "-b:a", "64k", str(out)])
+    ffmpeg(
+        [
+            "-i",
+            str(harvard_wav),
+            "-ac",
+            "2",
+            "-ar",
+            "44100",
+            "-c:a",
+            "libmp3lame",
+            "-b:a",
+            "64k",
+            str(out),
+        ]
+    )
     return out
 
 
@@ -93,10 +107,12 @@ def run_cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
     """Run the real ``bulkscribe`` console script in a subprocess."""
     exe = Path(sys.executable).with_name("bulkscribe")
 
-    def run(*args: str, env: dict[str, str] | None = None,
-            timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    def run(
+        *args: str, env: dict[str, str] | None = None, timeout: float = 600
+    ) -> subprocess.CompletedProcess[str]:
         full_env = {**os.environ, **(env or {})}
-        return subprocess.run([str(exe), *args], capture_output=True, text=True, env=full_env,
-                              timeout=timeout)
+        return subprocess.run(
+            [str(exe), *args], capture_output=True, text=True, env=full_env, timeout=timeout
+        )
 
     return run

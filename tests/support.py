@@ -70,9 +70,21 @@ def bare_flow(**fields: Any) -> FlowContext:
     settings = load_settings()
     blank: Any = None
     defaults: dict[str, Any] = dict(
-        ledger=blank, owner="me", engine="dashscope", model=settings.model, language=None,
-        formats=("json",), retry=settings.retry, poll=settings.poll, limits=settings.limits,
-        media=blank, sinks=blank, scratch=blank, http=blank, clip_engine=blank)
+        ledger=blank,
+        owner="me",
+        engine="dashscope",
+        model=settings.model,
+        language=None,
+        formats=("json",),
+        retry=settings.retry,
+        poll=settings.poll,
+        limits=settings.limits,
+        media=blank,
+        sinks=blank,
+        scratch=blank,
+        http=blank,
+        clip_engine=blank,
+    )
     return FlowContext(**{**defaults, **fields})
 
 
@@ -92,6 +104,9 @@ def scratch_database(prefix: str) -> Iterator[str]:
         yield f"postgresql://postgres@127.0.0.1:5432/{name}"
     finally:
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                         "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (name,),
+            )
             conn.execute(f'DROP DATABASE IF EXISTS "{name}"')

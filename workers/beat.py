@@ -51,8 +51,11 @@ class ResilientRedBeatScheduler(RedBeatScheduler):  # type: ignore[misc]
         try:
             if self.lock_key and self.lock is None:
                 acquire_distributed_beat_lock(SimpleNamespace(scheduler=self))  # blocks
-            elif (self.lock is not None and not self.lock.owned()
-                  and not self.lock.acquire(blocking=False)):
+            elif (
+                self.lock is not None
+                and not self.lock.owned()
+                and not self.lock.acquire(blocking=False)
+            ):
                 return False
             self.setup_schedule()
         except (RedisError, LockError):

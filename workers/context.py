@@ -63,8 +63,10 @@ def database_url(settings: Settings) -> str:
     if not settings.database_url:
         from pipeline.errors import ConfigError, FailureCode
 
-        raise ConfigError(FailureCode.CONFIG_INVALID,
-                          "distributed mode needs BULKSCRIBE_DATABASE_URL (PostgreSQL)")
+        raise ConfigError(
+            FailureCode.CONFIG_INVALID,
+            "distributed mode needs BULKSCRIBE_DATABASE_URL (PostgreSQL)",
+        )
     return settings.database_url
 
 
@@ -99,8 +101,9 @@ class BatchCloser:
     its results.jsonl and marks it done at once (the sweeper does it too, as a safety net;
     a compare-and-set on the batch lets exactly one of them write)."""
 
-    def __init__(self, ledger: Ledger, sinks: BatchSinks, owner: str,
-                 notify: NotifySettings) -> None:
+    def __init__(
+        self, ledger: Ledger, sinks: BatchSinks, owner: str, notify: NotifySettings
+    ) -> None:
         self.ledger = ledger
         self.sinks = sinks
         self.owner = owner
@@ -108,12 +111,14 @@ class BatchCloser:
 
     def __call__(self, batch_id: str) -> None:
         try:
-            if close_batch(self.ledger, batch_id, self.sinks(batch_id), owner=self.owner,
-                           notify=self.notify):
+            if close_batch(
+                self.ledger, batch_id, self.sinks(batch_id), owner=self.owner, notify=self.notify
+            ):
                 log.info("batch.done", batch_id=batch_id)
         except Exception as exc:  # the item is finished; the sweeper writes the results
-            log.warning("batch.close_failed", batch_id=batch_id,
-                        error=f"{type(exc).__name__}: {exc}")
+            log.warning(
+                "batch.close_failed", batch_id=batch_id, error=f"{type(exc).__name__}: {exc}"
+            )
 
 
 def build_worker_context(settings: Settings) -> WorkerContext:
@@ -126,11 +131,20 @@ def build_worker_context(settings: Settings) -> WorkerContext:
     owner = f"{socket.gethostname()}:{os.getpid()}"
     sinks = BatchSinks(ledger, settings)
     flow = build_context(
-        settings, ledger=ledger, owner=owner, sinks=sinks,
-        scratch=scratch, store=store, http=http_client(settings), dead_letters=True,
+        settings,
+        ledger=ledger,
+        owner=owner,
+        sinks=sinks,
+        scratch=scratch,
+        store=store,
+        http=http_client(settings),
+        dead_letters=True,
         limiter=RedisTokenBucket(r, settings.provider.requests_per_s),
         gate=RedisGate(r, settings.provider.max_inflight_tasks, ledger.inflight_tasks),
-        lease_s=settings.distributed.lease_s, events=metrics.record,
-        handoff_s=settings.distributed.redispatch_s, hands_off=partial(hands_off, settings),
-        item_finished=BatchCloser(ledger, sinks, owner, settings.notify))
+        lease_s=settings.distributed.lease_s,
+        events=metrics.record,
+        handoff_s=settings.distributed.redispatch_s,
+        hands_off=partial(hands_off, settings),
+        item_finished=BatchCloser(ledger, sinks, owner, settings.notify),
+    )
     return WorkerContext(settings, flow, r)

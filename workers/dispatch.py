@@ -73,8 +73,9 @@ def _mark(wctx: Any, rows: Sequence[ItemRow], countdown: float) -> None:
     others = [r for r in rows if r.state is not ItemState.SUBMITTED]
     for part, action in ((polls, Action.POLL), (others, None)):
         if part:
-            wctx.ledger.mark_due(part, now + timedelta(
-                seconds=countdown + redispatch_slack(action, redispatch_s)))
+            wctx.ledger.mark_due(
+                part, now + timedelta(seconds=countdown + redispatch_slack(action, redispatch_s))
+            )
 
 
 def left_to_sweeper(settings: Any, row: ItemRow) -> bool:
@@ -128,9 +129,15 @@ def dispatch_rows(wctx: Any, fresh: Sequence[ItemRow]) -> int:
     if not rows:
         return 0
     soon = now + timedelta(seconds=COUNTDOWN_MAX_S)
-    jobs = plan_jobs(rows, lambda r: mode_of(wctx, r), soon, prepare_room=len(rows),
-                     submit_room=len(rows), batch_size=lambda m: batch_size(wctx, m),
-                     default_model=wctx.settings.model)
+    jobs = plan_jobs(
+        rows,
+        lambda r: mode_of(wctx, r),
+        soon,
+        prepare_room=len(rows),
+        submit_room=len(rows),
+        batch_size=lambda m: batch_size(wctx, m),
+        default_model=wctx.settings.model,
+    )
     sent = 0
     for job in jobs:
         if job.action is Action.SUBMIT and left_to_sweeper(wctx.settings, job.rows[0]):

@@ -35,9 +35,15 @@ return tostring(wait)
 
 
 class RedisTokenBucket:
-    def __init__(self, redis: Any, rate: float, *, burst: float | None = None,
-                 key: str = "bulkscribe:provider:bucket",
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        redis: Any,
+        rate: float,
+        *,
+        burst: float | None = None,
+        key: str = "bulkscribe:provider:bucket",
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.redis = redis
         self.rate = rate
         self.burst = burst if burst is not None else max(1.0, rate)
@@ -60,9 +66,17 @@ class RedisGate:
     can only leave it, so the room so reckoned is never more than the true room and the cap
     holds; it spares the ledger a count (a scan of the SUBMITTED items) per submission."""
 
-    def __init__(self, redis: Any, cap: int, inflight: Callable[[], int], *,
-                 key: str = "bulkscribe:provider:gate", timeout_s: float = 30.0,
-                 recount_s: float = 1.0, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        redis: Any,
+        cap: int,
+        inflight: Callable[[], int],
+        *,
+        key: str = "bulkscribe:provider:gate",
+        timeout_s: float = 30.0,
+        recount_s: float = 1.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.redis = redis
         self.cap = cap
         self.inflight = inflight

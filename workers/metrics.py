@@ -16,17 +16,26 @@ from prometheus_client import Counter, Gauge, Histogram
 from pipeline.states import ItemState
 from workers.app import QUEUES
 
-ITEMS_FINISHED = Counter("bulkscribe_items_finished_total", "Items reaching a final state",
-                         ["state"])
+ITEMS_FINISHED = Counter(
+    "bulkscribe_items_finished_total", "Items reaching a final state", ["state"]
+)
 RETRIES = Counter("bulkscribe_item_retries_total", "Transient failures retried", ["code"])
 PROVIDER_ERRORS = Counter("bulkscribe_provider_errors_total", "Provider errors", ["code"])
-STAGE_SECONDS = Histogram("bulkscribe_stage_seconds", "Time spent in a stage", ["stage"],
-                          buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900,
-                                   1800, 3600))
-ITEMS = Gauge("bulkscribe_items", "Items in the ledger by state", ["state"],
-              multiprocess_mode="mostrecent")
-QUEUE_DEPTH = Gauge("bulkscribe_queue_depth", "Messages waiting in a Celery queue", ["queue"],
-                    multiprocess_mode="mostrecent")
+STAGE_SECONDS = Histogram(
+    "bulkscribe_stage_seconds",
+    "Time spent in a stage",
+    ["stage"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 1800, 3600),
+)
+ITEMS = Gauge(
+    "bulkscribe_items", "Items in the ledger by state", ["state"], multiprocess_mode="mostrecent"
+)
+QUEUE_DEPTH = Gauge(
+    "bulkscribe_queue_depth",
+    "Messages waiting in a Celery queue",
+    ["queue"],
+    multiprocess_mode="mostrecent",
+)
 SWEEPS = Counter("bulkscribe_sweeps_total", "Sweeps run")
 
 

@@ -28,15 +28,19 @@ log = get_logger("bulkscribe.schedule")
 
 def beat_schedule(dist: DistributedSettings) -> dict[str, dict[str, Any]]:
     entries: dict[str, dict[str, Any]] = {
-        "bulkscribe-sweep": {"task": "bulkscribe.sweep", "schedule": dist.sweep_s,
-                             "options": {"expires": max(1.0, dist.sweep_s)}},
+        "bulkscribe-sweep": {
+            "task": "bulkscribe.sweep",
+            "schedule": dist.sweep_s,
+            "options": {"expires": max(1.0, dist.sweep_s)},
+        },
     }
     for sched in dist.schedules:
         minute, hour, dom, month, dow = parse_cron(sched.cron)
         entries[f"bulkscribe-schedule-{sched.name}"] = {
             "task": "bulkscribe.scheduled_run",
-            "schedule": crontab(minute=minute, hour=hour, day_of_month=dom,
-                                month_of_year=month, day_of_week=dow),
+            "schedule": crontab(
+                minute=minute, hour=hour, day_of_month=dom, month_of_year=month, day_of_week=dow
+            ),
             "args": (sched.name,),
         }
     return entries
@@ -61,8 +65,11 @@ def new_sources(wctx: Any, sched: ScheduleSettings) -> list[str]:
     scheme, bucket, prefix = split_url(sched.source)
     root = f"{scheme}://{bucket}" if scheme != "file" else "file:///"
     store = open_store(root, endpoint_url=wctx.settings.s3_endpoint_url)
-    found = [store.uri(o.key) for o in store.list(prefix)
-             if o.key.rsplit(".", 1)[-1].lower() in MEDIA_EXTENSIONS]
+    found = [
+        store.uri(o.key)
+        for o in store.list(prefix)
+        if o.key.rsplit(".", 1)[-1].lower() in MEDIA_EXTENSIONS
+    ]
     known = wctx.ledger.known_sources(found)
     return [s for s in found if s not in known]
 
@@ -81,22 +88,45 @@ def start_scheduled_run(wctx: Any, name: str, *, now: datetime | None = None) ->
     # Each run gets its own folder under the schedule's out, so results.jsonl files never clash.
     out = sched.out.rstrip("/") + "/" + batch_id
     try:  # per run: the schedule's caps, else the budget.* settings
-        caps, currency = budget_caps(settings, engine, [model],
-                                     max_audio_hours=sched.max_audio_hours,
-                                     max_cost=sched.max_cost)
+        caps, currency = budget_caps(
+            settings,
+            engine,
+            [model],
+            max_audio_hours=sched.max_audio_hours,
+            max_cost=sched.max_cost,
+        )
     except PipelineError as exc:  # --max-cost without a price: never run uncapped
         log.error("schedule.budget_invalid", schedule=name, error=exc.message)
         return None
-    wctx.ledger.ensure_batch(batch_id, kind="schedule", out=out, engine=engine,
-                             model=model, manifest=sched.source,
-                             options={"schedule": name,
-                                      **({"notify_urls": list(sched.notify_urls)}
-                                         if sched.notify_urls else {})})
+    wctx.ledger.ensure_batch(
+        batch_id,
+        kind="schedule",
+        out=out,
+        engine=engine,
+        model=model,
+        manifest=sched.source,
+        options={
+            "schedule": name,
+            **({"notify_urls": list(sched.notify_urls)} if sched.notify_urls else {}),
+        },
+    )
     set_caps(wctx.ledger, batch_id, caps, currency=currency)  # before any item exists
-    seeds = seeds_for(entries_from_sources(sources, root=sched.source), engine=engine, model=model,
-                      language=sched.language or settings.language)
+    seeds = seeds_for(
+        entries_from_sources(sources, root=sched.source),
+        engine=engine,
+        model=model,
+        language=sched.language or settings.language,
+    )
     report = wctx.ledger.sync_items(batch_id, seeds, engine=engine, model=model)
     log.info("schedule.batch", schedule=name, batch_id=batch_id, new=report.created)
-    schedule_started(wctx.ledger.engine, settings, schedule=name, batch_id=batch_id,
-                     items=len(seeds), source=sched.source, out=out, urls=sched.notify_urls)
+    schedule_started(
+        wctx.ledger.engine,
+        settings,
+        schedule=name,
+        batch_id=batch_id,
+        items=len(seeds),
+        source=sched.source,
+        out=out,
+        urls=sched.notify_urls,
+    )
     return batch_id

@@ -20,9 +20,15 @@ from pipeline.states import ItemState
 
 log = get_logger("bulkscribe.worker")
 
-_ORDER = {ItemState.PENDING: 0, ItemState.PREPARING: 1, ItemState.PREPARED: 2,
-          ItemState.TRANSCRIBING: 3, ItemState.SUBMITTING: 3, ItemState.SUBMITTED: 4,
-          ItemState.PERSISTING: 5}
+_ORDER = {
+    ItemState.PENDING: 0,
+    ItemState.PREPARING: 1,
+    ItemState.PREPARED: 2,
+    ItemState.TRANSCRIBING: 3,
+    ItemState.SUBMITTING: 3,
+    ItemState.SUBMITTED: 4,
+    ItemState.PERSISTING: 5,
+}
 
 
 def outcome_of(before: ItemRow, after: ItemRow | None) -> str:
@@ -40,10 +46,14 @@ def outcome_of(before: ItemRow, after: ItemRow | None) -> str:
     forward = _ORDER.get(after.state, 0) > _ORDER.get(before.state, 0)
     if forward:
         return {ItemState.PREPARED: "prepared", ItemState.SUBMITTED: "submitted"}.get(
-            after.state, after.state.value.lower())
-    if after.error_code and (after.tries > before.tries or after.error_code != before.error_code
-                             or after.error_detail != before.error_detail
-                             or after.state is not before.state):
+            after.state, after.state.value.lower()
+        )
+    if after.error_code and (
+        after.tries > before.tries
+        or after.error_code != before.error_code
+        or after.error_detail != before.error_detail
+        or after.state is not before.state
+    ):
         return "retry"
     if after.state is ItemState.SUBMITTED and after.polls != before.polls:
         return "waiting"
@@ -61,8 +71,9 @@ def enabled() -> bool:
 
 
 @contextmanager
-def step_log(stage: str, rows: Sequence[ItemRow],
-             read: Callable[[Sequence[str]], Sequence[ItemRow]]) -> Iterator[dict[str, str]]:
+def step_log(
+    stage: str, rows: Sequence[ItemRow], read: Callable[[Sequence[str]], Sequence[ItemRow]]
+) -> Iterator[dict[str, str]]:
     """Time the step; at its end log one line per item. The step may fill the yielded dict
     (item id → outcome) with what it knows; the rest is read back from the ledger."""
     known: dict[str, str] = {}
@@ -70,8 +81,13 @@ def step_log(stage: str, rows: Sequence[ItemRow],
     try:
         yield known
     except BaseException as exc:
-        _emit(stage, rows, {r.id: "error" for r in rows}, time.monotonic() - t0,
-              error=f"{type(exc).__name__}: {exc}")
+        _emit(
+            stage,
+            rows,
+            {r.id: "error" for r in rows},
+            time.monotonic() - t0,
+            error=f"{type(exc).__name__}: {exc}",
+        )
         raise
     seconds = time.monotonic() - t0
     if not rows or not enabled():
@@ -82,9 +98,17 @@ def step_log(stage: str, rows: Sequence[ItemRow],
     _emit(stage, rows, known, seconds)
 
 
-def _emit(stage: str, rows: Sequence[ItemRow], outcomes: Mapping[str, str], seconds: float,
-          **extra: str) -> None:
+def _emit(
+    stage: str, rows: Sequence[ItemRow], outcomes: Mapping[str, str], seconds: float, **extra: str
+) -> None:
     for row in rows:
-        log.info("step", item_id=row.key, batch_id=row.batch_id, stage=stage,
-                 duration_s=round(seconds, 3), outcome=outcomes.get(row.id, "skipped"),
-                 attempt=row.attempt, **extra)
+        log.info(
+            "step",
+            item_id=row.key,
+            batch_id=row.batch_id,
+            stage=stage,
+            duration_s=round(seconds, 3),
+            outcome=outcomes.get(row.id, "skipped"),
+            attempt=row.attempt,
+            **extra,
+        )

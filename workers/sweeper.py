@@ -27,8 +27,9 @@ log = get_logger("bulkscribe.sweep")
 
 def run_sweep(wctx: Any) -> dict[str, int]:
     dist = wctx.settings.distributed
-    lock = wctx.redis.lock("bulkscribe:sweep", timeout=max(60, int(dist.sweep_s * 4)),
-                           blocking=False)
+    lock = wctx.redis.lock(
+        "bulkscribe:sweep", timeout=max(60, int(dist.sweep_s * 4)), blocking=False
+    )
     if not lock.acquire(blocking=False):
         return {"skipped": 1}
     try:
@@ -49,8 +50,11 @@ def _sweep(wctx: Any) -> dict[str, int]:
         log.warning("lease.expired", item_id=item_id, was=state.value)
     lost = broker_lost(wctx.redis)
     if lost:
-        log.warning("broker.lost", detail="the broker's data is gone (restarted without "
-                    "persistence, or flushed): queueing every waiting item again now")
+        log.warning(
+            "broker.lost",
+            detail="the broker's data is gone (restarted without "
+            "persistence, or flushed): queueing every waiting item again now",
+        )
     now = utcnow()
     # After a loss the marks of queued steps would make them wait for messages that no
     # longer exist (up to distributed.redispatch_s): everything waiting is due at once.
@@ -58,13 +62,17 @@ def _sweep(wctx: Any) -> dict[str, int]:
     if lost:
         rows = [replace(r, next_run_at=None) for r in rows]
     jobs = plan_jobs(
-        rows, lambda r: mode_of(wctx, r), now,
+        rows,
+        lambda r: mode_of(wctx, r),
+        now,
         # Items parked for budget admission wait for an earlier one, which needs room.
-        prepare_room=dist.max_prepared - ledger.count_states(ItemState.PREPARING,
-                                                             ItemState.PREPARED)
+        prepare_room=dist.max_prepared
+        - ledger.count_states(ItemState.PREPARING, ItemState.PREPARED)
         + count_parked(ledger),
         submit_room=wctx.settings.provider.max_inflight_tasks - ledger.inflight_tasks(),
-        batch_size=lambda m: batch_size(wctx, m), default_model=wctx.settings.model)
+        batch_size=lambda m: batch_size(wctx, m),
+        default_model=wctx.settings.model,
+    )
     send_all(wctx, jobs)
     if lost:  # only now: a sweep that fails before this point leaves the loss to the next
         wctx.redis.set(BROKER_MARK, "1")
@@ -73,8 +81,9 @@ def _sweep(wctx: Any) -> dict[str, int]:
     for batch_id in ledger.open_batches():
         # Normally the worker that finished the batch's last item has written its results;
         # this covers a worker that died (or failed to write) just after that item.
-        if close_batch(ledger, batch_id, wctx.flow.sinks(batch_id), owner=wctx.flow.owner,
-                       notify=notify):
+        if close_batch(
+            ledger, batch_id, wctx.flow.sinks(batch_id), owner=wctx.flow.owner, notify=notify
+        ):
             closed += 1
             log.info("batch.done", batch_id=batch_id, by="sweeper")
     dead = note_dead(ledger.engine, notify)  # one batch.items_dead per batch and sweep
@@ -82,8 +91,14 @@ def _sweep(wctx: Any) -> dict[str, int]:
     if due:
         send_notify(wctx)
     observe_sweep(wctx, released=len(released), queued=len(jobs))
-    return {"released": len(released), "queued": len(jobs), "closed": closed,
-            "broker_lost": int(lost), "dead_noted": dead, "notify_due": due}
+    return {
+        "released": len(released),
+        "queued": len(jobs),
+        "closed": closed,
+        "broker_lost": int(lost),
+        "dead_noted": dead,
+        "notify_due": due,
+    }
 
 
 def send_notify(wctx: Any) -> None:

@@ -48,8 +48,10 @@ def prepare(self: LedgerTask, item_id: str) -> None:
     row = ctx.ledger.get(item_id)
     if row is None or row.state is not ItemState.PENDING:
         return
-    with bound_contextvars(batch_id=row.batch_id, item_id=row.key, task_id=self.request.id), \
-            step_log("prepare", [row], ctx.ledger.get_many) as known:
+    with (
+        bound_contextvars(batch_id=row.batch_id, item_id=row.key, task_id=self.request.id),
+        step_log("prepare", [row], ctx.ledger.get_many) as known,
+    ):
         prepared = prepare_step(ctx.flow, row)
         if prepared is not None:
             known[row.id] = "prepared"
@@ -64,8 +66,10 @@ def transcribe(self: LedgerTask, item_id: str) -> None:
     row = ctx.ledger.get(item_id)
     if row is None or row.state is not ItemState.PREPARED:
         return
-    with bound_contextvars(batch_id=row.batch_id, item_id=row.key, task_id=self.request.id), \
-            step_log("transcribe", [row], ctx.ledger.get_many) as known:
+    with (
+        bound_contextvars(batch_id=row.batch_id, item_id=row.key, task_id=self.request.id),
+        step_log("transcribe", [row], ctx.ledger.get_many) as known,
+    ):
         if transcribe_step(ctx.flow, row):  # succeeded: nothing comes next
             known[row.id] = "succeeded"
         else:
@@ -79,8 +83,10 @@ def submit(self: LedgerTask, item_ids: list[str]) -> None:
     rows = [r for r in ctx.ledger.get_many(item_ids) if r.state is ItemState.PREPARED]
     if not rows:
         return
-    with bound_contextvars(batch_id=rows[0].batch_id, task_id=self.request.id), \
-            step_log("submit", rows, ctx.ledger.get_many) as known:
+    with (
+        bound_contextvars(batch_id=rows[0].batch_id, task_id=self.request.id),
+        step_log("submit", rows, ctx.ledger.get_many) as known,
+    ):
         provider_task = submit_step(ctx.flow, rows)
         if provider_task is not None:  # the rows just read were all this step's to submit
             known.update({r.id: "submitted" for r in rows})
@@ -92,8 +98,10 @@ def poll(self: LedgerTask, provider_task_id: str) -> None:
     """Query one provider task once; never waits in the worker."""
     ctx = worker_context()
     rows = [r for r in ctx.ledger.by_task(provider_task_id) if r.state is ItemState.SUBMITTED]
-    with bound_contextvars(provider_task_id=provider_task_id, task_id=self.request.id), \
-            step_log("poll", rows, ctx.ledger.get_many) as known:
+    with (
+        bound_contextvars(provider_task_id=provider_task_id, task_id=self.request.id),
+        step_log("poll", rows, ctx.ledger.get_many) as known,
+    ):
         outcome = poll_step(ctx.flow, provider_task_id, rows)
         known.update({r.id: "waiting" for r in rows if outcome.waiting})
         known.update({i: "succeeded" for i in outcome.succeeded})
@@ -112,8 +120,10 @@ def reconcile(self: LedgerTask, item_id: str) -> None:
     row = ctx.ledger.get(item_id)
     if row is None or row.state is not ItemState.SUBMITTING:
         return
-    with bound_contextvars(batch_id=row.batch_id, item_id=row.key, task_id=self.request.id), \
-            step_log("reconcile", [row], ctx.ledger.get_many):
+    with (
+        bound_contextvars(batch_id=row.batch_id, item_id=row.key, task_id=self.request.id),
+        step_log("reconcile", [row], ctx.ledger.get_many),
+    ):
         reconcile_submitting(ctx.flow, row)
         dispatch_after(ctx, [item_id])
 

@@ -52,10 +52,20 @@ _FILE_LIMITS = MediaLimits(max_duration_s=12 * HOUR, max_bytes=2 * GB)
 _WORDS = ("enable_words",)
 OPTIONS: dict[Family, frozenset[str]] = {
     Family.LOCAL: frozenset({"context", "hotwords", *_WORDS}),
-    Family.FUN_ASR: frozenset({
-        "vocabulary_id", "diarization", "diarization_enabled", "speaker_count",
-        "language_hints", "disfluency_removal_enabled", "timestamp_alignment_enabled",
-        "special_word_filter", "audio_event_detection_enabled", *_WORDS}),
+    Family.FUN_ASR: frozenset(
+        {
+            "vocabulary_id",
+            "diarization",
+            "diarization_enabled",
+            "speaker_count",
+            "language_hints",
+            "disfluency_removal_enabled",
+            "timestamp_alignment_enabled",
+            "special_word_filter",
+            "audio_event_detection_enabled",
+            *_WORDS,
+        }
+    ),
     Family.FILETRANS: frozenset({"itn", "enable_itn", *_WORDS}),
     Family.QWEN_ASR: frozenset({"itn", "enable_itn", "context"}),
     Family.OMNI: frozenset({"context"}),
@@ -70,16 +80,27 @@ def unsupported_options(info: ModelInfo, names: Iterable[str]) -> list[str]:
 
 def model_info(engine: str, model: str, overrides: LimitsSettings | None = None) -> ModelInfo:
     info = _lookup(engine, model)
-    if overrides and (overrides.max_duration_s or overrides.max_bytes
-                      or overrides.max_scratch_bytes != info.limits.max_scratch_bytes):
+    if overrides and (
+        overrides.max_duration_s
+        or overrides.max_bytes
+        or overrides.max_scratch_bytes != info.limits.max_scratch_bytes
+    ):
         limits = replace(
             info.limits,
             max_duration_s=overrides.max_duration_s or info.limits.max_duration_s,
             max_bytes=overrides.max_bytes or info.limits.max_bytes,
             max_scratch_bytes=overrides.max_scratch_bytes,
         )
-        info = ModelInfo(info.engine, info.model, info.family, info.mode, limits,
-                         info.max_clip_s, info.max_clip_bytes, info.diarization)
+        info = ModelInfo(
+            info.engine,
+            info.model,
+            info.family,
+            info.mode,
+            limits,
+            info.max_clip_s,
+            info.max_clip_bytes,
+            info.diarization,
+        )
     return info
 
 
@@ -96,11 +117,25 @@ def _lookup(engine: str, model: str) -> ModelInfo:
     if m.startswith("qwen3-asr-flash"):
         # 5 min / 10 MB per request; longer files are split at silences, so the file limit
         # is the file-transcription one.
-        return ModelInfo(engine, model, Family.QWEN_ASR, Mode.CLIP, _FILE_LIMITS,
-                         max_clip_s=180.0, max_clip_bytes=10 * 1024**2)
+        return ModelInfo(
+            engine,
+            model,
+            Family.QWEN_ASR,
+            Mode.CLIP,
+            _FILE_LIMITS,
+            max_clip_s=180.0,
+            max_clip_bytes=10 * 1024**2,
+        )
     if "omni" in m:
-        return ModelInfo(engine, model, Family.OMNI, Mode.CLIP, _FILE_LIMITS,
-                         max_clip_s=180.0, max_clip_bytes=10 * 1024**2)
+        return ModelInfo(
+            engine,
+            model,
+            Family.OMNI,
+            Mode.CLIP,
+            _FILE_LIMITS,
+            max_clip_s=180.0,
+            max_clip_bytes=10 * 1024**2,
+        )
     raise ConfigError(
         FailureCode.CONFIG_INVALID,
         f"unknown DashScope model {model!r}: use fun-asr, paraformer-v2, "

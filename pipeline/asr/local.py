@@ -44,8 +44,11 @@ class LocalEngine:
     def check(self) -> ModelRef:
         """Resolve and verify the weights without loading them (cheap, for early errors)."""
         if self._ref is None:
-            self._ref = resolve_model(self.model_name, cache_dir=self.settings.download_root,
-                                      allow_download=self.settings.allow_download)
+            self._ref = resolve_model(
+                self.model_name,
+                cache_dir=self.settings.download_root,
+                allow_download=self.settings.allow_download,
+            )
         return self._ref
 
     def load(self) -> WhisperModel:
@@ -74,10 +77,18 @@ class LocalEngine:
                         f"cannot load model {self.model_name!r}: {type(exc).__name__}: {exc}",
                     ) from exc
                 knobs = self.settings
-                log.info("model.load", model=self.model_name, location=ref.location,
-                         device=knobs.device, compute_type=knobs.compute_type, threads=threads,
-                         beam_size=knobs.beam_size, vad=knobs.vad_filter, task=knobs.task,
-                         seconds=round(time.monotonic() - t0, 3))
+                log.info(
+                    "model.load",
+                    model=self.model_name,
+                    location=ref.location,
+                    device=knobs.device,
+                    compute_type=knobs.compute_type,
+                    threads=threads,
+                    beam_size=knobs.beam_size,
+                    vad=knobs.vad_filter,
+                    task=knobs.task,
+                    seconds=round(time.monotonic() - t0, 3),
+                )
             return self._model
 
     @property

@@ -84,14 +84,21 @@ def result_signed(secret: bytes, path: str, query: str) -> bool:
     return hmac.compare_digest(given, result_signature(secret, task_id, index, expires))
 
 
-def authorized(config: EmulatorConfig, route: Route, authorization: str | None,
-               secret: bytes, path: str, query: str) -> bool:
+def authorized(
+    config: EmulatorConfig,
+    route: Route,
+    authorization: str | None,
+    secret: bytes,
+    path: str,
+    query: str,
+) -> bool:
     """May this request go on? Always, without an API key configured."""
     key = config.api_key
     if key is None:
         return True
     if authorization is not None and hmac.compare_digest(
-            authorization.encode(), f"Bearer {key}".encode()):
+        authorization.encode(), f"Bearer {key}".encode()
+    ):
         return True
     if route is Route.RESULT:
         return result_signed(secret, path, query)

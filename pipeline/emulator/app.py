@@ -48,8 +48,14 @@ def gate_error(em: Emulator, scope: Scope) -> ApiError | None:
     route = route_of(scope["path"])
     headers = dict(scope["headers"])
     auth = headers.get(b"authorization")
-    if not authorized(em.config, route, auth.decode("latin-1") if auth is not None else None,
-                      em.secret, scope["path"], scope.get("query_string", b"").decode("latin-1")):
+    if not authorized(
+        em.config,
+        route,
+        auth.decode("latin-1") if auth is not None else None,
+        em.secret,
+        scope["path"],
+        scope.get("query_string", b"").decode("latin-1"),
+    ):
         return invalid_key()
     try:
         declared = int(headers.get(b"content-length", b"0"))
@@ -123,8 +129,11 @@ class ApiGate:
 
 async def _not_found(request: Request, exc: Exception) -> Response:
     status = exc.status_code if isinstance(exc, HTTPException) else 500
-    err = ApiError(status, "NotFound" if status == 404 else "InvalidParameter",
-                   f"{request.method} {request.url.path} is not served here.")
+    err = ApiError(
+        status,
+        "NotFound" if status == 404 else "InvalidParameter",
+        f"{request.method} {request.url.path} is not served here.",
+    )
     if api_dialect(request.url.path) == "compat":
         return compat_error(err, request_id(request))
     return native_error(err, request_id(request))
@@ -134,9 +143,13 @@ async def _crashed(request: Request, exc: Exception) -> Response:
     return Json(internal().native_body(request_id(request)), status_code=500)
 
 
-def create_app(config: EmulatorConfig, engine: ClipEngine | None = None, *,
-               clock: Callable[[], float] = time.time,
-               cache: TranscriptCache | None = None) -> Starlette:
+def create_app(
+    config: EmulatorConfig,
+    engine: ClipEngine | None = None,
+    *,
+    clock: Callable[[], float] = time.time,
+    cache: TranscriptCache | None = None,
+) -> Starlette:
     """A DashScope-compatible ASGI app; the model loads on the first transcription."""
     if engine is None:
         from pipeline.asr.local import LocalEngine
@@ -144,14 +157,20 @@ def create_app(config: EmulatorConfig, engine: ClipEngine | None = None, *,
 
         # Greedy decoding: the emulator stands in for a cloud service, its latency is what
         # tests and benchmarks lean on, not its word error rate.
-        engine = LocalEngine(config.model, LocalEngineSettings(beam_size=1),
-                             concurrency=2 * config.workers)
+        engine = LocalEngine(
+            config.model, LocalEngineSettings(beam_size=1), concurrency=2 * config.workers
+        )
     upload_dir = Path(tempfile.mkdtemp(prefix="bulkscribe-emulator-uploads-"))
     uploads = UploadStore(upload_dir, config.upload_ttl_s)
-    backend = Backend(engine, workers=config.workers, cache=cache,
-                      resolve_oss=lambda key: uploads.path(key, clock()),
-                      download=DownloadSettings(deadline_s=config.download_deadline_s,
-                                                allow_private=config.allow_private))
+    backend = Backend(
+        engine,
+        workers=config.workers,
+        cache=cache,
+        resolve_oss=lambda key: uploads.path(key, clock()),
+        download=DownloadSettings(
+            deadline_s=config.download_deadline_s, allow_private=config.allow_private
+        ),
+    )
     em = Emulator(config, backend, uploads, clock)
 
     @contextlib.asynccontextmanager
@@ -170,8 +189,7 @@ def create_app(config: EmulatorConfig, engine: ClipEngine | None = None, *,
             shutil.rmtree(upload_dir, ignore_errors=True)
 
     app = Starlette(
-        routes=[*routes_tasks.routes, *routes_sync.routes, *routes_uploads.routes,
-                *admin.routes],
+        routes=[*routes_tasks.routes, *routes_sync.routes, *routes_uploads.routes, *admin.routes],
         exception_handlers={HTTPException: _not_found, Exception: _crashed},
         lifespan=lifespan,
     )

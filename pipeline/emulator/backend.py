@@ -123,10 +123,15 @@ def decode_data_uri(uri: str) -> bytes:
 
 
 class Backend:
-    def __init__(self, engine: ClipEngine, *, workers: int,
-                 resolve_oss: Callable[[str], Path | None],
-                 cache: TranscriptCache | None = None,
-                 download: DownloadSettings | None = None) -> None:
+    def __init__(
+        self,
+        engine: ClipEngine,
+        *,
+        workers: int,
+        resolve_oss: Callable[[str], Path | None],
+        cache: TranscriptCache | None = None,
+        download: DownloadSettings | None = None,
+    ) -> None:
         self.engine = engine
         self.cache = cache or TranscriptCache()
         self._resolve_oss = resolve_oss
@@ -135,10 +140,12 @@ class Backend:
         self._scratch = Path(tempfile.mkdtemp(prefix="bulkscribe-emulator-"))
         # The pipeline's own downloader and address policy: clients name the URLs.
         self._download = download or DownloadSettings()
-        self._http = guarded_client(AddressPolicy(self._download.allow_private),
-                                    connect_timeout_s=self._download.connect_timeout_s,
-                                    read_timeout_s=self._download.read_timeout_s,
-                                    user_agent="bulkscribe-emulator")
+        self._http = guarded_client(
+            AddressPolicy(self._download.allow_private),
+            connect_timeout_s=self._download.connect_timeout_s,
+            read_timeout_s=self._download.read_timeout_s,
+            user_agent="bulkscribe-emulator",
+        )
         self._stripes = [threading.Lock() for _ in range(64)]  # one file, one transcription
 
     async def run(self, req: AudioRequest, *, sync: bool = False) -> Transcribed:
@@ -154,18 +161,22 @@ class Backend:
             probed = self._probe(src, req.limits)
             for c in req.channels:
                 if c >= probed.channels:
-                    raise AudioFailure(Problem.BAD_CHANNEL,
-                                       f"channel {c} requested; the audio has {probed.channels}")
+                    raise AudioFailure(
+                        Problem.BAD_CHANNEL,
+                        f"channel {c} requested; the audio has {probed.channels}",
+                    )
             multilingual = bool(getattr(self.engine, "multilingual", False))
-            options = AsrOptions(language=engine_language(req.language, multilingual),
-                                 words=True, context=req.context)
+            options = AsrOptions(
+                language=engine_language(req.language, multilingual),
+                words=True,
+                context=req.context,
+            )
             key = (sha, req.channels, options.language, options.context)
             with self._stripes[hash(key) % len(self._stripes)]:
                 cached = self.cache.get(key)
                 if cached is not None:
                     return Transcribed(probed, cached, sha, cached=True)
-                out = tuple(self._channel(src, probed, c, options, Path(tmp))
-                            for c in req.channels)
+                out = tuple(self._channel(src, probed, c, options, Path(tmp)) for c in req.channels)
                 self.cache.put(key, out)
             return Transcribed(probed, out, sha)
 
@@ -178,18 +189,22 @@ class Backend:
             dest.write_bytes(decode_data_uri(source))
             return dest
         if source.startswith("oss://"):
-            path = self._resolve_oss(source[len("oss://"):])
+            path = self._resolve_oss(source[len("oss://") :])
             if path is None:
                 raise AudioFailure(Problem.DOWNLOAD, f"{source} was never uploaded or expired")
             return path
         if source.split("://", 1)[0].lower() not in ("http", "https"):
-            raise AudioFailure(Problem.DOWNLOAD,
-                               f"unsupported URL scheme: {display(source)[:40]}")
+            raise AudioFailure(Problem.DOWNLOAD, f"unsupported URL scheme: {display(source)[:40]}")
         dest = tmp / "source"
         try:
-            download_http(self._http, source, dest, max_bytes=max_bytes,
-                          deadline_s=self._download.deadline_s,
-                          policy=AddressPolicy(self._download.allow_private))
+            download_http(
+                self._http,
+                source,
+                dest,
+                max_bytes=max_bytes,
+                deadline_s=self._download.deadline_s,
+                policy=AddressPolicy(self._download.allow_private),
+            )
         except MediaRejected as exc:  # only TOO_LARGE comes out of the downloader this way
             raise AudioFailure(Problem.TOO_LARGE, exc.message) from None
         except PipelineError as exc:
@@ -200,17 +215,26 @@ class Backend:
         try:
             return probe(src, limits, name="audio")
         except MediaRejected as exc:
-            problem = {FailureCode.TOO_LONG: Problem.TOO_LONG,
-                       FailureCode.TOO_LARGE: Problem.TOO_LARGE}.get(exc.code, Problem.DECODE)
+            problem = {
+                FailureCode.TOO_LONG: Problem.TOO_LONG,
+                FailureCode.TOO_LARGE: Problem.TOO_LARGE,
+            }.get(exc.code, Problem.DECODE)
             raise AudioFailure(problem, exc.message) from None
         except PipelineError as exc:
             raise AudioFailure(Problem.DOWNLOAD, exc.message) from None
 
-    def _channel(self, src: Path, probed: ProbeResult, channel: int, options: AsrOptions,
-                 tmp: Path) -> Transcript:
+    def _channel(
+        self, src: Path, probed: ProbeResult, channel: int, options: AsrOptions, tmp: Path
+    ) -> Transcript:
         try:
-            audio = normalize(src, tmp / f"ch{channel}.wav", probed, NormalizeSpec(),
-                              channel=channel if probed.channels > 1 else None, name="audio")
+            audio = normalize(
+                src,
+                tmp / f"ch{channel}.wav",
+                probed,
+                NormalizeSpec(),
+                channel=channel if probed.channels > 1 else None,
+                name="audio",
+            )
         except PipelineError as exc:
             raise AudioFailure(Problem.DECODE, exc.message) from None
         try:

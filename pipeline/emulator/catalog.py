@@ -19,9 +19,17 @@ class Family(StrEnum):
 _MODELS: dict[str, Family] = {
     **dict.fromkeys(
         (
-            "fun-asr", "fun-asr-2025-11-07", "fun-asr-2025-08-25", "fun-asr-mtl",
-            "fun-asr-mtl-2025-08-25", "paraformer-v2", "paraformer-8k-v2", "paraformer-v1",
-            "paraformer-8k-v1", "paraformer-mtl-v1", "sensevoice-v1",
+            "fun-asr",
+            "fun-asr-2025-11-07",
+            "fun-asr-2025-08-25",
+            "fun-asr-mtl",
+            "fun-asr-mtl-2025-08-25",
+            "paraformer-v2",
+            "paraformer-8k-v2",
+            "paraformer-v1",
+            "paraformer-8k-v1",
+            "paraformer-mtl-v1",
+            "sensevoice-v1",
         ),
         Family.FILE_URLS,
     ),
@@ -29,8 +37,12 @@ _MODELS: dict[str, Family] = {
         ("qwen3-asr-flash-filetrans", "qwen3-asr-flash-filetrans-2025-11-17"), Family.FILETRANS
     ),
     **dict.fromkeys(
-        ("qwen3-asr-flash", "qwen3-asr-flash-2026-02-10", "qwen3-asr-flash-2025-09-08",
-         "qwen3-asr-flash-us"),
+        (
+            "qwen3-asr-flash",
+            "qwen3-asr-flash-2026-02-10",
+            "qwen3-asr-flash-2025-09-08",
+            "qwen3-asr-flash-us",
+        ),
         Family.SYNC_ASR,
     ),
     # Dated omni snapshots are a guess [INF]; the alias is documented.

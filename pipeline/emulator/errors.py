@@ -9,16 +9,21 @@ from __future__ import annotations
 
 from typing import Any
 
-INTERNAL_MESSAGE = ("An internal error has occured, please try again later or contact "
-                    "service support.")  # sic, as the service spells it
+INTERNAL_MESSAGE = (
+    "An internal error has occured, please try again later or contact "
+    "service support."
+)  # sic, as the service spells it
 THROTTLED_MESSAGE = "Requests throttling triggered."
 INVALID_KEY_MESSAGE = "Invalid API-key provided."
 ASYNC_ONLY_MESSAGE = "current user api does not support synchronous calls"
 MODEL_NOT_EXIST = "Model not exist."
-BAD_OSS_URL = ("The provided URL does not appear to be valid. Ensure it is correctly "
-               "formatted; oss:// URLs need the header X-DashScope-OssResourceResolve: enable.")
-STREAM_ONLY = ("This model only support stream mode, please enable the stream parameter to "
-               "access the model.")
+BAD_OSS_URL = (
+    "The provided URL does not appear to be valid. Ensure it is correctly "
+    "formatted; oss:// URLs need the header X-DashScope-OssResourceResolve: enable."
+)
+STREAM_ONLY = (
+    "This model only support stream mode, please enable the stream parameter to access the model."
+)
 
 # native code -> (OpenAI error type, OpenAI error code)
 _COMPAT: dict[str, tuple[str, str]] = {
@@ -48,8 +53,10 @@ class ApiError(Exception):
     def compat_body(self, request_id: str) -> dict[str, Any]:
         kind, code = _COMPAT.get(self.code, ("invalid_request_error", self.code))
         message = "Incorrect API key provided. " if self.code == "InvalidApiKey" else self.message
-        return {"error": {"message": message, "type": kind, "param": None, "code": code},
-                "request_id": request_id}
+        return {
+            "error": {"message": message, "type": kind, "param": None, "code": code},
+            "request_id": request_id,
+        }
 
 
 def invalid(message: str) -> ApiError:
@@ -69,5 +76,8 @@ def invalid_key() -> ApiError:
 
 
 def too_large(cap: int) -> ApiError:
-    return ApiError(413, "RequestEntityTooLarge",
-                    f"The request body is larger than the {cap} bytes this route accepts.")
+    return ApiError(
+        413,
+        "RequestEntityTooLarge",
+        f"The request body is larger than the {cap} bytes this route accepts.",
+    )

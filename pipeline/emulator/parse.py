@@ -45,8 +45,9 @@ class SyncRequest:
 def _model(body: Mapping[str, Any], families: frozenset[Family]) -> tuple[str, Family]:
     model = body.get("model")
     if not model:
-        raise ApiError(400, "BadRequest.EmptyModel",
-                       'Required parameter "model" missing from request.')
+        raise ApiError(
+            400, "BadRequest.EmptyModel", 'Required parameter "model" missing from request.'
+        )
     family = family_of(model)
     if family not in families:
         raise invalid(MODEL_NOT_EXIST)
@@ -68,8 +69,11 @@ def _object(value: Any, name: str) -> Mapping[str, Any]:
 
 def _channels(params: Mapping[str, Any]) -> tuple[int, ...]:
     raw = params.get("channel_id", [0])
-    if (not isinstance(raw, list) or not raw
-            or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in raw)):
+    if (
+        not isinstance(raw, list)
+        or not raw
+        or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in raw)
+    ):
         raise invalid("channel_id must be a non-empty list of non-negative integers.")
     return tuple(dict.fromkeys(raw))
 
@@ -96,12 +100,16 @@ def parse_submit(body: Any, *, oss_resolve: bool, max_files: int) -> SubmitReque
     params = _object(body.get("parameters"), "parameters")
     if family is Family.FILE_URLS:
         urls = inp.get("file_urls")
-        if (not isinstance(urls, list) or not urls
-                or not all(isinstance(u, str) and u for u in urls)):
+        if (
+            not isinstance(urls, list)
+            or not urls
+            or not all(isinstance(u, str) and u for u in urls)
+        ):
             raise invalid("input.file_urls must be a non-empty list of URLs.")
         if len(urls) > max_files:
-            raise invalid(f"input.file_urls holds {len(urls)} URLs; "
-                          f"at most {max_files} are allowed.")
+            raise invalid(
+                f"input.file_urls holds {len(urls)} URLs; at most {max_files} are allowed."
+            )
         hints = params.get("language_hints")
         language = _first_str(hints)
     else:
@@ -153,15 +161,27 @@ def parse_multimodal(body: Any, *, stream: bool, oss_resolve: bool) -> SyncReque
         if msg.get("role") == "system":
             context = _text_of(msg.get("content"))
         elif msg.get("role") == "user" and isinstance(msg.get("content"), list):
-            audio = audio or next((p["audio"] for p in msg["content"] if isinstance(p, Mapping)
-                                   and isinstance(p.get("audio"), str) and p["audio"]), None)
+            audio = audio or next(
+                (
+                    p["audio"]
+                    for p in msg["content"]
+                    if isinstance(p, Mapping) and isinstance(p.get("audio"), str) and p["audio"]
+                ),
+                None,
+            )
     if audio is None:
         raise invalid("The user message must contain an audio element.")
     _check_oss(audio, oss_resolve)
     asr = _object(params.get("asr_options"), "asr_options")
     language = asr.get("language") if isinstance(asr.get("language"), str) else None
-    return SyncRequest(model, family, audio, JobOptions(language=language, context=context),
-                       stream=stream, incremental=bool(params.get("incremental_output")))
+    return SyncRequest(
+        model,
+        family,
+        audio,
+        JobOptions(language=language, context=context),
+        stream=stream,
+        incremental=bool(params.get("incremental_output")),
+    )
 
 
 def _input_audio(part: Any) -> str | None:
@@ -180,8 +200,11 @@ def parse_chat(body: Any, *, oss_resolve: bool) -> SyncRequest:
         raise invalid("you must provide a model parameter")
     family = family_of(model)
     if family not in SYNC_FAMILIES:
-        raise ApiError(404, "ModelNotFound",
-                       f"The model `{model}` does not exist or you do not have access to it.")
+        raise ApiError(
+            404,
+            "ModelNotFound",
+            f"The model `{model}` does not exist or you do not have access to it.",
+        )
     assert family is not None
     stream = bool(body.get("stream"))
     if family is Family.OMNI and not stream:
@@ -203,7 +226,14 @@ def parse_chat(body: Any, *, oss_resolve: bool) -> SyncRequest:
     _check_oss(audio, oss_resolve)
     asr = _object(body.get("asr_options"), "asr_options")
     language = asr.get("language") if isinstance(asr.get("language"), str) else None
-    include_usage = stream and bool(_object(body.get("stream_options"), "stream_options")
-                                    .get("include_usage"))
-    return SyncRequest(str(model), family, audio, JobOptions(language=language, context=context),
-                       stream=stream, include_usage=include_usage)
+    include_usage = stream and bool(
+        _object(body.get("stream_options"), "stream_options").get("include_usage")
+    )
+    return SyncRequest(
+        str(model),
+        family,
+        audio,
+        JobOptions(language=language, context=context),
+        stream=stream,
+        include_usage=include_usage,
+    )

@@ -52,10 +52,12 @@ SYNC_ERRORS: dict[Problem, ApiError] = {
 
 
 async def recognize(em: Emulator, req: SyncRequest) -> Recognized:
-    limits = MediaLimits(max_duration_s=em.config.sync_max_duration_s,
-                         max_bytes=em.config.sync_max_bytes)
-    audio = AudioRequest(req.audio, language=req.options.language, context=req.options.context,
-                         limits=limits)
+    limits = MediaLimits(
+        max_duration_s=em.config.sync_max_duration_s, max_bytes=em.config.sync_max_bytes
+    )
+    audio = AudioRequest(
+        req.audio, language=req.options.language, context=req.options.context, limits=limits
+    )
     try:
         done = await em.backend.run(audio, sync=True)
     except AudioFailure as exc:
@@ -75,17 +77,24 @@ async def multimodal(request: Request) -> Response:
     rid = request_id(request)
     sse = header_enabled(request, "x-dashscope-sse")
     try:
-        req = parse_multimodal(await read_json(request), stream=sse,
-                               oss_resolve=header_enabled(request, OSS_RESOLVE))
+        req = parse_multimodal(
+            await read_json(request), stream=sse, oss_resolve=header_enabled(request, OSS_RESOLVE)
+        )
         rec = await recognize(emulator(request), req)
     except ApiError as err:
         if sse:
-            return Response(native_error_event(err.status, err.native_body(rid)),
-                            status_code=err.status, media_type=SSE_TYPE)
+            return Response(
+                native_error_event(err.status, err.native_body(rid)),
+                status_code=err.status,
+                media_type=SSE_TYPE,
+            )
         return native_error(err, rid)
     if sse:
-        return StreamingResponse(_stream(native_events(rec, rid, incremental=req.incremental)),
-                                 media_type=SSE_TYPE, headers=SSE_HEADERS)
+        return StreamingResponse(
+            _stream(native_events(rec, rid, incremental=req.incremental)),
+            media_type=SSE_TYPE,
+            headers=SSE_HEADERS,
+        )
     return Json(native_body(rec, rid))
 
 
@@ -94,20 +103,29 @@ async def chat_completions(request: Request) -> Response:
     rid = request_id(request)
     em = emulator(request)
     try:
-        req = parse_chat(await read_json(request),
-                         oss_resolve=header_enabled(request, OSS_RESOLVE))
+        req = parse_chat(await read_json(request), oss_resolve=header_enabled(request, OSS_RESOLVE))
         rec = await recognize(em, req)
     except ApiError as err:
         return compat_error(err, rid)
     ident = f"chatcmpl-{uuid.uuid4()}"
     created = int(em.clock())
     if req.stream:
-        chunks = completion_chunks(rec, completion_id=ident, created=created, model=req.model,
-                                   include_usage=req.include_usage)
-        return StreamingResponse(_stream(chunks), media_type="text/event-stream",
-                                 headers={**SSE_HEADERS, "x-request-id": rid})
-    return Json(completion_body(rec, completion_id=ident, created=created, model=req.model),
-                headers={"x-request-id": rid})
+        chunks = completion_chunks(
+            rec,
+            completion_id=ident,
+            created=created,
+            model=req.model,
+            include_usage=req.include_usage,
+        )
+        return StreamingResponse(
+            _stream(chunks),
+            media_type="text/event-stream",
+            headers={**SSE_HEADERS, "x-request-id": rid},
+        )
+    return Json(
+        completion_body(rec, completion_id=ident, created=created, model=req.model),
+        headers={"x-request-id": rid},
+    )
 
 
 routes = [

@@ -23,7 +23,7 @@ from pipeline.emulator.web import (
     request_id,
 )
 
-CANCEL_REFUSED = ("Failed to cancel the task, please confirm if the task is in PENDING status.")
+CANCEL_REFUSED = "Failed to cancel the task, please confirm if the task is in PENDING status."
 
 
 async def submit(request: Request) -> Response:
@@ -33,21 +33,28 @@ async def submit(request: Request) -> Response:
     try:
         if not header_enabled(request, "x-dashscope-async"):
             raise ApiError(403, "AccessDenied", ASYNC_ONLY_MESSAGE)
-        req = parse_submit(await read_json(request),
-                           oss_resolve=header_enabled(request, "x-dashscope-ossresourceresolve"),
-                           max_files=em.config.max_files_per_task)
+        req = parse_submit(
+            await read_json(request),
+            oss_resolve=header_enabled(request, "x-dashscope-ossresourceresolve"),
+            max_files=em.config.max_files_per_task,
+        )
     except ApiError as err:
         return native_error(err, rid)
     spec = em.submit(req)
     if em.config.submit_delay_s > 0:
         # Test hook: the task exists, the client does not know its id yet (see config.py).
         await asyncio.sleep(em.config.submit_delay_s)
-    return Json({"request_id": rid,
-                 "output": {"task_id": spec.task_id, "task_status": Status.PENDING.value}})
+    return Json(
+        {
+            "request_id": rid,
+            "output": {"task_id": spec.task_id, "task_status": Status.PENDING.value},
+        }
+    )
 
 
-def _task_body(view: TaskView | None, task_id: str, rid: str, base: str,
-               secret: bytes) -> dict[str, object]:
+def _task_body(
+    view: TaskView | None, task_id: str, rid: str, base: str, secret: bytes
+) -> dict[str, object]:
     if view is None:  # never known, or expired and swept: 200 UNKNOWN, never 404 (§3.3)
         return {"request_id": rid, "output": {"task_id": task_id, "task_status": "UNKNOWN"}}
     expires = int(view.expires_at)
@@ -91,17 +98,29 @@ async def list_tasks(request: Request) -> Response:
         page_no = max(1, int(request.query_params.get("page_no", 1)))
         page_size = min(100, max(1, int(request.query_params.get("page_size", 10))))
     except ValueError:
-        return native_error(ApiError(400, "InvalidParameter", "page_no and page_size must be "
-                                     "integers."), rid)
+        return native_error(
+            ApiError(400, "InvalidParameter", "page_no and page_size must be integers."), rid
+        )
     status = request.query_params.get("status")
     model = request.query_params.get("model_name")
-    views = [v for v in em.views() if v.status is not Status.UNKNOWN
-             and (not status or v.status.value == status)
-             and (not model or v.spec.model == model)]
+    views = [
+        v
+        for v in em.views()
+        if v.status is not Status.UNKNOWN
+        and (not status or v.status.value == status)
+        and (not model or v.spec.model == model)
+    ]
     views.sort(key=lambda v: v.spec.submitted_at, reverse=True)
-    page = views[(page_no - 1) * page_size: page_no * page_size]
-    return Json({"request_id": rid, "page_no": page_no, "page_size": page_size,
-                 "total": len(views), "tasks": [list_entry(v) for v in page]})
+    page = views[(page_no - 1) * page_size : page_no * page_size]
+    return Json(
+        {
+            "request_id": rid,
+            "page_no": page_no,
+            "page_size": page_size,
+            "total": len(views),
+            "tasks": [list_entry(v) for v in page],
+        }
+    )
 
 
 async def result_file(request: Request) -> Response:
@@ -110,14 +129,19 @@ async def result_file(request: Request) -> Response:
     delay = emulator(request).config.result_delay_s
     if delay > 0:  # test hook: hold the client in its persist step (see config.py)
         await asyncio.sleep(delay)
-    status, doc = emulator(request).result_file(request.path_params["task_id"],
-                                                request.path_params["index"])
+    status, doc = emulator(request).result_file(
+        request.path_params["task_id"], request.path_params["index"]
+    )
     if doc is not None:
         return Response(doc, media_type="application/json")
-    code, message = (("AccessDenied", "Request has expired.") if status == 403
-                     else ("NoSuchKey", "The specified key does not exist."))
-    return Json({"Code": code, "Message": message, "RequestId": request_id(request)},
-                status_code=status)
+    code, message = (
+        ("AccessDenied", "Request has expired.")
+        if status == 403
+        else ("NoSuchKey", "The specified key does not exist.")
+    )
+    return Json(
+        {"Code": code, "Message": message, "RequestId": request_id(request)}, status_code=status
+    )
 
 
 routes = [

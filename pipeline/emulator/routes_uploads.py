@@ -26,15 +26,23 @@ async def get_policy(request: Request) -> Response:
     model = request.query_params.get("model")
     if request.query_params.get("action") != "getPolicy" or not model:
         return native_error(invalid("action=getPolicy and model are required."), rid)
-    data = make_policy(em.secret, model=model, now=em.clock(),
-                       upload_host=base_url(request) + UPLOAD_PATH,
-                       max_file_size_mb=em.config.upload_max_bytes // (1024 * 1024))
+    data = make_policy(
+        em.secret,
+        model=model,
+        now=em.clock(),
+        upload_host=base_url(request) + UPLOAD_PATH,
+        max_file_size_mb=em.config.upload_max_bytes // (1024 * 1024),
+    )
     return Json({"request_id": rid, "data": data})
 
 
 def _oss_error(exc: UploadRejected, rid: str) -> Response:
-    return Response(oss_error_xml(exc.code, exc.message, rid), status_code=exc.status,
-                    media_type="application/xml", headers={"x-oss-request-id": rid})
+    return Response(
+        oss_error_xml(exc.code, exc.message, rid),
+        status_code=exc.status,
+        media_type="application/xml",
+        headers={"x-oss-request-id": rid},
+    )
 
 
 async def post_object(request: Request) -> Response:
@@ -50,11 +58,15 @@ async def post_object(request: Request) -> Response:
                 raise UploadRejected(400, "InvalidArgument", "missing form field file")
             size = upload.size or 0
             if accepted.max_bytes and size > accepted.max_bytes:
-                raise UploadRejected(400, "EntityTooLarge",
-                                     "Your proposed upload exceeds the maximum allowed size.")
+                raise UploadRejected(
+                    400, "EntityTooLarge", "Your proposed upload exceeds the maximum allowed size."
+                )
             if accepted.forbid_overwrite and em.uploads.exists(accepted.key, em.clock()):
-                raise UploadRejected(409, "FileAlreadyExists", "The object you specified "
-                                     "already exists and can not be overwritten.")
+                raise UploadRejected(
+                    409,
+                    "FileAlreadyExists",
+                    "The object you specified already exists and can not be overwritten.",
+                )
         except UploadRejected as exc:
             return _oss_error(exc, rid)
         await run_in_threadpool(em.uploads.put, accepted.key, upload.file, em.clock())

@@ -50,8 +50,9 @@ class TaskView:
     expires_at: float
 
 
-def task_output(view: TaskView, result_url: Callable[[int], str]
-                ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def task_output(
+    view: TaskView, result_url: Callable[[int], str]
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """``output`` and ``usage`` of a task query (or submit) answer."""
     spec = view.spec
     out: dict[str, Any] = {"task_id": spec.task_id, "task_status": view.status.value}
@@ -86,51 +87,83 @@ def task_output(view: TaskView, result_url: Callable[[int], str]
 
 def _subtask(i: int, o: FileOutcome, result_url: Callable[[int], str]) -> dict[str, Any]:
     if isinstance(o, FileOk):
-        return {"file_url": o.file_url, "transcription_url": result_url(i),
-                "subtask_status": "SUCCEEDED"}
-    return {"file_url": o.file_url, "code": o.code, "message": o.message,
-            "subtask_status": "FAILED"}
+        return {
+            "file_url": o.file_url,
+            "transcription_url": result_url(i),
+            "subtask_status": "SUCCEEDED",
+        }
+    return {
+        "file_url": o.file_url,
+        "code": o.code,
+        "message": o.message,
+        "subtask_status": "FAILED",
+    }
 
 
 def list_entry(view: TaskView) -> dict[str, Any]:
     """One row of ``GET /api/v1/tasks``."""
     out, _ = task_output(view, lambda _i: "")
-    row: dict[str, Any] = {k: out[k] for k in ("task_id", "task_status", "submit_time",
-                                               "scheduled_time", "end_time") if k in out}
+    row: dict[str, Any] = {
+        k: out[k]
+        for k in ("task_id", "task_status", "submit_time", "scheduled_time", "end_time")
+        if k in out
+    }
     return {**row, "model_name": view.spec.model}
 
 
-def funasr_document(file_url: str, probe: ProbeResult, transcripts: tuple[Transcript, ...],
-                    options: JobOptions) -> dict[str, Any]:
+def funasr_document(
+    file_url: str, probe: ProbeResult, transcripts: tuple[Transcript, ...], options: JobOptions
+) -> dict[str, Any]:
     """The Fun-ASR/Paraformer result file; ``speaker_id`` only with diarization."""
     if options.diarization:
         # No diarization model behind the emulator: everyone is speaker 0 (documented).
         transcripts = tuple(
             replace(t, sentences=tuple(replace(s, speaker_id=0) for s in t.sentences))
-            for t in transcripts)
+            for t in transcripts
+        )
     return build_document(file_url, probe, transcripts)
 
 
-def filetrans_document(file_url: str, probe: ProbeResult, transcripts: tuple[Transcript, ...],
-                       options: JobOptions) -> dict[str, Any]:
+def filetrans_document(
+    file_url: str, probe: ProbeResult, transcripts: tuple[Transcript, ...], options: JobOptions
+) -> dict[str, Any]:
     """The qwen3-asr-flash-filetrans result file (§3.6)."""
     return {
         "file_url": file_url,
         "audio_info": {"format": probe.container, "sample_rate": probe.sample_rate},
         "transcripts": [
-            {"channel_id": t.channel_id, "text": t.text,
-             "sentences": [_filetrans_sentence(i, s, t.language or options.language or "en",
-                                               options.enable_words)
-                           for i, s in enumerate(t.sentences)]}
+            {
+                "channel_id": t.channel_id,
+                "text": t.text,
+                "sentences": [
+                    _filetrans_sentence(
+                        i, s, t.language or options.language or "en", options.enable_words
+                    )
+                    for i, s in enumerate(t.sentences)
+                ],
+            }
             for t in transcripts
         ],
     }
 
 
 def _filetrans_sentence(i: int, s: Sentence, language: str, words: bool) -> dict[str, Any]:
-    out: dict[str, Any] = {"sentence_id": i, "begin_time": s.begin_ms, "end_time": s.end_ms,
-                           "text": s.text, "language": language, "emotion": "neutral"}
+    out: dict[str, Any] = {
+        "sentence_id": i,
+        "begin_time": s.begin_ms,
+        "end_time": s.end_ms,
+        "text": s.text,
+        "language": language,
+        "emotion": "neutral",
+    }
     if words:
-        out["words"] = [{"begin_time": w.begin_ms, "end_time": w.end_ms, "text": w.text,
-                         "punctuation": w.punctuation} for w in s.words]
+        out["words"] = [
+            {
+                "begin_time": w.begin_ms,
+                "end_time": w.end_ms,
+                "text": w.text,
+                "punctuation": w.punctuation,
+            }
+            for w in s.words
+        ]
     return out

@@ -29,10 +29,14 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 @contextlib.contextmanager
-def running_emulator(config: EmulatorConfig, *, engine: ClipEngine | None = None,
-                     clock: Callable[[], float] = time.time,
-                     cache: TranscriptCache | None = None,
-                     host: str = "127.0.0.1") -> Iterator[str]:
+def running_emulator(
+    config: EmulatorConfig,
+    *,
+    engine: ClipEngine | None = None,
+    clock: Callable[[], float] = time.time,
+    cache: TranscriptCache | None = None,
+    host: str = "127.0.0.1",
+) -> Iterator[str]:
     """The emulator served by uvicorn in a daemon thread; yields its base URL."""
     app = create_app(config, engine, clock=clock, cache=cache)
     # proto must be IPPROTO_TCP: asyncio only sets TCP_NODELAY on sockets that say so, and
@@ -41,10 +45,14 @@ def running_emulator(config: EmulatorConfig, *, engine: ClipEngine | None = None
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
-                                           lifespan="on", timeout_graceful_shutdown=2))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]},
-                              name=f"emulator-{port}", daemon=True)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=2
+        )
+    )
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name=f"emulator-{port}", daemon=True
+    )
     thread.start()
     deadline = time.monotonic() + START_TIMEOUT_S
     while not server.started:

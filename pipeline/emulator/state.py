@@ -48,8 +48,13 @@ SWEEP_EVERY_S = 5.0
 
 
 class Emulator:
-    def __init__(self, config: EmulatorConfig, backend: Backend, uploads: UploadStore,
-                 clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        config: EmulatorConfig,
+        backend: Backend,
+        uploads: UploadStore,
+        clock: Callable[[], float],
+    ) -> None:
         self.config = config
         self.backend = backend
         self.uploads = uploads
@@ -75,13 +80,24 @@ class Emulator:
         seq = self._task_seq
         self._task_seq += 1
         spec = TaskSpec(
-            task_id=str(uuid.uuid4()), seq=seq, model=req.model, family=req.family,
-            file_urls=req.file_urls, options=req.options, submitted_at=self.clock(),
-            latency_s=self.config.latency_s, fate=task_fate(self.config, seq),
+            task_id=str(uuid.uuid4()),
+            seq=seq,
+            model=req.model,
+            family=req.family,
+            file_urls=req.file_urls,
+            options=req.options,
+            submitted_at=self.clock(),
+            latency_s=self.config.latency_s,
+            fate=task_fate(self.config, seq),
         )
         self.store.add(spec)
-        log.info("emulator.task.submitted", task_id=spec.task_id, model=spec.model,
-                 files=len(spec.file_urls), fate=spec.fate.value)
+        log.info(
+            "emulator.task.submitted",
+            task_id=spec.task_id,
+            model=spec.model,
+            files=len(spec.file_urls),
+            fate=spec.fate.value,
+        )
         self.tick()
         return spec
 
@@ -115,8 +131,14 @@ class Emulator:
         spec, tl = rec.spec, rec.timeline
         status = status_at(rec, now, self.config.task_ttl_s)
         ended = tl.canceled_at if tl.canceled_at is not None else end_time(spec, tl)
-        return TaskView(spec, status, tl.started_at, ended, rec.outcomes,
-                        expires_at(spec, tl, self.config.task_ttl_s))
+        return TaskView(
+            spec,
+            status,
+            tl.started_at,
+            ended,
+            rec.outcomes,
+            expires_at(spec, tl, self.config.task_ttl_s),
+        )
 
     def result_file(self, task_id: str, index: int) -> tuple[int, bytes | None]:
         """(HTTP status, document) for a result URL: 403 once the task expired, 404 if never."""
@@ -135,9 +157,16 @@ class Emulator:
         for spec in self.store.received():
             rec = self.store.get(spec.task_id)
             status = Status.UNKNOWN if rec is None else status_at(rec, now, self.config.task_ttl_s)
-            rows.append({"task_id": spec.task_id, "model": spec.model,
-                         "file_urls": list(spec.file_urls), "status": status.value,
-                         "submitted_at": fmt_time(spec.submitted_at), "fate": spec.fate.value})
+            rows.append(
+                {
+                    "task_id": spec.task_id,
+                    "model": spec.model,
+                    "file_urls": list(spec.file_urls),
+                    "status": status.value,
+                    "submitted_at": fmt_time(spec.submitted_at),
+                    "fate": spec.fate.value,
+                }
+            )
         return rows
 
     def reset(self) -> None:
@@ -152,18 +181,26 @@ class Emulator:
         for rec in self.store.records():
             s = status_at(rec, now, self.config.task_ttl_s).value
             counts[s] = counts.get(s, 0) + 1
-        return {"requests": self._requests, "tasks": self._task_seq, "statuses": counts,
-                "running_slots": self.store.running_count, "uploads": len(self.uploads),
-                "transcriptions": self.backend.cache.transcriptions,
-                "cache_hits": self.backend.cache.hits}
+        return {
+            "requests": self._requests,
+            "tasks": self._task_seq,
+            "statuses": counts,
+            "running_slots": self.store.running_count,
+            "uploads": len(self.uploads),
+            "transcriptions": self.backend.cache.transcriptions,
+            "cache_hits": self.backend.cache.hits,
+        }
 
     # --- work ----------------------------------------------------------------------------
 
     async def _transcribe_task(self, spec: TaskSpec) -> None:
         outcomes = await asyncio.gather(*(self._transcribe_file(spec, u) for u in spec.file_urls))
         self.store.work_done(spec.task_id, tuple(outcomes), self.clock())
-        log.info("emulator.task.transcribed", task_id=spec.task_id,
-                 ok=sum(isinstance(o, FileOk) for o in outcomes))
+        log.info(
+            "emulator.task.transcribed",
+            task_id=spec.task_id,
+            ok=sum(isinstance(o, FileOk) for o in outcomes),
+        )
         self.tick()
 
     async def _transcribe_file(self, spec: TaskSpec, url: str) -> FileOutcome:
@@ -172,16 +209,23 @@ class Emulator:
         try:
             done = await self.backend.run(req)
         except AudioFailure as exc:
-            log.info("emulator.file.failed", task_id=spec.task_id, problem=exc.problem.value,
-                     detail=exc.detail)
+            log.info(
+                "emulator.file.failed",
+                task_id=spec.task_id,
+                problem=exc.problem.value,
+                detail=exc.detail,
+            )
             return FileFailed(url, *SUBTASK_ERRORS[exc.problem])
         except Exception as exc:  # a bug or a missing tool: the subtask fails, the server lives
             log.exception("emulator.file.crashed", task_id=spec.task_id, error=repr(exc))
             return FileFailed(url, "InternalError", INTERNAL_MESSAGE)
         build = funasr_document if spec.family is Family.FILE_URLS else filetrans_document
         doc = build(url, done.probe, done.transcripts, opts)
-        return FileOk(url, json.dumps(doc, ensure_ascii=False).encode(),
-                      done.probe.duration_s * len(opts.channels))
+        return FileOk(
+            url,
+            json.dumps(doc, ensure_ascii=False).encode(),
+            done.probe.duration_s * len(opts.channels),
+        )
 
     async def close(self) -> None:
         for job in list(self._work):

@@ -206,8 +206,11 @@ class TaskStore:
 
     def sweep(self, now: float, ttl_s: float) -> int:
         """Forget expired tasks (they answer UNKNOWN); returns how many went."""
-        gone = [r.spec.task_id for r in self._tasks.values()
-                if now >= expires_at(r.spec, r.timeline, ttl_s)]
+        gone = [
+            r.spec.task_id
+            for r in self._tasks.values()
+            if now >= expires_at(r.spec, r.timeline, ttl_s)
+        ]
         for task_id in gone:
             if task_id in self._running:
                 self._release(task_id, at=now)

@@ -41,15 +41,20 @@ def _sign(secret: bytes, policy_b64: str) -> str:
     return base64.b64encode(hmac.new(secret, policy_b64.encode(), hashlib.sha1).digest()).decode()
 
 
-def make_policy(secret: bytes, *, model: str, now: float, upload_host: str,
-                max_file_size_mb: int) -> dict[str, Any]:
+def make_policy(
+    secret: bytes, *, model: str, now: float, upload_host: str, max_file_size_mb: int
+) -> dict[str, Any]:
     """The ``data`` object of a getPolicy answer: the ten keys the SDK reads (§6)."""
     day = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")
     upload_dir = f"dashscope-instant/{hashlib.md5(model.encode()).hexdigest()}/{day}/{uuid.uuid4()}"
     expiration = datetime.fromtimestamp(now + POLICY_TTL_S, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-    doc = {"expiration": expiration,
-           "conditions": [["starts-with", "$key", upload_dir],
-                          ["content-length-range", 0, max_file_size_mb * 1024 * 1024]]}
+    doc = {
+        "expiration": expiration,
+        "conditions": [
+            ["starts-with", "$key", upload_dir],
+            ["content-length-range", 0, max_file_size_mb * 1024 * 1024],
+        ],
+    }
     policy = base64.b64encode(json.dumps(doc, separators=(",", ":")).encode()).decode()
     return {
         "policy": policy,
@@ -79,9 +84,11 @@ def check_post(fields: Mapping[str, str], secret: bytes, now: float) -> Accepted
             raise UploadRejected(400, "InvalidArgument", f"missing form field {name}")
     policy = fields["policy"]
     if not hmac.compare_digest(fields["Signature"], _sign(secret, policy)):
-        raise UploadRejected(403, "SignatureDoesNotMatch",
-                             "The request signature we calculated does not match the "
-                             "signature you provided.")
+        raise UploadRejected(
+            403,
+            "SignatureDoesNotMatch",
+            "The request signature we calculated does not match the signature you provided.",
+        )
     doc = json.loads(base64.b64decode(policy))
     expires = datetime.strptime(doc["expiration"], "%Y-%m-%dT%H:%M:%S.000Z").replace(tzinfo=UTC)
     if now > expires.timestamp():
@@ -89,9 +96,12 @@ def check_post(fields: Mapping[str, str], secret: bytes, now: float) -> Accepted
     max_bytes = 0
     for cond in doc["conditions"]:
         if cond[0] == "starts-with" and not fields["key"].startswith(cond[2]):
-            raise UploadRejected(403, "AccessDenied",
-                                 "Invalid according to Policy: Policy Condition failed: "
-                                 '["starts-with", "$key", "' + cond[2] + '"]')
+            raise UploadRejected(
+                403,
+                "AccessDenied",
+                "Invalid according to Policy: Policy Condition failed: "
+                '["starts-with", "$key", "' + cond[2] + '"]',
+            )
         if cond[0] == "content-length-range":
             max_bytes = int(cond[2])
     forbid = fields.get("x-oss-forbid-overwrite", "false").lower() == "true"
@@ -99,9 +109,11 @@ def check_post(fields: Mapping[str, str], secret: bytes, now: float) -> Accepted
 
 
 def oss_error_xml(code: str, message: str, request_id: str) -> str:
-    return ('<?xml version="1.0" encoding="UTF-8"?>\n<Error>\n'
-            f"  <Code>{code}</Code>\n  <Message>{message}</Message>\n"
-            f"  <RequestId>{request_id}</RequestId>\n</Error>\n")
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<Error>\n'
+        f"  <Code>{code}</Code>\n  <Message>{message}</Message>\n"
+        f"  <RequestId>{request_id}</RequestId>\n</Error>\n"
+    )
 
 
 class UploadStore:

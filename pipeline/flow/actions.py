@@ -46,8 +46,12 @@ def after_prepare(mode: Mode) -> Action:
 
 def queue_for(action: Action) -> str:
     """The Celery queue each action runs on (see the design's queue table)."""
-    return {Action.PREPARE: "prepare", Action.TRANSCRIBE: "transcribe",
-            Action.SUBMIT: "provider", Action.POLL: "provider"}[action]
+    return {
+        Action.PREPARE: "prepare",
+        Action.TRANSCRIBE: "transcribe",
+        Action.SUBMIT: "provider",
+        Action.POLL: "provider",
+    }[action]
 
 
 # A poll message may take this long (at most) before the sweeper sends the poll again. A

@@ -27,9 +27,14 @@ from pipeline.stages.probe import probe
 
 # Manifest/option keys that map onto AsrOptions fields; anything else is passed through.
 _OPTION_FIELDS = {
-    "enable_itn": "itn", "itn": "itn", "vocabulary_id": "vocabulary_id",
-    "diarization_enabled": "diarization", "diarization": "diarization",
-    "speaker_count": "speaker_count", "context": "context", "enable_words": "words",
+    "enable_itn": "itn",
+    "itn": "itn",
+    "vocabulary_id": "vocabulary_id",
+    "diarization_enabled": "diarization",
+    "diarization": "diarization",
+    "speaker_count": "speaker_count",
+    "context": "context",
+    "enable_words": "words",
     "hotwords": "hotwords",
 }
 _SPEC_FIELDS = ("context", "hotwords")
@@ -79,11 +84,15 @@ class FlowContext:
         with contextlib.suppress(Exception):  # observability must never fail a step
             self.events(name, fields)
 
-    def due_at(self, row: ItemRow, next_step: Action, delay_s: float,
-               now: datetime | None = None) -> datetime:
+    def due_at(
+        self, row: ItemRow, next_step: Action, delay_s: float, now: datetime | None = None
+    ) -> datetime:
         """The ``next_run_at`` for ``next_step``, due ``delay_s`` after the current step."""
-        slack = (redispatch_slack(next_step, self.handoff_s)
-                 if self.handed_off(row, next_step, delay_s) else 0.0)
+        slack = (
+            redispatch_slack(next_step, self.handoff_s)
+            if self.handed_off(row, next_step, delay_s)
+            else 0.0
+        )
         return (now or utcnow()) + timedelta(seconds=delay_s + slack)
 
     def handed_off(self, row: ItemRow, next_step: Action, delay_s: float) -> bool:

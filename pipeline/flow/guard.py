@@ -34,8 +34,9 @@ def release(ctx: FlowContext, row: ItemRow, *, to: ItemState | None = None) -> I
     return latest
 
 
-def handle_failure(ctx: FlowContext, row: ItemRow, exc: BaseException, *,
-                   back_to: ItemState | None = None) -> None:
+def handle_failure(
+    ctx: FlowContext, row: ItemRow, exc: BaseException, *, back_to: ItemState | None = None
+) -> None:
     if _fail_from_claim(ctx, row, exc):
         return
     latest = release(ctx, row, to=back_to)
@@ -49,18 +50,43 @@ def handle_failure(ctx: FlowContext, row: ItemRow, exc: BaseException, *,
         throttled = _throttled_in_a_row(latest) + 1
         if throttled <= ctx.retry.max_throttled:
             delay = backoff_s(throttled - 1, ctx.retry, retry_after_s=retry_after)
-            _retry_later(ctx, latest, back_to, delay, error_code=str(code),
-                         error_message=message, error_detail={"throttled": throttled})
-            log.info("item.throttled", item_id=latest.key, error=message,
-                     throttled=throttled, delay_s=round(delay, 2))
+            _retry_later(
+                ctx,
+                latest,
+                back_to,
+                delay,
+                error_code=str(code),
+                error_message=message,
+                error_detail={"throttled": throttled},
+            )
+            log.info(
+                "item.throttled",
+                item_id=latest.key,
+                error=message,
+                throttled=throttled,
+                delay_s=round(delay, 2),
+            )
             ctx.emit("item.retry", code=str(code))
             return
     elif retryable and latest.tries + 1 < ctx.retry.max_attempts:
         delay = backoff_s(latest.tries, ctx.retry, retry_after_s=retry_after)
-        _retry_later(ctx, latest, back_to, delay, tries=latest.tries + 1,
-                     error_code=str(code), error_message=message)
-        log.info("item.retry", item_id=latest.key, code=str(code), error=message,
-                 tries=latest.tries + 1, delay_s=round(delay, 2))
+        _retry_later(
+            ctx,
+            latest,
+            back_to,
+            delay,
+            tries=latest.tries + 1,
+            error_code=str(code),
+            error_message=message,
+        )
+        log.info(
+            "item.retry",
+            item_id=latest.key,
+            code=str(code),
+            error=message,
+            tries=latest.tries + 1,
+            delay_s=round(delay, 2),
+        )
         ctx.emit("item.retry", code=str(code))
         return
     _fail(ctx, latest, exc)
@@ -70,25 +96,32 @@ def _fail_from_claim(ctx: FlowContext, row: ItemRow, exc: BaseException) -> bool
     """A permanent error on an item this process holds: claimed straight to FAILED, in one
     transition guarded by the claim (no give-back first). False when that does not apply
     (retryable, interrupted, or the claim was lost): the general path then decides."""
-    if is_retryable(exc) or ctx.stop.is_set() or not row.state.claimed \
-            or row.lease_owner != ctx.owner:
+    if (
+        is_retryable(exc)
+        or ctx.stop.is_set()
+        or not row.state.claimed
+        or row.lease_owner != ctx.owner
+    ):
         return False
     return _fail(ctx, row, exc, owner=ctx.owner)
 
 
-def _fail(ctx: FlowContext, latest: ItemRow, exc: BaseException, *,
-          owner: str | None = None) -> bool:
+def _fail(
+    ctx: FlowContext, latest: ItemRow, exc: BaseException, *, owner: str | None = None
+) -> bool:
     code, message = failure_of(exc)
     message = _naming_file(latest, message)
     detail = dict(getattr(exc, "detail", {}) or {})
     dead = is_retryable(exc) and ctx.dead_letters
-    if not ctx.ledger.fail(latest.id, latest.state, code, message, dead=dead, owner=owner,
-                           detail=detail or None):
+    if not ctx.ledger.fail(
+        latest.id, latest.state, code, message, dead=dead, owner=owner, detail=detail or None
+    ):
         return False
     if not hasattr(exc, "code"):
         log.error("item.crashed", item_id=latest.key, error=message, exc_info=exc)
-    log.info("item.dead" if dead else "item.failed", item_id=latest.key, code=str(code),
-             error=message)
+    log.info(
+        "item.dead" if dead else "item.failed", item_id=latest.key, code=str(code), error=message
+    )
     ctx.emit("item.dead" if dead else "item.failed", code=str(code))
     ctx.item_finished(latest.batch_id)
     return True
@@ -101,13 +134,15 @@ def _naming_file(row: ItemRow, message: str) -> str:
     return message
 
 
-def _retry_later(ctx: FlowContext, latest: ItemRow, back_to: ItemState | None, delay_s: float,
-                 **values: Any) -> None:
+def _retry_later(
+    ctx: FlowContext, latest: ItemRow, back_to: ItemState | None, delay_s: float, **values: Any
+) -> None:
     values["next_run_at"] = utcnow() + timedelta(seconds=delay_s)
     if back_to is not None and latest.state is not back_to:
         # e.g. a lost provider task: SUBMITTED goes back to PREPARED to be submitted anew.
-        ctx.ledger.move(latest.id, latest.state, back_to, provider_task_id=None,
-                        media_url=None, **values)
+        ctx.ledger.move(
+            latest.id, latest.state, back_to, provider_task_id=None, media_url=None, **values
+        )
     else:
         ctx.ledger.update_if(latest.id, latest.state, **values)
 

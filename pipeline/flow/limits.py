@@ -39,9 +39,13 @@ class LocalGate:
 class TokenBucket:
     """``rate`` requests per second with bursts of ``burst``; acquire() sleeps as needed."""
 
-    def __init__(self, rate: float, burst: float | None = None,
-                 clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        rate: float,
+        burst: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.rate = rate
         self.burst = burst if burst is not None else max(1.0, rate)
         self.clock = clock
@@ -63,8 +67,15 @@ class TokenBucket:
             self.sleep(wait)
 
 
-_LIMITED = ("submit_transcription", "query_task", "list_tasks", "cancel_task", "recognize",
-            "chat_transcribe", "upload_temporary")
+_LIMITED = (
+    "submit_transcription",
+    "query_task",
+    "list_tasks",
+    "cancel_task",
+    "recognize",
+    "chat_transcribe",
+    "upload_temporary",
+)
 
 
 class ThrottledClient:

@@ -19,8 +19,10 @@ from pipeline.storage import LocalStore, ObjectStore, media_key, sha256_of
 def to_flac(wav: Path) -> Path:
     out = wav.with_suffix(".flac")
     try:
-        run_media(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(wav), "-c:a", "flac",
-                   str(out)], timeout_s=600)
+        run_media(
+            ["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(wav), "-c:a", "flac", str(out)],
+            timeout_s=600,
+        )
     except MediaCommandError as exc:
         raise MediaRejected(FailureCode.CORRUPT, f"cannot encode FLAC: {exc}") from None
     return out

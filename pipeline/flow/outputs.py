@@ -27,8 +27,13 @@ def transcript_name(key: str) -> str:
     return f"{TRANSCRIPTS_DIR}/{key}.json"
 
 
-def write_item(sink: OutputSink, key: str, document: Mapping[str, Any],
-               transcripts: Sequence[Transcript], formats: Iterable[str]) -> dict[str, str]:
+def write_item(
+    sink: OutputSink,
+    key: str,
+    document: Mapping[str, Any],
+    transcripts: Sequence[Transcript],
+    formats: Iterable[str],
+) -> dict[str, str]:
     """The formats asked for, then the canonical transcript: ``{format: name}``."""
     outputs = sink.write(key, document, transcripts, formats)  # checks ``key`` first
     sink.write_text(transcript_name(key), render_json(document))
@@ -38,8 +43,13 @@ def write_item(sink: OutputSink, key: str, document: Mapping[str, Any],
 class OutputSink(Protocol):
     location: str
 
-    def write(self, key: str, document: Mapping[str, Any], transcripts: Sequence[Transcript],
-              formats: Iterable[str]) -> dict[str, str]: ...
+    def write(
+        self,
+        key: str,
+        document: Mapping[str, Any],
+        transcripts: Sequence[Transcript],
+        formats: Iterable[str],
+    ) -> dict[str, str]: ...
 
     def write_text(self, name: str, text: str) -> str: ...
 
@@ -52,10 +62,14 @@ class DirSink:
         self.location = str(out_dir)
         self.layout = layout or CueLayout()
 
-    def write(self, key: str, document: Mapping[str, Any], transcripts: Sequence[Transcript],
-              formats: Iterable[str]) -> dict[str, str]:
-        return write_outputs(self.out_dir, key, document, transcripts, formats,
-                             layout=self.layout)
+    def write(
+        self,
+        key: str,
+        document: Mapping[str, Any],
+        transcripts: Sequence[Transcript],
+        formats: Iterable[str],
+    ) -> dict[str, str]:
+        return write_outputs(self.out_dir, key, document, transcripts, formats, layout=self.layout)
 
     def write_text(self, name: str, text: str) -> str:
         from pipeline.render import atomic_write
@@ -84,21 +98,29 @@ class DirSink:
 class StoreSink:
     """Renders into a temp dir (same checks as local), then uploads each file."""
 
-    def __init__(self, store: ObjectStore, prefix: str = "",
-                 layout: CueLayout | None = None) -> None:
+    def __init__(
+        self, store: ObjectStore, prefix: str = "", layout: CueLayout | None = None
+    ) -> None:
         self.store = store
         self.prefix = prefix
         self.location = store.uri(prefix) if prefix else store.url
         self.layout = layout or CueLayout()
 
-    def write(self, key: str, document: Mapping[str, Any], transcripts: Sequence[Transcript],
-              formats: Iterable[str]) -> dict[str, str]:
+    def write(
+        self,
+        key: str,
+        document: Mapping[str, Any],
+        transcripts: Sequence[Transcript],
+        formats: Iterable[str],
+    ) -> dict[str, str]:
         with tempfile.TemporaryDirectory(prefix="bulkscribe-out-") as tmp:
-            outputs = write_outputs(Path(tmp), key, document, transcripts, formats,
-                                    layout=self.layout)
+            outputs = write_outputs(
+                Path(tmp), key, document, transcripts, formats, layout=self.layout
+            )
             for name in outputs.values():
-                self.store.put_file(Path(tmp) / name, join_key(self.prefix, name),
-                                    content_type=_content_type(name))
+                self.store.put_file(
+                    Path(tmp) / name, join_key(self.prefix, name), content_type=_content_type(name)
+                )
         return outputs
 
     def write_text(self, name: str, text: str) -> str:
@@ -121,13 +143,18 @@ class StoreSink:
 
 def _content_type(name: str) -> str:
     ext = name.rsplit(".", 1)[-1]
-    return {"json": "application/json", "jsonl": "application/x-ndjson",
-            "txt": "text/plain; charset=utf-8", "srt": "application/x-subrip",
-            "vtt": "text/vtt", "tsv": "text/tab-separated-values; charset=utf-8",
-            }.get(ext, "application/octet-stream")
+    return {
+        "json": "application/json",
+        "jsonl": "application/x-ndjson",
+        "txt": "text/plain; charset=utf-8",
+        "srt": "application/x-subrip",
+        "vtt": "text/vtt",
+        "tsv": "text/tab-separated-values; charset=utf-8",
+    }.get(ext, "application/octet-stream")
 
 
 def cue_layout(subtitles: SubtitleSettings) -> CueLayout:
     """The subtitle layout the ``subtitles`` settings ask for."""
-    return CueLayout(max_chars_per_line=subtitles.max_line_width,
-                     max_lines=subtitles.max_line_count)
+    return CueLayout(
+        max_chars_per_line=subtitles.max_line_width, max_lines=subtitles.max_line_count
+    )

@@ -50,8 +50,12 @@ class Lane(StrEnum):
 
 
 ALL_LANES: tuple[Lane, ...] = tuple(Lane)
-_ACTION_LANE = {Action.POLL: Lane.POLL, Action.TRANSCRIBE: Lane.TRANSCRIBE,
-                Action.SUBMIT: Lane.SUBMIT, Action.PREPARE: Lane.PREPARE}
+_ACTION_LANE = {
+    Action.POLL: Lane.POLL,
+    Action.TRANSCRIBE: Lane.TRANSCRIBE,
+    Action.SUBMIT: Lane.SUBMIT,
+    Action.PREPARE: Lane.PREPARE,
+}
 _LONG_AGO = datetime.min.replace(tzinfo=UTC)  # "due since always": rows with no next_run_at
 
 
@@ -91,16 +95,22 @@ class Agenda:
     version and skipped when they surface.
     """
 
-    def __init__(self, mode_of: Callable[[ItemRow], Mode], *,
-                 batch_size: Callable[[str], int], default_model: str) -> None:
+    def __init__(
+        self,
+        mode_of: Callable[[ItemRow], Mode],
+        *,
+        batch_size: Callable[[str], int],
+        default_model: str,
+    ) -> None:
         self._mode_of = mode_of
         self._batch_size = batch_size
         self._default_model = default_model
         self._entries: dict[str, _Entry] = {}
         self._versions = itertools.count()
         self._waiting: list[tuple[datetime, int, str]] = []
-        self._lanes: dict[Lane, list[_HeapKey]] = {lane: [] for lane in Lane
-                                                   if lane is not Lane.SUBMIT}
+        self._lanes: dict[Lane, list[_HeapKey]] = {
+            lane: [] for lane in Lane if lane is not Lane.SUBMIT
+        }
         self._submits: dict[str, list[_HeapKey]] = {}  # per model: batched per model
         self._polls: dict[str, dict[str, None]] = {}  # task id -> ready ids (ordered)
         self._ready = 0
@@ -154,9 +164,15 @@ class Agenda:
             heapq.heappop(self._waiting)
         return None
 
-    def take(self, now: datetime, *, lanes: Collection[Lane] = ALL_LANES,
-             limit: int | None = None, prepare_room: int,
-             submit_room: int | None = None) -> list[Job]:
+    def take(
+        self,
+        now: datetime,
+        *,
+        lanes: Collection[Lane] = ALL_LANES,
+        limit: int | None = None,
+        prepare_room: int,
+        submit_room: int | None = None,
+    ) -> list[Job]:
         """Up to ``limit`` jobs due at ``now`` from ``lanes``, in priority order; at most
         ``prepare_room`` prepares and ``submit_room`` submissions (Fun-ASR groups count one)."""
         self._promote(now)
@@ -243,18 +259,21 @@ class Agenda:
             first = firsts[0]
             task_id = str(first.provider_task_id)
             others = [self._entries[i] for i in self._polls.pop(task_id, {})]
-            rows = [first, *sorted((e.row for e in others),
-                                   key=lambda r: (r.batch_id, r.line_no))]
+            rows = [first, *sorted((e.row for e in others), key=lambda r: (r.batch_id, r.line_no))]
             for entry in others:
                 self._hand_out(entry)
-            jobs.append(Job(Action.POLL, tuple(r.id for r in rows), task_id=task_id,
-                            rows=tuple(rows)))
+            jobs.append(
+                Job(Action.POLL, tuple(r.id for r in rows), task_id=task_id, rows=tuple(rows))
+            )
         return jobs
 
     def _take_submits(self, room: int) -> list[Job]:
         """Groups of up to the model's batch size, model by model (earliest waiting first)."""
-        heads = [(key, model) for model, heap in self._submits.items()
-                 if (key := self._head(heap)) is not None]
+        heads = [
+            (key, model)
+            for model, heap in self._submits.items()
+            if (key := self._head(heap)) is not None
+        ]
         jobs: list[Job] = []
         for _, model in sorted(heads):
             size = max(1, self._batch_size(model))
@@ -285,5 +304,4 @@ def plan_jobs(
     for row in rows:
         if row.id not in busy:
             agenda.put(row)
-    return agenda.take(now, prepare_room=max(0, prepare_room),
-                       submit_room=max(0, submit_room))
+    return agenda.take(now, prepare_room=max(0, prepare_room), submit_room=max(0, submit_room))

@@ -61,8 +61,13 @@ def submit_step(ctx: FlowContext, rows: Sequence[ItemRow]) -> str | None:
             return None
         for row in rows:
             early = _early_url(ctx, row)
-            got = claim(ctx, row, ItemState.PREPARED, ItemState.SUBMITTING,
-                        **({"media_url": early} if early else {}))
+            got = claim(
+                ctx,
+                row,
+                ItemState.PREPARED,
+                ItemState.SUBMITTING,
+                **({"media_url": early} if early else {}),
+            )
             if got is not None:
                 claimed.append(got)
     if not claimed:
@@ -82,18 +87,28 @@ def submit_step(ctx: FlowContext, rows: Sequence[ItemRow]) -> str | None:
                 # ``tries`` is kept, not reset: a task that is lost or stuck sends its items
                 # back to PREPARED with tries + 1, and resetting it here on every resubmission
                 # let such items loop submit → give up → submit for ever, never reaching DEAD.
-                ok = ctx.ledger.move(row.id, ItemState.SUBMITTING, ItemState.SUBMITTED,
-                                     owner=ctx.owner, provider_task_id=submitted.task_id,
-                                     submitted_at=now, polls=0, error_code=None,
-                                     error_message=None, error_detail=None,
-                                     next_run_at=ctx.due_at(row, Action.POLL,
-                                                            ctx.poll.first_s, now),
-                                     timings=add_timing(row.timings, "submit", seconds),
-                                     attempt={"provider_task_id": submitted.task_id,
-                                              "provider_request_id": submitted.request_id})
+                ok = ctx.ledger.move(
+                    row.id,
+                    ItemState.SUBMITTING,
+                    ItemState.SUBMITTED,
+                    owner=ctx.owner,
+                    provider_task_id=submitted.task_id,
+                    submitted_at=now,
+                    polls=0,
+                    error_code=None,
+                    error_message=None,
+                    error_detail=None,
+                    next_run_at=ctx.due_at(row, Action.POLL, ctx.poll.first_s, now),
+                    timings=add_timing(row.timings, "submit", seconds),
+                    attempt={
+                        "provider_task_id": submitted.task_id,
+                        "provider_request_id": submitted.request_id,
+                    },
+                )
                 if ok:
-                    log.info("submit.done", item_id=row.key, task_id=submitted.task_id,
-                             files=len(urls))
+                    log.info(
+                        "submit.done", item_id=row.key, task_id=submitted.task_id, files=len(urls)
+                    )
             return str(submitted.task_id)
         except Exception as exc:
             for row in claimed:
@@ -121,8 +136,9 @@ def _defer(ctx: FlowContext, rows: Sequence[ItemRow], delay_s: float) -> None:
 
 def _client(ctx: FlowContext) -> Any:
     if ctx.provider is None:
-        raise PermanentError(FailureCode.PROVIDER_AUTH,
-                             "DashScope is not configured: set DASHSCOPE_API_KEY")
+        raise PermanentError(
+            FailureCode.PROVIDER_AUTH, "DashScope is not configured: set DASHSCOPE_API_KEY"
+        )
     return ctx.provider()
 
 
@@ -170,8 +186,7 @@ class PollOutcome:
     succeeded: tuple[str, ...] = ()  # ids of the items this poll persisted
 
 
-def poll_step(ctx: FlowContext, task_id: str,
-              rows: Sequence[ItemRow] | None = None) -> PollOutcome:
+def poll_step(ctx: FlowContext, task_id: str, rows: Sequence[ItemRow] | None = None) -> PollOutcome:
     """Query one provider task; schedule the next poll, or finish/fail its items.
     ``rows``: the task's SUBMITTED items, if the caller has just read them."""
     if rows is None:
@@ -190,9 +205,10 @@ def poll_step(ctx: FlowContext, task_id: str,
             if waited > ctx.poll.give_up_after_s:
                 # Unreachable for longer than any job may take: submit again (or give up
                 # once the items' retries are spent) instead of polling for ever.
-                timeout = TransientError(FailureCode.POLL_TIMEOUT,
-                                         f"task {task_id} unreachable after {waited:.0f} s: "
-                                         f"{exc.message}")
+                timeout = TransientError(
+                    FailureCode.POLL_TIMEOUT,
+                    f"task {task_id} unreachable after {waited:.0f} s: {exc.message}",
+                )
                 for row in rows:
                     handle_failure(ctx, row, timeout, back_to=ItemState.PREPARED)
                 return PollOutcome(read_back=True)
@@ -223,13 +239,18 @@ def poll_step(ctx: FlowContext, task_id: str,
                 if persist_step(ctx, row, str(outcome.transcription_url)):
                     persisted.append(row.id)
             else:
-                handle_failure(ctx, row, _file_failure(outcome.code, outcome.message),
-                               back_to=ItemState.PREPARED)
+                handle_failure(
+                    ctx,
+                    row,
+                    _file_failure(outcome.code, outcome.message),
+                    back_to=ItemState.PREPARED,
+                )
         return PollOutcome(read_back=len(persisted) < len(rows), succeeded=tuple(persisted))
 
 
-def _schedule(ctx: FlowContext, rows: Sequence[ItemRow], delay_s: float, *,
-              polls: int) -> PollOutcome:
+def _schedule(
+    ctx: FlowContext, rows: Sequence[ItemRow], delay_s: float, *, polls: int
+) -> PollOutcome:
     """The task's items wait ``delay_s`` for their next poll (one statement for them all)."""
     ctx.ledger.mark_due(rows, ctx.due_at(rows[0], Action.POLL, delay_s), polls=polls)
     handed = ctx.handed_off(rows[0], Action.POLL, delay_s)
@@ -258,15 +279,20 @@ def persist_step(ctx: FlowContext, row: ItemRow, result_url: str) -> bool:
     claimed = claim(ctx, row, ItemState.SUBMITTED, ItemState.PERSISTING)
     if claimed is None:
         return False
-    with bound_contextvars(batch_id=row.batch_id, item_id=row.key, attempt=claimed.attempt,
-                           stage="persist"), keep_alive(ctx, claimed):
+    with (
+        bound_contextvars(
+            batch_id=row.batch_id, item_id=row.key, attempt=claimed.attempt, stage="persist"
+        ),
+        keep_alive(ctx, claimed),
+    ):
         try:
             document = _client(ctx).fetch_result(result_url)
             facts = dict(claimed.probe or {})
             offset_ms = int(round(float(facts.get("offset_s", 0.0)) * 1000))
             channel = claimed.spec.get("channel")
-            transcripts = [_relabel(t.shifted(offset_ms), channel)
-                           for t in transcripts_from_result(document)]
+            transcripts = [
+                _relabel(t.shifted(offset_ms), channel) for t in transcripts_from_result(document)
+            ]
             done = finish(ctx, claimed, transcripts or [Transcript(channel_id=channel or 0)])
             log.info("persist.done", sentences=sum(len(t.sentences) for t in transcripts))
             return done
@@ -305,16 +331,22 @@ def reconcile_submitting(ctx: FlowContext, row: ItemRow) -> None:
         # goes to SUBMITTED together, in one transaction. One at a time, the first item
         # adopted would make the task "known", and its siblings' own reconciliations would
         # skip it, find nothing and submit those files a second time.
-        adopted = ctx.ledger.adopt_task(str(task_id), urls or (str(row.media_url),),
-                                        submitted_at=row.updated_at or now)
+        adopted = ctx.ledger.adopt_task(
+            str(task_id), urls or (str(row.media_url),), submitted_at=row.updated_at or now
+        )
         if row.id in adopted:
             log.info("reconcile.found", item_id=row.key, task_id=task_id, items=len(adopted))
     elif verdict == "unsure":
-        ctx.ledger.update_if(row.id, ItemState.SUBMITTING, lease_owner=None,
-                             lease_until=now + timedelta(seconds=ctx.poll.max_s))
+        ctx.ledger.update_if(
+            row.id,
+            ItemState.SUBMITTING,
+            lease_owner=None,
+            lease_until=now + timedelta(seconds=ctx.poll.max_s),
+        )
     # Due at once: the mark it carried was for the submit message now known to be lost.
-    elif ctx.ledger.move(row.id, ItemState.SUBMITTING, ItemState.PREPARED, media_url=None,
-                         next_run_at=None):
+    elif ctx.ledger.move(
+        row.id, ItemState.SUBMITTING, ItemState.PREPARED, media_url=None, next_run_at=None
+    ):
         log.info("reconcile.resubmit", item_id=row.key)
 
 

@@ -42,8 +42,9 @@ from pipeline.transcript import Transcript
 log = get_logger("bulkscribe.flow")
 
 
-def claim(ctx: FlowContext, row: ItemRow, old: ItemState, new: ItemState,
-          **values: Any) -> ItemRow | None:
+def claim(
+    ctx: FlowContext, row: ItemRow, old: ItemState, new: ItemState, **values: Any
+) -> ItemRow | None:
     return ctx.ledger.claim(row.id, old, new, owner=ctx.owner, lease_s=ctx.lease_s, **values)
 
 
@@ -67,8 +68,7 @@ class _Renewals:
     def hold(self, ctx: FlowContext, row: ItemRow) -> int:
         with self._cond:
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="lease-renewer",
-                                                daemon=True)
+                self._thread = threading.Thread(target=self._run, name="lease-renewer", daemon=True)
                 self._thread.start()
             token = next(self._tokens)
             due = time.monotonic() + ctx.lease_s / 3
@@ -90,8 +90,7 @@ class _Renewals:
                 for token, ctx, row in due:
                     self._held[token] = (ctx, row, now + ctx.lease_s / 3)
                 if not due:
-                    self._wake_at = min((at for _, _, at in self._held.values()),
-                                        default=math.inf)
+                    self._wake_at = min((at for _, _, at in self._held.values()), default=math.inf)
                     self._cond.wait(None if self._wake_at == math.inf else self._wake_at - now)
                     continue
             for token, ctx, row in due:
@@ -100,8 +99,9 @@ class _Renewals:
                         continue
                 renewed = False
                 with contextlib.suppress(Exception):  # the ledger is briefly unreachable
-                    renewed = ctx.ledger.renew(row.id, row.state, owner=ctx.owner,
-                                               lease_s=ctx.lease_s)
+                    renewed = ctx.ledger.renew(
+                        row.id, row.state, owner=ctx.owner, lease_s=ctx.lease_s
+                    )
                 if not renewed:
                     self.drop(token)
 
@@ -141,24 +141,34 @@ def prepare_step(ctx: FlowContext, row: ItemRow) -> ItemRow | None:
     if claimed is None:
         return None
     workdir = ctx.workdir(claimed)
-    with bound_contextvars(batch_id=row.batch_id, item_id=row.key, attempt=claimed.attempt,
-                           stage="prepare"), \
-            keep_alive(ctx, claimed):
+    with (
+        bound_contextvars(
+            batch_id=row.batch_id, item_id=row.key, attempt=claimed.attempt, stage="prepare"
+        ),
+        keep_alive(ctx, claimed),
+    ):
         try:
             info = ctx.info(claimed)
             spec = claimed.spec
             t0 = time.monotonic()
             prepared = prepare(
                 # The ledger's source column is the one place the fetchable URL is kept.
-                SourceSpec(claimed.source, spec.get("start_s"),
-                           spec.get("end_s"), spec.get("channel")),
+                SourceSpec(
+                    claimed.source, spec.get("start_s"), spec.get("end_s"), spec.get("channel")
+                ),
                 workdir,
-                PrepareContext(limits=info.limits, http=ctx.http, objects=ctx.objects,
-                               download=ctx.download, prober=ctx.prober,
-                               normalizer=ctx.normalizer),
+                PrepareContext(
+                    limits=info.limits,
+                    http=ctx.http,
+                    objects=ctx.objects,
+                    download=ctx.download,
+                    prober=ctx.prober,
+                    normalizer=ctx.normalizer,
+                ),
             )
-            audio_path = to_flac(prepared.audio.path) if info.mode is Mode.ASYNC \
-                else prepared.audio.path
+            audio_path = (
+                to_flac(prepared.audio.path) if info.mode is Mode.ASYNC else prepared.audio.path
+            )
             key = ctx.media.key_for(audio_path)
             with ctx.ledger.media_guard(key):
                 # Identical audio is stored once and deleted by the last item to finish
@@ -169,23 +179,39 @@ def prepare_step(ctx: FlowContext, row: ItemRow) -> ItemRow | None:
                 ctx.media.keep(audio_path, key)
             seconds = time.monotonic() - t0
             ctx.emit("stage.done", stage="prepare", seconds=seconds)
-            facts = prepared.probe.as_dict() | {"offset_s": prepared.audio.offset_s,
-                                                "normalized_s": prepared.audio.duration_s}
+            facts = prepared.probe.as_dict() | {
+                "offset_s": prepared.audio.offset_s,
+                "normalized_s": prepared.audio.duration_s,
+            }
             parked = parked_until(ctx, claimed)  # a batch with caps: wait for admission
             values: dict[str, Any] = dict(
-                media_key=key, probe=facts, error_code=None, error_message=None,
+                media_key=key,
+                probe=facts,
+                error_code=None,
+                error_message=None,
                 audio_duration_ms=int(round(prepared.audio.duration_s * 1000)),
                 timings=add_timing(claimed.timings, "prepare", seconds),
-                next_run_at=parked or ctx.due_at(claimed, after_prepare(info.mode), 0.0))
+                next_run_at=parked or ctx.due_at(claimed, after_prepare(info.mode), 0.0),
+            )
             if advance(ctx, claimed, ItemState.PREPARED, **values):
-                log.info("prepare.done", duration_s=round(prepared.probe.duration_s, 3),
-                         codec=prepared.probe.codec, seconds=round(seconds, 3))
+                log.info(
+                    "prepare.done",
+                    duration_s=round(prepared.probe.duration_s, 3),
+                    codec=prepared.probe.codec,
+                    seconds=round(seconds, 3),
+                )
                 if parked is not None:
                     admit_batch(ctx, claimed.batch_id)
                     return None  # admitted or not, the ledger now says what is next
                 # The item as it now stands: the caller need not read it back.
-                return replace(claimed, state=ItemState.PREPARED, lease_owner=None,
-                               lease_until=None, tries=0, **values)
+                return replace(
+                    claimed,
+                    state=ItemState.PREPARED,
+                    lease_owner=None,
+                    lease_until=None,
+                    tries=0,
+                    **values,
+                )
         except Exception as exc:
             handle_failure(ctx, claimed, exc)
         finally:
@@ -200,24 +226,39 @@ def transcribe_step(ctx: FlowContext, row: ItemRow) -> bool:
     if claimed is None:
         return False
     workdir = ctx.workdir(claimed)
-    with bound_contextvars(batch_id=row.batch_id, item_id=row.key, attempt=claimed.attempt,
-                           stage="transcribe"), \
-            keep_alive(ctx, claimed):
+    with (
+        bound_contextvars(
+            batch_id=row.batch_id, item_id=row.key, attempt=claimed.attempt, stage="transcribe"
+        ),
+        keep_alive(ctx, claimed),
+    ):
         try:
             facts = dict(claimed.probe or {})
             path = ctx.media.local(str(claimed.media_key), workdir)
-            audio = NormalizedAudio(path, float(facts.get("normalized_s", 0.0)),
-                                    offset_s=float(facts.get("offset_s", 0.0)))
+            audio = NormalizedAudio(
+                path,
+                float(facts.get("normalized_s", 0.0)),
+                offset_s=float(facts.get("offset_s", 0.0)),
+            )
             channel = claimed.spec.get("channel") or 0
             t0 = time.monotonic()
-            transcript = transcribe_file(audio, ctx.clip_engine(ctx.info(claimed)),
-                                         ctx.asr_options(claimed), channel_id=channel)
+            transcript = transcribe_file(
+                audio,
+                ctx.clip_engine(ctx.info(claimed)),
+                ctx.asr_options(claimed),
+                channel_id=channel,
+            )
             seconds = time.monotonic() - t0
             ctx.emit("stage.done", stage="transcribe", seconds=seconds)
-            done = finish(ctx, claimed, [transcript],
-                          timings=add_timing(claimed.timings, "transcribe", seconds))
-            log.info("transcribe.done", seconds=round(seconds, 3),
-                     sentences=len(transcript.sentences))
+            done = finish(
+                ctx,
+                claimed,
+                [transcript],
+                timings=add_timing(claimed.timings, "transcribe", seconds),
+            )
+            log.info(
+                "transcribe.done", seconds=round(seconds, 3), sentences=len(transcript.sentences)
+            )
             return done
         except Exception as exc:
             handle_failure(ctx, claimed, exc)
@@ -226,23 +267,38 @@ def transcribe_step(ctx: FlowContext, row: ItemRow) -> bool:
     return False
 
 
-def finish(ctx: FlowContext, claimed: ItemRow, transcripts: Sequence[Transcript], *,
-           timings: dict[str, float] | None = None) -> bool:
+def finish(
+    ctx: FlowContext,
+    claimed: ItemRow,
+    transcripts: Sequence[Transcript],
+    *,
+    timings: dict[str, float] | None = None,
+) -> bool:
     """Write the outputs and mark the item SUCCEEDED; drop audio nobody else needs.
     False if the claim was lost on the way."""
     probe = ProbeResult.from_dict(dict(claimed.probe or {}))
     source = str(claimed.spec.get("source") or claimed.source)
     document = build_document(display(source), probe, transcripts)
     t0 = time.monotonic()
-    outputs = write_item(ctx.sinks(claimed.batch_id), claimed.key, document, transcripts,
-                         ctx.formats)
+    outputs = write_item(
+        ctx.sinks(claimed.batch_id), claimed.key, document, transcripts, ctx.formats
+    )
     timings = add_timing(timings or claimed.timings, "persist", time.monotonic() - t0)
     # The detected language rides with the item's audio facts (results.jsonl reads it there).
     language = next((t.language for t in transcripts if t.language), None)
     facts = {**dict(claimed.probe or {}), "language": language}
-    if advance(ctx, claimed, ItemState.SUCCEEDED, outputs=outputs, probe=facts, error_code=None,
-               error_message=None, error_detail=None, timings=timings,
-               attempt=attempt_end(ItemState.SUCCEEDED, timings=timings)):
+    if advance(
+        ctx,
+        claimed,
+        ItemState.SUCCEEDED,
+        outputs=outputs,
+        probe=facts,
+        error_code=None,
+        error_message=None,
+        error_detail=None,
+        timings=timings,
+        attempt=attempt_end(ItemState.SUCCEEDED, timings=timings),
+    ):
         ctx.emit("item.succeeded")
         if claimed.media_key:
             with ctx.ledger.media_guard(claimed.media_key) as users:

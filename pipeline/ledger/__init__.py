@@ -81,7 +81,8 @@ def migrate(engine: Engine) -> None:
 
 
 _REVISION = re.compile(
-    r'^(down_revision|revision)(?:\s*:[^=\n]*)?\s*=\s*["\']?([\w-]+|None)["\']?\s*$', re.M)
+    r'^(down_revision|revision)(?:\s*:[^=\n]*)?\s*=\s*["\']?([\w-]+|None)["\']?\s*$', re.M
+)
 
 
 def _script_head() -> str | None:

@@ -24,20 +24,43 @@ from pipeline.ledger.repo import ItemSeed, utcnow
 from pipeline.ledger.tables import attempts, batches, items
 from pipeline.states import ItemState
 
-__all__ = ["Clash", "Collectable", "Entered", "bulk_intake", "collect", "collectable",
-           "holder_of", "set_intake", "tidy"]
+__all__ = [
+    "Clash",
+    "Collectable",
+    "Entered",
+    "bulk_intake",
+    "collect",
+    "collectable",
+    "holder_of",
+    "set_intake",
+    "tidy",
+]
 
 _STAGE = "bulkscribe_intake"
-_COLS = ("id", "key", "line_no", "source", "spec", "fingerprint", "source_stamp", "state",
-         "error_code", "error_message", "model", "options")
-_DDL = (f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (id varchar(64), key text, line_no integer,"
-        " source text, spec {json}, fingerprint varchar(64), source_stamp varchar(100),"
-        " state varchar(20), error_code varchar(40), error_message text, model varchar(100),"
-        " options {json}){tail}")
+_COLS = (
+    "id",
+    "key",
+    "line_no",
+    "source",
+    "spec",
+    "fingerprint",
+    "source_stamp",
+    "state",
+    "error_code",
+    "error_message",
+    "model",
+    "options",
+)
+_DDL = (
+    f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (id varchar(64), key text, line_no integer,"
+    " source text, spec {json}, fingerprint varchar(64), source_stamp varchar(100),"
+    " state varchar(20), error_code varchar(40), error_message text, model varchar(100),"
+    " options {json}){tail}"
+)
 _PICK = {  # one row per id within a chunk: the earliest line's
     "postgresql": f"SELECT DISTINCT ON (key) * FROM {_STAGE} ORDER BY key, line_no",
     "sqlite": f"SELECT * FROM {_STAGE} s WHERE s.line_no = "
-              f"(SELECT min(t.line_no) FROM {_STAGE} t WHERE t.key = s.key)",
+    f"(SELECT min(t.line_no) FROM {_STAGE} t WHERE t.key = s.key)",
 }
 _INSERT_ITEMS = (
     "INSERT INTO items (id, batch_id, key, line_no, source, spec, fingerprint, source_stamp,"
@@ -45,13 +68,15 @@ _INSERT_ITEMS = (
     " finished_at) SELECT p.id, :batch, p.key, p.line_no, p.source, p.spec, p.fingerprint,"
     " p.source_stamp, p.state, 1, 0, 0, p.error_code, p.error_message, :now, :now,"
     " CASE WHEN p.state = 'PENDING' THEN NULL ELSE :now END FROM ({pick}) p"
-    " WHERE true ON CONFLICT (batch_id, key) DO NOTHING")
+    " WHERE true ON CONFLICT (batch_id, key) DO NOTHING"
+)
 _INSERT_ATTEMPTS = (
     "INSERT INTO attempts (item_id, number, engine, model, options, state, started_at,"
     " finished_at, timings) SELECT s.id, 1, :engine, s.model, s.options,"
     " CASE WHEN s.state = 'PENDING' THEN 'RUNNING' ELSE s.state END, :now,"
     " CASE WHEN s.state = 'PENDING' THEN NULL ELSE :now END, {empty}"
-    f" FROM {_STAGE} s JOIN items i ON i.id = s.id RETURNING item_id, state")
+    f" FROM {_STAGE} s JOIN items i ON i.id = s.id RETURNING item_id, state"
+)
 # PostgreSQL: items and their first attempts in one statement (the items' INSERT as a
 # data-modifying CTE), with no lookup of the rows just inserted.
 _INSERT_BOTH_PG = (
@@ -60,10 +85,12 @@ _INSERT_BOTH_PG = (
     " finished_at, timings) SELECT n.id, 1, :engine, s.model, s.options,"
     " CASE WHEN n.state = 'PENDING' THEN 'RUNNING' ELSE n.state END, :now,"
     " CASE WHEN n.state = 'PENDING' THEN NULL ELSE :now END, CAST('{{}}' AS json)"
-    f" FROM new n JOIN {_STAGE} s ON s.id = n.id RETURNING item_id, state")
+    f" FROM new n JOIN {_STAGE} s ON s.id = n.id RETURNING item_id, state"
+)
 _CLASHES = (
     f"SELECT s.line_no, s.key, i.line_no, i.source FROM {_STAGE} s"
-    " JOIN items i ON i.batch_id = :batch AND i.key = s.key WHERE i.id <> s.id")
+    " JOIN items i ON i.batch_id = :batch AND i.key = s.key WHERE i.id <> s.id"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,11 +135,20 @@ class BulkIntake:
         state = ItemState.FAILED if seed.failure else ItemState.PENDING
         code, message = seed.failure or (None, None)
         spec: Mapping[str, Any] = seed.spec
-        return (uuid.uuid4().hex, seed.key, seed.line_no, seed.source,
-                json.dumps(dict(spec), ensure_ascii=False, default=str), seed.fingerprint,
-                seed.source_stamp, state.value, code, message,
-                str(spec.get("model") or self.model),
-                json.dumps(dict(spec.get("options") or {}), ensure_ascii=False, default=str))
+        return (
+            uuid.uuid4().hex,
+            seed.key,
+            seed.line_no,
+            seed.source,
+            json.dumps(dict(spec), ensure_ascii=False, default=str),
+            seed.fingerprint,
+            seed.source_stamp,
+            state.value,
+            code,
+            message,
+            str(spec.get("model") or self.model),
+            json.dumps(dict(spec.get("options") or {}), ensure_ascii=False, default=str),
+        )
 
     def _stage(self, rows: list[tuple[Any, ...]]) -> None:
         if self.pg:
@@ -122,8 +158,9 @@ class BulkIntake:
                     copy.write_row(row)
             return
         marks = ", ".join("?" for _ in _COLS)
-        self.conn.exec_driver_sql(f"INSERT INTO {_STAGE} ({', '.join(_COLS)}) VALUES ({marks})",
-                                  rows)
+        self.conn.exec_driver_sql(
+            f"INSERT INTO {_STAGE} ({', '.join(_COLS)}) VALUES ({marks})", rows
+        )
 
     def enter(self, seeds: Sequence[ItemSeed]) -> Entered:
         """Stage ``seeds``, insert those whose id is new, commit; the rest come back as
@@ -143,8 +180,9 @@ class BulkIntake:
                 self.conn.execute(self._items, params)
                 opened = self.conn.execute(self._attempts, params).all()
             # Every row went in: no id was held already (the common case, no lookup).
-            found = self.conn.execute(self._clashes, params).all() if len(opened) < len(
-                rows) else []
+            found = (
+                self.conn.execute(self._clashes, params).all() if len(opened) < len(rows) else []
+            )
             if not self.pg:
                 self.conn.execute(text(f"DELETE FROM {_STAGE}"))
         by_line = {s.line_no: s for s in seeds}
@@ -154,8 +192,9 @@ class BulkIntake:
 
 
 @contextmanager
-def bulk_intake(engine: Engine, batch_id: str, *, engine_name: str,
-                model: str) -> Iterator[BulkIntake]:
+def bulk_intake(
+    engine: Engine, batch_id: str, *, engine_name: str, model: str
+) -> Iterator[BulkIntake]:
     with engine.connect() as conn:
         yield BulkIntake(conn, batch_id, engine=engine_name, model=model)
 
@@ -181,15 +220,23 @@ def tidy(engine: Engine) -> None:
 def holder_of(engine: Engine, out: str) -> Mapping[str, Any] | None:
     """The newest batch writing to ``out``, if any."""
     with engine.connect() as conn:
-        row = conn.execute(select(batches).where(batches.c.out == out)
-                           .order_by(batches.c.created_at.desc()).limit(1)).first()
+        row = conn.execute(
+            select(batches)
+            .where(batches.c.out == out)
+            .order_by(batches.c.created_at.desc())
+            .limit(1)
+        ).first()
     return dict(row._mapping) if row else None
 
 
 def batch_items(engine: Engine, batch_id: str) -> int:
     with engine.connect() as conn:
-        return int(conn.execute(select(text("count(*)")).select_from(items)
-                                .where(items.c.batch_id == batch_id)).scalar() or 0)
+        return int(
+            conn.execute(
+                select(text("count(*)")).select_from(items).where(items.c.batch_id == batch_id)
+            ).scalar()
+            or 0
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,15 +252,17 @@ def collectable(engine: Engine, before: datetime) -> list[Collectable]:
     """Batches created before ``before`` whose rows are still there: finished ones (results
     written before ``before``, intake complete) with their totals, and unfinished ones."""
     with engine.connect() as conn:
-        rows = conn.execute(select(batches.c.id, batches.c.done_at, batches.c.intake_at)
-                            .where(batches.c.created_at < before, batches.c.totals.is_(None))
-                            .order_by(batches.c.created_at)).all()
+        rows = conn.execute(
+            select(batches.c.id, batches.c.done_at, batches.c.intake_at)
+            .where(batches.c.created_at < before, batches.c.totals.is_(None))
+            .order_by(batches.c.created_at)
+        ).all()
         found = []
         for batch_id, done_at, intake_at in rows:
-            finished = (done_at is not None and intake_at is None
-                        and _aware(done_at) < before)
-            found.append(Collectable(batch_id, finished,
-                                     _totals(conn, batch_id) if finished else {}))
+            finished = done_at is not None and intake_at is None and _aware(done_at) < before
+            found.append(
+                Collectable(batch_id, finished, _totals(conn, batch_id) if finished else {})
+            )
     return found
 
 
@@ -224,29 +273,45 @@ def _aware(value: datetime) -> datetime:
 
 
 def _totals(conn: Connection, batch_id: str) -> dict[str, Any]:
-    counts: dict[str, int] = {str(state): int(n) for state, n in conn.execute(
-        select(items.c.state, func.count()).where(items.c.batch_id == batch_id)
-        .group_by(items.c.state))}
-    audio_ms = conn.execute(select(func.coalesce(func.sum(items.c.audio_duration_ms), 0))
-                            .where(items.c.batch_id == batch_id)).scalar()
-    return {"counts": counts, "total": sum(counts.values()),
-            "audio_s": round(int(audio_ms or 0) / 1000, 3)}
+    counts: dict[str, int] = {
+        str(state): int(n)
+        for state, n in conn.execute(
+            select(items.c.state, func.count())
+            .where(items.c.batch_id == batch_id)
+            .group_by(items.c.state)
+        )
+    }
+    audio_ms = conn.execute(
+        select(func.coalesce(func.sum(items.c.audio_duration_ms), 0)).where(
+            items.c.batch_id == batch_id
+        )
+    ).scalar()
+    return {
+        "counts": counts,
+        "total": sum(counts.values()),
+        "audio_s": round(int(audio_ms or 0) / 1000, 3),
+    }
 
 
 def collect(engine: Engine, batch: Collectable) -> int:
     """Delete a finished batch's attempt and item rows, keeping its totals in the batch row;
     the number of item rows deleted. Guarded: a batch reopened meanwhile is left alone."""
     with engine.begin() as conn:
-        kept = conn.execute(update(batches).where(
-            batches.c.id == batch.batch_id, batches.c.done_at.is_not(None),
-            batches.c.intake_at.is_(None), batches.c.totals.is_(None))
-            .values(totals=dict(batch.totals))).rowcount
+        kept = conn.execute(
+            update(batches)
+            .where(
+                batches.c.id == batch.batch_id,
+                batches.c.done_at.is_not(None),
+                batches.c.intake_at.is_(None),
+                batches.c.totals.is_(None),
+            )
+            .values(totals=dict(batch.totals))
+        ).rowcount
         if kept != 1:
             return 0
         ids = select(items.c.id).where(items.c.batch_id == batch.batch_id).scalar_subquery()
         conn.execute(delete(attempts).where(attempts.c.item_id.in_(ids)))
-        return int(conn.execute(delete(items).where(items.c.batch_id == batch.batch_id))
-                   .rowcount)
+        return int(conn.execute(delete(items).where(items.c.batch_id == batch.batch_id)).rowcount)
 
 
 def stream_items(engine: Engine, batch_id: str, *, page: int = 2000) -> Iterator[Any]:

@@ -89,8 +89,12 @@ items = Table(
     Index("ix_items_batch_state_line", "batch_id", "state", "line_no", "id"),
     Index("ix_items_batch_code_line", "batch_id", "error_code", "line_no", "id"),
     # status reads stage timings of the items that have some, not every row of the batch
-    Index("ix_items_batch_timed", "batch_id", postgresql_where=text("timings IS NOT NULL"),
-          sqlite_where=text("timings IS NOT NULL")),
+    Index(
+        "ix_items_batch_timed",
+        "batch_id",
+        postgresql_where=text("timings IS NOT NULL"),
+        sqlite_where=text("timings IS NOT NULL"),
+    ),
 )
 
 attempts = Table(

@@ -88,8 +88,9 @@ def normalize(
         raise _over_scratch(label, wav_bytes(expected_s, spec), max_bytes)
     if not src.exists():
         raise SourceMissing(f"{label} disappeared after it was probed")
-    argv = normalize_argv(src, dst, spec, start_s=start_s, end_s=end_s, channel=channel,
-                          max_bytes=max_bytes)
+    argv = normalize_argv(
+        src, dst, spec, start_s=start_s, end_s=end_s, channel=channel, max_bytes=max_bytes
+    )
     # Generous: decoding runs at hundreds of times real time; a hang is the only way to hit it.
     timeout_s = 120.0 + expected_s * 0.25
     try:

@@ -20,12 +20,18 @@ def audio_properties(probe: ProbeResult) -> AudioProperties:
     )
 
 
-def build_document(file_url: str, probe: ProbeResult,
-                   transcripts: Sequence[Transcript]) -> dict[str, Any]:
+def build_document(
+    file_url: str, probe: ProbeResult, transcripts: Sequence[Transcript]
+) -> dict[str, Any]:
     return to_result_document(file_url, audio_properties(probe), transcripts)
 
 
-def persist_local(out_dir: Path, key: str, document: Mapping[str, Any],
-                  transcripts: Sequence[Transcript], formats: Iterable[str]) -> dict[str, str]:
+def persist_local(
+    out_dir: Path,
+    key: str,
+    document: Mapping[str, Any],
+    transcripts: Sequence[Transcript],
+    formats: Iterable[str],
+) -> dict[str, str]:
     """Write ``<key>.<fmt>`` for each format; returns {format: path relative to out_dir}."""
     return write_outputs(out_dir, key, document, transcripts, formats)

@@ -53,15 +53,27 @@ def prepare(spec: SourceSpec, workdir: Path, ctx: PrepareContext) -> Prepared:
     """Probe and normalize one source into ``workdir/audio.wav`` (made only when needed: a
     missing or rejected file costs no directory)."""
     label = display(spec.source)
-    local = fetch(spec.source, workdir, max_bytes=ctx.limits.max_bytes, http=ctx.http,
-                  objects=ctx.objects, deadline_s=ctx.download.deadline_s,
-                  policy=AddressPolicy(allow_private=ctx.download.allow_private))
+    local = fetch(
+        spec.source,
+        workdir,
+        max_bytes=ctx.limits.max_bytes,
+        http=ctx.http,
+        objects=ctx.objects,
+        deadline_s=ctx.download.deadline_s,
+        policy=AddressPolicy(allow_private=ctx.download.allow_private),
+    )
     try:
         probed = ctx.prober(local.path, ctx.limits, channel=spec.channel, name=label)
         workdir.mkdir(parents=True, exist_ok=True)
         audio = ctx.normalizer(
-            local.path, workdir / "audio.wav", probed, ctx.spec,
-            start_s=spec.start_s, end_s=spec.end_s, channel=spec.channel, name=label,
+            local.path,
+            workdir / "audio.wav",
+            probed,
+            ctx.spec,
+            start_s=spec.start_s,
+            end_s=spec.end_s,
+            channel=spec.channel,
+            name=label,
             max_bytes=ctx.limits.max_scratch_bytes,
         )
     finally:

@@ -20,8 +20,27 @@ from pipeline.models import MediaLimits, ProbeResult, human_bytes
 
 # Demuxers and codecs that mean "a picture or text", not a recording.
 _IMAGE_FORMATS = {"image2", "tty", "bin", "xbin", "adf", "idf", "gif", "apng", "webp_pipe"}
-_IMAGE_CODECS = {"png", "mjpeg", "bmp", "gif", "webp", "tiff", "ansi", "bintext", "xbin", "idf",
-                 "jpegls", "jpeg2000", "pam", "pbm", "pgm", "ppm", "apng", "svg", "qoi"}
+_IMAGE_CODECS = {
+    "png",
+    "mjpeg",
+    "bmp",
+    "gif",
+    "webp",
+    "tiff",
+    "ansi",
+    "bintext",
+    "xbin",
+    "idf",
+    "jpegls",
+    "jpeg2000",
+    "pam",
+    "pbm",
+    "pgm",
+    "ppm",
+    "apng",
+    "svg",
+    "qoi",
+}
 
 PROBE_TIMEOUT_S = 60.0
 
@@ -45,8 +64,10 @@ def read_probe(
     audio = [s for s in streams if s.get("codec_type") == "audio"]
     if not audio:
         video = [s for s in streams if s.get("codec_type") == "video"]
-        imagery = format_name.endswith("_pipe") or format_name in _IMAGE_FORMATS or (
-            video and all(s.get("codec_name") in _IMAGE_CODECS for s in video)
+        imagery = (
+            format_name.endswith("_pipe")
+            or format_name in _IMAGE_FORMATS
+            or (video and all(s.get("codec_name") in _IMAGE_CODECS for s in video))
         )
         if imagery or not video:
             kind = video[0].get("codec_name") if video else format_name or "unknown data"
@@ -162,9 +183,7 @@ def _classify(exc: MediaCommandError, label: str, path: Path) -> MediaRejected |
     if exc.timed_out:
         return MediaRejected(FailureCode.CORRUPT, f"{label}: ffprobe did not finish in time")
     if "Invalid data found when processing input" in err or "could not find codec" in err.lower():
-        return MediaRejected(
-            FailureCode.NOT_MEDIA, f"{label} is not a media file ffmpeg can read"
-        )
+        return MediaRejected(FailureCode.NOT_MEDIA, f"{label} is not a media file ffmpeg can read")
     tail = err.strip().splitlines()[-1:] or ["no detail"]
     return MediaRejected(FailureCode.CORRUPT, f"{label} cannot be decoded: {tail[0]}")
 

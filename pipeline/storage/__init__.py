@@ -14,8 +14,17 @@ from pipeline.storage.base import ObjectInfo, ObjectStore, join_key, media_key, 
 from pipeline.storage.local import LocalStore
 from pipeline.storage.s3 import S3Store, make_client
 
-__all__ = ["LocalStore", "ObjectInfo", "ObjectStore", "S3Store", "join_key", "media_key",
-           "open_store", "sha256_of", "split_url"]
+__all__ = [
+    "LocalStore",
+    "ObjectInfo",
+    "ObjectStore",
+    "S3Store",
+    "join_key",
+    "media_key",
+    "open_store",
+    "sha256_of",
+    "split_url",
+]
 
 
 def split_url(url: str) -> tuple[str, str, str]:
@@ -24,8 +33,13 @@ def split_url(url: str) -> tuple[str, str, str]:
     return parts.scheme.lower(), parts.netloc, unquote(parts.path).lstrip("/")
 
 
-def open_store(url: str, *, endpoint_url: str | None = None, client: object | None = None,
-               region: str | None = None) -> ObjectStore:
+def open_store(
+    url: str,
+    *,
+    endpoint_url: str | None = None,
+    client: object | None = None,
+    region: str | None = None,
+) -> ObjectStore:
     scheme, bucket, prefix = split_url(url)
     if scheme == "file":
         return LocalStore(Path(unquote(urlsplit(url).path)))
@@ -33,10 +47,14 @@ def open_store(url: str, *, endpoint_url: str | None = None, client: object | No
         if not bucket:
             raise ConfigError(FailureCode.CONFIG_INVALID, f"{url}: no bucket name")
         if scheme == "oss" and endpoint_url is None:
-            raise ConfigError(FailureCode.CONFIG_INVALID,
-                              "oss:// needs BULKSCRIBE_S3_ENDPOINT_URL, e.g. "
-                              "https://oss-ap-southeast-1.aliyuncs.com")
+            raise ConfigError(
+                FailureCode.CONFIG_INVALID,
+                "oss:// needs BULKSCRIBE_S3_ENDPOINT_URL, e.g. "
+                "https://oss-ap-southeast-1.aliyuncs.com",
+            )
         s3 = client or make_client(endpoint_url=endpoint_url, oss=scheme == "oss", region=region)
         return S3Store(bucket, prefix, s3, scheme=scheme)
-    raise ConfigError(FailureCode.CONFIG_INVALID,
-                      f"storage URL {url!r}: use s3://bucket/prefix, oss://bucket/prefix or file:///dir")
+    raise ConfigError(
+        FailureCode.CONFIG_INVALID,
+        f"storage URL {url!r}: use s3://bucket/prefix, oss://bucket/prefix or file:///dir",
+    )

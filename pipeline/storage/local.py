@@ -51,8 +51,10 @@ class LocalStore:
         if not src.is_file():
             raise SourceMissing(f"{self.uri(key)} does not exist")
         if max_bytes is not None and src.stat().st_size > max_bytes:
-            raise MediaRejected(FailureCode.TOO_LARGE,
-                                f"{self.uri(key)} is over the limit of {human_bytes(max_bytes)}")
+            raise MediaRejected(
+                FailureCode.TOO_LARGE,
+                f"{self.uri(key)} is over the limit of {human_bytes(max_bytes)}",
+            )
         shutil.copyfile(src, dest)
         return dest
 
@@ -79,9 +81,12 @@ class LocalStore:
                     continue
                 p = Path(dirpath) / name
                 st = p.stat()
-                yield ObjectInfo(p.relative_to(self.root).as_posix(), st.st_size,
-                                 f"{st.st_size}-{st.st_mtime_ns}",
-                                 datetime.fromtimestamp(st.st_mtime, UTC))
+                yield ObjectInfo(
+                    p.relative_to(self.root).as_posix(),
+                    st.st_size,
+                    f"{st.st_size}-{st.st_mtime_ns}",
+                    datetime.fromtimestamp(st.st_mtime, UTC),
+                )
 
     def presign(self, key: str, *, expires_s: int) -> str:
         # A provider cannot fetch a file:// URL; callers that need one use an S3/OSS store

@@ -98,19 +98,25 @@ class S3Store:
             full += "/"
         with _errors(f"{self.scheme}://{self.bucket}/{full}"):
             pages = self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=full)
+                Bucket=self.bucket, Prefix=full
+            )
             for page in pages:
                 for obj in page.get("Contents", []):
-                    key = obj["Key"][len(self.prefix) + 1:] if self.prefix else obj["Key"]
-                    yield ObjectInfo(key, int(obj.get("Size", 0)),
-                                     str(obj.get("ETag", "")).strip('"') or None,
-                                     obj.get("LastModified"))
+                    key = obj["Key"][len(self.prefix) + 1 :] if self.prefix else obj["Key"]
+                    yield ObjectInfo(
+                        key,
+                        int(obj.get("Size", 0)),
+                        str(obj.get("ETag", "")).strip('"') or None,
+                        obj.get("LastModified"),
+                    )
 
     def presign(self, key: str, *, expires_s: int) -> str:
         with _errors(self.uri(key)):
             url: str = self.client.generate_presigned_url(
-                "get_object", Params={"Bucket": self.bucket, "Key": self._key(key)},
-                ExpiresIn=int(expires_s))
+                "get_object",
+                Params={"Bucket": self.bucket, "Key": self._key(key)},
+                ExpiresIn=int(expires_s),
+            )
         return url
 
     def uri(self, key: str) -> str:
@@ -130,9 +136,11 @@ def _errors(what: str) -> Iterator[None]:
         if code in ("404", "NoSuchKey", "NotFound", "NoSuchBucket"):
             raise SourceMissing(f"{what} does not exist") from None
         if status >= 500 or code in ("SlowDown", "RequestTimeout", "ServiceUnavailable"):
-            raise StorageUnavailable(FailureCode.STORAGE_UNAVAILABLE,
-                                     f"{what}: {code} ({status})") from None
+            raise StorageUnavailable(
+                FailureCode.STORAGE_UNAVAILABLE, f"{what}: {code} ({status})"
+            ) from None
         raise PermanentError(FailureCode.STORAGE_ERROR, f"{what}: {code} ({status})") from None
     except BotoCoreError as exc:
-        raise StorageUnavailable(FailureCode.STORAGE_UNAVAILABLE,
-                                 f"{what}: {type(exc).__name__}: {exc}") from None
+        raise StorageUnavailable(
+            FailureCode.STORAGE_UNAVAILABLE, f"{what}: {type(exc).__name__}: {exc}"
+        ) from None

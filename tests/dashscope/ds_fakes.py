@@ -46,8 +46,13 @@ class Script:
         return self.requests[-1]
 
 
-def make_client(script: Script, *, api_key: str | None = KEY,
-                headers: dict[str, str] | None = None, **kwargs: Any) -> DashScopeClient:
+def make_client(
+    script: Script,
+    *,
+    api_key: str | None = KEY,
+    headers: dict[str, str] | None = None,
+    **kwargs: Any,
+) -> DashScopeClient:
     http = httpx.Client(transport=httpx.MockTransport(script), headers=headers)
     return DashScopeClient(BASE, api_key, http, **kwargs)
 
@@ -62,16 +67,20 @@ def error(status: int, code: str, message: str, **headers: str) -> httpx.Respons
 
 
 def sse(text: str) -> httpx.Response:
-    return httpx.Response(200, headers={"content-type": "text/event-stream;charset=UTF-8"},
-                          content=text.encode())
+    return httpx.Response(
+        200, headers={"content-type": "text/event-stream;charset=UTF-8"}, content=text.encode()
+    )
 
 
 def native_event(n: int, text: str, finish: str = "null", **extra: Any) -> str:
     """One native SSE event as the service frames it (§2.6)."""
     message: dict[str, Any] = {"role": "assistant", "content": [{"text": text}]}
     message.update(extra)
-    data = {"output": {"choices": [{"finish_reason": finish, "message": message}]},
-            "usage": {"seconds": 2}, "request_id": REQUEST_ID}
+    data = {
+        "output": {"choices": [{"finish_reason": finish, "message": message}]},
+        "usage": {"seconds": 2},
+        "request_id": REQUEST_ID,
+    }
     return f"id:{n}\nevent:result\n:HTTP_STATUS/200\ndata:{json.dumps(data)}\n\n"
 
 
@@ -79,9 +88,13 @@ def compat_chunk(content: str | None, finish: str | None = None, **delta: Any) -
     d: dict[str, Any] = dict(delta)
     if content is not None:
         d["content"] = content
-    chunk = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1767683986,
-             "model": "qwen3-asr-flash",
-             "choices": [{"index": 0, "delta": d, "finish_reason": finish}]}
+    chunk = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 1767683986,
+        "model": "qwen3-asr-flash",
+        "choices": [{"index": 0, "delta": d, "finish_reason": finish}],
+    }
     return f"data: {json.dumps(chunk)}\n\n"
 
 

@@ -52,10 +52,19 @@ class FakeEngine:
 
     def transcribe(self, clip: AudioClip, options: AsrOptions) -> Transcript:
         d = round(clip.duration_s * 1000)
-        words = (Word(0, d // 4, "Hello"), Word(d // 4, d // 2, "there", "."),
-                 Word(d // 2, 3 * d // 4, "General"), Word(3 * d // 4, d, "Kenobi", "."))
-        return Transcript((Sentence(0, d // 2, "Hello there.", words[:2]),
-                           Sentence(d // 2, d, "General Kenobi.", words[2:])), language="en")
+        words = (
+            Word(0, d // 4, "Hello"),
+            Word(d // 4, d // 2, "there", "."),
+            Word(d // 2, 3 * d // 4, "General"),
+            Word(3 * d // 4, d, "Kenobi", "."),
+        )
+        return Transcript(
+            (
+                Sentence(0, d // 2, "Hello there.", words[:2]),
+                Sentence(d // 2, d, "General Kenobi.", words[2:]),
+            ),
+            language="en",
+        )
 
 
 def _clip(seconds: float = 2.0) -> AudioClip:
@@ -89,9 +98,16 @@ def _wait(client: DashScopeClient, task_id: str) -> tuple[TaskStatus, Done | Fai
     raise AssertionError("the emulator never finished the task")
 
 
-@pytest.mark.parametrize(("call", "stream"), [
-    ("native", False), ("native", True), ("compat", False), ("compat", True), ("omni", True),
-])
+@pytest.mark.parametrize(
+    ("call", "stream"),
+    [
+        ("native", False),
+        ("native", True),
+        ("compat", False),
+        ("compat", True),
+        ("omni", True),
+    ],
+)
 def test_sync_recognition(live: DashScopeClient, call: str, stream: bool) -> None:
     """Every sync path returns the engine's text and a detected language."""
     uri = wav_data_uri(_clip())
@@ -108,7 +124,9 @@ def test_clip_engine_end_to_end(live: DashScopeClient) -> None:
     """The ClipEngine turns the emulator's text into timed sentences over the clip."""
     t = DashScopeClipEngine(live, "qwen3-asr-flash").transcribe(_clip(2.0), AsrOptions())
     assert [(s.begin_ms, s.end_ms, s.text) for s in t.sentences] == [
-        (0, 880, "Hello there."), (880, 2000, "General Kenobi.")]
+        (0, 880, "Hello there."),
+        (880, 2000, "General Kenobi."),
+    ]
     assert t.language == "en"
 
 
@@ -123,8 +141,7 @@ def test_upload_submit_poll_fetch_funasr(live: DashScopeClient) -> None:
     assert outcome.succeeded
     [t] = transcripts_from_result(live.fetch_result(outcome.transcription_url or ""))
     assert t.text == TEXT
-    assert [w.text for s in t.sentences for w in s.words] == ["Hello", "there", "General",
-                                                               "Kenobi"]
+    assert [w.text for s in t.sentences for w in s.words] == ["Hello", "there", "General", "Kenobi"]
 
 
 def test_filetrans_task(live: DashScopeClient) -> None:
@@ -172,14 +189,19 @@ def test_cancel_of_a_finished_task_is_refused(live: DashScopeClient) -> None:
     assert err.value.detail["provider_code"] == "UnsupportedOperation"
 
 
-@pytest.mark.parametrize(("rates", "kind", "code"), [
-    ({"throttle_rate": 1.0}, ProviderBusy, FailureCode.PROVIDER_THROTTLED),
-    ({"error_rate": 1.0}, ProviderUnavailable, FailureCode.PROVIDER_ERROR),
-])
+@pytest.mark.parametrize(
+    ("rates", "kind", "code"),
+    [
+        ({"throttle_rate": 1.0}, ProviderBusy, FailureCode.PROVIDER_THROTTLED),
+        ({"error_rate": 1.0}, ProviderUnavailable, FailureCode.PROVIDER_ERROR),
+    ],
+)
 def test_injected_request_faults(rates: dict, kind: type, code: FailureCode) -> None:
     """The emulator's injected 429 and 500 land on the transient branches."""
-    with running_emulator(EmulatorConfig(**rates), engine=FakeEngine()) as url, \
-            httpx.Client() as http:
+    with (
+        running_emulator(EmulatorConfig(**rates), engine=FakeEngine()) as url,
+        httpx.Client() as http,
+    ):
         client = DashScopeClient(f"{url}/api/v1", KEY, http)
         with pytest.raises(kind) as err:
             client.submit_transcription("fun-asr", ["https://a.example/a.wav"], {})
@@ -188,8 +210,10 @@ def test_injected_request_faults(rates: dict, kind: type, code: FailureCode) -> 
 
 def test_failed_task_is_provider_failed() -> None:
     """A task the emulator fails is decided as provider_failed with the file's code."""
-    with running_emulator(EmulatorConfig(fail_rate=1.0, latency_s=0.05),
-                          engine=FakeEngine()) as url, new_http_client() as http:
+    with (
+        running_emulator(EmulatorConfig(fail_rate=1.0, latency_s=0.05), engine=FakeEngine()) as url,
+        new_http_client() as http,
+    ):
         client = DashScopeClient(f"{url}/api/v1", KEY, http)
         oss = client.upload_temporary(_clip().wav_bytes(), "f.wav", "fun-asr")
         status, decision = _wait(client, client.submit_transcription("fun-asr", [oss], {}).task_id)

@@ -22,11 +22,24 @@ from pipeline.transcript import Sentence, Transcript, Word
 
 
 def _answer(text: str, language: str = "en") -> dict:
-    return {"request_id": REQUEST_ID, "usage": {"seconds": 2}, "output": {"choices": [{
-        "finish_reason": "stop", "message": {
-            "role": "assistant", "content": [{"text": text}],
-            "annotations": [{"type": "audio_info", "language": language,
-                             "emotion": "neutral"}]}}]}}
+    return {
+        "request_id": REQUEST_ID,
+        "usage": {"seconds": 2},
+        "output": {
+            "choices": [
+                {
+                    "finish_reason": "stop",
+                    "message": {
+                        "role": "assistant",
+                        "content": [{"text": text}],
+                        "annotations": [
+                            {"type": "audio_info", "language": language, "emotion": "neutral"}
+                        ],
+                    },
+                }
+            ]
+        },
+    }
 
 
 def _clip(seconds: float, rate: int = 16_000) -> AudioClip:
@@ -38,15 +51,19 @@ def _audio_of(request) -> str:
     return body_of(request)["input"]["messages"][-1]["content"][0]["audio"]
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("Hello world. How are you? Fine!", ["Hello world.", "How are you?", "Fine!"]),
-    ("我很好。谢谢！你呢？", ["我很好。", "谢谢！", "你呢？"]),
-    ("It costs 3.5 dollars. Really", ["It costs 3.5 dollars.", "Really"]),
-    ('He said "stop." Then left.', ['He said "stop."', "Then left."]),
-    ("Wait... what?! OK", ["Wait...", "what?!", "OK"]),
-    ("no punctuation at all", ["no punctuation at all"]),
-    ("  ", []),
-], ids=["english", "chinese", "decimal", "quote", "ellipsis", "none", "blank"])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Hello world. How are you? Fine!", ["Hello world.", "How are you?", "Fine!"]),
+        ("我很好。谢谢！你呢？", ["我很好。", "谢谢！", "你呢？"]),
+        ("It costs 3.5 dollars. Really", ["It costs 3.5 dollars.", "Really"]),
+        ('He said "stop." Then left.', ['He said "stop."', "Then left."]),
+        ("Wait... what?! OK", ["Wait...", "what?!", "OK"]),
+        ("no punctuation at all", ["no punctuation at all"]),
+        ("  ", []),
+    ],
+    ids=["english", "chinese", "decimal", "quote", "ellipsis", "none", "blank"],
+)
 def test_split_sentences(text: str, expected: list[str]) -> None:
     """Text splits at final punctuation, keeping decimals whole and quotes attached."""
     assert split_sentences(text) == expected
@@ -54,12 +71,14 @@ def test_split_sentences(text: str, expected: list[str]) -> None:
 
 def test_transcript_from_text_spreads_time_by_length() -> None:
     """Each sentence gets a share of the clip proportional to its non-space length."""
-    t = transcript_from_text("Hello world. How are you?", 10_000, language="en",
-                             emotion="neutral")
-    assert t == Transcript((
-        Sentence(0, 5238, "Hello world.", language="en", emotion="neutral"),
-        Sentence(5238, 10_000, "How are you?", language="en", emotion="neutral"),
-    ), language="en")
+    t = transcript_from_text("Hello world. How are you?", 10_000, language="en", emotion="neutral")
+    assert t == Transcript(
+        (
+            Sentence(0, 5238, "Hello world.", language="en", emotion="neutral"),
+            Sentence(5238, 10_000, "How are you?", language="en", emotion="neutral"),
+        ),
+        language="en",
+    )
 
 
 def test_transcript_from_empty_text_has_no_sentences() -> None:
@@ -81,7 +100,9 @@ def test_engine_sends_the_clip_as_a_wav_data_uri() -> None:
     assert body["parameters"]["asr_options"] == {"enable_itn": True, "language": "en"}
     assert body["input"]["messages"][0] == {"role": "system", "content": [{"text": "canoe"}]}
     assert [(s.begin_ms, s.end_ms, s.text) for s in t.sentences] == [
-        (0, 1000, "The birch canoe slid."), (1000, 2000, "On the smooth planks.")]
+        (0, 1000, "The birch canoe slid."),
+        (1000, 2000, "On the smooth planks."),
+    ]
     assert t.language == "en"
     assert all(s.words == () for s in t.sentences)
 
@@ -110,7 +131,9 @@ def test_over_long_clip_is_split_and_shifted() -> None:
     assert len(script.requests) == 2
     assert all(len(_audio_of(r)) < MAX_DATA_URI_BYTES for r in script.requests)
     assert [(s.begin_ms, s.end_ms, s.text) for s in t.sentences] == [
-        (0, 200_000, "First part."), (200_000, 400_000, "Second part.")]
+        (0, 200_000, "First part."),
+        (200_000, 400_000, "Second part."),
+    ]
 
 
 def test_engine_refuses_diarization_without_a_request() -> None:
@@ -129,14 +152,16 @@ def test_empty_clip_needs_no_request() -> None:
     script = Script()
     engine = DashScopeClipEngine(make_client(script), "qwen3-asr-flash")
     assert engine.transcribe(AudioClip(np.zeros(0, np.int16)), AsrOptions(language="en")) == (
-        Transcript((), language="en"))
+        Transcript((), language="en")
+    )
     assert script.requests == []
 
 
 def test_omni_engine_uses_the_compatible_stream() -> None:
     """qwen3-omni-flash goes to chat/completions, streamed, with the WAV as input_audio."""
-    script = Script(sse(compat_chunk("Hello there.", "stop", role="assistant")
-                        + "data: [DONE]\n\n"))
+    script = Script(
+        sse(compat_chunk("Hello there.", "stop", role="assistant") + "data: [DONE]\n\n")
+    )
     engine = DashScopeClipEngine(make_client(script), "qwen3-omni-flash")
     t = engine.transcribe(_clip(1.0), AsrOptions(language="en"))
     req = script.last
@@ -158,29 +183,94 @@ def test_engine_refuses_async_models(model: str) -> None:
 
 def test_transcripts_from_funasr_result() -> None:
     """A Fun-ASR document gives one transcript per channel with words and speakers."""
-    doc = {"file_url": "https://a/x.wav", "properties": {"channels": [0]}, "transcripts": [{
-        "channel_id": 0, "text": "Hello world.", "sentences": [{
-            "begin_time": 100, "end_time": 900, "text": "Hello world.", "sentence_id": 1,
-            "speaker_id": 0, "words": [
-                {"begin_time": 100, "end_time": 500, "text": "Hello ", "punctuation": ""},
-                {"begin_time": 500, "end_time": 900, "text": "world", "punctuation": "."}]}]}]}
+    doc = {
+        "file_url": "https://a/x.wav",
+        "properties": {"channels": [0]},
+        "transcripts": [
+            {
+                "channel_id": 0,
+                "text": "Hello world.",
+                "sentences": [
+                    {
+                        "begin_time": 100,
+                        "end_time": 900,
+                        "text": "Hello world.",
+                        "sentence_id": 1,
+                        "speaker_id": 0,
+                        "words": [
+                            {
+                                "begin_time": 100,
+                                "end_time": 500,
+                                "text": "Hello ",
+                                "punctuation": "",
+                            },
+                            {
+                                "begin_time": 500,
+                                "end_time": 900,
+                                "text": "world",
+                                "punctuation": ".",
+                            },
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
     [t] = transcripts_from_result(doc)
-    assert t.sentences == (Sentence(100, 900, "Hello world.", (
-        Word(100, 500, "Hello"), Word(500, 900, "world", ".")), speaker_id=0),)
+    assert t.sentences == (
+        Sentence(
+            100,
+            900,
+            "Hello world.",
+            (Word(100, 500, "Hello"), Word(500, 900, "world", ".")),
+            speaker_id=0,
+        ),
+    )
     assert t.language is None
 
 
 def test_transcripts_from_filetrans_result_take_the_language() -> None:
     """A filetrans document's per-sentence language becomes the transcript's language."""
-    doc = {"file_url": "https://a/y.mp3", "audio_info": {"format": "mp3"}, "transcripts": [{
-        "channel_id": 0, "text": "Welcome. 欢迎。", "sentences": [
-            {"sentence_id": 0, "begin_time": 200, "end_time": 2000, "text": "Welcome.",
-             "language": "en", "emotion": "neutral"},
-            {"sentence_id": 1, "begin_time": 2000, "end_time": 2500, "text": "欢迎。",
-             "language": "zh", "emotion": "happy"},
-            {"sentence_id": 2, "begin_time": 2500, "end_time": 3000, "text": "Bye.",
-             "language": "en", "emotion": "neutral"}]}]}
+    doc = {
+        "file_url": "https://a/y.mp3",
+        "audio_info": {"format": "mp3"},
+        "transcripts": [
+            {
+                "channel_id": 0,
+                "text": "Welcome. 欢迎。",
+                "sentences": [
+                    {
+                        "sentence_id": 0,
+                        "begin_time": 200,
+                        "end_time": 2000,
+                        "text": "Welcome.",
+                        "language": "en",
+                        "emotion": "neutral",
+                    },
+                    {
+                        "sentence_id": 1,
+                        "begin_time": 2000,
+                        "end_time": 2500,
+                        "text": "欢迎。",
+                        "language": "zh",
+                        "emotion": "happy",
+                    },
+                    {
+                        "sentence_id": 2,
+                        "begin_time": 2500,
+                        "end_time": 3000,
+                        "text": "Bye.",
+                        "language": "en",
+                        "emotion": "neutral",
+                    },
+                ],
+            }
+        ],
+    }
     [t] = transcripts_from_result(doc)
     assert t.language == "en"
     assert [(s.begin_ms, s.text, s.emotion) for s in t.sentences] == [
-        (200, "Welcome.", "neutral"), (2000, "欢迎。", "happy"), (2500, "Bye.", "neutral")]
+        (200, "Welcome.", "neutral"),
+        (2000, "欢迎。", "happy"),
+        (2500, "Bye.", "neutral"),
+    ]

@@ -16,11 +16,14 @@ def test_funasr_defaults_send_nothing() -> None:
 
 def test_funasr_maps_every_field() -> None:
     """Language, vocabulary, diarization, speaker count and channels map to their keys."""
-    options = AsrOptions(language="zh", vocabulary_id="vocab-1", diarization=True,
-                         speaker_count=3)
+    options = AsrOptions(language="zh", vocabulary_id="vocab-1", diarization=True, speaker_count=3)
     assert funasr_parameters(options, channels=[0, 1]) == {
-        "language_hints": ["zh"], "vocabulary_id": "vocab-1", "diarization_enabled": True,
-        "speaker_count": 3, "channel_id": [0, 1]}
+        "language_hints": ["zh"],
+        "vocabulary_id": "vocab-1",
+        "diarization_enabled": True,
+        "speaker_count": 3,
+        "channel_id": [0, 1],
+    }
 
 
 def test_funasr_speaker_count_without_diarization_is_not_sent() -> None:
@@ -38,22 +41,31 @@ def test_funasr_speaker_count_out_of_range(count: int) -> None:
 
 def test_extra_options_pass_through_and_typed_fields_win() -> None:
     """Manifest extras reach ``parameters``; a typed field overrides a clashing extra."""
-    options = AsrOptions(language="en", extra=(("disfluency_removal_enabled", True),
-                                               ("language_hints", ["ja"])))
-    assert funasr_parameters(options) == {"disfluency_removal_enabled": True,
-                                          "language_hints": ["en"]}
+    options = AsrOptions(
+        language="en", extra=(("disfluency_removal_enabled", True), ("language_hints", ["ja"]))
+    )
+    assert funasr_parameters(options) == {
+        "disfluency_removal_enabled": True,
+        "language_hints": ["en"],
+    }
 
 
 def test_filetrans_maps_language_itn_words_channels() -> None:
     """Filetrans takes one ``language`` and explicit enable_itn / enable_words flags."""
     options = AsrOptions(language="en", itn=True, words=False)
     assert filetrans_parameters(options, channels=[1]) == {
-        "language": "en", "enable_itn": True, "enable_words": False, "channel_id": [1]}
+        "language": "en",
+        "enable_itn": True,
+        "enable_words": False,
+        "channel_id": [1],
+    }
 
 
-@pytest.mark.parametrize("options", [AsrOptions(diarization=True),
-                                     AsrOptions(vocabulary_id="vocab-1")],
-                         ids=["diarization", "vocabulary"])
+@pytest.mark.parametrize(
+    "options",
+    [AsrOptions(diarization=True), AsrOptions(vocabulary_id="vocab-1")],
+    ids=["diarization", "vocabulary"],
+)
 def test_filetrans_refuses_funasr_only_features(options: AsrOptions) -> None:
     """Diarization or hotwords on filetrans fail clearly instead of being dropped."""
     with pytest.raises(PermanentError) as err:
@@ -63,10 +75,13 @@ def test_filetrans_refuses_funasr_only_features(options: AsrOptions) -> None:
     assert "fun-asr" in err.value.message
 
 
-@pytest.mark.parametrize(("model", "expected"), [
-    ("fun-asr", {"diarization_enabled": True}),
-    ("paraformer-v2", {"diarization_enabled": True}),
-])
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        ("fun-asr", {"diarization_enabled": True}),
+        ("paraformer-v2", {"diarization_enabled": True}),
+    ],
+)
 def test_submit_parameters_dispatches_by_family(model: str, expected: dict) -> None:
     """The Fun-ASR/Paraformer family accepts diarization."""
     assert submit_parameters(model, AsrOptions(diarization=True)) == expected

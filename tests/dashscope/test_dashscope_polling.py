@@ -19,8 +19,13 @@ from pipeline.settings import PollSettings
 
 LIMITS = PollLimits(first_s=2.0, max_s=60.0, give_up_after_s=3600.0)
 OK = FileResult("https://a/x.wav", "SUCCEEDED", "https://oss/x.json")
-BAD = FileResult("https://a/y.wav", "FAILED", None, "InvalidFile.DownloadFailed",
-                 "The audio file cannot be downloaded.")
+BAD = FileResult(
+    "https://a/y.wav",
+    "FAILED",
+    None,
+    "InvalidFile.DownloadFailed",
+    "The audio file cannot be downloaded.",
+)
 
 
 def _status(state: str, **kw) -> TaskStatus:
@@ -39,20 +44,38 @@ def _summary(decision) -> tuple:
     raise AssertionError(decision)
 
 
-@pytest.mark.parametrize(("status", "polls", "waited_s", "expected"), [
-    (_status("SUCCEEDED", results=(OK, BAD)), 3, 30.0, ("done", (OK, BAD))),
-    (_status("FAILED", code="InternalError"), 1, 5.0, ("failed", FailureCode.PROVIDER_FAILED)),
-    (_status("CANCELED"), 0, 1.0, ("failed", FailureCode.PROVIDER_FAILED)),
-    (_status("UNKNOWN"), 0, 0.0, ("failed", FailureCode.TASK_LOST)),
-    (_status("SUCCESS_WITH_NO_VALID_FRAGMENT"), 2, 10.0,
-     ("failed", FailureCode.PROVIDER_FAILED)),
-    (_status("RUNNING"), 40, 3601.0, ("failed", FailureCode.POLL_TIMEOUT)),
-    (_status("PENDING"), 0, 0.0, ("wait", 2.0)),
-    (_status("RUNNING"), 3, 20.0, ("wait", 16.0)),
-    (_status("RUNNING"), 12, 900.0, ("wait", 60.0)),
-    (_status("SUSPENDED"), 1, 10.0, ("wait", 4.0)),
-], ids=["succeeded", "failed", "canceled", "unknown", "unexpected-status", "give-up",
-        "first-wait", "growing", "capped", "suspended"])
+@pytest.mark.parametrize(
+    ("status", "polls", "waited_s", "expected"),
+    [
+        (_status("SUCCEEDED", results=(OK, BAD)), 3, 30.0, ("done", (OK, BAD))),
+        (_status("FAILED", code="InternalError"), 1, 5.0, ("failed", FailureCode.PROVIDER_FAILED)),
+        (_status("CANCELED"), 0, 1.0, ("failed", FailureCode.PROVIDER_FAILED)),
+        (_status("UNKNOWN"), 0, 0.0, ("failed", FailureCode.TASK_LOST)),
+        (
+            _status("SUCCESS_WITH_NO_VALID_FRAGMENT"),
+            2,
+            10.0,
+            ("failed", FailureCode.PROVIDER_FAILED),
+        ),
+        (_status("RUNNING"), 40, 3601.0, ("failed", FailureCode.POLL_TIMEOUT)),
+        (_status("PENDING"), 0, 0.0, ("wait", 2.0)),
+        (_status("RUNNING"), 3, 20.0, ("wait", 16.0)),
+        (_status("RUNNING"), 12, 900.0, ("wait", 60.0)),
+        (_status("SUSPENDED"), 1, 10.0, ("wait", 4.0)),
+    ],
+    ids=[
+        "succeeded",
+        "failed",
+        "canceled",
+        "unknown",
+        "unexpected-status",
+        "give-up",
+        "first-wait",
+        "growing",
+        "capped",
+        "suspended",
+    ],
+)
 def test_decide(status: TaskStatus, polls: int, waited_s: float, expected: tuple) -> None:
     """Each task state and elapsed time maps to exactly one branch."""
     assert _summary(decide(status, polls, waited_s, LIMITS)) == expected
@@ -60,13 +83,23 @@ def test_decide(status: TaskStatus, polls: int, waited_s: float, expected: tuple
 
 def test_decide_failed_keeps_the_provider_facts() -> None:
     """A FAILED task's decision carries the provider's message, code and ids."""
-    status = _status("FAILED", code="InvalidFile.DownloadFailed",
-                     message="cannot be downloaded", request_id="r-1")
+    status = _status(
+        "FAILED",
+        code="InvalidFile.DownloadFailed",
+        message="cannot be downloaded",
+        request_id="r-1",
+    )
     assert decide(status, 1, 5.0, LIMITS) == Failed(
-        FailureCode.PROVIDER_FAILED, "task FAILED: cannot be downloaded",
-        {"task_id": "t-1", "provider_status": "FAILED",
-         "provider_code": "InvalidFile.DownloadFailed",
-         "provider_message": "cannot be downloaded", "request_id": "r-1"})
+        FailureCode.PROVIDER_FAILED,
+        "task FAILED: cannot be downloaded",
+        {
+            "task_id": "t-1",
+            "provider_status": "FAILED",
+            "provider_code": "InvalidFile.DownloadFailed",
+            "provider_message": "cannot be downloaded",
+            "request_id": "r-1",
+        },
+    )
 
 
 def test_decide_unknown_says_why() -> None:
@@ -88,8 +121,9 @@ def test_decide_accepts_poll_settings() -> None:
 
 def test_file_outcomes_partial_failure() -> None:
     """A SUCCEEDED Fun-ASR task splits into a succeeded and a failed file."""
-    outcomes = file_outcomes(_status("SUCCEEDED", results=(OK, BAD)),
-                             ["https://a/x.wav", "https://a/y.wav"])
+    outcomes = file_outcomes(
+        _status("SUCCEEDED", results=(OK, BAD)), ["https://a/x.wav", "https://a/y.wav"]
+    )
     assert outcomes == {"https://a/x.wav": OK, "https://a/y.wav": BAD}
     assert [o.succeeded for o in outcomes.values()] == [True, False]
 
@@ -98,19 +132,23 @@ def test_file_outcomes_names_the_filetrans_result() -> None:
     """Filetrans' unnamed result is given the one submitted URL."""
     unnamed = FileResult("", "SUCCEEDED", "https://oss/r.json")
     outcomes = file_outcomes(_status("SUCCEEDED", results=(unnamed,)), ["https://a/z.mp3"])
-    assert outcomes == {"https://a/z.mp3": FileResult("https://a/z.mp3", "SUCCEEDED",
-                                                      "https://oss/r.json")}
+    assert outcomes == {
+        "https://a/z.mp3": FileResult("https://a/z.mp3", "SUCCEEDED", "https://oss/r.json")
+    }
 
 
 def test_file_outcomes_missing_file_carries_the_task_failure() -> None:
     """A submitted URL without a result is FAILED with the task's code and message."""
     status = _status("FAILED", code="InternalError", message="boom")
     outcomes = file_outcomes(status, ["https://a/q.wav"])
-    assert outcomes == {"https://a/q.wav": FileResult("https://a/q.wav", "FAILED", None,
-                                                      "InternalError", "boom")}
+    assert outcomes == {
+        "https://a/q.wav": FileResult("https://a/q.wav", "FAILED", None, "InternalError", "boom")
+    }
 
 
 def test_file_outcomes_without_urls_returns_what_was_reported() -> None:
     """Without the submitted list the reported results are keyed by their file_url."""
     assert file_outcomes(_status("SUCCEEDED", results=(OK, BAD))) == {
-        OK.file_url: OK, BAD.file_url: BAD}
+        OK.file_url: OK,
+        BAD.file_url: BAD,
+    }

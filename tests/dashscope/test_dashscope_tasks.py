@@ -24,8 +24,11 @@ def test_submit_funasr_sends_file_urls_async_header_and_parameters(script, clien
     assert req.headers["X-DashScope-Async"] == "enable"
     assert "X-DashScope-OssResourceResolve" not in req.headers
     assert req.headers["Content-Type"].startswith("application/json")
-    assert body_of(req) == {"model": "fun-asr", "input": {"file_urls": urls},
-                            "parameters": {"language_hints": ["zh"]}}
+    assert body_of(req) == {
+        "model": "fun-asr",
+        "input": {"file_urls": urls},
+        "parameters": {"language_hints": ["zh"]},
+    }
     assert submitted == Submitted(TASK_ID, REQUEST_ID, "PENDING")
 
 
@@ -41,15 +44,22 @@ def test_submit_filetrans_sends_a_single_file_url(script, client) -> None:
     script.add(ok(SUBMITTED))
     params = {"enable_itn": False, "enable_words": True, "language": "en"}
     client.submit_transcription("qwen3-asr-flash-filetrans", ["https://a.example/a.mp3"], params)
-    assert body_of(script.last) == {"model": "qwen3-asr-flash-filetrans",
-                                    "input": {"file_url": "https://a.example/a.mp3"},
-                                    "parameters": params}
+    assert body_of(script.last) == {
+        "model": "qwen3-asr-flash-filetrans",
+        "input": {"file_url": "https://a.example/a.mp3"},
+        "parameters": params,
+    }
 
 
-@pytest.mark.parametrize(("model", "count"), [
-    ("qwen3-asr-flash-filetrans", 2), ("qwen3-asr-flash-filetrans", 0),
-    ("fun-asr", 101), ("fun-asr", 0),
-])
+@pytest.mark.parametrize(
+    ("model", "count"),
+    [
+        ("qwen3-asr-flash-filetrans", 2),
+        ("qwen3-asr-flash-filetrans", 0),
+        ("fun-asr", 101),
+        ("fun-asr", 0),
+    ],
+)
 def test_submit_refuses_wrong_url_counts_without_sending(script, client, model, count) -> None:
     """Filetrans takes exactly one URL and Fun-ASR 1..100; nothing goes on the wire otherwise."""
     urls = [f"https://a.example/{i}.wav" for i in range(count)]
@@ -93,8 +103,9 @@ def test_missing_api_key_fails_locally(script) -> None:
 
 def test_query_is_a_plain_get_without_async_header(script, client) -> None:
     """Task queries are GET /tasks/{id}, authenticated, without X-DashScope-Async or a body."""
-    script.add(ok({"request_id": REQUEST_ID,
-                   "output": {"task_id": TASK_ID, "task_status": "RUNNING"}}))
+    script.add(
+        ok({"request_id": REQUEST_ID, "output": {"task_id": TASK_ID, "task_status": "RUNNING"}})
+    )
     status = client.query_task(TASK_ID)
     req = script.last
     assert (req.method, req.url.path) == ("GET", f"/api/v1/tasks/{TASK_ID}")
@@ -106,20 +117,43 @@ def test_query_is_a_plain_get_without_async_header(script, client) -> None:
 
 def test_query_parses_funasr_partial_failure(script, client) -> None:
     """A SUCCEEDED Fun-ASR task keeps each file's own status, code and message."""
-    script.add(ok({"request_id": REQUEST_ID, "usage": {"duration": 6}, "output": {
-        "task_id": TASK_ID, "task_status": "SUCCEEDED",
-        "results": [
-            {"file_url": "https://a.example/a.mp3", "transcription_url": "https://oss/r1.json",
-             "subtask_status": "SUCCEEDED"},
-            {"file_url": "https://a.example/b.wav", "code": "InvalidFile.DownloadFailed",
-             "message": "The audio file cannot be downloaded.", "subtask_status": "FAILED"}],
-        "task_metrics": {"TOTAL": 2, "SUCCEEDED": 1, "FAILED": 1}}}))
+    script.add(
+        ok(
+            {
+                "request_id": REQUEST_ID,
+                "usage": {"duration": 6},
+                "output": {
+                    "task_id": TASK_ID,
+                    "task_status": "SUCCEEDED",
+                    "results": [
+                        {
+                            "file_url": "https://a.example/a.mp3",
+                            "transcription_url": "https://oss/r1.json",
+                            "subtask_status": "SUCCEEDED",
+                        },
+                        {
+                            "file_url": "https://a.example/b.wav",
+                            "code": "InvalidFile.DownloadFailed",
+                            "message": "The audio file cannot be downloaded.",
+                            "subtask_status": "FAILED",
+                        },
+                    ],
+                    "task_metrics": {"TOTAL": 2, "SUCCEEDED": 1, "FAILED": 1},
+                },
+            }
+        )
+    )
     status = client.query_task(TASK_ID)
     assert status.status == "SUCCEEDED"
     assert status.results == (
         FileResult("https://a.example/a.mp3", "SUCCEEDED", "https://oss/r1.json"),
-        FileResult("https://a.example/b.wav", "FAILED", None, "InvalidFile.DownloadFailed",
-                   "The audio file cannot be downloaded."),
+        FileResult(
+            "https://a.example/b.wav",
+            "FAILED",
+            None,
+            "InvalidFile.DownloadFailed",
+            "The audio file cannot be downloaded.",
+        ),
     )
     assert dict(status.usage or {}) == {"duration": 6}
     assert status.request_id == REQUEST_ID
@@ -127,9 +161,19 @@ def test_query_parses_funasr_partial_failure(script, client) -> None:
 
 def test_query_normalises_filetrans_result(script, client) -> None:
     """Filetrans' single ``output.result`` becomes one FileResult with its transcription_url."""
-    script.add(ok({"request_id": REQUEST_ID, "usage": {"seconds": 3}, "output": {
-        "task_id": TASK_ID, "task_status": "SUCCEEDED",
-        "result": {"transcription_url": "https://oss/result.json?Signature=x"}}}))
+    script.add(
+        ok(
+            {
+                "request_id": REQUEST_ID,
+                "usage": {"seconds": 3},
+                "output": {
+                    "task_id": TASK_ID,
+                    "task_status": "SUCCEEDED",
+                    "result": {"transcription_url": "https://oss/result.json?Signature=x"},
+                },
+            }
+        )
+    )
     status = client.query_task(TASK_ID)
     assert status.results == (FileResult("", "SUCCEEDED", "https://oss/result.json?Signature=x"),)
     assert status.results[0].succeeded
@@ -138,12 +182,27 @@ def test_query_normalises_filetrans_result(script, client) -> None:
 
 def test_query_failed_task_keeps_provider_code(script, client) -> None:
     """A FAILED task is a status with the provider's code and message, not an exception."""
-    script.add(ok({"request_id": REQUEST_ID, "output": {
-        "task_id": TASK_ID, "task_status": "FAILED", "code": "InvalidFile.DownloadFailed",
-        "message": "The audio file cannot be downloaded.",
-        "results": [{"file_url": "https://a.example/a.m4a", "subtask_status": "FAILED",
-                     "code": "InvalidFile.DownloadFailed",
-                     "message": "The audio file cannot be downloaded."}]}}))
+    script.add(
+        ok(
+            {
+                "request_id": REQUEST_ID,
+                "output": {
+                    "task_id": TASK_ID,
+                    "task_status": "FAILED",
+                    "code": "InvalidFile.DownloadFailed",
+                    "message": "The audio file cannot be downloaded.",
+                    "results": [
+                        {
+                            "file_url": "https://a.example/a.m4a",
+                            "subtask_status": "FAILED",
+                            "code": "InvalidFile.DownloadFailed",
+                            "message": "The audio file cannot be downloaded.",
+                        }
+                    ],
+                },
+            }
+        )
+    )
     status = client.query_task(TASK_ID)
     assert (status.status, status.code) == ("FAILED", "InvalidFile.DownloadFailed")
     assert status.results[0].status == "FAILED"
@@ -151,21 +210,38 @@ def test_query_failed_task_keeps_provider_code(script, client) -> None:
 
 def test_query_unknown_is_a_status_not_an_error(script, client) -> None:
     """An expired or foreign task id answers 200 UNKNOWN, which is returned as such."""
-    script.add(ok({"request_id": REQUEST_ID,
-                   "output": {"task_id": TASK_ID, "task_status": "UNKNOWN"}}))
+    script.add(
+        ok({"request_id": REQUEST_ID, "output": {"task_id": TASK_ID, "task_status": "UNKNOWN"}})
+    )
     status = client.query_task(TASK_ID)
     assert (status.status, status.terminal, status.results) == ("UNKNOWN", True, ())
 
 
-@pytest.mark.parametrize("body", [
-    {"request_id": REQUEST_ID, "output": {"task_id": TASK_ID}},
-    {"request_id": REQUEST_ID, "output": {"task_id": TASK_ID, "task_status": "SUCCEEDED"}},
-    {"request_id": REQUEST_ID, "output": {"task_id": TASK_ID, "task_status": "SUCCEEDED",
-                                          "results": [{"file_url": "u"}]}},
-    {"request_id": REQUEST_ID, "output": {"task_id": TASK_ID, "task_status": "SUCCEEDED",
-                                          "results": [{"subtask_status": "SUCCEEDED"}]}},
-    {"request_id": REQUEST_ID, "output": "oops"},
-], ids=["no-task_status", "succeeded-no-results", "no-subtask_status", "no-url", "output-str"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"request_id": REQUEST_ID, "output": {"task_id": TASK_ID}},
+        {"request_id": REQUEST_ID, "output": {"task_id": TASK_ID, "task_status": "SUCCEEDED"}},
+        {
+            "request_id": REQUEST_ID,
+            "output": {
+                "task_id": TASK_ID,
+                "task_status": "SUCCEEDED",
+                "results": [{"file_url": "u"}],
+            },
+        },
+        {
+            "request_id": REQUEST_ID,
+            "output": {
+                "task_id": TASK_ID,
+                "task_status": "SUCCEEDED",
+                "results": [{"subtask_status": "SUCCEEDED"}],
+            },
+        },
+        {"request_id": REQUEST_ID, "output": "oops"},
+    ],
+    ids=["no-task_status", "succeeded-no-results", "no-subtask_status", "no-url", "output-str"],
+)
 def test_query_missing_required_fields_is_a_bad_response(script, client, body) -> None:
     """A 200 query answer without the fields the pipeline needs is provider_bad_response."""
     script.add(ok(body))
@@ -206,9 +282,14 @@ def test_fetch_result_sends_no_authorization(script) -> None:
 
 def test_fetch_expired_result_is_result_expired(script, client) -> None:
     """OSS's 403 on an expired signed URL is result_expired, not an auth problem."""
-    script.add(httpx.Response(403, content=b"<?xml version='1.0'?><Error><Code>AccessDenied"
-                              b"</Code><Message>Request has expired.</Message>"
-                              b"<RequestId>OSS1</RequestId></Error>"))
+    script.add(
+        httpx.Response(
+            403,
+            content=b"<?xml version='1.0'?><Error><Code>AccessDenied"
+            b"</Code><Message>Request has expired.</Message>"
+            b"<RequestId>OSS1</RequestId></Error>",
+        )
+    )
     with pytest.raises(PermanentError) as err:
         client.fetch_result("https://result.oss.test/r.json")
     assert err.value.code is FailureCode.RESULT_EXPIRED
@@ -220,7 +301,9 @@ def test_compat_base_is_derived_from_native_base() -> None:
     """``…/api/v1`` maps to ``…/compatible-mode/v1``; an explicit value wins."""
     http = httpx.Client()
     assert DashScopeClient(BASE + "/", KEY, http).compat_base_url == (
-        "https://dashscope.test/compatible-mode/v1")
+        "https://dashscope.test/compatible-mode/v1"
+    )
     assert DashScopeClient(BASE, KEY, http, compat_base_url="http://x/v1/").compat_base_url == (
-        "http://x/v1")
+        "http://x/v1"
+    )
     assert "sk-" not in repr(DashScopeClient(BASE, KEY, http))

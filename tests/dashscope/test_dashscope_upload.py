@@ -13,14 +13,28 @@ from ds_fakes import KEY, REQUEST_ID, Script, ok
 from pipeline.errors import FailureCode, ProviderRejected, ProviderUnavailable
 
 POLICY = {
-    "policy": "eyJlepolicy", "signature": "eWysig=",
+    "policy": "eyJlepolicy",
+    "signature": "eWysig=",
     "upload_dir": "dashscope-instant/abc/2024-07-18/xyz",
-    "upload_host": "https://dashscope-file.oss.test", "expire_in_seconds": 300,
-    "max_file_size_mb": 100, "capacity_limit_mb": 999999999, "oss_access_key_id": "LTAIkey",
-    "x_oss_object_acl": "private", "x_oss_forbid_overwrite": "true",
+    "upload_host": "https://dashscope-file.oss.test",
+    "expire_in_seconds": 300,
+    "max_file_size_mb": 100,
+    "capacity_limit_mb": 999999999,
+    "oss_access_key_id": "LTAIkey",
+    "x_oss_object_acl": "private",
+    "x_oss_forbid_overwrite": "true",
 }
-FORM_ORDER = ["OSSAccessKeyId", "Signature", "policy", "key", "x-oss-object-acl",
-              "x-oss-forbid-overwrite", "success_action_status", "x-oss-content-type", "file"]
+FORM_ORDER = [
+    "OSSAccessKeyId",
+    "Signature",
+    "policy",
+    "key",
+    "x-oss-object-acl",
+    "x-oss-forbid-overwrite",
+    "success_action_status",
+    "x-oss-content-type",
+    "file",
+]
 
 
 def _form(request: httpx.Request) -> dict[str, str]:
@@ -46,11 +60,17 @@ def test_upload_gets_a_policy_then_posts_the_form(script: Script, client) -> Non
     form = _form(post)
     assert list(form) == FORM_ORDER
     key = "dashscope-instant/abc/2024-07-18/xyz/a.wav"
-    assert form == {"OSSAccessKeyId": "LTAIkey", "Signature": "eWysig=", "policy": "eyJlepolicy",
-                    "key": key, "x-oss-object-acl": "private", "x-oss-forbid-overwrite": "true",
-                    "success_action_status": "200",
-                    "x-oss-content-type": mimetypes.guess_type("a.wav")[0],
-                    "file": "RIFF-fake-wav"}
+    assert form == {
+        "OSSAccessKeyId": "LTAIkey",
+        "Signature": "eWysig=",
+        "policy": "eyJlepolicy",
+        "key": key,
+        "x-oss-object-acl": "private",
+        "x-oss-forbid-overwrite": "true",
+        "success_action_status": "200",
+        "x-oss-content-type": mimetypes.guess_type("a.wav")[0],
+        "file": "RIFF-fake-wav",
+    }
     assert url == f"oss://{key}"
 
 

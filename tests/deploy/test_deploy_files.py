@@ -49,8 +49,12 @@ class DeployValidatorMissing(UserWarning):
 
 
 def _fallback(validator: str, why: str) -> None:
-    warnings.warn(DeployValidatorMissing(f"{validator} unavailable ({why}): structural checks "
-                                         "asserted instead"), stacklevel=2)
+    warnings.warn(
+        DeployValidatorMissing(
+            f"{validator} unavailable ({why}): structural checks asserted instead"
+        ),
+        stacklevel=2,
+    )
 
 
 def _run(cmd: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
@@ -139,8 +143,19 @@ def _load_settings_from(env: Mapping[str, Any], monkeypatch: pytest.MonkeyPatch)
 def _parse_quantity(q: str | int | float) -> float:
     """A Kubernetes resource quantity as a number (cpu in cores, memory/storage in bytes)."""
     s = str(q)
-    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50,
-             "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "m": 1e-3}
+    units = {
+        "Ki": 2**10,
+        "Mi": 2**20,
+        "Gi": 2**30,
+        "Ti": 2**40,
+        "Pi": 2**50,
+        "k": 1e3,
+        "M": 1e6,
+        "G": 1e9,
+        "T": 1e12,
+        "P": 1e15,
+        "m": 1e-3,
+    }
     for suffix, factor in units.items():
         if s.endswith(suffix):
             return float(s[: -len(suffix)]) * factor
@@ -207,8 +222,11 @@ def _dockerfile_problems() -> list[str]:
     froms = [rest for word, rest in instructions if word == "FROM"]
     if not froms:
         return ["no FROM"]
-    bases = {re.sub(r"\$\{?(\w+)\}?", lambda m: args.get(m.group(1), m.group(0)), f.split()[0])
-             for f in froms if not f.startswith(("build", "runtime"))}
+    bases = {
+        re.sub(r"\$\{?(\w+)\}?", lambda m: args.get(m.group(1), m.group(0)), f.split()[0])
+        for f in froms
+        if not f.startswith(("build", "runtime"))
+    }
     if bases != {"python:3.11-slim-bookworm"}:
         problems.append(f"base images {bases}, expected python:3.11-slim-bookworm")
     # The final stage: everything after the last FROM.
@@ -230,7 +248,7 @@ def _dockerfile_problems() -> list[str]:
             problems.append(f"final USER {user} is not the numeric {IMAGE_USER} the manifests use")
     entry = [rest for word, rest in final if word == "ENTRYPOINT"]
     if not entry or json.loads(entry[-1]) != ["bulkscribe"]:
-        problems.append(f"ENTRYPOINT is {entry}, expected [\"bulkscribe\"] (exec form)")
+        problems.append(f'ENTRYPOINT is {entry}, expected ["bulkscribe"] (exec form)')
     if any(word == "HEALTHCHECK" for word, _ in instructions):
         problems.append("HEALTHCHECK present: workers serve no health endpoint")
     stop = [rest for word, rest in final if word == "STOPSIGNAL"]
@@ -278,8 +296,10 @@ def test_dockerfile_passes_hadolint() -> None:
 
 # --------------------------------------------------------------------------- Compose
 
-_INTERP = re.compile(r"\$\$|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}"
-                     r"|\$(?P<bare>[A-Za-z_][A-Za-z0-9_]*)")
+_INTERP = re.compile(
+    r"\$\$|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}"
+    r"|\$(?P<bare>[A-Za-z_][A-Za-z0-9_]*)"
+)
 
 
 class MissingVariable(Exception):
@@ -375,7 +395,7 @@ def _compose_problems(doc: Mapping[str, Any]) -> list[str]:
             if not (context / build.get("dockerfile", "Dockerfile")).is_file():
                 problems.append(f"{name}: build context/dockerfile not found from {context}")
         deps = svc.get("depends_on") or {}
-        for dep, spec in (deps.items() if isinstance(deps, dict) else ((d, {}) for d in deps)):
+        for dep, spec in deps.items() if isinstance(deps, dict) else ((d, {}) for d in deps):
             if dep not in services:
                 problems.append(f"{name}: depends_on unknown service {dep}")
                 continue
@@ -442,8 +462,10 @@ def test_compose_matches_compose_spec_schema() -> None:
     validator_cls.check_schema(schema)
     validator = validator_cls(schema)
     for doc in (_compose_raw(), _compose()):
-        errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
-                  for e in validator.iter_errors(doc)]
+        errors = [
+            f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+            for e in validator.iter_errors(doc)
+        ]
         assert errors == []
     # The schema really rejects mistakes (so a pass means something).
     bad = _compose()
@@ -476,9 +498,23 @@ def test_compose_config_renders() -> None:
         _fallback("docker compose", "no Compose v2 plugin or binary")
         assert _compose_problems(_compose()) == []
         return
-    result = _run([*compose, "--project-directory", str(COMPOSE.parent), "-f", str(COMPOSE),
-                   "--env-file", str(COMPOSE_ENV), "--profile", "emulator", "--profile", "cli",
-                   "config", "--quiet"])
+    result = _run(
+        [
+            *compose,
+            "--project-directory",
+            str(COMPOSE.parent),
+            "-f",
+            str(COMPOSE),
+            "--env-file",
+            str(COMPOSE_ENV),
+            "--profile",
+            "emulator",
+            "--profile",
+            "cli",
+            "config",
+            "--quiet",
+        ]
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -519,7 +555,7 @@ def test_compose_emulator_profile_points_workers_at_emulator() -> None:
     DashScope base URL is the emulator service's port."""
     lines = COMPOSE_ENV.read_text().splitlines()
     start = next(i for i, line in enumerate(lines) if re.match(r"#\s*COMPOSE_PROFILES=", line))
-    block = lines[start:lines.index("", start) if "" in lines[start:] else len(lines)]
+    block = lines[start : lines.index("", start) if "" in lines[start:] else len(lines)]
     enable = {}
     for line in block:
         key, _, value = line.lstrip("#").strip().partition("=")
@@ -543,6 +579,7 @@ def test_compose_emulator_profile_points_workers_at_emulator() -> None:
 def test_compose_worker_shutdown_and_concurrency() -> None:
     """Workers stop with SIGTERM and a grace period fit for their longest step, and set their
     concurrency and metrics port."""
+
     def seconds(duration: str) -> float:
         total = 0.0
         for amount, unit in re.findall(r"(\d+(?:\.\d+)?)(h|ms|m|s|us)", duration):
@@ -558,13 +595,19 @@ def test_compose_worker_shutdown_and_concurrency() -> None:
         assert int(command[command.index("-c") + 1]) >= 1
         assert command[command.index("--metrics-port") + 1] == str(METRICS_PORT)
     assert seconds(services["worker-transcribe"]["stop_grace_period"]) >= seconds(
-        services["worker-provider"]["stop_grace_period"])
+        services["worker-provider"]["stop_grace_period"]
+    )
 
 
 # --------------------------------------------------------------------------- Kubernetes
 
-KNOWN_KINDS = {("v1", "Namespace"), ("v1", "ConfigMap"), ("v1", "Secret"), ("v1", "Service"),
-               ("apps/v1", "Deployment")}
+KNOWN_KINDS = {
+    ("v1", "Namespace"),
+    ("v1", "ConfigMap"),
+    ("v1", "Secret"),
+    ("v1", "Service"),
+    ("apps/v1", "Deployment"),
+}
 
 
 def _load_yaml_docs(path: Path) -> list[dict[str, Any]]:
@@ -625,11 +668,14 @@ def _with_emulator_copy(tmp_path: Path) -> Path:
 def k8s_renders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
     """Rendered manifests, base and with the emulator: kubectl kustomize when present."""
     copy = _with_emulator_copy(tmp_path_factory.mktemp("k8s"))
-    by_hand = {"base": _render_by_hand(K8S, with_emulator=False),
-               "emulator": _render_by_hand(copy, with_emulator=True)}
+    by_hand = {
+        "base": _render_by_hand(K8S, with_emulator=False),
+        "emulator": _render_by_hand(copy, with_emulator=True),
+    }
     rendered = {"base": _kustomize(K8S), "emulator": _kustomize(copy)}
     return {k: v if v is not None else by_hand[k] for k, v in rendered.items()} | {
-        f"{k}-by-hand": v for k, v in by_hand.items()}
+        f"{k}-by-hand": v for k, v in by_hand.items()
+    }
 
 
 def test_k8s_kustomize_builds(k8s_renders: dict[str, list[dict[str, Any]]]) -> None:
@@ -679,8 +725,11 @@ def _k8s_problems(docs: list[dict[str, Any]]) -> list[str]:
                 problems.append(f"{name}: volume uses missing ConfigMap {vol['configMap']['name']}")
             if "secret" in vol and vol["secret"]["secretName"] not in secrets:
                 problems.append(f"{name}: volume uses missing Secret {vol['secret']['secretName']}")
-        empty_dir_bytes = sum(_parse_quantity(v["emptyDir"].get("sizeLimit", 0))
-                              for v in volumes.values() if "emptyDir" in v)
+        empty_dir_bytes = sum(
+            _parse_quantity(v["emptyDir"].get("sizeLimit", 0))
+            for v in volumes.values()
+            if "emptyDir" in v
+        )
         for c in pod.get("containers", []):
             where = f"{name}/{c.get('name')}"
             if not c.get("image"):
@@ -717,32 +766,42 @@ def _k8s_problems(docs: list[dict[str, Any]]) -> list[str]:
                 for q in queues:
                     queue_deployments[q] = name
                 if pod.get("terminationGracePeriodSeconds", 30) < 60:
-                    problems.append(f"{name}: terminationGracePeriodSeconds too short for a warm "
-                                    "shutdown")
+                    problems.append(
+                        f"{name}: terminationGracePeriodSeconds too short for a warm shutdown"
+                    )
                 port = args[args.index("--metrics-port") + 1] if "--metrics-port" in args else None
                 ann = spec["template"]["metadata"].get("annotations", {})
-                if port is None or ann.get("prometheus.io/scrape") != "true" or \
-                        ann.get("prometheus.io/port") != port:
+                if (
+                    port is None
+                    or ann.get("prometheus.io/scrape") != "true"
+                    or ann.get("prometheus.io/port") != port
+                ):
                     problems.append(f"{name}: prometheus.io annotations != --metrics-port")
                 if port and int(port) not in [p["containerPort"] for p in c.get("ports", [])]:
                     problems.append(f"{name}: metrics port {port} is not a containerPort")
                 if "ephemeral-storage" not in requests:
                     problems.append(f"{where}: no ephemeral-storage request for scratch")
-            if args[:1] == ["beat"] and (spec.get("replicas") != 1 or
-                                         spec.get("strategy", {}).get("type") != "Recreate"):
+            if args[:1] == ["beat"] and (
+                spec.get("replicas") != 1 or spec.get("strategy", {}).get("type") != "Recreate"
+            ):
                 problems.append(f"{name}: beat needs replicas 1 and strategy Recreate")
     for queue in _queues():
         if queue not in queue_deployments:
             problems.append(f"no Deployment consumes queue {queue}")
-    beats = [n for n, d in deployments.items()
-             if any(c.get("args", [])[:1] == ["beat"] for c in _containers(d))]
+    beats = [
+        n
+        for n, d in deployments.items()
+        if any(c.get("args", [])[:1] == ["beat"] for c in _containers(d))
+    ]
     if len(beats) != 1:
         problems.append(f"beat Deployments: {beats}, expected exactly one")
     for name, svc in by_kind.get("Service", {}).items():
         sel = svc["spec"].get("selector", {})
-        pods = [d for d in deployments.values()
-                if all(d["spec"]["template"]["metadata"]["labels"].get(k) == v
-                       for k, v in sel.items())]
+        pods = [
+            d
+            for d in deployments.values()
+            if all(d["spec"]["template"]["metadata"]["labels"].get(k) == v for k, v in sel.items())
+        ]
         if not pods:
             problems.append(f"Service {name}: selector {sel} matches no pod template")
         for port in svc["spec"].get("ports", []):
@@ -781,15 +840,18 @@ def test_k8s_queue_resources_fit_their_work(k8s_renders: dict[str, list[dict[str
     assert q(prov["limits"]["memory"]) < q(tran["limits"]["memory"])
     processes = int(tran_args[tran_args.index("-c") + 1])
     assert q(tran["requests"]["memory"]) >= processes * 900 * 2**20  # ~0.4-1 GB per model
-    threads = {e["name"]: e["value"] for e in _containers(deps["bulkscribe-worker-transcribe"])[0]
-               .get("env", [])}.get("BULKSCRIBE_LOCAL__CPU_THREADS")
+    threads = {
+        e["name"]: e["value"]
+        for e in _containers(deps["bulkscribe-worker-transcribe"])[0].get("env", [])
+    }.get("BULKSCRIBE_LOCAL__CPU_THREADS")
     assert threads is not None and int(threads) * processes <= q(tran["limits"]["cpu"])
     assert tran_pod["terminationGracePeriodSeconds"] >= prep_pod["terminationGracePeriodSeconds"]
     assert prep_pod["terminationGracePeriodSeconds"] > prov_pod["terminationGracePeriodSeconds"]
 
 
 def test_k8s_manifests_match_kubernetes_schemas(
-        k8s_renders: dict[str, list[dict[str, Any]]]) -> None:
+    k8s_renders: dict[str, list[dict[str, Any]]],
+) -> None:
     """Every rendered object validates strictly (no unknown fields) against the Kubernetes
     schemas shipped by kubernetes-validate, for an older and the newest release."""
     try:
@@ -815,8 +877,9 @@ def test_k8s_manifests_match_kubernetes_schemas(
         kubernetes_validate.validate(bad, versions[-1], strict=True)
 
 
-def test_k8s_settings_load(k8s_renders: dict[str, list[dict[str, Any]]], tmp_path: Path,
-                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_k8s_settings_load(
+    k8s_renders: dict[str, list[dict[str, Any]]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The ConfigMap's TOML and environment plus the Secret's keys are real settings that load,
     and BULKSCRIBE_CONFIG names the file where the pods mount it."""
     docs = {(d["kind"], d["metadata"]["name"]): d for d in k8s_renders["base"]}
@@ -895,8 +958,14 @@ def _systemd_problems() -> list[str]:
             problems.append(f"{path.name}: no Description")
         if "multi-user.target" not in " ".join(unit.get("Install", {}).get("WantedBy", [])):
             problems.append(f"{path.name}: not WantedBy=multi-user.target")
-        expected = {"KillSignal": "SIGTERM", "Restart": "on-failure", "ProtectSystem": "strict",
-                    "PrivateTmp": "yes", "NoNewPrivileges": "yes", "User": "bulkscribe"}
+        expected = {
+            "KillSignal": "SIGTERM",
+            "Restart": "on-failure",
+            "ProtectSystem": "strict",
+            "PrivateTmp": "yes",
+            "NoNewPrivileges": "yes",
+            "User": "bulkscribe",
+        }
         for key, value in expected.items():
             if one(key) != value:
                 problems.append(f"{path.name}: {key}={one(key)}, expected {value}")
@@ -909,8 +978,10 @@ def _systemd_problems() -> list[str]:
         writable = [p.lstrip("-") for v in svc.get("ReadWritePaths", []) for p in v.split()]
         envs = dict(e.split("=", 1) for v in svc.get("Environment", []) for e in shlex.split(v))
         scratch = envs.get("BULKSCRIBE_SCRATCH_DIR")
-        if path == WORKER_UNIT and (not scratch or not any(
-                scratch == w or scratch.startswith(w.rstrip("/") + "/") for w in writable)):
+        if path == WORKER_UNIT and (
+            not scratch
+            or not any(scratch == w or scratch.startswith(w.rstrip("/") + "/") for w in writable)
+        ):
             problems.append(f"{path.name}: scratch {scratch} not under ReadWritePaths {writable}")
         problems += [f"{path.name}: {p}" for p in map(_setting_problem, envs) if p]
         exec_start = shlex.split(one("ExecStart") or "")
@@ -951,7 +1022,8 @@ def test_systemd_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     units = []
     for path in (WORKER_UNIT, BEAT_UNIT):
         (tmp_path / path.name).write_text(
-            path.read_text().replace("/opt/bulkscribe/bin/bulkscribe", str(exe)))
+            path.read_text().replace("/opt/bulkscribe/bin/bulkscribe", str(exe))
+        )
     for queue in _queues():
         inst = tmp_path / f"bulkscribe-worker@{queue}.service"
         inst.symlink_to(WORKER_UNIT.name)
@@ -959,8 +1031,7 @@ def test_systemd_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     units.append(str(tmp_path / BEAT_UNIT.name))
     result = _run([analyze, "verify", "--man=no", *units], cwd=tmp_path)
     output = (result.stdout + result.stderr).strip()
-    ours = [line for line in output.splitlines()
-            if "bulkscribe" in line or str(tmp_path) in line]
+    ours = [line for line in output.splitlines() if "bulkscribe" in line or str(tmp_path) in line]
     assert result.returncode == 0 and ours == [], output
 
 
@@ -984,10 +1055,16 @@ def test_readme_covers_every_deploy_file() -> None:
         if path.is_file() and path.name not in ("README.md", ".gitignore"):
             rel = path.relative_to(DEPLOY).as_posix()
             short = rel.removeprefix("k8s/")
-            assert rel in readme or short in readme or (
-                path.parent != DEPLOY and f"{path.parent.relative_to(DEPLOY).as_posix()}/"
-                in readme and path.name.startswith("worker-")) or (
-                path.parent == EMULATOR_COMPONENT and "k8s/components/emulator/" in readme), rel
+            assert (
+                rel in readme
+                or short in readme
+                or (
+                    path.parent != DEPLOY
+                    and f"{path.parent.relative_to(DEPLOY).as_posix()}/" in readme
+                    and path.name.startswith("worker-")
+                )
+                or (path.parent == EMULATOR_COMPONENT and "k8s/components/emulator/" in readme)
+            ), rel
     for phrase in ("docker compose up", "kubectl apply -k deploy/k8s", "systemctl enable"):
         assert phrase in readme
 

@@ -53,14 +53,25 @@ API_KEY = "sk-distributed-test"
 
 # The emulator settings every test starts from (restored after each test).
 EMULATOR_DEFAULTS: dict[str, float] = {
-    "latency_s": 0.3, "fail_rate": 0, "throttle_rate": 0, "error_rate": 0, "lost_rate": 0,
-    "stuck_rate": 0, "submit_delay_s": 0, "result_delay_s": 0}
+    "latency_s": 0.3,
+    "fail_rate": 0,
+    "throttle_rate": 0,
+    "error_rate": 0,
+    "lost_rate": 0,
+    "stuck_rate": 0,
+    "submit_delay_s": 0,
+    "result_delay_s": 0,
+}
 
 HTTP = httpx.Client(timeout=30.0)
 
 # The cluster fixture's overrides that Cluster.use_defaults() takes away again.
-DEFAULTED = ("BULKSCRIBE_DISTRIBUTED__", "BULKSCRIBE_POLL__", "BULKSCRIBE_RETRY__",
-             "BULKSCRIBE_LOG_LEVEL")
+DEFAULTED = (
+    "BULKSCRIBE_DISTRIBUTED__",
+    "BULKSCRIBE_POLL__",
+    "BULKSCRIBE_RETRY__",
+    "BULKSCRIBE_LOG_LEVEL",
+)
 
 
 # --- processes ------------------------------------------------------------------------------
@@ -102,14 +113,20 @@ class Proc:
 
 def spawn(name: str, argv: list[str], log: Path, env: dict[str, str] | None = None) -> Proc:
     out = log.open("ab")
-    popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env,
-                             start_new_session=True)
+    popen = subprocess.Popen(
+        argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+    )
     out.close()
     return Proc(name, popen, log)
 
 
-def wait_until(check: Callable[[], Any], timeout_s: float, what: str,
-               every_s: float = 0.1, on_timeout: Callable[[], str] | None = None) -> Any:
+def wait_until(
+    check: Callable[[], Any],
+    timeout_s: float,
+    what: str,
+    every_s: float = 0.1,
+    on_timeout: Callable[[], str] | None = None,
+) -> Any:
     """Poll ``check`` until it returns something truthy; fail the test with ``what`` if not."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -136,15 +153,31 @@ class RedisServer:
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.proc = spawn("redis", ["redis-server", "--port", str(self.port), "--bind",
-                                    "127.0.0.1", "--save", "", "--appendonly", "no",
-                                    "--daemonize", "no", "--dir", str(self.workdir)],
-                          self.workdir / "redis.log")
+        self.proc = spawn(
+            "redis",
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            self.workdir / "redis.log",
+        )
         import redis
 
         client = redis.Redis(port=self.port)
-        wait_until(lambda: _pings(client), 15, f"redis-server on {self.port}",
-                   on_timeout=self.proc.tail)
+        wait_until(
+            lambda: _pings(client), 15, f"redis-server on {self.port}", on_timeout=self.proc.tail
+        )
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -194,8 +227,12 @@ def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """moto in server mode on a free port, with the media and archive buckets made."""
     port = free_port()
     log = tmp_path_factory.mktemp("moto") / "moto.log"
-    proc = spawn("moto", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], log,
-                 env={**os.environ, **AWS_ENV})
+    proc = spawn(
+        "moto",
+        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        log,
+        env={**os.environ, **AWS_ENV},
+    )
     url = f"http://127.0.0.1:{port}"
 
     def up() -> bool:
@@ -214,15 +251,24 @@ def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         proc.kill()
 
 
-AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
 
 
 def s3_client(endpoint: str) -> Any:
     import boto3
 
-    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                        aws_access_key_id="testing", aws_secret_access_key="testing")
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
 
 
 class EchoEngine:
@@ -244,8 +290,9 @@ class EchoEngine:
 @pytest.fixture(scope="session")
 def emulator() -> Iterator[str]:
     """One DashScope emulator for the session over real HTTP (recognition by EchoEngine)."""
-    config = EmulatorConfig(latency_s=EMULATOR_DEFAULTS["latency_s"], max_concurrency=16,
-                            seed=3, workers=2)
+    config = EmulatorConfig(
+        latency_s=EMULATOR_DEFAULTS["latency_s"], max_concurrency=16, seed=3, workers=2
+    )
     with running_emulator(config, engine=EchoEngine(), cache=TranscriptCache()) as base:
         yield base
 
@@ -286,8 +333,13 @@ def distinct_entries(clips: Clips, n: int, *, prefix: str = "f") -> list[dict[st
     out = []
     for i in range(n):
         src = clips.files[i % len(clips.files)]
-        out.append({"id": f"{prefix}{i:03d}", "source": str(src),
-                    "start_s": round(0.02 * (i // len(clips.files)), 3)})
+        out.append(
+            {
+                "id": f"{prefix}{i:03d}",
+                "source": str(src),
+                "start_s": round(0.02 * (i // len(clips.files)), 3),
+            }
+        )
     return out
 
 
@@ -341,23 +393,47 @@ class Cluster:
             del self.env[key]
 
     # processes ---------------------------------------------------------------------------
-    def worker(self, concurrency: int = 2, queues: str = "prepare,provider,transcribe",
-               env: dict[str, str] | None = None, wait: bool = True,
-               pool: str = "auto") -> Proc:
+    def worker(
+        self,
+        concurrency: int = 2,
+        queues: str = "prepare,provider,transcribe",
+        env: dict[str, str] | None = None,
+        wait: bool = True,
+        pool: str = "auto",
+    ) -> Proc:
         n = len(self.procs)
-        proc = spawn(f"worker{n}", [str(BULKSCRIBE), "worker", "-c", str(concurrency), "-Q",
-                                    queues, "-P", pool, "-n", f"w{n}-{uuid.uuid4().hex[:6]}@%h"],
-                     self.tmp / f"worker{n}.log", {**self.env, **(env or {})})
+        proc = spawn(
+            f"worker{n}",
+            [
+                str(BULKSCRIBE),
+                "worker",
+                "-c",
+                str(concurrency),
+                "-Q",
+                queues,
+                "-P",
+                pool,
+                "-n",
+                f"w{n}-{uuid.uuid4().hex[:6]}@%h",
+            ],
+            self.tmp / f"worker{n}.log",
+            {**self.env, **(env or {})},
+        )
         self.procs.append(proc)
         if wait:
-            wait_until(lambda: not proc.alive() or b"ready." in proc.log.read_bytes(), 60,
-                       f"{proc.name} to start", on_timeout=proc.tail)
+            wait_until(
+                lambda: not proc.alive() or b"ready." in proc.log.read_bytes(),
+                60,
+                f"{proc.name} to start",
+                on_timeout=proc.tail,
+            )
             assert proc.alive(), proc.tail()
         return proc
 
     def beat(self, env: dict[str, str] | None = None) -> Proc:
-        proc = spawn("beat", [str(BULKSCRIBE), "beat"], self.tmp / "beat.log",
-                     {**self.env, **(env or {})})
+        proc = spawn(
+            "beat", [str(BULKSCRIBE), "beat"], self.tmp / "beat.log", {**self.env, **(env or {})}
+        )
         self.procs.append(proc)
         return proc
 
@@ -367,10 +443,20 @@ class Cluster:
         self.procs.clear()
 
     # the CLI -----------------------------------------------------------------------------
-    def cli(self, *args: str, check: bool = True, env: dict[str, str] | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run([str(BULKSCRIBE), *args], capture_output=True, text=True,
-                              env={**self.env, **(env or {})}, timeout=timeout)
+    def cli(
+        self,
+        *args: str,
+        check: bool = True,
+        env: dict[str, str] | None = None,
+        timeout: float = 120,
+    ) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [str(BULKSCRIBE), *args],
+            capture_output=True,
+            text=True,
+            env={**self.env, **(env or {})},
+            timeout=timeout,
+        )
         if check:
             assert done.returncode == 0, f"bulkscribe {' '.join(args)}:\n{done.stderr}"
         return done
@@ -378,8 +464,13 @@ class Cluster:
     def cli_json(self, *args: str, **kw: Any) -> Any:
         return json.loads(self.cli(*args, "--json", **kw).stdout)
 
-    def submit(self, entries: list[dict[str, Any]], *flags: str, name: str = "batch",
-               out: Path | None = None) -> str:
+    def submit(
+        self,
+        entries: list[dict[str, Any]],
+        *flags: str,
+        name: str = "batch",
+        out: Path | None = None,
+    ) -> str:
         path = manifest(self.tmp / f"{name}.jsonl", entries)
         out = out or self.tmp / f"{name}-out"
         data = self.cli_json("submit", str(path), "--out", str(out), *flags)
@@ -396,29 +487,49 @@ class Cluster:
     def states(self, batch_id: str) -> collections.Counter[str]:
         return collections.Counter(r.state.value for r in self.rows(batch_id))
 
-    def wait_states(self, batch_id: str, check: Callable[[collections.Counter[str]], bool],
-                    timeout_s: float, what: str, every_s: float = 0.05) -> None:
-        wait_until(lambda: check(self.states(batch_id)), timeout_s, what, every_s=every_s,
-                   on_timeout=lambda: self.report(batch_id))
+    def wait_states(
+        self,
+        batch_id: str,
+        check: Callable[[collections.Counter[str]], bool],
+        timeout_s: float,
+        what: str,
+        every_s: float = 0.05,
+    ) -> None:
+        wait_until(
+            lambda: check(self.states(batch_id)),
+            timeout_s,
+            what,
+            every_s=every_s,
+            on_timeout=lambda: self.report(batch_id),
+        )
 
     def wait_done(self, batch_id: str, timeout_s: float = 120) -> list[ItemRow]:
         """Until every item is terminal and the sweeper has written results.jsonl."""
+
         def done() -> bool:
             batch = self.ledger.batch(batch_id) or {}
             return batch.get("done_at") is not None and all(
-                r.state.terminal for r in self.rows(batch_id))
+                r.state.terminal for r in self.rows(batch_id)
+            )
 
-        wait_until(done, timeout_s, f"batch {batch_id} to finish", every_s=0.2,
-                   on_timeout=lambda: self.report(batch_id))
+        wait_until(
+            done,
+            timeout_s,
+            f"batch {batch_id} to finish",
+            every_s=0.2,
+            on_timeout=lambda: self.report(batch_id),
+        )
         return self.rows(batch_id)
 
     def report(self, batch_id: str) -> str:
         lines = [f"states: {dict(self.states(batch_id))}"]
         rows = sorted(self.rows(batch_id), key=lambda r: r.state is ItemState.SUCCEEDED)
         for r in rows[:8]:
-            lines.append(f"  {r.key} {r.state.value} tries={r.tries} polls={r.polls} "
-                         f"next={r.next_run_at} lease={r.lease_until} err={r.error_code} "
-                         f"{r.error_message}")
+            lines.append(
+                f"  {r.key} {r.state.value} tries={r.tries} polls={r.polls} "
+                f"next={r.next_run_at} lease={r.lease_until} err={r.error_code} "
+                f"{r.error_message}"
+            )
         for proc in self.procs:
             lines.append(f"--- {proc.name} (alive={proc.alive()}):\n{proc.tail(15)}")
         return "\n".join(lines)
@@ -438,8 +549,9 @@ class Cluster:
 
     def submissions(self) -> collections.Counter[str]:
         """How often each file (URL path, query string dropped) was sent to the provider."""
-        return collections.Counter(urlsplit(u).path for t in self.em_tasks()
-                                   for u in t["file_urls"])
+        return collections.Counter(
+            urlsplit(u).path for t in self.em_tasks() for u in t["file_urls"]
+        )
 
     def assert_submitted_once(self, rows: list[ItemRow]) -> None:
         """Every item's file reached the provider exactly once, and nothing else did."""
@@ -451,11 +563,18 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path, pg_url: str, ledger: Ledger, redis_server: RedisServer,
-            moto_url: str, emulator: str) -> Iterator[Cluster]:
+def cluster(
+    tmp_path: Path,
+    pg_url: str,
+    ledger: Ledger,
+    redis_server: RedisServer,
+    moto_url: str,
+    emulator: str,
+) -> Iterator[Cluster]:
     """Settings for fast sweeps and short leases; everything torn down after the test."""
     env = {
-        **os.environ, **AWS_ENV,
+        **os.environ,
+        **AWS_ENV,
         "BULKSCRIBE_DATABASE_URL": pg_url,
         "BULKSCRIBE_BROKER_URL": redis_server.url,
         "BULKSCRIBE_STORAGE_URL": f"s3://{MEDIA_BUCKET}/norm",

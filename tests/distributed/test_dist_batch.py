@@ -15,8 +15,13 @@ from dist_support import (
 )
 from support import wer
 
-pytestmark = [pytest.mark.celery, pytest.mark.redis, pytest.mark.postgres, pytest.mark.s3,
-              pytest.mark.slow]
+pytestmark = [
+    pytest.mark.celery,
+    pytest.mark.redis,
+    pytest.mark.postgres,
+    pytest.mark.s3,
+    pytest.mark.slow,
+]
 
 
 def test_fifty_files_end_to_end(cluster: Cluster, clips: Clips, tmp_path: Path) -> None:
@@ -29,8 +34,9 @@ def test_fifty_files_end_to_end(cluster: Cluster, clips: Clips, tmp_path: Path) 
             shutil.copyfile(src, copy)
             entries.append({"id": f"item{i:02d}", "source": str(copy)})
         else:  # a trim: distinct audio
-            entries.append({"id": f"item{i:02d}", "source": str(src),
-                            "start_s": round(0.01 * i, 2)})
+            entries.append(
+                {"id": f"item{i:02d}", "source": str(src), "start_s": round(0.01 * i, 2)}
+            )
     cluster.worker(concurrency=3)
     cluster.beat()
     batch = cluster.submit(entries, "--engine", "dashscope", "--model", "fun-asr")
@@ -57,8 +63,9 @@ def test_fifty_files_end_to_end(cluster: Cluster, clips: Clips, tmp_path: Path) 
     assert stored.get("KeyCount", 0) == 0, [o["Key"] for o in stored.get("Contents", [])]
 
 
-def test_workers_hand_each_step_to_the_next_without_the_sweeper(cluster: Cluster,
-                                                                clips: Clips) -> None:
+def test_workers_hand_each_step_to_the_next_without_the_sweeper(
+    cluster: Cluster, clips: Clips
+) -> None:
     """With no beat running, filetrans items still go prepare → submit → polls → persist:
     each worker queues the next step itself. The sweeper is only the safety net (and closes
     the batch once it runs)."""
@@ -66,10 +73,15 @@ def test_workers_hand_each_step_to_the_next_without_the_sweeper(cluster: Cluster
     cluster.em_config(latency_s=2.5)  # several polls find the task still running
     try:
         cluster.worker(concurrency=2)
-        batch = cluster.submit(entries, "--engine", "dashscope", "--model",
-                               "qwen3-asr-flash-filetrans")
-        cluster.wait_states(batch, lambda c: c["SUCCEEDED"] == len(entries), 90,
-                            "every item SUCCEEDED with no sweeper")
+        batch = cluster.submit(
+            entries, "--engine", "dashscope", "--model", "qwen3-asr-flash-filetrans"
+        )
+        cluster.wait_states(
+            batch,
+            lambda c: c["SUCCEEDED"] == len(entries),
+            90,
+            "every item SUCCEEDED with no sweeper",
+        )
     finally:
         cluster.em_config(latency_s=0.3)
     rows = cluster.rows(batch)

@@ -9,19 +9,39 @@ import subprocess
 import pytest
 from dist_support import Clips, Cluster, distinct_entries
 
-pytestmark = [pytest.mark.celery, pytest.mark.redis, pytest.mark.postgres, pytest.mark.s3,
-              pytest.mark.slow]
+pytestmark = [
+    pytest.mark.celery,
+    pytest.mark.redis,
+    pytest.mark.postgres,
+    pytest.mark.s3,
+    pytest.mark.slow,
+]
 
 
 def duration(path: object) -> float:
-    out = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries",
-                          "stream=duration", "-of", "csv=p=0", str(path)],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-select_streams",
+            "a:0",
+            "-show_entries",
+            "stream=duration",
+            "-of",
+            "csv=p=0",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return float(out.strip())
 
 
 def test_submit_cap_admits_the_manifest_prefix_and_retry_raises_it(
-        cluster: Cluster, clips: Clips) -> None:
+    cluster: Cluster, clips: Clips
+) -> None:
     """Five clips under a cap halfway between the 3rd and 4th cumulative duration: exactly
     the first three are transcribed (submitted to the provider), the last two end SKIPPED
     with budget_exceeded in results.jsonl; `retry --max-audio-hours` with room for all
@@ -31,14 +51,27 @@ def test_submit_cap_admits_the_manifest_prefix_and_retry_raises_it(
     entries = distinct_entries(clips, 5, prefix="cap")
     secs = [duration(clips.files[i]) for i in range(5)]
     cap_s = sum(secs[:3]) + secs[3] / 2
-    batch = cluster.submit(entries, "--engine", "dashscope", "--model",
-                           "qwen3-asr-flash-filetrans", "--max-audio-hours", f"{cap_s / 3600:.6f}")
+    batch = cluster.submit(
+        entries,
+        "--engine",
+        "dashscope",
+        "--model",
+        "qwen3-asr-flash-filetrans",
+        "--max-audio-hours",
+        f"{cap_s / 3600:.6f}",
+    )
     rows = cluster.wait_done(batch, timeout_s=120)
     assert {r.key: r.state.value for r in rows} == {
-        "cap000": "SUCCEEDED", "cap001": "SUCCEEDED", "cap002": "SUCCEEDED",
-        "cap003": "SKIPPED", "cap004": "SKIPPED"}
-    results = [json.loads(line) for line in
-               (cluster.out_dir(batch) / "results.jsonl").read_text().splitlines()]
+        "cap000": "SUCCEEDED",
+        "cap001": "SUCCEEDED",
+        "cap002": "SUCCEEDED",
+        "cap003": "SKIPPED",
+        "cap004": "SKIPPED",
+    }
+    results = [
+        json.loads(line)
+        for line in (cluster.out_dir(batch) / "results.jsonl").read_text().splitlines()
+    ]
     assert [r["status"] for r in results][3:] == ["SKIPPED", "SKIPPED"]
     assert {r["error"]["code"] for r in results[3:]} == {"budget_exceeded"}
     assert len(cluster.em_tasks()) == 3  # the skipped files never reached the provider

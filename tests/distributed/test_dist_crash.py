@@ -17,8 +17,13 @@ from dist_support import (
     wait_until,
 )
 
-pytestmark = [pytest.mark.celery, pytest.mark.redis, pytest.mark.postgres, pytest.mark.s3,
-              pytest.mark.slow]
+pytestmark = [
+    pytest.mark.celery,
+    pytest.mark.redis,
+    pytest.mark.postgres,
+    pytest.mark.s3,
+    pytest.mark.slow,
+]
 
 
 def _events(path: Path, name: str) -> list[dict[str, object]]:
@@ -32,9 +37,18 @@ def _events(path: Path, name: str) -> list[dict[str, object]]:
     return out
 
 
-@pytest.mark.parametrize(("stage", "pool"), [
-    ("prepare", "prefork"), ("submit", "prefork"), ("poll", "prefork"), ("persist", "prefork"),
-    ("submit", "threads"), ("poll", "threads"), ("persist", "threads")])
+@pytest.mark.parametrize(
+    ("stage", "pool"),
+    [
+        ("prepare", "prefork"),
+        ("submit", "prefork"),
+        ("poll", "prefork"),
+        ("persist", "prefork"),
+        ("submit", "threads"),
+        ("poll", "threads"),
+        ("persist", "threads"),
+    ],
+)
 def test_kill_worker_in_stage(stage: str, pool: str, cluster: Cluster, clips: Clips) -> None:
     """A worker killed with SIGKILL in any stage: a fresh worker finishes every item, and
     each file reaches the provider exactly once. The provider stages are run twice: on a
@@ -54,15 +68,20 @@ def test_kill_worker_in_stage(stage: str, pool: str, cluster: Cluster, clips: Cl
     elif stage == "persist":
         cluster.em_config(result_delay_s=3)
     try:
-        target = {"prepare": "PREPARING", "submit": "SUBMITTING", "poll": "SUBMITTED",
-                  "persist": "PERSISTING"}[stage]
+        target = {
+            "prepare": "PREPARING",
+            "submit": "SUBMITTING",
+            "poll": "SUBMITTED",
+            "persist": "PERSISTING",
+        }[stage]
         if stage == "submit":
             # Prepare everything first, so one Fun-ASR task carries all five files: the
             # reconciliation must then account for a task shared by several items.
             preparer = cluster.worker(concurrency=2, queues="prepare")
             batch = cluster.submit(entries, "--engine", "dashscope", "--model", "fun-asr")
-            cluster.wait_states(batch, lambda c: c["PREPARED"] == len(entries), 60,
-                                "all items PREPARED")
+            cluster.wait_states(
+                batch, lambda c: c["PREPARED"] == len(entries), 60, "all items PREPARED"
+            )
             preparer.stop()
         if pool == "threads":
             if stage != "submit":
@@ -74,13 +93,18 @@ def test_kill_worker_in_stage(stage: str, pool: str, cluster: Cluster, clips: Cl
         if stage != "submit":
             batch = cluster.submit(entries, "--engine", "dashscope", "--model", "fun-asr")
         if stage == "submit":
-            wait_until(lambda: cluster.em_tasks() and cluster.states(batch)["SUBMITTING"]
-                       == len(entries), 60, "a submission on the wire", every_s=0.05,
-                       on_timeout=lambda: cluster.report(batch))
+            wait_until(
+                lambda: cluster.em_tasks() and cluster.states(batch)["SUBMITTING"] == len(entries),
+                60,
+                "a submission on the wire",
+                every_s=0.05,
+                on_timeout=lambda: cluster.report(batch),
+            )
         elif stage == "poll":
             # Every item submitted and polled at least once, none finished.
-            cluster.wait_states(batch, lambda c: c["SUBMITTED"] == len(entries), 60,
-                                "all items SUBMITTED")
+            cluster.wait_states(
+                batch, lambda c: c["SUBMITTED"] == len(entries), 60, "all items SUBMITTED"
+            )
             wait_until(lambda: all(r.polls for r in cluster.rows(batch)), 30, "first polls")
         else:
             cluster.wait_states(batch, lambda c: c[target] > 0, 60, f"an item {target}")
@@ -122,8 +146,9 @@ def test_broker_restart_mid_batch(cluster: Cluster, clips: Clips, tmp_path: Path
         cluster.beat()
         entries = distinct_entries(clips, 8, prefix="broker")
         batch = cluster.submit(entries, "--engine", "dashscope", "--model", "fun-asr")
-        cluster.wait_states(batch, lambda c: c["SUBMITTED"] + c["PREPARED"] > 0, 60,
-                            "work in flight")
+        cluster.wait_states(
+            batch, lambda c: c["SUBMITTED"] + c["PREPARED"] > 0, 60, "work in flight"
+        )
         broker.stop()  # every queued message and the redbeat schedule are gone
         before = cluster.states(batch)
         time.sleep(3)  # workers and beat see the broker gone for a while
@@ -181,8 +206,7 @@ def test_broker_flushed_with_default_settings(cluster: Cluster, clips: Clips) ->
     cluster.beat()
     entries = distinct_entries(clips, 12, prefix="flush")
     batch = cluster.submit(entries, *FILETRANS)
-    cluster.wait_states(batch, lambda c: c["SUBMITTED"] + c["SUCCEEDED"] >= 3, 60,
-                        "work in flight")
+    cluster.wait_states(batch, lambda c: c["SUBMITTED"] + c["SUCCEEDED"] >= 3, 60, "work in flight")
     cluster.redis.client().flushall()
     flushed, flushed_at = time.monotonic(), datetime.now(UTC)
     before = cluster.states(batch)
@@ -193,8 +217,12 @@ def test_broker_flushed_with_default_settings(cluster: Cluster, clips: Clips) ->
     assert {r.state.value for r in rows} == {"SUCCEEDED"}, cluster.report(batch)
     cluster.assert_submitted_once(rows)
     assert took < 90, took
-    noticed = [e for w in workers for e in _events(w.log, "broker.lost")
-               if datetime.fromisoformat(str(e["timestamp"])) >= flushed_at]
+    noticed = [
+        e
+        for w in workers
+        for e in _events(w.log, "broker.lost")
+        if datetime.fromisoformat(str(e["timestamp"])) >= flushed_at
+    ]
     assert noticed, "the sweeper did not notice the loss"
 
 

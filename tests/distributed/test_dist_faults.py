@@ -13,8 +13,13 @@ from dist_support import (
     wait_until,
 )
 
-pytestmark = [pytest.mark.celery, pytest.mark.redis, pytest.mark.postgres, pytest.mark.s3,
-              pytest.mark.slow]
+pytestmark = [
+    pytest.mark.celery,
+    pytest.mark.redis,
+    pytest.mark.postgres,
+    pytest.mark.s3,
+    pytest.mark.slow,
+]
 
 FUNASR = ("--engine", "dashscope", "--model", "fun-asr")
 
@@ -118,8 +123,11 @@ def test_dead_letters_listed_replayed_and_purged(cluster: Cluster, clips: Clips)
     assert purged is not None and purged.state.value == "FAILED"
     assert "purged" in str(purged.error_message)
     # The batch's results.jsonl is written again with the purged item FAILED.
-    wait_until(lambda: "FAILED" in {r["status"] for r in cluster.results(batch)}, 30,
-               "results.jsonl to show the purge")
+    wait_until(
+        lambda: "FAILED" in {r["status"] for r in cluster.results(batch)},
+        30,
+        "results.jsonl to show the purge",
+    )
     assert len(cluster.cli_json("dlq", "list")) == 3
 
     cluster.em_config(error_rate=0)

@@ -18,8 +18,13 @@ from pipeline.manifest import load_manifest
 from pipeline.results import close_batch
 from pipeline.states import ItemState
 
-pytestmark = [pytest.mark.celery, pytest.mark.redis, pytest.mark.postgres, pytest.mark.s3,
-              pytest.mark.slow]
+pytestmark = [
+    pytest.mark.celery,
+    pytest.mark.redis,
+    pytest.mark.postgres,
+    pytest.mark.s3,
+    pytest.mark.slow,
+]
 
 FILETRANS = ("--engine", "dashscope", "--model", "qwen3-asr-flash-filetrans")
 
@@ -44,8 +49,12 @@ def test_last_item_writes_results_without_a_sweeper(cluster: Cluster, clips: Cli
     batch = cluster.submit(entries, *FILETRANS)
     cluster.wait_states(batch, lambda c: c["SUCCEEDED"] == len(entries), 60, "all SUCCEEDED")
     last = max(r.finished_at for r in cluster.rows(batch) if r.finished_at)
-    wait_until(lambda: (cluster.ledger.batch(batch) or {}).get("done_at"), 5,
-               "the batch marked done", on_timeout=lambda: cluster.report(batch))
+    wait_until(
+        lambda: (cluster.ledger.batch(batch) or {}).get("done_at"),
+        5,
+        "the batch marked done",
+        on_timeout=lambda: cluster.report(batch),
+    )
     done = cluster.ledger.batch(batch) or {}
     assert (done["done_at"] - last).total_seconds() < 5
     results = cluster.results(batch)
@@ -62,13 +71,17 @@ def test_last_item_writes_results_without_a_sweeper(cluster: Cluster, clips: Cli
         assert all(s["batch_id"] == batch and s["duration_s"] >= 0 for s in mine)
         stages = collections.Counter((s["stage"], s["outcome"]) for s in mine)
         polls = stages.pop(("poll", "waiting"), 0)
-        assert stages == {("prepare", "prepared"): 1, ("submit", "submitted"): 1,
-                          ("poll", "succeeded"): 1}, mine
+        assert stages == {
+            ("prepare", "prepared"): 1,
+            ("submit", "submitted"): 1,
+            ("poll", "succeeded"): 1,
+        }, mine
         assert len(mine) == 3 + polls
 
 
-def test_status_says_writing_results_until_the_file_is_there(cluster: Cluster,
-                                                               clips: Clips) -> None:
+def test_status_says_writing_results_until_the_file_is_there(
+    cluster: Cluster, clips: Clips
+) -> None:
     """Every item finished but results.jsonl not yet written (its writer's claim is held):
     status says "writing results", not done, until a writer has written it."""
     entries = distinct_entries(clips, 2, prefix="wr")
@@ -88,8 +101,9 @@ def test_status_says_writing_results_until_the_file_is_there(cluster: Cluster,
     assert cluster.cli_json("status", batch)["state"] == "done"
 
 
-def test_racing_finishes_write_results_exactly_once(cluster: Cluster, clips: Clips,
-                                                    tmp_path: Path) -> None:
+def test_racing_finishes_write_results_exactly_once(
+    cluster: Cluster, clips: Clips, tmp_path: Path
+) -> None:
     """Two workers finish a batch's last two items at the same moment, twenty times over:
     each time exactly one of them writes results.jsonl (neither both, nor neither)."""
     writes: list[str] = []
@@ -105,11 +119,17 @@ def test_racing_finishes_write_results_exactly_once(cluster: Cluster, clips: Cli
     ledger = cluster.ledger
     for n in range(20):
         batch = f"race-{n}"
-        ledger.ensure_batch(batch, kind="submit", out=str(tmp_path / batch), engine="dashscope",
-                            model="fun-asr")
-        ledger.sync_items(batch, seeds_for(load_manifest(path).entries, engine="dashscope",
-                                           model="fun-asr", language=None),
-                          engine="dashscope", model="fun-asr")
+        ledger.ensure_batch(
+            batch, kind="submit", out=str(tmp_path / batch), engine="dashscope", model="fun-asr"
+        )
+        ledger.sync_items(
+            batch,
+            seeds_for(
+                load_manifest(path).entries, engine="dashscope", model="fun-asr", language=None
+            ),
+            engine="dashscope",
+            model="fun-asr",
+        )
         rows = ledger.list_items(batch)
         go = threading.Barrier(2)
         won: list[bool] = []
@@ -119,8 +139,9 @@ def test_racing_finishes_write_results_exactly_once(cluster: Cluster, clips: Cli
             ledger.move(row.id, ItemState.PENDING, ItemState.SUCCEEDED, outputs={})
             won.append(close_batch(ledger, row.batch_id, CountingSink(), owner=who))
 
-        threads = [threading.Thread(target=finish, args=(r, f"w{i}", go, won))
-                   for i, r in enumerate(rows)]
+        threads = [
+            threading.Thread(target=finish, args=(r, f"w{i}", go, won)) for i, r in enumerate(rows)
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -136,8 +157,7 @@ def test_item_commands_take_batch_slash_id(cluster: Cluster, clips: Clips) -> No
     entries = distinct_entries(clips, 3, prefix="dl")
     batch = cluster.submit(entries, "--engine", "dashscope", "--model", "fun-asr")
     for row in cluster.rows(batch):  # no worker: straight to the dead-letter set
-        assert cluster.ledger.fail(row.id, ItemState.PENDING, "provider_error", "boom",
-                                   dead=True)
+        assert cluster.ledger.fail(row.id, ItemState.PENDING, "provider_error", "boom", dead=True)
     listed = cluster.cli("dlq", "list", "--batch", batch).stdout
     assert f"{batch}/dl000" in listed
 
@@ -151,16 +171,28 @@ def test_item_commands_take_batch_slash_id(cluster: Cluster, clips: Clips) -> No
 
     assert cluster.cli_json("dlq", "replay", f"{batch}/dl000")["replayed"] == 1
     assert cluster.cli_json("dlq", "purge", f"{batch}/dl001")["purged"] == 1
-    again = cluster.cli_json("reprocess", "--item", f"{batch}/dl001", "--item",
-                             f"{batch}/dl002", "--model", "qwen3-asr-flash-filetrans")
+    again = cluster.cli_json(
+        "reprocess",
+        "--item",
+        f"{batch}/dl001",
+        "--item",
+        f"{batch}/dl002",
+        "--model",
+        "qwen3-asr-flash-filetrans",
+    )
     assert again["reprocessed"] == 2
     by_key = {r.key: r for r in cluster.rows(batch)}
     assert {k: (r.state.value, r.attempt) for k, r in by_key.items()} == {
-        "dl000": ("PENDING", 2), "dl001": ("PENDING", 2), "dl002": ("PENDING", 2)}
+        "dl000": ("PENDING", 2),
+        "dl001": ("PENDING", 2),
+        "dl002": ("PENDING", 2),
+    }
 
     status = cluster.cli_json("status", batch)
     assert {(m["model"], m["items"]) for m in status["models"]} == {
-        ("qwen3-asr-flash-filetrans", 2), ("fun-asr", 1)}
+        ("qwen3-asr-flash-filetrans", 2),
+        ("fun-asr", 1),
+    }
     assert status["model"] == "qwen3-asr-flash-filetrans, fun-asr"
     text = " ".join(cluster.cli("status", batch).stdout.split())  # however rich wrapped it
     assert "qwen3-asr-flash-filetrans ×2" in text and "fun-asr ×1" in text

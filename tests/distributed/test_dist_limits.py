@@ -43,8 +43,10 @@ class Flight:
 def test_cap_holds_across_hosts_under_contention(redis_server: RedisServer) -> None:
     cap, flight = 5, Flight()
     key = f"test:gate:{uuid.uuid4().hex}"
-    gates = [RedisGate(redis_server.client(), cap, flight.count, key=key, recount_s=0.5)
-             for _ in range(2)]
+    gates = [
+        RedisGate(redis_server.client(), cap, flight.count, key=key, recount_s=0.5)
+        for _ in range(2)
+    ]
     admitted = []
 
     def submitter(gate: RedisGate, rounds: int) -> None:
@@ -70,8 +72,14 @@ def test_cap_holds_across_hosts_under_contention(redis_server: RedisServer) -> N
 def test_room_is_recounted_when_spent_or_stale(redis_server: RedisServer) -> None:
     clock = [1000.0]
     flight = Flight()
-    gate = RedisGate(redis_server.client(), 3, flight.count, key=f"test:gate:{uuid.uuid4().hex}",
-                     recount_s=1.0, clock=lambda: clock[0])
+    gate = RedisGate(
+        redis_server.client(),
+        3,
+        flight.count,
+        key=f"test:gate:{uuid.uuid4().hex}",
+        recount_s=1.0,
+        clock=lambda: clock[0],
+    )
     rooms = []
     for _ in range(4):
         with gate.admit() as room:
@@ -103,8 +111,7 @@ def test_room_is_recounted_when_spent_or_stale(redis_server: RedisServer) -> Non
 
 def test_token_bucket_paces_every_client_to_one_rate(redis_server: RedisServer) -> None:
     key = f"test:bucket:{uuid.uuid4().hex}"
-    buckets = [RedisTokenBucket(redis_server.client(), 40.0, burst=1.0, key=key)
-               for _ in range(2)]
+    buckets = [RedisTokenBucket(redis_server.client(), 40.0, burst=1.0, key=key) for _ in range(2)]
     done = []
 
     def take(bucket: RedisTokenBucket) -> None:

@@ -18,8 +18,13 @@ from dist_support import (
     wait_until,
 )
 
-pytestmark = [pytest.mark.celery, pytest.mark.redis, pytest.mark.postgres, pytest.mark.s3,
-              pytest.mark.slow]
+pytestmark = [
+    pytest.mark.celery,
+    pytest.mark.redis,
+    pytest.mark.postgres,
+    pytest.mark.s3,
+    pytest.mark.slow,
+]
 
 CRON = "30 2 * * 1-5"
 
@@ -29,8 +34,9 @@ def test_reprocess_with_another_model(cluster: Cluster, clips: Clips) -> None:
     per item with the new model, every item succeeds again, and the outputs are rewritten."""
     cluster.worker(concurrency=2)
     cluster.beat()
-    batch = cluster.submit(distinct_entries(clips, 4, prefix="re"), "--engine", "dashscope",
-                           "--model", "fun-asr")
+    batch = cluster.submit(
+        distinct_entries(clips, 4, prefix="re"), "--engine", "dashscope", "--model", "fun-asr"
+    )
     first = cluster.wait_done(batch, timeout_s=90)
     assert {r.state.value for r in first} == {"SUCCEEDED"}
     out = cluster.out_dir(batch)
@@ -45,7 +51,9 @@ def test_reprocess_with_another_model(cluster: Cluster, clips: Clips) -> None:
     for row in rows:
         attempts = cluster.ledger.attempts_of(row.id)
         assert [(a["number"], a["model"], a["state"]) for a in attempts] == [
-            (1, "fun-asr", "SUCCEEDED"), (2, "qwen3-asr-flash-filetrans", "SUCCEEDED")]
+            (1, "fun-asr", "SUCCEEDED"),
+            (2, "qwen3-asr-flash-filetrans", "SUCCEEDED"),
+        ]
         assert attempts[1]["provider_task_id"] == row.provider_task_id
         assert row.attempt == 2 and row.spec["model"] == "qwen3-asr-flash-filetrans"
         assert (out / f"{row.key}.json").stat().st_mtime_ns > stamps[row.key]
@@ -54,11 +62,14 @@ def test_reprocess_with_another_model(cluster: Cluster, clips: Clips) -> None:
     status = cluster.cli_json("status", batch)  # the model in use now, not the submitted one
     assert (status["model"], status["models"], status["state"]) == (
         "qwen3-asr-flash-filetrans",
-        [{"engine": "dashscope", "model": "qwen3-asr-flash-filetrans", "items": 4}], "done")
+        [{"engine": "dashscope", "model": "qwen3-asr-flash-filetrans", "items": 4}],
+        "done",
+    )
     assert "dashscope/qwen3-asr-flash-filetrans" in cluster.cli("status", batch).stdout
     # Once per file and attempt: four files in Fun-ASR tasks, then one filetrans task each.
-    per_model = collections.Counter((t["model"], urlsplit(u).path)
-                                    for t in cluster.em_tasks() for u in t["file_urls"])
+    per_model = collections.Counter(
+        (t["model"], urlsplit(u).path) for t in cluster.em_tasks() for u in t["file_urls"]
+    )
     assert sorted(set(per_model.values())) == [1]
     models = collections.Counter(model for model, _ in per_model)
     assert models == {"fun-asr": 4, "qwen3-asr-flash-filetrans": 4}
@@ -78,8 +89,9 @@ model = "fun-asr"
     return path
 
 
-def test_nightly_run_finds_only_new_files(cluster: Cluster, clips: Clips, tmp_path: Path,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_nightly_run_finds_only_new_files(
+    cluster: Cluster, clips: Clips, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A scheduled run batches every file under the prefix, the next one only the two added
     since, and one with nothing new makes no batch at all."""
     from pipeline.settings import load_settings
@@ -118,21 +130,26 @@ def test_nightly_run_finds_only_new_files(cluster: Cluster, clips: Clips, tmp_pa
 
     # Results went where the schedule says: one folder per run under its out prefix.
     for batch, n in ((first, 3), (second, 2)):
-        body = s3.get_object(Bucket=ARCHIVE_BUCKET,
-                             Key=f"transcripts/nightly/{batch}/results.jsonl")["Body"].read()
+        body = s3.get_object(
+            Bucket=ARCHIVE_BUCKET, Key=f"transcripts/nightly/{batch}/results.jsonl"
+        )["Body"].read()
         lines = [json.loads(line) for line in body.decode().splitlines()]
         assert [r["status"] for r in lines] == ["SUCCEEDED"] * n
         for line in lines:
-            s3.head_object(Bucket=ARCHIVE_BUCKET,
-                           Key=f"transcripts/nightly/{batch}/{line['id']}.json")
+            s3.head_object(
+                Bucket=ARCHIVE_BUCKET, Key=f"transcripts/nightly/{batch}/{line['id']}.json"
+            )
 
     # The third run goes through Celery, as beat sends it; nothing is new, so no batch.
     from celery import Celery
 
     sender = Celery(broker=cluster.env["BULKSCRIBE_BROKER_URL"], set_as_current=False)
     sender.send_task("bulkscribe.scheduled_run", args=("nightly",), queue="provider")
-    wait_until(lambda: "schedule.nothing_new" in worker.log.read_text(), 30,
-               "the scheduled run to find nothing new")
+    wait_until(
+        lambda: "schedule.nothing_new" in worker.log.read_text(),
+        30,
+        "the scheduled run to find nothing new",
+    )
     assert sorted(cluster.ledger.batch_ids()) == [first, second]
 
 
@@ -147,7 +164,8 @@ def test_beat_keeps_the_configured_cron_in_redbeat(cluster: Cluster, tmp_path: P
     sched = ScheduleSettings(name="nightly", cron=CRON, source="s3://a/b/", out="s3://a/c")
     entries = beat_schedule(DistributedSettings(sweep_s=1, schedules=(sched,)))
     assert entries["bulkscribe-schedule-nightly"]["schedule"] == crontab(
-        minute="30", hour="2", day_of_month="*", month_of_year="*", day_of_week="1-5")
+        minute="30", hour="2", day_of_month="*", month_of_year="*", day_of_week="1-5"
+    )
     assert entries["bulkscribe-schedule-nightly"]["args"] == ("nightly",)
 
     config = _schedule_toml(tmp_path, "s3://archive/out")
@@ -167,12 +185,17 @@ def test_beat_keeps_the_configured_cron_in_redbeat(cluster: Cluster, tmp_path: P
     def stored(name: str) -> RedBeatSchedulerEntry | None:
         try:
             return RedBeatSchedulerEntry.from_key(
-                RedBeatSchedulerEntry.generate_key(app, name), app=app)
+                RedBeatSchedulerEntry.generate_key(app, name), app=app
+            )
         except KeyError:
             return None
 
-    entry = wait_until(lambda: stored("bulkscribe-schedule-nightly"), 30,
-                       "redbeat to store the schedule", on_timeout=beat.tail)
+    entry = wait_until(
+        lambda: stored("bulkscribe-schedule-nightly"),
+        30,
+        "redbeat to store the schedule",
+        on_timeout=beat.tail,
+    )
     assert entry.task == "bulkscribe.scheduled_run"
     assert list(entry.args) == ["nightly"]
     assert entry.schedule == crontab(minute="30", hour="2", day_of_week="1-5")

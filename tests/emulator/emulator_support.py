@@ -77,11 +77,20 @@ def start() -> Iterator[Callable[..., str]]:
     """Start emulators with any settings (no engine unless given); all stop after the test."""
     with contextlib.ExitStack() as stack:
 
-        def _start(config: EmulatorConfig | None = None, *, engine: Any = None,
-                   clock: Callable[[], float] = time.time) -> str:
-            return stack.enter_context(running_emulator(
-                config or EmulatorConfig(latency_s=0.05), engine=engine or NoEngine(),
-                clock=clock, cache=CACHE))
+        def _start(
+            config: EmulatorConfig | None = None,
+            *,
+            engine: Any = None,
+            clock: Callable[[], float] = time.time,
+        ) -> str:
+            return stack.enter_context(
+                running_emulator(
+                    config or EmulatorConfig(latency_s=0.05),
+                    engine=engine or NoEngine(),
+                    clock=clock,
+                    cache=CACHE,
+                )
+            )
 
         yield _start
 
@@ -98,9 +107,17 @@ def real_emulator(tiny_engine: Any) -> Iterator[str]:
 def real(real_emulator: str) -> str:
     """The module's real emulator with no tasks and no faults."""
     HTTP.post(f"{real_emulator}/_emulator/reset").raise_for_status()
-    HTTP.post(f"{real_emulator}/_emulator/config", json={
-        "latency_s": 0.1, "fail_rate": 0, "throttle_rate": 0, "error_rate": 0, "lost_rate": 0,
-        "stuck_rate": 0}).raise_for_status()
+    HTTP.post(
+        f"{real_emulator}/_emulator/config",
+        json={
+            "latency_s": 0.1,
+            "fail_rate": 0,
+            "throttle_rate": 0,
+            "error_rate": 0,
+            "lost_rate": 0,
+            "stuck_rate": 0,
+        },
+    ).raise_for_status()
     return real_emulator
 
 
@@ -116,17 +133,31 @@ def point_sdk(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
     return _point
 
 
-def submit(base: str, model: str = "fun-asr", urls: list[str] | None = None,
-           headers: dict[str, str] | None = None, **parameters: Any) -> httpx.Response:
+def submit(
+    base: str,
+    model: str = "fun-asr",
+    urls: list[str] | None = None,
+    headers: dict[str, str] | None = None,
+    **parameters: Any,
+) -> httpx.Response:
     """POST one E1 submission the way the SDK does."""
-    inp: dict[str, Any] = ({"file_urls": urls} if "filetrans" not in model
-                           else {"file_url": (urls or [""])[0]})
-    return HTTP.post(base + SUBMIT, json={"model": model, "input": inp, "parameters": parameters},
-                      headers={**ASYNC, **(headers or {})})
+    inp: dict[str, Any] = (
+        {"file_urls": urls} if "filetrans" not in model else {"file_url": (urls or [""])[0]}
+    )
+    return HTTP.post(
+        base + SUBMIT,
+        json={"model": model, "input": inp, "parameters": parameters},
+        headers={**ASYNC, **(headers or {})},
+    )
 
 
-def wait_for(base: str, task_id: str, statuses: set[str] = TERMINAL,
-             timeout_s: float = 60.0, headers: dict[str, str] | None = None) -> dict[str, Any]:
+def wait_for(
+    base: str,
+    task_id: str,
+    statuses: set[str] = TERMINAL,
+    timeout_s: float = 60.0,
+    headers: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """Poll E2 until the task reaches one of ``statuses``; returns the whole body."""
     deadline = time.monotonic() + timeout_s
     while True:

@@ -16,9 +16,22 @@ from pipeline.emulator.server import free_port
 
 KEY = "sk-cli-test"
 AUTH = {"Authorization": f"Bearer {KEY}"}
-OPTIONS = ["--host", "--port", "--api-key", "--latency-s", "--max-concurrency", "--seed",
-           "--fail-rate", "--throttle-rate", "--error-rate", "--lost-rate", "--stuck-rate",
-           "--task-ttl-s", "--model", "--public-url"]
+OPTIONS = [
+    "--host",
+    "--port",
+    "--api-key",
+    "--latency-s",
+    "--max-concurrency",
+    "--seed",
+    "--fail-rate",
+    "--throttle-rate",
+    "--error-rate",
+    "--lost-rate",
+    "--stuck-rate",
+    "--task-ttl-s",
+    "--model",
+    "--public-url",
+]
 
 
 def test_help_lists_every_option(run_cli: Callable[..., subprocess.CompletedProcess[str]]) -> None:
@@ -35,9 +48,25 @@ def cli_emulator(tmp_path: Path) -> Iterator[str]:
     exe = Path(sys.executable).with_name("bulkscribe")
     log = (tmp_path / "emulator.log").open("w")
     proc = subprocess.Popen(
-        [str(exe), "emulator", "--port", str(port), "--api-key", KEY, "--latency-s", "0.2",
-         "--max-concurrency", "2", "--seed", "5", "--public-url", f"http://127.0.0.1:{port}/"],
-        stdout=log, stderr=subprocess.STDOUT)
+        [
+            str(exe),
+            "emulator",
+            "--port",
+            str(port),
+            "--api-key",
+            KEY,
+            "--latency-s",
+            "0.2",
+            "--max-concurrency",
+            "2",
+            "--seed",
+            "5",
+            "--public-url",
+            f"http://127.0.0.1:{port}/",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -64,15 +93,22 @@ def cli_emulator(tmp_path: Path) -> Iterator[str]:
 @pytest.mark.slow
 @pytest.mark.model
 @pytest.mark.ffmpeg
-def test_cli_serves_the_sdk(cli_emulator: str, media_url: str, harvard_wav: Path,
-                            harvard_text: str, point_sdk: Callable[..., None]) -> None:
+def test_cli_serves_the_sdk(
+    cli_emulator: str,
+    media_url: str,
+    harvard_wav: Path,
+    harvard_text: str,
+    point_sdk: Callable[..., None],
+) -> None:
     """The subprocess refuses a missing key and transcribes for the SDK that has the right one."""
     from dashscope.audio.asr import Transcription
 
     url = f"{media_url}/{harvard_wav.name}"
-    refused = httpx.post(f"{cli_emulator}/api/v1/services/audio/asr/transcription",
-                         headers={"X-DashScope-Async": "enable"},
-                         json={"model": "fun-asr", "input": {"file_urls": [url]}})
+    refused = httpx.post(
+        f"{cli_emulator}/api/v1/services/audio/asr/transcription",
+        headers={"X-DashScope-Async": "enable"},
+        json={"model": "fun-asr", "input": {"file_urls": [url]}},
+    )
     assert (refused.status_code, refused.json()["code"]) == (401, "InvalidApiKey")
     point_sdk(cli_emulator, KEY)
     done = Transcription.call(model="fun-asr", file_urls=[url])
@@ -84,4 +120,5 @@ def test_cli_serves_the_sdk(cli_emulator: str, media_url: str, harvard_wav: Path
     assert httpx.get(f"{cli_emulator}/_emulator/tasks").status_code == 401
     tasks = httpx.get(f"{cli_emulator}/_emulator/tasks", headers=AUTH).json()
     assert [(t["model"], t["file_urls"], t["status"]) for t in tasks] == [
-        ("fun-asr", [url], "SUCCEEDED")]
+        ("fun-asr", [url], "SUCCEEDED")
+    ]

@@ -20,8 +20,11 @@ from pipeline.emulator.errors import INTERNAL_MESSAGE, THROTTLED_MESSAGE
 
 UNREACHABLE = ["http://127.0.0.1:9/a.wav"]
 MM = "/api/v1/services/aigc/multimodal-generation/generation"
-MM_BODY = {"model": "qwen3-asr-flash", "parameters": {},
-           "input": {"messages": [{"role": "user", "content": [{"audio": "http://x/a.wav"}]}]}}
+MM_BODY = {
+    "model": "qwen3-asr-flash",
+    "parameters": {},
+    "input": {"messages": [{"role": "user", "content": [{"audio": "http://x/a.wav"}]}]},
+}
 
 
 def test_throttling_hits_every_api_request_before_side_effects(start: Callable[..., str]) -> None:
@@ -29,7 +32,10 @@ def test_throttling_hits_every_api_request_before_side_effects(start: Callable[.
     base = start(EmulatorConfig(throttle_rate=1.0))
     r = submit(base, "fun-asr", UNREACHABLE)
     assert (r.status_code, r.json()["code"], r.json()["message"]) == (
-        429, "Throttling", THROTTLED_MESSAGE)
+        429,
+        "Throttling",
+        THROTTLED_MESSAGE,
+    )
     assert httpx.get(f"{base}/api/v1/tasks/x").status_code == 429
     assert httpx.post(base + MM, json=MM_BODY).status_code == 429
     client = openai.OpenAI(api_key="k", base_url=f"{base}/compatible-mode/v1", max_retries=0)
@@ -43,7 +49,10 @@ def test_server_errors_hit_api_requests_before_side_effects(start: Callable[...,
     base = start(EmulatorConfig(error_rate=1.0))
     r = submit(base, "fun-asr", UNREACHABLE)
     assert (r.status_code, r.json()["code"], r.json()["message"]) == (
-        500, "InternalError", INTERNAL_MESSAGE)
+        500,
+        "InternalError",
+        INTERNAL_MESSAGE,
+    )
     assert listed(base) == []
     httpx.post(f"{base}/_emulator/config", json={"error_rate": 0}).raise_for_status()
     assert submit(base, "fun-asr", UNREACHABLE).status_code == 200
@@ -100,8 +109,10 @@ def test_faults_are_reproducible_by_seed(start: Callable[..., str]) -> None:
 def test_runtime_config_changes_faults(start: Callable[..., str]) -> None:
     """POST /_emulator/config switches throttling on and off and refuses unknown fields."""
     base = start()
-    assert httpx.post(f"{base}/_emulator/config", json={"throttle_rate": 1}).json()[
-        "throttle_rate"] == 1.0
+    assert (
+        httpx.post(f"{base}/_emulator/config", json={"throttle_rate": 1}).json()["throttle_rate"]
+        == 1.0
+    )
     assert httpx.get(f"{base}/api/v1/tasks/x").status_code == 429
     httpx.post(f"{base}/_emulator/config", json={"throttle_rate": 0}).raise_for_status()
     assert httpx.get(f"{base}/api/v1/tasks/x").status_code == 200
@@ -110,8 +121,7 @@ def test_runtime_config_changes_faults(start: Callable[..., str]) -> None:
     assert httpx.post(f"{base}/_emulator/config", content=b"{nope").status_code == 400
 
 
-def test_auth_native_and_compat(start: Callable[..., str],
-                                point_sdk: Callable[..., None]) -> None:
+def test_auth_native_and_compat(start: Callable[..., str], point_sdk: Callable[..., None]) -> None:
     """With --api-key, a missing or wrong key is 401 in both dialects; the right one passes."""
     base = start(EmulatorConfig(api_key="sk-right"))
     r = submit(base, "fun-asr", UNREACHABLE)
@@ -125,8 +135,7 @@ def test_auth_native_and_compat(start: Callable[..., str],
     point_sdk(base, "sk-wrong")
     sdk = Transcription.async_call(model="fun-asr", file_urls=UNREACHABLE)
     assert (sdk.status_code, sdk.code) == (401, "InvalidApiKey")
-    client = openai.OpenAI(api_key="sk-wrong", base_url=f"{base}/compatible-mode/v1",
-                           max_retries=0)
+    client = openai.OpenAI(api_key="sk-wrong", base_url=f"{base}/compatible-mode/v1", max_retries=0)
     with pytest.raises(openai.AuthenticationError) as err:
         client.chat.completions.create(model="qwen3-asr-flash", messages=[])
     assert err.value.code == "invalid_api_key"
@@ -146,8 +155,11 @@ def test_max_concurrency_queues_fifo(start: Callable[..., str]) -> None:
 
     assert statuses() == ["RUNNING", "RUNNING", "PENDING", "PENDING", "PENDING"]
     wait_for(base, ids[0], {"PENDING", "RUNNING", "FAILED"})
-    for expected in (["FAILED", "FAILED", "RUNNING", "RUNNING", "PENDING"],
-                     ["FAILED"] * 4 + ["RUNNING"], ["FAILED"] * 5):
+    for expected in (
+        ["FAILED", "FAILED", "RUNNING", "RUNNING", "PENDING"],
+        ["FAILED"] * 4 + ["RUNNING"],
+        ["FAILED"] * 5,
+    ):
         clock.advance(10)
         for tid, status in zip(ids, expected, strict=True):
             if status == "FAILED":  # the download failure has to come back first
@@ -179,8 +191,9 @@ def test_injected_faults_are_safe_to_retry(start: Callable[..., str]) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # "2.0 audio API is a preview"
         client = dashscope.Client(api_key="sk", base_url=f"{base}/api/v1", max_retries=5)
-        jobs = [client.audio.asr.jobs.create(model="fun-asr", file_urls=UNREACHABLE)
-                for _ in range(4)]
+        jobs = [
+            client.audio.asr.jobs.create(model="fun-asr", file_urls=UNREACHABLE) for _ in range(4)
+        ]
     stats = HTTP.get(f"{base}/_emulator/stats").json()
     assert stats["requests"] == 7  # seed 6 faults requests 0, 2 and 5: three retries
     assert sorted(t["task_id"] for t in listed(base)) == sorted(j.task_id for j in jobs)

@@ -29,16 +29,29 @@ from pipeline.models import ProbeResult
 from pipeline.transcript import Sentence, Transcript, Word
 
 PROBE = ProbeResult("wav", "pcm_s16le", 2.5, 1, 16_000, 80_000)
-TRANSCRIPT = Transcript((
-    Sentence(0, 900, "Hello world.", (Word(0, 400, "Hello"), Word(450, 900, "world", "."))),
-    Sentence(1000, 2000, "Bye.", (Word(1000, 2000, "Bye", "."),)),
-), language="en")
+TRANSCRIPT = Transcript(
+    (
+        Sentence(0, 900, "Hello world.", (Word(0, 400, "Hello"), Word(450, 900, "world", "."))),
+        Sentence(1000, 2000, "Bye.", (Word(1000, 2000, "Bye", "."),)),
+    ),
+    language="en",
+)
 
 
-def view(status: Status, outcomes: tuple = (), *, family: Family = Family.FILE_URLS,
-         fate: Fate = Fate.OK) -> TaskView:
-    spec = TaskSpec("t-1", 0, "fun-asr", family, tuple(o.file_url for o in outcomes) or ("u",),
-                    JobOptions(), 1_700_000_000.0, 1.0, fate)
+def view(
+    status: Status, outcomes: tuple = (), *, family: Family = Family.FILE_URLS, fate: Fate = Fate.OK
+) -> TaskView:
+    spec = TaskSpec(
+        "t-1",
+        0,
+        "fun-asr",
+        family,
+        tuple(o.file_url for o in outcomes) or ("u",),
+        JobOptions(),
+        1_700_000_000.0,
+        1.0,
+        fate,
+    )
     return TaskView(spec, status, 1_700_000_000.5, 1_700_000_002.0, outcomes, 1_800_000_000.0)
 
 
@@ -49,10 +62,20 @@ def test_times_use_the_service_format() -> None:
 
 def test_partial_failure_answer() -> None:
     """One good and one failed file: SUCCEEDED, per-file results, metrics and billed seconds."""
-    out, usage = task_output(view(Status.SUCCEEDED, (
-        FileOk("http://a/1.wav", b"{}", 5.2),
-        FileFailed("http://a/2.wav", "InvalidFile.DownloadFailed", "The audio file cannot be "
-                   "downloaded."))), lambda i: f"http://r/{i}.json")
+    out, usage = task_output(
+        view(
+            Status.SUCCEEDED,
+            (
+                FileOk("http://a/1.wav", b"{}", 5.2),
+                FileFailed(
+                    "http://a/2.wav",
+                    "InvalidFile.DownloadFailed",
+                    "The audio file cannot be downloaded.",
+                ),
+            ),
+        ),
+        lambda i: f"http://r/{i}.json",
+    )
     assert out["task_status"] == "SUCCEEDED" and "code" not in out
     assert [r["subtask_status"] for r in out["results"]] == ["SUCCEEDED", "FAILED"]
     assert out["results"][0]["transcription_url"] == "http://r/0.json"
@@ -64,8 +87,9 @@ def test_partial_failure_answer() -> None:
 
 def test_all_failed_answer_has_top_level_code() -> None:
     """When every file failed the task is FAILED with the first failure's code at the top."""
-    out, usage = task_output(view(Status.FAILED, (
-        FileFailed("http://a/1.wav", "InvalidFile.DecodeFailed", "x"),)), str)
+    out, usage = task_output(
+        view(Status.FAILED, (FileFailed("http://a/1.wav", "InvalidFile.DecodeFailed", "x"),)), str
+    )
     assert (out["task_status"], out["code"], usage) == ("FAILED", "InvalidFile.DecodeFailed", None)
 
 
@@ -78,8 +102,10 @@ def test_injected_failure_reads_as_internal_error() -> None:
 
 def test_filetrans_answer_has_one_result_and_seconds() -> None:
     """qwen3-asr-flash-filetrans answers with output.result.transcription_url and usage.seconds."""
-    out, usage = task_output(view(Status.SUCCEEDED, (FileOk("http://a/1.wav", b"{}", 3.1),),
-                                  family=Family.FILETRANS), lambda i: f"http://r/{i}")
+    out, usage = task_output(
+        view(Status.SUCCEEDED, (FileOk("http://a/1.wav", b"{}", 3.1),), family=Family.FILETRANS),
+        lambda i: f"http://r/{i}",
+    )
     assert out["result"] == {"transcription_url": "http://r/0"}
     assert "results" not in out and usage == {"seconds": 4}
 
@@ -116,16 +142,25 @@ def test_filetrans_document_schema() -> None:
     assert words["transcripts"][0]["sentences"][0]["words"][1]["punctuation"] == "."
 
 
-@pytest.mark.parametrize("text", ["", "one", "The birch canoe slid on the smooth planks.",
-                                  "  spaced   out  ", "欢迎使用阿里云。"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "one",
+        "The birch canoe slid on the smooth planks.",
+        "  spaced   out  ",
+        "欢迎使用阿里云。",
+    ],
+)
 def test_stream_pieces_join_back_to_the_text(text: str) -> None:
     """Cutting text into stream pieces loses and adds nothing."""
     assert "".join(pieces(text)) == text
 
 
 def _data(events: list[str]) -> list[dict]:
-    return [json.loads(line[5:]) for e in events for line in e.splitlines()
-            if line.startswith("data:")]
+    return [
+        json.loads(line[5:]) for e in events for line in e.splitlines() if line.startswith("data:")
+    ]
 
 
 def test_native_stream_incremental_and_cumulative() -> None:
@@ -149,32 +184,42 @@ def test_native_error_event_has_no_space_after_event() -> None:
 def test_compat_stream_ends_with_usage_then_done() -> None:
     """Chunks end with finish_reason stop, an optional usage chunk, then ``data: [DONE]``."""
     rec = Recognized("Hello there world again.", "en", 1.2)
-    with_usage = list(completion_chunks(rec, completion_id="c", created=1, model="m",
-                                        include_usage=True))
+    with_usage = list(
+        completion_chunks(rec, completion_id="c", created=1, model="m", include_usage=True)
+    )
     assert with_usage[-1] == "data: [DONE]\n\n"
     usage_chunk = json.loads(with_usage[-2][6:])
     assert usage_chunk["choices"] == [] and usage_chunk["usage"]["seconds"] == 2
     last = json.loads(with_usage[-3][6:])
     assert last["choices"][0]["finish_reason"] == "stop"
     assert last["choices"][0]["delta"]["annotations"][0]["type"] == "audio_info"
-    plain = list(completion_chunks(rec, completion_id="c", created=1, model="m",
-                                   include_usage=False))
+    plain = list(
+        completion_chunks(rec, completion_id="c", created=1, model="m", include_usage=False)
+    )
     assert len(plain) == len(with_usage) - 1
 
 
 def test_upload_policy_round_trip_and_refusals() -> None:
     """An issued policy accepts its own key and refuses forged, late or out-of-directory posts."""
     secret = b"s" * 32
-    data = make_policy(secret, model="qwen3-asr-flash", now=1000.0, upload_host="http://h/up",
-                       max_file_size_mb=100)
+    data = make_policy(
+        secret, model="qwen3-asr-flash", now=1000.0, upload_host="http://h/up", max_file_size_mb=100
+    )
     assert len(data) == 10
-    fields = {"OSSAccessKeyId": data["oss_access_key_id"], "Signature": data["signature"],
-              "policy": data["policy"], "key": data["upload_dir"] + "/a.wav",
-              "x-oss-forbid-overwrite": "true"}
+    fields = {
+        "OSSAccessKeyId": data["oss_access_key_id"],
+        "Signature": data["signature"],
+        "policy": data["policy"],
+        "key": data["upload_dir"] + "/a.wav",
+        "x-oss-forbid-overwrite": "true",
+    }
     accepted = check_post(fields, secret, 1001.0)
     assert accepted.key.endswith("/a.wav") and accepted.forbid_overwrite
-    for bad, now in (({**fields, "Signature": "AAAA"}, 1001.0), (fields, 1000.0 + 301),
-                     ({**fields, "key": "elsewhere/a.wav"}, 1001.0)):
+    for bad, now in (
+        ({**fields, "Signature": "AAAA"}, 1001.0),
+        (fields, 1000.0 + 301),
+        ({**fields, "key": "elsewhere/a.wav"}, 1001.0),
+    ):
         with pytest.raises(UploadRejected) as err:
             check_post(bad, secret, now)
         assert err.value.status == 403

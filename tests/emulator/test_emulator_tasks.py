@@ -22,8 +22,9 @@ OK = (FileOk("u", b"{}", 1.0),)
 
 
 def spec(n: int, *, at: float = 0.0, latency: float = 1.0, fate: Fate = Fate.OK) -> TaskSpec:
-    return TaskSpec(f"t{n}", n, "fun-asr", Family.FILE_URLS, ("u",), JobOptions(), at, latency,
-                    fate)
+    return TaskSpec(
+        f"t{n}", n, "fun-asr", Family.FILE_URLS, ("u",), JobOptions(), at, latency, fate
+    )
 
 
 def status(store: TaskStore, task_id: str, now: float) -> Status:
@@ -61,7 +62,11 @@ def test_fifo_queue_respects_capacity_and_backdates_admission() -> None:
         store.add(spec(n, at=0.1 * n))
     assert [s.task_id for s in store.advance(0.5)] == ["t0", "t1"]
     assert [status(store, f"t{n}", 0.5) for n in range(4)] == [
-        Status.RUNNING, Status.RUNNING, Status.PENDING, Status.PENDING]
+        Status.RUNNING,
+        Status.RUNNING,
+        Status.PENDING,
+        Status.PENDING,
+    ]
     store.work_done("t0", OK, at=0.2)
     store.work_done("t1", OK, at=0.3)
     assert [s.task_id for s in store.advance(7.0)] == ["t2", "t3"]  # polled late...
@@ -118,10 +123,13 @@ def test_tasks_expire_ttl_after_they_end_and_are_swept() -> None:
     assert store.get("t0") is None and store.was_received("t0")
 
 
-@pytest.mark.parametrize(("outcomes", "expected"), [
-    ((FileOk("a", b"", 1.0), FileFailed("b", "X", "x")), Status.SUCCEEDED),
-    ((FileFailed("a", "X", "x"), FileFailed("b", "X", "x")), Status.FAILED),
-])
+@pytest.mark.parametrize(
+    ("outcomes", "expected"),
+    [
+        ((FileOk("a", b"", 1.0), FileFailed("b", "X", "x")), Status.SUCCEEDED),
+        ((FileFailed("a", "X", "x"), FileFailed("b", "X", "x")), Status.FAILED),
+    ],
+)
 def test_task_succeeds_if_any_file_succeeded(outcomes: tuple, expected: Status) -> None:
     """The service's aggregate rule: one good subtask makes the task SUCCEEDED."""
     assert aggregate(outcomes) is expected

@@ -35,8 +35,9 @@ class Media:
 
 
 @pytest.fixture(scope="session")
-def media(media_dir: Path, harvard_wav: Path, harvard_mp3: Path,
-          librivox: list[tuple[Path, str]]) -> Media:
+def media(
+    media_dir: Path, harvard_wav: Path, harvard_mp3: Path, librivox: list[tuple[Path, str]]
+) -> Media:
     """Good speech in many containers, and every kind of bad input the issue lists."""
     d = media_dir / "e2e"
     d.mkdir(exist_ok=True)
@@ -53,25 +54,52 @@ def media(media_dir: Path, harvard_wav: Path, harvard_mp3: Path,
         return out
 
     # Real speech in other containers and codecs.
-    for key, src, ext, codec in (("lv_m4a", "0870", "m4a", ["-c:a", "aac", "-b:a", "64k"]),
-                                 ("lv_flac", "0890", "flac", ["-c:a", "flac"]),
-                                 ("lv_opus", "0920", "ogg", ["-c:a", "libopus", "-b:a", "32k"])):
+    for key, src, ext, codec in (
+        ("lv_m4a", "0870", "m4a", ["-c:a", "aac", "-b:a", "64k"]),
+        ("lv_flac", "0890", "flac", ["-c:a", "flac"]),
+        ("lv_opus", "0920", "ogg", ["-c:a", "libopus", "-b:a", "32k"]),
+    ):
         f[key] = make(f"{key}.{ext}", "-i", str(lv[src][0]), "-ac", "2", *codec)
         refs[key] = lv[src][1]
-    f["lv_video"] = make("lv_video.mp4", "-f", "lavfi", "-i",
-                         "testsrc=size=64x64:rate=10:duration=2.99",
-                         "-i", str(lv["0880"][0]), "-shortest", "-c:v", "libx264",
-                         "-pix_fmt", "yuv420p", "-c:a", "aac")
+    f["lv_video"] = make(
+        "lv_video.mp4",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=64x64:rate=10:duration=2.99",
+        "-i",
+        str(lv["0880"][0]),
+        "-shortest",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+    )
     refs["lv_video"] = lv["0880"][1]
-    for key, src in (("lv_0930", "0930"), ("lv_0880", "0880"), ("lv_0870", "0870"),
-                     ("lv_0890", "0890")):
+    for key, src in (
+        ("lv_0930", "0930"),
+        ("lv_0880", "0880"),
+        ("lv_0870", "0870"),
+        ("lv_0890", "0890"),
+    ):
         f[key] = lv[src][0]
         refs[key] = lv[src][1]
     # Stereo: a 440 Hz tone on the left, LibriVox speech on the right.
-    f["stereo"] = make("stereo_right_speech.wav", "-f", "lavfi", "-i",
-                       "sine=frequency=440:sample_rate=16000:duration=3.29",
-                       "-i", str(lv["0930"][0]), "-filter_complex",
-                       "[0:a][1:a]join=inputs=2:channel_layout=stereo[a]", "-map", "[a]")
+    f["stereo"] = make(
+        "stereo_right_speech.wav",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=16000:duration=3.29",
+        "-i",
+        str(lv["0930"][0]),
+        "-filter_complex",
+        "[0:a][1:a]join=inputs=2:channel_layout=stereo[a]",
+        "-map",
+        "[a]",
+    )
     refs["stereo"] = lv["0930"][1]
     # A LAME MP3 cut to half its bytes: the header still promises the full length.
     lame = make("lame.mp3", "-i", str(lv["0870"][0]), "-c:a", "libmp3lame", "-b:a", "64k")
@@ -83,9 +111,17 @@ def media(media_dir: Path, harvard_wav: Path, harvard_mp3: Path,
     shutil.copyfile(png, f["png_as_wav"])
     f["text"] = d / "notes.txt"
     f["text"].write_text("These are meeting notes, not a recording.\n" * 30)
-    f["video_only"] = make("video_only.mp4", "-f", "lavfi", "-i",
-                           "testsrc=duration=2:size=64x64:rate=10", "-c:v", "libx264",
-                           "-pix_fmt", "yuv420p")
+    f["video_only"] = make(
+        "video_only.mp4",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=duration=2:size=64x64:rate=10",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+    )
     f["zero_wav"] = d / "zero_length.wav"  # a valid header and no samples
     with wave.open(str(f["zero_wav"]), "wb") as w:
         w.setnchannels(1)
@@ -120,10 +156,16 @@ def one_worker() -> Iterator[None]:
 def bulkscribe() -> Callable[..., subprocess.CompletedProcess[str]]:
     """Run the real console script (like run_cli, but usable from module-scoped fixtures)."""
 
-    def run(*args: str, env: dict[str, str] | None = None,
-            timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(BULKSCRIBE), *args], capture_output=True, text=True,
-                              env={**os.environ, **(env or {})}, timeout=timeout)
+    def run(
+        *args: str, env: dict[str, str] | None = None, timeout: float = 600
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BULKSCRIBE), *args],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **(env or {})},
+            timeout=timeout,
+        )
 
     return run
 
@@ -170,5 +212,3 @@ def say(pytestconfig: pytest.Config) -> Callable[..., Path]:
 def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """XDG_CACHE_HOME for the session: where 'base' is reassembled on first use."""
     return tmp_path_factory.mktemp("xdg-cache")
-
-

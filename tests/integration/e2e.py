@@ -61,8 +61,9 @@ def document_text(out: Path, item: str) -> str:
 
 def assert_times_sane(doc: dict[str, Any], start_ms: int = 0, end_ms: int | None = None) -> None:
     """Sentences and words in order, never overlapping, inside [start_ms, end_ms]."""
-    end_ms = end_ms if end_ms is not None else doc["properties"][
-        "original_duration_in_milliseconds"]
+    end_ms = (
+        end_ms if end_ms is not None else doc["properties"]["original_duration_in_milliseconds"]
+    )
     for t in doc["transcripts"]:
         prev_s = prev_w = start_ms
         for s in t["sentences"]:
@@ -79,8 +80,9 @@ def ledger_rows(out: Path, sql: str) -> list[tuple[Any, ...]]:
     """Read the run's SQLite ledger directly (read-only)."""
     import sqlite3
 
-    conn = sqlite3.connect(f"file:{out / '.bulkscribe' / 'ledger.db'}?mode=ro", uri=True,
-                           timeout=10)
+    conn = sqlite3.connect(
+        f"file:{out / '.bulkscribe' / 'ledger.db'}?mode=ro", uri=True, timeout=10
+    )
     try:
         return conn.execute(sql).fetchall()
     finally:
@@ -118,14 +120,15 @@ def parse_srt(text: str) -> list[tuple[int, int, list[str]]]:
 def parse_vtt(text: str) -> list[tuple[int, int, list[str]]]:
     """Strict WebVTT: the header, timing lines, 1-2 payload lines of at most 42 chars."""
     assert text.startswith("WEBVTT\n\n")
-    body = text[len("WEBVTT\n\n"):]
+    body = text[len("WEBVTT\n\n") :]
     cues = []
     for block in body.rstrip("\n").split("\n\n") if body else []:
         timing, *lines = block.split("\n")
         m = VTT_TIME.match(timing)
         assert m, f"bad VTT timing line {timing!r}"
-        assert 1 <= len(lines) <= 2 and all(0 < len(ln.strip()) <= 42 and "-->" not in ln
-                                            for ln in lines), lines
+        assert 1 <= len(lines) <= 2 and all(
+            0 < len(ln.strip()) <= 42 and "-->" not in ln for ln in lines
+        ), lines
         cues.append((_ms(*m.groups()[:4]), _ms(*m.groups()[4:]), lines))
     _monotonic(cues)
     return cues

@@ -24,8 +24,15 @@ def librivox_run(one_worker, librivox, bulkscribe, tmp_path_factory):  # type: i
     (each file's id is its name)."""
     root = tmp_path_factory.mktemp("librivox")
     out = root / "out"
-    proc = bulkscribe("run", *(str(path) for path, _ in librivox), "--out", str(out),
-                      "--workers", WORKERS, "--json")
+    proc = bulkscribe(
+        "run",
+        *(str(path) for path, _ in librivox),
+        "--out",
+        str(out),
+        "--workers",
+        WORKERS,
+        "--json",
+    )
     assert proc.returncode == 0, proc.stderr
     return out, [(path.stem, ref) for path, ref in librivox]
 
@@ -62,8 +69,10 @@ def test_times_are_monotonic_and_within_the_audio(librivox_run) -> None:  # type
 
 def test_trimmed_item_is_on_the_source_timeline(media, run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """A clip trimmed to 1.5-5.0 s has every time in [1500, 5000] and its first word at >= 1500."""
-    manifest = write_jsonl(tmp_path / "m.jsonl", [
-        {"id": "trim", "source": str(media["lv_0890"]), "start_s": 1.5, "end_s": 5.0}])
+    manifest = write_jsonl(
+        tmp_path / "m.jsonl",
+        [{"id": "trim", "source": str(media["lv_0890"]), "start_s": 1.5, "end_s": 5.0}],
+    )
     proc = run_cli("run", str(manifest), "--out", str(tmp_path / "out"))
     assert proc.returncode == 0, proc.stderr
     doc = json.loads((tmp_path / "out" / "trim.json").read_text())
@@ -74,27 +83,53 @@ def test_trimmed_item_is_on_the_source_timeline(media, run_cli, tmp_path: Path) 
     assert not document_text(tmp_path / "out", "trim").lower().startswith("unless")
 
 
-def test_base_model_transcribes_real_speech(media, run_cli, tmp_path: Path, model_cache: Path,  # type: ignore[no-untyped-def]
-                                            wer) -> None:
+def test_base_model_transcribes_real_speech(
+    media,
+    run_cli,
+    tmp_path: Path,
+    model_cache: Path,  # type: ignore[no-untyped-def]
+    wer,
+) -> None:
     """--model base (reassembled from its two packages into XDG_CACHE_HOME) gets the words right."""
     manifest = write_jsonl(tmp_path / "m.jsonl", [{"id": "b", "source": str(media["lv_0890"])}])
-    proc = run_cli("run", str(manifest), "--out", str(tmp_path / "out"), "--model", "base",
-                   env={"XDG_CACHE_HOME": str(model_cache)})
+    proc = run_cli(
+        "run",
+        str(manifest),
+        "--out",
+        str(tmp_path / "out"),
+        "--model",
+        "base",
+        env={"XDG_CACHE_HOME": str(model_cache)},
+    )
     assert proc.returncode == 0, proc.stderr
     assert (model_cache / "bulkscribe" / "models").is_dir()
     assert any(model_cache.glob("bulkscribe/models/whisper-base-*/model.bin"))
     assert wer(media.refs["lv_0890"], document_text(tmp_path / "out", "b")) < 0.15
 
 
-def test_base_model_accepts_a_forced_language(say, run_cli, tmp_path: Path,  # type: ignore[no-untyped-def]
-                                              model_cache: Path) -> None:
+def test_base_model_accepts_a_forced_language(
+    say,
+    run_cli,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+    model_cache: Path,
+) -> None:
     """--model base --language zh is accepted and honoured: Mandarin speech gives Chinese text."""
     # espeak-ng's Mandarin is too synthetic for Whisper to recognise well (left to detect
     # the language, base calls it Thai), so only the script of the output is checked.
     clip = say("今天天气很好。我们一起去公园散步吧。", tmp_path / "zh.wav", voice="cmn", rate=150)
     manifest = write_jsonl(tmp_path / "m.jsonl", [{"id": "zh", "source": str(clip)}])
-    proc = run_cli("run", str(manifest), "--out", str(tmp_path / "out"), "--model", "base",
-                   "--language", "zh", "--json", env={"XDG_CACHE_HOME": str(model_cache)})
+    proc = run_cli(
+        "run",
+        str(manifest),
+        "--out",
+        str(tmp_path / "out"),
+        "--model",
+        "base",
+        "--language",
+        "zh",
+        "--json",
+        env={"XDG_CACHE_HOME": str(model_cache)},
+    )
     assert proc.returncode == 0, proc.stderr
     assert by_id(read_results(tmp_path / "out"))["zh"]["status"] == "SUCCEEDED"
     assert CJK.search(document_text(tmp_path / "out", "zh"))
@@ -103,8 +138,9 @@ def test_base_model_accepts_a_forced_language(say, run_cli, tmp_path: Path,  # t
 @pytest.fixture
 def english_only_run(media, run_cli, tmp_path: Path):  # type: ignore[no-untyped-def]
     manifest = write_jsonl(tmp_path / "m.jsonl", [{"id": "zh", "source": str(media["lv_0930"])}])
-    proc = run_cli("run", str(manifest), "--out", str(tmp_path / "out"), "--language", "zh",
-                   "--json")
+    proc = run_cli(
+        "run", str(manifest), "--out", str(tmp_path / "out"), "--language", "zh", "--json"
+    )
     return proc, by_id(read_results(tmp_path / "out"))["zh"], str(media["lv_0930"])
 
 

@@ -67,8 +67,13 @@ def files_outside(root: Path, out: Path) -> set[Path]:
 
 
 @pytest.fixture(scope="module")
-def bad_run(one_worker, media, http_media, bulkscribe: Callable[..., Any],  # type: ignore[no-untyped-def]
-            tmp_path_factory: pytest.TempPathFactory) -> Run:
+def bad_run(
+    one_worker,
+    media,
+    http_media,
+    bulkscribe: Callable[..., Any],  # type: ignore[no-untyped-def]
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Run:
     """The mixed manifest, run once; with a snapshot of every file outside --out around it."""
     root = tmp_path_factory.mktemp("bad-inputs")
     inputs = root / "in"
@@ -96,10 +101,26 @@ def bad_run(one_worker, media, http_media, bulkscribe: Callable[..., Any],  # ty
     scratch = root / "scratch"  # inside the snapshot: leftovers would show up as new files
     scratch.mkdir()
     before = files_outside(root, out)
-    proc = bulkscribe("run", str(manifest), "--out", str(out), "--workers", WORKERS, "--json",
-                      env={**ENV, "BULKSCRIBE_SCRATCH_DIR": str(scratch)})
-    return Run(proc, out, rows, sources, read_results(out), before, files_outside(root, out),
-               dict(http_media.hits))
+    proc = bulkscribe(
+        "run",
+        str(manifest),
+        "--out",
+        str(out),
+        "--workers",
+        WORKERS,
+        "--json",
+        env={**ENV, "BULKSCRIBE_SCRATCH_DIR": str(scratch)},
+    )
+    return Run(
+        proc,
+        out,
+        rows,
+        sources,
+        read_results(out),
+        before,
+        files_outside(root, out),
+        dict(http_media.hits),
+    )
 
 
 def test_exit_code_is_1_and_summary_counts(bad_run: Run) -> None:
@@ -114,12 +135,20 @@ def test_exit_code_is_1_and_summary_counts(bad_run: Run) -> None:
 def test_one_result_line_per_manifest_line_in_order(bad_run: Run) -> None:
     """results.jsonl is strict UTF-8 JSON with one object per manifest line, in manifest order."""
     ids = [r["id"] for r in bad_run.results]
-    expected = [row.get("id", "in/caf_") if isinstance(row, dict) else None
-                for row in bad_run.manifest_rows]
+    expected = [
+        row.get("id", "in/caf_") if isinstance(row, dict) else None for row in bad_run.manifest_rows
+    ]
     assert ids == [None if i in ("../../escape", "a//b") else i for i in expected]
     for r in bad_run.results:
-        assert set(r) == {"id", "source", "status", "error", "outputs", "audio_duration_ms",
-                          "language"}
+        assert set(r) == {
+            "id",
+            "source",
+            "status",
+            "error",
+            "outputs",
+            "audio_duration_ms",
+            "language",
+        }
 
 
 @pytest.mark.parametrize("item", list(LOCAL_BAD) + list(HTTP_BAD))

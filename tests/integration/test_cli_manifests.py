@@ -27,7 +27,10 @@ def test_csv_manifest(media, run_cli, tmp_path: Path) -> None:  # type: ignore[n
     assert proc.returncode == 1, proc.stderr
     results = read_results(tmp_path / "out")
     assert [(r["id"], r["status"]) for r in results] == [
-        ("right", "SUCCEEDED"), ("trim", "SUCCEEDED"), ("nothing", "FAILED")]
+        ("right", "SUCCEEDED"),
+        ("trim", "SUCCEEDED"),
+        ("nothing", "FAILED"),
+    ]
     assert results[2]["error"]["code"] == "not_found"
     doc = json.loads((tmp_path / "out" / "trim.json").read_text())
     assert doc["transcripts"][0]["sentences"][0]["begin_time"] >= 1000
@@ -40,15 +43,22 @@ def test_plain_list_manifest_with_a_non_utf8_name(media, run_cli, tmp_path: Path
     cafe = os.path.join(os.fsencode(tmp_path), b"caf\xe9.wav")
     shutil.copyfile(media["lv_0930"], cafe)
     listing = tmp_path / "files.txt"
-    listing.write_bytes(b"# recordings\n" + os.path.basename(cafe) + b"\n\n"
-                        + str(media["lv_0880"]).encode() + b"\n")
+    listing.write_bytes(
+        b"# recordings\n"
+        + os.path.basename(cafe)
+        + b"\n\n"
+        + str(media["lv_0880"]).encode()
+        + b"\n"
+    )
     proc = run_cli("run", str(listing), "--out", str(tmp_path / "out"), "--json")
     assert proc.returncode == 0, proc.stderr
     results = read_results(tmp_path / "out")  # strict UTF-8 even though the name is not
     # A path outside the list's directory keeps all its components in its id.
     outside = str(media["lv_0880"].with_suffix("")).lstrip("/")
     assert [(r["id"], r["status"]) for r in results] == [
-        ("caf_", "SUCCEEDED"), (outside, "SUCCEEDED")]
+        ("caf_", "SUCCEEDED"),
+        (outside, "SUCCEEDED"),
+    ]
     assert results[0]["source"].endswith("caf\\xe9.wav")
     assert "amiable" in (tmp_path / "out" / "caf_.txt").read_text()
 
@@ -68,7 +78,9 @@ def test_directory_manifest(media, run_cli, tmp_path: Path) -> None:  # type: ig
     assert proc.returncode == 0, proc.stderr
     results = read_results(tmp_path / "out")
     assert [(r["id"], r["status"]) for r in results] == [
-        ("2019/a-talk", "SUCCEEDED"), ("b-talk", "SUCCEEDED")]
+        ("2019/a-talk", "SUCCEEDED"),
+        ("b-talk", "SUCCEEDED"),
+    ]
     assert (tmp_path / "out" / "2019" / "a-talk.json").is_file()
     assert results[0]["source"] == str(tree / "2019" / "a-talk.wav")
 
@@ -81,8 +93,9 @@ def test_missing_manifest_is_a_usage_error(run_cli, tmp_path: Path) -> None:  # 
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("args", [["--bogus"], ["--workers", "0"], ["--formats", "json,docx"],
-                                  ["--engine", "whisperx"]])
+@pytest.mark.parametrize(
+    "args", [["--bogus"], ["--workers", "0"], ["--formats", "json,docx"], ["--engine", "whisperx"]]
+)
 def test_bad_options_are_usage_errors(run_cli, tmp_path: Path, args: list[str]) -> None:  # type: ignore[no-untyped-def]
     """An unknown option, or an option value out of range, exits 2 with a message."""
     manifest = tmp_path / "m.txt"
@@ -106,8 +119,9 @@ def test_missing_model_directory_is_a_usage_error(media, run_cli, tmp_path: Path
     """--model naming a directory that does not exist exits 2 before any item is worked on."""
     manifest = tmp_path / "m.txt"
     manifest.write_text(f"{media['lv_0930']}\n")
-    proc = run_cli("run", str(manifest), "--out", str(tmp_path / "out"), "--model",
-                   str(tmp_path / "no-model"))
+    proc = run_cli(
+        "run", str(manifest), "--out", str(tmp_path / "out"), "--model", str(tmp_path / "no-model")
+    )
     assert proc.returncode == 2
     assert f"model directory {tmp_path / 'no-model'} does not exist" in proc.stderr
 
@@ -123,7 +137,8 @@ def test_undecodable_settings_env_is_a_usage_error(run_cli, tmp_path: Path) -> N
     """An environment value pydantic cannot decode exits 2 with a message, not a traceback."""
     manifest = tmp_path / "m.txt"
     manifest.write_text("a.wav\n")
-    proc = run_cli("run", str(manifest), "--out", str(tmp_path / "out"),
-                   env={"BULKSCRIBE_LOCAL": "notjson"})
+    proc = run_cli(
+        "run", str(manifest), "--out", str(tmp_path / "out"), env={"BULKSCRIBE_LOCAL": "notjson"}
+    )
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr and "local" in proc.stderr.lower()

@@ -59,8 +59,14 @@ BAD: dict[str, tuple[dict[str, Any] | str, str]] = {
 }
 # Interleave good and bad so neither sits in one block of the manifest.
 ORDER = [k for pair in zip(GOOD, BAD, strict=True) for k in pair]
-WER_REFS = {"stereo-right": "stereo", "lv-m4a": "lv_m4a", "lv-flac": "lv_flac",
-            "lv-opus": "lv_opus", "lv-video": "lv_video", "lv-file-url": "lv_0930"}
+WER_REFS = {
+    "stereo-right": "stereo",
+    "lv-m4a": "lv_m4a",
+    "lv-flac": "lv_flac",
+    "lv-opus": "lv_opus",
+    "lv-video": "lv_video",
+    "lv-file-url": "lv_0930",
+}
 
 
 @dataclass
@@ -73,8 +79,16 @@ class Batch:
 
     def run(self, *extra: str) -> tuple[subprocess.CompletedProcess[str], float]:
         t0 = time.monotonic()
-        proc = self.cli("run", str(self.manifest), "--out", str(self.out), "--workers", WORKERS,
-                        "--json", *extra)
+        proc = self.cli(
+            "run",
+            str(self.manifest),
+            "--out",
+            str(self.out),
+            "--workers",
+            WORKERS,
+            "--json",
+            *extra,
+        )
         return proc, time.monotonic() - t0
 
 
@@ -121,7 +135,8 @@ def test_first_run_exits_1_with_one_line_per_item(batch: Batch) -> None:
     results = read_results(batch.out)
     assert [r["id"] for r in results] == [None if k == "not-json" else k for k in ORDER]
     assert {r["id"]: r["status"] for r in results if r["id"] in GOOD} == dict.fromkeys(
-        GOOD, "SUCCEEDED")
+        GOOD, "SUCCEEDED"
+    )
     summary = json.loads(batch.first.stdout)
     assert (summary["total"], summary["counts"]) == (20, {"SUCCEEDED": 10, "FAILED": 10})
 
@@ -211,13 +226,14 @@ def test_force_redoes_every_item(batch: Batch) -> None:
     mtimes = {i: (batch.out / f"{i}.json").stat().st_mtime_ns for i in GOOD}
     proc, _ = batch.run("--force")
     assert proc.returncode == 1, proc.stderr
-    assert sorted(transcribed(batch.out)[len(before_events):]) == sorted(GOOD)
+    assert sorted(transcribed(batch.out)[len(before_events) :]) == sorted(GOOD)
     assert attempts(batch.out) == {k: n + 1 for k, n in before_attempts.items()}
     assert all((batch.out / f"{i}.json").stat().st_mtime_ns > m for i, m in mtimes.items())
     redone = read_results(batch.out)
     first = [json.loads(line) for line in batch.first_results.decode().splitlines()]
     assert [(r["id"], r["status"], r["error"]) for r in redone] == [
-        (r["id"], r["status"], r["error"]) for r in first]
+        (r["id"], r["status"], r["error"]) for r in first
+    ]
 
 
 def test_status_counts_match_results(batch: Batch) -> None:
@@ -235,7 +251,8 @@ def test_status_counts_match_results(batch: Batch) -> None:
     assert report["stage_timings"]["transcribe"]["count"] >= 10
     failed = {f["id"]: f["code"] for f in report["failures"]}
     assert {k: failed[k] for k in BAD if k != "not-json"} == {
-        k: code for k, (_, code) in BAD.items() if k != "not-json"}
+        k: code for k, (_, code) in BAD.items() if k != "not-json"
+    }
 
 
 def test_log_lines_name_their_item_and_stage(batch: Batch) -> None:
@@ -248,15 +265,20 @@ def test_log_lines_name_their_item_and_stage(batch: Batch) -> None:
         assert e["attempt"] >= 1 and e["level"] == "info" and e["timestamp"]
     failed = {e["item_id"]: e["code"] for e in events if e["event"] == "item.failed"}
     assert {k: failed[k] for k in BAD if k in failed} == {
-        k: c for k, (_, c) in BAD.items() if k in failed}
+        k: c for k, (_, c) in BAD.items() if k in failed
+    }
     assert set(failed) >= set(BAD) - {"not-json"}
 
 
 def test_new_formats_are_rendered_from_the_stored_json(media, run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """After a --formats json run, --formats srt writes SRT from the JSON without transcribing."""
-    manifest = write_jsonl(tmp_path / "m.jsonl", [
-        {"id": "a", "source": str(media["lv_0930"])},
-        {"id": "b", "source": str(media["lv_0890"]), "start_s": 1.0}])
+    manifest = write_jsonl(
+        tmp_path / "m.jsonl",
+        [
+            {"id": "a", "source": str(media["lv_0930"])},
+            {"id": "b", "source": str(media["lv_0890"]), "start_s": 1.0},
+        ],
+    )
     out = tmp_path / "out"
     first = run_cli("run", str(manifest), "--out", str(out), "--formats", "json", "--json")
     assert first.returncode == 0, first.stderr

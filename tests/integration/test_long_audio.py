@@ -14,8 +14,12 @@ from e2e import assert_times_sane, ffmpeg, read_results
 
 from pipeline.stages.transcribe import PcmReader, plan_windows
 
-pytestmark = [pytest.mark.ffmpeg, pytest.mark.model, pytest.mark.slow,
-              pytest.mark.usefixtures("one_worker")]
+pytestmark = [
+    pytest.mark.ffmpeg,
+    pytest.mark.model,
+    pytest.mark.slow,
+    pytest.mark.usefixtures("one_worker"),
+]
 
 HARVARD_10 = (
     "The birch canoe slid on the smooth planks. Glue the sheet to the dark blue background. "
@@ -37,11 +41,30 @@ def long_wav(say, media_dir: Path) -> Path:  # type: ignore[no-untyped-def]
     speech = say(HARVARD_10, media_dir / "harvard10.wav")
     segment = media_dir / "harvard10-seg.wav"
     # -t comes before -i: it bounds the (otherwise endless) silence source itself.
-    ffmpeg(["-f", "lavfi", "-t", "6", "-i", "anullsrc=r=16000:cl=mono", "-i", str(speech),
-            "-filter_complex", "[0:a][1:a]concat=n=2:v=0:a=1", "-ac", "1", "-ar", "16000",
-            "-fs", "5M", str(segment)])
-    ffmpeg(["-stream_loop", str(LOOPS - 1), "-i", str(segment), "-c", "copy", "-fs", "50M",
-            str(out)])
+    ffmpeg(
+        [
+            "-f",
+            "lavfi",
+            "-t",
+            "6",
+            "-i",
+            "anullsrc=r=16000:cl=mono",
+            "-i",
+            str(speech),
+            "-filter_complex",
+            "[0:a][1:a]concat=n=2:v=0:a=1",
+            "-ac",
+            "1",
+            "-ar",
+            "16000",
+            "-fs",
+            "5M",
+            str(segment),
+        ]
+    )
+    ffmpeg(
+        ["-stream_loop", str(LOOPS - 1), "-i", str(segment), "-c", "copy", "-fs", "50M", str(out)]
+    )
     return out
 
 
@@ -50,8 +73,14 @@ def long_run(one_worker, long_wav: Path, bulkscribe, tmp_path_factory: pytest.Te
     root = tmp_path_factory.mktemp("long")
     (root / "m.txt").write_text(f"{long_wav}\n")
     out = root / "out"
-    proc = bulkscribe("run", str(root / "m.txt"), "--out", str(out), "--json",
-                      env={"BULKSCRIBE_LOCAL__WINDOW_S": str(WINDOW_S)})
+    proc = bulkscribe(
+        "run",
+        str(root / "m.txt"),
+        "--out",
+        str(out),
+        "--json",
+        env={"BULKSCRIBE_LOCAL__WINDOW_S": str(WINDOW_S)},
+    )
     assert proc.returncode == 0, proc.stderr
     (result,) = read_results(out)
     return json.loads((out / result["outputs"]["json"]).read_text()), result
@@ -73,8 +102,7 @@ def test_every_window_contributes_and_seams_stay_ordered(long_wav: Path, long_ru
     assert_times_sane(doc)
     sentences = doc["transcripts"][0]["sentences"]
     for w in windows:
-        inside = [s for s in sentences
-                  if w.start_s * 1000 <= s["begin_time"] < w.end_s * 1000]
+        inside = [s for s in sentences if w.start_s * 1000 <= s["begin_time"] < w.end_s * 1000]
         assert len(inside) >= 5, f"window {w} has {len(inside)} sentences"
 
 

@@ -49,8 +49,12 @@ def test_starting_children_does_not_stall_a_transcription(librivox) -> None:  # 
     """For 6 s of spawning children, a concurrent transcription loop keeps finishing clips."""
     wav = str(librivox[0][0])  # 7.1 s of speech: about 0.5 s per transcription on 2 cores
     try:
-        proc = subprocess.run([sys.executable, "-c", STRESS.format(wav=wav)],
-                              capture_output=True, text=True, timeout=30)
+        proc = subprocess.run(
+            [sys.executable, "-c", STRESS.format(wav=wav)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     except subprocess.TimeoutExpired:
         pytest.fail("deadlock: the stress process made no progress for 30 s")
     spawned, transcribed = map(int, proc.stdout.split())

@@ -36,8 +36,9 @@ def manifest_of(root: Path, media) -> Path:  # type: ignore[no-untyped-def]
     # A copy under root, so every ffprobe/ffmpeg command line names root (see survivors).
     source = root / "speech.wav"
     shutil.copyfile(media["harvard_wav"], source)
-    return write_jsonl(root / "m.jsonl", [{"id": f"h{i}", "source": str(source)}
-                                          for i in range(1, N_ITEMS + 1)])
+    return write_jsonl(
+        root / "m.jsonl", [{"id": f"h{i}", "source": str(source)} for i in range(1, N_ITEMS + 1)]
+    )
 
 
 def count_state(out: Path, state: str) -> int:
@@ -73,8 +74,9 @@ def killed(media, bulkscribe, tmp_path_factory: pytest.TempPathFactory) -> Kille
     scratch.mkdir()
     env = {**os.environ, "BULKSCRIBE_SCRATCH_DIR": str(scratch)}
     args = ["run", str(manifest), "--out", str(out), "--workers", "1", "--json"]
-    proc = subprocess.Popen([str(BULKSCRIBE), *args], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(BULKSCRIBE), *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         wait_for(lambda: count_state(out, "SUCCEEDED") >= 2 or proc.poll() is not None)
         assert proc.poll() is None, "the run finished before it could be killed"
@@ -91,8 +93,11 @@ def killed(media, bulkscribe, tmp_path_factory: pytest.TempPathFactory) -> Kille
     for pid, _ in survivors:  # do not leave them running even when the test fails
         os.kill(pid, signal.SIGKILL)
     states = dict(ledger_rows(out, "SELECT key, state FROM items"))
-    mtimes = {key: (out / f"{key}.json").stat().st_mtime_ns
-              for key, state in states.items() if state == "SUCCEEDED"}
+    mtimes = {
+        key: (out / f"{key}.json").stat().st_mtime_ns
+        for key, state in states.items()
+        if state == "SUCCEEDED"
+    }
     rerun = bulkscribe(*args, env={"BULKSCRIBE_SCRATCH_DIR": str(scratch)})
     return Killed(out, scratch, proc.pid, states, mtimes, survivors, rerun)
 
@@ -114,27 +119,32 @@ def test_rerun_finishes_every_item(killed: Killed) -> None:
     assert killed.rerun.returncode == 0, killed.rerun.stderr
     results = read_results(killed.out)
     assert [(r["id"], r["status"]) for r in results] == [
-        (f"h{i}", "SUCCEEDED") for i in range(1, N_ITEMS + 1)]
+        (f"h{i}", "SUCCEEDED") for i in range(1, N_ITEMS + 1)
+    ]
     assert all((killed.out / f"h{i}.srt").is_file() for i in range(1, N_ITEMS + 1))
 
 
 def test_finished_items_are_not_redone(killed: Killed) -> None:
     """Items finished before the kill keep attempt 1, one attempt row and untouched outputs."""
     done = set(killed.mtimes_at_kill)
-    rows: dict[str, Any] = {k: a for k, a in ledger_rows(killed.out,
-                                                         "SELECT key, attempt FROM items")}
+    rows: dict[str, Any] = {
+        k: a for k, a in ledger_rows(killed.out, "SELECT key, attempt FROM items")
+    }
     assert {k: rows[k] for k in done} == dict.fromkeys(done, 1)
-    n_attempts = dict(ledger_rows(killed.out, "SELECT i.key, count(*) FROM attempts a "
-                                              "JOIN items i ON i.id = a.item_id GROUP BY i.key"))
+    n_attempts = dict(
+        ledger_rows(
+            killed.out,
+            "SELECT i.key, count(*) FROM attempts a "
+            "JOIN items i ON i.id = a.item_id GROUP BY i.key",
+        )
+    )
     assert {k: n_attempts[k] for k in done} == dict.fromkeys(done, 1)
-    assert {k: (killed.out / f"{k}.json").stat().st_mtime_ns for k in done} == \
-        killed.mtimes_at_kill
+    assert {k: (killed.out / f"{k}.json").stat().st_mtime_ns for k in done} == killed.mtimes_at_kill
 
 
 def test_nothing_is_transcribed_twice(killed: Killed) -> None:
     """Across both runs no item is transcribed twice, and every unfinished one is, once."""
-    done = Counter(e["item_id"] for e in log_events(killed.out)
-                   if e["event"] == "transcribe.done")
+    done = Counter(e["item_id"] for e in log_events(killed.out) if e["event"] == "transcribe.done")
     assert max(done.values()) == 1, done
     unfinished = {k for k, s in killed.states_at_kill.items() if s != "SUCCEEDED"}
     assert {k: done[k] for k in unfinished} == dict.fromkeys(unfinished, 1)
@@ -158,8 +168,12 @@ def test_second_run_on_the_same_out_is_refused(media, tmp_path: Path) -> None:  
     args = [str(BULKSCRIBE), "run", str(manifest), "--out", str(out), "--workers", "1"]
     first = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for(lambda: count_state(out, "PENDING") + count_state(out, "SUCCEEDED") > 0
-                 or first.poll() is not None)
+        wait_for(
+            lambda: (
+                count_state(out, "PENDING") + count_state(out, "SUCCEEDED") > 0
+                or first.poll() is not None
+            )
+        )
         assert first.poll() is None, "the first run ended too soon"
         second = subprocess.run(args, capture_output=True, text=True, timeout=60)
         assert first.poll() is None, "the first run ended before the second was refused"

@@ -41,9 +41,18 @@ def emulator() -> Iterator[str]:
 def emu(emulator: str) -> Iterator[str]:
     """The emulator, reset and with no faults."""
     httpx.post(f"{emulator}/_emulator/reset")
-    httpx.post(f"{emulator}/_emulator/config",
-               json={"latency_s": 0.2, "fail_rate": 0, "throttle_rate": 0, "error_rate": 0,
-                     "lost_rate": 0, "stuck_rate": 0, "submit_delay_s": 0})
+    httpx.post(
+        f"{emulator}/_emulator/config",
+        json={
+            "latency_s": 0.2,
+            "fail_rate": 0,
+            "throttle_rate": 0,
+            "error_rate": 0,
+            "lost_rate": 0,
+            "stuck_rate": 0,
+            "submit_delay_s": 0,
+        },
+    )
     yield emulator
 
 
@@ -53,7 +62,7 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[Path, str]]:
     d = tmp_path_factory.mktemp("ds-media")
     out = []
     for i in range(3):
-        text = " ".join(HARVARD[2 * i: 2 * i + 2])
+        text = " ".join(HARVARD[2 * i : 2 * i + 2])
         wav = say(text, d / f"clip{i}.wav")
         out.append((wav, text))
     mp3 = d / "clip0.mp3"
@@ -70,10 +79,15 @@ def _manifest(tmp: Path, clips: list[tuple[Path, str]]) -> Path:
 
 
 def _env(emu: str, **extra: str) -> dict[str, str]:
-    return {"DASHSCOPE_API_KEY": "sk-test", "BULKSCRIBE_DASHSCOPE_BASE_URL": f"{emu}/api/v1",
-            "BULKSCRIBE_POLL__FIRST_S": "0.2", "BULKSCRIBE_POLL__MAX_S": "0.5",
-            "BULKSCRIBE_RETRY__BACKOFF_BASE_S": "0.1", "BULKSCRIBE_RETRY__BACKOFF_MAX_S": "0.5",
-            **extra}
+    return {
+        "DASHSCOPE_API_KEY": "sk-test",
+        "BULKSCRIBE_DASHSCOPE_BASE_URL": f"{emu}/api/v1",
+        "BULKSCRIBE_POLL__FIRST_S": "0.2",
+        "BULKSCRIBE_POLL__MAX_S": "0.5",
+        "BULKSCRIBE_RETRY__BACKOFF_BASE_S": "0.1",
+        "BULKSCRIBE_RETRY__BACKOFF_MAX_S": "0.5",
+        **extra,
+    }
 
 
 def _results(out: Path) -> dict[str, dict]:
@@ -88,12 +102,22 @@ def _tasks_per_file(emu: str) -> collections.Counter[str]:
 
 
 @pytest.mark.parametrize("model", ASYNC_MODELS + SYNC_MODELS)
-def test_every_family_transcribes_the_manifest(model: str, emu: str, clips, tmp_path: Path,
-                                               run_cli) -> None:
+def test_every_family_transcribes_the_manifest(
+    model: str, emu: str, clips, tmp_path: Path, run_cli
+) -> None:
     """Each DashScope model family turns the clips into text with times on the source timeline."""
     out = tmp_path / "out"
-    proc = run_cli("run", str(_manifest(tmp_path, clips)), "--out", str(out), "--engine",
-                   "dashscope", "--model", model, env=_env(emu))
+    proc = run_cli(
+        "run",
+        str(_manifest(tmp_path, clips)),
+        "--out",
+        str(out),
+        "--engine",
+        "dashscope",
+        "--model",
+        model,
+        env=_env(emu),
+    )
     assert proc.returncode == 0, proc.stderr
     results = _results(out)
     assert {r["status"] for r in results.values()} == {"SUCCEEDED"}
@@ -116,9 +140,9 @@ def test_every_family_transcribes_the_manifest(model: str, emu: str, clips, tmp_
             assert all(s["words"] for s in sentences)
 
 
-def test_throttling_and_server_errors_are_retried_without_duplicates(emu: str, clips,
-                                                                     tmp_path: Path,
-                                                                     run_cli) -> None:
+def test_throttling_and_server_errors_are_retried_without_duplicates(
+    emu: str, clips, tmp_path: Path, run_cli
+) -> None:
     """429s and 500s on half the requests still end with every item done, each file once.
 
     A submission here is two API requests (upload policy, then submit). 429s do not spend an
@@ -127,9 +151,17 @@ def test_throttling_and_server_errors_are_retried_without_duplicates(emu: str, c
     """
     httpx.post(f"{emu}/_emulator/config", json={"throttle_rate": 0.3, "error_rate": 0.2})
     out = tmp_path / "out"
-    proc = run_cli("run", str(_manifest(tmp_path, clips)), "--out", str(out), "--engine",
-                   "dashscope", "--model", "fun-asr",
-                   env=_env(emu, BULKSCRIBE_RETRY__MAX_ATTEMPTS="20"))
+    proc = run_cli(
+        "run",
+        str(_manifest(tmp_path, clips)),
+        "--out",
+        str(out),
+        "--engine",
+        "dashscope",
+        "--model",
+        "fun-asr",
+        env=_env(emu, BULKSCRIBE_RETRY__MAX_ATTEMPTS="20"),
+    )
     assert proc.returncode == 0, proc.stderr
     assert {r["status"] for r in _results(out).values()} == {"SUCCEEDED"}
     assert set(_tasks_per_file(emu).values()) == {1}
@@ -139,9 +171,17 @@ def test_lost_tasks_are_submitted_again(emu: str, clips, tmp_path: Path, run_cli
     """Tasks that come back UNKNOWN are resubmitted and the items still succeed."""
     httpx.post(f"{emu}/_emulator/config", json={"lost_rate": 0.5})
     out = tmp_path / "out"
-    proc = run_cli("run", str(_manifest(tmp_path, clips)), "--out", str(out), "--engine",
-                   "dashscope", "--model", "qwen3-asr-flash-filetrans",
-                   env=_env(emu, BULKSCRIBE_RETRY__MAX_ATTEMPTS="10"))
+    proc = run_cli(
+        "run",
+        str(_manifest(tmp_path, clips)),
+        "--out",
+        str(out),
+        "--engine",
+        "dashscope",
+        "--model",
+        "qwen3-asr-flash-filetrans",
+        env=_env(emu, BULKSCRIBE_RETRY__MAX_ATTEMPTS="10"),
+    )
     assert proc.returncode == 0, proc.stderr
     assert {r["status"] for r in _results(out).values()} == {"SUCCEEDED"}
     tasks = httpx.get(f"{emu}/_emulator/tasks").json()
@@ -149,13 +189,23 @@ def test_lost_tasks_are_submitted_again(emu: str, clips, tmp_path: Path, run_cli
     assert len(tasks) > 4  # and lost tasks were replaced
 
 
-def test_failed_tasks_fail_their_items_without_retrying(emu: str, clips, tmp_path: Path,
-                                                        run_cli) -> None:
+def test_failed_tasks_fail_their_items_without_retrying(
+    emu: str, clips, tmp_path: Path, run_cli
+) -> None:
     """A task the provider FAILED is final: items FAILED with provider_failed, one task each."""
     httpx.post(f"{emu}/_emulator/config", json={"fail_rate": 1.0})
     out = tmp_path / "out"
-    proc = run_cli("run", str(_manifest(tmp_path, clips)), "--out", str(out), "--engine",
-                   "dashscope", "--model", "fun-asr", env=_env(emu))
+    proc = run_cli(
+        "run",
+        str(_manifest(tmp_path, clips)),
+        "--out",
+        str(out),
+        "--engine",
+        "dashscope",
+        "--model",
+        "fun-asr",
+        env=_env(emu),
+    )
     assert proc.returncode == 1
     results = _results(out)
     assert {r["error"]["code"] for r in results.values()} == {"provider_failed"}
@@ -166,9 +216,17 @@ def test_wrong_key_fails_items_with_provider_auth(tmp_path: Path, clips, run_cli
     """An emulator that checks keys refuses a wrong one; the items say provider_auth."""
     with running_emulator(EmulatorConfig(api_key="sk-right", latency_s=0.1)) as url:
         out = tmp_path / "out"
-        proc = run_cli("run", str(_manifest(tmp_path, clips)), "--out", str(out), "--engine",
-                       "dashscope", "--model", "qwen3-asr-flash-filetrans",
-                       env=_env(url, DASHSCOPE_API_KEY="sk-wrong"))
+        proc = run_cli(
+            "run",
+            str(_manifest(tmp_path, clips)),
+            "--out",
+            str(out),
+            "--engine",
+            "dashscope",
+            "--model",
+            "qwen3-asr-flash-filetrans",
+            env=_env(url, DASHSCOPE_API_KEY="sk-wrong"),
+        )
     assert proc.returncode == 1
     assert {r["error"]["code"] for r in _results(out).values()} == {"provider_auth"}
 
@@ -177,9 +235,23 @@ def test_missing_key_is_a_usage_error(tmp_path: Path, clips, run_cli) -> None:
     """Without DASHSCOPE_API_KEY the dashscope engine stops before touching any item."""
     env = {k: v for k, v in os.environ.items() if k != "DASHSCOPE_API_KEY"}
     exe = Path(sys.executable).with_name("bulkscribe")
-    proc = subprocess.run([str(exe), "run", str(_manifest(tmp_path, clips)), "--out",
-                           str(tmp_path / "out"), "--engine", "dashscope", "--model", "fun-asr"],
-                          capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        [
+            str(exe),
+            "run",
+            str(_manifest(tmp_path, clips)),
+            "--out",
+            str(tmp_path / "out"),
+            "--engine",
+            "dashscope",
+            "--model",
+            "fun-asr",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert "DASHSCOPE_API_KEY" in proc.stderr
 
@@ -191,9 +263,22 @@ def test_rerun_after_kill_never_resubmits_a_live_task(emu: str, clips, tmp_path:
     manifest = _manifest(tmp_path, clips)
     exe = str(Path(sys.executable).with_name("bulkscribe"))
     env = {**os.environ, **_env(emu)}
-    proc = subprocess.Popen([exe, "run", str(manifest), "--out", str(out), "--engine",
-                             "dashscope", "--model", "qwen3-asr-flash-filetrans"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            exe,
+            "run",
+            str(manifest),
+            "--out",
+            str(out),
+            "--engine",
+            "dashscope",
+            "--model",
+            "qwen3-asr-flash-filetrans",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     ledger = out / ".bulkscribe" / "ledger.db"
     try:
         submitted = _wait_until_submitted(ledger, 4)
@@ -203,9 +288,23 @@ def test_rerun_after_kill_never_resubmits_a_live_task(emu: str, clips, tmp_path:
     assert submitted == 4, "the run never had all four tasks in flight"
     before = len(httpx.get(f"{emu}/_emulator/tasks").json())
     httpx.post(f"{emu}/_emulator/config", json={"latency_s": 0.2})
-    again = subprocess.run([exe, "run", str(manifest), "--out", str(out), "--engine",
-                            "dashscope", "--model", "qwen3-asr-flash-filetrans"],
-                           env=env, capture_output=True, text=True, timeout=300)
+    again = subprocess.run(
+        [
+            exe,
+            "run",
+            str(manifest),
+            "--out",
+            str(out),
+            "--engine",
+            "dashscope",
+            "--model",
+            "qwen3-asr-flash-filetrans",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert again.returncode == 0, again.stderr
     assert len(httpx.get(f"{emu}/_emulator/tasks").json()) == before == 4
     assert {r["status"] for r in _results(out).values()} == {"SUCCEEDED"}
@@ -221,7 +320,8 @@ def _wait_until_submitted(ledger: Path, n: int, timeout_s: float = 120) -> int:
         try:
             with sqlite3.connect(ledger) as db:
                 submitted = db.execute(
-                    "select count(*) from items where state='SUBMITTED'").fetchone()[0]
+                    "select count(*) from items where state='SUBMITTED'"
+                ).fetchone()[0]
         except sqlite3.OperationalError:  # the run is still creating its tables
             continue
     return submitted
@@ -236,8 +336,17 @@ def test_long_audio_is_split_for_the_sync_model(emu: str, tmp_path: Path, run_cl
     manifest = tmp_path / "m.jsonl"
     manifest.write_text(json.dumps({"id": "long", "source": str(long)}) + "\n")
     out = tmp_path / "out"
-    proc = run_cli("run", str(manifest), "--out", str(out), "--engine", "dashscope",
-                   "--model", "qwen3-asr-flash", env=_env(emu))
+    proc = run_cli(
+        "run",
+        str(manifest),
+        "--out",
+        str(out),
+        "--engine",
+        "dashscope",
+        "--model",
+        "qwen3-asr-flash",
+        env=_env(emu),
+    )
     assert proc.returncode == 0, proc.stderr
     sentences = json.loads((out / "long.json").read_text())["transcripts"][0]["sentences"]
     begins = [s["begin_time"] for s in sentences]

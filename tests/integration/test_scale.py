@@ -21,12 +21,19 @@ pytestmark = pytest.mark.slow
 def timed_run(tmp_path: Path, n: int) -> float:
     """Wall seconds of ``bulkscribe run`` over ``n`` missing files; all of them FAILED."""
     manifest = tmp_path / f"m{n}.jsonl"
-    manifest.write_text("".join(
-        json.dumps({"id": f"m{i}", "source": str(tmp_path / "absent" / f"{i}.wav")}) + "\n"
-        for i in range(n)))
+    manifest.write_text(
+        "".join(
+            json.dumps({"id": f"m{i}", "source": str(tmp_path / "absent" / f"{i}.wav")}) + "\n"
+            for i in range(n)
+        )
+    )
     started = time.perf_counter()
-    proc = subprocess.run([BULKSCRIBE, "run", str(manifest), "--out", str(tmp_path / f"o{n}"),
-                           "--json"], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [BULKSCRIBE, "run", str(manifest), "--out", str(tmp_path / f"o{n}"), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     wall = time.perf_counter() - started
     summary = json.loads(proc.stdout)
     assert (proc.returncode, summary["counts"]) == (1, {"FAILED": n}), proc.stderr[-2000:]

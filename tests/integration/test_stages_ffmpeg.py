@@ -72,13 +72,29 @@ def test_runner_fails_only_the_vanished_item(media, tmp_path: Path) -> None:  # 
     settings = Settings(retry=RetrySettings(max_attempts=1), formats=("json",))
     sink = DirSink(out)
     with httpx.Client() as http:
-        ctx = build_context(settings, ledger=ledger, owner="test", sinks=lambda _b: sink,
-                            scratch=tmp_path / "scratch", store=LocalStore(out / "media"),
-                            http=http, dead_letters=False, prober=vanishing_prober([]))
+        ctx = build_context(
+            settings,
+            ledger=ledger,
+            owner="test",
+            sinks=lambda _b: sink,
+            scratch=tmp_path / "scratch",
+            store=LocalStore(out / "media"),
+            http=http,
+            dead_letters=False,
+            prober=vanishing_prober([]),
+        )
         runner = EmbeddedRunner(
-            cfg=RunConfig(out_dir=out, engine="local", model="tiny.en", language=None,
-                          formats=("json",), workers=1, retry=settings.retry),
-            ctx=ctx)
+            cfg=RunConfig(
+                out_dir=out,
+                engine="local",
+                model="tiny.en",
+                language=None,
+                formats=("json",),
+                workers=1,
+                retry=settings.retry,
+            ),
+            ctx=ctx,
+        )
         summary = runner.run(manifest)
     assert (summary.ok, summary.processed) == (False, 1)
     (line,) = read_results(out)

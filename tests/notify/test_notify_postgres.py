@@ -27,7 +27,6 @@ from pipeline.states import ItemState
 pytestmark = pytest.mark.postgres
 
 
-
 @pytest.fixture(scope="module")
 def pg_ledger() -> Iterator[Ledger]:
     """A database of this module's own, migrated to head (0005 included), dropped after."""

@@ -20,8 +20,12 @@ import pytest
 from support import scratch_database
 
 BIN = Path(sys.executable).parent
-AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
 
 
 def free_port() -> int:
@@ -53,11 +57,28 @@ def pg_url() -> Iterator[str]:
 def broker_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     work = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                             "--save", "", "--appendonly", "no", "--dir", str(work)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for(lambda: socket.create_connection(("127.0.0.1", port), 0.2).close() is None, 15,
-             "redis-server")
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(work),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for(
+        lambda: socket.create_connection(("127.0.0.1", port), 0.2).close() is None,
+        15,
+        "redis-server",
+    )
     yield f"redis://127.0.0.1:{port}/0"
     proc.kill()
     proc.wait()
@@ -67,11 +88,18 @@ def broker_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=log, stderr=log, env={**os.environ, **AWS_ENV})
+    proc = subprocess.Popen(
+        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=log,
+        env={**os.environ, **AWS_ENV},
+    )
     url = f"http://127.0.0.1:{port}"
-    wait_for(lambda: socket.create_connection(("127.0.0.1", port), 0.2).close() is None, 30,
-             "moto_server")
+    wait_for(
+        lambda: socket.create_connection(("127.0.0.1", port), 0.2).close() is None,
+        30,
+        "moto_server",
+    )
     yield url
     proc.kill()
     proc.wait()
@@ -80,8 +108,12 @@ def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 def env(pg_url: str, broker_url: str) -> dict[str, str]:
-    return {**os.environ, **AWS_ENV, "BULKSCRIBE_DATABASE_URL": pg_url,
-            "BULKSCRIBE_BROKER_URL": broker_url}
+    return {
+        **os.environ,
+        **AWS_ENV,
+        "BULKSCRIBE_DATABASE_URL": pg_url,
+        "BULKSCRIBE_BROKER_URL": broker_url,
+    }
 
 
 def bulkscribe(env: dict[str, str], *args: str, timeout: float = 600) -> Any:
@@ -89,15 +121,15 @@ def bulkscribe(env: dict[str, str], *args: str, timeout: float = 600) -> Any:
     return bulkscribe_measured(env, *args, timeout=timeout)[0]
 
 
-def bulkscribe_measured(env: dict[str, str], *args: str,
-                        timeout: float = 600) -> tuple[Any, float]:
+def bulkscribe_measured(env: dict[str, str], *args: str, timeout: float = 600) -> tuple[Any, float]:
     """Run ``bulkscribe ARGS --json``: its parsed output and its peak RSS in MB.
 
     The peak is the process's own VmHWM, read while it runs: getrusage's ru_maxrss would
     start from the size of this (forked) test process, which a full test run makes large."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen([str(BIN / "bulkscribe"), *args, "--json"], env=env,
-                                stdout=out, stderr=err, text=True)
+        proc = subprocess.Popen(
+            [str(BIN / "bulkscribe"), *args, "--json"], env=env, stdout=out, stderr=err, text=True
+        )
         peak_kb, deadline = 0, time.monotonic() + timeout
         while proc.poll() is None:
             assert time.monotonic() < deadline, "bulkscribe did not finish in time"

@@ -15,10 +15,13 @@ pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
 
 def _batch(ledger, batch_id: str, n: int) -> list[str]:  # type: ignore[no-untyped-def]
-    ledger.ensure_batch(batch_id, kind="submit", out=f"/tmp/{batch_id}", engine="local",
-                        model="tiny.en")
-    seeds = [ItemSeed(key=f"k{i}", line_no=i + 1, source=f"/d/{i}.wav", spec={},
-                      fingerprint=str(i)) for i in range(n)]
+    ledger.ensure_batch(
+        batch_id, kind="submit", out=f"/tmp/{batch_id}", engine="local", model="tiny.en"
+    )
+    seeds = [
+        ItemSeed(key=f"k{i}", line_no=i + 1, source=f"/d/{i}.wav", spec={}, fingerprint=str(i))
+        for i in range(n)
+    ]
     ledger.sync_items(batch_id, seeds, engine="local", model="tiny.en")
     return [r.id for r in ledger.list_items(batch_id)]
 
@@ -43,15 +46,28 @@ def test_gc_keeps_totals_and_refuses_unfinished(pg_url: str, env: dict[str, str]
     assert early == {"dry_run": False, "collected": [], "refused": []}
 
     out = bulkscribe(env, "gc", "--finished-before", "2999-01-01")
-    assert out["collected"][0] == {"batch_id": "done", "items": 5, "total": 5, "audio_s": 4.5,
-                                   "counts": {"SUCCEEDED": 3, "FAILED": 2}}
+    assert out["collected"][0] == {
+        "batch_id": "done",
+        "items": 5,
+        "total": 5,
+        "audio_s": 4.5,
+        "counts": {"SUCCEEDED": 3, "FAILED": 2},
+    }
     assert sql(pg_url, "SELECT batch_id, count(*) FROM items GROUP BY 1") == [("open", 2)]
     assert sql(pg_url, "SELECT count(*) FROM attempts") == [(2,)]
     status = bulkscribe(env, "status", "done")
     assert (status["total"], status["counts"], status["collected"], status["audio_s"]) == (
-        5, {"SUCCEEDED": 3, "FAILED": 2}, True, 4.5)
+        5,
+        {"SUCCEEDED": 3, "FAILED": 2},
+        True,
+        4.5,
+    )
     again = bulkscribe(env, "gc", "--finished-before", "2999-01-01")
     assert again["collected"] == [] and again["refused"] == ["open"]
-    bad = subprocess.run([str(BIN / "bulkscribe"), "gc", "--finished-before", "soon"], env=env,
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        [str(BIN / "bulkscribe"), "gc", "--finished-before", "soon"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2 and "use a date" in bad.stderr

@@ -25,8 +25,7 @@ def test_long_manifest_streams_in_flat_memory(tmp_path: Path, env: dict[str, str
         f.write('{"id": "rec-0000007", "source": "/data/again.wav"}\n')
         f.write("{not json\n")
     started = time.monotonic()
-    out, peak_mb = bulkscribe_measured(env, "submit", str(manifest), "--out",
-                                       str(tmp_path / "out"))
+    out, peak_mb = bulkscribe_measured(env, "submit", str(manifest), "--out", str(tmp_path / "out"))
     elapsed = time.monotonic() - started
     assert out["total"] == 100_002 and out["created"] == 100_002 and out["duplicates"] == 1
     assert peak_mb < 250, f"submit peaked at {peak_mb:.0f} MB"
@@ -47,8 +46,12 @@ def test_killed_submit_resumes_without_duplicates(tmp_path: Path, env: dict[str,
     manifest = write_manifest(tmp_path / "m.jsonl", n)
     out_dir = str(tmp_path / "out")
     url = env["BULKSCRIBE_DATABASE_URL"]
-    proc = subprocess.Popen([str(BIN / "bulkscribe"), "submit", str(manifest), "--out", out_dir],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [str(BIN / "bulkscribe"), "submit", str(manifest), "--out", out_dir],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
     def entered() -> int:
         return int(sql(url, "SELECT count(*) FROM items")[0][0])
@@ -77,12 +80,17 @@ def test_resume_by_batch_id_and_refusal(tmp_path: Path, env: dict[str, str]) -> 
     """--batch BATCH resumes explicitly; another manifest to a held --out is refused."""
     manifest = write_manifest(tmp_path / "m.jsonl", 300)
     first = bulkscribe(env, "submit", str(manifest), "--out", str(tmp_path / "out"))
-    again = bulkscribe(env, "submit", str(manifest), "--out", str(tmp_path / "out"),
-                       "--batch", first["batch_id"])
+    again = bulkscribe(
+        env, "submit", str(manifest), "--out", str(tmp_path / "out"), "--batch", first["batch_id"]
+    )
     assert again["batch_id"] == first["batch_id"]
     assert (again["created"], again["kept"]) == (0, 300)
     other = write_manifest(tmp_path / "other.jsonl", 3)
-    proc = subprocess.run([str(BIN / "bulkscribe"), "submit", str(other), "--out",
-                           str(tmp_path / "out")], env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(BIN / "bulkscribe"), "submit", str(other), "--out", str(tmp_path / "out")],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     assert f"is used by batch {first['batch_id']}" in proc.stderr

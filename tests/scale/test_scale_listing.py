@@ -21,8 +21,13 @@ N_MEDIA = 2_500  # over two pages of list_objects_v2 (1,000 keys each)
 
 
 def s3(url: str) -> Any:
-    return boto3.client("s3", endpoint_url=url, region_name="us-east-1",
-                        aws_access_key_id="testing", aws_secret_access_key="testing")
+    return boto3.client(
+        "s3",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -40,11 +45,13 @@ def _env(env: dict[str, str], moto_url: str) -> dict[str, str]:
     return {**env, "BULKSCRIBE_S3_ENDPOINT_URL": moto_url}
 
 
-def test_prefix_listed_as_manifest(tmp_path: Path, env: dict[str, str], moto_url: str,
-                                   bucket: str) -> None:
+def test_prefix_listed_as_manifest(
+    tmp_path: Path, env: dict[str, str], moto_url: str, bucket: str
+) -> None:
     """Media objects under the prefix only, ids relative to it, sources as s3:// URLs."""
-    out = bulkscribe(_env(env, moto_url), "submit", f"s3://{bucket}/calls/", "--out",
-                     str(tmp_path / "out"))
+    out = bulkscribe(
+        _env(env, moto_url), "submit", f"s3://{bucket}/calls/", "--out", str(tmp_path / "out")
+    )
     assert (out["total"], out["created"], out["duplicates"]) == (N_MEDIA, N_MEDIA, 0)
     url = env["BULKSCRIBE_DATABASE_URL"]
     rows = dict(sql(url, "SELECT key, source FROM items"))
@@ -56,29 +63,45 @@ def test_prefix_listed_as_manifest(tmp_path: Path, env: dict[str, str], moto_url
 
 def _inventory(client: Any, bucket: str) -> dict[str, Any]:
     """An inventory report of the bucket in two CSV.gz files, stored beside it."""
-    keys = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
-            for o in page.get("Contents", []) if o["Key"].startswith("calls/")]
+    keys = [
+        o["Key"]
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        for o in page.get("Contents", [])
+        if o["Key"].startswith("calls/")
+    ]
     files = []
-    for n, part in enumerate((keys[: len(keys) // 2], keys[len(keys) // 2:])):
+    for n, part in enumerate((keys[: len(keys) // 2], keys[len(keys) // 2 :])):
         buf = io.StringIO()
         for k in part:  # keys URL-encoded, as S3 Inventory writes them
             buf.write(f'"{bucket}","{k.replace(" ", "%20")}","1"\n')
         key = f"inventory/data/part-{n}.csv.gz"
         client.put_object(Bucket="archive", Key=key, Body=gzip.compress(buf.getvalue().encode()))
         files.append({"key": key, "size": 1, "MD5checksum": "x"})
-    report = {"sourceBucket": bucket, "destinationBucket": "arn:aws:s3:::archive",
-              "fileFormat": "CSV", "fileSchema": "Bucket, Key, Size", "files": files}
-    client.put_object(Bucket="archive", Key="inventory/manifest.json",
-                      Body=json.dumps(report).encode())
+    report = {
+        "sourceBucket": bucket,
+        "destinationBucket": "arn:aws:s3:::archive",
+        "fileFormat": "CSV",
+        "fileSchema": "Bucket, Key, Size",
+        "files": files,
+    }
+    client.put_object(
+        Bucket="archive", Key="inventory/manifest.json", Body=json.dumps(report).encode()
+    )
     return report
 
 
-def test_inventory_report_as_manifest(tmp_path: Path, env: dict[str, str], moto_url: str,
-                                      bucket: str) -> None:
+def test_inventory_report_as_manifest(
+    tmp_path: Path, env: dict[str, str], moto_url: str, bucket: str
+) -> None:
     """From s3://.../manifest.json, and the same report saved locally."""
     report = _inventory(s3(moto_url), bucket)
-    out = bulkscribe(_env(env, moto_url), "submit", "s3://archive/inventory/manifest.json",
-                     "--out", str(tmp_path / "a"))
+    out = bulkscribe(
+        _env(env, moto_url),
+        "submit",
+        "s3://archive/inventory/manifest.json",
+        "--out",
+        str(tmp_path / "a"),
+    )
     assert (out["total"], out["created"]) == (N_MEDIA, N_MEDIA)
     local = tmp_path / "manifest.json"
     local.write_text(json.dumps(report))
@@ -89,11 +112,15 @@ def test_inventory_report_as_manifest(tmp_path: Path, env: dict[str, str], moto_
     assert sources == [(f"s3://{bucket}/calls/day3/call%2000010.wav",)]
 
 
-def test_unreadable_listing_is_a_usage_error(tmp_path: Path, env: dict[str, str],
-                                             moto_url: str) -> None:
-    proc = subprocess.run([str(BIN / "bulkscribe"), "submit", "s3://no-such-bucket/x/",
-                           "--out", str(tmp_path / "o")], env=_env(env, moto_url),
-                          capture_output=True, text=True)
+def test_unreadable_listing_is_a_usage_error(
+    tmp_path: Path, env: dict[str, str], moto_url: str
+) -> None:
+    proc = subprocess.run(
+        [str(BIN / "bulkscribe"), "submit", "s3://no-such-bucket/x/", "--out", str(tmp_path / "o")],
+        env=_env(env, moto_url),
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     assert "cannot list s3://no-such-bucket/x/" in proc.stderr
     # refused before anything was written: not even the ledger's tables were made

@@ -57,9 +57,13 @@ def _seed(url: str) -> None:
 
 
 def _write(url: str, target: str, *extra: str) -> tuple[str, int]:
-    proc = subprocess.run([sys.executable, "-c", WRITE, url, target, *extra],
-                          env={**os.environ, **AWS_ENV}, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", WRITE, url, target, *extra],
+        env={**os.environ, **AWS_ENV},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     where, peak_mb = proc.stdout.split()
     return where, int(peak_mb)
@@ -75,16 +79,27 @@ def test_results_of_a_large_batch_stream(tmp_path: Path, pg_url: str, moto_url: 
         first = json.loads(f.readline())
         count = 1 + sum(1 for _ in f)
     assert count == N
-    assert first == {"id": "rec-1", "source": "/data/rec-1.wav", "status": "SUCCEEDED",
-                     "error": None, "outputs": {"json": "rec-1.json", "txt": "rec-1.txt"},
-                     "audio_duration_ms": 1000, "language": None}
+    assert first == {
+        "id": "rec-1",
+        "source": "/data/rec-1.wav",
+        "status": "SUCCEEDED",
+        "error": None,
+        "outputs": {"json": "rec-1.json", "txt": "rec-1.txt"},
+        "audio_duration_ms": 1000,
+        "language": None,
+    }
     assert peak_mb < 200, f"writing results.jsonl peaked at {peak_mb} MB"
     size = os.path.getsize(where)
 
     import boto3
 
-    s3 = boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1",
-                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=moto_url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
     s3.create_bucket(Bucket="results")
     where, _ = _write(pg_url, "s3://results/batch", moto_url)
     assert where == "s3://results/batch/results.jsonl"

@@ -41,14 +41,19 @@ def test_status_of_a_large_batch_is_fast(pg_url: str, env: dict[str, str]) -> No
     report = batch_status(ledger, "big")
     elapsed = time.perf_counter() - started
     assert report is not None
-    assert report["counts"] == {"SUCCEEDED": n // 10, "FAILED": failed,
-                                "PENDING": n - n // 10 - failed}
+    assert report["counts"] == {
+        "SUCCEEDED": n // 10,
+        "FAILED": failed,
+        "PENDING": n - n // 10 - failed,
+    }
     assert len(report["failures"]) == 20 and report["failures"][0]["id"] == "rec-97"
     assert report["done"] is False and report["entering"] is False
     assert elapsed < 0.5, f"batch_status took {elapsed:.2f} s"
     started = time.perf_counter()
     out = bulkscribe(env, "status", "big")
-    print(f"batch_status {elapsed * 1000:.0f} ms; the status command "
-          f"{time.perf_counter() - started:.2f} s")
+    print(
+        f"batch_status {elapsed * 1000:.0f} ms; the status command "
+        f"{time.perf_counter() - started:.2f} s"
+    )
     assert out["total"] == n
     assert sql(pg_url, "SELECT count(*) FROM items WHERE batch_id = 'big'") == [(n,)]

@@ -37,8 +37,11 @@ def emulator(tmp_path: Path) -> Iterator[tuple[str, int]]:
     port = free_port()
     exe = Path(sys.executable).with_name("bulkscribe")
     log = (tmp_path / "emulator.log").open("w")
-    proc = subprocess.Popen([str(exe), "emulator", "--port", str(port), "--api-key", KEY,
-                             "--latency-s", "0.1"], stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [str(exe), "emulator", "--port", str(port), "--api-key", KEY, "--latency-s", "0.1"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -62,9 +65,13 @@ def emulator(tmp_path: Path) -> Iterator[tuple[str, int]]:
         log.close()
 
 
-ADMIN = [("GET", "/_emulator/tasks", None), ("GET", "/_emulator/stats", None),
-         ("GET", "/_emulator/config", None), ("POST", "/_emulator/config", {"latency_s": 0.1}),
-         ("POST", "/_emulator/reset", None)]
+ADMIN = [
+    ("GET", "/_emulator/tasks", None),
+    ("GET", "/_emulator/stats", None),
+    ("GET", "/_emulator/config", None),
+    ("POST", "/_emulator/config", {"latency_s": 0.1}),
+    ("POST", "/_emulator/reset", None),
+]
 
 
 def test_admin_routes_need_the_key(emulator: tuple[str, int]) -> None:
@@ -72,9 +79,14 @@ def test_admin_routes_need_the_key(emulator: tuple[str, int]) -> None:
     refused config change or reset changes nothing."""
     base, _ = emulator
     with httpx.Client() as http:
-        http.post(f"{base}/api/v1/services/audio/asr/transcription", headers={
-            **AUTH, "X-DashScope-Async": "enable"}, json={"model": "fun-asr", "input": {
-                "file_urls": ["http://127.0.0.1:9/a.wav?token=secret"]}}).raise_for_status()
+        http.post(
+            f"{base}/api/v1/services/audio/asr/transcription",
+            headers={**AUTH, "X-DashScope-Async": "enable"},
+            json={
+                "model": "fun-asr",
+                "input": {"file_urls": ["http://127.0.0.1:9/a.wav?token=secret"]},
+            },
+        ).raise_for_status()
         for method, path, body in ADMIN:
             for headers in (None, WRONG):
                 r = http.request(method, base + path, headers=headers, json=body)
@@ -111,8 +123,8 @@ def media_server(harvard_wav: Path) -> Iterator[str]:
 @pytest.mark.ffmpeg
 @pytest.mark.model
 def test_result_urls_are_presigned_for_the_sdk_and_our_client(
-        emulator: tuple[str, int], media_server: str, harvard_wav: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    emulator: tuple[str, int], media_server: str, harvard_wav: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """With a key set, the transcription_url the official SDK receives works as it is (no
     header), as does bulkscribe's own client; the same URL unsigned, tampered with, or for
     another result is 401; a Bearer key works on the bare path."""
@@ -129,7 +141,8 @@ def test_result_urls_are_presigned_for_the_sdk_and_our_client(
     url = done.output.results[0]["transcription_url"]
     parts = urlsplit(url)
     assert {"Expires", "OSSAccessKeyId", "Signature"} <= {
-        p.split("=")[0] for p in parts.query.split("&")}
+        p.split("=")[0] for p in parts.query.split("&")
+    }
     doc = httpx.get(url).json()
     assert "chicken leg" in doc["transcripts"][0]["text"].lower()
     with httpx.Client() as http:
@@ -152,14 +165,19 @@ def _rss_kb(pid: int, field: str) -> int:
     raise LookupError(field)
 
 
-def _post_big(port: int, path: str, total: int, *, chunked: bool,
-              headers: dict[str, str]) -> tuple[int, int]:
+def _post_big(
+    port: int, path: str, total: int, *, chunked: bool, headers: dict[str, str]
+) -> tuple[int, int]:
     """POST ``total`` bytes (chunked, or with a true Content-Length) as fast as the server
     reads them; stop as soon as it answers. Returns (status, bytes sent)."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-    head = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", "Content-Type: application/json",
-            *(f"{k}: {v}" for k, v in headers.items()),
-            "Transfer-Encoding: chunked" if chunked else f"Content-Length: {total}"]
+    head = [
+        f"POST {path} HTTP/1.1",
+        "Host: 127.0.0.1",
+        "Content-Type: application/json",
+        *(f"{k}: {v}" for k, v in headers.items()),
+        "Transfer-Encoding: chunked" if chunked else f"Content-Length: {total}",
+    ]
     sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
     piece = b"[" * MB
     frame = memoryview(f"{len(piece):x}\r\n".encode() + piece + b"\r\n" if chunked else piece)
@@ -190,8 +208,7 @@ def _post_big(port: int, path: str, total: int, *, chunked: bool,
     return int(reply.split(b" ", 2)[1]), sent
 
 
-def test_oversized_bodies_are_refused_and_memory_stays_flat(
-        emulator: tuple[str, int]) -> None:
+def test_oversized_bodies_are_refused_and_memory_stays_flat(emulator: tuple[str, int]) -> None:
     """Eight parallel 100 MB bodies to an admin route and to the API, chunked (no length to
     trust) or with a declared length, are all 413 after a few MB at most, and the emulator's
     peak memory grows by far less than what was sent; without the key they are 401."""
@@ -201,13 +218,17 @@ def test_oversized_bodies_are_refused_and_memory_stays_flat(
     submit = {**AUTH, "X-DashScope-Async": "enable"}
     attacks: list[tuple[str, bool, dict[str, str]]] = [
         (path, chunked, headers)
-        for path, headers in (("/_emulator/config", AUTH),
-                              ("/api/v1/services/audio/asr/transcription", submit))
-        for chunked in (True, False)] * 2
+        for path, headers in (
+            ("/_emulator/config", AUTH),
+            ("/api/v1/services/audio/asr/transcription", submit),
+        )
+        for chunked in (True, False)
+    ] * 2
     attacks += [("/_emulator/config", True, {}), ("/_emulator/reset", False, WRONG)]
     with ThreadPoolExecutor(8) as pool:
-        answers = list(pool.map(lambda a: _post_big(port, a[0], 100 * MB, chunked=a[1],
-                                                    headers=a[2]), attacks))
+        answers = list(
+            pool.map(lambda a: _post_big(port, a[0], 100 * MB, chunked=a[1], headers=a[2]), attacks)
+        )
     statuses = [status for status, _ in answers]
     assert statuses == [413] * 8 + [401, 401], statuses
     assert max(sent for _, sent in answers) < 20 * MB  # cut off early, not read to the end
@@ -215,8 +236,12 @@ def test_oversized_bodies_are_refused_and_memory_stays_flat(
     print(f"sent {[round(s / MB, 1) for _, s in answers]} MB; peak RSS +{grown_mb:.0f} MB")
     assert grown_mb < 100, f"peak RSS grew {grown_mb:.0f} MB"
     # Still serving: a small, proper request after the attack.
-    assert httpx.post(f"{base}/_emulator/config", headers=AUTH,
-                      json={"latency_s": 0.2}).json()["latency_s"] == 0.2
+    assert (
+        httpx.post(f"{base}/_emulator/config", headers=AUTH, json={"latency_s": 0.2}).json()[
+            "latency_s"
+        ]
+        == 0.2
+    )
 
 
 def test_body_caps_follow_the_route() -> None:
@@ -226,12 +251,21 @@ def test_body_caps_follow_the_route() -> None:
     from pipeline.emulator.config import EmulatorConfig
 
     config = EmulatorConfig()
-    caps: dict[str, int] = {p: body_cap(route_of(p), config) for p in (
-        "/_emulator/config", "/results/t/0.json", "/api/v1/services/audio/asr/transcription",
-        "/compatible-mode/v1/chat/completions", "/_oss/upload")}
+    caps: dict[str, int] = {
+        p: body_cap(route_of(p), config)
+        for p in (
+            "/_emulator/config",
+            "/results/t/0.json",
+            "/api/v1/services/audio/asr/transcription",
+            "/compatible-mode/v1/chat/completions",
+            "/_oss/upload",
+        )
+    }
     assert caps["/_emulator/config"] == caps["/results/t/0.json"] == SMALL_BODY
     assert config.sync_max_bytes < caps["/api/v1/services/audio/asr/transcription"] <= 12 * MB
-    assert caps["/compatible-mode/v1/chat/completions"] == caps[
-        "/api/v1/services/audio/asr/transcription"]
+    assert (
+        caps["/compatible-mode/v1/chat/completions"]
+        == caps["/api/v1/services/audio/asr/transcription"]
+    )
     assert config.upload_max_bytes < caps["/_oss/upload"] <= config.upload_max_bytes + 2 * MB
     assert route_of("/_oss/upload") is Route.UPLOAD

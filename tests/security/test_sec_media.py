@@ -53,17 +53,23 @@ def scratch_bytes(root: Path) -> int:
 
 @pytest.mark.model
 def test_one_hertz_wav_fails_fast_and_the_batch_goes_on(
-        run_cli: RunCli, tmp_path: Path, one_hertz_wav: Path, tone: Path) -> None:
+    run_cli: RunCli, tmp_path: Path, one_hertz_wav: Path, tone: Path
+) -> None:
     """The 1 Hz file fails at probe with low_sample_rate; the tone beside it succeeds and
     no scratch is left behind."""
     manifest = tmp_path / "m.jsonl"
-    manifest.write_text(json.dumps({"id": "slow", "source": str(one_hertz_wav)}) + "\n"
-                        + json.dumps({"id": "tone", "source": str(tone)}) + "\n")
+    manifest.write_text(
+        json.dumps({"id": "slow", "source": str(one_hertz_wav)})
+        + "\n"
+        + json.dumps({"id": "tone", "source": str(tone)})
+        + "\n"
+    )
     out, scratch = tmp_path / "out", tmp_path / "scratch"
     scratch.mkdir()
     started = time.monotonic()
-    proc = run_cli("run", str(manifest), "--out", str(out),
-                   env={"BULKSCRIBE_SCRATCH_DIR": str(scratch)})
+    proc = run_cli(
+        "run", str(manifest), "--out", str(out), env={"BULKSCRIBE_SCRATCH_DIR": str(scratch)}
+    )
     elapsed = time.monotonic() - started
     assert proc.returncode == 1, proc.stderr
     got = results(out)
@@ -77,16 +83,24 @@ def test_one_hertz_wav_fails_fast_and_the_batch_goes_on(
 
 
 def test_low_scratch_cap_fails_a_normal_file_with_too_large(
-        run_cli: RunCli, tmp_path: Path, tone: Path) -> None:
+    run_cli: RunCli, tmp_path: Path, tone: Path
+) -> None:
     """BULKSCRIBE_LIMITS__MAX_SCRATCH_BYTES below what a file decodes to: too_large, named
     setting in the message, nothing left in scratch."""
     manifest = tmp_path / "m.jsonl"
     manifest.write_text(json.dumps({"id": "tone", "source": str(tone)}) + "\n")
     out, scratch = tmp_path / "out", tmp_path / "scratch"
     scratch.mkdir()
-    proc = run_cli("run", str(manifest), "--out", str(out),
-                   env={"BULKSCRIBE_LIMITS__MAX_SCRATCH_BYTES": "50000",
-                        "BULKSCRIBE_SCRATCH_DIR": str(scratch)})
+    proc = run_cli(
+        "run",
+        str(manifest),
+        "--out",
+        str(out),
+        env={
+            "BULKSCRIBE_LIMITS__MAX_SCRATCH_BYTES": "50000",
+            "BULKSCRIBE_SCRATCH_DIR": str(scratch),
+        },
+    )
     assert proc.returncode == 1, proc.stderr
     error = results(out)["tone"]["error"]
     assert error["code"] == "too_large"
@@ -95,7 +109,8 @@ def test_low_scratch_cap_fails_a_normal_file_with_too_large(
 
 
 def test_header_that_understates_its_length_is_stopped_by_ffmpeg(
-        tmp_path: Path, tone: Path) -> None:
+    tmp_path: Path, tone: Path
+) -> None:
     """A probe that claims 1 s (32 kB, under a 50 kB cap) for a 3 s file: ffmpeg stops at the
     cap (-fs), the item fails too_large and the partial output is removed."""
     from pipeline.errors import MediaRejected
@@ -118,5 +133,6 @@ def test_default_scratch_cap_fits_twelve_hours() -> None:
     from pipeline.stages.normalize import wav_bytes
 
     cap = load_settings().limits.max_scratch_bytes
-    assert wav_bytes(12 * 3600, NormalizeSpec()) <= cap < 1.1 * wav_bytes(12 * 3600,
-                                                                          NormalizeSpec())
+    assert (
+        wav_bytes(12 * 3600, NormalizeSpec()) <= cap < 1.1 * wav_bytes(12 * 3600, NormalizeSpec())
+    )

@@ -22,8 +22,12 @@ RunCli = Callable[..., subprocess.CompletedProcess[str]]
 def manifest(tmp_path: Path) -> Path:
     """Two lines naming files that do not exist: each fails at once with not_found."""
     path = tmp_path / "manifest.jsonl"
-    path.write_text("".join(json.dumps({"id": f"a{i}", "source": str(tmp_path / f"no{i}.wav")})
-                            + "\n" for i in range(2)))
+    path.write_text(
+        "".join(
+            json.dumps({"id": f"a{i}", "source": str(tmp_path / f"no{i}.wav")}) + "\n"
+            for i in range(2)
+        )
+    )
     return path
 
 
@@ -45,20 +49,28 @@ def untouched(path: Path) -> bool:
 def refused(proc: subprocess.CompletedProcess[str], what: str) -> bool:
     """Exit 2, one error line naming ``what``, no traceback."""
     errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
-    return (proc.returncode == 2 and len(errors) == 1 and what in errors[0]
-            and "Traceback" not in proc.stderr)
+    return (
+        proc.returncode == 2
+        and len(errors) == 1
+        and what in errors[0]
+        and "Traceback" not in proc.stderr
+    )
 
 
-@pytest.mark.parametrize("name", [
-    ".bulkscribe/lock",
-    ".bulkscribe/ledger.db",
-    ".bulkscribe/ledger.db-journal",
-    ".bulkscribe/ledger.db-wal",
-    ".bulkscribe/ledger.db-shm",
-    "bulkscribe.log",
-])
-def test_planted_file_link_is_refused(run_cli: RunCli, tmp_path: Path, manifest: Path,
-                                      victim: Path, name: str) -> None:
+@pytest.mark.parametrize(
+    "name",
+    [
+        ".bulkscribe/lock",
+        ".bulkscribe/ledger.db",
+        ".bulkscribe/ledger.db-journal",
+        ".bulkscribe/ledger.db-wal",
+        ".bulkscribe/ledger.db-shm",
+        "bulkscribe.log",
+    ],
+)
+def test_planted_file_link_is_refused(
+    run_cli: RunCli, tmp_path: Path, manifest: Path, victim: Path, name: str
+) -> None:
     """A symlink where the run keeps its lock, ledger (or a SQLite side file) or log:
     exit 2 naming it, and the file it points at is untouched."""
     out = tmp_path / "out"
@@ -70,8 +82,7 @@ def test_planted_file_link_is_refused(run_cli: RunCli, tmp_path: Path, manifest:
     assert (out / name).is_symlink()  # left for the operator to look at
 
 
-def test_planted_state_dir_link_is_refused(run_cli: RunCli, tmp_path: Path,
-                                           manifest: Path) -> None:
+def test_planted_state_dir_link_is_refused(run_cli: RunCli, tmp_path: Path, manifest: Path) -> None:
     """.bulkscribe itself a link to a directory elsewhere: refused, nothing lands there."""
     out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
     out.mkdir()
@@ -82,8 +93,7 @@ def test_planted_state_dir_link_is_refused(run_cli: RunCli, tmp_path: Path,
     assert list(elsewhere.iterdir()) == []
 
 
-def test_planted_media_link_is_refused(run_cli: RunCli, tmp_path: Path,
-                                       manifest: Path) -> None:
+def test_planted_media_link_is_refused(run_cli: RunCli, tmp_path: Path, manifest: Path) -> None:
     """The media store under the state dir a link elsewhere: refused."""
     out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
     (out / ".bulkscribe").mkdir(parents=True)
@@ -94,21 +104,28 @@ def test_planted_media_link_is_refused(run_cli: RunCli, tmp_path: Path,
     assert list(elsewhere.iterdir()) == []
 
 
-def test_scratch_link_inside_out_is_refused(run_cli: RunCli, tmp_path: Path,
-                                            manifest: Path) -> None:
+def test_scratch_link_inside_out_is_refused(
+    run_cli: RunCli, tmp_path: Path, manifest: Path
+) -> None:
     """A scratch directory configured inside --out that is a link elsewhere: refused."""
     out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
     out.mkdir()
     elsewhere.mkdir()
     (out / "scratch").symlink_to(elsewhere, target_is_directory=True)
-    proc = run_cli("run", str(manifest), "--out", str(out),
-                   env={"BULKSCRIBE_SCRATCH_DIR": str(out / "scratch")})
+    proc = run_cli(
+        "run",
+        str(manifest),
+        "--out",
+        str(out),
+        env={"BULKSCRIBE_SCRATCH_DIR": str(out / "scratch")},
+    )
     assert refused(proc, f"{out / 'scratch'} is a symbolic link"), proc.stderr
     assert list(elsewhere.iterdir()) == []
 
 
-def test_hard_linked_lock_is_refused(run_cli: RunCli, tmp_path: Path, manifest: Path,
-                                     victim: Path) -> None:
+def test_hard_linked_lock_is_refused(
+    run_cli: RunCli, tmp_path: Path, manifest: Path, victim: Path
+) -> None:
     """A hard link to an outside file as the lock (no symlink to see): refused all the same."""
     out = tmp_path / "out"
     (out / ".bulkscribe").mkdir(parents=True)
@@ -118,8 +135,9 @@ def test_hard_linked_lock_is_refused(run_cli: RunCli, tmp_path: Path, manifest: 
     assert untouched(victim)
 
 
-def test_fifo_lock_is_refused_without_hanging(run_cli: RunCli, tmp_path: Path,
-                                              manifest: Path) -> None:
+def test_fifo_lock_is_refused_without_hanging(
+    run_cli: RunCli, tmp_path: Path, manifest: Path
+) -> None:
     """A FIFO where the lock goes would block a plain open(); it is refused at once."""
     out = tmp_path / "out"
     (out / ".bulkscribe").mkdir(parents=True)
@@ -128,8 +146,9 @@ def test_fifo_lock_is_refused_without_hanging(run_cli: RunCli, tmp_path: Path,
     assert refused(proc, "is not a regular file"), proc.stderr
 
 
-def test_state_dir_of_another_user_is_refused(run_cli: RunCli, tmp_path: Path,
-                                              manifest: Path) -> None:
+def test_state_dir_of_another_user_is_refused(
+    run_cli: RunCli, tmp_path: Path, manifest: Path
+) -> None:
     """A .bulkscribe someone else created (and could fill with links later): refused."""
     out = tmp_path / "out"
     (out / ".bulkscribe").mkdir(parents=True)
@@ -140,8 +159,9 @@ def test_state_dir_of_another_user_is_refused(run_cli: RunCli, tmp_path: Path,
     assert list((out / ".bulkscribe").iterdir()) == []
 
 
-def test_results_link_is_replaced_not_followed(run_cli: RunCli, tmp_path: Path,
-                                               manifest: Path, victim: Path) -> None:
+def test_results_link_is_replaced_not_followed(
+    run_cli: RunCli, tmp_path: Path, manifest: Path, victim: Path
+) -> None:
     """results.jsonl is written to a new file and renamed: a planted link there needs no
     refusal. The run goes on (exit 1: its items are missing files), the victim is
     untouched and results.jsonl is now a regular file of the run's own."""
@@ -156,8 +176,7 @@ def test_results_link_is_replaced_not_followed(run_cli: RunCli, tmp_path: Path,
     assert [json.loads(line)["error"]["code"] for line in lines] == ["not_found"] * 2
 
 
-def test_clean_run_keeps_its_state_private(run_cli: RunCli, tmp_path: Path,
-                                           manifest: Path) -> None:
+def test_clean_run_keeps_its_state_private(run_cli: RunCli, tmp_path: Path, manifest: Path) -> None:
     """A normal run: the state dir is 0700 and the run's own, the lock names its pid."""
     out = tmp_path / "out"
     proc = run_cli("run", str(manifest), "--out", str(out))
@@ -168,10 +187,12 @@ def test_clean_run_keeps_its_state_private(run_cli: RunCli, tmp_path: Path,
     assert (out / "bulkscribe.log").is_file()
 
 
-@pytest.mark.parametrize("where", ["/sys/kernel/bulkscribe-out", "/proc/1/bulkscribe-out",
-                                   "below-a-file"])
-def test_unwritable_out_is_a_usage_error(run_cli: RunCli, tmp_path: Path, manifest: Path,
-                                         where: str) -> None:
+@pytest.mark.parametrize(
+    "where", ["/sys/kernel/bulkscribe-out", "/proc/1/bulkscribe-out", "below-a-file"]
+)
+def test_unwritable_out_is_a_usage_error(
+    run_cli: RunCli, tmp_path: Path, manifest: Path, where: str
+) -> None:
     """--out that cannot be created or written (root can write a chmod'ed directory, so
     /sys, /proc and a path below a regular file): exit 2, one line with the directory and
     the OS error, before any item is touched (no ledger anywhere)."""
@@ -183,8 +204,9 @@ def test_unwritable_out_is_a_usage_error(run_cli: RunCli, tmp_path: Path, manife
     assert not Path(where).exists()
 
 
-def test_status_refuses_a_planted_ledger_link(run_cli: RunCli, tmp_path: Path,
-                                              victim: Path) -> None:
+def test_status_refuses_a_planted_ledger_link(
+    run_cli: RunCli, tmp_path: Path, victim: Path
+) -> None:
     """``status --out`` checks the state dir as ``run`` does before SQLite opens anything."""
     out = tmp_path / "out"
     (out / ".bulkscribe").mkdir(parents=True, mode=0o700)
@@ -197,7 +219,8 @@ def test_status_refuses_a_planted_ledger_link(run_cli: RunCli, tmp_path: Path,
 @pytest.mark.ffmpeg
 @pytest.mark.model
 def test_transcript_link_outside_fails_the_item_not_the_victim(
-        run_cli: RunCli, tmp_path: Path, victim: Path) -> None:
+    run_cli: RunCli, tmp_path: Path, victim: Path
+) -> None:
     """<id>.txt planted as a link to a file outside --out: that item fails ("would write
     outside"), nothing is written through the link, and the run finishes (exit 1)."""
     from support import ffmpeg

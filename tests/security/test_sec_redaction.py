@@ -41,8 +41,9 @@ def guarded_server(harvard_wav: Path) -> Iterator[tuple[str, Counter[str]]]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             path, _, query = self.path.partition("?")
-            authorised = (self.headers.get("Authorization") == expected_auth
-                          and f"token={TOKEN}" in query.split("&"))
+            authorised = self.headers.get(
+                "Authorization"
+            ) == expected_auth and f"token={TOKEN}" in query.split("&")
             hits[f"{path}:{'ok' if authorised else 'refused'}"] += 1
             if not authorised:
                 self.send_error(403)
@@ -70,16 +71,24 @@ def guarded_server(harvard_wav: Path) -> Iterator[tuple[str, Counter[str]]]:
 def test_redact_url_masks_user_info_and_secret_parameters() -> None:
     """User info and secret query values become ***; other parameters and the rest of the
     URL stay byte for byte, and a URL with nothing secret is unchanged."""
-    url = (f"https://{USER}:{PASSWORD}@media.example/a%20b.wav?token={TOKEN}&lang=en"
-           f"&X-Amz-Signature={SIGNATURE}&X-Amz-Credential=AKIA/x&X-Amz-Date=20260101"
-           f"&Expires=17&Signature={SIGNATURE}&OSSAccessKeyId=LTAI&security-token=st&sig=s"
-           f"&access_token=a&API_KEY=k#frag")
+    url = (
+        f"https://{USER}:{PASSWORD}@media.example/a%20b.wav?token={TOKEN}&lang=en"
+        f"&X-Amz-Signature={SIGNATURE}&X-Amz-Credential=AKIA/x&X-Amz-Date=20260101"
+        f"&Expires=17&Signature={SIGNATURE}&OSSAccessKeyId=LTAI&security-token=st&sig=s"
+        f"&access_token=a&API_KEY=k#frag"
+    )
     assert redact_url(url) == (
         "https://***@media.example/a%20b.wav?token=***&lang=en&X-Amz-Signature=***"
         "&X-Amz-Credential=***&X-Amz-Date=20260101&Expires=17&Signature=***"
-        "&OSSAccessKeyId=***&security-token=***&sig=***&access_token=***&API_KEY=***#frag")
-    for plain in ("https://media.example/a.wav?lang=en&x", "/data/a.wav", "s3://b/k.wav",
-                  "file:///data/a.wav", "http://host/?token="):
+        "&OSSAccessKeyId=***&security-token=***&sig=***&access_token=***&API_KEY=***#frag"
+    )
+    for plain in (
+        "https://media.example/a.wav?lang=en&x",
+        "/data/a.wav",
+        "s3://b/k.wav",
+        "file:///data/a.wav",
+        "http://host/?token=",
+    ):
         assert redact_url(plain) == plain
     assert display(url) == redact_url(url)
     text = f"failed: http://u:{PASSWORD}@h/x?token={TOKEN} (HTTP 403)"
@@ -95,7 +104,8 @@ def _walk(out: Path) -> Iterator[Path]:
 @pytest.mark.ffmpeg
 @pytest.mark.model
 def test_credentials_are_used_for_the_fetch_and_never_shown(
-        tmp_path: Path, guarded_server: tuple[str, Counter[str]]) -> None:
+    tmp_path: Path, guarded_server: tuple[str, Counter[str]]
+) -> None:
     """The run fetches with the URL's credentials; neither the password nor the token nor
     the signature appears in any output file, log, display column of the ledger, stdout or
     stderr. Only the ledger's items.source column keeps the fetchable URL."""
@@ -104,21 +114,39 @@ def test_credentials_are_used_for_the_fetch_and_never_shown(
     gone = f"http://{USER}:{PASSWORD}@{host}/gone.wav?token={TOKEN}&Signature={SIGNATURE}"
     refused = f"http://{USER}:wrong@{host}/talk.wav?token={TOKEN}&Signature={SIGNATURE}"
     manifest = tmp_path / "manifest.jsonl"
-    manifest.write_text("".join(json.dumps(r) + "\n" for r in (
-        {"id": "talk", "source": good}, {"id": "gone", "source": gone},
-        {"id": "refused", "source": refused})))
+    manifest.write_text(
+        "".join(
+            json.dumps(r) + "\n"
+            for r in (
+                {"id": "talk", "source": good},
+                {"id": "gone", "source": gone},
+                {"id": "refused", "source": refused},
+            )
+        )
+    )
     out = tmp_path / "out"
     env = {**os.environ, "BULKSCRIBE_RETRY__BACKOFF_BASE_S": "0.1"}
-    runs = [subprocess.run([str(BULKSCRIBE), "run", str(manifest), "--out", str(out), *flags],
-                           capture_output=True, text=True, timeout=300, env=env)
-            for flags in (["-vv"], ["--json", "--retry-failed"])]
+    runs = [
+        subprocess.run(
+            [str(BULKSCRIBE), "run", str(manifest), "--out", str(out), *flags],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+        )
+        for flags in (["-vv"], ["--json", "--retry-failed"])
+    ]
     assert hits["/talk.wav:ok"] == 1  # the fetch used the credentials
     assert hits["/talk.wav:refused"] == 2  # 'refused' once per run: 403 is permanent
-    results = {json.loads(line)["id"]: json.loads(line)
-               for line in (out / "results.jsonl").read_text().splitlines()}
+    results = {
+        json.loads(line)["id"]: json.loads(line)
+        for line in (out / "results.jsonl").read_text().splitlines()
+    }
     assert results["talk"]["status"] == "SUCCEEDED", results
     assert (results["gone"]["error"]["code"], results["refused"]["error"]["code"]) == (
-        "not_found", "download_failed")
+        "not_found",
+        "download_failed",
+    )
     shown = f"http://***@{host}/talk.wav?token=***&Signature=***"
     assert results["talk"]["source"] == shown
     assert json.loads((out / "talk.json").read_text())["file_url"] == shown
@@ -137,8 +165,14 @@ def test_credentials_are_used_for_the_fetch_and_never_shown(
         checked.append(path.name)
         for secret in secrets:
             assert secret.encode() not in data, (path, secret)
-    assert {"results.jsonl", "talk.json", "talk.txt", "talk.srt", "talk.vtt",
-            "bulkscribe.log"} <= set(checked)
+    assert {
+        "results.jsonl",
+        "talk.json",
+        "talk.txt",
+        "talk.srt",
+        "talk.vtt",
+        "bulkscribe.log",
+    } <= set(checked)
     assert "***" in (out / "bulkscribe.log").read_text()
 
     db = sqlite3.connect(f"file:{out / '.bulkscribe' / 'ledger.db'}?mode=ro", uri=True)
@@ -163,10 +197,18 @@ def test_new_credentials_are_a_new_attempt_but_never_stored_for_display() -> Non
     from pipeline.batches import seeds_for
     from pipeline.models import ManifestItem
 
-    seeds = [seeds_for([ManifestItem(item_id="a", source=f"https://h/a.wav?token={t}",
-                                     line_no=1)], engine="local", model="tiny.en",
-                       language=None)[0] for t in ("old-tok", "new-tok")]
+    seeds = [
+        seeds_for(
+            [ManifestItem(item_id="a", source=f"https://h/a.wav?token={t}", line_no=1)],
+            engine="local",
+            model="tiny.en",
+            language=None,
+        )[0]
+        for t in ("old-tok", "new-tok")
+    ]
     assert seeds[0].spec == seeds[1].spec and seeds[0].spec["source"] == "https://h/a.wav?token=***"
     assert seeds[0].fingerprint != seeds[1].fingerprint
-    assert [s.source for s in seeds] == ["https://h/a.wav?token=old-tok",
-                                         "https://h/a.wav?token=new-tok"]
+    assert [s.source for s in seeds] == [
+        "https://h/a.wav?token=old-tok",
+        "https://h/a.wav?token=new-tok",
+    ]

@@ -26,14 +26,22 @@ from dist_support import (  # noqa: F401  (pytest finds fixtures by name)
     redis_server,
 )
 
-pytestmark = [pytest.mark.celery, pytest.mark.redis, pytest.mark.postgres, pytest.mark.s3,
-              pytest.mark.slow]
+pytestmark = [
+    pytest.mark.celery,
+    pytest.mark.redis,
+    pytest.mark.postgres,
+    pytest.mark.s3,
+    pytest.mark.slow,
+]
 
 FILETRANS = ("--engine", "dashscope", "--model", "qwen3-asr-flash-filetrans")
 
 
 def test_second_batch_cannot_take_anothers_out(
-        cluster: Cluster, clips: Clips, tmp_path: Path) -> None:  # noqa: F811 (the fixtures)
+    cluster: Cluster,  # noqa: F811 (the fixture)
+    clips: Clips,  # noqa: F811 (the fixture)
+    tmp_path: Path,
+) -> None:
     """Batch A (9 files) has written to --out; batch B (1 file, an id A also has, another
     source) is submitted to that --out however it is spelt (trailing slash, .., a symlink):
     refused every time, naming A. All 9 of A's outputs and results rows survive; B runs
@@ -51,8 +59,13 @@ def test_second_batch_cannot_take_anothers_out(
     intruder = [{"id": "sh000", "source": str(clips.files[4]), "start_s": 0.5}]
     path = manifest(tmp_path / "b.jsonl", intruder)
     (tmp_path / "link").symlink_to(shared)
-    for spelling in (str(shared), f"{shared}/", str(tmp_path / "x" / ".." / "shared"),
-                     str(tmp_path / "link"), f"file://{shared}"):
+    for spelling in (
+        str(shared),
+        f"{shared}/",
+        str(tmp_path / "x" / ".." / "shared"),
+        str(tmp_path / "link"),
+        f"file://{shared}",
+    ):
         refused = cluster.cli("submit", str(path), "--out", spelling, *FILETRANS, check=False)
         assert refused.returncode == 2, (spelling, refused.stdout, refused.stderr)
         assert f"used by batch {a}" in refused.stderr
@@ -67,8 +80,7 @@ def test_second_batch_cannot_take_anothers_out(
     assert {r["status"] for r in rows} == {"SUCCEEDED"}
 
     sent = len(cluster.em_tasks())
-    again = cluster.cli_json("submit", str(tmp_path / "a.jsonl"), "--out", str(shared),
-                             *FILETRANS)
+    again = cluster.cli_json("submit", str(tmp_path / "a.jsonl"), "--out", str(shared), *FILETRANS)
     assert (again["batch_id"], again["resumed"]) == (a, True)
     assert all(r.attempt == 1 for r in cluster.rows(a))
     assert len(cluster.em_tasks()) == sent

@@ -18,13 +18,36 @@ NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 
 def row(n: int, state: ItemState = ItemState.PENDING, **values: Any) -> ItemRow:
     base: dict[str, Any] = dict(
-        id=f"id{n}", batch_id="b", key=f"k{n}", line_no=n, source=f"/a/{n}.wav",
-        spec={"model": values.pop("model", "fun-asr")}, fingerprint="f", source_stamp=None,
-        state=state, attempt=1, tries=0, lease_owner=None, lease_until=None, next_run_at=None,
-        polls=0, submitted_at=None, provider_task_id=None, media_key=None, media_url=None,
-        probe=None, audio_duration_ms=None, error_code=None, error_message=None,
-        error_detail=None, outputs=None, timings=None, created_at=NOW, updated_at=NOW,
-        finished_at=None)
+        id=f"id{n}",
+        batch_id="b",
+        key=f"k{n}",
+        line_no=n,
+        source=f"/a/{n}.wav",
+        spec={"model": values.pop("model", "fun-asr")},
+        fingerprint="f",
+        source_stamp=None,
+        state=state,
+        attempt=1,
+        tries=0,
+        lease_owner=None,
+        lease_until=None,
+        next_run_at=None,
+        polls=0,
+        submitted_at=None,
+        provider_task_id=None,
+        media_key=None,
+        media_url=None,
+        probe=None,
+        audio_duration_ms=None,
+        error_code=None,
+        error_message=None,
+        error_detail=None,
+        outputs=None,
+        timings=None,
+        created_at=NOW,
+        updated_at=NOW,
+        finished_at=None,
+    )
     return ItemRow(**{**base, **values})
 
 
@@ -33,41 +56,75 @@ def agenda(mode: Mode = Mode.ASYNC, size: int = 3) -> Agenda:
 
 
 def plan(rows: list[ItemRow], **kw: Any) -> list[tuple[Action | None, tuple[str, ...]]]:
-    jobs = plan_jobs(rows, lambda _r: Mode.ASYNC, NOW, prepare_room=kw.pop("prepare_room", 99),
-                     submit_room=kw.pop("submit_room", 99), batch_size=lambda _m: 2,
-                     default_model="fun-asr", **kw)
+    jobs = plan_jobs(
+        rows,
+        lambda _r: Mode.ASYNC,
+        NOW,
+        prepare_room=kw.pop("prepare_room", 99),
+        submit_room=kw.pop("submit_room", 99),
+        batch_size=lambda _m: 2,
+        default_model="fun-asr",
+        **kw,
+    )
     return [(j.action, j.ids) for j in jobs]
 
 
 def test_most_advanced_first_each_kind_in_manifest_order() -> None:
     """Reconciles, polls, submits (async), prepares; within a kind by line number."""
-    rows = [row(5), row(4, ItemState.PREPARED), row(3, ItemState.SUBMITTED, provider_task_id="t"),
-            row(2, ItemState.SUBMITTING), row(1)]
-    assert plan(rows) == [(None, ("id2",)), (Action.POLL, ("id3",)),
-                          (Action.SUBMIT, ("id4",)), (Action.PREPARE, ("id1",)),
-                          (Action.PREPARE, ("id5",))]
+    rows = [
+        row(5),
+        row(4, ItemState.PREPARED),
+        row(3, ItemState.SUBMITTED, provider_task_id="t"),
+        row(2, ItemState.SUBMITTING),
+        row(1),
+    ]
+    assert plan(rows) == [
+        (None, ("id2",)),
+        (Action.POLL, ("id3",)),
+        (Action.SUBMIT, ("id4",)),
+        (Action.PREPARE, ("id1",)),
+        (Action.PREPARE, ("id5",)),
+    ]
 
 
 def test_polls_group_a_tasks_rows_and_submits_batch_per_model() -> None:
     """Rows of one provider task poll together; prepared rows go in groups of batch_size,
     model by model, earliest waiting model first."""
-    rows = [row(1, ItemState.SUBMITTED, provider_task_id="t1"),
-            row(2, ItemState.SUBMITTED, provider_task_id="t2"),
-            row(3, ItemState.SUBMITTED, provider_task_id="t1"),
-            *(row(n, ItemState.PREPARED, model="paraformer-v2" if n == 4 else "fun-asr")
-              for n in range(4, 9))]
-    assert plan(rows) == [(Action.POLL, ("id1", "id3")), (Action.POLL, ("id2",)),
-                          (Action.SUBMIT, ("id4",)), (Action.SUBMIT, ("id5", "id6")),
-                          (Action.SUBMIT, ("id7", "id8"))]
+    rows = [
+        row(1, ItemState.SUBMITTED, provider_task_id="t1"),
+        row(2, ItemState.SUBMITTED, provider_task_id="t2"),
+        row(3, ItemState.SUBMITTED, provider_task_id="t1"),
+        *(
+            row(n, ItemState.PREPARED, model="paraformer-v2" if n == 4 else "fun-asr")
+            for n in range(4, 9)
+        ),
+    ]
+    assert plan(rows) == [
+        (Action.POLL, ("id1", "id3")),
+        (Action.POLL, ("id2",)),
+        (Action.SUBMIT, ("id4",)),
+        (Action.SUBMIT, ("id5", "id6")),
+        (Action.SUBMIT, ("id7", "id8")),
+    ]
 
 
 def test_rooms_busy_and_not_yet_due_rows_hold_work_back() -> None:
     """prepare_room and submit_room cap their kinds; busy rows and rows not due are left."""
     later = NOW + timedelta(seconds=5)
-    rows = [row(1), row(2), row(3), row(4, next_run_at=later), row(5, ItemState.PREPARED),
-            row(6, ItemState.PREPARED), row(7, ItemState.PREPARED), row(8, ItemState.PREPARED)]
+    rows = [
+        row(1),
+        row(2),
+        row(3),
+        row(4, next_run_at=later),
+        row(5, ItemState.PREPARED),
+        row(6, ItemState.PREPARED),
+        row(7, ItemState.PREPARED),
+        row(8, ItemState.PREPARED),
+    ]
     assert plan(rows, prepare_room=1, submit_room=1, busy={"id1"}) == [
-        (Action.SUBMIT, ("id5", "id6")), (Action.PREPARE, ("id2",))]
+        (Action.SUBMIT, ("id5", "id6")),
+        (Action.PREPARE, ("id2",)),
+    ]
 
 
 def test_submitting_row_waits_for_its_lease() -> None:
@@ -85,15 +142,17 @@ def test_agenda_hands_out_once_until_put_back() -> None:
         a.put(row(n))
     a.put(row(9, ItemState.PREPARED))
     cpu = (Lane.TRANSCRIBE, Lane.PREPARE)
-    assert [j.ids for j in a.take(NOW, lanes=cpu, limit=2, prepare_room=9)] == [("id9",),
-                                                                                  ("id1",)]
+    assert [j.ids for j in a.take(NOW, lanes=cpu, limit=2, prepare_room=9)] == [("id9",), ("id1",)]
     assert a.take(NOW, lanes=(Lane.POLL, Lane.SUBMIT), prepare_room=9) == []
     assert [j.ids for j in a.take(NOW, lanes=cpu, limit=1, prepare_room=9)] == [("id2",)]
     a.put(row(1, ItemState.FAILED))  # finished: forgotten
     a.put(row(2, ItemState.PREPARED))  # back with a new state: transcribed next
     assert len(a) == 4 and a.prepared == 2
     assert [(j.action, j.ids) for j in a.take(NOW, lanes=cpu, prepare_room=9)] == [
-        (Action.TRANSCRIBE, ("id2",)), (Action.PREPARE, ("id3",)), (Action.PREPARE, ("id4",))]
+        (Action.TRANSCRIBE, ("id2",)),
+        (Action.PREPARE, ("id3",)),
+        (Action.PREPARE, ("id4",)),
+    ]
 
 
 def test_agenda_promotes_rows_when_due_and_reports_the_next_due() -> None:

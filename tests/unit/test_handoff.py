@@ -27,13 +27,36 @@ NOW = datetime(2026, 11, 26, 2, 0, tzinfo=UTC)
 
 def row(model: str, state: ItemState = ItemState.PREPARING) -> ItemRow:
     return ItemRow(
-        id="i1", batch_id="b", key="k", line_no=1, source="/a.wav",
-        spec={"source": "/a.wav", "model": model}, fingerprint="f", source_stamp=None,
-        state=state, attempt=1, tries=0, lease_owner=None, lease_until=None, next_run_at=None,
-        polls=0, submitted_at=None, provider_task_id=None, media_key=None, media_url=None,
-        probe=None, audio_duration_ms=None, error_code=None, error_message=None,
-        error_detail=None, outputs=None, timings=None, created_at=NOW, updated_at=NOW,
-        finished_at=None)
+        id="i1",
+        batch_id="b",
+        key="k",
+        line_no=1,
+        source="/a.wav",
+        spec={"source": "/a.wav", "model": model},
+        fingerprint="f",
+        source_stamp=None,
+        state=state,
+        attempt=1,
+        tries=0,
+        lease_owner=None,
+        lease_until=None,
+        next_run_at=None,
+        polls=0,
+        submitted_at=None,
+        provider_task_id=None,
+        media_key=None,
+        media_url=None,
+        probe=None,
+        audio_duration_ms=None,
+        error_code=None,
+        error_message=None,
+        error_detail=None,
+        outputs=None,
+        timings=None,
+        created_at=NOW,
+        updated_at=NOW,
+        finished_at=None,
+    )
 
 
 def flow(settings: Any, handoff_s: float) -> FlowContext:
@@ -54,8 +77,9 @@ def test_prepared_items_are_handed_off_except_funasr_batches(settings: Any) -> N
     # Fun-ASR files wait for the sweeper, which puts up to batch_size of them in one task.
     assert settings.provider.batch_size > 1
     assert not hands_off(settings, row("fun-asr"), Action.SUBMIT, 0.0)
-    single = settings.model_copy(update={"provider": settings.provider.model_copy(
-        update={"batch_size": 1})})
+    single = settings.model_copy(
+        update={"provider": settings.provider.model_copy(update={"batch_size": 1})}
+    )
     assert hands_off(single, row("fun-asr"), Action.SUBMIT, 0.0)
 
 
@@ -73,8 +97,7 @@ def test_marks_carry_slack_only_for_what_is_handed_off(settings: Any) -> None:
     assert ctx.due_at(row("fun-asr"), Action.SUBMIT, 0.0, NOW) == NOW  # the sweeper's
     polled = replace(filetrans, state=ItemState.SUBMITTED)
     # A poll's message gets less slack: a worker killed while holding it takes it along.
-    assert ctx.due_at(polled, Action.POLL, 5.0, NOW) == NOW + timedelta(
-        seconds=5 + POLL_SLACK_S)
+    assert ctx.due_at(polled, Action.POLL, 5.0, NOW) == NOW + timedelta(seconds=5 + POLL_SLACK_S)
     assert ctx.due_at(polled, Action.POLL, 600.0, NOW) == NOW + timedelta(seconds=600)
     assert ctx.handed_off(polled, Action.POLL, 5.0)
     assert not ctx.handed_off(polled, Action.POLL, 600.0)

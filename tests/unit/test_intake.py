@@ -23,24 +23,40 @@ def test_intake_in_chunks_names_repeats_and_resumes(tmp_path: Path) -> None:
     a = _manifest(tmp_path / "a.jsonl", [f"x{i}" for i in range(7)] + ["x1"])
     b = _manifest(tmp_path / "b.jsonl", ["y0", "x5", "y1"])
     ledger = open_ledger(sqlite_url(tmp_path / "ledger.db"))
-    ledger.ensure_batch("b1", kind="submit", out=str(tmp_path / "out"), engine="local",
-                        model="tiny.en")
+    ledger.ensure_batch(
+        "b1", kind="submit", out=str(tmp_path / "out"), engine="local", model="tiny.en"
+    )
     chunks: list[int] = []
-    report = enter_stream(ledger, "b1", InputStream([a, b]), engine="local", model="tiny.en",
-                          language=None, chunk=3, on_chunk=lambda ids: chunks.append(len(ids)))
+    report = enter_stream(
+        ledger,
+        "b1",
+        InputStream([a, b]),
+        engine="local",
+        model="tiny.en",
+        language=None,
+        chunk=3,
+        on_chunk=lambda ids: chunks.append(len(ids)),
+    )
     assert (report.total, report.created, report.kept, report.duplicates) == (11, 11, 0, 2)
     assert sum(chunks) == 9  # the PENDING items, handed over chunk by chunk
-    expected = {e.line_no: e.message for e in load_inputs([a, b]).entries
-                if isinstance(e, ManifestProblem)}
+    expected = {
+        e.line_no: e.message for e in load_inputs([a, b]).entries if isinstance(e, ManifestProblem)
+    }
     rows = ledger.list_items("b1")
     failed = {r.line_no: r.error_message for r in rows if r.error_code == "duplicate_id"}
-    assert failed == expected == {
-        8: "a.jsonl line 8: id 'x1' is already used on a.jsonl line 2",
-        10: "b.jsonl line 2: id 'x5' is already used on a.jsonl line 6"}
+    assert (
+        failed
+        == expected
+        == {
+            8: "a.jsonl line 8: id 'x1' is already used on a.jsonl line 2",
+            10: "b.jsonl line 2: id 'x5' is already used on a.jsonl line 6",
+        }
+    )
     assert len(ledger.attempts_of(rows[0].id)) == 1
     assert ledger.batch("b1")["intake_at"] is None  # type: ignore[index]
 
-    again = enter_stream(ledger, "b1", InputStream([a, b]), engine="local", model="tiny.en",
-                         language=None, chunk=4)
+    again = enter_stream(
+        ledger, "b1", InputStream([a, b]), engine="local", model="tiny.en", language=None, chunk=4
+    )
     assert (again.created, again.kept) == (0, 11)
     assert len(ledger.list_items("b1")) == 11

@@ -50,15 +50,29 @@ def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
-def seed(key: str, fingerprint: str = "f1", *, stamp: str | None = "10:1",
-         failure: tuple[str, str] | None = None, line: int = 1) -> ItemSeed:
-    return ItemSeed(key, line, f"/in/{key}.wav", {"source": f"/in/{key}.wav", "id": key},
-                    fingerprint, stamp, failure)
+def seed(
+    key: str,
+    fingerprint: str = "f1",
+    *,
+    stamp: str | None = "10:1",
+    failure: tuple[str, str] | None = None,
+    line: int = 1,
+) -> ItemSeed:
+    return ItemSeed(
+        key,
+        line,
+        f"/in/{key}.wav",
+        {"source": f"/in/{key}.wav", "id": key},
+        fingerprint,
+        stamp,
+        failure,
+    )
 
 
 def add(ledger: Ledger, *keys: str) -> list[str]:
-    ledger.sync_items(BATCH, [seed(k, line=i) for i, k in enumerate(keys, 1)], engine="local",
-                      model="tiny.en")
+    ledger.sync_items(
+        BATCH, [seed(k, line=i) for i, k in enumerate(keys, 1)], engine="local", model="tiny.en"
+    )
     by_key = {r.key: r.id for r in ledger.list_items(BATCH)}
     return [by_key[k] for k in keys]
 
@@ -115,7 +129,11 @@ def test_move_out_of_a_claim_drops_the_lease_and_terminal_sets_finished(ledger: 
     assert ledger.move(item, S.PREPARING, S.PREPARED, owner="w1", media_key="/s/a.wav")
     row = ledger.get(item)
     assert (row.state, row.lease_owner, row.lease_until, row.media_key) == (  # type: ignore[union-attr]
-        S.PREPARED, None, None, "/s/a.wav")
+        S.PREPARED,
+        None,
+        None,
+        "/s/a.wav",
+    )
     ledger.claim(item, S.PREPARED, S.TRANSCRIBING, owner="w1", lease_s=60)
     assert ledger.move(item, S.TRANSCRIBING, S.SUCCEEDED, owner="w1", outputs={"json": "a.json"})
     row = ledger.get(item)
@@ -128,12 +146,19 @@ def test_move_writes_attempt_facts_only_when_the_move_happens(ledger: Ledger) ->
     a move that loses its compare-and-set leaves the attempt untouched."""
     a, b = add(ledger, "a", "b")
     ledger.claim(a, S.PENDING, S.SUBMITTING, owner="w1", lease_s=60)
-    assert ledger.move(a, S.SUBMITTING, S.SUBMITTED, owner="w1", provider_task_id="t-1",
-                       attempt={"provider_task_id": "t-1", "provider_request_id": "r-1"})
+    assert ledger.move(
+        a,
+        S.SUBMITTING,
+        S.SUBMITTED,
+        owner="w1",
+        provider_task_id="t-1",
+        attempt={"provider_task_id": "t-1", "provider_request_id": "r-1"},
+    )
     (att,) = ledger.attempts_of(a)
     assert (att["provider_task_id"], att["provider_request_id"]) == ("t-1", "r-1")
-    assert not ledger.move(b, S.SUBMITTING, S.SUBMITTED, provider_task_id="t-2",
-                           attempt={"provider_task_id": "t-2"})
+    assert not ledger.move(
+        b, S.SUBMITTING, S.SUBMITTED, provider_task_id="t-2", attempt={"provider_task_id": "t-2"}
+    )
     (att,) = ledger.attempts_of(b)
     assert att["provider_task_id"] is None
     assert ledger.known_task_ids(["t-1", "t-2"]) == {"t-1"}
@@ -179,10 +204,16 @@ def test_fail_records_the_error_on_item_and_attempt(ledger: Ledger) -> None:
     assert ledger.fail(item, S.PREPARING, "corrupt", "/in/a.wav cannot be decoded", owner="w1")
     row = ledger.get(item)
     assert (row.state, row.error_code, row.error_message) == (  # type: ignore[union-attr]
-        S.FAILED, "corrupt", "/in/a.wav cannot be decoded")
+        S.FAILED,
+        "corrupt",
+        "/in/a.wav cannot be decoded",
+    )
     (att,) = ledger.attempts_of(item)
     assert (att["state"], att["error_code"], att["finished_at"] is not None) == (
-        "FAILED", "corrupt", True)
+        "FAILED",
+        "corrupt",
+        True,
+    )
     assert ledger.fail(item, S.PREPARING, "corrupt", "again") is False
 
 
@@ -192,7 +223,9 @@ def test_sync_items_creates_then_leaves_unchanged_items_alone(ledger: Ledger) ->
     assert (rep.created, rep.reset, rep.unchanged) == (2, 0, 0)
     rows = ledger.list_items(BATCH)
     assert [(r.key, r.state, r.attempt, r.line_no) for r in rows] == [
-        ("a", S.PENDING, 1, 1), ("b", S.PENDING, 1, 2)]
+        ("a", S.PENDING, 1, 1),
+        ("b", S.PENDING, 1, 2),
+    ]
     assert attempt_rows(ledger, rows[0].id) == [(1, "RUNNING")]
     rep = ledger.sync_items(BATCH, [seed("a"), seed("b", line=2)], engine="local", model="tiny.en")
     assert (rep.created, rep.reset, rep.unchanged) == (0, 0, 2)
@@ -203,27 +236,46 @@ def test_sync_items_resets_on_change_or_force(ledger: Ledger, change: str) -> No
     """A new fingerprint, a changed file stamp, or force starts attempt 2 from PENDING."""
     (item,) = add(ledger, "a")
     ledger.fail(item, S.PENDING, "corrupt", "bad")
-    new = {"fingerprint": seed("a", "f2"), "stamp": seed("a", stamp="11:2"),
-           "force": seed("a")}[change]
+    new = {"fingerprint": seed("a", "f2"), "stamp": seed("a", stamp="11:2"), "force": seed("a")}[
+        change
+    ]
     rep = ledger.sync_items(BATCH, [new], engine="local", model="base", force=change == "force")
     assert (rep.created, rep.reset, rep.unchanged) == (0, 1, 0)
     row = ledger.get(item)
     assert (row.state, row.attempt, row.error_code, row.finished_at) == (  # type: ignore[union-attr]
-        S.PENDING, 2, None, None)
+        S.PENDING,
+        2,
+        None,
+        None,
+    )
     assert attempt_rows(ledger, item) == [(1, "FAILED"), (2, "RUNNING")]
     with ledger.engine.connect() as conn:
-        models = conn.execute(select(attempts.c.model).where(attempts.c.item_id == item)
-                              .order_by(attempts.c.number)).scalars().all()
+        models = (
+            conn.execute(
+                select(attempts.c.model)
+                .where(attempts.c.item_id == item)
+                .order_by(attempts.c.number)
+            )
+            .scalars()
+            .all()
+        )
     assert models == ["tiny.en", "base"]
 
 
 def test_sync_items_seeds_a_bad_line_as_failed(ledger: Ledger) -> None:
     """A seed carrying a failure is created FAILED with its code and message, attempt closed."""
-    ledger.sync_items(BATCH, [seed("@line3", failure=("manifest_invalid", "line 3: bad"))],
-                      engine="local", model="tiny.en")
+    ledger.sync_items(
+        BATCH,
+        [seed("@line3", failure=("manifest_invalid", "line 3: bad"))],
+        engine="local",
+        model="tiny.en",
+    )
     (row,) = ledger.list_items(BATCH)
     assert (row.state, row.error_code, row.error_message) == (
-        S.FAILED, "manifest_invalid", "line 3: bad")
+        S.FAILED,
+        "manifest_invalid",
+        "line 3: bad",
+    )
     assert row.finished_at is not None
     assert attempt_rows(ledger, row.id) == [(1, "FAILED")]
 
@@ -240,9 +292,16 @@ def test_counts_and_state_filter(ledger: Ledger) -> None:
 def test_batch_status_report(ledger: Ledger) -> None:
     """batch_status gives counts, done, per-stage timing summaries and failures with their ids."""
     a, b = add(ledger, "a", "b")
-    ledger.sync_items(BATCH, [seed("a"), seed("b", line=2),
-                              seed("@line3", failure=("manifest_invalid", "line 3: bad"), line=3)],
-                      engine="local", model="tiny.en")
+    ledger.sync_items(
+        BATCH,
+        [
+            seed("a"),
+            seed("b", line=2),
+            seed("@line3", failure=("manifest_invalid", "line 3: bad"), line=3),
+        ],
+        engine="local",
+        model="tiny.en",
+    )
     for item, seconds in ((a, 1.0), (b, 3.0)):
         row = ledger.get(item)
         assert row is not None
@@ -253,12 +312,23 @@ def test_batch_status_report(ledger: Ledger) -> None:
     report = batch_status(ledger, BATCH)
     assert report is not None
     assert (report["total"], report["counts"], report["done"]) == (
-        3, {"PENDING": 2, "FAILED": 1}, False)
+        3,
+        {"PENDING": 2, "FAILED": 1},
+        False,
+    )
     assert (report["engine"], report["model"]) == ("local", "tiny.en")
-    assert report["stage_timings"] == {"prepare": {"count": 2, "mean_s": 2.25, "p50_s": 2.25,
-                                                   "p95_s": 3.0, "total_s": 4.5}}
-    assert report["failures"] == [{"id": "@line3", "line": 3, "state": "FAILED",
-                                   "code": "manifest_invalid", "message": "line 3: bad"}]
+    assert report["stage_timings"] == {
+        "prepare": {"count": 2, "mean_s": 2.25, "p50_s": 2.25, "p95_s": 3.0, "total_s": 4.5}
+    }
+    assert report["failures"] == [
+        {
+            "id": "@line3",
+            "line": 3,
+            "state": "FAILED",
+            "code": "manifest_invalid",
+            "message": "line 3: bad",
+        }
+    ]
     ledger.move(a, S.PENDING, S.SUCCEEDED)
     ledger.fail(b, S.PENDING, "corrupt", "/in/b.wav is damaged")
     report = batch_status(ledger, BATCH)
@@ -308,10 +378,13 @@ def test_models_in_use_follow_reprocessing(ledger: Ledger) -> None:
     a, _b = add(ledger, "a", "b")
     assert ledger.models_in_use(BATCH) == [("local", "tiny.en", 2)]
     ledger.move(a, S.PENDING, S.SUCCEEDED)
-    assert ledger.restart(a, spec={"source": "/in/a.wav", "engine": "dashscope",
-                                   "model": "fun-asr"})
-    assert sorted(ledger.models_in_use(BATCH)) == [("dashscope", "fun-asr", 1),
-                                                   ("local", "tiny.en", 1)]
+    assert ledger.restart(
+        a, spec={"source": "/in/a.wav", "engine": "dashscope", "model": "fun-asr"}
+    )
+    assert sorted(ledger.models_in_use(BATCH)) == [
+        ("dashscope", "fun-asr", 1),
+        ("local", "tiny.en", 1),
+    ]
     report = batch_status(ledger, BATCH)
     assert report is not None and report["model"] in ("fun-asr, tiny.en", "tiny.en, fun-asr")
 
@@ -321,8 +394,13 @@ def test_sync_can_leave_running_items_alone(ledger: Ledger) -> None:
     flight (maybe mid-submission) keeps its attempt."""
     a, _b = add(ledger, "a", "b")
     ledger.move(a, S.PENDING, S.SUCCEEDED)
-    report = ledger.sync_items(BATCH, [seed("a", "f2"), seed("b", "f2", line=2)],
-                               engine="local", model="tiny.en", restart_running=False)
+    report = ledger.sync_items(
+        BATCH,
+        [seed("a", "f2"), seed("b", "f2", line=2)],
+        engine="local",
+        model="tiny.en",
+        restart_running=False,
+    )
     assert (report.reset, report.unchanged) == (1, 1)
     assert [(r.key, r.attempt) for r in ledger.list_items(BATCH)] == [("a", 2), ("b", 1)]
 
@@ -330,9 +408,14 @@ def test_sync_can_leave_running_items_alone(ledger: Ledger) -> None:
 def test_out_is_reserved_by_one_batch(ledger: Ledger, tmp_path: Path) -> None:
     """reserve_out creates the batch unless another writes to that out; then it names it."""
     out = str(tmp_path / "shared")
-    assert ledger.reserve_out("b1", out=out, kind="submit", engine="local",
-                              model="tiny.en", manifest="/m1") is None
-    held = ledger.reserve_out("b2", out=out, kind="submit", engine="local", model="tiny.en",
-                              manifest="/m2")
+    assert (
+        ledger.reserve_out(
+            "b1", out=out, kind="submit", engine="local", model="tiny.en", manifest="/m1"
+        )
+        is None
+    )
+    held = ledger.reserve_out(
+        "b2", out=out, kind="submit", engine="local", model="tiny.en", manifest="/m2"
+    )
     assert held is not None and held["id"] == "b1" and held["manifest"] == "/m1"
     assert ledger.batch("b2") is None

@@ -297,8 +297,23 @@ def test_duplicate_id_names_both_lines(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "bad_id",
-    ["../../escape", "a//b", "/a", "a/", "", ".hidden", "a/.b", "-x", "a..b", "a b", "x" * 251,
-     "東" * 84, "/".join(["x" * 200] * 6), "a\\b", "caf\udce9"],
+    [
+        "../../escape",
+        "a//b",
+        "/a",
+        "a/",
+        "",
+        ".hidden",
+        "a/.b",
+        "-x",
+        "a..b",
+        "a b",
+        "x" * 251,
+        "東" * 84,
+        "/".join(["x" * 200] * 6),
+        "a\\b",
+        "caf\udce9",
+    ],
 )
 def test_unsafe_explicit_ids_are_problems(tmp_path: Path, bad_id: str) -> None:
     """An explicit id that is not a safe file name is refused, explaining what is allowed."""
@@ -312,8 +327,13 @@ def test_unsafe_explicit_ids_are_problems(tmp_path: Path, bad_id: str) -> None:
 
 def test_unicode_explicit_id_is_allowed(tmp_path: Path) -> None:
     """Unicode letters and digits are allowed in explicit ids, and '/' nests them."""
-    m = load_manifest(jsonl(tmp_path / "m.jsonl", {"id": "Zürich_東京-2.a", "source": "a.wav"},
-                            {"id": "day2/東" * 1 + "x" * 200, "source": "b.wav"}))
+    m = load_manifest(
+        jsonl(
+            tmp_path / "m.jsonl",
+            {"id": "Zürich_東京-2.a", "source": "a.wav"},
+            {"id": "day2/東" * 1 + "x" * 200, "source": "b.wav"},
+        )
+    )
     assert [i.item_id for i in m.items] == ["Zürich_東京-2.a", "day2/東" + "x" * 200]
 
 

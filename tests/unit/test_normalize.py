@@ -14,14 +14,19 @@ from pipeline.stages.normalize import check_trim, normalize_argv
 SRC, DST = Path("/in/talk one.mp3"), Path("/scratch/abc/audio.wav")
 HEAD = ["ffmpeg", "-nostdin", "-v", "error", "-y"]
 TAIL = ["-map", "0:a:0", "-f", "wav", "-ac", "1", "-acodec", "pcm_s16le"]
-PROBE = ProbeResult("mp3", "mp3", duration_s=10.0, channels=2, sample_rate=44_100,
-                    size_bytes=1000)
+PROBE = ProbeResult("mp3", "mp3", duration_s=10.0, channels=2, sample_rate=44_100, size_bytes=1000)
 
 
 def test_plain_argv() -> None:
     """No trim and no channel: first audio stream to 16 kHz mono s16 WAV, overwriting."""
     assert normalize_argv(SRC, DST, NormalizeSpec()) == [
-        *HEAD, "-i", str(SRC), *TAIL, "-ar", "16000", str(DST),
+        *HEAD,
+        "-i",
+        str(SRC),
+        *TAIL,
+        "-ar",
+        "16000",
+        str(DST),
     ]
 
 
@@ -29,8 +34,19 @@ def test_trim_and_channel_argv() -> None:
     """start_s/end_s become input -ss/-to, and a channel is picked with pan, not downmixed."""
     argv = normalize_argv(SRC, DST, NormalizeSpec(), start_s=1.5, end_s=4.0, channel=1)
     assert argv == [
-        *HEAD, "-ss", "1.5", "-to", "4.0", "-i", str(SRC), *TAIL,
-        "-af", "pan=mono|c0=c1", "-ar", "16000", str(DST),
+        *HEAD,
+        "-ss",
+        "1.5",
+        "-to",
+        "4.0",
+        "-i",
+        str(SRC),
+        *TAIL,
+        "-af",
+        "pan=mono|c0=c1",
+        "-ar",
+        "16000",
+        str(DST),
     ]
 
 
@@ -56,8 +72,9 @@ def test_non_utf8_file_name_survives_into_argv() -> None:
     ("start", "end", "expected"),
     [(None, None, 10.0), (2.0, None, 8.0), (None, 4.0, 4.0), (2.0, 4.5, 2.5), (9.0, 30.0, 1.0)],
 )
-def test_check_trim_expected_length(start: float | None, end: float | None,
-                                    expected: float) -> None:
+def test_check_trim_expected_length(
+    start: float | None, end: float | None, expected: float
+) -> None:
     """The expected output length is the trimmed span, with end_s capped at the duration."""
     assert check_trim(PROBE, start, end, "x.mp3") == pytest.approx(expected)
 

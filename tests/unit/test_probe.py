@@ -24,26 +24,67 @@ def report(streams: list[dict[str, Any]], **fmt: Any) -> dict[str, Any]:
     return {"streams": streams, "format": fmt}
 
 
-PCM_MONO = {"codec_name": "pcm_s16le", "codec_type": "audio", "sample_rate": "16000",
-            "channels": 1}
+PCM_MONO = {"codec_name": "pcm_s16le", "codec_type": "audio", "sample_rate": "16000", "channels": 1}
 STEREO = report(
-    [{"codec_name": "pcm_s16le", "codec_type": "audio", "sample_rate": "16000", "channels": 2,
-      "duration": "5.196000"}],
-    nb_streams=1, format_name="wav", duration="5.196000", size="332622",
+    [
+        {
+            "codec_name": "pcm_s16le",
+            "codec_type": "audio",
+            "sample_rate": "16000",
+            "channels": 2,
+            "duration": "5.196000",
+        }
+    ],
+    nb_streams=1,
+    format_name="wav",
+    duration="5.196000",
+    size="332622",
 )
-PNG = report([{"codec_name": "png", "codec_type": "video", "width": 32, "height": 32}],
-             nb_streams=1, format_name="png_pipe", size="119")
-TTY = report([{"codec_name": "ansi", "codec_type": "video", "width": 640, "height": 400,
-               "duration": "0.240000"}],
-             nb_streams=1, format_name="tty", duration="0.240000", size="1381")
-H264_ONLY = report([{"codec_name": "h264", "codec_type": "video", "width": 64, "height": 64,
-                     "duration": "2.000000"}],
-                   nb_streams=1, format_name="mov,mp4,m4a,3gp,3g2,mj2", duration="2.000000")
+PNG = report(
+    [{"codec_name": "png", "codec_type": "video", "width": 32, "height": 32}],
+    nb_streams=1,
+    format_name="png_pipe",
+    size="119",
+)
+TTY = report(
+    [
+        {
+            "codec_name": "ansi",
+            "codec_type": "video",
+            "width": 640,
+            "height": 400,
+            "duration": "0.240000",
+        }
+    ],
+    nb_streams=1,
+    format_name="tty",
+    duration="0.240000",
+    size="1381",
+)
+H264_ONLY = report(
+    [
+        {
+            "codec_name": "h264",
+            "codec_type": "video",
+            "width": 64,
+            "height": 64,
+            "duration": "2.000000",
+        }
+    ],
+    nb_streams=1,
+    format_name="mov,mp4,m4a,3gp,3g2,mj2",
+    duration="2.000000",
+)
 ZERO_WAV = report([PCM_MONO], nb_streams=1, format_name="wav", size="78")
 
 
-def rejected(rep: dict[str, Any], *, size: int = 1000, channel: int | None = None,
-             limits: MediaLimits = LIMITS) -> MediaRejected:
+def rejected(
+    rep: dict[str, Any],
+    *,
+    size: int = 1000,
+    channel: int | None = None,
+    limits: MediaLimits = LIMITS,
+) -> MediaRejected:
     with pytest.raises(MediaRejected) as info:
         read_probe(rep, limits, size_bytes=size, channel=channel, name=NAME)
     assert NAME in info.value.message, info.value.message
@@ -53,14 +94,24 @@ def rejected(rep: dict[str, Any], *, size: int = 1000, channel: int | None = Non
 def test_good_stereo_wav_is_described() -> None:
     """A stereo WAV report becomes a ProbeResult with its container, codec and numbers."""
     got = read_probe(STEREO, LIMITS, size_bytes=332_622, channel=1, name=NAME)
-    assert got == ProbeResult(container="wav", codec="pcm_s16le", duration_s=5.196, channels=2,
-                              sample_rate=16_000, size_bytes=332_622, stream_index=0)
+    assert got == ProbeResult(
+        container="wav",
+        codec="pcm_s16le",
+        duration_s=5.196,
+        channels=2,
+        sample_rate=16_000,
+        size_bytes=332_622,
+        stream_index=0,
+    )
 
 
 def test_container_is_the_first_demuxer_name() -> None:
     """ffprobe's comma list of demuxer names is reduced to its first entry."""
-    rep = report([{**PCM_MONO, "codec_name": "aac"}, H264_ONLY["streams"][0]],
-                 format_name="mov,mp4,m4a,3gp,3g2,mj2", duration="12.5")
+    rep = report(
+        [{**PCM_MONO, "codec_name": "aac"}, H264_ONLY["streams"][0]],
+        format_name="mov,mp4,m4a,3gp,3g2,mj2",
+        duration="12.5",
+    )
     got = read_probe(rep, LIMITS, size_bytes=10, name=NAME)
     assert (got.container, got.codec, got.duration_s) == ("mov", "aac", 12.5)
 
@@ -72,8 +123,11 @@ def test_container_is_the_first_demuxer_name() -> None:
         pytest.param({}, "unknown data", id="empty-report"),
         pytest.param(PNG, "png", id="png_pipe"),
         pytest.param(TTY, "ansi", id="tty-text"),
-        pytest.param(report([{"codec_name": "mjpeg", "codec_type": "video"}],
-                            format_name="image2"), "mjpeg", id="jpeg-image2"),
+        pytest.param(
+            report([{"codec_name": "mjpeg", "codec_type": "video"}], format_name="image2"),
+            "mjpeg",
+            id="jpeg-image2",
+        ),
     ],
 )
 def test_pictures_text_and_nothing_are_not_media(rep: dict[str, Any], kind: str) -> None:
@@ -94,11 +148,13 @@ def test_video_without_audio_is_no_audio_stream() -> None:
     "rep",
     [
         pytest.param(ZERO_WAV, id="no-duration"),
-        pytest.param(report([{**PCM_MONO, "duration": "N/A"}], format_name="wav",
-                            duration="N/A"), id="N/A"),
+        pytest.param(
+            report([{**PCM_MONO, "duration": "N/A"}], format_name="wav", duration="N/A"), id="N/A"
+        ),
         pytest.param(report([PCM_MONO], format_name="wav", duration="0.000000"), id="zero"),
-        pytest.param(report([PCM_MONO], format_name="wav", duration="0.0004"),
-                     id="under-min-duration"),
+        pytest.param(
+            report([PCM_MONO], format_name="wav", duration="0.0004"), id="under-min-duration"
+        ),
         pytest.param(report([PCM_MONO], format_name="wav", duration="garbage"), id="unparsable"),
     ],
 )
@@ -151,13 +207,26 @@ def test_audio_stream_without_channels_is_corrupt() -> None:
 def test_probe_argv_is_json_of_format_and_streams() -> None:
     """The ffprobe command asks for format and streams as JSON, errors only, no shell."""
     assert probe_argv(Path("/a b/c.mp3")) == [
-        "ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json", "/a b/c.mp3",
+        "ffprobe",
+        "-v",
+        "error",
+        "-show_format",
+        "-show_streams",
+        "-of",
+        "json",
+        "/a b/c.mp3",
     ]
 
 
-@pytest.mark.parametrize(("rate", "code"), [("1", FailureCode.LOW_SAMPLE_RATE),
-                                            ("3999", FailureCode.LOW_SAMPLE_RATE),
-                                            ("4000", None), ("8000", None)])
+@pytest.mark.parametrize(
+    ("rate", "code"),
+    [
+        ("1", FailureCode.LOW_SAMPLE_RATE),
+        ("3999", FailureCode.LOW_SAMPLE_RATE),
+        ("4000", None),
+        ("8000", None),
+    ],
+)
 def test_sample_rates_below_4_khz_are_refused(rate: str, code: FailureCode | None) -> None:
     """A header at 1 Hz (80 KB claiming 11 hours) is refused; telephony's 8 kHz is not."""
     rep = report([{**PCM_MONO, "sample_rate": rate, "duration": "40000.0"}], format_name="wav")

@@ -264,8 +264,8 @@ def test_tsv_is_whisper_style_with_integer_ms():
     left = Transcript((Sentence(1000, 1400, "Hello\tthere."), Sentence(5000, 5300, "Bye.")))
     right = Transcript((Sentence(2000, 2500, "Yes\nno."),), channel_id=1)
     assert render_tsv([left, right]) == (
-        "start\tend\ttext\n1000\t1400\tHello there.\n2000\t2500\tYes no.\n"
-        "5000\t5300\tBye.\n")
+        "start\tend\ttext\n1000\t1400\tHello there.\n2000\t2500\tYes no.\n5000\t5300\tBye.\n"
+    )
     assert render_tsv([]) == "start\tend\ttext\n"
 
 
@@ -304,7 +304,8 @@ def test_write_outputs_failed_replace_keeps_old_file(tmp_path: Path, monkeypatch
 
 
 @pytest.mark.parametrize(
-    "bad", ["../x", "a/../x", "a//b", "a/", ".hidden", "a/.b", "..", "", "a\\b", "/etc/passwd"])
+    "bad", ["../x", "a/../x", "a//b", "a/", ".hidden", "a/.b", "..", "", "a\\b", "/etc/passwd"]
+)
 def test_write_outputs_rejects_ids_outside_out_dir(tmp_path: Path, bad: str):
     """Item ids that are not safe relative paths are refused before anything is written."""
     out = tmp_path / "out"
@@ -331,7 +332,9 @@ def test_write_outputs_nests_ids_in_directories(tmp_path: Path):
     a name of 250 bytes (the longest an id part may be) still fits with its suffix."""
     long = "東" * 83  # 249 bytes
     assert write_outputs(tmp_path, "day2/deep/meeting", {}, [TWO], ["json", "txt"]) == {
-        "json": "day2/deep/meeting.json", "txt": "day2/deep/meeting.txt"}
+        "json": "day2/deep/meeting.json",
+        "txt": "day2/deep/meeting.txt",
+    }
     assert (tmp_path / "day2" / "deep" / "meeting.txt").read_text().strip()
     write_outputs(tmp_path, f"d/{long}", {}, [TWO], ["json"])
     assert (tmp_path / "d" / f"{long}.json").is_file()

@@ -49,8 +49,9 @@ def test_toml_over_defaults(toml: Path) -> None:
     assert (s.retry.max_attempts, s.retry.backoff_base_s) == (7, 2.0)
 
 
-def test_env_over_toml_field_by_field_in_nested_groups(toml: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_env_over_toml_field_by_field_in_nested_groups(
+    toml: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """BULKSCRIBE_LOCAL__BEAM_SIZE beats the TOML's beam_size but keeps its window_s."""
     monkeypatch.setenv("BULKSCRIBE_WORKERS", "5")
     monkeypatch.setenv("BULKSCRIBE_LOCAL__BEAM_SIZE", "4")
@@ -79,10 +80,12 @@ def test_missing_config_file_is_named(tmp_path: Path) -> None:
         load_settings(tmp_path / "nope.toml")
 
 
-@pytest.mark.parametrize(("env", "value"), [("BULKSCRIBE_LOCAL__WINDOW_S", "5"),
-                                            ("BULKSCRIBE_WORKERS", "0")])
-def test_invalid_env_values_are_rejected(env: str, value: str,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("env", "value"), [("BULKSCRIBE_LOCAL__WINDOW_S", "5"), ("BULKSCRIBE_WORKERS", "0")]
+)
+def test_invalid_env_values_are_rejected(
+    env: str, value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Out-of-range numbers from the environment fail validation instead of being used."""
     monkeypatch.setenv(env, value)
     with pytest.raises(ValidationError):
@@ -95,8 +98,7 @@ def test_unknown_format_flag_is_named() -> None:
         load_settings(None, formats="json,docx")
 
 
-def test_formats_env_takes_the_same_comma_list_as_the_flag(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_formats_env_takes_the_same_comma_list_as_the_flag(monkeypatch: pytest.MonkeyPatch) -> None:
     """BULKSCRIBE_FORMATS=json,srt means what --formats json,srt means."""
     monkeypatch.setenv("BULKSCRIBE_FORMATS", "json,srt")
     assert load_settings(None).formats == ("json", "srt")

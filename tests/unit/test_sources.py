@@ -60,8 +60,12 @@ def test_local_source_is_used_in_place(tmp_path: Path) -> None:
 def test_http_download_lands_in_scratch_with_the_url_suffix(tmp_path: Path) -> None:
     """An http source is streamed into scratch as download.<ext> and marked temporary."""
     body = b"ID3" + b"\x00" * 5000
-    got = fetch(URL, tmp_path, max_bytes=10_000,
-                http=lambda: client(lambda r: httpx.Response(200, content=body)))
+    got = fetch(
+        URL,
+        tmp_path,
+        max_bytes=10_000,
+        http=lambda: client(lambda r: httpx.Response(200, content=body)),
+    )
     assert got.temporary and got.path == tmp_path / "download.mp3"
     assert got.path.read_bytes() == body
 
@@ -70,30 +74,43 @@ def test_http_download_lands_in_scratch_with_the_url_suffix(tmp_path: Path) -> N
 def test_gone_is_not_found(status: int, tmp_path: Path) -> None:
     """HTTP 404/410 is not_found, naming the URL and status, and leaves no file behind."""
     with pytest.raises(SourceMissing) as info:
-        download_http(client(lambda r: httpx.Response(status)), URL, tmp_path / "d",
-                      max_bytes=100, deadline_s=10)
+        download_http(
+            client(lambda r: httpx.Response(status)),
+            URL,
+            tmp_path / "d",
+            max_bytes=100,
+            deadline_s=10,
+        )
     assert info.value.code is FailureCode.NOT_FOUND
     assert URL in info.value.message and str(status) in info.value.message
     assert not (tmp_path / "d").exists()
 
 
-@pytest.mark.parametrize(("status", "kind"), [(503, SourceUnavailable), (429, SourceUnavailable),
-                                              (403, PermanentError)])
-def test_server_errors_retry_and_client_errors_do_not(status: int, kind: type,
-                                                      tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("status", "kind"), [(503, SourceUnavailable), (429, SourceUnavailable), (403, PermanentError)]
+)
+def test_server_errors_retry_and_client_errors_do_not(
+    status: int, kind: type, tmp_path: Path
+) -> None:
     """5xx and 429 are transient download_failed; other 4xx are permanent download_failed."""
     with pytest.raises(kind) as info:
-        download_http(client(lambda r: httpx.Response(status)), URL, tmp_path / "d",
-                      max_bytes=100, deadline_s=10)
+        download_http(
+            client(lambda r: httpx.Response(status)),
+            URL,
+            tmp_path / "d",
+            max_bytes=100,
+            deadline_s=10,
+        )
     assert info.value.code is FailureCode.DOWNLOAD_FAILED
     assert info.value.retryable is (status != 403)
 
 
 def test_declared_size_over_the_limit_is_refused_before_reading(tmp_path: Path) -> None:
     """A Content-Length over max_bytes is too_large without downloading the body."""
+
     def handler(r: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, headers={"content-length": "5000000"},
-                              content=b"x" * 5_000_000)
+        return httpx.Response(200, headers={"content-length": "5000000"}, content=b"x" * 5_000_000)
+
     with pytest.raises(MediaRejected) as info:
         download_http(client(handler), URL, tmp_path / "d", max_bytes=1_000_000, deadline_s=10)
     assert info.value.code is FailureCode.TOO_LARGE and URL in info.value.message
@@ -110,21 +127,34 @@ def test_streamed_size_over_the_limit_stops_and_cleans_up(tmp_path: Path) -> Non
             yield b"y" * 65_536
 
     with pytest.raises(MediaRejected) as info:
-        download_http(client(lambda r: httpx.Response(200, content=chunks())), URL,
-                      tmp_path / "d", max_bytes=200_000, deadline_s=10)
+        download_http(
+            client(lambda r: httpx.Response(200, content=chunks())),
+            URL,
+            tmp_path / "d",
+            max_bytes=200_000,
+            deadline_s=10,
+        )
     assert info.value.code is FailureCode.TOO_LARGE and "sent more than" in info.value.message
     assert len(served) < 10, "the download should stop soon after the limit"
     assert not (tmp_path / "d").exists()
 
 
-@pytest.mark.parametrize(("exc", "code"), [(httpx.ReadTimeout, FailureCode.DOWNLOAD_TIMEOUT),
-                                           (httpx.ConnectTimeout, FailureCode.DOWNLOAD_TIMEOUT),
-                                           (httpx.ConnectError, FailureCode.DOWNLOAD_FAILED)])
-def test_transport_failures_are_transient(exc: type[Exception], code: FailureCode,
-                                          tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("exc", "code"),
+    [
+        (httpx.ReadTimeout, FailureCode.DOWNLOAD_TIMEOUT),
+        (httpx.ConnectTimeout, FailureCode.DOWNLOAD_TIMEOUT),
+        (httpx.ConnectError, FailureCode.DOWNLOAD_FAILED),
+    ],
+)
+def test_transport_failures_are_transient(
+    exc: type[Exception], code: FailureCode, tmp_path: Path
+) -> None:
     """Timeouts are download_timeout and refused connections download_failed, both retryable."""
+
     def handler(r: httpx.Request) -> httpx.Response:
         raise exc("boom", request=r)
+
     with pytest.raises(SourceUnavailable) as info:
         download_http(client(handler), URL, tmp_path / "d", max_bytes=100, deadline_s=10)
     assert info.value.code is code and info.value.retryable and URL in info.value.message
@@ -146,11 +176,16 @@ def test_catalog_local_limits_and_overrides() -> None:
     assert (small.limits.max_bytes, small.limits.max_duration_s) == (1_000, 12 * 3600)
 
 
-@pytest.mark.parametrize(("model", "family", "mode"), [
-    ("fun-asr", Family.FUN_ASR, Mode.ASYNC), ("paraformer-v2", Family.FUN_ASR, Mode.ASYNC),
-    ("qwen3-asr-flash-filetrans", Family.FILETRANS, Mode.ASYNC),
-    ("qwen3-asr-flash", Family.QWEN_ASR, Mode.CLIP), ("qwen3-omni-flash", Family.OMNI, Mode.CLIP),
-])
+@pytest.mark.parametrize(
+    ("model", "family", "mode"),
+    [
+        ("fun-asr", Family.FUN_ASR, Mode.ASYNC),
+        ("paraformer-v2", Family.FUN_ASR, Mode.ASYNC),
+        ("qwen3-asr-flash-filetrans", Family.FILETRANS, Mode.ASYNC),
+        ("qwen3-asr-flash", Family.QWEN_ASR, Mode.CLIP),
+        ("qwen3-omni-flash", Family.OMNI, Mode.CLIP),
+    ],
+)
 def test_catalog_dashscope_models(model: str, family: Family, mode: Mode) -> None:
     """Each DashScope model family maps to how it is driven; only sync ones cap clip length."""
     info = model_info("dashscope", model)
@@ -177,28 +212,35 @@ def _redirecting(routes: dict[str, str], seen: list[str]) -> httpx.Client:
         if target is None:
             return httpx.Response(200, content=b"RIFF")
         return httpx.Response(302, headers={"location": target})
+
     return client(handler)
 
 
-@pytest.mark.parametrize(("routes", "why", "requests"), [
-    ({"/talks/one.mp3": "/talks/one.mp3"}, "redirect loop", 1),
-    ({"/talks/one.mp3": "/b", "/b": "http://media.example/talks/one.mp3"}, "redirect loop", 2),
-    ({"/talks/one.mp3": "file:///etc/passwd"}, "only http and https", 1),
-    ({"/talks/one.mp3": "ftp://media.example/x"}, "only http and https", 1),
-    ({"/talks/one.mp3": "http://169.254.169.254/latest/"}, "cloud metadata", 1),
-    ({"/talks/one.mp3": "/h0", **{f"/h{i}": f"/h{i + 1}" for i in range(20)}},
-     "more than 10 redirects", 11),
-])
-def test_redirects_are_checked_hop_by_hop(routes: dict[str, str], why: str, requests: int,
-                                          tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("routes", "why", "requests"),
+    [
+        ({"/talks/one.mp3": "/talks/one.mp3"}, "redirect loop", 1),
+        ({"/talks/one.mp3": "/b", "/b": "http://media.example/talks/one.mp3"}, "redirect loop", 2),
+        ({"/talks/one.mp3": "file:///etc/passwd"}, "only http and https", 1),
+        ({"/talks/one.mp3": "ftp://media.example/x"}, "only http and https", 1),
+        ({"/talks/one.mp3": "http://169.254.169.254/latest/"}, "cloud metadata", 1),
+        (
+            {"/talks/one.mp3": "/h0", **{f"/h{i}": f"/h{i + 1}" for i in range(20)}},
+            "more than 10 redirects",
+            11,
+        ),
+    ],
+)
+def test_redirects_are_checked_hop_by_hop(
+    routes: dict[str, str], why: str, requests: int, tmp_path: Path
+) -> None:
     """Loops, other schemes, forbidden addresses and long chains are permanent
     download_failed, refused before the offending request is sent."""
     from pipeline.errors import SourceRefused
 
     seen: list[str] = []
     with pytest.raises(SourceRefused, match=why) as info:
-        download_http(_redirecting(routes, seen), URL, tmp_path / "d", max_bytes=100,
-                      deadline_s=10)
+        download_http(_redirecting(routes, seen), URL, tmp_path / "d", max_bytes=100, deadline_s=10)
     assert info.value.code is FailureCode.DOWNLOAD_FAILED and not info.value.retryable
     assert info.value.message.startswith(URL)
     assert len(seen) == requests and not any("169.254" in u for u in seen)
@@ -208,8 +250,13 @@ def test_redirects_are_checked_hop_by_hop(routes: dict[str, str], why: str, requ
 def test_a_relative_redirect_is_followed(tmp_path: Path) -> None:
     """An ordinary redirect still lands: the body of the final URL is written."""
     seen: list[str] = []
-    got = download_http(_redirecting({"/talks/one.mp3": "../cdn/one.mp3"}, seen), URL,
-                        tmp_path / "d", max_bytes=100, deadline_s=10)
+    got = download_http(
+        _redirecting({"/talks/one.mp3": "../cdn/one.mp3"}, seen),
+        URL,
+        tmp_path / "d",
+        max_bytes=100,
+        deadline_s=10,
+    )
     assert got == 4 and seen == [URL, "http://media.example/cdn/one.mp3"]
 
 
@@ -217,7 +264,12 @@ def test_messages_mask_credentials(tmp_path: Path) -> None:
     """A failing URL with user info and a token is named with both masked."""
     secret = "http://me:hunter2@media.example/a.wav?token=t0k3n&lang=en"
     with pytest.raises(PermanentError) as info:
-        download_http(client(lambda r: httpx.Response(403)), secret, tmp_path / "d",
-                      max_bytes=100, deadline_s=10)
+        download_http(
+            client(lambda r: httpx.Response(403)),
+            secret,
+            tmp_path / "d",
+            max_bytes=100,
+            deadline_s=10,
+        )
     shown = "http://***@media.example/a.wav?token=***&lang=en"
     assert info.value.message == f"{shown} answered HTTP 403"

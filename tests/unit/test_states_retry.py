@@ -16,8 +16,7 @@ S = ItemState
 EXPECTED = {
     S.PENDING: {S.PREPARING, S.FAILED, S.DEAD, S.CANCELLED, S.SKIPPED},
     S.PREPARING: {S.PREPARED, S.PENDING, S.FAILED, S.DEAD, S.CANCELLED},
-    S.PREPARED: {S.TRANSCRIBING, S.SUBMITTING, S.PENDING, S.FAILED, S.DEAD, S.CANCELLED,
-                 S.SKIPPED},
+    S.PREPARED: {S.TRANSCRIBING, S.SUBMITTING, S.PENDING, S.FAILED, S.DEAD, S.CANCELLED, S.SKIPPED},
     S.TRANSCRIBING: {S.SUCCEEDED, S.PREPARED, S.PENDING, S.FAILED, S.DEAD, S.CANCELLED},
     S.SUBMITTING: {S.SUBMITTED, S.PREPARED, S.PENDING, S.FAILED, S.DEAD, S.CANCELLED},
     S.SUBMITTED: {S.PERSISTING, S.PREPARED, S.PENDING, S.FAILED, S.DEAD, S.CANCELLED},
@@ -49,10 +48,12 @@ def test_every_state_has_a_row_and_claims_can_fall_back() -> None:
 def test_terminal_and_claimed_flags() -> None:
     """Exactly SUCCEEDED, FAILED, DEAD, CANCELLED and SKIPPED are terminal; the four -ING
     states are claimed."""
-    assert {s for s in S if s.terminal} == TERMINAL == {S.SUCCEEDED, S.FAILED, S.DEAD,
-                                                        S.CANCELLED, S.SKIPPED}
-    assert {s for s in S if s.claimed} == {S.PREPARING, S.TRANSCRIBING, S.SUBMITTING,
-                                          S.PERSISTING}
+    assert (
+        {s for s in S if s.terminal}
+        == TERMINAL
+        == {S.SUCCEEDED, S.FAILED, S.DEAD, S.CANCELLED, S.SKIPPED}
+    )
+    assert {s for s in S if s.claimed} == {S.PREPARING, S.TRANSCRIBING, S.SUBMITTING, S.PERSISTING}
 
 
 POLICY = RetrySettings(max_attempts=5, backoff_base_s=2.0, backoff_max_s=60.0)
@@ -67,10 +68,10 @@ class Fixed(random.Random):
         return self.value
 
 
-@pytest.mark.parametrize(("tries", "ceiling"), [(0, 2.0), (1, 4.0), (3, 16.0), (5, 60.0),
-                                                (40, 60.0)])
-def test_backoff_is_between_half_and_all_of_the_capped_ceiling(tries: int,
-                                                               ceiling: float) -> None:
+@pytest.mark.parametrize(
+    ("tries", "ceiling"), [(0, 2.0), (1, 4.0), (3, 16.0), (5, 60.0), (40, 60.0)]
+)
+def test_backoff_is_between_half_and_all_of_the_capped_ceiling(tries: int, ceiling: float) -> None:
     """The wait is ceiling x [0.5, 1], ceiling = min(max, base x 2^tries)."""
     assert backoff_s(tries, POLICY, rng=Fixed(0.0)) == pytest.approx(ceiling / 2)
     assert backoff_s(tries, POLICY, rng=Fixed(0.999999)) == pytest.approx(ceiling, rel=1e-5)

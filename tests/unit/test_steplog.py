@@ -14,23 +14,55 @@ from workers.steplog import outcome_of
 
 S = ItemState
 NOW = datetime(2026, 12, 6, tzinfo=UTC)
-ROW = ItemRow("i", "b", "k", 1, "/a.wav", {}, "f", None, S.PENDING, 1, 0, None, None, None, 0,
-              None, None, None, None, None, None, None, None, None, None, None, NOW, NOW, None)
+ROW = ItemRow(
+    "i",
+    "b",
+    "k",
+    1,
+    "/a.wav",
+    {},
+    "f",
+    None,
+    S.PENDING,
+    1,
+    0,
+    None,
+    None,
+    None,
+    0,
+    None,
+    None,
+    None,
+    None,
+    None,
+    None,
+    None,
+    None,
+    None,
+    None,
+    None,
+    NOW,
+    NOW,
+    None,
+)
 
 
-@pytest.mark.parametrize(("before", "after", "outcome"), [
-    ({}, {"state": S.PREPARED}, "prepared"),
-    ({"state": S.PREPARED}, {"state": S.SUBMITTED}, "submitted"),
-    ({"state": S.SUBMITTED}, {"state": S.SUCCEEDED}, "succeeded"),
-    ({"state": S.SUBMITTED}, {"state": S.SUBMITTED, "polls": 1}, "waiting"),
-    ({}, {"state": S.DEAD}, "dead"),
-    ({}, {"state": S.FAILED}, "failed"),
-    ({}, {"tries": 1, "error_code": "download_timeout"}, "retry"),
-    ({"state": S.SUBMITTED}, {"state": S.PREPARED, "error_code": "task_lost"}, "retry"),
-    ({}, {"state": S.PREPARING}, "skipped"),  # another worker claimed it
-    ({}, {}, "skipped"),
-    ({"state": S.SUCCEEDED}, {"state": S.SUCCEEDED}, "skipped"),
-])
+@pytest.mark.parametrize(
+    ("before", "after", "outcome"),
+    [
+        ({}, {"state": S.PREPARED}, "prepared"),
+        ({"state": S.PREPARED}, {"state": S.SUBMITTED}, "submitted"),
+        ({"state": S.SUBMITTED}, {"state": S.SUCCEEDED}, "succeeded"),
+        ({"state": S.SUBMITTED}, {"state": S.SUBMITTED, "polls": 1}, "waiting"),
+        ({}, {"state": S.DEAD}, "dead"),
+        ({}, {"state": S.FAILED}, "failed"),
+        ({}, {"tries": 1, "error_code": "download_timeout"}, "retry"),
+        ({"state": S.SUBMITTED}, {"state": S.PREPARED, "error_code": "task_lost"}, "retry"),
+        ({}, {"state": S.PREPARING}, "skipped"),  # another worker claimed it
+        ({}, {}, "skipped"),
+        ({"state": S.SUCCEEDED}, {"state": S.SUCCEEDED}, "skipped"),
+    ],
+)
 def test_outcome_of(before: dict[str, object], after: dict[str, object], outcome: str) -> None:
     """One row per outcome a worker can log."""
     assert outcome_of(replace(ROW, **before), replace(ROW, **after)) == outcome  # type: ignore[arg-type]

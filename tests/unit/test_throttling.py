@@ -23,8 +23,12 @@ RETRY = RetrySettings(max_attempts=3, backoff_base_s=2.0, backoff_max_s=300.0, m
 def ledger(tmp_path: Path) -> Ledger:
     led = open_ledger(sqlite_url(tmp_path / "ledger.db"))
     led.ensure_batch("b", kind="run", out=str(tmp_path), engine="dashscope", model="fun-asr")
-    led.sync_items("b", [ItemSeed("k", 1, "/a.wav", {"source": "/a.wav"}, "f")],
-                   engine="dashscope", model="fun-asr")
+    led.sync_items(
+        "b",
+        [ItemSeed("k", 1, "/a.wav", {"source": "/a.wav"}, "f")],
+        engine="dashscope",
+        model="fun-asr",
+    )
     return led
 
 
@@ -33,8 +37,9 @@ def context(ledger: Ledger, *, dead_letters: bool) -> FlowContext:
 
 
 def throttled() -> ProviderBusy:
-    return ProviderBusy(FailureCode.PROVIDER_THROTTLED, "429 Throttling.RateQuota",
-                        retry_after_s=None)
+    return ProviderBusy(
+        FailureCode.PROVIDER_THROTTLED, "429 Throttling.RateQuota", retry_after_s=None
+    )
 
 
 def submit_fails(ctx: FlowContext, exc: Exception) -> Any:
@@ -44,8 +49,9 @@ def submit_fails(ctx: FlowContext, exc: Exception) -> Any:
         ctx.ledger.move(item.id, ItemState.PENDING, ItemState.PREPARED)
         item = ctx.ledger.get(item.id)
     assert item is not None and item.state is ItemState.PREPARED, item
-    claimed = ctx.ledger.claim(item.id, ItemState.PREPARED, ItemState.SUBMITTING,
-                               owner=ctx.owner, lease_s=60)
+    claimed = ctx.ledger.claim(
+        item.id, ItemState.PREPARED, ItemState.SUBMITTING, owner=ctx.owner, lease_s=60
+    )
     assert claimed is not None
     handle_failure(ctx, claimed, exc, back_to=ItemState.PREPARED)
     return ctx.ledger.get(item.id)
@@ -77,10 +83,12 @@ def test_other_faults_spend_tries_and_reset_the_throttle_count(ledger: Ledger) -
     assert row.error_detail == {"throttled": 1} and row.tries == 1  # counting starts again
 
 
-@pytest.mark.parametrize(("dead_letters", "final"), [(True, ItemState.DEAD),
-                                                      (False, ItemState.FAILED)])
-def test_too_many_throttles_in_a_row_give_the_item_up(ledger: Ledger, dead_letters: bool,
-                                                      final: ItemState) -> None:
+@pytest.mark.parametrize(
+    ("dead_letters", "final"), [(True, ItemState.DEAD), (False, ItemState.FAILED)]
+)
+def test_too_many_throttles_in_a_row_give_the_item_up(
+    ledger: Ledger, dead_letters: bool, final: ItemState
+) -> None:
     ctx = context(ledger, dead_letters=dead_letters)
     for _ in range(RETRY.max_throttled):
         assert submit_fails(ctx, throttled()).state is ItemState.PREPARED

@@ -36,7 +36,7 @@ def noise(seconds: float, amplitude: int = 8000, seed: int = 0) -> np.ndarray:
 def test_quietest_point_finds_the_silent_gap() -> None:
     """In loud noise with 200 ms of silence at 3.0 s, the cut lands inside the silence."""
     x = noise(5.0)
-    x[int(3.0 * SR):int(3.2 * SR)] = 0
+    x[int(3.0 * SR) : int(3.2 * SR)] = 0
     cut = quietest_point(x, SR)
     assert 3.0 <= cut <= 3.2
 
@@ -156,11 +156,12 @@ def test_transcribe_file_shifts_windows_onto_the_source_timeline(tmp_path: Path)
     """Window transcripts are shifted by window start + trim offset, clamped, joined in order."""
     x = noise(50.0)
     for s in (14.0, 29.0, 41.0):  # silences the planner should cut in
-        x[int(s * SR):int((s + 0.3) * SR)] = 0
+        x[int(s * SR) : int((s + 0.3) * SR)] = 0
     wav = write_wav(tmp_path / "audio.wav", x)
     engine = ScriptedEngine(max_clip_s=15.0)
-    got = transcribe_file(NormalizedAudio(wav, 50.0, offset_s=100.0), engine,
-                          AsrOptions(), channel_id=1)
+    got = transcribe_file(
+        NormalizedAudio(wav, 50.0, offset_s=100.0), engine, AsrOptions(), channel_id=1
+    )
     assert got.channel_id == 1 and got.language == "en"
     assert [s.text for s in got.sentences] == [f"w{i}." for i in range(len(engine.clips))]
     assert len(engine.clips) >= 4 and max(engine.clips) <= 15.0

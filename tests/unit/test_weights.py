@@ -11,8 +11,11 @@ import pytest
 from pipeline.asr.weights import english_only, resolve_model, sha256_file, verify_dir
 from pipeline.errors import ConfigError, FailureCode
 
-FILES = {"model.bin": b"\x00\x01fake ctranslate2 weights" * 100, "config.json": b'{"a": 1}\n',
-         "vocabulary.txt": b"hello\nworld\n"}
+FILES = {
+    "model.bin": b"\x00\x01fake ctranslate2 weights" * 100,
+    "config.json": b'{"a": 1}\n',
+    "vocabulary.txt": b"hello\nworld\n",
+}
 
 
 @pytest.fixture
@@ -105,8 +108,9 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> list[object]:
     return attempts
 
 
-def test_hub_name_not_in_the_cache_is_refused_offline(no_network: list[object],
-                                                      tmp_path: Path) -> None:
+def test_hub_name_not_in_the_cache_is_refused_offline(
+    no_network: list[object], tmp_path: Path
+) -> None:
     """small.en, not in the download cache, is model_unavailable before any connection is tried,
     and the message says how to get it."""
     with pytest.raises(ConfigError) as info:
@@ -131,8 +135,9 @@ def test_hub_name_in_the_cache_loads_from_it(no_network: list[object], tmp_path:
     assert no_network == []
 
 
-def test_hub_name_with_downloads_allowed_is_passed_through(no_network: list[object],
-                                                           tmp_path: Path) -> None:
+def test_hub_name_with_downloads_allowed_is_passed_through(
+    no_network: list[object], tmp_path: Path
+) -> None:
     """With local.allow_download the name goes to faster-whisper, which may download it."""
     ref = resolve_model("small.en", cache_dir=tmp_path, allow_download=True)
     assert (ref.location, ref.local_only) == ("small.en", False)
@@ -146,9 +151,16 @@ def test_unknown_name_is_refused(no_network: list[object], tmp_path: Path) -> No
     assert info.value.code is FailureCode.MODEL_UNAVAILABLE
 
 
-@pytest.mark.parametrize(("name", "english"), [("tiny.en", True), ("small.en", True),
-                                               ("base", False), ("/models/medium.en/", True),
-                                               ("Systran/faster-whisper-large-v3", False)])
+@pytest.mark.parametrize(
+    ("name", "english"),
+    [
+        ("tiny.en", True),
+        ("small.en", True),
+        ("base", False),
+        ("/models/medium.en/", True),
+        ("Systran/faster-whisper-large-v3", False),
+    ],
+)
 def test_english_only_names(name: str, english: bool) -> None:
     """Whisper's English-only checkpoints are the *.en ones, by name or directory."""
     assert english_only(name) is english

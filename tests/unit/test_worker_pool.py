@@ -7,18 +7,21 @@ import pytest
 from pipeline.cli_ops import PROVIDER_THREADS, worker_pool
 
 
-@pytest.mark.parametrize(("queues", "pool", "concurrency", "expected"), [
-    ("provider", "auto", None, ("threads", PROVIDER_THREADS)),
-    (" provider ", "auto", 3, ("threads", 3)),
-    ("prepare,provider,transcribe", "auto", None, ("prefork", None)),
-    ("provider,transcribe", "auto", 2, ("prefork", 2)),
-    ("prepare", "auto", None, ("prefork", None)),
-    ("provider", "prefork", None, ("prefork", None)),
-    ("prepare", "threads", 4, ("threads", 4)),
-])
+@pytest.mark.parametrize(
+    ("queues", "pool", "concurrency", "expected"),
+    [
+        ("provider", "auto", None, ("threads", PROVIDER_THREADS)),
+        (" provider ", "auto", 3, ("threads", 3)),
+        ("prepare,provider,transcribe", "auto", None, ("prefork", None)),
+        ("provider,transcribe", "auto", 2, ("prefork", 2)),
+        ("prepare", "auto", None, ("prefork", None)),
+        ("provider", "prefork", None, ("prefork", None)),
+        ("prepare", "threads", 4, ("threads", 4)),
+    ],
+)
 def test_auto_pool_is_threads_for_the_provider_queue_alone(
-        queues: str, pool: str, concurrency: int | None,
-        expected: tuple[str, int | None]) -> None:
+    queues: str, pool: str, concurrency: int | None, expected: tuple[str, int | None]
+) -> None:
     assert worker_pool(queues, pool, concurrency) == expected
 
 

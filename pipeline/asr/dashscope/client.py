@@ -63,8 +63,14 @@ def compat_base_from(base_url: str) -> str | None:
 class DashScopeClient:
     """One account on one DashScope deployment (native root ``…/api/v1``)."""
 
-    def __init__(self, base_url: str, api_key: str | None, http: httpx.Client, *,
-                 compat_base_url: str | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None,
+        http: httpx.Client,
+        *,
+        compat_base_url: str | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         compat = compat_base_url or compat_base_from(self.base_url) or ""
         self.compat_base_url = compat.rstrip("/")
@@ -81,9 +87,14 @@ class DashScopeClient:
 
     # -- async file transcription (§3) -----------------------------------------------------
 
-    def submit_transcription(self, model: str, file_urls: Sequence[str],
-                             parameters: Mapping[str, Any], *, oss_resolve: bool = False,
-                             ) -> Submitted:
+    def submit_transcription(
+        self,
+        model: str,
+        file_urls: Sequence[str],
+        parameters: Mapping[str, Any],
+        *,
+        oss_resolve: bool = False,
+    ) -> Submitted:
         """E1: start a task; ``oss://`` URLs switch on the resolve header by themselves."""
         body = submit_body(model, file_urls, dict(parameters))
         headers = dict(ASYNC)
@@ -97,16 +108,18 @@ class DashScopeClient:
         url = f"{self.base_url}/tasks/{quote(task_id, safe='')}"
         return parse_task_status(self._json(self._api("GET", url)), task_id)
 
-    def list_tasks(self, *, model: str | None = None, page_size: int = 100,
-                   max_pages: int = 50) -> list[TaskSummary]:
+    def list_tasks(
+        self, *, model: str | None = None, page_size: int = 100, max_pages: int = 50
+    ) -> list[TaskSummary]:
         """E9: the account's tasks of the last 24 h, newest first (all pages, bounded)."""
         out: list[TaskSummary] = []
         for page_no in range(1, max_pages + 1):
             params: dict[str, Any] = {"page_no": page_no, "page_size": page_size}
             if model:
                 params["model_name"] = model
-            tasks, total = parse_task_list(self._json(self._api(
-                "GET", f"{self.base_url}/tasks", params=params)))
+            tasks, total = parse_task_list(
+                self._json(self._api("GET", f"{self.base_url}/tasks", params=params))
+            )
             out.extend(tasks)
             if not tasks or len(out) >= total:
                 break
@@ -124,30 +137,44 @@ class DashScopeClient:
 
     # -- temporary upload (§6) -------------------------------------------------------------
 
-    def upload_temporary(self, path_or_bytes: bytes | str | os.PathLike[str], filename: str,
-                         model: str) -> str:
+    def upload_temporary(
+        self, path_or_bytes: bytes | str | os.PathLike[str], filename: str, model: str
+    ) -> str:
         """E6 + E7: put a local file where ``model`` can read it; returns ``oss://…``."""
-        policy_req = self._api("GET", f"{self.base_url}/uploads",
-                               params={"action": "getPolicy", "model": model})
+        policy_req = self._api(
+            "GET", f"{self.base_url}/uploads", params={"action": "getPolicy", "model": model}
+        )
         policy = parse_policy(self._json(policy_req))
         key = object_key(policy, filename)
         with _opened(path_or_bytes) as (fileobj, size):
             check_size(policy, size, filename)
             request = self._http.build_request(
-                "POST", policy.upload_host, headers={"Accept": "application/json"},
-                data=form_fields(policy, key), files={"file": (key.rsplit("/", 1)[-1], fileobj)})
+                "POST",
+                policy.upload_host,
+                headers={"Accept": "application/json"},
+                data=form_fields(policy, key),
+                files={"file": (key.rsplit("/", 1)[-1], fileobj)},
+            )
             request.headers.pop("Authorization", None)  # the policy is the credential
             self._send(request, source="upload")
         return f"oss://{key}"
 
     # -- sync recognition (§4, §5) ---------------------------------------------------------
 
-    def recognize(self, model: str, audio: str, *, language: str | None = None,
-                  enable_itn: bool = False, context: str | None = None,
-                  stream: bool = False) -> SyncResult:
+    def recognize(
+        self,
+        model: str,
+        audio: str,
+        *,
+        language: str | None = None,
+        enable_itn: bool = False,
+        context: str | None = None,
+        stream: bool = False,
+    ) -> SyncResult:
         """E4, DashScope native: ``audio`` is an http(s) URL, a data: URI or ``oss://``."""
-        body = native_body(model, audio, language=language, enable_itn=enable_itn,
-                           context=context, stream=stream)
+        body = native_body(
+            model, audio, language=language, enable_itn=enable_itn, context=context, stream=stream
+        )
         headers = {**(SSE if stream else {}), **(OSS_RESOLVE if audio.startswith("oss://") else {})}
         url = f"{self.base_url}/services/aigc/multimodal-generation/generation"
         request = self._api("POST", url, json=body, headers=headers)
@@ -155,33 +182,48 @@ class DashScopeClient:
             return self._stream(request, native_stream_result, native_result)
         return native_result(self._json(request))
 
-    def chat_transcribe(self, model: str, audio_data: str, *, language: str | None = None,
-                        context: str | None = None, stream: bool = False,
-                        fmt: str = "wav") -> SyncResult:
+    def chat_transcribe(
+        self,
+        model: str,
+        audio_data: str,
+        *,
+        language: str | None = None,
+        context: str | None = None,
+        stream: bool = False,
+        fmt: str = "wav",
+    ) -> SyncResult:
         """E5, OpenAI-compatible; qwen3-omni-flash is always streamed (it refuses otherwise)."""
         if not self.compat_base_url:
-            raise ConfigError(FailureCode.CONFIG_INVALID,
-                              f"cannot derive the compatible-mode URL from {self.base_url}; "
-                              "pass compat_base_url")
-        body = chat_body(model, audio_data, language=language, context=context,
-                         stream=stream, fmt=fmt)
+            raise ConfigError(
+                FailureCode.CONFIG_INVALID,
+                f"cannot derive the compatible-mode URL from {self.base_url}; pass compat_base_url",
+            )
+        body = chat_body(
+            model, audio_data, language=language, context=context, stream=stream, fmt=fmt
+        )
         headers = {"Accept": "text/event-stream"} if body["stream"] else {}
-        request = self._api("POST", f"{self.compat_base_url}/chat/completions",
-                            json=body, headers=headers)
+        request = self._api(
+            "POST", f"{self.compat_base_url}/chat/completions", json=body, headers=headers
+        )
         if body["stream"]:
             return self._stream(request, compat_stream_result, compat_result)
         return compat_result(self._json(request))
 
     # -- the edge --------------------------------------------------------------------------
 
-    def _api(self, method: str, url: str, *, headers: Mapping[str, str] | None = None,
-             **kwargs: Any) -> httpx.Request:
+    def _api(
+        self, method: str, url: str, *, headers: Mapping[str, str] | None = None, **kwargs: Any
+    ) -> httpx.Request:
         """A request to DashScope's own API: always authenticated, as the SDK insists."""
         if not self._api_key:
-            raise ConfigError(FailureCode.PROVIDER_AUTH,
-                              "no DashScope API key: set DASHSCOPE_API_KEY")
-        all_headers = {"Authorization": f"Bearer {self._api_key}",
-                       "Accept": "application/json", **(headers or {})}
+            raise ConfigError(
+                FailureCode.PROVIDER_AUTH, "no DashScope API key: set DASHSCOPE_API_KEY"
+            )
+        all_headers = {
+            "Authorization": f"Bearer {self._api_key}",
+            "Accept": "application/json",
+            **(headers or {}),
+        }
         return self._http.build_request(method, url, headers=all_headers, **kwargs)
 
     def _send(self, request: httpx.Request, *, source: Source = "api") -> httpx.Response:
@@ -196,8 +238,12 @@ class DashScopeClient:
     def _json(self, request: httpx.Request) -> dict[str, Any]:
         return json_object(self._send(request))
 
-    def _stream(self, request: httpx.Request, on_events: Callable[[Iterable[SseEvent]], T],
-                on_json: Callable[[dict[str, Any]], T]) -> T:
+    def _stream(
+        self,
+        request: httpx.Request,
+        on_events: Callable[[Iterable[SseEvent]], T],
+        on_json: Callable[[dict[str, Any]], T],
+    ) -> T:
         """Send, then parse SSE; a plain JSON answer (errors, usually) is parsed as such."""
         try:
             response = self._http.send(request, stream=True)

@@ -48,7 +48,8 @@ _WAV_HEADER = 44
 # A sentence ends at CJK final punctuation, or at . ! ? … followed by space, a closing
 # quote/bracket or the end (so "3.5" and "e.g.x" stay whole); closers stay with it.
 _SENTENCE = re.compile(
-    r"""\s*(.+?(?:[。！？]+|[.!?…]+(?=[\s"'”’)\]」』]|\Z)|\Z)["'”’)\]」』]*)""", re.S)
+    r"""\s*(.+?(?:[。！？]+|[.!?…]+(?=[\s"'”’)\]」』]|\Z)|\Z)["'”’)\]」』]*)""", re.S
+)
 
 
 def max_wav_seconds(sample_rate: int = 16_000) -> float:
@@ -66,13 +67,20 @@ class DashScopeClipEngine:
 
     name = "dashscope"
 
-    def __init__(self, client: DashScopeClient, model: str, *,
-                 max_clip_s: float = DEFAULT_MAX_CLIP_S, stream: bool = False) -> None:
+    def __init__(
+        self,
+        client: DashScopeClient,
+        model: str,
+        *,
+        max_clip_s: float = DEFAULT_MAX_CLIP_S,
+        stream: bool = False,
+    ) -> None:
         m = model.lower()
         if not (is_omni(m) or (m.startswith("qwen3-asr-flash") and not is_filetrans(m))):
-            raise ConfigError(FailureCode.CONFIG_INVALID,
-                              f"{model} is not a sync DashScope model (qwen3-asr-flash, "
-                              "qwen3-omni-flash)")
+            raise ConfigError(
+                FailureCode.CONFIG_INVALID,
+                f"{model} is not a sync DashScope model (qwen3-asr-flash, qwen3-omni-flash)",
+            )
         self.client = client
         self.model = model
         self.max_clip_s = min(max_clip_s, DEFAULT_MAX_CLIP_S)
@@ -85,9 +93,12 @@ class DashScopeClipEngine:
         for offset_ms, piece in _pieces(clip):
             result = self._recognize(piece, options)
             duration_ms = round(piece.duration_s * 1000)
-            part = transcript_from_text(result.text, duration_ms,
-                                        language=result.language or options.language,
-                                        emotion=result.emotion)
+            part = transcript_from_text(
+                result.text,
+                duration_ms,
+                language=result.language or options.language,
+                emotion=result.emotion,
+            )
             parts.append(part.shifted(offset_ms))
         merged = Transcript.concat(parts)
         return merged if merged.language else replace(merged, language=options.language)
@@ -95,14 +106,26 @@ class DashScopeClipEngine:
     def _recognize(self, clip: AudioClip, options: AsrOptions) -> SyncResult:
         uri = wav_data_uri(clip)
         if len(uri) > MAX_DATA_URI_BYTES:  # cannot happen after _pieces; a contract check
-            raise MediaRejected(FailureCode.TOO_LARGE,
-                                f"clip encodes to {len(uri)} bytes, over DashScope's 10 MB")
+            raise MediaRejected(
+                FailureCode.TOO_LARGE, f"clip encodes to {len(uri)} bytes, over DashScope's 10 MB"
+            )
         if is_omni(self.model):
-            return self.client.chat_transcribe(self.model, uri, language=options.language,
-                                               context=options.context, stream=True, fmt="wav")
-        return self.client.recognize(self.model, uri, language=options.language,
-                                     enable_itn=options.itn, context=options.context,
-                                     stream=self.stream)
+            return self.client.chat_transcribe(
+                self.model,
+                uri,
+                language=options.language,
+                context=options.context,
+                stream=True,
+                fmt="wav",
+            )
+        return self.client.recognize(
+            self.model,
+            uri,
+            language=options.language,
+            enable_itn=options.itn,
+            context=options.context,
+            stream=self.stream,
+        )
 
 
 def _pieces(clip: AudioClip) -> Iterator[tuple[int, AudioClip]]:
@@ -122,8 +145,9 @@ def split_sentences(text: str) -> list[str]:
     return [s for m in _SENTENCE.finditer(text) if (s := m.group(1).strip())]
 
 
-def transcript_from_text(text: str, duration_ms: int, *, language: str | None = None,
-                         emotion: str | None = None) -> Transcript:
+def transcript_from_text(
+    text: str, duration_ms: int, *, language: str | None = None, emotion: str | None = None
+) -> Transcript:
     """Sentences spread over [0, duration_ms] in proportion to their length (no spaces)."""
     sentences = split_sentences(text)
     weights = [max(1, len("".join(s.split()))) for s in sentences]

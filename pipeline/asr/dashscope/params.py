@@ -40,8 +40,9 @@ def is_omni(model: str) -> bool:
 
 
 def unsupported(option: str, model: str, hint: str = "") -> PermanentError:
-    return PermanentError(FailureCode.UNSUPPORTED_OPTION,
-                          f"{option} is not supported by {model}{hint}")
+    return PermanentError(
+        FailureCode.UNSUPPORTED_OPTION, f"{option} is not supported by {model}{hint}"
+    )
 
 
 def refuse_funasr_only(options: AsrOptions, model: str) -> None:
@@ -53,8 +54,9 @@ def refuse_funasr_only(options: AsrOptions, model: str) -> None:
         raise unsupported("vocabulary_id (hotwords)", model, hint)
 
 
-def funasr_parameters(options: AsrOptions, *,
-                      channels: Sequence[int] | None = None) -> dict[str, Any]:
+def funasr_parameters(
+    options: AsrOptions, *, channels: Sequence[int] | None = None
+) -> dict[str, Any]:
     """``parameters`` for Fun-ASR / Paraformer; only what was asked for is sent."""
     params: dict[str, Any] = dict(options.extra)
     if options.language:
@@ -65,16 +67,19 @@ def funasr_parameters(options: AsrOptions, *,
         params["diarization_enabled"] = True
         if options.speaker_count is not None:
             if not 2 <= options.speaker_count <= 100:
-                raise PermanentError(FailureCode.UNSUPPORTED_OPTION,
-                                     f"speaker_count must be 2..100, not {options.speaker_count}")
+                raise PermanentError(
+                    FailureCode.UNSUPPORTED_OPTION,
+                    f"speaker_count must be 2..100, not {options.speaker_count}",
+                )
             params["speaker_count"] = options.speaker_count
     if channels is not None:
         params["channel_id"] = list(channels)
     return params
 
 
-def filetrans_parameters(options: AsrOptions, *, model: str = FILETRANS_PREFIX,
-                         channels: Sequence[int] | None = None) -> dict[str, Any]:
+def filetrans_parameters(
+    options: AsrOptions, *, model: str = FILETRANS_PREFIX, channels: Sequence[int] | None = None
+) -> dict[str, Any]:
     """``parameters`` for qwen3-asr-flash-filetrans (§3.2)."""
     refuse_funasr_only(options, model)
     params: dict[str, Any] = dict(options.extra)
@@ -87,15 +92,17 @@ def filetrans_parameters(options: AsrOptions, *, model: str = FILETRANS_PREFIX,
     return params
 
 
-def submit_parameters(model: str, options: AsrOptions, *,
-                      channels: Sequence[int] | None = None) -> dict[str, Any]:
+def submit_parameters(
+    model: str, options: AsrOptions, *, channels: Sequence[int] | None = None
+) -> dict[str, Any]:
     """The right ``parameters`` for any async model."""
     if is_filetrans(model):
         return filetrans_parameters(options, model=model, channels=channels)
     if is_funasr(model):
         return funasr_parameters(options, channels=channels)
-    raise PermanentError(FailureCode.CONFIG_INVALID,
-                         f"{model} is not an async file-transcription model")
+    raise PermanentError(
+        FailureCode.CONFIG_INVALID, f"{model} is not an async file-transcription model"
+    )
 
 
 def submit_body(model: str, file_urls: Sequence[str], parameters: dict[str, Any]) -> dict[str, Any]:
@@ -103,20 +110,30 @@ def submit_body(model: str, file_urls: Sequence[str], parameters: dict[str, Any]
     urls = list(file_urls)
     if is_filetrans(model):
         if len(urls) != 1:
-            raise PermanentError(FailureCode.CONFIG_INVALID,
-                                 f"{model} takes exactly one file per task, got {len(urls)}")
+            raise PermanentError(
+                FailureCode.CONFIG_INVALID,
+                f"{model} takes exactly one file per task, got {len(urls)}",
+            )
         task_input: dict[str, Any] = {"file_url": urls[0]}
     else:
         if not 1 <= len(urls) <= MAX_FILE_URLS:
             raise PermanentError(
                 FailureCode.CONFIG_INVALID,
-                f"{model} takes 1..{MAX_FILE_URLS} files per task, got {len(urls)}")
+                f"{model} takes 1..{MAX_FILE_URLS} files per task, got {len(urls)}",
+            )
         task_input = {"file_urls": urls}
     return {"model": model, "input": task_input, "parameters": dict(parameters)}
 
 
-def native_body(model: str, audio: str, *, language: str | None, enable_itn: bool,
-                context: str | None, stream: bool) -> dict[str, Any]:
+def native_body(
+    model: str,
+    audio: str,
+    *,
+    language: str | None,
+    enable_itn: bool,
+    context: str | None,
+    stream: bool,
+) -> dict[str, Any]:
     """E4's body for qwen3-asr-flash (§4)."""
     messages: list[dict[str, Any]] = []
     if context:
@@ -131,15 +148,23 @@ def native_body(model: str, audio: str, *, language: str | None, enable_itn: boo
     return {"model": model, "input": {"messages": messages}, "parameters": parameters}
 
 
-def chat_body(model: str, audio_data: str, *, language: str | None, context: str | None,
-              stream: bool, fmt: str) -> dict[str, Any]:
+def chat_body(
+    model: str,
+    audio_data: str,
+    *,
+    language: str | None,
+    context: str | None,
+    stream: bool,
+    fmt: str,
+) -> dict[str, Any]:
     """E5's body: qwen3-asr-flash (§5.1) or, always streaming, qwen3-omni-flash (§5.2)."""
     omni = is_omni(model)
     messages: list[dict[str, Any]] = []
     if context:
         messages.append({"role": "system", "content": [{"type": "text", "text": context}]})
     user: list[dict[str, Any]] = [
-        {"type": "input_audio", "input_audio": {"data": audio_data, "format": fmt}}]
+        {"type": "input_audio", "input_audio": {"data": audio_data, "format": fmt}}
+    ]
     if omni:
         prompt = OMNI_PROMPT + (f" The language is {language}." if language else "")
         user.append({"type": "text", "text": prompt})

@@ -63,8 +63,7 @@ class Failed:
 PollDecision = Done | Wait | Failed
 
 
-def decide(status: TaskStatus, polls: int, waited_s: float,
-           limits: PollLimitsLike) -> PollDecision:
+def decide(status: TaskStatus, polls: int, waited_s: float, limits: PollLimitsLike) -> PollDecision:
     """Stop, wait or give up after the ``polls``-th query (0 for the first)."""
     state = status.status
     detail = _detail(status)
@@ -74,21 +73,24 @@ def decide(status: TaskStatus, polls: int, waited_s: float,
         reason = status.message or status.code or state
         return Failed(FailureCode.PROVIDER_FAILED, f"task {state}: {reason}", detail)
     if state == UNKNOWN:
-        return Failed(FailureCode.TASK_LOST,
-                      f"task {status.task_id} is unknown to DashScope (expired after 24 h, "
-                      "or submitted with another key or region)", detail)
+        return Failed(
+            FailureCode.TASK_LOST,
+            f"task {status.task_id} is unknown to DashScope (expired after 24 h, "
+            "or submitted with another key or region)",
+            detail,
+        )
     if state not in WAITING:
         # e.g. the community-reported SUCCESS_WITH_NO_VALID_FRAGMENT: waiting on a status we
         # cannot read would sit out the whole give-up period for nothing.
         return Failed(FailureCode.PROVIDER_FAILED, f"unexpected task status {state!r}", detail)
     if waited_s > limits.give_up_after_s:
-        return Failed(FailureCode.POLL_TIMEOUT,
-                      f"still {state} after {waited_s:.0f} s", detail)
+        return Failed(FailureCode.POLL_TIMEOUT, f"still {state} after {waited_s:.0f} s", detail)
     return Wait(seconds=min(limits.first_s * 2 ** min(polls, 30), limits.max_s))
 
 
-def file_outcomes(status: TaskStatus,
-                  file_urls: Sequence[str] | None = None) -> dict[str, FileResult]:
+def file_outcomes(
+    status: TaskStatus, file_urls: Sequence[str] | None = None
+) -> dict[str, FileResult]:
     """Each file's result, keyed by the URL that was submitted.
 
     Results are matched on ``file_url`` (echoed exactly, §3.3). Filetrans does not echo it,
@@ -106,15 +108,23 @@ def file_outcomes(status: TaskStatus,
         if result is None and len(file_urls) == 1 and len(unnamed) == 1:
             result = replace(unnamed[0], file_url=url)
         if result is None:
-            result = FileResult(url, FAILED, None, status.code or "MissingResult",
-                                status.message or f"task {status.status} without a result "
-                                "for this file")
+            result = FileResult(
+                url,
+                FAILED,
+                None,
+                status.code or "MissingResult",
+                status.message or f"task {status.status} without a result for this file",
+            )
         out[url] = result
     return out
 
 
 def _detail(status: TaskStatus) -> dict[str, Any]:
-    pairs = (("task_id", status.task_id), ("provider_status", status.status),
-             ("provider_code", status.code), ("provider_message", status.message),
-             ("request_id", status.request_id))
+    pairs = (
+        ("task_id", status.task_id),
+        ("provider_status", status.status),
+        ("provider_code", status.code),
+        ("provider_message", status.message),
+        ("request_id", status.request_id),
+    )
     return {k: v for k, v in pairs if v}

@@ -60,8 +60,9 @@ class _Collector:
             self.usage = MappingProxyType(dict(body["usage"]))
 
     def result(self) -> SyncResult:
-        return SyncResult("".join(self.pieces).strip(), self.language, self.emotion,
-                          self.request_id, self.usage)
+        return SyncResult(
+            "".join(self.pieces).strip(), self.language, self.emotion, self.request_id, self.usage
+        )
 
 
 def native_result(body: Mapping[str, Any]) -> SyncResult:
@@ -86,8 +87,9 @@ def native_stream_result(events: Iterable[SseEvent]) -> SyncResult:
         for choice in choices[:1]:
             out.choice(choice, "message")
     if not out.finished:
-        raise bad_response("native stream ended without finish_reason (truncated)",
-                           request_id=out.request_id)
+        raise bad_response(
+            "native stream ended without finish_reason (truncated)", request_id=out.request_id
+        )
     return out.result()
 
 
@@ -118,8 +120,9 @@ def compat_stream_result(events: Iterable[SseEvent]) -> SyncResult:
         for choice in (body.get("choices") or ())[:1]:
             out.choice(choice, "delta")
     if not (done or out.finished):
-        raise bad_response("compatible-mode stream ended without [DONE] (truncated)",
-                           request_id=out.request_id)
+        raise bad_response(
+            "compatible-mode stream ended without [DONE] (truncated)", request_id=out.request_id
+        )
     return out.result()
 
 

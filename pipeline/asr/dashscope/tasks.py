@@ -77,9 +77,16 @@ def parse_task_list(body: Mapping[str, Any]) -> tuple[list[TaskSummary], int]:
         raw = body.get("data") or []
     if not isinstance(raw, list):
         raise bad_response("task list is not a list", request_id=body.get("request_id"))
-    tasks = [TaskSummary(str(t["task_id"]), str(t.get("task_status") or ""),
-                         t.get("model_name"), t.get("submit_time"))
-             for t in raw if isinstance(t, Mapping) and t.get("task_id")]
+    tasks = [
+        TaskSummary(
+            str(t["task_id"]),
+            str(t.get("task_status") or ""),
+            t.get("model_name"),
+            t.get("submit_time"),
+        )
+        for t in raw
+        if isinstance(t, Mapping) and t.get("task_id")
+    ]
     return tasks, int(body.get("total") or len(tasks))
 
 
@@ -143,8 +150,14 @@ def _results(output: Mapping[str, Any], request_id: str | None) -> tuple[FileRes
             raise bad_response(f"result without subtask_status: {r!r:.120}", request_id=request_id)
         status, url = str(r["subtask_status"]), r.get("transcription_url")
         if status == SUCCEEDED and not url:
-            raise bad_response("SUCCEEDED subtask without transcription_url",
-                               request_id=request_id)
-        results.append(FileResult(str(r.get("file_url") or ""), status,
-                                  str(url) if url else None, r.get("code"), r.get("message")))
+            raise bad_response("SUCCEEDED subtask without transcription_url", request_id=request_id)
+        results.append(
+            FileResult(
+                str(r.get("file_url") or ""),
+                status,
+                str(url) if url else None,
+                r.get("code"),
+                r.get("message"),
+            )
+        )
     return tuple(results)

@@ -43,14 +43,16 @@ def parse_policy(body: Mapping[str, Any]) -> UploadPolicy:
         raise bad_response("upload policy answer has no 'data'", request_id=body.get("request_id"))
     missing = [k for k in _FIELDS if data.get(k) is None]
     if missing:
-        raise bad_response(f"upload policy lacks {', '.join(missing)}",
-                           request_id=body.get("request_id"))
+        raise bad_response(
+            f"upload policy lacks {', '.join(missing)}", request_id=body.get("request_id")
+        )
     numbers = {"expire_in_seconds": int, "max_file_size_mb": float, "capacity_limit_mb": float}
     try:
         values = {k: numbers.get(k, str)(data[k]) for k in _FIELDS}
     except (TypeError, ValueError):
-        raise bad_response("upload policy has non-numeric limits",
-                           request_id=body.get("request_id")) from None
+        raise bad_response(
+            "upload policy has non-numeric limits", request_id=body.get("request_id")
+        ) from None
     return UploadPolicy(**values)
 
 

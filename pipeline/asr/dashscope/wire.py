@@ -62,8 +62,9 @@ _AUTH_CODES = ("InvalidApiKey", "invalid_api_key", "AccessDenied", "Arrearage")
 _XML_FIELD = re.compile(r"<(Code|Message|RequestId)>(.*?)</\1>", re.S)
 
 
-def new_http_client(*, transport: httpx.BaseTransport | None = None,
-                    timeout: httpx.Timeout = DEFAULT_TIMEOUT) -> httpx.Client:
+def new_http_client(
+    *, transport: httpx.BaseTransport | None = None, timeout: httpx.Timeout = DEFAULT_TIMEOUT
+) -> httpx.Client:
     """An httpx client with the default timeouts; callers may build their own instead."""
     return httpx.Client(transport=transport, timeout=timeout)
 
@@ -73,31 +74,49 @@ def to_error(failure: httpx.Response | httpx.HTTPError, *, source: Source = "api
     if isinstance(failure, httpx.HTTPStatusError):
         failure = failure.response
     if isinstance(failure, httpx.TimeoutException):
-        return ProviderUnavailable(FailureCode.PROVIDER_TIMEOUT,
-                                   f"DashScope did not answer in time ({type(failure).__name__})")
+        return ProviderUnavailable(
+            FailureCode.PROVIDER_TIMEOUT,
+            f"DashScope did not answer in time ({type(failure).__name__})",
+        )
     if isinstance(failure, httpx.DecodingError):
         return bad_response(f"undecodable response body: {failure}")
     if isinstance(failure, httpx.HTTPError):  # connect/read/protocol errors and the rest
-        return ProviderUnavailable(FailureCode.PROVIDER_ERROR,
-                                   f"DashScope unreachable: {type(failure).__name__}: {failure}")
+        return ProviderUnavailable(
+            FailureCode.PROVIDER_ERROR,
+            f"DashScope unreachable: {type(failure).__name__}: {failure}",
+        )
 
     status = failure.status_code
     code, message, request_id = _provider_fields(failure)
-    detail = {k: v for k, v in (("http_status", status), ("provider_code", code),
-                                ("provider_message", message), ("request_id", request_id)) if v}
+    detail = {
+        k: v
+        for k, v in (
+            ("http_status", status),
+            ("provider_code", code),
+            ("provider_message", message),
+            ("request_id", request_id),
+        )
+        if v
+    }
     label = " ".join(str(p) for p in (status, code) if p)
     text = f"DashScope HTTP {label}: {message or failure.reason_phrase}"
     msg_lower = (message or "").lower()
 
     if source == "result" and status in (403, 404, 410):
-        return ProviderRejected(FailureCode.RESULT_EXPIRED,
-                                f"result URL no longer readable (valid 24 h): {text}",
-                                detail=detail)
+        return ProviderRejected(
+            FailureCode.RESULT_EXPIRED,
+            f"result URL no longer readable (valid 24 h): {text}",
+            detail=detail,
+        )
     if source == "upload" and status == 403 and "expired" in msg_lower:
         return ProviderUnavailable(FailureCode.PROVIDER_ERROR, text, detail=detail)
     if status == 429 or (code or "").startswith("Throttling"):
-        return ProviderBusy(FailureCode.PROVIDER_THROTTLED, text, detail=detail,
-                            retry_after_s=retry_after_s(failure.headers))
+        return ProviderBusy(
+            FailureCode.PROVIDER_THROTTLED,
+            text,
+            detail=detail,
+            retry_after_s=retry_after_s(failure.headers),
+        )
     if status in (401, 403) or (code or "").startswith(_AUTH_CODES):
         return ConfigError(FailureCode.PROVIDER_AUTH, text, detail=detail)
     if status in (408, 504):
@@ -135,14 +154,18 @@ def in_band_error(body: Mapping[str, Any], status: int | None) -> PipelineError:
     return to_error(httpx.Response(status, json=dict(body)))
 
 
-def bad_response(message: str, *, detail: Mapping[str, Any] | None = None,
-                 request_id: str | None = None) -> ProviderUnavailable:
+def bad_response(
+    message: str, *, detail: Mapping[str, Any] | None = None, request_id: str | None = None
+) -> ProviderUnavailable:
     """A 2xx answer we cannot use (see the module docstring for why it is transient)."""
     detail = dict(detail or {})
     if request_id:
         detail["request_id"] = request_id
-    return ProviderUnavailable(FailureCode.PROVIDER_BAD_RESPONSE,
-                               f"DashScope sent a malformed response: {message}", detail=detail)
+    return ProviderUnavailable(
+        FailureCode.PROVIDER_BAD_RESPONSE,
+        f"DashScope sent a malformed response: {message}",
+        detail=detail,
+    )
 
 
 def json_object(response: httpx.Response) -> dict[str, Any]:

@@ -24,8 +24,9 @@ def upgrade() -> None:
         b.add_column(sa.Column("intake_at", sa.DateTime(timezone=True), nullable=True))
         b.add_column(sa.Column("totals", sa.JSON(), nullable=True))
     where = sa.text("timings IS NOT NULL")
-    op.create_index("ix_items_batch_timed", "items", ["batch_id"], postgresql_where=where,
-                    sqlite_where=where)
+    op.create_index(
+        "ix_items_batch_timed", "items", ["batch_id"], postgresql_where=where, sqlite_where=where
+    )
 
 
 def downgrade() -> None:
