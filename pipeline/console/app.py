@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
@@ -44,11 +44,10 @@ from pipeline.states import ItemState
 HERE = Path(__file__).parent
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "media-src 'self' https:; connect-src 'self'; form-action 'self'; "
+    "media-src 'self' https:{media}; connect-src 'self'; form-action 'self'; "
     "frame-ancestors 'none'; base-uri 'none'"
 )
 SECURITY_HEADERS = {
-    "content-security-policy": CSP,
     "x-frame-options": "DENY",
     "x-content-type-options": "nosniff",
     "referrer-policy": "no-referrer",
@@ -342,6 +341,14 @@ def _find(console: Console, request: Request) -> ItemRow | None:
     return queries.find_item(
         console.ledger, request.path_params["batch"], request.path_params["item"]
     )
+
+
+async def api_fleet(console: Console, request: Request, who: Who) -> Response:
+    from pipeline.console.fleet import fleet_status
+
+    if console.out_dir is not None:
+        return _api_error(404, "an embedded run's console has no fleet")
+    return _json(await run_in_threadpool(fleet_status, console.settings, console.ledger))
 
 
 # -- actions ---------------------------------------------------------------------------------
@@ -713,12 +720,22 @@ async def events(console: Console, request: Request, who: Who) -> Response:
 # -- the app ---------------------------------------------------------------------------------
 
 
+def csp_for(settings: Settings) -> str:
+    """The policy, letting the audio player read presigned URLs from the S3 endpoint when
+    one is set: an in-cluster MinIO or Ceph often answers plain http, which ``https:``
+    alone would block."""
+    endpoint = urlsplit(settings.s3_endpoint_url or "")
+    extra = f" {endpoint.scheme}://{endpoint.netloc}" if endpoint.scheme == "http" else ""
+    return CSP.format(media=extra)
+
+
 class SecurityHeaders:
     """Pure ASGI (streams, SSE included, pass straight through): the headers on every
     response."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, csp: str = CSP.format(media="")) -> None:
         self.app = app
+        self.headers = {"content-security-policy": csp, **SECURITY_HEADERS}
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -730,7 +747,7 @@ class SecurityHeaders:
                 present = {k.lower() for k, _ in message.get("headers", [])}
                 extra = [
                     (k.encode(), v.encode())
-                    for k, v in SECURITY_HEADERS.items()
+                    for k, v in self.headers.items()
                     if k.encode() not in present
                 ]
                 message = {**message, "headers": [*message.get("headers", []), *extra]}
@@ -749,6 +766,7 @@ def create_app(console: Console) -> Starlette:
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         # JSON API
         Route("/api/batches", api(api_batches)),
+        Route("/api/fleet", api(api_fleet)),
         Route("/api/batches/{batch}", api(api_batch)),
         Route("/api/batches/{batch}/items", api(api_items)),
         *[
@@ -783,6 +801,8 @@ def create_app(console: Console) -> Starlette:
         Route("/confirm", page(page_confirm)),
         Route("/do", page(do_action, write=True), methods=["POST"]),
     ]
-    app = Starlette(routes=routes, middleware=[Middleware(SecurityHeaders)])
+    app = Starlette(
+        routes=routes, middleware=[Middleware(SecurityHeaders, csp=csp_for(console.settings))]
+    )
     app.state.console = console
     return app
