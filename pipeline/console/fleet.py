@@ -122,6 +122,7 @@ def next_run(cron: str, now: datetime) -> str | None:
             day_of_week=dow,
             nowfun=lambda: now,
         )
-        return (now + spec.remaining_estimate(now)).isoformat(timespec="minutes")
+        upcoming: datetime = now + spec.remaining_estimate(now)
+        return upcoming.isoformat(timespec="minutes")
     except (ValueError, ImportError):
         return None
