@@ -28,7 +28,20 @@ from dist_support import MEDIA_BUCKET, Clips, Cluster, distinct_entries, s3_clie
 redis_server, pg_url, ledger, moto_url = dist.redis_server, dist.pg_url, dist.ledger, dist.moto_url
 emulator, clips, cluster = dist.emulator, dist.clips, dist.cluster
 
-pytestmark = [pytest.mark.celery, pytest.mark.redis, pytest.mark.postgres, pytest.mark.s3]
+FLEET = (
+    pytest.mark.celery,
+    pytest.mark.redis,
+    pytest.mark.postgres,
+    pytest.mark.s3,
+    pytest.mark.slow,
+)
+
+
+def fleet_test(test: Any) -> Any:
+    """Marks a test that runs on the cluster (real workers, Redis, PostgreSQL, moto)."""
+    for mark in FLEET:
+        test = mark(test)
+    return test
 
 
 @pytest.fixture
@@ -56,6 +69,7 @@ def _fleet_rows(page: Any) -> dict[str, dict[str, str]]:
     return rows
 
 
+@fleet_test
 def test_fleet_page_shows_real_workers(
     cluster: Cluster, clips: Clips, fleet_console: str, page: Any
 ) -> None:
@@ -104,6 +118,7 @@ def test_fleet_page_shows_real_workers(
     assert len(_fleet_rows(page)) == 2
 
 
+@fleet_test
 def test_batch_page_follows_a_running_batch(
     cluster: Cluster, clips: Clips, fleet_console: str, page: Any
 ) -> None:
@@ -147,6 +162,7 @@ SECRET = "console-test-secret-key-never-shown"
 ACCESS_KEY = "AKIACONSOLETEST00001"
 
 
+@pytest.mark.s3
 @pytest.mark.ffmpeg
 @pytest.mark.model
 def test_item_audio_from_s3(moto_url: str, tmp_path: Path, page: Any) -> None:
