@@ -104,6 +104,13 @@ def test_fleet_page_shows_real_workers(
     assert re.match(r"^w1-[0-9a-f]{6}@", by_queues[("provider",)])
     assert set(fleet["queues"]) == {"prepare", "provider", "transcribe"}
 
+    asked = time.monotonic()
+    assert len(api.get("/api/fleet").json()["workers"]) == 2
+    took = time.monotonic() - asked
+    # One ping (a 1 s timeout), then four questions that end when both workers answered.
+    assert took < 5, took
+    print(f"GET /api/fleet with 2 workers: {took * 1000:.0f} ms")
+
     page.goto(f"{fleet_console}/fleet")
     rows = _fleet_rows(page)
     assert rows[by_queues[("provider",)]]["queues"] == "provider"
