@@ -508,6 +508,7 @@ async def page_batch(console: Console, request: Request, who: Who) -> Response:
         base=base,
         states=[s.value for s in ItemState],
         flash=request.query_params.get("done"),
+        query=request.url.query,
         **view,
     )
 
@@ -519,6 +520,17 @@ async def fragment_counts(console: Console, request: Request, who: Who) -> Respo
     if summary is None:
         return HTMLResponse("", status_code=404)
     return _render(console, request, "_counts.html", who, b=summary)
+
+
+async def fragment_items(console: Console, request: Request, who: Who) -> Response:
+    batch_id = request.path_params["batch"]
+    try:
+        rows, _ = await run_in_threadpool(
+            queries.items_page, console.ledger, batch_id, _item_filter(request)
+        )
+    except queries.BadCursor:
+        return HTMLResponse("", status_code=400)
+    return _render(console, request, "_item_rows.html", who, items=rows, batch_id=batch_id)
 
 
 async def page_item(console: Console, request: Request, who: Who) -> Response:
@@ -792,6 +804,7 @@ def create_app(console: Console) -> Starlette:
         Route("/events/batches", page(events)),
         Route("/batches/{batch}", page(page_batch)),
         Route("/fragments/batches/{batch}/counts", page(fragment_counts)),
+        Route("/fragments/batches/{batch}/items", page(fragment_items)),
         Route("/events/batches/{batch}", page(events)),
         Route(f"/items{item}", page(page_item)),
         Route(f"/audio{item}", page(audio)),

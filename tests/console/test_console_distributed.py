@@ -131,7 +131,8 @@ def test_batch_page_follows_a_running_batch(
 ) -> None:
     """A batch of eight runs on real workers (each provider task held 2 s by the emulator)
     while its page is open: the counts change over server-sent events, without a reload,
-    through several states until all eight are SUCCEEDED and the batch is done."""
+    through several states until all eight are SUCCEEDED and the batch is done; the page's
+    items table follows them."""
     cluster.em_config(latency_s=2.0)
     entries = distinct_entries(clips, 8)
     cluster.worker(concurrency=2)
@@ -154,6 +155,11 @@ def test_batch_page_follows_a_running_batch(
     assert page.locator('#counts [data-state="SUCCEEDED"] .n').inner_text() == "8", seen
     assert page.locator("#counts li").count() == 1  # nothing left in any other state
     assert "8 / 8 finished" in _stats(page) and "ETA done" in _stats(page)
+    wait_until(  # the items table follows the counts too
+        lambda: page.locator("table.items tbody .state").all_inner_texts() == ["SUCCEEDED"] * 8,
+        10,
+        "the items table to show every item SUCCEEDED",
+    )
     assert page.evaluate("window.__marker") == "same page"  # never reloaded
     assert len(seen) >= 3, seen  # the page showed the batch on its way, not just its end
     assert elapsed > 4, elapsed  # it really ran while the page was open
