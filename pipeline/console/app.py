@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
@@ -44,11 +44,10 @@ from pipeline.states import ItemState
 HERE = Path(__file__).parent
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "media-src 'self' https:; connect-src 'self'; form-action 'self'; "
+    "media-src 'self' https:{media}; connect-src 'self'; form-action 'self'; "
     "frame-ancestors 'none'; base-uri 'none'"
 )
 SECURITY_HEADERS = {
-    "content-security-policy": CSP,
     "x-frame-options": "DENY",
     "x-content-type-options": "nosniff",
     "referrer-policy": "no-referrer",
@@ -344,6 +343,14 @@ def _find(console: Console, request: Request) -> ItemRow | None:
     )
 
 
+async def api_fleet(console: Console, request: Request, who: Who) -> Response:
+    from pipeline.console.fleet import fleet_status
+
+    if console.out_dir is not None:
+        return _api_error(404, "an embedded run's console has no fleet")
+    return _json(await run_in_threadpool(fleet_status, console.settings, console.ledger))
+
+
 # -- actions ---------------------------------------------------------------------------------
 
 
@@ -501,6 +508,7 @@ async def page_batch(console: Console, request: Request, who: Who) -> Response:
         base=base,
         states=[s.value for s in ItemState],
         flash=request.query_params.get("done"),
+        query=request.url.query,
         **view,
     )
 
@@ -512,6 +520,17 @@ async def fragment_counts(console: Console, request: Request, who: Who) -> Respo
     if summary is None:
         return HTMLResponse("", status_code=404)
     return _render(console, request, "_counts.html", who, b=summary)
+
+
+async def fragment_items(console: Console, request: Request, who: Who) -> Response:
+    batch_id = request.path_params["batch"]
+    try:
+        rows, _ = await run_in_threadpool(
+            queries.items_page, console.ledger, batch_id, _item_filter(request)
+        )
+    except queries.BadCursor:
+        return HTMLResponse("", status_code=400)
+    return _render(console, request, "_item_rows.html", who, items=rows, batch_id=batch_id)
 
 
 async def page_item(console: Console, request: Request, who: Who) -> Response:
@@ -713,12 +732,22 @@ async def events(console: Console, request: Request, who: Who) -> Response:
 # -- the app ---------------------------------------------------------------------------------
 
 
+def csp_for(settings: Settings) -> str:
+    """The policy, letting the audio player read presigned URLs from the S3 endpoint when
+    one is set: an in-cluster MinIO or Ceph often answers plain http, which ``https:``
+    alone would block."""
+    endpoint = urlsplit(settings.s3_endpoint_url or "")
+    extra = f" {endpoint.scheme}://{endpoint.netloc}" if endpoint.scheme == "http" else ""
+    return CSP.format(media=extra)
+
+
 class SecurityHeaders:
     """Pure ASGI (streams, SSE included, pass straight through): the headers on every
     response."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, csp: str = CSP.format(media="")) -> None:
         self.app = app
+        self.headers = {"content-security-policy": csp, **SECURITY_HEADERS}
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -730,7 +759,7 @@ class SecurityHeaders:
                 present = {k.lower() for k, _ in message.get("headers", [])}
                 extra = [
                     (k.encode(), v.encode())
-                    for k, v in SECURITY_HEADERS.items()
+                    for k, v in self.headers.items()
                     if k.encode() not in present
                 ]
                 message = {**message, "headers": [*message.get("headers", []), *extra]}
@@ -749,6 +778,7 @@ def create_app(console: Console) -> Starlette:
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         # JSON API
         Route("/api/batches", api(api_batches)),
+        Route("/api/fleet", api(api_fleet)),
         Route("/api/batches/{batch}", api(api_batch)),
         Route("/api/batches/{batch}/items", api(api_items)),
         *[
@@ -774,6 +804,7 @@ def create_app(console: Console) -> Starlette:
         Route("/events/batches", page(events)),
         Route("/batches/{batch}", page(page_batch)),
         Route("/fragments/batches/{batch}/counts", page(fragment_counts)),
+        Route("/fragments/batches/{batch}/items", page(fragment_items)),
         Route("/events/batches/{batch}", page(events)),
         Route(f"/items{item}", page(page_item)),
         Route(f"/audio{item}", page(audio)),
@@ -783,6 +814,8 @@ def create_app(console: Console) -> Starlette:
         Route("/confirm", page(page_confirm)),
         Route("/do", page(do_action, write=True), methods=["POST"]),
     ]
-    app = Starlette(routes=routes, middleware=[Middleware(SecurityHeaders)])
+    app = Starlette(
+        routes=routes, middleware=[Middleware(SecurityHeaders, csp=csp_for(console.settings))]
+    )
     app.state.console = console
     return app

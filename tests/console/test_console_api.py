@@ -72,6 +72,7 @@ def test_reads(serve: Callable[..., Served], finished_run) -> None:  # type: ign
     assert item["attempts"][0]["state"] == "SUCCEEDED" and item["outputs"]["json"]
     assert "media_url" not in item
     assert c.get(f"/api/items/{batch}/day2/nothing").status_code == 404
+    assert c.get("/api/fleet").status_code == 404  # an embedded run has no fleet
 
 
 def test_auth(serve: Callable[..., Served]) -> None:

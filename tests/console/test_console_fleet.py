@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import start_console
+from conftest import shot, start_console
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from console_bench import scratch_database
@@ -26,7 +26,7 @@ out = "/srv/transcripts/nightly"
 """
 
 
-def test_schedules_and_fleet(tmp_path: Path) -> None:
+def test_schedules_and_fleet(tmp_path: Path, page) -> None:  # type: ignore[no-untyped-def]
     from pipeline.ledger import ItemSeed, open_ledger
 
     config = tmp_path / "bulkscribe.toml"
@@ -49,6 +49,8 @@ def test_schedules_and_fleet(tmp_path: Path) -> None:
             assert "nightly" in schedules and "0 2 * * *" in schedules
             assert "T02:00" in schedules  # the next run, in UTC
             assert "/batches/sched-nightly-20261205-0200" in schedules  # the batch it made
+            page.goto(f"{base}/schedules")
+            shot(page, "schedules")
             listed = httpx.get(f"{base}/api/batches", params={"schedule": "nightly"}).json()
             assert [b["batch_id"] for b in listed["batches"]] == ["sched-nightly-20261205-0200"]
             # Actions on PostgreSQL (the item's move and its attempt's end in one statement)
@@ -72,6 +74,11 @@ def test_schedules_and_fleet(tmp_path: Path) -> None:
             started = time.monotonic()
             fleet = httpx.get(f"{base}/fleet", timeout=20).text
             assert "is not reachable" in fleet and time.monotonic() - started < 10
+            api = httpx.get(f"{base}/api/fleet", timeout=20).json()
+            assert api["reachable"] is False and api["workers"] == []
+            assert api["provider_inflight"] == 0
+            page.goto(f"{base}/fleet")
+            shot(page, "fleet-unreachable")
         finally:
             proc.terminate()
             proc.wait(timeout=10)

@@ -203,3 +203,16 @@ def test_page_reprocess_form(ledger: Ledger) -> None:
     assert row.spec["options"] == {"diarization_enabled": True, "speaker_count": 2}
     action = ledger.actions_of(item_id=row.id)[0]
     assert action["action"] == "reprocess" and action["actor"].startswith("console:local@")
+
+
+def test_csp_lets_the_player_read_a_plain_http_s3_endpoint() -> None:
+    """The page's policy adds the S3 endpoint's origin to media-src only when it is plain
+    http (https: is allowed already), and keeps its path and credentials out."""
+    from pipeline.console.app import csp_for
+    from pipeline.settings import Settings
+
+    plain = csp_for(Settings(s3_endpoint_url="http://minio.internal:9000/some/path"))
+    assert "media-src 'self' https: http://minio.internal:9000;" in plain
+    assert "/some/path" not in plain
+    assert "media-src 'self' https:;" in csp_for(Settings())
+    assert "media-src 'self' https:;" in csp_for(Settings(s3_endpoint_url="https://s3.example"))

@@ -1076,6 +1076,7 @@ def test_console_is_deployed() -> None:
     svc = compose["services"]["console"]
     assert svc["command"][:1] == ["console"] and "8400" in svc["command"]
     assert "BULKSCRIBE_CONSOLE_TOKEN" in svc["environment"]
+    assert "/healthz" in " ".join(svc["healthcheck"]["test"])
     docs = list(yaml.safe_load_all((K8S / "console.yaml").read_text()))
     deployment = next(d for d in docs if d["kind"] == "Deployment")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
