@@ -7,21 +7,54 @@ no provider to pay, so its models cost 0 unless the table says otherwise.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
 from pipeline.budget import Caps
 from pipeline.errors import ConfigError, FailureCode
 from pipeline.settings import Settings
 
 
+@dataclass(frozen=True, slots=True)
+class PriceTable:
+    """The ``[prices]`` table as a frozen value: model -> (price per audio second, currency)."""
+
+    rates: Mapping[str, tuple[float, str]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, settings: Settings) -> PriceTable:
+        return cls({m: (p.rate_per_s, p.currency) for m, p in settings.prices.items()})
+
+    def rate(self, engine: str, model: str) -> tuple[float | None, str | None]:
+        """(price per audio second, currency) of ``model``; (None, None) when unknown."""
+        found = self.rates.get(model)
+        if found is not None:
+            return found
+        if engine == "local":
+            return 0.0, None
+        return None, None
+
+    def cost(self, usage: Iterable[tuple[str, str, float]]) -> tuple[float | None, str | None]:
+        """What ``(engine, model, audio seconds)`` rows cost, and in which currency. None
+        when a model has no price, or the prices are in more than one currency (they
+        cannot be added up)."""
+        total = 0.0
+        currencies: set[str] = set()
+        for engine, model, seconds in usage:
+            rate, currency = self.rate(engine, model)
+            if rate is None:
+                return None, None
+            total += rate * seconds
+            if currency:
+                currencies.add(currency)
+        if len(currencies) > 1:
+            return None, None
+        return total, next(iter(currencies), None)
+
+
 def rate_of(settings: Settings, engine: str, model: str) -> tuple[float | None, str | None]:
     """(price per audio second, currency) of ``model``; (None, None) when unknown."""
-    price = settings.prices.get(model)
-    if price is not None:
-        return price.rate_per_s, price.currency
-    if engine == "local":
-        return 0.0, None
-    return None, None
+    return PriceTable.of(settings).rate(engine, model)
 
 
 def budget_caps(

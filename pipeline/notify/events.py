@@ -49,16 +49,19 @@ def batch_completed(
     results: str | None,
     at: datetime,
     cost: float | None = None,
+    currency: str | None = None,
     console_url: str | None = None,
 ) -> Event:
-    """A batch whose every item is finished; ``results`` is where results.jsonl is."""
+    """A batch whose every item is finished; ``results`` is where results.jsonl is;
+    ``cost`` is None when it is unknown (a model without a price)."""
     data = {
         "batch_id": batch_id,
         "kind": kind,
         "total": sum(counts.values()),
         "counts": dict(sorted(counts.items())),
         "audio_s": round(audio_s, 3),
-        "cost": cost,
+        "cost": None if cost is None else round(cost, 6),
+        "currency": currency,
         "results": results,
         "console": console_link(console_url, batch_id),
     }

@@ -13,6 +13,7 @@ from pipeline.log import get_logger
 from pipeline.manifest import display
 from pipeline.notify import events, outbox
 from pipeline.notify.delivery import DeliveryReport, deliverer
+from pipeline.pricing import PriceTable
 from pipeline.settings import Settings, check_notify_url
 
 log = get_logger("bulkscribe.notify")
@@ -45,6 +46,7 @@ def embedded_close(
             results=str(out_dir / "results.jsonl"),
             extra_urls=urls,
             again=summary.processed > 0,
+            prices=PriceTable.of(settings),
             counts=summary.counts,
             audio_s=audio_ms / 1000,
         )

@@ -19,12 +19,13 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, exists, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from pipeline.ledger.tables import batches, items
+from pipeline.ledger.tables import attempts, batches, items
 from pipeline.ledger.tables import notify_dead_noted as dead_noted
 from pipeline.ledger.tables import notify_endpoints as endpoints
 from pipeline.ledger.tables import notify_outbox as outbox
 from pipeline.notify import events
 from pipeline.notify.policy import Decision, Delivered, GiveUp, Gone, Retry
+from pipeline.pricing import PriceTable
 from pipeline.settings import NotifySettings
 from pipeline.states import ItemState
 
@@ -145,12 +146,14 @@ def announce_completed(
     results: str | None,
     now: datetime | None = None,
     extra_urls: Sequence[str] = (),
-    cost: float | None = None,
+    prices: PriceTable | None = None,
     counts: Mapping[str, int] | None = None,
     audio_s: float | None = None,
 ) -> list[str]:
     """``batch.completed`` for ``batch_id``, from the ledger as ``conn`` sees it (or the
-    ``counts`` and ``audio_s`` given). Call it in the transaction that marks the batch done."""
+    ``counts`` and ``audio_s`` given). Call it in the transaction that marks the batch done.
+    Its cost is the SUCCEEDED items' audio priced by ``prices``, each by the model of its
+    current attempt; None without ``prices`` or when a model has no price."""
     batch = conn.execute(select(batches).where(batches.c.id == batch_id)).first()
     info = dict(batch._mapping) if batch is not None else {}
     urls = batch_urls(info, notify, extra_urls)
@@ -172,6 +175,9 @@ def announce_completed(
             )
         ).scalar()
         audio_s = int(audio_ms or 0) / 1000
+    cost, currency = (
+        prices.cost(usage(conn, batch_id, info)) if prices is not None else (None, None)
+    )
     now = now or _utcnow()
     event = events.batch_completed(
         batch_id=batch_id,
@@ -181,9 +187,33 @@ def announce_completed(
         results=results,
         at=now,
         cost=cost,
+        currency=currency,
         console_url=notify.console_url,
     )
     return enqueue(conn, event, urls, batch_id=batch_id, now=now)
+
+
+def usage(
+    conn: Connection, batch_id: str, batch: Mapping[str, Any]
+) -> list[tuple[str, str, float]]:
+    """(engine, model, audio seconds) of the batch's SUCCEEDED items, by the engine and
+    model of each item's current attempt (a manifest line may name its own model, and a
+    reprocess another one); the batch's own where an item has no attempt row."""
+    current = and_(attempts.c.item_id == items.c.id, attempts.c.number == items.c.attempt)
+    rows = conn.execute(
+        select(attempts.c.engine, attempts.c.model, func.sum(items.c.audio_duration_ms))
+        .select_from(items.outerjoin(attempts, current))
+        .where(and_(items.c.batch_id == batch_id, items.c.state == ItemState.SUCCEEDED.value))
+        .group_by(attempts.c.engine, attempts.c.model)
+    )
+    return [
+        (
+            str(engine or batch.get("engine") or ""),
+            str(model or batch.get("model") or ""),
+            int(ms or 0) / 1000,
+        )
+        for engine, model, ms in rows
+    ]
 
 
 def complete_batch(
@@ -194,6 +224,7 @@ def complete_batch(
     results: str | None,
     extra_urls: Sequence[str] = (),
     again: bool = False,
+    prices: PriceTable | None = None,
     counts: Mapping[str, int] | None = None,
     audio_s: float | None = None,
 ) -> bool:
@@ -214,6 +245,7 @@ def complete_batch(
             results=results,
             now=now,
             extra_urls=extra_urls,
+            prices=prices,
             counts=counts,
             audio_s=audio_s,
         )

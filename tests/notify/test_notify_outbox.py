@@ -397,3 +397,65 @@ def test_the_worker_close_writes_results_and_event_together(
     assert deliverer(s, ledger.engine).flush(5).states == {"DELIVERED": 1}
     (got,) = receiver.at("/close")
     assert payload(got)["data"]["counts"] == {"SUCCEEDED": 2}
+
+
+def priced_batch(ledger: Ledger, url: str) -> None:
+    """Three SUCCEEDED items of a DashScope batch: 60 s and 30 s of fun-asr (the batch's
+    model), 120 s of a line naming qwen3-asr-flash-filetrans; one FAILED item (not billed)."""
+    ledger.ensure_batch(
+        "b-1",
+        kind="submit",
+        out="/tmp/out",
+        engine="dashscope",
+        model="fun-asr",
+        options={"notify_urls": [url]},
+    )
+    own = {"model": "qwen3-asr-flash-filetrans"}
+    seeds = [
+        ItemSeed("a", 1, "/m/a.wav", {}, "pa"),
+        ItemSeed("b", 2, "/m/b.wav", own, "pb"),
+        ItemSeed("c", 3, "/m/c.wav", {}, "pc"),
+        ItemSeed("d", 4, "/m/d.wav", {}, "pd"),
+    ]
+    ledger.sync_items("b-1", seeds, engine="dashscope", model="fun-asr")
+    a, b, c, d = ledger.list_items("b-1")
+    for row, ms in ((a, 60_000), (b, 120_000), (c, 30_000)):
+        assert ledger.move(row.id, ItemState.PENDING, ItemState.SUCCEEDED, audio_duration_ms=ms)
+    assert ledger.fail(d.id, ItemState.PENDING, "not_media", "no")
+
+
+@pytest.mark.parametrize(
+    ("table", "cost", "currency"),
+    [
+        # 90 s x 0.0001 + 120 s x 0.0003 = 0.009 + 0.036
+        ({"fun-asr": 0.0001, "qwen3-asr-flash-filetrans": 0.0003}, 0.045, "USD"),
+        ({"fun-asr": 0.0001}, None, None),  # the second model has no price: unknown
+        ({}, None, None),
+    ],
+)
+def test_batch_completed_cost_from_the_price_table(
+    ledger: Ledger,
+    receiver: Receiver,
+    tmp_path: Path,
+    table: dict[str, float],
+    cost: float | None,
+    currency: str | None,
+) -> None:
+    """batch.completed's cost is the SUCCEEDED items' audio priced per model (each item by
+    its own model), and null when a model it used has no price."""
+    from pipeline.flow.outputs import DirSink
+    from pipeline.pricing import PriceTable
+    from pipeline.results import close_batch
+    from pipeline.settings import Price
+
+    url = receiver.answer("/cost", status(200))
+    priced_batch(ledger, url)
+    s = settings().model_copy(update={"prices": {m: Price(per_second=r) for m, r in table.items()}})
+    prices = PriceTable.of(s)
+    sink = DirSink(tmp_path / "out")
+    assert close_batch(ledger, "b-1", sink, owner="w", notify=s.notify, prices=prices)
+    assert deliverer(s, ledger.engine).flush(5).states == {"DELIVERED": 1}
+    (got,) = receiver.at("/cost")
+    data = payload(got)["data"]
+    assert (data["audio_s"], data["currency"]) == (210.0, currency)
+    assert data["cost"] == (None if cost is None else pytest.approx(cost))
