@@ -212,7 +212,10 @@ class Ledger:
         model: str,
         manifest: str | None = None,
         options: Mapping[str, Any] | None = None,
+        then: Callable[[Connection], object] | None = None,
     ) -> None:
+        """Create (or update) the batch; ``then`` runs in the same transaction (an event
+        announcing it, written with it or not at all)."""
         with self.engine.begin() as conn:
             exists = conn.execute(select(batches.c.id).where(batches.c.id == batch_id)).first()
             values = dict(
@@ -227,6 +230,8 @@ class Ledger:
                 conn.execute(update(batches).where(batches.c.id == batch_id).values(**values))
             else:
                 conn.execute(insert(batches).values(id=batch_id, created_at=utcnow(), **values))
+            if then is not None:
+                then(conn)
 
     def reserve_out(
         self,

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from pipeline.log import get_logger
 from pipeline.manifest import display
@@ -79,7 +79,7 @@ def flush(
 
 
 def schedule_started(
-    engine: Engine,
+    conn: Connection,
     settings: Settings,
     *,
     schedule: str,
@@ -89,7 +89,8 @@ def schedule_started(
     out: str,
     urls: Sequence[str],
 ) -> list[str]:
-    """schedule.run_started, once per batch (its dedupe key) and endpoint."""
+    """schedule.run_started, once per batch (its dedupe key) and endpoint, written on
+    ``conn``: the transaction that creates the batch, so neither exists without the other."""
     batch_urls = list(dict.fromkeys([*settings.notify.urls, *urls]))
     if not batch_urls:
         return []
@@ -102,4 +103,4 @@ def schedule_started(
         at=outbox._utcnow(),
         console_url=settings.notify.console_url,
     )
-    return outbox.write_event(engine, event, batch_urls, batch_id=batch_id)
+    return outbox.enqueue(conn, event, batch_urls, batch_id=batch_id)

@@ -317,16 +317,17 @@ def test_schedule_run_started_once_per_batch(ledger: Ledger, receiver: Receiver)
     url = receiver.answer("/hook", status(200))
     s = settings()
     for _ in range(2):
-        schedule_started(
-            ledger.engine,
-            s,
-            schedule="nightly",
-            batch_id="sched-nightly-1",
-            items=7,
-            source="s3://user:pw@bucket/in/",
-            out="s3://bucket/out/x",
-            urls=[url],
-        )
+        with ledger.engine.begin() as conn:
+            schedule_started(
+                conn,
+                s,
+                schedule="nightly",
+                batch_id="sched-nightly-1",
+                items=7,
+                source="s3://user:pw@bucket/in/",
+                out="s3://bucket/out/x",
+                urls=[url],
+            )
     deliverer(s, ledger.engine).flush(5)
     (got,) = receiver.at("/hook")
     assert payload(got)["type"] == "schedule.run_started"
@@ -459,3 +460,49 @@ def test_batch_completed_cost_from_the_price_table(
     data = payload(got)["data"]
     assert (data["audio_s"], data["currency"]) == (210.0, currency)
     assert data["cost"] == (None if cost is None else pytest.approx(cost))
+
+
+def test_schedule_run_started_commits_with_the_batch_or_not_at_all(
+    ledger: Ledger, receiver: Receiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scheduled run's batch and its schedule.run_started are one transaction: a crash
+    right after the event row is written (before the commit) leaves neither; the next fire
+    writes both."""
+    from types import SimpleNamespace
+
+    from sqlalchemy import func, select
+
+    from pipeline.ledger.tables import batches, notify_outbox
+    from pipeline.settings import DistributedSettings, ScheduleSettings
+    from workers.schedules import start_scheduled_run
+
+    url = receiver.answer("/sched", status(200))
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.wav").write_bytes(b"x")
+    sched = ScheduleSettings(
+        name="nightly", source=f"file://{src}/", out=str(tmp_path / "out"), notify_urls=(url,)
+    )
+    s = settings().model_copy(update={"distributed": DistributedSettings(schedules=(sched,))})
+    wctx = SimpleNamespace(settings=s, ledger=ledger)
+    real = outbox.enqueue
+
+    def crash_after_writing(*args: object, **kwargs: object) -> list[str]:
+        real(*args, **kwargs)  # type: ignore[arg-type]
+        raise RuntimeError("killed before the commit")
+
+    monkeypatch.setattr(outbox, "enqueue", crash_after_writing)
+    with pytest.raises(RuntimeError):
+        start_scheduled_run(wctx, "nightly")
+    with ledger.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(batches)).scalar() == 0
+        assert conn.execute(select(func.count()).select_from(notify_outbox)).scalar() == 0
+    monkeypatch.setattr(outbox, "enqueue", real)
+    batch_id = start_scheduled_run(wctx, "nightly")
+    assert batch_id is not None and ledger.batch(batch_id) is not None
+    assert [(m.event_type, m.batch_id) for m in outbox.list_messages(ledger.engine)] == [
+        ("schedule.run_started", batch_id)
+    ]
+    deliverer(s, ledger.engine).flush(5)
+    (got,) = receiver.at("/sched")
+    assert got.ok and payload(got)["data"]["items"] == 1
