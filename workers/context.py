@@ -21,6 +21,7 @@ from pipeline.flow.context import FlowContext
 from pipeline.flow.outputs import DirSink, OutputSink, StoreSink, cue_layout
 from pipeline.ledger import Ledger, open_ledger
 from pipeline.log import get_logger
+from pipeline.notify.outbox import add_dead
 from pipeline.pricing import PriceTable
 from pipeline.results import close_batch
 from pipeline.settings import NotifySettings, Settings
@@ -135,6 +136,8 @@ class BatchCloser:
 
 def build_worker_context(settings: Settings) -> WorkerContext:
     ledger = open_ledger(database_url(settings))
+    # An item's batch.items_dead is written in the transaction that moves it to DEAD.
+    ledger.on_dead = partial(add_dead, notify=settings.notify)
     r = redis.Redis.from_url(settings.broker_url)
     scratch = Path(tempfile.mkdtemp(prefix="bulkscribe-worker-", dir=settings.scratch_dir))
     # Without BULKSCRIBE_STORAGE_URL, workers on one host share a local directory.

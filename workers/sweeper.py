@@ -92,7 +92,9 @@ def _sweep(wctx: Any) -> dict[str, int]:
         ):
             closed += 1
             log.info("batch.done", batch_id=batch_id, by="sweeper")
-    dead = note_dead(ledger.engine, notify)  # one batch.items_dead per batch and sweep
+    # Workers write batch.items_dead with the DEAD move (Ledger.on_dead); this announces any
+    # DEAD item a process without that hook left unannounced.
+    dead = note_dead(ledger.engine, notify)
     due = count_due(ledger.engine)
     if due:
         send_notify(wctx)

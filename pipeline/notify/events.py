@@ -85,6 +85,22 @@ def items_dead(
     return events
 
 
+def dead_ids(body: str) -> list[str]:
+    return list(json.loads(body)["data"]["ids"])
+
+
+def with_dead_id(body: str, item_id: str) -> str | None:
+    """A waiting ``batch.items_dead`` body with one more id; None when it is full
+    (``MAX_IDS``) or already lists it. Pure: the envelope's other fields are kept."""
+    doc = json.loads(body)
+    data = doc["data"]
+    if item_id in data["ids"] or len(data["ids"]) >= MAX_IDS:
+        return None
+    data["ids"].append(item_id)
+    data["count"] = len(data["ids"])
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
 def schedule_run_started(
     *,
     schedule: str,

@@ -10,13 +10,14 @@ recorded (the deliverer died) runs out and the try is made again, with the same 
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, exists, func, insert, select, update
+from sqlalchemy import Connection, Engine, and_, exists, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from pipeline.ledger.tables import attempts, batches, items
@@ -90,10 +91,11 @@ def enqueue(
     *,
     batch_id: str | None = None,
     now: datetime | None = None,
+    due: datetime | None = None,
 ) -> list[str]:
-    """One outbox row per endpoint (DISABLED at once for a disabled endpoint); an event
-    with a dedupe key already written for an endpoint is not written again. Returns the
-    message ids written."""
+    """One outbox row per endpoint (DISABLED at once for a disabled endpoint), first tried
+    at ``due`` (default: now); an event with a dedupe key already written for an endpoint
+    is not written again. Returns the message ids written."""
     now = now or _utcnow()
     urls = list(dict.fromkeys(urls))
     if not urls:
@@ -128,7 +130,7 @@ def enqueue(
                 dedupe=event.dedupe,
                 state=DISABLED if gone else PENDING,
                 tries=0,
-                next_at=None if gone else now,
+                next_at=None if gone else (due or now),
                 last_error="endpoint disabled (410 Gone)" if gone else None,
                 created_at=now,
                 updated_at=now,
@@ -286,6 +288,65 @@ def note_dead(engine: Engine, notify: NotifySettings, *, limit: int = 5000) -> i
             return len(rows)
     except IntegrityError:  # another sweep noted them first
         return 0
+
+
+def add_dead(
+    conn: Connection, item_id: str, *, notify: NotifySettings, now: datetime | None = None
+) -> None:
+    """An item just moved to DEAD, on the connection of the transaction that moved it
+    (:attr:`pipeline.ledger.Ledger.on_dead`): noted, and its id added to its batch's
+    ``batch.items_dead`` still waiting for its first try at each endpoint, or a new one
+    written, first tried ``notify.dead_window_s`` from now. So the event commits with the
+    DEAD state or not at all, and the items of a batch dying together are one delivery.
+    A message a deliverer has claimed is never changed: ids after it make a new one."""
+    now = now or _utcnow()
+    item = conn.execute(
+        select(items.c.key, items.c.batch_id, items.c.attempt).where(items.c.id == item_id)
+    ).one()
+    conn.execute(insert(dead_noted).values(item_id=item_id, attempt=item.attempt, noted_at=now))
+    batch = conn.execute(select(batches).where(batches.c.id == item.batch_id)).first()
+    for url in batch_urls(dict(batch._mapping) if batch else None, notify):
+        if not _extend_dead(conn, item.batch_id, url, item.key, now):
+            event = events.items_dead(
+                batch_id=item.batch_id, ids=[item.key], at=now, console_url=notify.console_url
+            )[0]
+            due = now + timedelta(seconds=notify.dead_window_s)
+            enqueue(conn, event, [url], batch_id=item.batch_id, now=now, due=due)
+
+
+def _extend_dead(conn: Connection, batch_id: str, url: str, key: str, now: datetime) -> bool:
+    """``key`` added to the batch's untried ``batch.items_dead`` for ``url``; False when
+    there is none (or it is full). On PostgreSQL the row is locked, so a deliverer's claim
+    (SKIP LOCKED) waits for this transaction or passes the row by; one that claimed it
+    first makes the re-checked ``tries = 0`` fail, and a new message is written."""
+    untried = and_(
+        outbox.c.event_type == events.BATCH_ITEMS_DEAD,
+        outbox.c.batch_id == batch_id,
+        outbox.c.url == url,
+        outbox.c.state.in_([PENDING, DISABLED]),
+        outbox.c.tries == 0,
+        outbox.c.claim.is_(None),
+    )
+    query = select(outbox.c.id, outbox.c.body).where(untried).order_by(outbox.c.created_at.desc())
+    if conn.dialect.name == "postgresql":
+        # Items of one batch dying at once would each find no message yet and write their
+        # own: their transactions take turns here instead (SQLite's writers always do).
+        digest = hashlib.blake2b(f"items_dead:{batch_id}:{url}".encode(), digest_size=8)
+        lock = int.from_bytes(digest.digest(), "big", signed=True)
+        conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": lock})
+        query = query.with_for_update()
+    found = conn.execute(query.limit(1)).first()
+    if found is None:
+        return False
+    body = events.with_dead_id(found.body, key)
+    if body is None:
+        return key in events.dead_ids(found.body)
+    moved = conn.execute(
+        update(outbox)
+        .where(and_(outbox.c.id == found.id, untried))
+        .values(body=body, updated_at=now)
+    )
+    return moved.rowcount == 1
 
 
 def write_event(

@@ -506,3 +506,57 @@ def test_schedule_run_started_commits_with_the_batch_or_not_at_all(
     deliverer(s, ledger.engine).flush(5)
     (got,) = receiver.at("/sched")
     assert got.ok and payload(got)["data"]["items"] == 1
+
+
+def test_dead_items_are_written_with_their_move_and_batched(
+    ledger: Ledger, receiver: Receiver
+) -> None:
+    """With the ledger's DEAD hook (as workers set it), each DEAD move writes its batch's
+    batch.items_dead in its own transaction: 25 items dying make one untried message that
+    lists them all (no sweep needed), delivered once after the window; an item dying after
+    that try makes a new message."""
+    from functools import partial
+
+    url = receiver.answer("/dead", status(200))
+    s = settings(dead_window_s=0.2)
+    ledger.on_dead = partial(outbox.add_dead, notify=s.notify)
+    ids = finished_batch(ledger, "b-1", ok=0, dead=25, urls=[url])
+    (msg,) = outbox.list_messages(ledger.engine)
+    assert (msg.event_type, msg.tries, msg.state) == ("batch.items_dead", 0, "PENDING")
+    assert json.loads(msg.body)["data"]["ids"] == [f"f{n}" for n in range(25)]
+    assert outbox.note_dead(ledger.engine, s.notify) == 0  # noted with the move
+    # First tried a window after the first item died, so the others join it.
+    assert msg.next_at is not None and (msg.next_at - msg.created_at).total_seconds() == 0.2
+    time.sleep(0.25)
+    assert deliverer(s, ledger.engine).flush(5).states == {"DELIVERED": 1}
+    (got,) = receiver.at("/dead")
+    assert got.ok and payload(got)["data"]["count"] == 25
+    # A new attempt of one of them dies again: a new message, since the first was tried.
+    assert ledger.restart(ids[0])
+    assert ledger.fail(ids[0], ItemState.PENDING, "provider_error", "again", dead=True)
+    time.sleep(0.25)
+    assert deliverer(s, ledger.engine).flush(5).states == {"DELIVERED": 1}
+    assert [payload(d)["data"]["ids"] for d in receiver.at("/dead")] == [
+        [f"f{n}" for n in range(25)],
+        ["f0"],
+    ]
+
+
+def test_a_dead_move_and_its_event_roll_back_together(ledger: Ledger, receiver: Receiver) -> None:
+    """A crash inside the DEAD transaction, after the event row is written: the item is not
+    DEAD and no event exists; nothing is announced for a move that did not happen."""
+    url = receiver.answer("/dead", status(200))
+    s = settings()
+    finished_batch(ledger, "b-1", ok=0, dead=0, urls=[url])
+    ledger.sync_items("b-1", [ItemSeed("x", 1, "/m/x.wav", {}, "px")], engine="local", model="m")
+    (row,) = ledger.list_items("b-1")
+
+    def crash(conn: object, item_id: str) -> None:
+        outbox.add_dead(conn, item_id, notify=s.notify)  # type: ignore[arg-type]
+        raise RuntimeError("killed before the commit")
+
+    ledger.on_dead = crash
+    with pytest.raises(RuntimeError):
+        ledger.fail(row.id, ItemState.PENDING, "provider_error", "boom", dead=True)
+    assert ledger.get(row.id).state is ItemState.PENDING  # type: ignore[union-attr]
+    assert outbox.list_messages(ledger.engine) == []
