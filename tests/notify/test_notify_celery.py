@@ -113,3 +113,32 @@ def test_a_worker_killed_mid_delivery_the_event_is_delivered_once_per_id(
     (msg,) = outbox.list_messages(notifying.ledger.engine)
     assert (msg.id, msg.tries) == (got[0].id, len(got))
     assert payload(got[-1])["data"]["batch_id"] == batch
+
+
+def test_a_worker_killed_after_the_last_item_the_event_is_still_delivered_once(
+    notifying: Cluster, clips: Clips, receiver: Receiver
+) -> None:
+    """No beat while the batch runs, so nothing is delivered yet: the worker finishing the
+    last item closes the batch (its batch.completed written in that transaction) and is
+    SIGKILLed before any delivery. A fresh worker and beat deliver it, exactly once."""
+    url = receiver.answer("/hook", status(200))
+    victim = notifying.worker(concurrency=2)
+    entries = distinct_entries(clips, 2, prefix="ntl")
+    batch = notifying.submit(entries, *FILETRANS, "--notify", url)
+    wait_until(
+        lambda: (notifying.ledger.batch(batch) or {}).get("done_at"),
+        180,
+        "the batch closed by its worker",
+        on_timeout=lambda: notifying.report(batch),
+    )
+    victim.kill()
+    assert receiver.at("/hook") == []
+    (msg,) = outbox.list_messages(notifying.ledger.engine)
+    assert (msg.event_type, msg.state, msg.tries) == ("batch.completed", "PENDING", 0)
+    notifying.worker(concurrency=2)
+    notifying.beat()
+    (got,) = receiver.wait("/hook", 1, timeout_s=120)
+    assert got.ok and got.id == msg.id
+    assert payload(got)["data"]["counts"] == {"SUCCEEDED": 2}
+    time.sleep(4)  # more sweeps send nothing more
+    assert len(receiver.at("/hook")) == 1
