@@ -1,11 +1,12 @@
 """The outbox: events written with the state change that causes them, claimed and recorded
 by deliverers with compare-and-set, listed and replayed by operators.
 
-Writers take the caller's connection (:func:`enqueue`, :func:`announce_completed`), so the
-event commits or rolls back with the batch's own transaction: a crash neither loses an event
-nor invents one. Deliverers claim a try with one guarded UPDATE (``FOR UPDATE SKIP LOCKED``
-on PostgreSQL), so two of them never send the same try at once; a claim that is never
-recorded (the deliverer died) runs out and the try is made again, with the same id.
+Writers take the caller's connection (:func:`enqueue`, :func:`announce_completed`,
+:func:`add_dead`), so the event commits or rolls back with the state change's transaction:
+a crash neither loses an event nor invents one. Deliverers claim a try with one guarded
+UPDATE (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), so two of them never send the same try
+at once; a claim that is never recorded (the deliverer died) runs out and the try is made
+again, with the same id.
 """
 
 from __future__ import annotations
@@ -256,7 +257,9 @@ def complete_batch(
 
 def note_dead(engine: Engine, notify: NotifySettings, *, limit: int = 5000) -> int:
     """DEAD items not yet announced: noted, and one ``batch.items_dead`` per batch (per
-    ``events.MAX_IDS`` ids) written, in one transaction. Returns how many items were noted."""
+    ``events.MAX_IDS`` ids) written, in one transaction. Returns how many items were noted.
+    The sweeper's safety net: workers note each item as it dies (:func:`add_dead`), so this
+    finds only items moved to DEAD by a process without that hook."""
     now = _utcnow()
     noted = exists().where(
         and_(dead_noted.c.item_id == items.c.id, dead_noted.c.attempt == items.c.attempt)
