@@ -64,6 +64,7 @@ check: install
 
 bench: install services
 	$(PY) bench/preprocess_bench.py
+	$(PY) bench/plan_bench.py
 	$(PY) bench/engine_bench.py
 	$(PY) bench/beam_bench.py
 	$(PY) bench/emulator_bench.py

@@ -26,11 +26,13 @@ from pipeline.states import ItemState
 # States an item can be moved to SKIPPED from: not claimed, not yet transcribing.
 SKIPPABLE = frozenset({ItemState.PENDING, ItemState.PREPARED})
 _PASSED = frozenset({ItemState.FAILED, ItemState.DEAD})
+ANY_MODEL = "*"  # in Caps.prices: the price of a model not named (the local engine's 0)
 
 
 @dataclass(frozen=True, slots=True)
 class Caps:
-    """A batch's caps; ``prices`` maps a model to its price per audio second."""
+    """A batch's caps; ``prices`` maps a model to its price per audio second (``"*"``: any
+    model not named). An item is priced by its own model: a manifest line may name one."""
 
     max_audio_s: float | None = None
     max_cost: float | None = None
@@ -82,7 +84,8 @@ class Admission:
 
 
 def cost_of(caps: Caps, model: str, seconds: float) -> float | None:
-    rate = caps.prices.get(model)
+    """None: the model has no price, so the item never fits under a cost cap."""
+    rate = caps.prices.get(model, caps.prices.get(ANY_MODEL))
     return None if rate is None else seconds * rate
 
 

@@ -362,15 +362,25 @@ def budget_options(fn: Any) -> Any:
 
 
 def run_caps(
-    settings: Any, models: Any, max_audio_hours: float | None, max_cost: float | None
+    settings: Any,
+    models: Any,
+    max_audio_hours: float | None,
+    max_cost: float | None,
+    *,
+    others: bool = False,
 ) -> Any:
     """The budget caps for items of these models (flags over settings); exit 2 when
-    --max-cost has no price for one of them."""
+    --max-cost has no price for one of them. ``others``: price the rest of the table too."""
     from pipeline.pricing import budget_caps
 
     try:
         return budget_caps(
-            settings, settings.engine, models, max_audio_hours=max_audio_hours, max_cost=max_cost
+            settings,
+            settings.engine,
+            models,
+            max_audio_hours=max_audio_hours,
+            max_cost=max_cost,
+            others=others,
         )
     except PipelineError as exc:
         _fail_usage(exc.message)

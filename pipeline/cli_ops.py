@@ -153,8 +153,10 @@ def submit(
 
     settings = _settings(config, engine=engine, model=model, language=language)
     notify_urls = _notify_urls(notify_urls, settings)
-    # The batch's model is priced here; the stream is not read twice to find other models.
-    caps, currency = run_caps(settings, [settings.model], max_audio_hours, max_cost)
+    # The stream is not read twice to find the lines' models: the batch's model must have a
+    # price, and every other model of the table is priced too, so each item is admitted at
+    # its own model's price (a line naming a model without one never fits a cost cap).
+    caps, currency = run_caps(settings, [settings.model], max_audio_hours, max_cost, others=True)
     out = normalize_out(out)
     try:
         stream = InputStream(

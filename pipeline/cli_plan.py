@@ -61,6 +61,7 @@ def plan(
     from pipeline.probe_cache import default_cache_path, open_cache
     from pipeline.rtf import local_rtf
     from pipeline.stages.probe import ffprobe_report
+    from pipeline.wav_header import header_or_ffprobe
 
     settings = _settings(config, engine=engine, model=model, language=language, workers=workers)
     loaded = _load_inputs(inputs, manifest_format, strict, settings)
@@ -76,7 +77,7 @@ def plan(
         model=settings.model,
         language=settings.language,
         limits=settings.limits,
-        reports=cache.reports if cache else ffprobe_report,
+        reports=cache.reports if cache else header_or_ffprobe(ffprobe_report),
     )
     notes: list[str] = []
     rtfs: dict[str, Any] = {}
@@ -109,13 +110,21 @@ def plan(
     result = make_plan(probed, lambda m: rate_of(settings, settings.engine, m), walls)
     notes = [
         *notes,
-        *([f"probe cache {cache.path}: {cache.hits} cached, {cache.ran} probed"] if cache else []),
+        *(
+            [
+                f"probe cache {cache.path}: {cache.hits} cached, {cache.read} read from "
+                f"WAV headers, {cache.ran} probed"
+            ]
+            if cache
+            else []
+        ),
     ]
     if as_json:
         data = result.as_json()
         data["notes"] = notes
         data["probes"] = {
             "cached": cache.hits if cache else 0,
+            "headers": cache.read if cache else 0,
             "ran": cache.ran if cache else len(probed) - result.not_probed,
         }
         click.echo(json.dumps(data, ensure_ascii=False))

@@ -9,6 +9,7 @@ model, cost from the price table, wall time from an injected estimator.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -152,6 +153,12 @@ class Walls:
         return total
 
 
+def probe_threads(cpus: int | None = None) -> int:
+    """Probes at once: two per CPU (an ffprobe is mostly its own start-up, CPU-bound; the
+    second hides a slow disk's reads), at most 32."""
+    return max(2, min(32, 2 * (cpus or os.cpu_count() or 1)))
+
+
 def probe_all(
     entries: Sequence[ManifestItem | ManifestProblem],
     *,
@@ -160,11 +167,12 @@ def probe_all(
     language: str | None,
     limits: LimitsSettings,
     reports: ReportSource = ffprobe_report,
-    threads: int = 16,
+    threads: int | None = None,
 ) -> list[Probed]:
-    """Every entry probed (local files) or set aside (remote, bad lines), in input order.
-    Refusals `run` would make before probing (bad manifest lines, duplicate ids,
-    unsupported options) come from the same code `run` uses."""
+    """Every entry probed (local files) or set aside (remote, bad lines), in input order,
+    on ``threads`` threads (default :func:`probe_threads`). Refusals `run` would make
+    before probing (bad manifest lines, duplicate ids, unsupported options) come from the
+    same code `run` uses."""
     seeds = seeds_for(entries, engine=engine, model=model, language=language)
 
     def one(pair: tuple[ManifestItem | ManifestProblem, Any]) -> Probed:
@@ -186,5 +194,5 @@ def probe_all(
             return Probed(item_id, shown, item_model, error=failure_of(exc))
         return Probed(item_id, shown, item_model, seconds=seconds, size_bytes=result.size_bytes)
 
-    with ThreadPoolExecutor(max(1, threads), thread_name_prefix="plan") as pool:
+    with ThreadPoolExecutor(max(1, threads or probe_threads()), thread_name_prefix="plan") as pool:
         return list(pool.map(one, zip(entries, seeds, strict=True)))

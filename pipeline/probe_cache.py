@@ -6,7 +6,8 @@ cached is ffprobe's own answer (its JSON report, or its failure), never the verd
 channel checks and messages are applied afresh by :func:`read_probe` on every use, and a
 changed setting can never be answered from a stale judgement. A file whose size or mtime
 changed is probed again. A timed-out ffprobe is not cached (it may succeed on a quieter
-machine).
+machine). A plain PCM WAV is not given to ffprobe at all: its report is computed from its
+header (:mod:`pipeline.wav_header`, the fields ffprobe gives, with the same values).
 
 It is one SQLite file (WAL, a busy timeout, one connection per thread), safe to share
 between a plan and a run, or several runs, at the same time. Where it lives:
@@ -22,13 +23,16 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from pipeline.log import get_logger
 from pipeline.media import MediaCommandError
 from pipeline.stages.probe import ReportSource, ffprobe_report
+from pipeline.wav_header import read_wav_report
+
+HeaderReader = Callable[[Path, os.stat_result], Mapping[str, Any] | None]
 
 log = get_logger("bulkscribe.probe")
 
@@ -55,12 +59,19 @@ def cache_path_for(out_dir: Path | None) -> Path:
 class ProbeCache:
     """ffprobe reports by (path, size, mtime); ``reports`` is the ReportSource to inject."""
 
-    def __init__(self, path: Path, source: ReportSource = ffprobe_report) -> None:
+    def __init__(
+        self,
+        path: Path,
+        source: ReportSource = ffprobe_report,
+        headers: HeaderReader | None = read_wav_report,
+    ) -> None:
         self.path = path
         self._source = source
+        self._headers = headers
         self._local = threading.local()
         self._lock = threading.Lock()
         self.hits = 0  # answered from the cache
+        self.read = 0  # answered from the file's header (plain WAV), as ffprobe would
         self.ran = 0  # ffprobe actually run
         path.parent.mkdir(parents=True, exist_ok=True)
         self._conn().execute(_SCHEMA)
@@ -94,6 +105,12 @@ class ProbeCache:
             if row[0] == "error":
                 raise MediaCommandError(body["argv"], body["returncode"], body["stderr"])
             return dict(body)
+        found = self._headers(path, st) if self._headers is not None else None
+        if found is not None:
+            with self._lock:
+                self.read += 1
+            self._store(key, st, "report", dict(found))
+            return found
         with self._lock:
             self.ran += 1
         log.info("probe.ran", path=str(path))

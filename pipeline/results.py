@@ -19,6 +19,7 @@ from pipeline.render import atomic_write
 from pipeline.states import ItemState
 
 if TYPE_CHECKING:
+    from pipeline.pricing import PriceTable
     from pipeline.settings import NotifySettings
 
 
@@ -139,14 +140,15 @@ def close_batch(
     *,
     owner: str,
     notify: NotifySettings | None = None,
+    prices: PriceTable | None = None,
     lease_s: float = 300.0,
 ) -> bool:
     """Write a finished batch's results.jsonl and mark it done, if no one else is doing so.
 
     Called by the worker that finishes a batch's last item, and by the sweeper as the safety
     net. ``done`` in the ledger therefore always means results.jsonl is written, and the
-    batch's ``batch.completed`` webhook (with ``notify``) is written in the same transaction.
-    True if this call wrote it.
+    batch's ``batch.completed`` webhook (with ``notify``; its cost priced by ``prices``) is
+    written in the same transaction. True if this call wrote it.
     """
     if not ledger.claim_batch_close(batch_id, owner=owner, lease_s=lease_s):
         return False
@@ -160,12 +162,21 @@ def close_batch(
             written=location is not None,
             then=None
             if notify is None
-            else partial(_announce, batch_id=batch_id, notify=notify, results=location),
+            else partial(
+                _announce, batch_id=batch_id, notify=notify, results=location, prices=prices
+            ),
         )
     return done
 
 
-def _announce(conn: Any, *, batch_id: str, notify: NotifySettings, results: str | None) -> None:
+def _announce(
+    conn: Any,
+    *,
+    batch_id: str,
+    notify: NotifySettings,
+    results: str | None,
+    prices: PriceTable | None,
+) -> None:
     from pipeline.notify.outbox import announce_completed
 
-    announce_completed(conn, batch_id, notify=notify, results=results)
+    announce_completed(conn, batch_id, notify=notify, results=results, prices=prices)

@@ -201,6 +201,9 @@ class NotifySettings(_Frozen):
     # (link-local and cloud metadata addresses always are).
     allow_private: bool = False
     console_url: str | None = None  # batch.completed links to <console_url>/batches/<id>
+    # A batch.items_dead waits this long for more of its batch's items to die before its
+    # first try: one delivery lists them all.
+    dead_window_s: float = Field(10.0, ge=0)
 
 
 class DistributedSettings(_Frozen):

@@ -21,6 +21,8 @@ from pipeline.flow.context import FlowContext
 from pipeline.flow.outputs import DirSink, OutputSink, StoreSink, cue_layout
 from pipeline.ledger import Ledger, open_ledger
 from pipeline.log import get_logger
+from pipeline.notify.outbox import add_dead
+from pipeline.pricing import PriceTable
 from pipeline.results import close_batch
 from pipeline.settings import NotifySettings, Settings
 from pipeline.storage import open_store, split_url
@@ -102,17 +104,28 @@ class BatchCloser:
     a compare-and-set on the batch lets exactly one of them write)."""
 
     def __init__(
-        self, ledger: Ledger, sinks: BatchSinks, owner: str, notify: NotifySettings
+        self,
+        ledger: Ledger,
+        sinks: BatchSinks,
+        owner: str,
+        notify: NotifySettings,
+        prices: PriceTable | None = None,
     ) -> None:
         self.ledger = ledger
         self.sinks = sinks
         self.owner = owner
         self.notify = notify
+        self.prices = prices  # batch.completed's cost
 
     def __call__(self, batch_id: str) -> None:
         try:
             if close_batch(
-                self.ledger, batch_id, self.sinks(batch_id), owner=self.owner, notify=self.notify
+                self.ledger,
+                batch_id,
+                self.sinks(batch_id),
+                owner=self.owner,
+                notify=self.notify,
+                prices=self.prices,
             ):
                 log.info("batch.done", batch_id=batch_id)
         except Exception as exc:  # the item is finished; the sweeper writes the results
@@ -123,6 +136,8 @@ class BatchCloser:
 
 def build_worker_context(settings: Settings) -> WorkerContext:
     ledger = open_ledger(database_url(settings))
+    # An item's batch.items_dead is written in the transaction that moves it to DEAD.
+    ledger.on_dead = partial(add_dead, notify=settings.notify)
     r = redis.Redis.from_url(settings.broker_url)
     scratch = Path(tempfile.mkdtemp(prefix="bulkscribe-worker-", dir=settings.scratch_dir))
     # Without BULKSCRIBE_STORAGE_URL, workers on one host share a local directory.
@@ -145,6 +160,6 @@ def build_worker_context(settings: Settings) -> WorkerContext:
         events=metrics.record,
         handoff_s=settings.distributed.redispatch_s,
         hands_off=partial(hands_off, settings),
-        item_finished=BatchCloser(ledger, sinks, owner, settings.notify),
+        item_finished=BatchCloser(ledger, sinks, owner, settings.notify, PriceTable.of(settings)),
     )
     return WorkerContext(settings, flow, r)

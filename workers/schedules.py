@@ -9,9 +9,11 @@ is derived from the schedule name and the minute it fired, so a double fire adds
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from celery.schedules import crontab
+from sqlalchemy.exc import IntegrityError
 
 from pipeline.batches import seeds_for
 from pipeline.errors import PipelineError
@@ -98,35 +100,39 @@ def start_scheduled_run(wctx: Any, name: str, *, now: datetime | None = None) ->
     except PipelineError as exc:  # --max-cost without a price: never run uncapped
         log.error("schedule.budget_invalid", schedule=name, error=exc.message)
         return None
-    wctx.ledger.ensure_batch(
-        batch_id,
-        kind="schedule",
-        out=out,
-        engine=engine,
-        model=model,
-        manifest=sched.source,
-        options={
-            "schedule": name,
-            **({"notify_urls": list(sched.notify_urls)} if sched.notify_urls else {}),
-        },
-    )
-    set_caps(wctx.ledger, batch_id, caps, currency=currency)  # before any item exists
     seeds = seeds_for(
         entries_from_sources(sources, root=sched.source),
         engine=engine,
         model=model,
         language=sched.language or settings.language,
     )
+    try:  # the batch and its schedule.run_started in one transaction
+        wctx.ledger.ensure_batch(
+            batch_id,
+            kind="schedule",
+            out=out,
+            engine=engine,
+            model=model,
+            manifest=sched.source,
+            options={
+                "schedule": name,
+                **({"notify_urls": list(sched.notify_urls)} if sched.notify_urls else {}),
+            },
+            then=partial(
+                schedule_started,
+                settings=settings,
+                schedule=name,
+                batch_id=batch_id,
+                items=len(seeds),
+                source=sched.source,
+                out=out,
+                urls=sched.notify_urls,
+            ),
+        )
+    except IntegrityError:  # the same run fired twice at once: the other one announced it
+        log.info("schedule.double_fire", schedule=name, batch_id=batch_id)
+        return None
+    set_caps(wctx.ledger, batch_id, caps, currency=currency)  # before any item exists
     report = wctx.ledger.sync_items(batch_id, seeds, engine=engine, model=model)
     log.info("schedule.batch", schedule=name, batch_id=batch_id, new=report.created)
-    schedule_started(
-        wctx.ledger.engine,
-        settings,
-        schedule=name,
-        batch_id=batch_id,
-        items=len(seeds),
-        source=sched.source,
-        out=out,
-        urls=sched.notify_urls,
-    )
     return batch_id

@@ -17,6 +17,7 @@ from pipeline.ledger import utcnow
 from pipeline.ledger.budgets import count_parked
 from pipeline.log import get_logger
 from pipeline.notify.outbox import count_due, note_dead
+from pipeline.pricing import PriceTable
 from pipeline.results import close_batch
 from pipeline.states import ItemState
 from workers.dispatch import batch_size, mode_of, send_all
@@ -82,11 +83,18 @@ def _sweep(wctx: Any) -> dict[str, int]:
         # Normally the worker that finished the batch's last item has written its results;
         # this covers a worker that died (or failed to write) just after that item.
         if close_batch(
-            ledger, batch_id, wctx.flow.sinks(batch_id), owner=wctx.flow.owner, notify=notify
+            ledger,
+            batch_id,
+            wctx.flow.sinks(batch_id),
+            owner=wctx.flow.owner,
+            notify=notify,
+            prices=PriceTable.of(wctx.settings),
         ):
             closed += 1
             log.info("batch.done", batch_id=batch_id, by="sweeper")
-    dead = note_dead(ledger.engine, notify)  # one batch.items_dead per batch and sweep
+    # Workers write batch.items_dead with the DEAD move (Ledger.on_dead); this announces any
+    # DEAD item a process without that hook left unannounced.
+    dead = note_dead(ledger.engine, notify)
     due = count_due(ledger.engine)
     if due:
         send_notify(wctx)

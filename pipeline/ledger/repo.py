@@ -200,6 +200,10 @@ class Ledger:
         # (BEGIN, the statement, COMMIT or ROLLBACK). Same pool, per-checkout setting.
         self._single = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._media_locks = [threading.Lock() for _ in range(64)]
+        # Called with the connection and the item's id inside the transaction that moves an
+        # item to DEAD (its batch.items_dead outbox row, pipeline.notify): set by the
+        # process that owns the ledger, None where no one is told.
+        self.on_dead: Callable[[Connection, str], object] | None = None
 
     # batches -------------------------------------------------------------------------
     def ensure_batch(
@@ -212,7 +216,10 @@ class Ledger:
         model: str,
         manifest: str | None = None,
         options: Mapping[str, Any] | None = None,
+        then: Callable[[Connection], object] | None = None,
     ) -> None:
+        """Create (or update) the batch; ``then`` runs in the same transaction (an event
+        announcing it, written with it or not at all)."""
         with self.engine.begin() as conn:
             exists = conn.execute(select(batches.c.id).where(batches.c.id == batch_id)).first()
             values = dict(
@@ -227,6 +234,8 @@ class Ledger:
                 conn.execute(update(batches).where(batches.c.id == batch_id).values(**values))
             else:
                 conn.execute(insert(batches).values(id=batch_id, created_at=utcnow(), **values))
+            if then is not None:
+                then(conn)
 
     def reserve_out(
         self,
@@ -695,12 +704,14 @@ class Ledger:
         *,
         owner: str | None = None,
         attempt: Mapping[str, Any] | None = None,
+        then: Callable[[Connection, str], object] | None = None,
         **values: Any,
     ) -> bool:
         """CAS ``expected`` → ``to``; leaving a claimed state also drops the lease.
 
         ``attempt``: facts for the current attempt (its task id, its end), written in the
-        same transaction when the move succeeds.
+        same transaction when the move succeeds; ``then`` (with ``attempt``) runs in that
+        transaction too, after the move.
         """
         now = utcnow()
         if not to.claimed:
@@ -710,7 +721,7 @@ class Ledger:
             values.setdefault("finished_at", now)
             values.setdefault("next_run_at", None)
         return self._update(
-            item_id, expected, owner, attempt=attempt, state=to, updated_at=now, **values
+            item_id, expected, owner, attempt=attempt, then=then, state=to, updated_at=now, **values
         )
 
     def fail(
@@ -734,6 +745,7 @@ class Ledger:
             error_message=message,
             error_detail=dict(detail or {}) or None,
             attempt=attempt_end(to, str(code), message, detail),
+            then=self.on_dead if dead else None,
         )
 
     def adopt_task(
@@ -816,6 +828,7 @@ class Ledger:
         owner: str | None,
         guard_lease_before: datetime | None = None,
         attempt: Mapping[str, Any] | None = None,
+        then: Callable[[Connection, str], object] | None = None,
         **values: Any,
     ) -> bool:
         where: dict[str, Any] = {"w_id": item_id, "w_state": expected.value}
@@ -838,8 +851,14 @@ class Ledger:
                 **{f"i_{k}": v for k, v in values.items()},
                 **{f"a_{k}": v for k, v in attempt.items()},
             }
-            with self._single.connect() as conn:
-                return conn.execute(stmt, params).first() is not None
+            if then is None:
+                with self._single.connect() as conn:
+                    return conn.execute(stmt, params).first() is not None
+            with self.engine.begin() as conn:
+                if conn.execute(stmt, params).first() is None:
+                    return False
+                then(conn, item_id)
+                return True
         with self.engine.begin() as conn:  # SQLite: no DML in a CTE
             moved = conn.execute(_cas(**shape, returning="attempt"), {**where, **values}).first()
             if moved is None:
@@ -847,6 +866,8 @@ class Ledger:
             # An attempt closed without timings of its own keeps the item's (as just stored).
             closing = {"timings": dict(moved.timings or {}), **attempt}
             conn.execute(_CLOSE_ATTEMPT, {"w_id": item_id, "w_number": moved.attempt, **closing})
+            if then is not None:
+                then(conn, item_id)
             return True
 
     def set_fields(self, item_id: str, **values: Any) -> None:

@@ -1,8 +1,9 @@
 """Signed webhooks for batch events, delivered from an outbox in the ledger.
 
 An event is written to the ``notify_outbox`` table in the same transaction as the state
-change that causes it (a batch closed, DEAD items noted, a scheduled run started), one row
-per endpoint, and delivered from there at least once with a stable ``webhook-id``.
+change that causes it (a batch closed, an item moved to DEAD, a scheduled run's batch
+created), one row per endpoint, and delivered from there at least once with a stable
+``webhook-id``.
 
 * :mod:`~pipeline.notify.events`: pure payload builders (the Standard Webhooks envelope).
 * :mod:`~pipeline.notify.policy`: pure retry decisions (schedule, Retry-After, 410).

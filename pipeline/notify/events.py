@@ -49,16 +49,19 @@ def batch_completed(
     results: str | None,
     at: datetime,
     cost: float | None = None,
+    currency: str | None = None,
     console_url: str | None = None,
 ) -> Event:
-    """A batch whose every item is finished; ``results`` is where results.jsonl is."""
+    """A batch whose every item is finished; ``results`` is where results.jsonl is;
+    ``cost`` is None when it is unknown (a model without a price)."""
     data = {
         "batch_id": batch_id,
         "kind": kind,
         "total": sum(counts.values()),
         "counts": dict(sorted(counts.items())),
         "audio_s": round(audio_s, 3),
-        "cost": cost,
+        "cost": None if cost is None else round(cost, 6),
+        "currency": currency,
         "results": results,
         "console": console_link(console_url, batch_id),
     }
@@ -80,6 +83,22 @@ def items_dead(
         }
         events.append(Event(BATCH_ITEMS_DEAD, envelope(BATCH_ITEMS_DEAD, at, data)))
     return events
+
+
+def dead_ids(body: str) -> list[str]:
+    return list(json.loads(body)["data"]["ids"])
+
+
+def with_dead_id(body: str, item_id: str) -> str | None:
+    """A waiting ``batch.items_dead`` body with one more id; None when it is full
+    (``MAX_IDS``) or already lists it. Pure: the envelope's other fields are kept."""
+    doc = json.loads(body)
+    data = doc["data"]
+    if item_id in data["ids"] or len(data["ids"]) >= MAX_IDS:
+        return None
+    data["ids"].append(item_id)
+    data["count"] = len(data["ids"])
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
 def schedule_run_started(

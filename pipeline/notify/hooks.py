@@ -7,12 +7,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from pipeline.log import get_logger
 from pipeline.manifest import display
 from pipeline.notify import events, outbox
 from pipeline.notify.delivery import DeliveryReport, deliverer
+from pipeline.pricing import PriceTable
 from pipeline.settings import Settings, check_notify_url
 
 log = get_logger("bulkscribe.notify")
@@ -45,6 +46,7 @@ def embedded_close(
             results=str(out_dir / "results.jsonl"),
             extra_urls=urls,
             again=summary.processed > 0,
+            prices=PriceTable.of(settings),
             counts=summary.counts,
             audio_s=audio_ms / 1000,
         )
@@ -77,7 +79,7 @@ def flush(
 
 
 def schedule_started(
-    engine: Engine,
+    conn: Connection,
     settings: Settings,
     *,
     schedule: str,
@@ -87,7 +89,8 @@ def schedule_started(
     out: str,
     urls: Sequence[str],
 ) -> list[str]:
-    """schedule.run_started, once per batch (its dedupe key) and endpoint."""
+    """schedule.run_started, once per batch (its dedupe key) and endpoint, written on
+    ``conn``: the transaction that creates the batch, so neither exists without the other."""
     batch_urls = list(dict.fromkeys([*settings.notify.urls, *urls]))
     if not batch_urls:
         return []
@@ -100,4 +103,4 @@ def schedule_started(
         at=outbox._utcnow(),
         console_url=settings.notify.console_url,
     )
-    return outbox.write_event(engine, event, batch_urls, batch_id=batch_id)
+    return outbox.enqueue(conn, event, batch_urls, batch_id=batch_id)

@@ -1,30 +1,33 @@
 """The outbox: events written with the state change that causes them, claimed and recorded
 by deliverers with compare-and-set, listed and replayed by operators.
 
-Writers take the caller's connection (:func:`enqueue`, :func:`announce_completed`), so the
-event commits or rolls back with the batch's own transaction: a crash neither loses an event
-nor invents one. Deliverers claim a try with one guarded UPDATE (``FOR UPDATE SKIP LOCKED``
-on PostgreSQL), so two of them never send the same try at once; a claim that is never
-recorded (the deliverer died) runs out and the try is made again, with the same id.
+Writers take the caller's connection (:func:`enqueue`, :func:`announce_completed`,
+:func:`add_dead`), so the event commits or rolls back with the state change's transaction:
+a crash neither loses an event nor invents one. Deliverers claim a try with one guarded
+UPDATE (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), so two of them never send the same try
+at once; a claim that is never recorded (the deliverer died) runs out and the try is made
+again, with the same id.
 """
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, exists, func, insert, select, update
+from sqlalchemy import Connection, Engine, and_, exists, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
-from pipeline.ledger.tables import batches, items
+from pipeline.ledger.tables import attempts, batches, items
 from pipeline.ledger.tables import notify_dead_noted as dead_noted
 from pipeline.ledger.tables import notify_endpoints as endpoints
 from pipeline.ledger.tables import notify_outbox as outbox
 from pipeline.notify import events
 from pipeline.notify.policy import Decision, Delivered, GiveUp, Gone, Retry
+from pipeline.pricing import PriceTable
 from pipeline.settings import NotifySettings
 from pipeline.states import ItemState
 
@@ -89,10 +92,11 @@ def enqueue(
     *,
     batch_id: str | None = None,
     now: datetime | None = None,
+    due: datetime | None = None,
 ) -> list[str]:
-    """One outbox row per endpoint (DISABLED at once for a disabled endpoint); an event
-    with a dedupe key already written for an endpoint is not written again. Returns the
-    message ids written."""
+    """One outbox row per endpoint (DISABLED at once for a disabled endpoint), first tried
+    at ``due`` (default: now); an event with a dedupe key already written for an endpoint
+    is not written again. Returns the message ids written."""
     now = now or _utcnow()
     urls = list(dict.fromkeys(urls))
     if not urls:
@@ -127,7 +131,7 @@ def enqueue(
                 dedupe=event.dedupe,
                 state=DISABLED if gone else PENDING,
                 tries=0,
-                next_at=None if gone else now,
+                next_at=None if gone else (due or now),
                 last_error="endpoint disabled (410 Gone)" if gone else None,
                 created_at=now,
                 updated_at=now,
@@ -145,12 +149,14 @@ def announce_completed(
     results: str | None,
     now: datetime | None = None,
     extra_urls: Sequence[str] = (),
-    cost: float | None = None,
+    prices: PriceTable | None = None,
     counts: Mapping[str, int] | None = None,
     audio_s: float | None = None,
 ) -> list[str]:
     """``batch.completed`` for ``batch_id``, from the ledger as ``conn`` sees it (or the
-    ``counts`` and ``audio_s`` given). Call it in the transaction that marks the batch done."""
+    ``counts`` and ``audio_s`` given). Call it in the transaction that marks the batch done.
+    Its cost is the SUCCEEDED items' audio priced by ``prices``, each by the model of its
+    current attempt; None without ``prices`` or when a model has no price."""
     batch = conn.execute(select(batches).where(batches.c.id == batch_id)).first()
     info = dict(batch._mapping) if batch is not None else {}
     urls = batch_urls(info, notify, extra_urls)
@@ -172,6 +178,9 @@ def announce_completed(
             )
         ).scalar()
         audio_s = int(audio_ms or 0) / 1000
+    cost, currency = (
+        prices.cost(usage(conn, batch_id, info)) if prices is not None else (None, None)
+    )
     now = now or _utcnow()
     event = events.batch_completed(
         batch_id=batch_id,
@@ -181,9 +190,33 @@ def announce_completed(
         results=results,
         at=now,
         cost=cost,
+        currency=currency,
         console_url=notify.console_url,
     )
     return enqueue(conn, event, urls, batch_id=batch_id, now=now)
+
+
+def usage(
+    conn: Connection, batch_id: str, batch: Mapping[str, Any]
+) -> list[tuple[str, str, float]]:
+    """(engine, model, audio seconds) of the batch's SUCCEEDED items, by the engine and
+    model of each item's current attempt (a manifest line may name its own model, and a
+    reprocess another one); the batch's own where an item has no attempt row."""
+    current = and_(attempts.c.item_id == items.c.id, attempts.c.number == items.c.attempt)
+    rows = conn.execute(
+        select(attempts.c.engine, attempts.c.model, func.sum(items.c.audio_duration_ms))
+        .select_from(items.outerjoin(attempts, current))
+        .where(and_(items.c.batch_id == batch_id, items.c.state == ItemState.SUCCEEDED.value))
+        .group_by(attempts.c.engine, attempts.c.model)
+    )
+    return [
+        (
+            str(engine or batch.get("engine") or ""),
+            str(model or batch.get("model") or ""),
+            int(ms or 0) / 1000,
+        )
+        for engine, model, ms in rows
+    ]
 
 
 def complete_batch(
@@ -194,6 +227,7 @@ def complete_batch(
     results: str | None,
     extra_urls: Sequence[str] = (),
     again: bool = False,
+    prices: PriceTable | None = None,
     counts: Mapping[str, int] | None = None,
     audio_s: float | None = None,
 ) -> bool:
@@ -214,6 +248,7 @@ def complete_batch(
             results=results,
             now=now,
             extra_urls=extra_urls,
+            prices=prices,
             counts=counts,
             audio_s=audio_s,
         )
@@ -222,7 +257,9 @@ def complete_batch(
 
 def note_dead(engine: Engine, notify: NotifySettings, *, limit: int = 5000) -> int:
     """DEAD items not yet announced: noted, and one ``batch.items_dead`` per batch (per
-    ``events.MAX_IDS`` ids) written, in one transaction. Returns how many items were noted."""
+    ``events.MAX_IDS`` ids) written, in one transaction. Returns how many items were noted.
+    The sweeper's safety net: workers note each item as it dies (:func:`add_dead`), so this
+    finds only items moved to DEAD by a process without that hook."""
     now = _utcnow()
     noted = exists().where(
         and_(dead_noted.c.item_id == items.c.id, dead_noted.c.attempt == items.c.attempt)
@@ -254,6 +291,65 @@ def note_dead(engine: Engine, notify: NotifySettings, *, limit: int = 5000) -> i
             return len(rows)
     except IntegrityError:  # another sweep noted them first
         return 0
+
+
+def add_dead(
+    conn: Connection, item_id: str, *, notify: NotifySettings, now: datetime | None = None
+) -> None:
+    """An item just moved to DEAD, on the connection of the transaction that moved it
+    (:attr:`pipeline.ledger.Ledger.on_dead`): noted, and its id added to its batch's
+    ``batch.items_dead`` still waiting for its first try at each endpoint, or a new one
+    written, first tried ``notify.dead_window_s`` from now. So the event commits with the
+    DEAD state or not at all, and the items of a batch dying together are one delivery.
+    A message a deliverer has claimed is never changed: ids after it make a new one."""
+    now = now or _utcnow()
+    item = conn.execute(
+        select(items.c.key, items.c.batch_id, items.c.attempt).where(items.c.id == item_id)
+    ).one()
+    conn.execute(insert(dead_noted).values(item_id=item_id, attempt=item.attempt, noted_at=now))
+    batch = conn.execute(select(batches).where(batches.c.id == item.batch_id)).first()
+    for url in batch_urls(dict(batch._mapping) if batch else None, notify):
+        if not _extend_dead(conn, item.batch_id, url, item.key, now):
+            event = events.items_dead(
+                batch_id=item.batch_id, ids=[item.key], at=now, console_url=notify.console_url
+            )[0]
+            due = now + timedelta(seconds=notify.dead_window_s)
+            enqueue(conn, event, [url], batch_id=item.batch_id, now=now, due=due)
+
+
+def _extend_dead(conn: Connection, batch_id: str, url: str, key: str, now: datetime) -> bool:
+    """``key`` added to the batch's untried ``batch.items_dead`` for ``url``; False when
+    there is none (or it is full). On PostgreSQL the row is locked, so a deliverer's claim
+    (SKIP LOCKED) waits for this transaction or passes the row by; one that claimed it
+    first makes the re-checked ``tries = 0`` fail, and a new message is written."""
+    untried = and_(
+        outbox.c.event_type == events.BATCH_ITEMS_DEAD,
+        outbox.c.batch_id == batch_id,
+        outbox.c.url == url,
+        outbox.c.state.in_([PENDING, DISABLED]),
+        outbox.c.tries == 0,
+        outbox.c.claim.is_(None),
+    )
+    query = select(outbox.c.id, outbox.c.body).where(untried).order_by(outbox.c.created_at.desc())
+    if conn.dialect.name == "postgresql":
+        # Items of one batch dying at once would each find no message yet and write their
+        # own: their transactions take turns here instead (SQLite's writers always do).
+        digest = hashlib.blake2b(f"items_dead:{batch_id}:{url}".encode(), digest_size=8)
+        lock = int.from_bytes(digest.digest(), "big", signed=True)
+        conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": lock})
+        query = query.with_for_update()
+    found = conn.execute(query.limit(1)).first()
+    if found is None:
+        return False
+    body = events.with_dead_id(found.body, key)
+    if body is None:
+        return key in events.dead_ids(found.body)
+    moved = conn.execute(
+        update(outbox)
+        .where(and_(outbox.c.id == found.id, untried))
+        .values(body=body, updated_at=now)
+    )
+    return moved.rowcount == 1
 
 
 def write_event(

@@ -317,16 +317,17 @@ def test_schedule_run_started_once_per_batch(ledger: Ledger, receiver: Receiver)
     url = receiver.answer("/hook", status(200))
     s = settings()
     for _ in range(2):
-        schedule_started(
-            ledger.engine,
-            s,
-            schedule="nightly",
-            batch_id="sched-nightly-1",
-            items=7,
-            source="s3://user:pw@bucket/in/",
-            out="s3://bucket/out/x",
-            urls=[url],
-        )
+        with ledger.engine.begin() as conn:
+            schedule_started(
+                conn,
+                s,
+                schedule="nightly",
+                batch_id="sched-nightly-1",
+                items=7,
+                source="s3://user:pw@bucket/in/",
+                out="s3://bucket/out/x",
+                urls=[url],
+            )
     deliverer(s, ledger.engine).flush(5)
     (got,) = receiver.at("/hook")
     assert payload(got)["type"] == "schedule.run_started"
@@ -397,3 +398,165 @@ def test_the_worker_close_writes_results_and_event_together(
     assert deliverer(s, ledger.engine).flush(5).states == {"DELIVERED": 1}
     (got,) = receiver.at("/close")
     assert payload(got)["data"]["counts"] == {"SUCCEEDED": 2}
+
+
+def priced_batch(ledger: Ledger, url: str) -> None:
+    """Three SUCCEEDED items of a DashScope batch: 60 s and 30 s of fun-asr (the batch's
+    model), 120 s of a line naming qwen3-asr-flash-filetrans; one FAILED item (not billed)."""
+    ledger.ensure_batch(
+        "b-1",
+        kind="submit",
+        out="/tmp/out",
+        engine="dashscope",
+        model="fun-asr",
+        options={"notify_urls": [url]},
+    )
+    own = {"model": "qwen3-asr-flash-filetrans"}
+    seeds = [
+        ItemSeed("a", 1, "/m/a.wav", {}, "pa"),
+        ItemSeed("b", 2, "/m/b.wav", own, "pb"),
+        ItemSeed("c", 3, "/m/c.wav", {}, "pc"),
+        ItemSeed("d", 4, "/m/d.wav", {}, "pd"),
+    ]
+    ledger.sync_items("b-1", seeds, engine="dashscope", model="fun-asr")
+    a, b, c, d = ledger.list_items("b-1")
+    for row, ms in ((a, 60_000), (b, 120_000), (c, 30_000)):
+        assert ledger.move(row.id, ItemState.PENDING, ItemState.SUCCEEDED, audio_duration_ms=ms)
+    assert ledger.fail(d.id, ItemState.PENDING, "not_media", "no")
+
+
+@pytest.mark.parametrize(
+    ("table", "cost", "currency"),
+    [
+        # 90 s x 0.0001 + 120 s x 0.0003 = 0.009 + 0.036
+        ({"fun-asr": 0.0001, "qwen3-asr-flash-filetrans": 0.0003}, 0.045, "USD"),
+        ({"fun-asr": 0.0001}, None, None),  # the second model has no price: unknown
+        ({}, None, None),
+    ],
+)
+def test_batch_completed_cost_from_the_price_table(
+    ledger: Ledger,
+    receiver: Receiver,
+    tmp_path: Path,
+    table: dict[str, float],
+    cost: float | None,
+    currency: str | None,
+) -> None:
+    """batch.completed's cost is the SUCCEEDED items' audio priced per model (each item by
+    its own model), and null when a model it used has no price."""
+    from pipeline.flow.outputs import DirSink
+    from pipeline.pricing import PriceTable
+    from pipeline.results import close_batch
+    from pipeline.settings import Price
+
+    url = receiver.answer("/cost", status(200))
+    priced_batch(ledger, url)
+    s = settings().model_copy(update={"prices": {m: Price(per_second=r) for m, r in table.items()}})
+    prices = PriceTable.of(s)
+    sink = DirSink(tmp_path / "out")
+    assert close_batch(ledger, "b-1", sink, owner="w", notify=s.notify, prices=prices)
+    assert deliverer(s, ledger.engine).flush(5).states == {"DELIVERED": 1}
+    (got,) = receiver.at("/cost")
+    data = payload(got)["data"]
+    assert (data["audio_s"], data["currency"]) == (210.0, currency)
+    assert data["cost"] == (None if cost is None else pytest.approx(cost))
+
+
+def test_schedule_run_started_commits_with_the_batch_or_not_at_all(
+    ledger: Ledger, receiver: Receiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scheduled run's batch and its schedule.run_started are one transaction: a crash
+    right after the event row is written (before the commit) leaves neither; the next fire
+    writes both."""
+    from types import SimpleNamespace
+
+    from sqlalchemy import func, select
+
+    from pipeline.ledger.tables import batches, notify_outbox
+    from pipeline.settings import DistributedSettings, ScheduleSettings
+    from workers.schedules import start_scheduled_run
+
+    url = receiver.answer("/sched", status(200))
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.wav").write_bytes(b"x")
+    sched = ScheduleSettings(
+        name="nightly", source=f"file://{src}/", out=str(tmp_path / "out"), notify_urls=(url,)
+    )
+    s = settings().model_copy(update={"distributed": DistributedSettings(schedules=(sched,))})
+    wctx = SimpleNamespace(settings=s, ledger=ledger)
+    real = outbox.enqueue
+
+    def crash_after_writing(*args: object, **kwargs: object) -> list[str]:
+        real(*args, **kwargs)  # type: ignore[arg-type]
+        raise RuntimeError("killed before the commit")
+
+    monkeypatch.setattr(outbox, "enqueue", crash_after_writing)
+    with pytest.raises(RuntimeError):
+        start_scheduled_run(wctx, "nightly")
+    with ledger.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(batches)).scalar() == 0
+        assert conn.execute(select(func.count()).select_from(notify_outbox)).scalar() == 0
+    monkeypatch.setattr(outbox, "enqueue", real)
+    batch_id = start_scheduled_run(wctx, "nightly")
+    assert batch_id is not None and ledger.batch(batch_id) is not None
+    assert [(m.event_type, m.batch_id) for m in outbox.list_messages(ledger.engine)] == [
+        ("schedule.run_started", batch_id)
+    ]
+    deliverer(s, ledger.engine).flush(5)
+    (got,) = receiver.at("/sched")
+    assert got.ok and payload(got)["data"]["items"] == 1
+
+
+def test_dead_items_are_written_with_their_move_and_batched(
+    ledger: Ledger, receiver: Receiver
+) -> None:
+    """With the ledger's DEAD hook (as workers set it), each DEAD move writes its batch's
+    batch.items_dead in its own transaction: 25 items dying make one untried message that
+    lists them all (no sweep needed), delivered once after the window; an item dying after
+    that try makes a new message."""
+    from functools import partial
+
+    url = receiver.answer("/dead", status(200))
+    s = settings(dead_window_s=0.2)
+    ledger.on_dead = partial(outbox.add_dead, notify=s.notify)
+    ids = finished_batch(ledger, "b-1", ok=0, dead=25, urls=[url])
+    (msg,) = outbox.list_messages(ledger.engine)
+    assert (msg.event_type, msg.tries, msg.state) == ("batch.items_dead", 0, "PENDING")
+    assert json.loads(msg.body)["data"]["ids"] == [f"f{n}" for n in range(25)]
+    assert outbox.note_dead(ledger.engine, s.notify) == 0  # noted with the move
+    # First tried a window after the first item died, so the others join it.
+    assert msg.next_at is not None and (msg.next_at - msg.created_at).total_seconds() == 0.2
+    time.sleep(0.25)
+    assert deliverer(s, ledger.engine).flush(5).states == {"DELIVERED": 1}
+    (got,) = receiver.at("/dead")
+    assert got.ok and payload(got)["data"]["count"] == 25
+    # A new attempt of one of them dies again: a new message, since the first was tried.
+    assert ledger.restart(ids[0])
+    assert ledger.fail(ids[0], ItemState.PENDING, "provider_error", "again", dead=True)
+    time.sleep(0.25)
+    assert deliverer(s, ledger.engine).flush(5).states == {"DELIVERED": 1}
+    assert [payload(d)["data"]["ids"] for d in receiver.at("/dead")] == [
+        [f"f{n}" for n in range(25)],
+        ["f0"],
+    ]
+
+
+def test_a_dead_move_and_its_event_roll_back_together(ledger: Ledger, receiver: Receiver) -> None:
+    """A crash inside the DEAD transaction, after the event row is written: the item is not
+    DEAD and no event exists; nothing is announced for a move that did not happen."""
+    url = receiver.answer("/dead", status(200))
+    s = settings()
+    finished_batch(ledger, "b-1", ok=0, dead=0, urls=[url])
+    ledger.sync_items("b-1", [ItemSeed("x", 1, "/m/x.wav", {}, "px")], engine="local", model="m")
+    (row,) = ledger.list_items("b-1")
+
+    def crash(conn: object, item_id: str) -> None:
+        outbox.add_dead(conn, item_id, notify=s.notify)  # type: ignore[arg-type]
+        raise RuntimeError("killed before the commit")
+
+    ledger.on_dead = crash
+    with pytest.raises(RuntimeError):
+        ledger.fail(row.id, ItemState.PENDING, "provider_error", "boom", dead=True)
+    assert ledger.get(row.id).state is ItemState.PENDING  # type: ignore[union-attr]
+    assert outbox.list_messages(ledger.engine) == []

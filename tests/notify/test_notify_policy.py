@@ -94,6 +94,7 @@ def test_batch_completed_envelope() -> None:
             "counts": {"FAILED": 1, "SUCCEEDED": 3},
             "audio_s": 12.346,
             "cost": None,
+            "currency": None,
             "results": "s3://out/b-1/results.jsonl",
             "console": "https://console.example/batches/b-1",
         },

@@ -5,6 +5,7 @@ and concurrent deliverers (SKIP LOCKED claims) send every try exactly once."""
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -285,3 +286,104 @@ def test_submit_notify_urls_hear_the_batch_close(
         "submit",
         {"SUCCEEDED": 1},
     )
+
+
+def dying_batch(ledger: Ledger, url: str, n: int) -> tuple[str, list[str]]:
+    """A batch of ``n`` PENDING items (keys f0, f1, ...) telling ``url``."""
+    batch_id = batch(ledger, url, ok=0, dead=0)
+    seeds = [ItemSeed(f"f{i}", i, f"/m/f{i}.wav", {}, f"p{i}") for i in range(n)]
+    ledger.sync_items(batch_id, seeds, engine="dashscope", model="fun-asr")
+    return batch_id, [r.id for r in ledger.list_items(batch_id)]
+
+
+def test_items_dying_at_once_are_announced_once_each_in_few_deliveries(
+    pg_ledger: Ledger,
+    receiver: Receiver,
+    notify_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Eight threads move 40 items to DEAD while a deliverer keeps claiming: every id is in
+    exactly one delivery, and the deliveries are few (the window batches them)."""
+    from functools import partial
+
+    url = receiver.answer("/dying", status(200))
+    s = settings().model_copy(
+        update={"notify": settings().notify.model_copy(update={"dead_window_s": 1.0})}
+    )
+    monkeypatch.setattr(pg_ledger, "on_dead", partial(outbox.add_dead, notify=s.notify))
+    _, ids = dying_batch(pg_ledger, url, 40)
+    done = threading.Event()
+
+    def kill(part: list[str]) -> None:
+        for item_id in part:
+            assert pg_ledger.fail(item_id, ItemState.PENDING, "provider_error", "x", dead=True)
+
+    def deliver() -> None:
+        d = deliverer(s, pg_ledger.engine)
+        while not done.is_set():
+            d.deliver_due()
+            time.sleep(0.01)
+
+    runner = threading.Thread(target=deliver)
+    runner.start()
+    killers = [threading.Thread(target=kill, args=(ids[k::8],)) for k in range(8)]
+    for t in killers:
+        t.start()
+    for t in killers:
+        t.join(60)
+    done.set()
+    runner.join(60)
+    time.sleep(1.1)
+    deliverer(s, pg_ledger.engine).flush(10)
+    got = receiver.at("/dying")
+    listed = [i for d in got for i in payload(d)["data"]["ids"]]
+    assert sorted(listed) == sorted(f"f{n}" for n in range(40))  # each once
+    assert all(d.ok for d in got) and len({d.id for d in got}) == len(got) <= 4
+    assert outbox.note_dead(pg_ledger.engine, s.notify) == 0
+
+
+def test_killed_right_after_the_dead_move_the_event_is_still_delivered(
+    pg_ledger: Ledger, receiver: Receiver, notify_env: dict[str, str]
+) -> None:
+    """A process that moves an item to DEAD and is SIGKILLed the instant the move commits
+    (no sweep, no delivery attempted) leaves its batch.items_dead in the outbox; another
+    process delivers it, once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    url = receiver.answer("/killed", status(200))
+    batch_id, (item_id,) = dying_batch(pg_ledger, url, 1)
+    script = (
+        "import os, signal, sys\n"
+        "from functools import partial\n"
+        "from pipeline.ledger import open_ledger\n"
+        "from pipeline.notify.outbox import add_dead\n"
+        "from pipeline.settings import NotifySettings\n"
+        "from pipeline.states import ItemState\n"
+        "led = open_ledger(sys.argv[1])\n"
+        "led.on_dead = partial(add_dead, notify=NotifySettings(dead_window_s=0))\n"
+        "assert led.fail(sys.argv[2], ItemState.PENDING, 'provider_error', 'x', dead=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    db = pg_ledger.engine.url.render_as_string(hide_password=False)
+    done = subprocess.run(
+        [sys.executable, "-c", script, db, item_id],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    assert pg_ledger.get(item_id).state is ItemState.DEAD  # type: ignore[union-attr]
+    s = settings()
+    assert deliverer(s, pg_ledger.engine).flush(10).states == {"DELIVERED": 1}
+    assert deliverer(s, pg_ledger.engine).flush(1).states == {}
+    (got,) = receiver.at("/killed")
+    assert got.ok and payload(got)["data"] == {
+        "batch_id": batch_id,
+        "count": 1,
+        "ids": ["f0"],
+        "console": None,
+    }

@@ -52,7 +52,9 @@ def test_run_sends_one_signed_batch_completed(
     data = doc["data"]
     assert data["counts"] == {"SUCCEEDED": 2} and data["total"] == 2
     assert data["results"] == str(out / "results.jsonl") and (out / "results.jsonl").is_file()
-    assert 4 < data["audio_s"] < 10 and data["cost"] is None and data["kind"] == "run"
+    assert 4 < data["audio_s"] < 10 and data["kind"] == "run"
+    # The local engine has no provider to pay: 0 with no price in [prices] (as in `plan`).
+    assert (data["cost"], data["currency"]) == (0.0, None)
     (msg,) = listed(out)["messages"]  # type: ignore[misc]
     assert (msg["id"], msg["state"], msg["tries"]) == (got[0].id, "DELIVERED", 3)
     again = cli("run", *map(str, clips), "--out", str(out), "--notify", url, env=fast)

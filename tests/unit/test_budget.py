@@ -11,7 +11,7 @@ import test_ledger
 from test_ledger import BATCH, add
 
 from pipeline.budget import Caps, Entry, Tally, admit
-from pipeline.ledger import Ledger
+from pipeline.ledger import ItemSeed, Ledger
 from pipeline.ledger.budgets import (
     PARKED,
     advance,
@@ -344,3 +344,52 @@ def test_scheduled_run_gets_its_schedules_caps(tmp_path: Path) -> None:
     budget = get_budget(led, batch)
     assert budget is not None and budget.caps.max_audio_s == 7200.0
     assert start_scheduled_run(wctx, "priced") is None  # no price for fun-asr: not run
+
+
+def test_cost_cap_prices_each_item_by_its_own_model(ledger: Ledger) -> None:
+    """A submit-style cap (the batch's model fun-asr priced, the rest of the table priced
+    too): lines naming the dearer model are counted at its price, so the cap admits exactly
+    the prefix that fits; a line naming a model with no price never fits."""
+    from pipeline.pricing import budget_caps
+    from pipeline.settings import Settings
+
+    settings = Settings(
+        engine="dashscope",
+        model="fun-asr",
+        prices={
+            "fun-asr": {"per_second": 0.001, "currency": "CNY"},
+            "qwen3-asr-flash-filetrans": {"per_second": 0.01, "currency": "CNY"},
+            "other-region": {"per_second": 0.0001, "currency": "USD"},  # not addable: left out
+        },
+    )
+    caps, currency = budget_caps(settings, "dashscope", ["fun-asr"], max_cost=1.5, others=True)
+    assert currency == "CNY" and set(caps.prices) == {"fun-asr", "qwen3-asr-flash-filetrans"}
+    dear = {"model": "qwen3-asr-flash-filetrans"}
+    specs = [("a", {}), ("b", dear), ("c", {}), ("d", dear)]
+    ledger.ensure_batch(BATCH, kind="submit", out="/o", engine="dashscope", model="fun-asr")
+    ledger.sync_items(
+        BATCH,
+        [ItemSeed(k, n, f"/in/{k}.wav", {"id": k, **s}, k) for n, (k, s) in enumerate(specs, 1)],
+        engine="dashscope",
+        model="fun-asr",
+    )
+    set_caps(ledger, BATCH, caps, currency=currency)
+    ids = {r.key: r.id for r in ledger.list_items(BATCH)}
+    # a: 100 s x 0.001 = 0.1; b: 100 s x 0.01 = 1.0 (1.1 so far); c: 300 s x 0.001 = 0.3
+    # (1.4); d: 100 s x 0.01 = 1.0 would make 2.4 > 1.5. Priced by the batch's model
+    # alone, d would have fitted (1.5), and b and d together would have cost 0.2.
+    for key, secs in (("d", 100), ("b", 100), ("a", 100), ("c", 300)):
+        prepare(ledger, ids[key], secs)
+        advance(ledger, BATCH)
+    assert states(ledger) == {"a": "PREPARED", "b": "PREPARED", "c": "PREPARED", "d": "SKIPPED"}
+    budget = get_budget(ledger, BATCH)
+    assert budget is not None and budget.tally.used_cost == pytest.approx(1.4)
+
+
+def test_an_item_whose_model_has_no_price_never_fits_a_cost_cap() -> None:
+    es = [Entry("a", 1, S.PREPARED, 10.0, "priced"), Entry("b", 2, S.PREPARED, 1.0, "unknown")]
+    out = admit(Tally(), es, Caps(max_cost=100.0, prices={"priced": 0.001}))
+    assert out.admit == ("a",) and [e.id for e in out.skip] == ["b"]
+    # The local engine's models cost 0 unless priced ("*").
+    out = admit(Tally(), es, Caps(max_cost=0.02, prices={"priced": 0.001, "*": 0.0}))
+    assert out.admit == ("a", "b")
