@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pipeline.ledger import Ledger
+from pipeline.ledger.counts import batch_counts
 from pipeline.states import TERMINAL, ItemState
 
 
@@ -19,7 +20,7 @@ def batch_status(
     if batch is None:
         return None
     kept = batch.get("totals")  # rows collected by gc: their totals stay in the batch
-    counts = dict(kept["counts"]) if kept else ledger.counts(batch_id)
+    counts = dict(kept["counts"]) if kept else dict(batch_counts(ledger.engine, batch_id).counts)
     total = sum(counts.values())
     per_stage: dict[str, list[float]] = {}
     for timing in ledger.timings(batch_id, limit=timing_sample):
