@@ -15,6 +15,7 @@ from typing import Any
 
 from pipeline.ledger import utcnow
 from pipeline.ledger.budgets import count_parked
+from pipeline.ledger.counts import fold_all
 from pipeline.log import get_logger
 from pipeline.notify.outbox import count_due, note_dead
 from pipeline.results import close_batch
@@ -87,6 +88,7 @@ def _sweep(wctx: Any) -> dict[str, int]:
             closed += 1
             log.info("batch.done", batch_id=batch_id, by="sweeper")
     dead = note_dead(ledger.engine, notify)  # one batch.items_dead per batch and sweep
+    fold_all(ledger.engine)  # item_counts' deltas (PostgreSQL): a few rows per batch again
     due = count_due(ledger.engine)
     if due:
         send_notify(wctx)
