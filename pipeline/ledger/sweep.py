@@ -44,19 +44,22 @@ def release_expired(
     )
     moved = {"lease_owner": None, "lease_until": None, "next_run_at": None, "updated_at": now}
     if engine.dialect.name != "postgresql":
-        # SQLite has one writer and cannot return the FROM table's columns: read, then move
-        # each row from the state it was read in, in one transaction.
-        with engine.begin() as conn:
+        # SQLite cannot return the FROM table's columns: read, then move each row from the
+        # state it was read in (statements of their own: a read that turns into a write
+        # in one transaction fails at once if another writer got in between).
+        with engine.connect() as conn:
             found = conn.execute(stale, {"now": now}).all()
-            return [
-                (str(item_id), ItemState(state))
-                for item_id, state in found
+            released = []
+            for item_id, state in found:
+                back = RELEASABLE[ItemState(state)].value
                 if conn.execute(
                     update(items)
                     .where(items.c.id == item_id, items.c.state == state)
-                    .values(state=RELEASABLE[ItemState(state)].value, **moved)
-                ).rowcount
-            ]
+                    .values(state=back, **moved)
+                ).rowcount:
+                    released.append((str(item_id), ItemState(state)))
+                conn.commit()
+            return released
     taken = stale.with_for_update(skip_locked=True).cte("stale")
     back = case(
         *((taken.c.state == old.value, new.value) for old, new in RELEASABLE.items()),
