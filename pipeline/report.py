@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pipeline.ledger import Ledger
-from pipeline.ledger.counts import batch_counts
+from pipeline.ledger.counts import batch_counts, models_in_use
 from pipeline.states import TERMINAL, ItemState
 
 
@@ -27,7 +27,7 @@ def batch_status(
         for stage, seconds in timing.items():
             per_stage.setdefault(stage, []).append(float(seconds))
     failed = ledger.list_items(batch_id, states=[ItemState.FAILED, ItemState.DEAD], limit=failures)
-    in_use = ledger.models_in_use(batch_id)
+    in_use = models_in_use(ledger.engine, batch_id)
     # A batch still being entered by submit is not finished, whatever its first items say.
     phase = batch_phase(
         batch, batch.get("intake_at") is None and all(ItemState(s) in TERMINAL for s in counts)

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Engine, func, select, text
 
-from pipeline.ledger.tables import item_counts
+from pipeline.ledger.tables import attempt_models, item_counts
 
 # More delta rows than this for one batch and the reader folds them: a few hundred rows
 # sum in well under a millisecond; the sweeper folds far more often than this fills.
@@ -33,6 +33,16 @@ _FOLD = text(
     SELECT :batch_id, state, sum(n), sum(audio_ms), max(last_at)
     FROM gone GROUP BY state
     HAVING sum(n) <> 0 OR sum(audio_ms) <> 0
+    """
+)
+_FOLD_MODELS = text(
+    """
+    WITH gone AS (
+        DELETE FROM attempt_models WHERE batch_id = :batch_id RETURNING engine, model, n
+    )
+    INSERT INTO attempt_models (batch_id, engine, model, n)
+    SELECT :batch_id, engine, model, sum(n) FROM gone GROUP BY engine, model
+    HAVING sum(n) <> 0
     """
 )
 
@@ -97,12 +107,29 @@ def counts_by_batch(engine: Engine) -> dict[str, BatchCounts]:
     return {b: BatchCounts(c, a, max(lasts) if lasts else None) for b, (c, a, lasts) in per.items()}
 
 
+def models_in_use(engine: Engine, batch_id: str) -> list[tuple[str, str, int]]:
+    """(engine, model, items) of the items' newest attempts, most items first: what the
+    batch is being transcribed with now, reprocessing included (from attempt_models)."""
+    n = func.sum(attempt_models.c.n)
+    query = (
+        select(attempt_models.c.engine, attempt_models.c.model, n)
+        .where(attempt_models.c.batch_id == batch_id)
+        .group_by(attempt_models.c.engine, attempt_models.c.model)
+        .having(n != 0)
+        .order_by(n.desc(), attempt_models.c.model)
+    )
+    with engine.connect() as conn:
+        return [(str(e), str(m), int(k)) for e, m, k in conn.execute(query)]
+
+
 def fold(engine: Engine, batch_id: str) -> None:
-    """Replace a batch's deltas by one row per state (PostgreSQL; SQLite has no deltas)."""
+    """Replace a batch's deltas by one row per state (and per model): PostgreSQL only,
+    SQLite has no deltas."""
     if engine.dialect.name != "postgresql":
         return
     with engine.begin() as conn:
         conn.execute(_FOLD, {"batch_id": batch_id})
+        conn.execute(_FOLD_MODELS, {"batch_id": batch_id})
 
 
 def fold_all(engine: Engine, *, at_least: int = 32) -> int:
@@ -110,13 +137,13 @@ def fold_all(engine: Engine, *, at_least: int = 32) -> int:
     sweeper calls this each sweep, so the table stays a few rows per batch and state."""
     if engine.dialect.name != "postgresql":
         return 0
-    query = (
-        select(item_counts.c.batch_id)
-        .group_by(item_counts.c.batch_id)
-        .having(func.count() >= at_least)
-    )
+    crowded: set[str] = set()
     with engine.connect() as conn:
-        crowded = list(conn.execute(query).scalars())
+        for table in (item_counts, attempt_models):
+            query = (
+                select(table.c.batch_id).group_by(table.c.batch_id).having(func.count() >= at_least)
+            )
+            crowded.update(conn.execute(query).scalars())
     for batch_id in crowded:
         fold(engine, batch_id)
     return len(crowded)

@@ -225,3 +225,16 @@ budgets = Table(
     Column("used_cost", Float, nullable=False, default=0.0),
     Column("skip_from", Integer, nullable=True),  # first line over a cap
 )
+
+# Per batch, how many items' newest attempt uses each engine and model: what ``status``
+# lists under "models", kept by triggers on ``attempts`` (migration 0009; PostgreSQL:
+# signed deltas, folded with item_counts).
+attempt_models = Table(
+    "attempt_models",
+    metadata,
+    Column("batch_id", String(64), nullable=False),
+    Column("engine", String(20), nullable=False),
+    Column("model", String(100), nullable=False),
+    Column("n", BigInteger, nullable=False),
+    Index("ix_attempt_models_batch", "batch_id", "engine", "model"),
+)

@@ -14,12 +14,13 @@ import pytest
 from sqlalchemy import event, select, text
 
 from pipeline.ledger import ItemSeed, Ledger, open_ledger, sqlite_url, utcnow
-from pipeline.ledger.counts import batch_counts, fold, fold_all
+from pipeline.ledger.counts import batch_counts, fold, fold_all, models_in_use
 from pipeline.ledger.sweep import release_expired
 from pipeline.ledger.tables import items
 from pipeline.states import ItemState as S
 
 BATCH = "b-counts"
+MODELS = ("tiny.en", "base.en", "small.en")
 
 # A walk through the states a worker drives an item along, plus the ways back.
 NEXT: dict[S, list[S]] = {
@@ -75,8 +76,9 @@ def counted(ledger: Ledger) -> tuple[dict[str, int], dict[str, int]]:
 
 def test_counts_stay_exact_under_concurrent_moves(ledger: Ledger) -> None:
     """Eight threads move 300 items by compare-and-set (many moves lose the race), set
-    audio lengths, release expired claims and fold the deltas meanwhile: item_counts ends
-    equal to counting the rows, item by item and audio second by audio second."""
+    audio lengths, reprocess finished items with other models, release expired claims and
+    fold the deltas meanwhile: item_counts ends equal to counting the rows, item by item and
+    audio second by audio second, and attempt_models to joining items with attempts."""
     ids = seed_items(ledger, 300)
     assert batch_counts(ledger.engine, BATCH).counts == {"PENDING": 300}
     stop = threading.Event()
@@ -90,7 +92,9 @@ def test_counts_stay_exact_under_concurrent_moves(ledger: Ledger) -> None:
                 row = ledger.get(item_id)
                 assert row is not None
                 to = rnd.choice(NEXT[row.state])
-                if to.claimed:
+                if row.state.terminal and rnd.random() < 0.5:  # reprocessed: a new attempt
+                    ledger.restart(item_id, engine="local", model=rnd.choice(MODELS))
+                elif to.claimed:
                     ledger.claim(item_id, row.state, to, owner=f"w{seed}", lease_s=-1)
                 elif to is S.PREPARED and rnd.random() < 0.5:
                     ledger.move(item_id, row.state, to, audio_duration_ms=rnd.randint(1, 9000))
@@ -122,13 +126,16 @@ def test_counts_stay_exact_under_concurrent_moves(ledger: Ledger) -> None:
     assert len(rows) > 3  # the walk spread the items over several states
     assert dict(kept.counts) == rows
     assert {s: ms for s, ms in kept.audio_ms.items()} == {s: audio[s] for s in rows}
+    joined = set(ledger.models_in_use(BATCH))
+    assert len(joined) > 1 and set(models_in_use(ledger.engine, BATCH)) == joined
     fold(ledger.engine, BATCH)
     assert dict(batch_counts(ledger.engine, BATCH).counts) == rows
+    assert set(models_in_use(ledger.engine, BATCH)) == joined
 
 
 def test_counts_follow_bulk_statements_and_deletes(ledger: Ledger) -> None:
-    """A multi-row UPDATE, a DELETE and the rows' own batch changing keep item_counts
-    exact (the triggers see whole statements, not only the ledger's own moves)."""
+    """A multi-row UPDATE and a DELETE of items and their attempts keep item_counts and
+    attempt_models exact (the triggers see whole statements, not only the ledger's moves)."""
     seed_items(ledger, 50)
     with ledger.engine.begin() as conn:
         conn.execute(text("UPDATE items SET state = 'FAILED' WHERE line_no <= 20"))
@@ -139,6 +146,7 @@ def test_counts_follow_bulk_statements_and_deletes(ledger: Ledger) -> None:
         conn.execute(text("DELETE FROM items WHERE line_no > 45"))
     kept = batch_counts(ledger.engine, BATCH)
     assert dict(kept.counts) == {"FAILED": 20, "PENDING": 25} == counted(ledger)[0]
+    assert models_in_use(ledger.engine, BATCH) == [("local", "tiny.en", 45)]
     assert kept.audio_ms["PENDING"] == 5000
     assert kept.last_finished is None
 
