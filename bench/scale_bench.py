@@ -34,6 +34,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -154,8 +155,9 @@ def embedded(sizes: list[int]) -> list[Row]:
         for n in sizes:
             wall, cpu = run_s(missing_files_manifest(root / f"m{n}.jsonl", n), root / f"o{n}")
             per.append((n, wall, (wall - base[0]) / n * 1000, (cpu - base[1]) / n * 1000))
-    rows: list[Row] = [("embedded start-up (1-line run)", f"{base[0]:.2f} s wall, "
-                        f"{base[1]:.2f} s CPU", "")]
+    rows: list[Row] = [
+        ("embedded start-up (1-line run)", f"{base[0]:.2f} s wall, {base[1]:.2f} s CPU", "")
+    ]
     for n, wall, wall_ms, cpu_ms in per:
         rows.append(
             (
@@ -239,7 +241,7 @@ def intake(sizes: list[int]) -> list[Row]:
                 wall, rss, out = command([*argv, "--json"], env)
                 batch = json.loads(out)["batch_id"]
                 ledger = open_ledger(url)
-                status_ms = best_ms(lambda: batch_status(ledger, batch), k=3)
+                status_ms = best_ms(partial(batch_status, ledger, batch), k=3)
                 ledger.engine.dispose()
                 status_s = status_command_s(url, batch)
                 floor = copy_floor(url, n)
@@ -342,7 +344,7 @@ def ledger_reads(sizes: list[int], *, status_up_to: int = 1_000_000) -> list[Row
         with scratch_database() as url:
             ledger = open_ledger(url)
             seeded = seed(url, n, attempts=n <= status_up_to)
-            sweep = best_ms(lambda: sweep_ledger_work(ledger))
+            sweep = best_ms(partial(sweep_ledger_work, ledger))
             rows.append(
                 (
                     f"sweep, {n:,} finished rows + 10,000 in flight (seeded in {seeded:.0f} s)",
@@ -351,8 +353,8 @@ def ledger_reads(sizes: list[int], *, status_up_to: int = 1_000_000) -> list[Row
                 )
             )
             if n <= status_up_to:
-                status = best_ms(lambda: batch_status(ledger, "done"))
-                summary = best_ms(lambda: batch_summary(ledger, "done"))
+                status = best_ms(partial(batch_status, ledger, "done"))
+                summary = best_ms(partial(batch_summary, ledger, "done"))
                 command_s = status_command_s(url, "done")
                 rows += [
                     (
