@@ -6,9 +6,9 @@ counting a million. Triggers keep it in the same transaction as every insert, mo
 delete of an item, so it is exact whatever path changed the row (compare-and-set moves,
 COPY intake, bulk retries, gc).
 
-PostgreSQL: statement triggers with transition tables append signed deltas (one row per
-batch and state a statement touched), never updating a shared row, so concurrent moves
-neither wait on one another nor deadlock; readers sum the deltas and fold them together
+PostgreSQL: triggers append signed deltas (inserts and deletes: one row per batch and state
+a statement touched, through transition tables; moves: two rows each), never updating a
+shared row, so concurrent moves neither wait on one another nor deadlock; readers sum the deltas and fold them together
 now and then (``pipeline/ledger/counts.py``). SQLite has one writer at a time: row triggers
 update one row per batch and state in place.
 
@@ -68,26 +68,14 @@ BEGIN
     RETURN NULL;
 END $$;
 
--- Fires for every UPDATE of items (PostgreSQL allows no column list with transition
--- tables): rows whose batch, state, audio length and finish time are unchanged add nothing.
-CREATE FUNCTION item_counts_updated() RETURNS trigger LANGUAGE plpgsql AS $$
+-- A row trigger with a WHEN clause: an UPDATE that leaves batch, state, audio length and
+-- finish time alone (lease renewals, bookkeeping) is filtered out before any function
+-- runs; a move adds two delta rows.
+CREATE FUNCTION item_counts_moved() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO item_counts (batch_id, state, n, audio_ms, last_at)
-    SELECT batch_id, state, sum(n), sum(ms), max(last_at)
-    FROM (
-        SELECT o.batch_id, o.state, -1 AS n, -coalesce(o.audio_duration_ms, 0) AS ms,
-               NULL::timestamptz AS last_at
-        FROM old_rows o JOIN new_rows w ON w.id = o.id
-        WHERE (o.batch_id, o.state, o.audio_duration_ms, o.finished_at)
-              IS DISTINCT FROM (w.batch_id, w.state, w.audio_duration_ms, w.finished_at)
-        UNION ALL
-        SELECT w.batch_id, w.state, 1, coalesce(w.audio_duration_ms, 0), w.finished_at
-        FROM old_rows o JOIN new_rows w ON w.id = o.id
-        WHERE (o.batch_id, o.state, o.audio_duration_ms, o.finished_at)
-              IS DISTINCT FROM (w.batch_id, w.state, w.audio_duration_ms, w.finished_at)
-    ) AS d
-    GROUP BY batch_id, state
-    HAVING sum(n) <> 0 OR sum(ms) <> 0 OR max(last_at) IS NOT NULL;
+    INSERT INTO item_counts (batch_id, state, n, audio_ms, last_at) VALUES
+        (OLD.batch_id, OLD.state, -1, -coalesce(OLD.audio_duration_ms, 0), NULL),
+        (NEW.batch_id, NEW.state, 1, coalesce(NEW.audio_duration_ms, 0), NEW.finished_at);
     RETURN NULL;
 END $$;
 
@@ -149,9 +137,12 @@ CREATE TRIGGER attempts_counted_delete AFTER DELETE ON attempts
 CREATE TRIGGER items_counted_insert AFTER INSERT ON items
     REFERENCING NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION item_counts_inserted();
-CREATE TRIGGER items_counted_update AFTER UPDATE ON items
-    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION item_counts_updated();
+CREATE TRIGGER items_counted_update
+    AFTER UPDATE OF batch_id, state, audio_duration_ms, finished_at ON items
+    FOR EACH ROW WHEN (
+        (OLD.batch_id, OLD.state, OLD.audio_duration_ms, OLD.finished_at)
+        IS DISTINCT FROM (NEW.batch_id, NEW.state, NEW.audio_duration_ms, NEW.finished_at))
+    EXECUTE FUNCTION item_counts_moved();
 CREATE TRIGGER items_counted_delete AFTER DELETE ON items
     REFERENCING OLD TABLE AS old_rows
     FOR EACH STATEMENT EXECUTE FUNCTION item_counts_deleted();
@@ -162,7 +153,7 @@ DROP TRIGGER IF EXISTS items_counted_insert ON items;
 DROP TRIGGER IF EXISTS items_counted_update ON items;
 DROP TRIGGER IF EXISTS items_counted_delete ON items;
 DROP FUNCTION IF EXISTS item_counts_inserted();
-DROP FUNCTION IF EXISTS item_counts_updated();
+DROP FUNCTION IF EXISTS item_counts_moved();
 DROP FUNCTION IF EXISTS item_counts_deleted();
 DROP TRIGGER IF EXISTS attempts_counted_insert ON attempts;
 DROP TRIGGER IF EXISTS attempts_counted_delete ON attempts;
