@@ -8,9 +8,9 @@ COPY intake, bulk retries, gc).
 
 PostgreSQL: triggers append signed deltas (inserts and deletes: one row per batch and state
 a statement touched, through transition tables; moves: two rows each), never updating a
-shared row, so concurrent moves neither wait on one another nor deadlock; readers sum the deltas and fold them together
-now and then (``pipeline/ledger/counts.py``). SQLite has one writer at a time: row triggers
-update one row per batch and state in place.
+shared row, so concurrent moves neither wait on one another nor deadlock; readers sum the
+deltas and fold them together now and then (``pipeline/ledger/counts.py``). SQLite has one
+writer at a time: row triggers update one row per batch and state in place.
 
 ``attempt_models`` counts, per batch, the items whose newest attempt uses each engine and
 model (what ``status`` lists under "models"), kept the same way by triggers on ``attempts``:
