@@ -51,11 +51,10 @@ def release_expired(
             found = conn.execute(stale, {"now": now}).all()
             released = []
             for item_id, state in found:
-                back = RELEASABLE[ItemState(state)].value
                 if conn.execute(
                     update(items)
                     .where(items.c.id == item_id, items.c.state == state)
-                    .values(state=back, **moved)
+                    .values(state=RELEASABLE[ItemState(state)].value, **moved)
                 ).rowcount:
                     released.append((str(item_id), ItemState(state)))
                 conn.commit()
