@@ -1,4 +1,4 @@
-"""status of a large batch: counts come from an index-only scan, and nothing is read for
+"""status of a large batch: counts come from the kept item_counts, and nothing is read for
 stage timings or failures beyond what is shown."""
 
 from __future__ import annotations
