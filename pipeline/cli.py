@@ -330,11 +330,28 @@ def _check_state(out_dir: Path) -> None:
         _fail_usage(str(exc))
 
 
+def _pg_status(url: str, batch_id: str) -> dict[str, Any] | None:
+    """The report read through psycopg alone (no SQLAlchemy to import); None when the
+    ledger is not PostgreSQL, not migrated that far, or has no such batch (the full path
+    then migrates it, or says so)."""
+    from pipeline.report_pg import is_postgres
+
+    if not is_postgres(url):
+        return None
+    from pipeline.report import status_report
+    from pipeline.report_pg import pg_reads
+
+    with pg_reads(url) as reads:
+        return status_report(reads, batch_id) if reads.ready() else None
+
+
 def ledger_url(settings: Any, out_dir: Path) -> str:
+    if settings.database_url:  # without importing the ledger (SQLAlchemy): status's path
+        return str(settings.database_url)
     from pipeline.ledger import sqlite_url
     from pipeline.outdir import LEDGER_FILE, STATE_DIR
 
-    return settings.database_url or sqlite_url(out_dir / STATE_DIR / LEDGER_FILE)
+    return sqlite_url(out_dir / STATE_DIR / LEDGER_FILE)
 
 
 @contextlib.contextmanager
@@ -659,7 +676,6 @@ def _print_summary(summary: Any, out_dir: Path, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def status(batch: str | None, out_dir: Path | None, config: str | None, as_json: bool) -> None:
     """Show where a run (--out DIR) or a distributed BATCH stands."""
-    from pipeline.ledger import open_ledger
     from pipeline.report import batch_status, render_status
 
     settings = _settings(config)
@@ -678,8 +694,11 @@ def status(batch: str | None, out_dir: Path | None, config: str | None, as_json:
         if not settings.database_url:
             _fail_usage("set BULKSCRIBE_DATABASE_URL for batch status")
         url = settings.database_url
-    ledger = open_ledger(url)
-    report = batch_status(ledger, str(batch))
+    report = _pg_status(url, str(batch))
+    if report is None:
+        from pipeline.ledger import open_ledger
+
+        report = batch_status(open_ledger(url), str(batch))
     if report is None:
         _fail_usage(f"no batch {batch}")
     if as_json:

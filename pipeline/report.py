@@ -4,29 +4,108 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
-from pipeline.ledger import Ledger
 from pipeline.states import TERMINAL, ItemState
+
+if TYPE_CHECKING:
+    from pipeline.ledger import Ledger
+
+# Stage timings are summarised from the first this-many items (in manifest order) that have
+# some: reading every item's timings of a million-item batch takes seconds.
+TIMING_SAMPLE = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """One failed or dead item as status lists it."""
+
+    key: str
+    spec_id: str | None
+    line_no: int
+    state: str
+    error_code: str | None
+    error_message: str | None
+
+
+class StatusReads(Protocol):
+    """What a status report reads: the ledger through SQLAlchemy (:class:`LedgerReads`),
+    or PostgreSQL straight through psycopg (:mod:`pipeline.report_pg`, the CLI's path)."""
+
+    def batch(self, batch_id: str) -> Mapping[str, Any] | None: ...
+    def counts(self, batch_id: str) -> dict[str, int]: ...
+    def models(self, batch_id: str) -> list[tuple[str, str, int]]: ...
+    def timings(self, batch_id: str, limit: int | None) -> list[Mapping[str, float]]: ...
+    def failures(self, batch_id: str, limit: int) -> list[Failure]: ...
+
+
+class LedgerReads:
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+
+    def batch(self, batch_id: str) -> Mapping[str, Any] | None:
+        return self._ledger.batch(batch_id)
+
+    def counts(self, batch_id: str) -> dict[str, int]:
+        from pipeline.ledger.counts import batch_counts
+
+        return dict(batch_counts(self._ledger.engine, batch_id).counts)
+
+    def models(self, batch_id: str) -> list[tuple[str, str, int]]:
+        from pipeline.ledger.counts import models_in_use
+
+        return models_in_use(self._ledger.engine, batch_id)
+
+    def timings(self, batch_id: str, limit: int | None) -> list[Mapping[str, float]]:
+        return self._ledger.timings(batch_id, limit=limit)
+
+    def failures(self, batch_id: str, limit: int) -> list[Failure]:
+        rows = self._ledger.list_items(
+            batch_id, states=[ItemState.FAILED, ItemState.DEAD], limit=limit
+        )
+        return [
+            Failure(
+                r.key, r.spec.get("id"), r.line_no, r.state.value, r.error_code, r.error_message
+            )
+            for r in rows
+        ]
 
 
 def batch_status(
-    ledger: Ledger, batch_id: str, *, failures: int = 20, timing_sample: int | None = None
+    ledger: Ledger,
+    batch_id: str,
+    *,
+    failures: int = 20,
+    timing_sample: int | None = TIMING_SAMPLE,
 ) -> dict[str, Any] | None:
-    """``timing_sample``: stage timings from that many items only (the console's bound on
-    a million-item batch); None reads them all."""
-    batch = ledger.batch(batch_id)
+    """``timing_sample``: stage timings from that many items only; None reads them all."""
+    return status_report(
+        LedgerReads(ledger), batch_id, failures=failures, timing_sample=timing_sample
+    )
+
+
+def status_report(
+    reads: StatusReads,
+    batch_id: str,
+    *,
+    failures: int = 20,
+    timing_sample: int | None = TIMING_SAMPLE,
+) -> dict[str, Any] | None:
+    """The ``status --json`` object (and the console's): counts and models from the kept
+    tables, a sample of stage timings, the first ``failures`` failures."""
+    batch = reads.batch(batch_id)
     if batch is None:
         return None
     kept = batch.get("totals")  # rows collected by gc: their totals stay in the batch
-    counts = dict(kept["counts"]) if kept else ledger.counts(batch_id)
+    counts = dict(kept["counts"]) if kept else reads.counts(batch_id)
     total = sum(counts.values())
     per_stage: dict[str, list[float]] = {}
-    for timing in ledger.timings(batch_id, limit=timing_sample):
+    for timing in reads.timings(batch_id, timing_sample):
         for stage, seconds in timing.items():
             per_stage.setdefault(stage, []).append(float(seconds))
-    failed = ledger.list_items(batch_id, states=[ItemState.FAILED, ItemState.DEAD], limit=failures)
-    in_use = ledger.models_in_use(batch_id)
+    failed = reads.failures(batch_id, failures)
+    in_use = reads.models(batch_id)
     # A batch still being entered by submit is not finished, whatever its first items say.
     phase = batch_phase(
         batch, batch.get("intake_at") is None and all(ItemState(s) in TERMINAL for s in counts)
@@ -49,9 +128,9 @@ def batch_status(
         "stage_timings": {stage: _summary(values) for stage, values in sorted(per_stage.items())},
         "failures": [
             {
-                "id": r.spec.get("id") if r.key.startswith("@") else r.key,
+                "id": r.spec_id if r.key.startswith("@") else r.key,
                 "line": r.line_no,
-                "state": r.state.value,
+                "state": r.state,
                 "code": r.error_code,
                 "message": r.error_message,
             }

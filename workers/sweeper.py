@@ -15,6 +15,7 @@ from typing import Any
 
 from pipeline.ledger import utcnow
 from pipeline.ledger.budgets import count_parked
+from pipeline.ledger.counts import fold_all
 from pipeline.log import get_logger
 from pipeline.notify.outbox import count_due, note_dead
 from pipeline.pricing import PriceTable
@@ -95,6 +96,7 @@ def _sweep(wctx: Any) -> dict[str, int]:
     # Workers write batch.items_dead with the DEAD move (Ledger.on_dead); this announces any
     # DEAD item a process without that hook left unannounced.
     dead = note_dead(ledger.engine, notify)
+    fold_all(ledger.engine)  # item_counts' deltas (PostgreSQL): a few rows per batch again
     due = count_due(ledger.engine)
     if due:
         send_notify(wctx)

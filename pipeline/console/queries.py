@@ -22,6 +22,7 @@ from sqlalchemy import and_, func, select, tuple_
 
 from pipeline.inputs import display
 from pipeline.ledger import ItemRow, Ledger, utcnow
+from pipeline.ledger.counts import BatchCounts, batch_counts, counts_by_batch
 from pipeline.ledger.tables import batches, items
 from pipeline.log import redact_text
 from pipeline.states import TERMINAL, ItemState
@@ -59,28 +60,14 @@ def batch_list(
 ) -> list[dict[str, Any]]:
     """Every batch, newest first, with its counts, audio hours, throughput and ETA."""
     now = now or utcnow()
-    query = select(
-        items.c.batch_id,
-        items.c.state,
-        func.count(),
-        func.sum(items.c.audio_duration_ms),
-        func.max(items.c.finished_at),
-    ).group_by(items.c.batch_id, items.c.state)
-    per: dict[str, dict[str, Any]] = {}
     with ledger.engine.connect() as conn:
         rows = conn.execute(select(batches).order_by(batches.c.created_at.desc())).all()
-        for batch_id, state, n, ms, last in conn.execute(query):
-            agg = per.setdefault(batch_id, {"counts": {}, "ms": {}, "last": None})
-            agg["counts"][state] = n
-            agg["ms"][state] = ms or 0
-            last = _aware(last)
-            if last is not None and (agg["last"] is None or last > agg["last"]):
-                agg["last"] = last
+    per = counts_by_batch(ledger.engine)
     out = []
     for row in rows:
         b = row._mapping
-        agg = per.get(b["id"], {"counts": {}, "ms": {}, "last": None})
-        summary = summarize(dict(b), agg["counts"], agg["ms"], agg["last"], now)
+        kept = per.get(b["id"], BatchCounts())
+        summary = summarize(dict(b), kept.counts, kept.audio_ms, kept.last_finished, now)
         if flt.state and not summary["counts"].get(flt.state):
             continue
         if flt.schedule and summary["schedule"] != flt.schedule:
@@ -148,21 +135,8 @@ def batch_summary(ledger: Ledger, batch_id: str) -> dict[str, Any] | None:
     batch = ledger.batch(batch_id)
     if batch is None:
         return None
-    with ledger.engine.connect() as conn:
-        agg = conn.execute(
-            select(
-                items.c.state,
-                func.count(),
-                func.sum(items.c.audio_duration_ms),
-                func.max(items.c.finished_at),
-            )
-            .where(items.c.batch_id == batch_id)
-            .group_by(items.c.state)
-        ).all()
-    counts = {s: n for s, n, _, _ in agg}
-    ms = {s: v or 0 for s, _, v, _ in agg}
-    lasts = [_aware(t) for *_, t in agg if t is not None]
-    return summarize(batch, counts, ms, max(lasts) if lasts else None, utcnow())  # type: ignore[type-var]
+    kept = batch_counts(ledger.engine, batch_id)  # item_counts: a few rows, not the batch's
+    return summarize(batch, kept.counts, kept.audio_ms, kept.last_finished, utcnow())
 
 
 def failure_groups(ledger: Ledger, batch_id: str) -> list[dict[str, Any]]:

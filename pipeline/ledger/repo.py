@@ -35,7 +35,7 @@ from sqlalchemy import (
 )
 
 from pipeline.ledger.tables import actions, attempts, batches, items
-from pipeline.states import CLAIMED_FROM, TERMINAL, ItemState
+from pipeline.states import TERMINAL, ItemState
 
 
 def utcnow() -> datetime:
@@ -793,33 +793,9 @@ class Ledger:
 
     def release_expired(self, *, now: datetime | None = None) -> list[tuple[str, ItemState]]:
         """Claims whose lease ran out fall back to the state they were claimed from."""
-        now = now or utcnow()
-        released = []
-        with self._single.connect() as conn:
-            # SUBMITTING is left alone: whether its task exists is for reconciliation to
-            # find out, not for a timer to assume.
-            releasable = [s.value for s in CLAIMED_FROM if s is not ItemState.SUBMITTING]
-            stale = conn.execute(
-                select(items.c.id, items.c.state).where(
-                    and_(items.c.state.in_(releasable), items.c.lease_until < now)
-                )
-            ).all()
-        for item_id, state in stale:
-            old = ItemState(state)
-            # Due at once: the mark written when its step was queued may lie far ahead.
-            if self._update(
-                item_id,
-                old,
-                None,
-                state=CLAIMED_FROM[old],
-                lease_owner=None,
-                lease_until=None,
-                next_run_at=None,
-                updated_at=now,
-                guard_lease_before=now,
-            ):
-                released.append((item_id, old))
-        return released
+        from pipeline.ledger.sweep import release_expired
+
+        return release_expired(self.engine, now=now)
 
     def _update(
         self,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Column,
     DateTime,
     Float,
@@ -24,6 +25,10 @@ from sqlalchemy import (
 )
 
 metadata = MetaData()
+
+# States a sweep can act on: waiting for their next step, or claimed under a lease.
+WAITING = "state IN ('PENDING', 'PREPARED', 'SUBMITTED')"
+CLAIMED = "state IN ('PREPARING', 'TRANSCRIBING', 'SUBMITTING', 'PERSISTING')"
 
 batches = Table(
     "batches",
@@ -95,6 +100,34 @@ items = Table(
         postgresql_where=text("timings IS NOT NULL"),
         sqlite_where=text("timings IS NOT NULL"),
     ),
+    # The sweep's reads: only rows in states it can act on (migration 0009).
+    Index(
+        "ix_items_due",
+        "next_run_at",
+        "created_at",
+        postgresql_where=text(WAITING),
+        sqlite_where=text(WAITING),
+    ),
+    Index(
+        "ix_items_leased",
+        "lease_until",
+        postgresql_where=text(CLAIMED),
+        sqlite_where=text(CLAIMED),
+    ),
+)
+
+# Items, audio and latest finish per batch and state, kept by triggers on ``items``
+# (migration 0009; read through pipeline/ledger/counts.py). PostgreSQL: signed deltas, many
+# rows per batch and state; SQLite: one row each.
+item_counts = Table(
+    "item_counts",
+    metadata,
+    Column("batch_id", String(64), nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("n", BigInteger, nullable=False),
+    Column("audio_ms", BigInteger, nullable=False),
+    Column("last_at", DateTime(timezone=True), nullable=True),
+    Index("ix_item_counts_batch_state", "batch_id", "state"),
 )
 
 attempts = Table(
@@ -191,4 +224,17 @@ budgets = Table(
     Column("used_s", Float, nullable=False, default=0.0),
     Column("used_cost", Float, nullable=False, default=0.0),
     Column("skip_from", Integer, nullable=True),  # first line over a cap
+)
+
+# Per batch, how many items' newest attempt uses each engine and model: what ``status``
+# lists under "models", kept by triggers on ``attempts`` (migration 0009; PostgreSQL:
+# signed deltas, folded with item_counts).
+attempt_models = Table(
+    "attempt_models",
+    metadata,
+    Column("batch_id", String(64), nullable=False),
+    Column("engine", String(20), nullable=False),
+    Column("model", String(100), nullable=False),
+    Column("n", BigInteger, nullable=False),
+    Index("ix_attempt_models_batch", "batch_id", "engine", "model"),
 )

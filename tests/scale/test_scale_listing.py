@@ -125,3 +125,61 @@ def test_unreadable_listing_is_a_usage_error(
     assert "cannot list s3://no-such-bucket/x/" in proc.stderr
     # refused before anything was written: not even the ledger's tables were made
     assert sql(env["BULKSCRIBE_DATABASE_URL"], "SELECT to_regclass('batches')") == [(None,)]
+
+
+# OSS wants virtual-hosted addressing (bucket.oss-<region>.aliyuncs.com), which moto on
+# 127.0.0.1 cannot be reached by name for: moto serves as the HTTP proxy instead, so every
+# request keeps OSS's own host name (and moto finds the bucket in it), and nothing leaves
+# the machine.
+OSS_ENDPOINT = "http://oss-cn-hangzhou.aliyuncs.com"
+
+
+def _oss_env(env: dict[str, str], moto_url: str) -> dict[str, str]:
+    return {
+        **env,
+        "BULKSCRIBE_S3_ENDPOINT_URL": OSS_ENDPOINT,
+        "HTTP_PROXY": moto_url,
+        "http_proxy": moto_url,
+        "NO_PROXY": "",
+        "no_proxy": "",
+    }
+
+
+def test_oss_prefix_listed_as_manifest(
+    tmp_path: Path, env: dict[str, str], moto_url: str, bucket: str
+) -> None:
+    """``submit oss://bucket/prefix/`` lists it through the OSS endpoint (virtual-hosted
+    addressing): the same media objects and ids as over S3, sources as oss:// URLs."""
+    out = bulkscribe(
+        _oss_env(env, moto_url), "submit", f"oss://{bucket}/calls/", "--out", str(tmp_path / "o")
+    )
+    assert (out["total"], out["created"], out["duplicates"]) == (N_MEDIA, N_MEDIA, 0)
+    rows = dict(sql(env["BULKSCRIBE_DATABASE_URL"], "SELECT key, source FROM items"))
+    assert len(rows) == N_MEDIA
+    assert rows["day3/call_00010"] == f"oss://{bucket}/calls/day3/call%2000010.wav"
+    assert all(s.startswith(f"oss://{bucket}/calls/") for s in rows.values())
+
+
+def test_oss_listing_is_paged_and_streamed(
+    monkeypatch: pytest.MonkeyPatch, moto_url: str, bucket: str
+) -> None:
+    """The first row arrives after one list request; all 2,500 after three (1,000 keys a
+    page), each addressed to bucket.oss-cn-hangzhou.aliyuncs.com."""
+    from pipeline.listing import listing_rows
+    from pipeline.storage import make_client
+
+    for name, value in _oss_env({}, moto_url).items():
+        monkeypatch.setenv(name, value)
+    client = make_client(endpoint_url=OSS_ENDPOINT, oss=True, region="cn-hangzhou")
+    hosts: list[str] = []
+    client.meta.events.register(
+        "before-send.s3.ListObjectsV2", lambda request, **_: hosts.append(request.url)
+    )
+    rows = listing_rows(f"oss://{bucket}/calls/", lambda scheme: client)
+    first = next(rows)
+    assert first == (1, {"source": f"oss://{bucket}/calls/day0/call%2000000.wav"})
+    assert len(hosts) == 1
+    rest = list(rows)
+    assert len(rest) == N_MEDIA - 1 and rest[-1][0] == N_MEDIA
+    assert len(hosts) == 3
+    assert all(h.startswith(f"http://{bucket}.oss-cn-hangzhou.aliyuncs.com/") for h in hosts)

@@ -1,0 +1,209 @@
+"""The ledger at scale: item_counts stays exact under concurrent moves, and the sweep's
+queries read the partial indexes of the rows in flight, not the table."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy import event, select, text
+
+from pipeline.ledger import ItemSeed, Ledger, open_ledger, sqlite_url, utcnow
+from pipeline.ledger.counts import batch_counts, fold, fold_all, models_in_use
+from pipeline.ledger.sweep import release_expired
+from pipeline.ledger.tables import items
+from pipeline.states import ItemState as S
+
+BATCH = "b-counts"
+MODELS = ("tiny.en", "base.en", "small.en")
+
+# A walk through the states a worker drives an item along, plus the ways back.
+NEXT: dict[S, list[S]] = {
+    S.PENDING: [S.PREPARING],
+    S.PREPARING: [S.PREPARED, S.PENDING, S.FAILED],
+    S.PREPARED: [S.SUBMITTING, S.TRANSCRIBING],
+    S.TRANSCRIBING: [S.SUCCEEDED, S.PREPARED],
+    S.SUBMITTING: [S.SUBMITTED, S.PREPARED],
+    S.SUBMITTED: [S.PERSISTING],
+    S.PERSISTING: [S.SUCCEEDED, S.DEAD, S.SUBMITTED],
+    S.SUCCEEDED: [S.PENDING],  # reprocessed
+    S.FAILED: [S.PENDING],
+    S.DEAD: [S.PENDING],
+}
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
+    """A migrated ledger with one batch, on SQLite or in a scratch PostgreSQL database."""
+    if request.param == "sqlite":
+        led = open_ledger(sqlite_url(tmp_path / "ledger.db"))
+        yield led
+        led.engine.dispose()
+        return
+    url = request.getfixturevalue("pg_url")
+    led = open_ledger(url)
+    yield led
+    led.engine.dispose()
+
+
+def seed_items(ledger: Ledger, n: int) -> list[str]:
+    ledger.ensure_batch(BATCH, kind="submit", out="/tmp/out", engine="local", model="tiny.en")
+    seeds = [
+        ItemSeed(f"k{i}", i, f"/in/{i}.wav", {"id": f"k{i}", "source": f"/in/{i}.wav"}, "f", None)
+        for i in range(1, n + 1)
+    ]
+    ledger.sync_items(BATCH, seeds, engine="local", model="tiny.en")
+    return [r.id for r in ledger.list_items(BATCH, limit=n)]
+
+
+def counted(ledger: Ledger) -> tuple[dict[str, int], dict[str, int]]:
+    """Counts and audio by state, counted the slow way from the items themselves."""
+    rows: dict[str, int] = {}
+    audio: dict[str, int] = {}
+    with ledger.engine.connect() as conn:
+        for state, ms in conn.execute(
+            select(items.c.state, items.c.audio_duration_ms).where(items.c.batch_id == BATCH)
+        ):
+            rows[state] = rows.get(state, 0) + 1
+            audio[state] = audio.get(state, 0) + (ms or 0)
+    return rows, audio
+
+
+def test_counts_stay_exact_under_concurrent_moves(ledger: Ledger) -> None:
+    """Eight threads move 300 items by compare-and-set (many moves lose the race), set
+    audio lengths, reprocess finished items with other models, release expired claims and
+    fold the deltas meanwhile: item_counts ends equal to counting the rows, item by item and
+    audio second by audio second, and attempt_models to joining items with attempts."""
+    ids = seed_items(ledger, 300)
+    assert batch_counts(ledger.engine, BATCH).counts == {"PENDING": 300}
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def mover(seed: int) -> None:
+        rnd = random.Random(seed)
+        try:
+            for _ in range(250):
+                item_id = rnd.choice(ids)
+                row = ledger.get(item_id)
+                assert row is not None
+                to = rnd.choice(NEXT[row.state])
+                if row.state.terminal and rnd.random() < 0.5:  # reprocessed: a new attempt
+                    ledger.restart(item_id, engine="local", model=rnd.choice(MODELS))
+                elif to.claimed:
+                    ledger.claim(item_id, row.state, to, owner=f"w{seed}", lease_s=-1)
+                elif to is S.PREPARED and rnd.random() < 0.5:
+                    ledger.move(item_id, row.state, to, audio_duration_ms=rnd.randint(1, 9000))
+                else:
+                    ledger.move(item_id, row.state, to)
+        except BaseException as exc:  # surfaced in the main thread
+            errors.append(exc)
+
+    def sweeper() -> None:
+        try:
+            while not stop.is_set():
+                release_expired(ledger.engine)  # the claims above expire at once
+                fold_all(ledger.engine, at_least=1)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=mover, args=(k,)) for k in range(8)]
+    sweeping = threading.Thread(target=sweeper)
+    sweeping.start()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stop.set()
+    sweeping.join()
+    assert errors == []
+    rows, audio = counted(ledger)
+    kept = batch_counts(ledger.engine, BATCH)
+    assert len(rows) > 3  # the walk spread the items over several states
+    assert dict(kept.counts) == rows
+    assert {s: ms for s, ms in kept.audio_ms.items()} == {s: audio[s] for s in rows}
+    joined = set(ledger.models_in_use(BATCH))
+    assert len(joined) > 1 and set(models_in_use(ledger.engine, BATCH)) == joined
+    fold(ledger.engine, BATCH)
+    assert dict(batch_counts(ledger.engine, BATCH).counts) == rows
+    assert set(models_in_use(ledger.engine, BATCH)) == joined
+
+
+def test_counts_follow_bulk_statements_and_deletes(ledger: Ledger) -> None:
+    """A multi-row UPDATE and a DELETE of items and their attempts keep item_counts and
+    attempt_models exact (the triggers see whole statements, not only the ledger's moves)."""
+    seed_items(ledger, 50)
+    with ledger.engine.begin() as conn:
+        conn.execute(text("UPDATE items SET state = 'FAILED' WHERE line_no <= 20"))
+        conn.execute(text("UPDATE items SET audio_duration_ms = 1000 WHERE line_no > 40"))
+        conn.execute(
+            text("DELETE FROM attempts WHERE item_id IN (SELECT id FROM items WHERE line_no > 45)")
+        )
+        conn.execute(text("DELETE FROM items WHERE line_no > 45"))
+    kept = batch_counts(ledger.engine, BATCH)
+    assert dict(kept.counts) == {"FAILED": 20, "PENDING": 25} == counted(ledger)[0]
+    assert models_in_use(ledger.engine, BATCH) == [("local", "tiny.en", 45)]
+    assert kept.audio_ms["PENDING"] == 5000
+    assert kept.last_finished is None
+
+
+@pytest.mark.postgres
+def test_sweep_reads_use_the_partial_indexes(pg_url: str) -> None:
+    """On 200,000 finished rows and 2,000 in flight, EXPLAIN of the sweep's due-row query
+    and of its lease release shows the partial indexes ix_items_due and ix_items_leased,
+    and each reads only rows in flight."""
+    ledger = open_ledger(pg_url)
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        for statement in (FINISHED, IN_FLIGHT, "ANALYZE items"):
+            conn.execute(statement)
+    captured: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cur: Any, statement: str, params: Any, *_: Any) -> None:
+        if statement.lstrip().upper().startswith(("SELECT", "WITH", "UPDATE")):
+            captured.append((statement, params))
+
+    event.listen(ledger.engine, "before_cursor_execute", capture)
+    assert len(ledger.due_rows(utcnow())) == 200  # 1 in 10 of the waiting ones is due
+    due_sql = captured[-1]
+    assert len(release_expired(ledger.engine)) == 0  # every lease is still running
+    release_sql = captured[-1]
+    event.remove(ledger.engine, "before_cursor_execute", capture)
+    with ledger.engine.connect() as conn:
+        plans = [
+            "\n".join(r[0] for r in conn.exec_driver_sql(f"EXPLAIN {stmt}", params))
+            for stmt, params in (due_sql, release_sql)
+        ]
+    assert "ix_items_due" in plans[0], plans[0]
+    assert "ix_items_leased" in plans[1], plans[1]
+    assert "Seq Scan on items" not in "".join(plans), plans
+    assert "SKIP LOCKED" in release_sql[0].upper()
+    ledger.engine.dispose()
+
+
+FINISHED = """
+INSERT INTO batches (id, kind, out, engine, model, options, created_at, done_at)
+VALUES ('old', 'submit', '/tmp/old', 'local', 'tiny.en', '{}', now(), now()),
+       ('live', 'submit', '/tmp/live', 'local', 'tiny.en', '{}', now(), NULL);
+INSERT INTO items (id, batch_id, key, line_no, source, spec, fingerprint, state, attempt,
+                   tries, polls, created_at, updated_at, finished_at)
+SELECT md5('old' || g), 'old', 'rec-' || g, g, '/data/rec-' || g || '.wav', '{}', 'f',
+       CASE WHEN mod(g, 50) = 0 THEN 'FAILED' ELSE 'SUCCEEDED' END, 1, 0, 0, now(), now(), now()
+FROM generate_series(1, 200000) g
+"""
+IN_FLIGHT = """
+INSERT INTO items (id, batch_id, key, line_no, source, spec, fingerprint, state, attempt,
+                   tries, polls, created_at, updated_at, next_run_at, lease_owner, lease_until)
+SELECT md5('live' || g), 'live', 'live-' || g, g, '/data/live-' || g || '.wav', '{}', 'f',
+       (ARRAY['PENDING', 'PREPARING', 'PREPARED', 'SUBMITTED'])[1 + mod(g, 4)], 1, 0, 0, now(),
+       now(),
+       CASE WHEN mod(g, 4) = 1 THEN NULL
+            WHEN mod(g, 10) = 0 THEN now() - interval '1 minute'
+            ELSE now() + interval '1 hour' END,
+       CASE WHEN mod(g, 4) = 1 THEN 'w1' END,
+       CASE WHEN mod(g, 4) = 1 THEN now() + interval '10 minutes' END
+FROM generate_series(1, 2000) g
+"""
