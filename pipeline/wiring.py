@@ -16,6 +16,7 @@ import httpx
 from pipeline.asr.base import ClipEngine
 from pipeline.asr.catalog import Family, ModelInfo, model_info
 from pipeline.errors import ConfigError, FailureCode
+from pipeline.flow.client import Provider
 from pipeline.flow.context import FlowContext
 from pipeline.flow.limits import LocalGate, RateLimiter, SubmitGate, ThrottledClient, TokenBucket
 from pipeline.flow.media import MediaKeeper, PresignPublisher, Publisher, TemporaryUploadPublisher
@@ -54,7 +55,7 @@ def http_client(settings: Settings) -> httpx.Client:
 class ClipEngines:
     """One engine per model name, created on first use and shared by all threads."""
 
-    def __init__(self, settings: Settings, provider: Callable[[], Any] | None) -> None:
+    def __init__(self, settings: Settings, provider: Callable[[], ThrottledClient] | None) -> None:
         self.settings = settings
         self.provider = provider
         self._engines: dict[str, ClipEngine] = {}
@@ -136,7 +137,7 @@ def _check_device(device: str, compute_type: str) -> None:
 
 def provider_factory(
     settings: Settings, http: httpx.Client, limiter: RateLimiter | None = None
-) -> Callable[[], Any] | None:
+) -> Callable[[], ThrottledClient] | None:
     """A (rate-limited) DashScope client when a key is configured or the engine needs one."""
     if settings.dashscope_api_key is None:
         if settings.engine == "dashscope":
@@ -147,8 +148,10 @@ def provider_factory(
         return None
     from pipeline.asr.dashscope import DashScopeClient
 
-    client: Any = DashScopeClient.from_settings(settings, http)
-    client = ThrottledClient(client, limiter or TokenBucket(settings.provider.requests_per_s))
+    client = ThrottledClient(
+        DashScopeClient.from_settings(settings, http),
+        limiter or TokenBucket(settings.provider.requests_per_s),
+    )
     return lambda: client
 
 
@@ -173,7 +176,7 @@ class StoreReader:
 
 
 def publisher_for(
-    settings: Settings, store: ObjectStore, provider: Callable[[], Any] | None
+    settings: Settings, store: ObjectStore, provider: Callable[[], Provider] | None
 ) -> Publisher | None:
     if provider is None:
         return None

@@ -21,7 +21,9 @@ from pipeline.states import ItemState
 from workers.app import app
 from workers.context import worker_context
 from workers.dispatch import after_submit, dispatch_after, dispatch_rows, hand_off
+from workers.schedules import start_scheduled_run
 from workers.steplog import outcomes, step_log
+from workers.sweeper import run_sweep
 
 
 class LedgerTask(Task):  # type: ignore[misc]
@@ -131,16 +133,12 @@ def reconcile(self: LedgerTask, item_id: str) -> None:
 @app.task(**_opts(name="bulkscribe.sweep"))
 def sweep(self: LedgerTask) -> dict[str, int]:
     """Beat's heartbeat: release dead claims, queue due work, close finished batches."""
-    from workers.sweeper import run_sweep
-
     return run_sweep(worker_context())
 
 
 @app.task(**_opts(name="bulkscribe.scheduled_run"))
 def scheduled_run(self: LedgerTask, name: str) -> str | None:
     """A configured recurring run: new files under a prefix become a batch."""
-    from workers.schedules import start_scheduled_run
-
     return start_scheduled_run(worker_context(), name)
 
 

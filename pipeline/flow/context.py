@@ -13,11 +13,13 @@ from typing import Any
 import httpx
 
 from pipeline.asr.base import ClipEngine
-from pipeline.asr.catalog import ModelInfo, model_info
+from pipeline.asr.catalog import ModelInfo
 from pipeline.flow.actions import Action, redispatch_slack
+from pipeline.flow.client import Provider
 from pipeline.flow.limits import SubmitGate
 from pipeline.flow.media import MediaKeeper, Publisher
 from pipeline.flow.outputs import OutputSink
+from pipeline.flow.policy import item_model
 from pipeline.ledger import ItemRow, Ledger, utcnow
 from pipeline.models import AsrOptions, MediaLimits, NormalizedAudio, ProbeResult
 from pipeline.settings import DownloadSettings, LimitsSettings, PollSettings, RetrySettings
@@ -56,7 +58,7 @@ class FlowContext:
     scratch: Path
     http: Callable[[], httpx.Client]  # downloads: pipeline.netguard.guarded_client
     clip_engine: Callable[[ModelInfo], ClipEngine]
-    provider: Callable[[], Any] | None = None  # DashScopeClient factory
+    provider: Callable[[], Provider] | None = None  # the (throttled) DashScope client
     publisher: Publisher | None = None
     objects: ObjectReader | None = None  # reads s3:// and oss:// sources
     download: DownloadSettings = field(default_factory=DownloadSettings)
@@ -65,9 +67,9 @@ class FlowContext:
     lease_s: float = 3600.0
     gate: SubmitGate | None = None  # caps provider tasks in flight (None: no cap)
     # Distributed: when a worker queues an item's next step itself right after this one
-    # (``hands_off(row, next_step, delay_s)``), the step's ledger mark carries ``handoff_s``
-    # of slack, so the sweeper sends that step again only if the message is lost. Embedded
-    # runs plan every step from the ledger: no slack.
+    # (``hands_off(row, next_step, delay_s)``, SchedulePolicy.hands_off), the step's ledger
+    # mark carries ``handoff_s`` of slack, so the sweeper sends that step again only if the
+    # message is lost. Embedded runs plan every step from the ledger: no slack.
     handoff_s: float = 0.0
     hands_off: Callable[[ItemRow, Action, float], bool] = lambda _row, _next, _delay_s: False
     prober: Callable[..., ProbeResult] = probe
@@ -99,8 +101,7 @@ class FlowContext:
         return self.handoff_s > 0 and self.hands_off(row, next_step, delay_s)
 
     def info(self, row: ItemRow) -> ModelInfo:
-        engine = str(row.spec.get("engine") or self.engine)
-        return model_info(engine, str(row.spec.get("model") or self.model), self.limits)
+        return item_model(row, self.engine, self.model, self.limits)
 
     def media_limits(self, row: ItemRow) -> MediaLimits:
         return self.info(row).limits

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 from pipeline.errors import FailureCode, MediaRejected
+from pipeline.flow.client import Provider
 from pipeline.media import MediaCommandError, run_media
 from pipeline.storage import LocalStore, ObjectStore, media_key, sha256_of
 
@@ -82,7 +84,7 @@ class TemporaryUploadPublisher:
 
     before_claim = False  # an upload: only once the item is ours
 
-    def __init__(self, client_factory) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, client_factory: Callable[[], Provider]) -> None:
         self.client_factory = client_factory
 
     def publish(self, key: str, keeper: MediaKeeper, workdir: Path, model: str) -> str:

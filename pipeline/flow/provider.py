@@ -15,7 +15,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 from structlog.contextvars import bound_contextvars
 
@@ -36,6 +35,7 @@ from pipeline.errors import (
     TransientError,
 )
 from pipeline.flow.actions import Action
+from pipeline.flow.client import Provider
 from pipeline.flow.context import FlowContext
 from pipeline.flow.guard import handle_failure
 from pipeline.flow.steps import claim, finish, keep_alive
@@ -134,7 +134,7 @@ def _defer(ctx: FlowContext, rows: Sequence[ItemRow], delay_s: float) -> None:
     ctx.ledger.mark_due(rows, utcnow() + timedelta(seconds=delay_s))
 
 
-def _client(ctx: FlowContext) -> Any:
+def _client(ctx: FlowContext) -> Provider:
     if ctx.provider is None:
         raise PermanentError(
             FailureCode.PROVIDER_AUTH, "DashScope is not configured: set DASHSCOPE_API_KEY"
