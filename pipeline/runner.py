@@ -24,7 +24,6 @@ from pipeline.flow.outputs import transcript_name, write_item
 from pipeline.flow.perform import perform
 from pipeline.flow.plan import Agenda, Lane, lanes_on
 from pipeline.flow.policy import SchedulePolicy, Scheduler, embedded_prepare_room
-from pipeline.flow.provider import reconcile_submitting
 from pipeline.ledger import ItemRow, ItemSeed, utcnow
 from pipeline.ledger.budgets import get_budget, is_parked, set_caps
 from pipeline.log import get_logger
@@ -32,6 +31,7 @@ from pipeline.manifest import Manifest
 from pipeline.models import ManifestProblem
 from pipeline.results import ItemResult, result_of, write_results
 from pipeline.settings import RetrySettings
+from pipeline.stages.reconcile import reconcile_submitting
 from pipeline.states import CLAIMED_FROM, ItemState
 from pipeline.transcript import from_result_document
 

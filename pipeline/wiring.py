@@ -19,11 +19,12 @@ from pipeline.errors import ConfigError, FailureCode
 from pipeline.flow.client import Provider
 from pipeline.flow.context import FlowContext
 from pipeline.flow.limits import LocalGate, RateLimiter, SubmitGate, ThrottledClient, TokenBucket
-from pipeline.flow.media import MediaKeeper, PresignPublisher, Publisher, TemporaryUploadPublisher
+from pipeline.flow.media import MediaKeeper, Publisher
 from pipeline.flow.outputs import OutputSink
 from pipeline.ledger import Ledger
 from pipeline.netguard import AddressPolicy, guarded_client
 from pipeline.settings import Settings
+from pipeline.stages.upload import PresignPublisher, TemporaryUploadPublisher
 from pipeline.storage import LocalStore, ObjectStore, open_store, split_url
 
 PRESIGN_S = 48 * 3600  # outlives the provider's queueing; DashScope's own temp URLs last 48 h

@@ -15,8 +15,11 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import OperationalError
 from structlog.contextvars import bound_contextvars
 
-from pipeline.flow.provider import poll_step, reconcile_submitting, submit_step
-from pipeline.flow.steps import prepare_step, transcribe_step
+from pipeline.stages.poll import poll_step
+from pipeline.stages.prepare import prepare_step
+from pipeline.stages.reconcile import reconcile_submitting
+from pipeline.stages.submit import submit_step
+from pipeline.stages.transcribe import transcribe_step
 from pipeline.states import ItemState
 from workers.app import app
 from workers.context import worker_context

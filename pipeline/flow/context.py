@@ -14,6 +14,7 @@ import httpx
 
 from pipeline.asr.base import ClipEngine
 from pipeline.asr.catalog import ModelInfo
+from pipeline.errors import FailureCode, PermanentError
 from pipeline.flow.actions import Action, redispatch_slack
 from pipeline.flow.client import Provider
 from pipeline.flow.limits import SubmitGate
@@ -99,6 +100,14 @@ class FlowContext:
 
     def handed_off(self, row: ItemRow, next_step: Action, delay_s: float) -> bool:
         return self.handoff_s > 0 and self.hands_off(row, next_step, delay_s)
+
+    def client(self) -> Provider:
+        """The provider's client; a permanent failure when none is configured."""
+        if self.provider is None:
+            raise PermanentError(
+                FailureCode.PROVIDER_AUTH, "DashScope is not configured: set DASHSCOPE_API_KEY"
+            )
+        return self.provider()
 
     def info(self, row: ItemRow) -> ModelInfo:
         return item_model(row, self.engine, self.model, self.limits)

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 from pipeline.errors import FailureCode, MediaRejected
-from pipeline.flow.client import Provider
 from pipeline.media import MediaCommandError, run_media
 from pipeline.storage import LocalStore, ObjectStore, media_key, sha256_of
 
@@ -66,30 +64,6 @@ class Publisher(Protocol):
     before_claim: bool  # publishing has no side effect, so it may precede the claim
 
     def publish(self, key: str, keeper: MediaKeeper, workdir: Path, model: str) -> str: ...
-
-
-class PresignPublisher:
-    # A presigned URL is pure computation: the submit step writes it with its claim.
-    before_claim = True
-
-    def __init__(self, expires_s: int) -> None:
-        self.expires_s = expires_s
-
-    def publish(self, key: str, keeper: MediaKeeper, workdir: Path, model: str) -> str:
-        return keeper.store.presign(key, expires_s=self.expires_s)
-
-
-class TemporaryUploadPublisher:
-    """DashScope's own temporary storage (``oss://``, 48 h): no bucket of ours needed."""
-
-    before_claim = False  # an upload: only once the item is ours
-
-    def __init__(self, client_factory: Callable[[], Provider]) -> None:
-        self.client_factory = client_factory
-
-    def publish(self, key: str, keeper: MediaKeeper, workdir: Path, model: str) -> str:
-        path = keeper.local(key, workdir)
-        return str(self.client_factory().upload_temporary(str(path), path.name, model))
 
 
 def _mime(path: Path) -> str:

@@ -11,8 +11,11 @@ from collections.abc import Callable
 from pipeline.flow.actions import Action
 from pipeline.flow.context import FlowContext
 from pipeline.flow.plan import Job
-from pipeline.flow.provider import poll_step, reconcile_submitting, submit_step
-from pipeline.flow.steps import prepare_step, transcribe_step
+from pipeline.stages.poll import poll_step
+from pipeline.stages.prepare import prepare_step
+from pipeline.stages.reconcile import reconcile_submitting
+from pipeline.stages.submit import submit_step
+from pipeline.stages.transcribe import transcribe_step
 
 STEPS: dict[Action, Callable[[FlowContext, Job], object]] = {
     Action.PREPARE: lambda ctx, job: prepare_step(ctx, job.rows[0]),
