@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from structlog.contextvars import bound_contextvars
 
 from pipeline.asr.dashscope import Done, Failed, Wait, decide, file_outcomes
+from pipeline.asr.dashscope.polling import PollLimitsLike
 from pipeline.errors import (
     FailureCode,
     PipelineError,
@@ -59,21 +60,14 @@ def poll_step(ctx: FlowContext, task_id: str, rows: Sequence[ItemRow] | None = N
             ctx.emit("stage.done", stage="poll", seconds=time.monotonic() - t0)
         except TransientError as exc:
             ctx.emit("provider.error", code=str(exc.code))
-            if waited > ctx.poll.give_up_after_s:
-                # Unreachable for longer than any job may take: submit again (or give up
-                # once the items' retries are spent) instead of polling for ever.
-                timeout = TransientError(
-                    FailureCode.POLL_TIMEOUT,
-                    f"task {task_id} unreachable after {waited:.0f} s: {exc.message}",
-                )
+            unreachable = on_query_error(task_id, exc, waited, ctx.poll)
+            if isinstance(unreachable, Failed):
+                timeout = TransientError(unreachable.code, unreachable.message)
                 for row in rows:
                     handle_failure(ctx, row, timeout, back_to=ItemState.PREPARED)
                 return PollOutcome(read_back=True)
-            # The provider or the network hiccuped: that says nothing about the task, so
-            # try again later without spending the items' retries.
-            delay = max(ctx.poll.max_s, exc.retry_after_s or 0.0)
-            log.info("poll.error", error=exc.message, delay_s=delay)
-            return _schedule(ctx, rows, delay, polls=first.polls)
+            log.info("poll.error", error=exc.message, delay_s=unreachable.seconds)
+            return _schedule(ctx, rows, unreachable.seconds, polls=first.polls)
         except Exception as exc:
             for row in rows:
                 handle_failure(ctx, row, exc)
@@ -114,6 +108,20 @@ def _schedule(
     return PollOutcome(again_in_s=delay_s if handed else None, waiting=True)
 
 
+def on_query_error(
+    task_id: str, exc: TransientError, waited_s: float, limits: PollLimitsLike
+) -> Wait | Failed:
+    """A query that failed for a passing reason: ask again later (without spending the
+    items' retries: it says nothing about the task), or, unreachable for longer than any
+    job may take, give up on the task so its items are submitted again."""
+    if waited_s > limits.give_up_after_s:
+        return Failed(
+            FailureCode.POLL_TIMEOUT,
+            f"task {task_id} unreachable after {waited_s:.0f} s: {exc.message}",
+        )
+    return Wait(max(limits.max_s, exc.retry_after_s or 0.0))
+
+
 def task_failure(decision: Failed) -> PipelineError:
     # A lost or stuck task is the provider's trouble, not the file's: submit again (as a
     # retry of this attempt). A task that FAILED on its own is final.
@@ -130,4 +138,4 @@ def file_failure(code: str | None, message: str | None) -> PipelineError:
     return TransientError(FailureCode.PROVIDER_ERROR, text, detail=detail)
 
 
-__all__ = ["PollOutcome", "file_failure", "poll_step", "task_failure"]
+__all__ = ["PollOutcome", "file_failure", "on_query_error", "poll_step", "task_failure"]
