@@ -139,7 +139,8 @@ class EmbeddedRunner:
         self._budgeted = False
         ctx = self.ctx
         self.scheduler = Scheduler(
-            SchedulePolicy(ctx.engine, ctx.model, ctx.limits, self.batch_size), ctx.ledger
+            SchedulePolicy(ctx.rules.engine, ctx.rules.model, ctx.rules.limits, self.batch_size),
+            ctx.ledger,
         )
 
     def _own_seconds(self, key: str) -> float | None:

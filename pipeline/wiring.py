@@ -21,6 +21,7 @@ from pipeline.flow.context import FlowContext
 from pipeline.flow.limits import LocalGate, RateLimiter, SubmitGate, ThrottledClient, TokenBucket
 from pipeline.flow.media import MediaKeeper, Publisher
 from pipeline.flow.outputs import OutputSink
+from pipeline.flow.rules import StepRules
 from pipeline.ledger import Ledger
 from pipeline.netguard import AddressPolicy, guarded_client
 from pipeline.settings import Settings
@@ -200,13 +201,13 @@ def build_context(
     options: dict[str, Any] | None = None,
     limiter: RateLimiter | None = None,
     gate: SubmitGate | None = None,
+    lease_s: float = 3600.0,
+    handoff_s: float = 0.0,
     **overrides: Any,
 ) -> FlowContext:
     provider = provider_factory(settings, http, limiter)
     downloads = download_client(settings)  # holds no idle connections: nothing to close
-    return FlowContext(
-        ledger=ledger,
-        owner=owner,
+    rules = StepRules(
         engine=settings.engine,
         model=settings.model,
         language=settings.language,
@@ -214,17 +215,24 @@ def build_context(
         retry=settings.retry,
         poll=settings.poll,
         limits=settings.limits,
+        download=settings.download,
+        options=options or {},
+        dead_letters=dead_letters,
+        lease_s=lease_s,
+        handoff_s=handoff_s,
+    )
+    return FlowContext(
+        ledger=ledger,
+        owner=owner,
+        rules=rules,
         media=MediaKeeper(store),
         sinks=sinks,
         scratch=scratch,
         http=lambda: downloads,
-        download=settings.download,
         clip_engine=ClipEngines(settings, provider),
         provider=provider,
         publisher=publisher_for(settings, store, provider),
         objects=StoreReader(settings),
-        dead_letters=dead_letters,
-        options=options or {},
         gate=gate or LocalGate(settings.provider.max_inflight_tasks, ledger.inflight_tasks),
         **overrides,
     )

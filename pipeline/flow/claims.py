@@ -28,7 +28,7 @@ log = get_logger("bulkscribe.flow")
 def claim(
     ctx: FlowContext, row: ItemRow, old: ItemState, new: ItemState, **values: Any
 ) -> ItemRow | None:
-    return ctx.ledger.claim(row.id, old, new, owner=ctx.owner, lease_s=ctx.lease_s, **values)
+    return ctx.ledger.claim(row.id, old, new, owner=ctx.owner, lease_s=ctx.rules.lease_s, **values)
 
 
 class _Renewals:
@@ -54,7 +54,7 @@ class _Renewals:
                 self._thread = threading.Thread(target=self._run, name="lease-renewer", daemon=True)
                 self._thread.start()
             token = next(self._tokens)
-            due = time.monotonic() + ctx.lease_s / 3
+            due = time.monotonic() + ctx.rules.lease_s / 3
             self._held[token] = (ctx, row, due)
             if due < self._wake_at:  # waking the thread costs a switch: only when needed
                 self._wake_at = due
@@ -71,7 +71,7 @@ class _Renewals:
                 now = time.monotonic()
                 due = [(t, c, r) for t, (c, r, at) in self._held.items() if at <= now]
                 for token, ctx, row in due:
-                    self._held[token] = (ctx, row, now + ctx.lease_s / 3)
+                    self._held[token] = (ctx, row, now + ctx.rules.lease_s / 3)
                 if not due:
                     self._wake_at = min((at for _, _, at in self._held.values()), default=math.inf)
                     self._cond.wait(None if self._wake_at == math.inf else self._wake_at - now)
@@ -83,7 +83,7 @@ class _Renewals:
                 renewed = False
                 with contextlib.suppress(Exception):  # the ledger is briefly unreachable
                     renewed = ctx.ledger.renew(
-                        row.id, row.state, owner=ctx.owner, lease_s=ctx.lease_s
+                        row.id, row.state, owner=ctx.owner, lease_s=ctx.rules.lease_s
                     )
                 if not renewed:
                     self.drop(token)

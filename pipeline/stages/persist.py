@@ -64,7 +64,7 @@ def finish(
     document = build_document(display(source), probe, transcripts)
     t0 = time.monotonic()
     outputs = write_item(
-        ctx.sinks(claimed.batch_id), claimed.key, document, transcripts, ctx.formats
+        ctx.sinks(claimed.batch_id), claimed.key, document, transcripts, ctx.rules.formats
     )
     timings = add_timing(timings or claimed.timings, "persist", time.monotonic() - t0)
     # The detected language rides with the item's audio facts (results.jsonl reads it there).

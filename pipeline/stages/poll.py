@@ -60,7 +60,7 @@ def poll_step(ctx: FlowContext, task_id: str, rows: Sequence[ItemRow] | None = N
             ctx.emit("stage.done", stage="poll", seconds=time.monotonic() - t0)
         except TransientError as exc:
             ctx.emit("provider.error", code=str(exc.code))
-            unreachable = on_query_error(task_id, exc, waited, ctx.poll)
+            unreachable = on_query_error(task_id, exc, waited, ctx.rules.poll)
             if isinstance(unreachable, Failed):
                 timeout = TransientError(unreachable.code, unreachable.message)
                 for row in rows:
@@ -72,7 +72,7 @@ def poll_step(ctx: FlowContext, task_id: str, rows: Sequence[ItemRow] | None = N
             for row in rows:
                 handle_failure(ctx, row, exc)
             return PollOutcome(read_back=True)
-        decision = decide(status, first.polls, waited, ctx.poll)
+        decision = decide(status, first.polls, waited, ctx.rules.poll)
         if isinstance(decision, Wait):
             return _schedule(ctx, rows, decision.seconds, polls=first.polls + 1)
         if isinstance(decision, Failed):

@@ -116,7 +116,7 @@ def prepare_step(ctx: FlowContext, row: ItemRow) -> ItemRow | None:
         keep_alive(ctx, claimed),
     ):
         try:
-            info = ctx.info(claimed)
+            info = ctx.rules.info(claimed)
             spec = claimed.spec
             t0 = time.monotonic()
             prepared = prepare(
@@ -129,7 +129,7 @@ def prepare_step(ctx: FlowContext, row: ItemRow) -> ItemRow | None:
                     limits=info.limits,
                     http=ctx.http,
                     objects=ctx.objects,
-                    download=ctx.download,
+                    download=ctx.rules.download,
                     prober=ctx.prober,
                     normalizer=ctx.normalizer,
                 ),

@@ -82,7 +82,7 @@ def reconcile_submitting(ctx: FlowContext, row: ItemRow) -> None:
             row.id,
             ItemState.SUBMITTING,
             lease_owner=None,
-            lease_until=now + timedelta(seconds=ctx.poll.max_s),
+            lease_until=now + timedelta(seconds=ctx.rules.poll.max_s),
         )
     # Due at once: the mark it carried was for the submit message now known to be lost.
     elif ctx.ledger.move(
@@ -95,7 +95,7 @@ def _candidates(ctx: FlowContext, row: ItemRow) -> Iterator[Candidate]:
     """The provider's recent tasks of ``row``'s model that our ledger does not know, each
     with every file URL it holds once finished; asked one by one, as they are read."""
     client = ctx.client()
-    model = str(row.spec.get("model") or ctx.model)
+    model = str(row.spec.get("model") or ctx.rules.model)
     listed = client.list_tasks(model=model)
     known = ctx.ledger.known_task_ids([t.task_id for t in listed])
     for summary in listed:

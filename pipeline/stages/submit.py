@@ -44,7 +44,7 @@ def submit_step(ctx: FlowContext, rows: Sequence[ItemRow]) -> str | None:
     with _admitted(ctx) as room:
         if room <= 0:
             # At the in-flight cap: look again shortly, when a task may have finished.
-            _defer(ctx, rows, ctx.poll.first_s)
+            _defer(ctx, rows, ctx.rules.poll.first_s)
             return None
         for row in rows:
             early = early_url(ctx, row)
@@ -59,13 +59,13 @@ def submit_step(ctx: FlowContext, rows: Sequence[ItemRow]) -> str | None:
                 claimed.append(got)
     if not claimed:
         return None
-    model = str(claimed[0].spec.get("model") or ctx.model)
+    model = str(claimed[0].spec.get("model") or ctx.rules.model)
     # Renewed while the URL is published and the request is out: a lapsed SUBMITTING
     # claim is reconciled (asked of the provider), which must not race a live submission.
     with keep_alive(ctx, *claimed):
         try:
             urls = [row.media_url or publish(ctx, row, model) for row in claimed]
-            parameters = submit_parameters(model, ctx.asr_options(claimed[0]))
+            parameters = submit_parameters(model, ctx.rules.asr_options(claimed[0]))
             t0 = time.monotonic()
             submitted = ctx.client().submit_transcription(model, urls, parameters)
             now, seconds = utcnow(), time.monotonic() - t0
@@ -85,7 +85,7 @@ def submit_step(ctx: FlowContext, rows: Sequence[ItemRow]) -> str | None:
                     error_code=None,
                     error_message=None,
                     error_detail=None,
-                    next_run_at=ctx.due_at(row, Action.POLL, ctx.poll.first_s, now),
+                    next_run_at=ctx.due_at(row, Action.POLL, ctx.rules.poll.first_s, now),
                     timings=add_timing(row.timings, "submit", seconds),
                     attempt={
                         "provider_task_id": submitted.task_id,

@@ -186,8 +186,8 @@ def transcribe_step(ctx: FlowContext, row: ItemRow) -> bool:
             t0 = time.monotonic()
             transcript = transcribe_file(
                 audio,
-                ctx.clip_engine(ctx.info(claimed)),
-                ctx.asr_options(claimed),
+                ctx.clip_engine(ctx.rules.info(claimed)),
+                ctx.rules.asr_options(claimed),
                 channel_id=channel,
             )
             seconds = time.monotonic() - t0
