@@ -15,11 +15,7 @@ from typing import Any
 from structlog.contextvars import bound_contextvars
 
 from pipeline.asr.dashscope import transcripts_from_result
-from pipeline.errors import (
-    FailureCode,
-    PipelineError,
-    TransientError,
-)
+from pipeline.errors import FailureCode, PipelineError, TransientError
 from pipeline.flow.claims import advance, claim, keep_alive
 from pipeline.flow.context import FlowContext
 from pipeline.flow.guard import handle_failure

@@ -16,12 +16,7 @@ from structlog.contextvars import bound_contextvars
 
 from pipeline.asr.dashscope import Done, Failed, Wait, decide, file_outcomes
 from pipeline.asr.dashscope.polling import PollLimitsLike
-from pipeline.errors import (
-    FailureCode,
-    PipelineError,
-    ProviderRejected,
-    TransientError,
-)
+from pipeline.errors import FailureCode, PipelineError, ProviderRejected, TransientError
 from pipeline.flow.actions import Action
 from pipeline.flow.context import FlowContext
 from pipeline.flow.guard import handle_failure

@@ -17,10 +17,7 @@ from datetime import timedelta
 from structlog.contextvars import bound_contextvars
 
 from pipeline.asr.dashscope import submit_parameters
-from pipeline.errors import (
-    FailureCode,
-    TransientError,
-)
+from pipeline.errors import FailureCode, TransientError
 from pipeline.flow.actions import Action
 from pipeline.flow.claims import claim, keep_alive
 from pipeline.flow.context import FlowContext
