@@ -83,6 +83,18 @@ def after_submit(wctx: WorkerContext, rows: Sequence[ItemRow], provider_task: st
         dispatch_after(wctx, [r.id for r in rows])
 
 
+def poll_again(
+    wctx: WorkerContext, task_id: str, rows: Sequence[ItemRow], countdown: float
+) -> None:
+    """Queue a task's next poll; the poll that found it running marked its rows for it."""
+    send(
+        wctx,
+        Job(Action.POLL, tuple(r.id for r in rows), task_id=task_id),
+        countdown=countdown,
+        marked=True,
+    )
+
+
 def dispatch_after(wctx: WorkerContext, item_ids: Sequence[str]) -> int:
     """After a step: queue the next one for these items if it is due within the horizon."""
     return dispatch_rows(wctx, wctx.ledger.get_many(item_ids))

@@ -23,7 +23,7 @@ from pipeline.stages.transcribe import transcribe_step
 from pipeline.states import ItemState
 from workers.app import app
 from workers.context import worker_context
-from workers.dispatch import after_submit, dispatch_after, dispatch_rows, hand_off
+from workers.dispatch import after_submit, dispatch_after, dispatch_rows, hand_off, poll_again
 from workers.schedules import start_scheduled_run
 from workers.steplog import outcomes, step_log
 from workers.sweeper import run_sweep
@@ -111,7 +111,7 @@ def poll(self: LedgerTask, provider_task_id: str) -> None:
         known.update({r.id: "waiting" for r in rows if outcome.waiting})
         known.update({i: "succeeded" for i in outcome.succeeded})
         if outcome.again_in_s is not None:
-            poll.apply_async((provider_task_id,), countdown=outcome.again_in_s)
+            poll_again(ctx, provider_task_id, rows, outcome.again_in_s)
         elif outcome.read_back:
             fresh = ctx.ledger.by_task(provider_task_id)
             known.update(outcomes(rows, fresh))
