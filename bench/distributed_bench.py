@@ -730,8 +730,9 @@ def steps_in_process(svc: Services, media: Media, n: int) -> list[tuple[str, flo
     and SQL statements per item for each, to show where a worker's time goes."""
     from sqlalchemy import event
 
-    from pipeline.flow.provider import poll_step, submit_step
     from pipeline.settings import load_settings
+    from pipeline.stages.poll import poll_step
+    from pipeline.stages.submit import submit_step
     from workers.app import app, configure
     from workers.context import build_worker_context
     from workers.dispatch import after_submit, dispatch_after
@@ -812,9 +813,9 @@ def _account_by_part() -> dict[str, float]:
     from celery.app.task import Task
 
     from pipeline.asr.dashscope.client import DashScopeClient
-    from pipeline.flow.media import PresignPublisher
     from pipeline.flow.outputs import DirSink, StoreSink
     from pipeline.ledger import Ledger
+    from pipeline.stages.upload import PresignPublisher
     from workers.limits import RedisGate, RedisTokenBucket
 
     spent: dict[str, float] = {}

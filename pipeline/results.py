@@ -100,7 +100,7 @@ def result_of_row(row: ItemRow) -> ItemResult:
 
 
 def _language(row: ItemRow) -> str | None:
-    """Kept with the item's audio facts when it finished (see flow.steps.finish)."""
+    """Kept with the item's audio facts when it finished (see stages.persist.finish)."""
     value = dict(row.probe or {}).get("language")
     return str(value) if value else None
 

@@ -12,22 +12,18 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
-from pipeline.asr.catalog import Mode
-from pipeline.asr.dashscope.params import is_funasr
 from pipeline.batches import batch_id_for, key_of, seeds_for
 from pipeline.budget import Caps
 from pipeline.errors import TRANSIENT_CODES, PipelineError
-from pipeline.flow.actions import Action
 from pipeline.flow.admission import admit_batch
 from pipeline.flow.context import FlowContext
 from pipeline.flow.outputs import transcript_name, write_item
-from pipeline.flow.plan import Agenda, Job, Lane
-from pipeline.flow.provider import poll_step, reconcile_submitting, submit_step
-from pipeline.flow.steps import prepare_step, transcribe_step
+from pipeline.flow.perform import perform
+from pipeline.flow.plan import Agenda, Lane, lanes_on
+from pipeline.flow.policy import SchedulePolicy, Scheduler, embedded_prepare_room
 from pipeline.ledger import ItemRow, ItemSeed, utcnow
 from pipeline.ledger.budgets import get_budget, is_parked, set_caps
 from pipeline.log import get_logger
@@ -35,15 +31,16 @@ from pipeline.manifest import Manifest
 from pipeline.models import ManifestProblem
 from pipeline.results import ItemResult, result_of, write_results
 from pipeline.settings import RetrySettings
+from pipeline.stages.reconcile import reconcile_submitting
 from pipeline.states import CLAIMED_FROM, ItemState
 from pipeline.transcript import from_result_document
 
 log = get_logger("bulkscribe.run")
 
-# Which pool runs which kind of job (the distributed queues: provider, prepare/transcribe).
-_POOL_LANES = {
-    "io": (Lane.RECONCILE, Lane.POLL, Lane.SUBMIT),
-    "cpu": (Lane.TRANSCRIBE, Lane.PREPARE),
+# Which pool runs which kind of job: as the distributed queues (provider; prepare, transcribe).
+_POOL_LANES: dict[str, tuple[Lane, ...]] = {
+    "io": lanes_on("provider"),
+    "cpu": lanes_on("prepare", "transcribe"),
 }
 _Running = tuple[str, tuple[str, ...]]  # (pool, item ids) of a step in flight
 
@@ -140,6 +137,11 @@ class EmbeddedRunner:
         self._ids: dict[str, str] = {}  # manifest key -> item id, for the progress display
         self.progress = _OwnTime(self.progress, self._own_seconds)
         self._budgeted = False
+        ctx = self.ctx
+        self.scheduler = Scheduler(
+            SchedulePolicy(ctx.rules.engine, ctx.rules.model, ctx.rules.limits, self.batch_size),
+            ctx.ledger,
+        )
 
     def _own_seconds(self, key: str) -> float | None:
         """The sum of an item's stage timings in this attempt."""
@@ -232,11 +234,7 @@ class EmbeddedRunner:
         :class:`Agenda` holds the remaining rows; only those a finished step touched are
         filed again, so each step costs the same whatever the manifest's length.
         """
-        agenda = Agenda(
-            self._mode_of,
-            default_model=self.cfg.model,
-            batch_size=lambda m: self.batch_size if is_funasr(m) else 1,
-        )
+        agenda = self.scheduler.agenda()
         for row in todo:
             agenda.put(row)
         inflight: dict[Future[object], _Running] = {}
@@ -288,12 +286,10 @@ class EmbeddedRunner:
             room = capacity[kind] - used[kind]
             if room <= 0:
                 continue
-            # Backpressure: never hold more normalized audio than the workers can use.
-            jobs = agenda.take(
-                now, lanes=lanes, limit=room, prepare_room=2 * self.cfg.workers - agenda.prepared
-            )
+            prepare_room = embedded_prepare_room(self.cfg.workers, agenda.prepared)
+            jobs = agenda.take(now, lanes=lanes, limit=room, prepare_room=prepare_room)
             for job in jobs:
-                inflight[pools[kind].submit(self._call(job))] = (kind, job.ids)
+                inflight[pools[kind].submit(perform, self.ctx, job)] = (kind, job.ids)
 
     def _refresh(self, agenda: Agenda, ids: Sequence[str], audio_s: float) -> float:
         """Re-read items a step touched; report the ones that finished."""
@@ -306,19 +302,6 @@ class EmbeddedRunner:
                 audio_s += (row.audio_duration_ms or 0) / 1000
                 self.progress.item_done(row.key, row.state.value, row.error_code or "", audio_s)
         return audio_s
-
-    def _call(self, job: Job) -> Callable[[], object]:
-        """The step that carries out ``job``."""
-        ctx = self.ctx
-        if job.action is None:
-            return partial(reconcile_submitting, ctx, job.rows[0])
-        if job.action is Action.POLL:
-            return partial(poll_step, ctx, str(job.task_id))
-        if job.action is Action.SUBMIT:
-            return partial(submit_step, ctx, list(job.rows))
-        if job.action is Action.TRANSCRIBE:
-            return partial(transcribe_step, ctx, job.rows[0])
-        return partial(prepare_step, ctx, job.rows[0])
 
     def _apply_budget(self) -> None:
         """This run's caps on the batch: a higher cap re-admits SKIPPED items; no cap
@@ -343,13 +326,6 @@ class EmbeddedRunner:
             if is_parked(r.next_run_at) or (closing and r.state is ItemState.PENDING)
         ]
         return self._refresh(agenda, stale, audio_s) if stale else audio_s
-
-    def _mode_of(self, row: ItemRow) -> Mode:
-        try:
-            return self.ctx.info(row).mode
-        except PipelineError as exc:  # an item naming a model that does not exist
-            self.ledger.fail(row.id, row.state, exc.code, exc.message)
-            return Mode.CLIP
 
     @staticmethod
     def _idle_s(agenda: Agenda) -> float:

@@ -16,13 +16,16 @@ import httpx
 from pipeline.asr.base import ClipEngine
 from pipeline.asr.catalog import Family, ModelInfo, model_info
 from pipeline.errors import ConfigError, FailureCode
+from pipeline.flow.client import Provider
 from pipeline.flow.context import FlowContext
 from pipeline.flow.limits import LocalGate, RateLimiter, SubmitGate, ThrottledClient, TokenBucket
-from pipeline.flow.media import MediaKeeper, PresignPublisher, Publisher, TemporaryUploadPublisher
+from pipeline.flow.media import MediaKeeper, Publisher
 from pipeline.flow.outputs import OutputSink
+from pipeline.flow.rules import StepRules
 from pipeline.ledger import Ledger
 from pipeline.netguard import AddressPolicy, guarded_client
 from pipeline.settings import Settings
+from pipeline.stages.upload import PresignPublisher, TemporaryUploadPublisher
 from pipeline.storage import LocalStore, ObjectStore, open_store, split_url
 
 PRESIGN_S = 48 * 3600  # outlives the provider's queueing; DashScope's own temp URLs last 48 h
@@ -54,7 +57,7 @@ def http_client(settings: Settings) -> httpx.Client:
 class ClipEngines:
     """One engine per model name, created on first use and shared by all threads."""
 
-    def __init__(self, settings: Settings, provider: Callable[[], Any] | None) -> None:
+    def __init__(self, settings: Settings, provider: Callable[[], ThrottledClient] | None) -> None:
         self.settings = settings
         self.provider = provider
         self._engines: dict[str, ClipEngine] = {}
@@ -136,7 +139,7 @@ def _check_device(device: str, compute_type: str) -> None:
 
 def provider_factory(
     settings: Settings, http: httpx.Client, limiter: RateLimiter | None = None
-) -> Callable[[], Any] | None:
+) -> Callable[[], ThrottledClient] | None:
     """A (rate-limited) DashScope client when a key is configured or the engine needs one."""
     if settings.dashscope_api_key is None:
         if settings.engine == "dashscope":
@@ -147,8 +150,10 @@ def provider_factory(
         return None
     from pipeline.asr.dashscope import DashScopeClient
 
-    client: Any = DashScopeClient.from_settings(settings, http)
-    client = ThrottledClient(client, limiter or TokenBucket(settings.provider.requests_per_s))
+    client = ThrottledClient(
+        DashScopeClient.from_settings(settings, http),
+        limiter or TokenBucket(settings.provider.requests_per_s),
+    )
     return lambda: client
 
 
@@ -173,7 +178,7 @@ class StoreReader:
 
 
 def publisher_for(
-    settings: Settings, store: ObjectStore, provider: Callable[[], Any] | None
+    settings: Settings, store: ObjectStore, provider: Callable[[], Provider] | None
 ) -> Publisher | None:
     if provider is None:
         return None
@@ -196,13 +201,13 @@ def build_context(
     options: dict[str, Any] | None = None,
     limiter: RateLimiter | None = None,
     gate: SubmitGate | None = None,
+    lease_s: float = 3600.0,
+    handoff_s: float = 0.0,
     **overrides: Any,
 ) -> FlowContext:
     provider = provider_factory(settings, http, limiter)
     downloads = download_client(settings)  # holds no idle connections: nothing to close
-    return FlowContext(
-        ledger=ledger,
-        owner=owner,
+    rules = StepRules(
         engine=settings.engine,
         model=settings.model,
         language=settings.language,
@@ -210,17 +215,24 @@ def build_context(
         retry=settings.retry,
         poll=settings.poll,
         limits=settings.limits,
+        download=settings.download,
+        options=options or {},
+        dead_letters=dead_letters,
+        lease_s=lease_s,
+        handoff_s=handoff_s,
+    )
+    return FlowContext(
+        ledger=ledger,
+        owner=owner,
+        rules=rules,
         media=MediaKeeper(store),
         sinks=sinks,
         scratch=scratch,
         http=lambda: downloads,
-        download=settings.download,
         clip_engine=ClipEngines(settings, provider),
         provider=provider,
         publisher=publisher_for(settings, store, provider),
         objects=StoreReader(settings),
-        dead_letters=dead_letters,
-        options=options or {},
         gate=gate or LocalGate(settings.provider.max_inflight_tasks, ledger.inflight_tasks),
         **overrides,
     )

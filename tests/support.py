@@ -62,16 +62,19 @@ def wer(reference: str, hypothesis: str) -> float:
 
 
 def bare_flow(**fields: Any) -> FlowContext:
-    """A FlowContext with default settings and nothing wired but ``fields``: for tests of
-    logic that only touches a few of its parts (the ledger, retry, hand-offs)."""
+    """A FlowContext with default settings and nothing wired but ``fields`` (services, or
+    StepRules fields such as ``retry`` or ``lease_s``): for tests of logic that only touches
+    a few of its parts (the ledger, retry, hand-offs)."""
+    from dataclasses import fields as fields_of
+
     from pipeline.flow.context import FlowContext
+    from pipeline.flow.rules import StepRules
     from pipeline.settings import load_settings
 
     settings = load_settings()
     blank: Any = None
-    defaults: dict[str, Any] = dict(
-        ledger=blank,
-        owner="me",
+    rule_names = {f.name for f in fields_of(StepRules)}
+    rules: dict[str, Any] = dict(
         engine="dashscope",
         model=settings.model,
         language=None,
@@ -79,13 +82,19 @@ def bare_flow(**fields: Any) -> FlowContext:
         retry=settings.retry,
         poll=settings.poll,
         limits=settings.limits,
+    )
+    rules.update({k: v for k, v in fields.items() if k in rule_names})
+    defaults: dict[str, Any] = dict(
+        ledger=blank,
+        owner="me",
         media=blank,
         sinks=blank,
         scratch=blank,
         http=blank,
         clip_engine=blank,
     )
-    return FlowContext(**{**defaults, **fields})
+    services = {k: v for k, v in fields.items() if k not in rule_names}
+    return FlowContext(rules=StepRules(**rules), **{**defaults, **services})
 
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"  # trust auth on localhost

@@ -13,6 +13,7 @@ from celery import Celery
 from kombu import Queue
 
 from pipeline.settings import Settings, load_settings
+from workers.schedules import beat_schedule
 
 QUEUES = ("prepare", "provider", "transcribe")
 
@@ -45,8 +46,6 @@ def configure(target: Celery, s: Settings) -> None:
     _settings = s
     dist = s.distributed
     target.conf.update(celery_config(s))
-    from workers.schedules import beat_schedule
-
     target.conf.beat_schedule = beat_schedule(dist)
     _configured.add(id(target))
 

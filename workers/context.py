@@ -17,8 +17,10 @@ from typing import Any
 
 import redis
 
+from pipeline.errors import ConfigError, FailureCode
 from pipeline.flow.context import FlowContext
 from pipeline.flow.outputs import DirSink, OutputSink, StoreSink, cue_layout
+from pipeline.flow.policy import SchedulePolicy, Scheduler
 from pipeline.ledger import Ledger, open_ledger
 from pipeline.log import get_logger
 from pipeline.notify.outbox import add_dead
@@ -28,7 +30,7 @@ from pipeline.settings import NotifySettings, Settings
 from pipeline.storage import open_store, split_url
 from pipeline.wiring import build_context, http_client, media_store
 from workers import metrics
-from workers.dispatch import hands_off
+from workers.app import settings as app_settings
 from workers.limits import RedisGate, RedisTokenBucket
 
 log = get_logger("bulkscribe.worker")
@@ -39,6 +41,7 @@ class WorkerContext:
     settings: Settings
     flow: FlowContext
     redis: Any
+    scheduler: Scheduler
 
     @property
     def ledger(self) -> Ledger:
@@ -54,8 +57,6 @@ def worker_context(settings: Settings | None = None) -> WorkerContext:
     global _ctx, _pid
     with _lock:
         if _ctx is None or _pid != os.getpid():
-            from workers.app import settings as app_settings
-
             _ctx = build_worker_context(settings or app_settings())
             _pid = os.getpid()
         return _ctx
@@ -63,8 +64,6 @@ def worker_context(settings: Settings | None = None) -> WorkerContext:
 
 def database_url(settings: Settings) -> str:
     if not settings.database_url:
-        from pipeline.errors import ConfigError, FailureCode
-
         raise ConfigError(
             FailureCode.CONFIG_INVALID,
             "distributed mode needs BULKSCRIBE_DATABASE_URL (PostgreSQL)",
@@ -145,6 +144,7 @@ def build_worker_context(settings: Settings) -> WorkerContext:
     store = media_store(settings, shared)
     owner = f"{socket.gethostname()}:{os.getpid()}"
     sinks = BatchSinks(ledger, settings)
+    policy = SchedulePolicy.from_settings(settings)
     flow = build_context(
         settings,
         ledger=ledger,
@@ -159,7 +159,7 @@ def build_worker_context(settings: Settings) -> WorkerContext:
         lease_s=settings.distributed.lease_s,
         events=metrics.record,
         handoff_s=settings.distributed.redispatch_s,
-        hands_off=partial(hands_off, settings),
+        hands_off=policy.hands_off,
         item_finished=BatchCloser(ledger, sinks, owner, settings.notify, PriceTable.of(settings)),
     )
-    return WorkerContext(settings, flow, r)
+    return WorkerContext(settings, flow, r, Scheduler(policy, ledger))

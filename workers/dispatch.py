@@ -1,62 +1,47 @@
-"""Queue the steps the ledger says are due. Used after each task and by the sweeper.
+"""Send the jobs the scheduler hands out as Celery messages. Used after each task and by the
+sweeper; what runs next is decided in :mod:`pipeline.flow.policy`, not here.
 
-Before a step is queued its rows get ``next_run_at`` pushed to "now + redispatch_s", so the
-sweeper does not queue it again while the message waits; if the message is lost, the mark
-lapses and the sweeper queues it anew.
+Before a job is sent its rows get ``next_run_at`` pushed to "now + redispatch_s", so the
+sweeper does not send it again while the message waits; if the message is lost, the mark
+lapses and the sweeper sends it anew.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
-from pipeline.asr.catalog import Mode
-from pipeline.asr.dashscope.params import is_funasr
-from pipeline.errors import PipelineError
-from pipeline.flow.actions import Action, after_prepare, redispatch_slack
-from pipeline.flow.plan import Job, plan_jobs
+from pipeline.flow.actions import Action, redispatch_slack
+from pipeline.flow.plan import Job
 from pipeline.ledger import ItemRow, utcnow
-from pipeline.log import get_logger
 from pipeline.states import ItemState
+from workers.app import app
+from workers.context import WorkerContext
 
-log = get_logger("bulkscribe.dispatch")
-
-COUNTDOWN_MAX_S = 60.0  # longer waits belong to the sweeper, not to ETA messages
-
-
-def mode_of(wctx: Any, row: ItemRow) -> Mode:
-    try:
-        return wctx.flow.info(row).mode
-    except PipelineError as exc:  # an item naming a model that does not exist
-        wctx.ledger.fail(row.id, row.state, exc.code, exc.message)
-        return Mode.CLIP
-
-
-def batch_size(wctx: Any, model: str) -> int:
-    return wctx.settings.provider.batch_size if is_funasr(model) else 1
+# A message's arguments: JSON ids only. Task names are ``bulkscribe.<action>`` (workers/tasks.py).
+_ARGS: dict[Action, Callable[[Job], tuple[Any, ...]]] = {
+    Action.PREPARE: lambda job: (job.ids[0],),
+    Action.TRANSCRIBE: lambda job: (job.ids[0],),
+    Action.RECONCILE: lambda job: (job.ids[0],),
+    Action.SUBMIT: lambda job: (list(job.ids),),
+    Action.POLL: lambda job: (job.task_id,),
+}
 
 
-def send(wctx: Any, job: Job, *, countdown: float = 0.0, marked: bool = False) -> None:
+def task_name(action: Action) -> str:
+    return f"bulkscribe.{action.value}"
+
+
+def send(wctx: WorkerContext, job: Job, *, countdown: float = 0.0, marked: bool = False) -> None:
     """Queue ``job``; unless ``marked`` (the step that led here wrote a mark with slack for
     this message), first push its rows' ``next_run_at`` past the message's expected start."""
-    from workers import tasks
-
     if not marked:
         _mark(wctx, job.rows or wctx.ledger.get_many(job.ids), countdown)
-    if job.action is None:
-        tasks.reconcile.apply_async((job.ids[0],), countdown=countdown)
-    elif job.action is Action.POLL:
-        tasks.poll.apply_async((job.task_id,), countdown=countdown)
-    elif job.action is Action.SUBMIT:
-        tasks.submit.apply_async((list(job.ids),), countdown=countdown)
-    elif job.action is Action.TRANSCRIBE:
-        tasks.transcribe.apply_async((job.ids[0],), countdown=countdown)
-    else:
-        tasks.prepare.apply_async((job.ids[0],), countdown=countdown)
+    app.send_task(task_name(job.action), args=_ARGS[job.action](job), countdown=countdown)
 
 
-def send_all(wctx: Any, jobs: Sequence[Job]) -> None:
+def send_all(wctx: WorkerContext, jobs: Sequence[Job]) -> None:
     """Queue ``jobs`` now, after marking all of their rows at once (one UPDATE per state,
     not one per job: a sweep after an outage may queue thousands)."""
     _mark(wctx, [r for job in jobs for r in job.rows], 0.0)
@@ -64,7 +49,7 @@ def send_all(wctx: Any, jobs: Sequence[Job]) -> None:
         send(wctx, job, marked=True)
 
 
-def _mark(wctx: Any, rows: Sequence[ItemRow], countdown: float) -> None:
+def _mark(wctx: WorkerContext, rows: Sequence[ItemRow], countdown: float) -> None:
     """Rows whose step is being queued: not due again until the message should have run
     (polls, the SUBMITTED rows, sooner: see redispatch_slack)."""
     redispatch_s = wctx.settings.distributed.redispatch_s
@@ -78,71 +63,46 @@ def _mark(wctx: Any, rows: Sequence[ItemRow], countdown: float) -> None:
             )
 
 
-def left_to_sweeper(settings: Any, row: ItemRow) -> bool:
-    """A prepared Fun-ASR file is submitted by the sweeper, which gathers up to
-    ``provider.batch_size`` of them into one task; nothing else waits for it."""
-    model = str(row.spec.get("model") or settings.model)
-    return is_funasr(model) and settings.provider.batch_size > 1
-
-
-def hands_off(settings: Any, row: ItemRow, next_step: Action, delay_s: float) -> bool:
-    """Whether the worker finishing a step of ``row`` queues ``next_step`` itself (so the
-    step's ledger mark carries slack for that message, see FlowContext.due_at).
-
-    Yes when it is due within COUNTDOWN_MAX_S, except a submission left to the sweeper.
-    """
-    if delay_s > COUNTDOWN_MAX_S:
-        return False
-    return not (next_step is Action.SUBMIT and left_to_sweeper(settings, row))
-
-
-def hand_off(wctx: Any, prepared: ItemRow) -> bool:
+def hand_off(wctx: WorkerContext, prepared: ItemRow) -> bool:
     """Queue a just-prepared item's submit or transcribe if its mark allows for that
     message (then nothing needs to be read back); False if it is not this worker's to send."""
-    action = after_prepare(mode_of(wctx, prepared))
+    action = wctx.scheduler.after_prepare(prepared)
     if not wctx.flow.handed_off(prepared, action, 0.0):
         return False
     send(wctx, Job(action, (prepared.id,), rows=(prepared,)), marked=True)
     return True
 
 
-def after_submit(wctx: Any, rows: Sequence[ItemRow], provider_task: str | None) -> None:
+def after_submit(wctx: WorkerContext, rows: Sequence[ItemRow], provider_task: str | None) -> None:
     """After a submit step: queue the first poll of the new task, or whatever is next."""
-    from workers import tasks
-
     first_s = wctx.settings.poll.first_s
     if provider_task is not None and wctx.flow.handed_off(rows[0], Action.POLL, first_s):
-        tasks.poll.apply_async((provider_task,), countdown=first_s)
+        poll = Job(Action.POLL, tuple(r.id for r in rows), task_id=provider_task)
+        send(wctx, poll, countdown=first_s, marked=True)
     else:
         dispatch_after(wctx, [r.id for r in rows])
 
 
-def dispatch_after(wctx: Any, item_ids: Sequence[str]) -> int:
-    """After a step: queue the next one for these items if it is due within a minute."""
+def poll_again(
+    wctx: WorkerContext, task_id: str, rows: Sequence[ItemRow], countdown: float
+) -> None:
+    """Queue a task's next poll; the poll that found it running marked its rows for it."""
+    send(
+        wctx,
+        Job(Action.POLL, tuple(r.id for r in rows), task_id=task_id),
+        countdown=countdown,
+        marked=True,
+    )
+
+
+def dispatch_after(wctx: WorkerContext, item_ids: Sequence[str]) -> int:
+    """After a step: queue the next one for these items if it is due within the horizon."""
     return dispatch_rows(wctx, wctx.ledger.get_many(item_ids))
 
 
-def dispatch_rows(wctx: Any, fresh: Sequence[ItemRow]) -> int:
+def dispatch_rows(wctx: WorkerContext, fresh: Sequence[ItemRow]) -> int:
     """:func:`dispatch_after` for rows just read from the ledger."""
-    now = utcnow()
-    rows = [r for r in fresh if not r.state.terminal]
-    if not rows:
-        return 0
-    soon = now + timedelta(seconds=COUNTDOWN_MAX_S)
-    jobs = plan_jobs(
-        rows,
-        lambda r: mode_of(wctx, r),
-        soon,
-        prepare_room=len(rows),
-        submit_room=len(rows),
-        batch_size=lambda m: batch_size(wctx, m),
-        default_model=wctx.settings.model,
-    )
-    sent = 0
-    for job in jobs:
-        if job.action is Action.SUBMIT and left_to_sweeper(wctx.settings, job.rows[0]):
-            continue
-        due = min((r.next_run_at for r in job.rows if r.next_run_at), default=now)
-        send(wctx, job, countdown=max(0.0, (due - now).total_seconds()))
-        sent += 1
-    return sent
+    follow_ups = wctx.scheduler.follow_ups(fresh, utcnow())
+    for job, countdown in follow_ups:
+        send(wctx, job, countdown=countdown)
+    return len(follow_ups)

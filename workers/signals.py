@@ -9,6 +9,8 @@ from typing import Any
 from celery.signals import setup_logging, worker_process_init
 
 from pipeline.log import configure_logging, get_logger
+from workers.app import settings
+from workers.context import worker_context
 
 log = get_logger("bulkscribe.worker")
 
@@ -22,8 +24,6 @@ def configure_worker_logging() -> None:
     """JSON lines to stderr at the log_level setting. Below debug, Celery's own per-task
     lines ("Task … received", "… succeeded in") are left out: the step lines say that and
     more, once per step."""
-    from workers.app import settings
-
     level = settings().log_level
     configure_logging(level=level, stderr_json=True)
     quiet = logging.WARNING if level.lower() != "debug" else logging.NOTSET
@@ -44,8 +44,6 @@ def warm_up() -> None:
     clients: about half a second of CPU), so the first task neither waits for it nor is
     charged with it. A failure is only logged: the first task builds it again, and its
     retries cover a database or broker that is not up yet."""
-    from workers.context import worker_context
-
     try:
         worker_context()
     except Exception as exc:  # startup must not kill the pool process

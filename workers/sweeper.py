@@ -21,13 +21,15 @@ from pipeline.notify.outbox import count_due, note_dead
 from pipeline.pricing import PriceTable
 from pipeline.results import close_batch
 from pipeline.states import ItemState
-from workers.dispatch import batch_size, mode_of, send_all
+from workers.app import app
+from workers.context import WorkerContext
+from workers.dispatch import send_all
 from workers.metrics import observe_sweep
 
 log = get_logger("bulkscribe.sweep")
 
 
-def run_sweep(wctx: Any) -> dict[str, int]:
+def run_sweep(wctx: WorkerContext) -> dict[str, int]:
     dist = wctx.settings.distributed
     lock = wctx.redis.lock(
         "bulkscribe:sweep", timeout=max(60, int(dist.sweep_s * 4)), blocking=False
@@ -42,9 +44,7 @@ def run_sweep(wctx: Any) -> dict[str, int]:
             lock.release()
 
 
-def _sweep(wctx: Any) -> dict[str, int]:
-    from pipeline.flow.plan import plan_jobs
-
+def _sweep(wctx: WorkerContext) -> dict[str, int]:
     ledger = wctx.ledger
     dist = wctx.settings.distributed
     released = ledger.release_expired()
@@ -63,17 +63,14 @@ def _sweep(wctx: Any) -> dict[str, int]:
     rows = ledger.due_rows(now, ignore_marks=lost)
     if lost:
         rows = [replace(r, next_run_at=None) for r in rows]
-    jobs = plan_jobs(
+    jobs = wctx.scheduler.plan(
         rows,
-        lambda r: mode_of(wctx, r),
         now,
         # Items parked for budget admission wait for an earlier one, which needs room.
         prepare_room=dist.max_prepared
         - ledger.count_states(ItemState.PREPARING, ItemState.PREPARED)
         + count_parked(ledger),
         submit_room=wctx.settings.provider.max_inflight_tasks - ledger.inflight_tasks(),
-        batch_size=lambda m: batch_size(wctx, m),
-        default_model=wctx.settings.model,
     )
     send_all(wctx, jobs)
     if lost:  # only now: a sweep that fails before this point leaves the loss to the next
@@ -111,11 +108,9 @@ def _sweep(wctx: Any) -> dict[str, int]:
     }
 
 
-def send_notify(wctx: Any) -> None:
+def send_notify(wctx: WorkerContext) -> None:
     """Due webhooks are sent by a task on the provider queue, not in the sweep (a slow
     endpoint must not hold the sweep's lock)."""
-    from workers.app import app
-
     app.send_task("bulkscribe.notify")
 
 

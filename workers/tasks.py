@@ -15,13 +15,18 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import OperationalError
 from structlog.contextvars import bound_contextvars
 
-from pipeline.flow.provider import poll_step, reconcile_submitting, submit_step
-from pipeline.flow.steps import prepare_step, transcribe_step
+from pipeline.stages.poll import poll_step
+from pipeline.stages.prepare import prepare_step
+from pipeline.stages.reconcile import reconcile_submitting
+from pipeline.stages.submit import submit_step
+from pipeline.stages.transcribe import transcribe_step
 from pipeline.states import ItemState
 from workers.app import app
 from workers.context import worker_context
-from workers.dispatch import after_submit, dispatch_after, dispatch_rows, hand_off
+from workers.dispatch import after_submit, dispatch_after, dispatch_rows, hand_off, poll_again
+from workers.schedules import start_scheduled_run
 from workers.steplog import outcomes, step_log
+from workers.sweeper import run_sweep
 
 
 class LedgerTask(Task):  # type: ignore[misc]
@@ -106,7 +111,7 @@ def poll(self: LedgerTask, provider_task_id: str) -> None:
         known.update({r.id: "waiting" for r in rows if outcome.waiting})
         known.update({i: "succeeded" for i in outcome.succeeded})
         if outcome.again_in_s is not None:
-            poll.apply_async((provider_task_id,), countdown=outcome.again_in_s)
+            poll_again(ctx, provider_task_id, rows, outcome.again_in_s)
         elif outcome.read_back:
             fresh = ctx.ledger.by_task(provider_task_id)
             known.update(outcomes(rows, fresh))
@@ -131,16 +136,12 @@ def reconcile(self: LedgerTask, item_id: str) -> None:
 @app.task(**_opts(name="bulkscribe.sweep"))
 def sweep(self: LedgerTask) -> dict[str, int]:
     """Beat's heartbeat: release dead claims, queue due work, close finished batches."""
-    from workers.sweeper import run_sweep
-
     return run_sweep(worker_context())
 
 
 @app.task(**_opts(name="bulkscribe.scheduled_run"))
 def scheduled_run(self: LedgerTask, name: str) -> str | None:
     """A configured recurring run: new files under a prefix become a batch."""
-    from workers.schedules import start_scheduled_run
-
     return start_scheduled_run(worker_context(), name)
 
 

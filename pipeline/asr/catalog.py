@@ -40,6 +40,9 @@ class ModelInfo:
     max_clip_s: float | None = None  # per request, for clip models
     max_clip_bytes: int | None = None
     diarization: bool = False
+    # Files one provider task may carry: Fun-ASR takes a list of file_urls (up to 100),
+    # everything else one file per task. The schedulers batch submissions by this.
+    max_files: int = 1
 
 
 _FILE_LIMITS = MediaLimits(max_duration_s=12 * HOUR, max_bytes=2 * GB)
@@ -91,16 +94,7 @@ def model_info(engine: str, model: str, overrides: LimitsSettings | None = None)
             max_bytes=overrides.max_bytes or info.limits.max_bytes,
             max_scratch_bytes=overrides.max_scratch_bytes,
         )
-        info = ModelInfo(
-            info.engine,
-            info.model,
-            info.family,
-            info.mode,
-            limits,
-            info.max_clip_s,
-            info.max_clip_bytes,
-            info.diarization,
-        )
+        info = replace(info, limits=limits)
     return info
 
 
@@ -111,7 +105,9 @@ def _lookup(engine: str, model: str) -> ModelInfo:
         raise ConfigError(FailureCode.CONFIG_INVALID, f"unknown engine {engine!r}")
     m = model.lower()
     if m.startswith(("fun-asr", "paraformer", "sensevoice")):
-        return ModelInfo(engine, model, Family.FUN_ASR, Mode.ASYNC, _FILE_LIMITS, diarization=True)
+        return ModelInfo(
+            engine, model, Family.FUN_ASR, Mode.ASYNC, _FILE_LIMITS, diarization=True, max_files=100
+        )
     if m.startswith("qwen3-asr-flash-filetrans"):
         return ModelInfo(engine, model, Family.FILETRANS, Mode.ASYNC, _FILE_LIMITS)
     if m.startswith("qwen3-asr-flash"):

@@ -1,7 +1,7 @@
 """What an item needs next, read off its ledger row. Pure: no I/O, no clock of its own.
 
-Both drivers ask this: the embedded runner to fill its thread pool, the Celery sweeper to
-queue work that a lost message would otherwise strand.
+Both drivers ask this (through :mod:`pipeline.flow.plan`): the embedded runner to fill its
+thread pools, the Celery dispatcher and sweeper to queue work.
 """
 
 from __future__ import annotations
@@ -19,17 +19,27 @@ class Action(StrEnum):
     TRANSCRIBE = "transcribe"
     SUBMIT = "submit"
     POLL = "poll"
+    RECONCILE = "reconcile"  # a submission cut short: ask the provider before sending again
+
+
+def due_from(row: ItemRow) -> datetime | None:
+    """When ``row``'s next step falls due (None: already). A SUBMITTING row is reconciled only
+    once its submitter's lease ran out; anything else waits for its ``next_run_at``."""
+    return row.lease_until if row.state is ItemState.SUBMITTING else row.next_run_at
 
 
 def next_action(row: ItemRow, mode: Mode, now: datetime) -> Action | None:
     """The step that moves ``row`` on, or None (claimed by someone, finished, or not due)."""
-    if row.next_run_at is not None and row.next_run_at > now:
+    due = due_from(row)
+    if due is not None and due > now:
         return None
     return action_for(row, mode)
 
 
 def action_for(row: ItemRow, mode: Mode) -> Action | None:
-    """The step ``row``'s state calls for once it is due (``next_run_at``), or None."""
+    """The step ``row``'s state calls for once it is due (:func:`due_from`), or None."""
+    if row.state is ItemState.SUBMITTING:
+        return Action.RECONCILE
     if row.state is ItemState.PENDING:
         return Action.PREPARE
     if row.state is ItemState.PREPARED:
@@ -51,6 +61,7 @@ def queue_for(action: Action) -> str:
         Action.TRANSCRIBE: "transcribe",
         Action.SUBMIT: "provider",
         Action.POLL: "provider",
+        Action.RECONCILE: "provider",
     }[action]
 
 

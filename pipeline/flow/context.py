@@ -13,62 +13,40 @@ from typing import Any
 import httpx
 
 from pipeline.asr.base import ClipEngine
-from pipeline.asr.catalog import ModelInfo, model_info
+from pipeline.asr.catalog import ModelInfo
+from pipeline.errors import FailureCode, PermanentError
 from pipeline.flow.actions import Action, redispatch_slack
+from pipeline.flow.client import Provider
 from pipeline.flow.limits import SubmitGate
 from pipeline.flow.media import MediaKeeper, Publisher
 from pipeline.flow.outputs import OutputSink
+from pipeline.flow.rules import StepRules
 from pipeline.ledger import ItemRow, Ledger, utcnow
-from pipeline.models import AsrOptions, MediaLimits, NormalizedAudio, ProbeResult
-from pipeline.settings import DownloadSettings, LimitsSettings, PollSettings, RetrySettings
+from pipeline.models import NormalizedAudio, ProbeResult
 from pipeline.sources import ObjectReader
 from pipeline.stages.normalize import normalize
 from pipeline.stages.probe import probe
 
-# Manifest/option keys that map onto AsrOptions fields; anything else is passed through.
-_OPTION_FIELDS = {
-    "enable_itn": "itn",
-    "itn": "itn",
-    "vocabulary_id": "vocabulary_id",
-    "diarization_enabled": "diarization",
-    "diarization": "diarization",
-    "speaker_count": "speaker_count",
-    "context": "context",
-    "enable_words": "words",
-    "hotwords": "hotwords",
-}
-_SPEC_FIELDS = ("context", "hotwords")
-
 
 @dataclass(frozen=True)
 class FlowContext:
+    """The services a step uses (ledger, stores, clients, engines, observers) and the
+    :class:`StepRules` it follows."""
+
     ledger: Ledger
     owner: str  # lease owner: this process/thread
-    engine: str  # local | dashscope
-    model: str  # the run's default model (items may name their own)
-    language: str | None
-    formats: tuple[str, ...]
-    retry: RetrySettings
-    poll: PollSettings
-    limits: LimitsSettings
+    rules: StepRules
     media: MediaKeeper
     sinks: Callable[[str], OutputSink]  # batch id -> where its results go
     scratch: Path
     http: Callable[[], httpx.Client]  # downloads: pipeline.netguard.guarded_client
     clip_engine: Callable[[ModelInfo], ClipEngine]
-    provider: Callable[[], Any] | None = None  # DashScopeClient factory
+    provider: Callable[[], Provider] | None = None  # the (throttled) DashScope client
     publisher: Publisher | None = None
     objects: ObjectReader | None = None  # reads s3:// and oss:// sources
-    download: DownloadSettings = field(default_factory=DownloadSettings)
-    dead_letters: bool = False  # distributed: retries exhausted -> DEAD, else FAILED
-    options: Mapping[str, Any] = field(default_factory=dict)  # run-wide provider options
-    lease_s: float = 3600.0
     gate: SubmitGate | None = None  # caps provider tasks in flight (None: no cap)
-    # Distributed: when a worker queues an item's next step itself right after this one
-    # (``hands_off(row, next_step, delay_s)``), the step's ledger mark carries ``handoff_s``
-    # of slack, so the sweeper sends that step again only if the message is lost. Embedded
-    # runs plan every step from the ledger: no slack.
-    handoff_s: float = 0.0
+    # Distributed: whether the worker finishing a step queues ``next_step`` itself
+    # (SchedulePolicy.hands_off); see StepRules.handoff_s.
     hands_off: Callable[[ItemRow, Action, float], bool] = lambda _row, _next, _delay_s: False
     prober: Callable[..., ProbeResult] = probe
     normalizer: Callable[..., NormalizedAudio] = normalize
@@ -89,43 +67,22 @@ class FlowContext:
     ) -> datetime:
         """The ``next_run_at`` for ``next_step``, due ``delay_s`` after the current step."""
         slack = (
-            redispatch_slack(next_step, self.handoff_s)
+            redispatch_slack(next_step, self.rules.handoff_s)
             if self.handed_off(row, next_step, delay_s)
             else 0.0
         )
         return (now or utcnow()) + timedelta(seconds=delay_s + slack)
 
     def handed_off(self, row: ItemRow, next_step: Action, delay_s: float) -> bool:
-        return self.handoff_s > 0 and self.hands_off(row, next_step, delay_s)
+        return self.rules.handoff_s > 0 and self.hands_off(row, next_step, delay_s)
 
-    def info(self, row: ItemRow) -> ModelInfo:
-        engine = str(row.spec.get("engine") or self.engine)
-        return model_info(engine, str(row.spec.get("model") or self.model), self.limits)
-
-    def media_limits(self, row: ItemRow) -> MediaLimits:
-        return self.info(row).limits
-
-    def asr_options(self, row: ItemRow) -> AsrOptions:
-        merged = {**self.options, **dict(row.spec.get("options") or {})}
-        # Manifest fields that may sit beside ``options`` in an item's spec.
-        merged.update({k: row.spec[k] for k in _SPEC_FIELDS if row.spec.get(k) is not None})
-        fields: dict[str, Any] = {"language": row.spec.get("language") or self.language}
-        extra = []
-        for key, value in sorted(merged.items()):
-            name = _OPTION_FIELDS.get(key)
-            if name is None:
-                extra.append((key, value))
-            else:
-                fields[name] = _coerce(name, value)
-        return AsrOptions(**fields, extra=tuple(extra))
+    def client(self) -> Provider:
+        """The provider's client; a permanent failure when none is configured."""
+        if self.provider is None:
+            raise PermanentError(
+                FailureCode.PROVIDER_AUTH, "DashScope is not configured: set DASHSCOPE_API_KEY"
+            )
+        return self.provider()
 
     def workdir(self, row: ItemRow) -> Path:
         return self.scratch / row.id
-
-
-def _coerce(name: str, value: Any) -> Any:
-    if name in ("itn", "diarization", "words"):
-        return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
-    if name == "speaker_count":
-        return int(value)
-    return str(value)

@@ -48,8 +48,8 @@ def handle_failure(
     retry_after = getattr(exc, "retry_after_s", None)
     if retryable and code == FailureCode.PROVIDER_THROTTLED:
         throttled = _throttled_in_a_row(latest) + 1
-        if throttled <= ctx.retry.max_throttled:
-            delay = backoff_s(throttled - 1, ctx.retry, retry_after_s=retry_after)
+        if throttled <= ctx.rules.retry.max_throttled:
+            delay = backoff_s(throttled - 1, ctx.rules.retry, retry_after_s=retry_after)
             _retry_later(
                 ctx,
                 latest,
@@ -68,8 +68,8 @@ def handle_failure(
             )
             ctx.emit("item.retry", code=str(code))
             return
-    elif retryable and latest.tries + 1 < ctx.retry.max_attempts:
-        delay = backoff_s(latest.tries, ctx.retry, retry_after_s=retry_after)
+    elif retryable and latest.tries + 1 < ctx.rules.retry.max_attempts:
+        delay = backoff_s(latest.tries, ctx.rules.retry, retry_after_s=retry_after)
         _retry_later(
             ctx,
             latest,
@@ -112,7 +112,7 @@ def _fail(
     code, message = failure_of(exc)
     message = _naming_file(latest, message)
     detail = dict(getattr(exc, "detail", {}) or {})
-    dead = is_retryable(exc) and ctx.dead_letters
+    dead = is_retryable(exc) and ctx.rules.dead_letters
     if not ctx.ledger.fail(
         latest.id, latest.state, code, message, dead=dead, owner=owner, detail=detail or None
     ):

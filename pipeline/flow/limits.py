@@ -6,11 +6,16 @@ shared through Redis, so a whole fleet stays under one cap.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol
+
+from pipeline.asr.dashscope.client import DashScopeClient
+from pipeline.asr.dashscope.sync import SyncResult
+from pipeline.asr.dashscope.tasks import Submitted, TaskStatus, TaskSummary
 
 
 class SubmitGate(Protocol):
@@ -67,31 +72,77 @@ class TokenBucket:
             self.sleep(wait)
 
 
-_LIMITED = (
-    "submit_transcription",
-    "query_task",
-    "list_tasks",
-    "cancel_task",
-    "recognize",
-    "chat_transcribe",
-    "upload_temporary",
-)
-
-
 class ThrottledClient:
-    """Wraps a provider client so every API call first takes a token from the limiter."""
+    """A DashScope client whose every API call first takes a token from the limiter.
 
-    def __init__(self, client: Any, limiter: RateLimiter) -> None:
+    Result documents are fetched from signed OSS URLs, not the API: not limited."""
+
+    def __init__(self, client: DashScopeClient, limiter: RateLimiter) -> None:
         self._client = client
         self._limiter = limiter
 
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._client, name)
-        if name not in _LIMITED:
-            return attr
+    def submit_transcription(
+        self,
+        model: str,
+        file_urls: Sequence[str],
+        parameters: Mapping[str, Any],
+        *,
+        oss_resolve: bool = False,
+    ) -> Submitted:
+        self._limiter.acquire()
+        return self._client.submit_transcription(
+            model, file_urls, parameters, oss_resolve=oss_resolve
+        )
 
-        def limited(*args: Any, **kwargs: Any) -> Any:
-            self._limiter.acquire()
-            return attr(*args, **kwargs)
+    def query_task(self, task_id: str) -> TaskStatus:
+        self._limiter.acquire()
+        return self._client.query_task(task_id)
 
-        return limited
+    def list_tasks(
+        self, *, model: str | None = None, page_size: int = 100, max_pages: int = 50
+    ) -> list[TaskSummary]:
+        self._limiter.acquire()
+        return self._client.list_tasks(model=model, page_size=page_size, max_pages=max_pages)
+
+    def cancel_task(self, task_id: str) -> None:
+        self._limiter.acquire()
+        self._client.cancel_task(task_id)
+
+    def fetch_result(self, url: str) -> dict[str, Any]:
+        return self._client.fetch_result(url)
+
+    def upload_temporary(
+        self, path_or_bytes: bytes | str | os.PathLike[str], filename: str, model: str
+    ) -> str:
+        self._limiter.acquire()
+        return self._client.upload_temporary(path_or_bytes, filename, model)
+
+    def recognize(
+        self,
+        model: str,
+        audio: str,
+        *,
+        language: str | None = None,
+        enable_itn: bool = False,
+        context: str | None = None,
+        stream: bool = False,
+    ) -> SyncResult:
+        self._limiter.acquire()
+        return self._client.recognize(
+            model, audio, language=language, enable_itn=enable_itn, context=context, stream=stream
+        )
+
+    def chat_transcribe(
+        self,
+        model: str,
+        audio_data: str,
+        *,
+        language: str | None = None,
+        context: str | None = None,
+        stream: bool = False,
+        fmt: str = "wav",
+    ) -> SyncResult:
+        self._limiter.acquire()
+        return self._client.chat_transcribe(
+            model, audio_data, language=language, context=context, stream=stream, fmt=fmt
+        )

@@ -66,29 +66,5 @@ class Publisher(Protocol):
     def publish(self, key: str, keeper: MediaKeeper, workdir: Path, model: str) -> str: ...
 
 
-class PresignPublisher:
-    # A presigned URL is pure computation: the submit step writes it with its claim.
-    before_claim = True
-
-    def __init__(self, expires_s: int) -> None:
-        self.expires_s = expires_s
-
-    def publish(self, key: str, keeper: MediaKeeper, workdir: Path, model: str) -> str:
-        return keeper.store.presign(key, expires_s=self.expires_s)
-
-
-class TemporaryUploadPublisher:
-    """DashScope's own temporary storage (``oss://``, 48 h): no bucket of ours needed."""
-
-    before_claim = False  # an upload: only once the item is ours
-
-    def __init__(self, client_factory) -> None:  # type: ignore[no-untyped-def]
-        self.client_factory = client_factory
-
-    def publish(self, key: str, keeper: MediaKeeper, workdir: Path, model: str) -> str:
-        path = keeper.local(key, workdir)
-        return str(self.client_factory().upload_temporary(str(path), path.name, model))
-
-
 def _mime(path: Path) -> str:
     return {".wav": "audio/wav", ".flac": "audio/flac"}.get(path.suffix, "application/octet-stream")

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 from pipeline.asr.catalog import Mode
-from pipeline.flow.actions import Action, action_for
+from pipeline.flow.actions import Action, action_for, due_from, queue_for
 from pipeline.ledger import ItemRow
 from pipeline.ledger.budgets import is_parked
 from pipeline.states import ItemState
@@ -30,17 +30,14 @@ from pipeline.states import ItemState
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    action: Action | None  # None: reconcile a lost submission
+    action: Action
     ids: tuple[str, ...]
     task_id: str | None = None  # for POLL
     rows: tuple[ItemRow, ...] = ()
 
 
-RECONCILE = None
-
-
 class Lane(StrEnum):
-    """The kinds of job, in the order they are handed out."""
+    """The kinds of job, in the order they are handed out (each named as its Action)."""
 
     RECONCILE = "reconcile"
     POLL = "poll"
@@ -50,24 +47,24 @@ class Lane(StrEnum):
 
 
 ALL_LANES: tuple[Lane, ...] = tuple(Lane)
-_ACTION_LANE = {
-    Action.POLL: Lane.POLL,
-    Action.TRANSCRIBE: Lane.TRANSCRIBE,
-    Action.SUBMIT: Lane.SUBMIT,
-    Action.PREPARE: Lane.PREPARE,
-}
+
+
+def lanes_on(*queues: str) -> tuple[Lane, ...]:
+    """The lanes whose steps run on ``queues`` (the Celery queue table, which the embedded
+    runner's two pools mirror)."""
+    return tuple(lane for lane in Lane if queue_for(Action(lane.value)) in queues)
+
+
 _LONG_AGO = datetime.min.replace(tzinfo=UTC)  # "due since always": rows with no next_run_at
 
 
 def lane_of(row: ItemRow, mode: Mode) -> tuple[Lane | None, datetime | None]:
     """The lane ``row`` waits in and from when (None: due already), or (None, None) when no
     step applies (claimed by someone, or finished)."""
-    if row.state is ItemState.SUBMITTING:  # due once its submitter's lease ran out
-        return Lane.RECONCILE, row.lease_until
     action = action_for(row, mode)
     if action is None:
         return None, None
-    return _ACTION_LANE[action], row.next_run_at
+    return Lane(action.value), due_from(row)
 
 
 @dataclass(slots=True)
@@ -99,7 +96,7 @@ class Agenda:
         self,
         mode_of: Callable[[ItemRow], Mode],
         *,
-        batch_size: Callable[[str], int],
+        batch_size: Callable[[ItemRow], int],
         default_model: str,
     ) -> None:
         self._mode_of = mode_of
@@ -275,8 +272,8 @@ class Agenda:
             if (key := self._head(heap)) is not None
         ]
         jobs: list[Job] = []
-        for _, model in sorted(heads):
-            size = max(1, self._batch_size(model))
+        for key, model in sorted(heads):
+            size = max(1, self._batch_size(self._entries[key[3]].row))
             heap = self._submits[model]
             while len(jobs) < room and (rows := self._pop(heap, size)):
                 jobs.append(self._job(Lane.SUBMIT, tuple(rows)))
@@ -284,8 +281,7 @@ class Agenda:
 
     @staticmethod
     def _job(lane: Lane, rows: tuple[ItemRow, ...]) -> Job:
-        action = None if lane is Lane.RECONCILE else Action(lane.value)
-        return Job(action, tuple(r.id for r in rows), rows=rows)
+        return Job(Action(lane.value), tuple(r.id for r in rows), rows=rows)
 
 
 def plan_jobs(
@@ -296,7 +292,7 @@ def plan_jobs(
     busy: Collection[str] = frozenset(),
     prepare_room: int,
     submit_room: int,
-    batch_size: Callable[[str], int],
+    batch_size: Callable[[ItemRow], int],
     default_model: str,
 ) -> list[Job]:
     """Jobs for due rows, in priority order. ``mode_of`` may raise for an unknown model."""

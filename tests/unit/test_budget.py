@@ -251,8 +251,8 @@ def test_prepare_step_parks_then_admission_releases_in_order(
     from support import bare_flow, ffmpeg
 
     from pipeline.flow.media import MediaKeeper
-    from pipeline.flow.steps import prepare_step
     from pipeline.ledger import ItemSeed
+    from pipeline.stages.prepare import prepare_step
     from pipeline.storage import LocalStore
 
     seeds = []

@@ -55,7 +55,7 @@ def agenda(mode: Mode = Mode.ASYNC, size: int = 3) -> Agenda:
     return Agenda(lambda _r: mode, batch_size=lambda _m: size, default_model="fun-asr")
 
 
-def plan(rows: list[ItemRow], **kw: Any) -> list[tuple[Action | None, tuple[str, ...]]]:
+def plan(rows: list[ItemRow], **kw: Any) -> list[tuple[Action, tuple[str, ...]]]:
     jobs = plan_jobs(
         rows,
         lambda _r: Mode.ASYNC,
@@ -79,7 +79,7 @@ def test_most_advanced_first_each_kind_in_manifest_order() -> None:
         row(1),
     ]
     assert plan(rows) == [
-        (None, ("id2",)),
+        (Action.RECONCILE, ("id2",)),
         (Action.POLL, ("id3",)),
         (Action.SUBMIT, ("id4",)),
         (Action.PREPARE, ("id1",)),
@@ -131,7 +131,7 @@ def test_submitting_row_waits_for_its_lease() -> None:
     """A submission in progress is reconciled only once its submitter's lease ran out."""
     held = row(1, ItemState.SUBMITTING, lease_until=NOW + timedelta(minutes=1))
     assert plan([held]) == []
-    assert plan([replace(held, lease_until=NOW)]) == [(None, ("id1",))]
+    assert plan([replace(held, lease_until=NOW)]) == [(Action.RECONCILE, ("id1",))]
 
 
 def test_agenda_hands_out_once_until_put_back() -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from typing import Any
 
 import pytest
@@ -17,10 +16,15 @@ from support import bare_flow
 
 from pipeline.flow.actions import POLL_SLACK_S, Action
 from pipeline.flow.context import FlowContext
+from pipeline.flow.policy import COUNTDOWN_MAX_S, SchedulePolicy
 from pipeline.ledger import ItemRow
 from pipeline.settings import load_settings
 from pipeline.states import ItemState
-from workers.dispatch import COUNTDOWN_MAX_S, hands_off
+
+
+def hands_off(settings: Any, row: ItemRow, next_step: Action, delay_s: float) -> bool:
+    return SchedulePolicy.from_settings(settings).hands_off(row, next_step, delay_s)
+
 
 NOW = datetime(2026, 11, 26, 2, 0, tzinfo=UTC)
 
@@ -32,7 +36,12 @@ def row(model: str, state: ItemState = ItemState.PREPARING) -> ItemRow:
         key="k",
         line_no=1,
         source="/a.wav",
-        spec={"source": "/a.wav", "model": model},
+        # As intake writes it: the engine beside the model (the catalog needs both).
+        spec={
+            "source": "/a.wav",
+            "engine": "local" if model == "tiny.en" else "dashscope",
+            "model": model,
+        },
         fingerprint="f",
         source_stamp=None,
         state=state,
@@ -61,7 +70,9 @@ def row(model: str, state: ItemState = ItemState.PREPARING) -> ItemRow:
 
 def flow(settings: Any, handoff_s: float) -> FlowContext:
     # Only the hand-off fields matter here; the rest is never touched by due_at.
-    return bare_flow(handoff_s=handoff_s, hands_off=partial(hands_off, settings))
+    return bare_flow(
+        handoff_s=handoff_s, hands_off=SchedulePolicy.from_settings(settings).hands_off
+    )
 
 
 @pytest.fixture

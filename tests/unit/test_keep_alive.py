@@ -1,4 +1,4 @@
-"""Unit tests for pipeline.flow.steps.keep_alive: one thread renews every claim held in the
+"""Unit tests for pipeline.flow.claims.keep_alive: one thread renews every claim held in the
 process, each every third of its lease, and stops once the step is over (real SQLite)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 from support import bare_flow
 
-from pipeline.flow.steps import keep_alive
+from pipeline.flow.claims import keep_alive
 from pipeline.ledger import ItemSeed, open_ledger, sqlite_url, utcnow
 from pipeline.states import ItemState
 

@@ -27,12 +27,11 @@ import re
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from pipeline.asr.base import AudioClip
-from pipeline.asr.dashscope.client import DashScopeClient
 from pipeline.asr.dashscope.params import is_filetrans, is_omni, refuse_funasr_only
 from pipeline.asr.dashscope.sync import SyncResult
 from pipeline.errors import ConfigError, FailureCode, MediaRejected
@@ -62,6 +61,32 @@ def wav_data_uri(clip: AudioClip) -> str:
     return _WAV_PREFIX + base64.b64encode(clip.wav_bytes()).decode("ascii")
 
 
+class SyncClient(Protocol):
+    """The two sync calls the engine makes: a DashScopeClient, or one wrapped to throttle."""
+
+    def recognize(
+        self,
+        model: str,
+        audio: str,
+        *,
+        language: str | None = None,
+        enable_itn: bool = False,
+        context: str | None = None,
+        stream: bool = False,
+    ) -> SyncResult: ...
+
+    def chat_transcribe(
+        self,
+        model: str,
+        audio_data: str,
+        *,
+        language: str | None = None,
+        context: str | None = None,
+        stream: bool = False,
+        fmt: str = "wav",
+    ) -> SyncResult: ...
+
+
 class DashScopeClipEngine:
     """qwen3-asr-flash (native E4) or qwen3-omni-flash (OpenAI-compatible E5), clip by clip."""
 
@@ -69,7 +94,7 @@ class DashScopeClipEngine:
 
     def __init__(
         self,
-        client: DashScopeClient,
+        client: SyncClient,
         model: str,
         *,
         max_clip_s: float = DEFAULT_MAX_CLIP_S,

@@ -1,0 +1,133 @@
+"""Submit: PREPARED → SUBMITTING → SUBMITTED, exactly once per attempt.
+
+An item is claimed PREPARED → SUBMITTING with the URL it will be submitted under *before*
+the request goes out, and moves to SUBMITTED with the provider's task id after. A process
+that dies in between leaves a SUBMITTING item whose lease expires; :mod:`.reconcile` then
+asks the provider whether a task for that URL exists before anything is sent again. The
+request itself is DashScope's (pipeline/asr/dashscope); its parameters come from there too.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import timedelta
+
+from structlog.contextvars import bound_contextvars
+
+from pipeline.asr.dashscope import submit_parameters
+from pipeline.errors import FailureCode, TransientError
+from pipeline.flow.actions import Action
+from pipeline.flow.claims import claim, keep_alive
+from pipeline.flow.context import FlowContext
+from pipeline.flow.guard import handle_failure
+from pipeline.ledger import ItemRow, utcnow
+from pipeline.ledger.repo import add_timing
+from pipeline.log import get_logger
+from pipeline.stages.reconcile import reconcile_submitting
+from pipeline.stages.upload import early_url, publish
+from pipeline.states import ItemState
+
+log = get_logger("bulkscribe.flow")
+
+
+def submit_step(ctx: FlowContext, rows: Sequence[ItemRow]) -> str | None:
+    """PREPARED → SUBMITTED for a batch of items sharing one model (≤100 for Fun-ASR).
+
+    The provider's task id once submitted, else None.
+    """
+    claimed: list[ItemRow] = []
+    with _admitted(ctx) as room:
+        if room <= 0:
+            # At the in-flight cap: look again shortly, when a task may have finished.
+            _defer(ctx, rows, ctx.rules.poll.first_s)
+            return None
+        for row in rows:
+            early = early_url(ctx, row)
+            got = claim(
+                ctx,
+                row,
+                ItemState.PREPARED,
+                ItemState.SUBMITTING,
+                **({"media_url": early} if early else {}),
+            )
+            if got is not None:
+                claimed.append(got)
+    if not claimed:
+        return None
+    model = str(claimed[0].spec.get("model") or ctx.rules.model)
+    # Renewed while the URL is published and the request is out: a lapsed SUBMITTING
+    # claim is reconciled (asked of the provider), which must not race a live submission.
+    with keep_alive(ctx, *claimed):
+        try:
+            urls = [row.media_url or publish(ctx, row, model) for row in claimed]
+            parameters = submit_parameters(model, ctx.rules.asr_options(claimed[0]))
+            t0 = time.monotonic()
+            submitted = ctx.client().submit_transcription(model, urls, parameters)
+            now, seconds = utcnow(), time.monotonic() - t0
+            ctx.emit("stage.done", stage="submit", seconds=seconds)
+            for row in claimed:
+                # ``tries`` is kept, not reset: a task that is lost or stuck sends its items
+                # back to PREPARED with tries + 1, and resetting it here on every resubmission
+                # let such items loop submit → give up → submit for ever, never reaching DEAD.
+                ok = ctx.ledger.move(
+                    row.id,
+                    ItemState.SUBMITTING,
+                    ItemState.SUBMITTED,
+                    owner=ctx.owner,
+                    provider_task_id=submitted.task_id,
+                    submitted_at=now,
+                    polls=0,
+                    error_code=None,
+                    error_message=None,
+                    error_detail=None,
+                    next_run_at=ctx.due_at(row, Action.POLL, ctx.rules.poll.first_s, now),
+                    timings=add_timing(row.timings, "submit", seconds),
+                    attempt={
+                        "provider_task_id": submitted.task_id,
+                        "provider_request_id": submitted.request_id,
+                    },
+                )
+                if ok:
+                    log.info(
+                        "submit.done", item_id=row.key, task_id=submitted.task_id, files=len(urls)
+                    )
+            return str(submitted.task_id)
+        except Exception as exc:
+            for row in claimed:
+                with bound_contextvars(batch_id=row.batch_id, item_id=row.key, stage="submit"):
+                    if _ambiguous(exc):
+                        # The request may have reached the provider: ask before sending again.
+                        reconcile_submitting(ctx, ctx.ledger.get(row.id) or row)
+                    else:
+                        handle_failure(ctx, row, exc, back_to=ItemState.PREPARED)
+            return None
+
+
+@contextmanager
+def _admitted(ctx: FlowContext) -> Iterator[int]:
+    if ctx.gate is None:
+        yield 1
+        return
+    with ctx.gate.admit() as room:
+        yield room
+
+
+def _defer(ctx: FlowContext, rows: Sequence[ItemRow], delay_s: float) -> None:
+    ctx.ledger.mark_due(rows, utcnow() + timedelta(seconds=delay_s))
+
+
+def _ambiguous(exc: BaseException) -> bool:
+    """A timeout or dropped connection after sending: the task may or may not exist.
+
+    Answers with a status (429, 5xx, 4xx) are given before a task is created (DashScope
+    validates submissions synchronously), so those can simply be retried.
+    """
+    if not isinstance(exc, TransientError) or exc.code is FailureCode.PROVIDER_THROTTLED:
+        return False
+    status = exc.detail.get("http_status")
+    return status is None or status in (408, 504)
+
+
+__all__ = ["submit_step"]
