@@ -18,6 +18,7 @@ from sqlalchemy import select, update
 from support import scratch_database
 
 from pipeline.flow.outputs import DirSink
+from pipeline.flow.policy import SchedulePolicy, Scheduler
 from pipeline.ledger import ItemSeed, Ledger, open_ledger
 from pipeline.ledger.tables import batches
 from pipeline.notify import outbox
@@ -90,6 +91,7 @@ def test_the_sweep_closes_the_batch_and_its_event_together(
         ledger=pg_ledger,
         flow=SimpleNamespace(sinks=lambda _b: DirSink(tmp_path), owner="sweeper:test"),
         redis=SimpleNamespace(llen=lambda _q: 0, exists=lambda _k: 1, set=lambda *_a: True),
+        scheduler=Scheduler(SchedulePolicy.from_settings(s), pg_ledger),
     )
     first = sweeper._sweep(wctx)
     assert (first["closed"], first["dead_noted"], first["notify_due"]) == (1, 2, 2)
@@ -273,6 +275,7 @@ def test_submit_notify_urls_hear_the_batch_close(
         ledger=pg_ledger,
         flow=SimpleNamespace(sinks=BatchSinks(pg_ledger, s), owner="sweeper:test"),
         redis=SimpleNamespace(llen=lambda _q: 0, exists=lambda _k: 1, set=lambda *_a: True),
+        scheduler=Scheduler(SchedulePolicy.from_settings(s), pg_ledger),
     )
     assert sweeper._sweep(wctx)["closed"] >= 1  # with batches earlier tests left open
     assert pg_ledger.batch(batch_id)["done_at"] is not None  # type: ignore[index]
