@@ -17,12 +17,15 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar, NoReturn
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
 import click
 from pydantic import ValidationError
 
 from pipeline.errors import PipelineError
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -220,7 +223,7 @@ def main() -> None:
     """Turn archives of audio and video into text."""
 
 
-def _settings(config: str | None, **flags: Any) -> Any:
+def _settings(config: str | None, **flags: Any) -> Settings:
     from pydantic_settings import SettingsError
 
     from pipeline.settings import ConfigFileMissing, load_settings

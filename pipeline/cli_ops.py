@@ -276,7 +276,7 @@ def _s3_clients(settings: Any) -> Any:
     def client(scheme: str) -> Any:
         if scheme not in made:
             from pipeline.manifest import ManifestUnreadable
-            from pipeline.storage import make_client
+            from pipeline.storage.s3 import make_client
 
             if scheme == "oss" and not settings.s3_endpoint_url:
                 raise ManifestUnreadable(
@@ -584,7 +584,8 @@ def dlq() -> None:
 def _dead(ledger: Any, batch: str | None) -> list[Any]:
     from pipeline.states import ItemState
 
-    return ledger.list_items(batch, states=[ItemState.DEAD])
+    rows: list[Any] = ledger.list_items(batch, states=[ItemState.DEAD])
+    return rows
 
 
 @dlq.command("list")

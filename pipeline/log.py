@@ -107,7 +107,7 @@ def _redact_rendered(_logger: Any, _name: str, line: Any) -> Any:
 class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
     """Writes to whatever sys.stderr is now, so rich's live progress can redirect it."""
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> Any:
         return sys.stderr
 

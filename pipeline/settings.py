@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, cast
 
 from pydantic import (
     AfterValidator,
@@ -322,5 +322,5 @@ def load_settings(config: str | os.PathLike[str] | None = None, **flags: Any) ->
     toml_path = Path(path)
     if not toml_path.is_file():
         raise ConfigFileMissing(f"config file {toml_path} does not exist")
-    bound = type("Settings", (Settings,), {"_toml_file": toml_path})
+    bound = cast(type[Settings], type("Settings", (Settings,), {"_toml_file": toml_path}))
     return bound(**overrides)

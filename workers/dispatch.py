@@ -27,7 +27,8 @@ COUNTDOWN_MAX_S = 60.0  # longer waits belong to the sweeper, not to ETA message
 
 def mode_of(wctx: Any, row: ItemRow) -> Mode:
     try:
-        return wctx.flow.info(row).mode
+        mode: Mode = wctx.flow.info(row).mode
+        return mode
     except PipelineError as exc:  # an item naming a model that does not exist
         wctx.ledger.fail(row.id, row.state, exc.code, exc.message)
         return Mode.CLIP

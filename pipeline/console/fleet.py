@@ -6,7 +6,7 @@ when it is away, so the page says so instead of hanging.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pipeline.ledger import Ledger
@@ -104,6 +104,7 @@ def next_run(cron: str, now: datetime) -> str | None:
             day_of_week=dow,
             nowfun=lambda: now,
         )
-        return (now + spec.remaining_estimate(now)).isoformat(timespec="minutes")
+        remaining: timedelta = spec.remaining_estimate(now)
+        return (now + remaining).isoformat(timespec="minutes")
     except (ValueError, ImportError):
         return None
