@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,14 +20,9 @@ from pathlib import Path
 
 import psycopg
 
-BIN = Path(sys.executable).parent
-ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from support import RedisServer, scratch_database
+from support.services import BIN
 
 
 def manifest(path: Path, n: int) -> None:
@@ -102,77 +96,60 @@ def copy_floor(url: str, n: int) -> float:
 
 
 def main(sizes: list[int]) -> None:
-    port = free_port()
-    redis = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        for n in sizes:
-            name = f"bulkscribe_bench_{uuid.uuid4().hex[:8]}"
-            with psycopg.connect(ADMIN, autocommit=True) as conn:
-                conn.execute(f'CREATE DATABASE "{name}"')
-            url = f"postgresql://postgres@127.0.0.1:5432/{name}"
-            env = {
-                **os.environ,
-                "BULKSCRIBE_DATABASE_URL": url,
-                "BULKSCRIBE_BROKER_URL": f"redis://127.0.0.1:{port}/0",
-            }
-            try:
-                with tempfile.TemporaryDirectory() as tmp:
-                    path = Path(tmp) / "m.jsonl"
-                    manifest(path, n)
-                    wall, rss, out = run(
-                        [
-                            str(BIN / "bulkscribe"),
-                            "submit",
-                            str(path),
-                            "--out",
-                            f"{tmp}/out",
-                            "--json",
-                        ],
-                        env,
-                    )
-                    batch = json.loads(out)["batch_id"]
-                    from pipeline.ledger import open_ledger
-                    from pipeline.report import batch_status
+    with tempfile.TemporaryDirectory(prefix="bulkscribe-intake-") as work:
+        redis = RedisServer(Path(work) / "redis")
+        redis.start()
+        try:
+            for n in sizes:
+                with scratch_database("bulkscribe_bench") as url:
+                    measure(n, url, redis.url)
+        finally:
+            redis.stop()
 
-                    ledger = open_ledger(url)
-                    batch_status(ledger, batch)
-                    t = time.perf_counter()
-                    batch_status(ledger, batch)
-                    status_s = time.perf_counter() - t
-                    status_cmd, _, _ = run(
-                        [str(BIN / "bulkscribe"), "status", batch, "--json"], env
-                    )
-                    ledger.engine.dispose()
-                    floor = copy_floor(url, n)
-                print(
-                    json.dumps(
-                        {
-                            "lines": n,
-                            "submit_s": round(wall, 1),
-                            "items_per_s": round(n / wall),
-                            "peak_rss_mb": round(rss),
-                            "copy_floor_s": round(floor, 1),
-                            "copy_rows_per_s": round(n / floor),
-                            "batch_status_ms": round(status_s * 1000),
-                            "status_command_s": round(status_cmd, 2),
-                        }
-                    ),
-                    flush=True,
-                )
-            finally:
-                with psycopg.connect(ADMIN, autocommit=True) as conn:
-                    conn.execute(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        "WHERE datname = %s AND pid <> pg_backend_pid()",
-                        (name,),
-                    )
-                    conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-    finally:
-        redis.kill()
-        redis.wait()
+
+def measure(n: int, url: str, broker_url: str) -> None:
+    env = {**os.environ, "BULKSCRIBE_DATABASE_URL": url, "BULKSCRIBE_BROKER_URL": broker_url}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "m.jsonl"
+        manifest(path, n)
+        wall, rss, out = run(
+            [
+                str(BIN / "bulkscribe"),
+                "submit",
+                str(path),
+                "--out",
+                f"{tmp}/out",
+                "--json",
+            ],
+            env,
+        )
+        batch = json.loads(out)["batch_id"]
+        from pipeline.ledger import open_ledger
+        from pipeline.report import batch_status
+
+        ledger = open_ledger(url)
+        batch_status(ledger, batch)
+        t = time.perf_counter()
+        batch_status(ledger, batch)
+        status_s = time.perf_counter() - t
+        status_cmd, _, _ = run([str(BIN / "bulkscribe"), "status", batch, "--json"], env)
+        ledger.engine.dispose()
+        floor = copy_floor(url, n)
+    print(
+        json.dumps(
+            {
+                "lines": n,
+                "submit_s": round(wall, 1),
+                "items_per_s": round(n / wall),
+                "peak_rss_mb": round(rss),
+                "copy_floor_s": round(floor, 1),
+                "copy_rows_per_s": round(n / floor),
+                "batch_status_ms": round(status_s * 1000),
+                "status_command_s": round(status_cmd, 2),
+            }
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

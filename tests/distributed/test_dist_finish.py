@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dist_support import Clips, Cluster, distinct_entries, manifest, wait_until
+from dist_support import Clips, Cluster, distinct_entries, manifest
+from support import wait_until
 
 from pipeline.batches import seeds_for
 from pipeline.manifest import load_manifest
