@@ -74,7 +74,7 @@ def timed(fn: Callable[[], Any], repeat: int = 5) -> float:
 
 def measure(ledger: Any, batch: str = "big") -> dict[str, float]:
     from pipeline.console.queries import ItemFilter, batch_summary, encode_cursor, items_page
-    from pipeline.report import batch_status
+    from pipeline.outputs.report import batch_status
 
     n = sum(ledger.counts(batch).values())
     deep = encode_cursor(n - 1000, "")

@@ -322,7 +322,7 @@ def seed_prepared(svc: Services, n: int, media: Media) -> str:
     """A batch of ``n`` items, already PREPARED (as if prepare had run), in a few statements."""
     from sqlalchemy import text
 
-    from pipeline.batches import new_batch_id, seeds_for
+    from pipeline.inputs.batches import new_batch_id, seeds_for
     from pipeline.ledger import open_ledger
     from pipeline.models import ManifestItem
 

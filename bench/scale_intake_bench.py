@@ -125,7 +125,7 @@ def measure(n: int, url: str, broker_url: str) -> None:
         )
         batch = json.loads(out)["batch_id"]
         from pipeline.ledger import open_ledger
-        from pipeline.report import batch_status
+        from pipeline.outputs.report import batch_status
 
         ledger = open_ledger(url)
         batch_status(ledger, batch)

@@ -121,7 +121,7 @@ class _NoFollowFileHandler(logging.FileHandler):
     log lives in ``--out``, which others may be able to write to)."""
 
     def _open(self) -> Any:
-        from pipeline.outdir import open_regular
+        from pipeline.outputs.outdir import open_regular
 
         path = Path(self.baseFilename)
         fd = open_regular(

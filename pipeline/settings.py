@@ -90,7 +90,7 @@ class RetrySettings(_Frozen):
 
 
 class DownloadSettings(_Frozen):
-    """How ``http(s)://`` sources are fetched (``pipeline/sources.py``, ``netguard.py``)."""
+    """How ``http(s)://`` sources are fetched (``pipeline/inputs/sources.py``, ``netguard.py``)."""
 
     connect_timeout_s: float = Field(10.0, gt=0)
     read_timeout_s: float = Field(60.0, gt=0)  # silence between two reads

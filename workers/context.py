@@ -21,7 +21,7 @@ from pipeline.flow.context import FlowContext
 from pipeline.flow.outputs import DirSink, OutputSink, StoreSink, cue_layout
 from pipeline.ledger import Ledger, open_ledger
 from pipeline.log import get_logger
-from pipeline.results import close_batch
+from pipeline.outputs.results import close_batch
 from pipeline.settings import NotifySettings, Settings
 from pipeline.storage import open_store, split_url
 from pipeline.wiring import build_context, http_client, media_store

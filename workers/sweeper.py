@@ -17,7 +17,7 @@ from pipeline.ledger import utcnow
 from pipeline.ledger.budgets import count_parked
 from pipeline.log import get_logger
 from pipeline.notify.outbox import count_due, note_dead
-from pipeline.results import close_batch
+from pipeline.outputs.results import close_batch
 from pipeline.states import ItemState
 from workers.dispatch import batch_size, mode_of, send_all
 from workers.metrics import observe_sweep

@@ -18,10 +18,10 @@ from pipeline.flow.actions import Action, redispatch_slack
 from pipeline.flow.limits import SubmitGate
 from pipeline.flow.media import MediaKeeper, Publisher
 from pipeline.flow.outputs import OutputSink
+from pipeline.inputs.sources import ObjectReader
 from pipeline.ledger import ItemRow, Ledger, utcnow
 from pipeline.models import AsrOptions, MediaLimits, NormalizedAudio, ProbeResult
 from pipeline.settings import DownloadSettings, LimitsSettings, PollSettings, RetrySettings
-from pipeline.sources import ObjectReader
 from pipeline.stages.normalize import normalize
 from pipeline.stages.probe import probe
 
@@ -54,7 +54,7 @@ class FlowContext:
     media: MediaKeeper
     sinks: Callable[[str], OutputSink]  # batch id -> where its results go
     scratch: Path
-    http: Callable[[], httpx.Client]  # downloads: pipeline.netguard.guarded_client
+    http: Callable[[], httpx.Client]  # downloads: pipeline.inputs.netguard.guarded_client
     clip_engine: Callable[[ModelInfo], ClipEngine]
     provider: Callable[[], Any] | None = None  # DashScopeClient factory
     publisher: Publisher | None = None

@@ -42,8 +42,8 @@ from pipeline.flow.steps import claim, finish, keep_alive
 from pipeline.ledger import ItemRow, utcnow
 from pipeline.ledger.repo import add_timing
 from pipeline.log import get_logger
+from pipeline.outputs.transcript import Transcript
 from pipeline.states import ItemState
-from pipeline.transcript import Transcript
 
 log = get_logger("bulkscribe.flow")
 

@@ -28,16 +28,16 @@ from pipeline.flow.context import FlowContext
 from pipeline.flow.guard import handle_failure
 from pipeline.flow.media import to_flac
 from pipeline.flow.outputs import write_item
+from pipeline.inputs.manifest import display
 from pipeline.ledger import ItemRow
 from pipeline.ledger.repo import add_timing, attempt_end
 from pipeline.log import get_logger
-from pipeline.manifest import display
 from pipeline.models import NormalizedAudio, ProbeResult
+from pipeline.outputs.transcript import Transcript
 from pipeline.stages.persist import build_document
 from pipeline.stages.prepare import PrepareContext, SourceSpec, prepare
 from pipeline.stages.transcribe import transcribe_file
 from pipeline.states import ItemState
-from pipeline.transcript import Transcript
 
 log = get_logger("bulkscribe.flow")
 

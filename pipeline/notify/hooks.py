@@ -9,8 +9,8 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from pipeline.inputs.manifest import display
 from pipeline.log import get_logger
-from pipeline.manifest import display
 from pipeline.notify import events, outbox
 from pipeline.notify.delivery import DeliveryReport, deliverer
 from pipeline.settings import Settings, check_notify_url

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.models import ProbeResult
-from pipeline.render import write_outputs
-from pipeline.transcript import AudioProperties, Transcript, to_result_document
+from pipeline.outputs.render import write_outputs
+from pipeline.outputs.transcript import AudioProperties, Transcript, to_result_document
 
 
 def audio_properties(probe: ProbeResult) -> AudioProperties:

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import httpx
 
-from pipeline.manifest import display
+from pipeline.inputs.manifest import display
+from pipeline.inputs.netguard import AddressPolicy
+from pipeline.inputs.sources import ObjectReader, fetch
 from pipeline.models import MediaLimits, NormalizedAudio, NormalizeSpec, ProbeResult
-from pipeline.netguard import AddressPolicy
 from pipeline.settings import DownloadSettings
-from pipeline.sources import ObjectReader, fetch
 from pipeline.stages.normalize import normalize
 from pipeline.stages.probe import probe
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from pipeline.asr.base import AudioClip, ClipEngine
 from pipeline.models import AsrOptions, NormalizedAudio
-from pipeline.transcript import Transcript
+from pipeline.outputs.transcript import Transcript
 
 FRAME_S = 0.05  # energy is measured over 50 ms frames
 SEARCH_S = 30.0  # how far back from the nominal boundary a cut may move

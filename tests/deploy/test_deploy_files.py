@@ -79,7 +79,7 @@ def _queues() -> tuple[str, ...]:
 
 def _cli_problems(args: list[str]) -> list[str]:
     """Parse a `bulkscribe ...` argument list with the real click commands, without running."""
-    from pipeline.cli import main
+    from pipeline.cli.app import main
 
     ctx = click.Context(main)
     if not args:

@@ -50,8 +50,8 @@ from pipeline.emulator import EmulatorConfig, running_emulator
 from pipeline.emulator.backend import TranscriptCache
 from pipeline.ledger import ItemRow, Ledger, open_ledger
 from pipeline.models import AsrOptions
+from pipeline.outputs.transcript import Sentence, Transcript, Word
 from pipeline.states import ItemState
-from pipeline.transcript import Sentence, Transcript, Word
 
 BULKSCRIBE = BIN / "bulkscribe"
 MEDIA_BUCKET = "media"

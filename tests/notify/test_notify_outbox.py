@@ -384,7 +384,7 @@ def test_the_worker_close_writes_results_and_event_together(
     results.jsonl, marks the batch done and writes batch.completed in that one transaction;
     a second closer (the other worker of a race, the sweeper later) writes neither again."""
     from pipeline.flow.outputs import DirSink
-    from pipeline.results import close_batch
+    from pipeline.outputs.results import close_batch
 
     url = receiver.answer("/close", status(200))
     finished_batch(ledger, ok=2, urls=[url])

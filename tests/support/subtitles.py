@@ -61,7 +61,7 @@ def parse_vtt(text: str, *, max_lines: int | None = 2, max_chars: int | None = 4
 
 def assert_monotonic(cues: list[Any]) -> None:
     """Each cue lasts and starts no earlier than the previous one ends: parsed tuples or
-    anything with ``begin_ms``/``end_ms`` (pipeline.render.Cue)."""
+    anything with ``begin_ms``/``end_ms`` (pipeline.outputs.render.Cue)."""
     prev_end = 0
     for c in cues:
         begin, end = (c.begin_ms, c.end_ms) if hasattr(c, "begin_ms") else c[:2]

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from support import assert_monotonic, parse_srt, parse_vtt
 
-from pipeline import render
-from pipeline.render import (
+from pipeline.outputs import render
+from pipeline.outputs.render import (
     FORMATS,
     CueLayout,
     build_cues,
@@ -21,7 +21,7 @@ from pipeline.render import (
     render_vtt,
     write_outputs,
 )
-from pipeline.transcript import Sentence, Transcript, Word
+from pipeline.outputs.transcript import Sentence, Transcript, Word
 
 try:
     from hypothesis import given, settings

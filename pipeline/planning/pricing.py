@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from pipeline.budget import Caps
 from pipeline.errors import ConfigError, FailureCode
+from pipeline.planning.budget import Caps
 from pipeline.settings import Settings
 
 
