@@ -4,7 +4,7 @@ PYTHON  ?= python3
 PY      := $(VENV)/bin/python
 BIN     := $(VENV)/bin
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PKGS := ffmpeg espeak-ng sox pocketsphinx-testdata
+APT_PKGS := ffmpeg espeak-ng sox pocketsphinx-testdata systemd
 DEMO    ?= demo
 
 .PHONY: help deps install run test test-fast check bench services browser clean
@@ -16,10 +16,11 @@ help:
 	@echo "make bench   benchmarks (tables of ratios, see bench/)"
 
 # System packages: ffmpeg for media, espeak-ng to speak the demo and test audio,
-# pocketsphinx-testdata for real recorded speech in the accuracy tests.
+# pocketsphinx-testdata for real recorded speech in the accuracy tests, systemd for
+# `systemd-analyze verify` of deploy/systemd (the other deploy validators are PyPI packages).
 deps:
 	@missing=""; \
-	for t in ffmpeg ffprobe espeak-ng sox; do command -v $$t >/dev/null || missing=yes; done; \
+	for t in ffmpeg ffprobe espeak-ng sox systemd-analyze; do command -v $$t >/dev/null || missing=yes; done; \
 	[ -d /usr/share/pocketsphinx/test/data/librivox ] || missing=yes; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing $(APT_PKGS) with apt-get"; \

@@ -13,14 +13,15 @@ from __future__ import annotations
 import statistics
 import sys
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import psycopg
 
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from support import scratch_database
+
 SEED = """
 INSERT INTO items (id, batch_id, key, line_no, source, spec, fingerprint, state, attempt,
                    tries, polls, error_code, error_message, audio_duration_ms, timings,
@@ -34,24 +35,6 @@ SELECT md5(g::text), %(batch)s, 'f' || g, g, '/archive/f' || g || '.wav', '{}'::
        60000, '{"prepare": 0.5, "transcribe": 2.0}'::json, now(), now(), now()
 FROM generate_series(1, %(n)s) AS g
 """
-
-
-@contextmanager
-def scratch_database(prefix: str = "bulkscribe_console_test") -> Iterator[str]:
-    """A fresh PostgreSQL database, dropped afterwards."""
-    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = %s AND pid <> pg_backend_pid()",
-                (name,),
-            )
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
 def seed(url: str, n: int, batch: str = "big") -> tuple[Any, float]:
@@ -91,7 +74,7 @@ def timed(fn: Callable[[], Any], repeat: int = 5) -> float:
 
 def measure(ledger: Any, batch: str = "big") -> dict[str, float]:
     from pipeline.console.queries import ItemFilter, batch_summary, encode_cursor, items_page
-    from pipeline.report import batch_status
+    from pipeline.outputs.report import batch_status
 
     n = sum(ledger.counts(batch).values())
     deep = encode_cursor(n - 1000, "")

@@ -14,7 +14,6 @@ import argparse
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,13 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _media import speech_minutes
 
+from pipeline.emulator.server import free_port
+
 EXE = str(Path(sys.executable).with_name("bulkscribe"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_emulator(port: int, latency: float, concurrency: int) -> subprocess.Popen[bytes]:

@@ -34,7 +34,6 @@ import argparse
 import contextlib
 import math
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -47,59 +46,36 @@ from typing import Any
 
 import httpx
 
-from pipeline.asr.base import AudioClip
-from pipeline.emulator import EmulatorConfig, running_emulator
-from pipeline.emulator.server import free_port
-from pipeline.models import AsrOptions
-from pipeline.transcript import Sentence, Transcript, Word
+# The services, processes and engine stand-in are the distributed tests' own.
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "distributed")]
 
-BIN = Path(sys.executable).parent
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+from dist_support import (  # noqa: E402
+    API_KEY,
+    MEDIA_BUCKET,
+    EchoEngine,
+    empty_ledger,
+    service_env,
+)
+from support import (  # noqa: E402
+    AWS_ENV,
+    PG_ADMIN,
+    Proc,
+    RedisServer,
+    moto_server,
+    scratch_database,
+    spawn,
+    wait_until,
+)
+from support.services import BIN  # noqa: E402
+
+from pipeline.emulator import EmulatorConfig, running_emulator  # noqa: E402
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
-AWS = {
-    "AWS_ACCESS_KEY_ID": "bench",
-    "AWS_SECRET_ACCESS_KEY": "bench",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_EC2_METADATA_DISABLED": "true",
-}
 
 
-class InstantEngine:
-    """Recognition that costs nothing: one sentence naming the clip's length."""
-
-    name = "instant"
-    max_clip_s = 300.0
-
-    def transcribe(self, clip: AudioClip, options: AsrOptions) -> Transcript:
-        end = int(clip.duration_s * 1000)
-        return Transcript((Sentence(0, end, "bench.", (Word(0, end, "bench", "."),)),))
-
-
-# --- processes and /proc --------------------------------------------------------------------
-
-
-@dataclass
-class Proc:
-    name: str
-    popen: subprocess.Popen[bytes]
-
-    def stop(self) -> None:
-        for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-            if self.popen.poll() is not None:
-                break
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.popen.wait(timeout=wait)
-
-
-def spawn(name: str, argv: list[str], log: Path, env: dict[str, str] | None = None) -> Proc:
-    with log.open("ab") as out:
-        popen = subprocess.Popen(
-            argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-    return Proc(name, popen)
+# --- /proc ----------------------------------------------------------------------------------
 
 
 def _stat(pid: int) -> list[str] | None:
@@ -136,34 +112,25 @@ def rss_mb(pid: int) -> float:
     return 0.0 if fields is None else int(fields[21]) * PAGE / 1e6  # field 24: rss pages
 
 
-def wait_for(check: Any, timeout_s: float, what: str, every_s: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(every_s)
-
-
 # --- services -------------------------------------------------------------------------------
 
 
 @dataclass
 class Services:
     tmp: Path
-    redis_port: int
+    redis: RedisServer
     pg_url: str
-    pg_name: str
     moto: str
     emulator: str = ""  # set while an emulator runs (one per measurement: its own C and L)
-    procs: list[Proc] = field(default_factory=list)
+
+    @property
+    def pg_name(self) -> str:
+        return self.pg_url.rsplit("/", 1)[1]
 
     @contextlib.contextmanager
     def emulating(self, latency_s: float, slots: int) -> Iterator[str]:
         config = EmulatorConfig(latency_s=latency_s, max_concurrency=slots, workers=4)
-        with running_emulator(config, engine=InstantEngine()) as base:
+        with running_emulator(config, engine=EchoEngine()) as base:
             self.emulator = base
             try:
                 yield base
@@ -171,107 +138,30 @@ class Services:
                 self.emulator = ""
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = {
-            k: v for k, v in os.environ.items() if not k.startswith(("BULKSCRIBE_", "PROMETHEUS_"))
+        return {
+            **service_env(self.pg_url, self.redis.url, self.moto, self.emulator, scratch=self.tmp),
+            "BULKSCRIBE_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "warning"),
+            "BULKSCRIBE_PROVIDER__BATCH_SIZE": "1",  # one file per task: ideal = ceil(N/C)·L
+            "BULKSCRIBE_PROVIDER__REQUESTS_PER_S": "5000",
+            "BULKSCRIBE_DISTRIBUTED__SWEEP_S": "1",
+            "BULKSCRIBE_DISTRIBUTED__LEASE_S": "60",
+            "BULKSCRIBE_DISTRIBUTED__REDISPATCH_S": "30",
+            **extra,
         }
-        env.update(AWS)
-        env.update(
-            {
-                "BULKSCRIBE_DATABASE_URL": self.pg_url,
-                "BULKSCRIBE_BROKER_URL": f"redis://127.0.0.1:{self.redis_port}/0",
-                "BULKSCRIBE_STORAGE_URL": "s3://media/norm",
-                "BULKSCRIBE_S3_ENDPOINT_URL": self.moto,
-                "DASHSCOPE_API_KEY": "sk-bench",
-                "BULKSCRIBE_DASHSCOPE_BASE_URL": f"{self.emulator}/api/v1",
-                "BULKSCRIBE_ENGINE": "dashscope",
-                "BULKSCRIBE_MODEL": "fun-asr",
-                "BULKSCRIBE_SCRATCH_DIR": str(self.tmp),
-                "BULKSCRIBE_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "warning"),
-                "BULKSCRIBE_PROVIDER__BATCH_SIZE": "1",  # one file per task: ideal = ceil(N/C)·L
-                "BULKSCRIBE_PROVIDER__REQUESTS_PER_S": "5000",
-                "BULKSCRIBE_DISTRIBUTED__SWEEP_S": "1",
-                "BULKSCRIBE_DISTRIBUTED__LEASE_S": "60",
-                "BULKSCRIBE_DISTRIBUTED__REDISPATCH_S": "30",
-            }
-        )
-        env.update(extra)
-        return env
 
 
 @contextlib.contextmanager
 def services(tmp: Path) -> Iterator[Services]:
-    import psycopg
-
-    procs: list[Proc] = []
-    pg_name = f"bulkscribe_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{pg_name}"')
-    try:
-        redis_port, moto_port = free_port(), free_port()
-        procs.append(
-            spawn(
-                "redis",
-                [
-                    "redis-server",
-                    "--port",
-                    str(redis_port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    str(tmp),
-                ],
-                tmp / "redis.log",
-            )
-        )
-        procs.append(
-            spawn(
-                "moto",
-                [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(moto_port)],
-                tmp / "moto.log",
-                {**os.environ, **AWS},
-            )
-        )
-        moto = f"http://127.0.0.1:{moto_port}"
-        wait_for(lambda: _answers(f"{moto}/moto-api/"), 30, "moto_server")
-        import redis
-
-        wait_for(lambda: _pings(redis.Redis(port=redis_port)), 15, "redis-server")
-        yield Services(
-            tmp,
-            redis_port,
-            f"postgresql://postgres@127.0.0.1:5432/{pg_name}",
-            pg_name,
-            moto,
-            procs=procs,
-        )
-    finally:
-        for proc in reversed(procs):
-            proc.stop()
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = %s AND pid <> pg_backend_pid()",
-                (pg_name,),
-            )
-            conn.execute(f'DROP DATABASE IF EXISTS "{pg_name}"')
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code < 500
-    except httpx.TransportError:
-        return False
-
-
-def _pings(client: Any) -> bool:
-    try:
-        return bool(client.ping())
-    except Exception:
-        return False
+    redis = RedisServer(tmp / "redis")
+    with (
+        scratch_database("bulkscribe_bench") as pg_url,
+        moto_server(tmp / "moto", (MEDIA_BUCKET,)) as moto,
+    ):
+        redis.start()
+        try:
+            yield Services(tmp, redis, pg_url, moto)
+        finally:
+            redis.stop()
 
 
 IDLE_SAMPLE_S = 10.0
@@ -351,7 +241,7 @@ class Run:
             )
         children = self.spec.concurrency if self.spec.pool == "prefork" else 0
         for node in self.nodes:  # ready: main process plus its pool children
-            wait_for(
+            wait_until(
                 lambda node=node: len(group_pids(node.popen.pid)) > children,
                 60,
                 f"{node.name} to start",
@@ -370,17 +260,12 @@ class Run:
 
 
 def _reset(svc: Services) -> None:
-    import redis
-
     from pipeline.ledger import open_ledger
 
     ledger = open_ledger(svc.pg_url)
-    from sqlalchemy import text
-
-    with ledger.engine.begin() as conn:
-        conn.execute(text("TRUNCATE attempts, items, batches CASCADE"))  # + budgets
+    empty_ledger(ledger)
     ledger.engine.dispose()
-    redis.Redis(port=svc.redis_port).flushall()
+    svc.redis.client().flushall()
 
 
 @dataclass(frozen=True)
@@ -426,10 +311,7 @@ def shared_media(svc: Services) -> Media:
         check=True,
     )
     facts = probe(flac, model_info("dashscope", "fun-asr").limits).as_dict()
-    os.environ.update(AWS)
-    import boto3
-
-    boto3.client("s3", endpoint_url=svc.moto, region_name="us-east-1").create_bucket(Bucket="media")
+    os.environ.update(AWS_ENV)
     store = open_store("s3://media/norm", endpoint_url=svc.moto)
     key = MediaKeeper(store).keep(flac)
     seconds = float(facts.get("duration_s") or 1.0)
@@ -440,7 +322,7 @@ def seed_prepared(svc: Services, n: int, media: Media) -> str:
     """A batch of ``n`` items, already PREPARED (as if prepare had run), in a few statements."""
     from sqlalchemy import text
 
-    from pipeline.batches import new_batch_id, seeds_for
+    from pipeline.inputs.batches import new_batch_id, seeds_for
     from pipeline.ledger import open_ledger
     from pipeline.models import ManifestItem
 
@@ -500,7 +382,7 @@ def service_cpu(svc: Services) -> tuple[float, float]:
     """(redis-server, this database's PostgreSQL backends) CPU seconds so far."""
     import psycopg
 
-    redis_pids = [p.popen.pid for p in svc.procs if p.name == "redis"]
+    redis_pids = [svc.redis.proc.pid] if svc.redis.proc else []
     with psycopg.connect(PG_ADMIN) as conn:
         pg_pids = [
             r[0]
@@ -524,7 +406,7 @@ def emulator_times(svc: Services, since: float) -> dict[str, float]:
         body = httpx.get(
             f"{svc.emulator}/api/v1/tasks",
             params={"page_no": page, "page_size": 100},
-            headers={"Authorization": "Bearer sk-bench"},
+            headers={"Authorization": f"Bearer {API_KEY}"},
             timeout=60,
         ).json()
         rows += body["tasks"]
@@ -556,7 +438,7 @@ def _measure(svc: Services, spec: RunSpec, media: Media, timeout_s: float) -> Ru
         # Warm up: every pool child builds its context (ledger, Redis, S3 and HTTP clients)
         # on its first task; that one-off cost is not per item.
         warm = seed_prepared(svc, 3 * spec.nodes * spec.concurrency, media)
-        wait_for(
+        wait_until(
             lambda: _finished(svc, warm, 3 * spec.nodes * spec.concurrency),
             timeout_s,
             "warm-up",
@@ -571,15 +453,13 @@ def _measure(svc: Services, spec: RunSpec, media: Media, timeout_s: float) -> Ru
         redis0, pg0 = service_cpu(svc)
         t0 = time.time()
         batch = seed_prepared(svc, spec.n, media)
-        try:
-            wait_for(
-                lambda: _finished(svc, batch, spec.n),
-                timeout_s,
-                f"{spec.label}: {spec.n} items",
-                every_s=0.5,
-            )
-        except TimeoutError as exc:
-            raise TimeoutError(f"{exc}: {ledger_counts(svc, batch)}") from None
+        wait_until(
+            lambda: _finished(svc, batch, spec.n),
+            timeout_s,
+            f"{spec.label}: {spec.n} items",
+            every_s=0.5,
+            on_timeout=lambda: str(ledger_counts(svc, batch)),
+        )
         if ledger_counts(svc, batch) != {"SUCCEEDED": spec.n}:
             raise RuntimeError(f"{spec.label}: {ledger_counts(svc, batch)}")
         _, last = finish_times(svc, batch)
@@ -780,7 +660,7 @@ def steps_in_process(svc: Services, media: Media, n: int) -> list[tuple[str, flo
         for row in rows:
             task = timed("submit step", submit_step, wctx.flow, [row])
             timed("dispatch after submit", after_submit, wctx, [row], task)
-        wait_for(
+        wait_until(
             lambda b=batch: all(
                 httpx.get(f"{svc.emulator}/_emulator/stats").json()["statuses"].get(s, 0) == 0
                 for s in ("PENDING", "RUNNING")
@@ -891,7 +771,7 @@ def _part_c(svc: Services, spec: RunSpec, media: Media, sample_s: float) -> None
         # the baseline is taken once a few dozen items are submitted and waiting.
         warm_n = 3 * spec.nodes * spec.concurrency
         warm = seed_prepared(svc, warm_n, media)
-        wait_for(
+        wait_until(
             lambda: ledger_counts(svc, warm).get("SUBMITTED", 0) == warm_n,
             300,
             "warm-up",
@@ -985,7 +865,7 @@ def main() -> None:
     ):
         media = shared_media(svc)
         print(
-            f"distributed bench: {os.cpu_count()} cores; redis-server :{svc.redis_port}, "
+            f"distributed bench: {os.cpu_count()} cores; redis-server :{svc.redis.port}, "
             f"moto {svc.moto}, database {svc.pg_name}"
         )
         if "a" in args.parts:

@@ -225,7 +225,7 @@ def copy_floor(url: str, n: int) -> float:
 
 def intake(sizes: list[int]) -> list[Row]:
     from pipeline.ledger import open_ledger
-    from pipeline.report import batch_status
+    from pipeline.outputs.report import batch_status
 
     rows: list[Row] = []
     with private_redis() as broker:
@@ -338,7 +338,7 @@ def sweep_ledger_work(ledger: Any) -> None:
 def ledger_reads(sizes: list[int], *, status_up_to: int = 1_000_000) -> list[Row]:
     from pipeline.console.queries import batch_summary
     from pipeline.ledger import open_ledger
-    from pipeline.report import batch_status
+    from pipeline.outputs.report import batch_status
 
     rows: list[Row] = []
     for n in sizes:

@@ -25,6 +25,7 @@ Anything else that escapes a stage is a bug; the runner records it as ``internal
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 
 class FailureCode(StrEnum):
@@ -76,7 +77,9 @@ class PipelineError(Exception):
 
     retryable = False
 
-    def __init__(self, code: FailureCode, message: str, *, detail: dict | None = None) -> None:
+    def __init__(
+        self, code: FailureCode, message: str, *, detail: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(message)
         self.code = FailureCode(code)
         self.message = message
@@ -101,7 +104,7 @@ class TransientError(PipelineError):
         code: FailureCode,
         message: str,
         *,
-        detail: dict | None = None,
+        detail: dict[str, Any] | None = None,
         retry_after_s: float | None = None,
     ) -> None:
         super().__init__(code, message, detail=detail)
@@ -119,7 +122,7 @@ class MediaRejected(PermanentError):
 class SourceMissing(PermanentError):
     """The source does not exist (missing path, HTTP 404)."""
 
-    def __init__(self, message: str, *, detail: dict | None = None) -> None:
+    def __init__(self, message: str, *, detail: dict[str, Any] | None = None) -> None:
         super().__init__(FailureCode.NOT_FOUND, message, detail=detail)
 
 
@@ -128,7 +131,7 @@ class SourceRefused(PermanentError):
     cloud metadata, private when not allowed), a redirect loop, too many redirects, or a
     redirect to a scheme other than http(s). Retrying would be refused the same way."""
 
-    def __init__(self, message: str, *, detail: dict | None = None) -> None:
+    def __init__(self, message: str, *, detail: dict[str, Any] | None = None) -> None:
         super().__init__(FailureCode.DOWNLOAD_FAILED, message, detail=detail)
 
 
@@ -140,7 +143,7 @@ class BudgetExceeded(PermanentError):
     """Admitting the item would pass a budget cap (max_audio_hours, max_cost): the item is
     SKIPPED, not FAILED, and a higher cap admits it later."""
 
-    def __init__(self, message: str, *, detail: dict | None = None) -> None:
+    def __init__(self, message: str, *, detail: dict[str, Any] | None = None) -> None:
         super().__init__(FailureCode.BUDGET_EXCEEDED, message, detail=detail)
 
 

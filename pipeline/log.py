@@ -107,7 +107,7 @@ def _redact_rendered(_logger: Any, _name: str, line: Any) -> Any:
 class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
     """Writes to whatever sys.stderr is now, so rich's live progress can redirect it."""
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> Any:
         return sys.stderr
 
@@ -121,7 +121,7 @@ class _NoFollowFileHandler(logging.FileHandler):
     log lives in ``--out``, which others may be able to write to)."""
 
     def _open(self) -> Any:
-        from pipeline.outdir import open_regular
+        from pipeline.outputs.outdir import open_regular
 
         path = Path(self.baseFilename)
         fd = open_regular(

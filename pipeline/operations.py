@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.batches import fingerprint
 from pipeline.errors import FailureCode, PipelineError
+from pipeline.inputs.batches import fingerprint
 from pipeline.ledger import ItemRow, Ledger
 from pipeline.ledger.repo import attempt_end
 from pipeline.log import get_logger

@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.batches import batch_id_for, key_of, seeds_for
-from pipeline.budget import Caps
 from pipeline.errors import TRANSIENT_CODES, PipelineError
 from pipeline.flow.admission import admit_batch
 from pipeline.flow.context import FlowContext
@@ -24,16 +22,18 @@ from pipeline.flow.outputs import transcript_name, write_item
 from pipeline.flow.perform import perform
 from pipeline.flow.plan import Agenda, Lane, lanes_on
 from pipeline.flow.policy import SchedulePolicy, Scheduler, embedded_prepare_room
+from pipeline.inputs.batches import batch_id_for, key_of, seeds_for
+from pipeline.inputs.manifest import Manifest
 from pipeline.ledger import ItemRow, ItemSeed, utcnow
 from pipeline.ledger.budgets import get_budget, is_parked, set_caps
 from pipeline.log import get_logger
-from pipeline.manifest import Manifest
 from pipeline.models import ManifestProblem
-from pipeline.results import ItemResult, result_of, write_results
+from pipeline.outputs.results import ItemResult, result_of, write_results
+from pipeline.outputs.transcript import from_result_document
+from pipeline.planning.budget import Caps
 from pipeline.settings import RetrySettings
 from pipeline.stages.reconcile import reconcile_submitting
 from pipeline.states import CLAIMED_FROM, ItemState
-from pipeline.transcript import from_result_document
 
 log = get_logger("bulkscribe.run")
 
@@ -56,7 +56,7 @@ class RunConfig:
     retry: RetrySettings
     force: bool = False
     retry_failed: bool = False
-    budget: Caps = field(default_factory=Caps)  # no caps unless given (pipeline/budget.py)
+    budget: Caps = field(default_factory=Caps)  # no caps unless given (pipeline/planning/budget.py)
     currency: str | None = None
 
 

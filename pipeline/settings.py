@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, cast
 
 from pydantic import (
     AfterValidator,
@@ -90,7 +90,7 @@ class RetrySettings(_Frozen):
 
 
 class DownloadSettings(_Frozen):
-    """How ``http(s)://`` sources are fetched (``pipeline/sources.py``, ``netguard.py``)."""
+    """How ``http(s)://`` sources are fetched (``pipeline/inputs/sources.py``, ``netguard.py``)."""
 
     connect_timeout_s: float = Field(10.0, gt=0)
     read_timeout_s: float = Field(60.0, gt=0)  # silence between two reads
@@ -325,5 +325,5 @@ def load_settings(config: str | os.PathLike[str] | None = None, **flags: Any) ->
     toml_path = Path(path)
     if not toml_path.is_file():
         raise ConfigFileMissing(f"config file {toml_path} does not exist")
-    bound = type("Settings", (Settings,), {"_toml_file": toml_path})
+    bound = cast(type[Settings], type("Settings", (Settings,), {"_toml_file": toml_path}))
     return bound(**overrides)

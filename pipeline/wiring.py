@@ -22,8 +22,8 @@ from pipeline.flow.limits import LocalGate, RateLimiter, SubmitGate, ThrottledCl
 from pipeline.flow.media import MediaKeeper, Publisher
 from pipeline.flow.outputs import OutputSink
 from pipeline.flow.rules import StepRules
+from pipeline.inputs.netguard import AddressPolicy, guarded_client
 from pipeline.ledger import Ledger
-from pipeline.netguard import AddressPolicy, guarded_client
 from pipeline.settings import Settings
 from pipeline.stages.upload import PresignPublisher, TemporaryUploadPublisher
 from pipeline.storage import LocalStore, ObjectStore, open_store, split_url
@@ -33,7 +33,7 @@ PRESIGN_S = 48 * 3600  # outlives the provider's queueing; DashScope's own temp 
 
 def download_client(settings: Settings) -> httpx.Client:
     """The client ``http(s)://`` sources are fetched with: the address policy is applied to
-    every connection (pipeline.netguard). Not the provider's client: DashScope may sit on
+    every connection (pipeline.inputs.netguard). Not the provider's client: DashScope may sit on
     a private address (the emulator) or behind a proxy, which the policy would refuse."""
     d = settings.download
     return guarded_client(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from kombu import Queue
+from kombu.entity import Queue
 
 from pipeline.settings import Settings, load_settings
 from workers.schedules import beat_schedule
@@ -66,7 +66,8 @@ def celery_config(s: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,  # a killed child's message goes back to the queue
         "worker_prefetch_multiplier": 1,  # one long transcription never hides others behind it
         "worker_cancel_long_running_tasks_on_connection_loss": True,
-        "task_queues": [Queue(q) for q in QUEUES],
+        # kombu ships py.typed, but Queue.__init__ has no annotations.
+        "task_queues": [Queue(q) for q in QUEUES],  # type: ignore[no-untyped-call]
         "task_default_queue": "provider",
         "task_routes": ROUTES,
         "worker_hijack_root_logger": False,

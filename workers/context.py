@@ -24,8 +24,8 @@ from pipeline.flow.policy import SchedulePolicy, Scheduler
 from pipeline.ledger import Ledger, open_ledger
 from pipeline.log import get_logger
 from pipeline.notify.outbox import add_dead
-from pipeline.pricing import PriceTable
-from pipeline.results import close_batch
+from pipeline.outputs.results import close_batch
+from pipeline.planning.pricing import PriceTable
 from pipeline.settings import NotifySettings, Settings
 from pipeline.storage import open_store, split_url
 from pipeline.wiring import build_context, http_client, media_store

@@ -75,7 +75,8 @@ def serve(port: int) -> None:
         from prometheus_client import multiprocess
 
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        # prometheus_client ships py.typed, but this constructor has no annotations.
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         start_http_server(port, registry=registry)
     else:
         start_http_server(port)

@@ -15,13 +15,13 @@ from typing import Any
 from celery.schedules import crontab
 from sqlalchemy.exc import IntegrityError
 
-from pipeline.batches import seeds_for
 from pipeline.errors import PipelineError
+from pipeline.inputs.batches import seeds_for
+from pipeline.inputs.manifest import MEDIA_EXTENSIONS, entries_from_sources
 from pipeline.ledger.budgets import set_caps
 from pipeline.log import get_logger
-from pipeline.manifest import MEDIA_EXTENSIONS, entries_from_sources
 from pipeline.notify.hooks import schedule_started
-from pipeline.pricing import budget_caps
+from pipeline.planning.pricing import budget_caps
 from pipeline.settings import DistributedSettings, ScheduleSettings
 from pipeline.storage import open_store, split_url
 

@@ -18,8 +18,8 @@ from pipeline.ledger.budgets import count_parked
 from pipeline.ledger.counts import fold_all
 from pipeline.log import get_logger
 from pipeline.notify.outbox import count_due, note_dead
-from pipeline.pricing import PriceTable
-from pipeline.results import close_batch
+from pipeline.outputs.results import close_batch
+from pipeline.planning.pricing import PriceTable
 from pipeline.states import ItemState
 from workers.app import app
 from workers.context import WorkerContext

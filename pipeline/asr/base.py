@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from pipeline.models import AsrOptions
-from pipeline.transcript import Transcript
+from pipeline.outputs.transcript import Transcript
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -18,8 +18,14 @@ from pipeline.asr.weights import ModelRef, english_only, resolve_model
 from pipeline.errors import ConfigError, FailureCode, PermanentError
 from pipeline.log import get_logger
 from pipeline.models import AsrOptions
+from pipeline.outputs.transcript import (
+    RawWord,
+    Sentence,
+    Transcript,
+    sentences_from_words,
+    words_from_raw,
+)
 from pipeline.settings import LocalEngineSettings
-from pipeline.transcript import RawWord, Sentence, Transcript, sentences_from_words, words_from_raw
 
 if TYPE_CHECKING:
     from faster_whisper import WhisperModel

@@ -37,7 +37,7 @@ from pipeline import operations
 from pipeline.console import auth, queries
 from pipeline.console.charts import timing_chart
 from pipeline.ledger import ItemRow, Ledger
-from pipeline.report import batch_status
+from pipeline.outputs.report import batch_status
 from pipeline.settings import Settings
 from pipeline.states import ItemState
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from pipeline.cli import EXIT_USAGE, _fail_usage, _settings
+from pipeline.cli.shared import EXIT_USAGE, cli_settings, fail_usage
 
 
 @click.command()
@@ -36,7 +36,7 @@ def console(out_dir: Path | None, host: str, port: int, config: str | None) -> N
     from pipeline.ledger import open_ledger
     from pipeline.log import configure_logging
 
-    settings = _settings(config)
+    settings = cli_settings(config)
     configure_logging(level=settings.log_level)
     token = settings.console_token.get_secret_value() if settings.console_token else None
     readonly = (
@@ -45,7 +45,7 @@ def console(out_dir: Path | None, host: str, port: int, config: str | None) -> N
         else None
     )
     if readonly and not token:
-        _fail_usage("BULKSCRIBE_CONSOLE_READONLY_TOKEN needs BULKSCRIBE_CONSOLE_TOKEN too")
+        fail_usage("BULKSCRIBE_CONSOLE_READONLY_TOKEN needs BULKSCRIBE_CONSOLE_TOKEN too")
     if token is None and not auth.is_loopback(host):
         click.echo(
             f"Error: refusing to serve on {host} without a token: set "
@@ -54,17 +54,17 @@ def console(out_dir: Path | None, host: str, port: int, config: str | None) -> N
         )
         raise SystemExit(EXIT_USAGE)
     if out_dir is not None:
-        from pipeline.cli import ledger_url
+        from pipeline.cli.shared import ledger_url
 
         out_dir = out_dir.absolute()
         if not settings.database_url and not (out_dir / ".bulkscribe" / "ledger.db").is_file():
-            _fail_usage(f"{out_dir} holds no bulkscribe run")
+            fail_usage(f"{out_dir} holds no bulkscribe run")
         url = ledger_url(settings, out_dir)
     elif settings.database_url:
         url = settings.database_url
     else:
-        _fail_usage("give --out DIR, or set BULKSCRIBE_DATABASE_URL for the fleet's ledger")
-    from pipeline.cli_ops import provider_canceller
+        fail_usage("give --out DIR, or set BULKSCRIBE_DATABASE_URL for the fleet's ledger")
+    from pipeline.cli.ops import provider_canceller
 
     with provider_canceller(settings) as cancel_task:
         app = create_app(

@@ -1,7 +1,7 @@
 """What the console shows, read from the ledger: batches, item pages, an item's history.
 
 Every value that leaves here for a page or the API is display-safe: sources go through
-:func:`pipeline.inputs.display` (credentials masked), provider messages through
+:func:`pipeline.inputs.classify.display` (credentials masked), provider messages through
 :func:`pipeline.log.redact_text`, and the URL a provider was given (presigned) is never
 included. Item pages use keyset pagination on ``(line_no, id)`` within a batch, which the
 indexes of migration 0004 serve without scanning.
@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import and_, func, select, tuple_
 
-from pipeline.inputs import display
+from pipeline.inputs.classify import display
 from pipeline.ledger import ItemRow, Ledger, utcnow
 from pipeline.ledger.counts import BatchCounts, batch_counts, counts_by_batch
 from pipeline.ledger.tables import batches, items
@@ -353,7 +353,7 @@ def read_transcript(
             return []
     except Exception:  # unreadable or missing: the page shows no transcript
         return []
-    from pipeline.transcript import from_result_document
+    from pipeline.outputs.transcript import from_result_document
 
     parsed = from_result_document(document)
     return [

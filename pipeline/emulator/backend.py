@@ -28,15 +28,15 @@ from urllib.parse import unquote_to_bytes
 
 from pipeline.asr.base import ClipEngine
 from pipeline.errors import FailureCode, MediaRejected, PipelineError
-from pipeline.manifest import display
+from pipeline.inputs.manifest import display
+from pipeline.inputs.netguard import AddressPolicy, guarded_client
+from pipeline.inputs.sources import download_http
 from pipeline.models import AsrOptions, MediaLimits, NormalizeSpec, ProbeResult
-from pipeline.netguard import AddressPolicy, guarded_client
+from pipeline.outputs.transcript import Transcript
 from pipeline.settings import DownloadSettings
-from pipeline.sources import download_http
 from pipeline.stages.normalize import normalize
 from pipeline.stages.probe import probe
 from pipeline.stages.transcribe import transcribe_file
-from pipeline.transcript import Transcript
 
 _DATA_URI = re.compile(r"data:(?P<mime>[^,;]*)(?P<params>(;[^,;]*)*?),(?P<data>.*)", re.S)
 

@@ -50,9 +50,10 @@ class EmulatorConfig:
     sync_max_bytes: int = 10 * 1024 * 1024  # ... and <= 10 MB (data URIs: after encoding)
     upload_ttl_s: float = 48 * 3600.0  # oss:// temporary files
     upload_max_bytes: int = 100 * 1024 * 1024
-    # Sources named by clients are fetched like the pipeline fetches them (pipeline.netguard):
-    # a wall-clock deadline per download; link-local and metadata addresses refused, private
-    # ones too unless allowed (the emulator usually fetches from a bucket on the same network).
+    # Sources named by clients are fetched like the pipeline fetches them
+    # (pipeline.inputs.netguard): a wall-clock deadline per download; link-local and metadata
+    # addresses refused, private ones too unless allowed (the emulator usually fetches from a
+    # bucket on the same network).
     download_deadline_s: float = DownloadSettings().deadline_s
     allow_private: bool = True
 

@@ -20,8 +20,8 @@ from pipeline.emulator.errors import INTERNAL_MESSAGE
 from pipeline.emulator.faults import Fate
 from pipeline.emulator.tasks import FileFailed, FileOk, FileOutcome, JobOptions, Status, TaskSpec
 from pipeline.models import ProbeResult
+from pipeline.outputs.transcript import Sentence, Transcript
 from pipeline.stages.persist import build_document
-from pipeline.transcript import Sentence, Transcript
 
 DOWNLOAD_FAILED = ("InvalidFile.DownloadFailed", "The audio file cannot be downloaded.")
 # Only DownloadFailed is confirmed verbatim (§10.5); the rest are the notes' best guesses.

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pipeline.budget import Admission
 from pipeline.flow.context import FlowContext
 from pipeline.ledger import ItemRow
 from pipeline.ledger.budgets import PARKED, advance, get_budget
 from pipeline.log import get_logger
+from pipeline.planning.budget import Admission
 
 log = get_logger("bulkscribe.budget")
 

@@ -21,9 +21,9 @@ from pipeline.flow.limits import SubmitGate
 from pipeline.flow.media import MediaKeeper, Publisher
 from pipeline.flow.outputs import OutputSink
 from pipeline.flow.rules import StepRules
+from pipeline.inputs.sources import ObjectReader
 from pipeline.ledger import ItemRow, Ledger, utcnow
 from pipeline.models import NormalizedAudio, ProbeResult
-from pipeline.sources import ObjectReader
 from pipeline.stages.normalize import normalize
 from pipeline.stages.probe import probe
 
@@ -39,7 +39,7 @@ class FlowContext:
     media: MediaKeeper
     sinks: Callable[[str], OutputSink]  # batch id -> where its results go
     scratch: Path
-    http: Callable[[], httpx.Client]  # downloads: pipeline.netguard.guarded_client
+    http: Callable[[], httpx.Client]  # downloads: pipeline.inputs.netguard.guarded_client
     clip_engine: Callable[[ModelInfo], ClipEngine]
     provider: Callable[[], Provider] | None = None  # the (throttled) DashScope client
     publisher: Publisher | None = None

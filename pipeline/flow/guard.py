@@ -15,9 +15,9 @@ from typing import Any
 
 from pipeline.errors import FailureCode, failure_of, is_retryable
 from pipeline.flow.context import FlowContext
+from pipeline.inputs.manifest import display
 from pipeline.ledger import ItemRow, utcnow
 from pipeline.log import get_logger
-from pipeline.manifest import display
 from pipeline.retry import backoff_s
 from pipeline.states import CLAIMED_FROM, ItemState
 

@@ -14,10 +14,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from pipeline.render import CueLayout, render_json, write_outputs
+from pipeline.outputs.render import CueLayout, render_json, write_outputs
+from pipeline.outputs.transcript import Transcript
 from pipeline.settings import SubtitleSettings
 from pipeline.storage import ObjectStore, join_key
-from pipeline.transcript import Transcript
 
 TRANSCRIPTS_DIR = ".bulkscribe/transcripts"
 
@@ -72,7 +72,7 @@ class DirSink:
         return write_outputs(self.out_dir, key, document, transcripts, formats, layout=self.layout)
 
     def write_text(self, name: str, text: str) -> str:
-        from pipeline.render import atomic_write
+        from pipeline.outputs.render import atomic_write
 
         path = self.out_dir / name
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """Budgets in the ledger: a batch's caps and running totals, advanced by compare-and-set.
 
-The decision is :func:`pipeline.budget.admit` (pure); this module reads what it needs, and
+The decision is :func:`pipeline.planning.budget.admit` (pure); this module reads what it needs, and
 writes the new totals and the items' moves in one transaction guarded by the budget row's
 ``rev``. Two workers advancing the same batch at once: one wins, the other reads again
 and finds less (or nothing) to do, so no item is admitted twice and totals never drift.
@@ -13,10 +13,10 @@ from datetime import UTC, datetime
 
 from sqlalchemy import and_, delete, func, insert, select, update
 
-from pipeline.budget import SKIPPABLE, Admission, Caps, Entry, Tally, admit, skip_message
 from pipeline.errors import FailureCode
 from pipeline.ledger.repo import Ledger, utcnow
 from pipeline.ledger.tables import attempts, batches, budgets, items
+from pipeline.planning.budget import SKIPPABLE, Admission, Caps, Entry, Tally, admit, skip_message
 from pipeline.states import ItemState
 
 # next_run_at of a PREPARED item waiting for admission: never due by itself. Admission

@@ -209,7 +209,7 @@ actions = Table(
     Index("ix_actions_batch", "batch_id", "at"),
 )
 
-# A batch's budget caps and the running totals admission keeps (pipeline/budget.py): one
+# A batch's budget caps and the running totals admission keeps (pipeline/planning/budget.py): one
 # row per batch that has caps; ``rev`` is the compare-and-set guard of every advance.
 budgets = Table(
     "budgets",

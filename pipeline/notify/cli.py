@@ -9,25 +9,25 @@ from typing import Any
 
 import click
 
-from pipeline.cli import _fail_usage, _settings
+from pipeline.cli.shared import cli_settings, fail_usage
 
 
 def _engine(settings: Any, out_dir: Path | None) -> Any:
-    from pipeline.cli import ledger_url
+    from pipeline.cli.shared import ledger_url
     from pipeline.ledger import open_ledger
 
     if out_dir is not None:
         out_dir = out_dir.absolute()
         if not settings.database_url and not (out_dir / ".bulkscribe" / "ledger.db").is_file():
-            _fail_usage(f"{out_dir} holds no bulkscribe run")
+            fail_usage(f"{out_dir} holds no bulkscribe run")
         return open_ledger(ledger_url(settings, out_dir)).engine
     if not settings.database_url:
-        _fail_usage("give --out DIR (an embedded run) or set BULKSCRIBE_DATABASE_URL")
+        fail_usage("give --out DIR (an embedded run) or set BULKSCRIBE_DATABASE_URL")
     return open_ledger(settings.database_url).engine
 
 
 def _message_json(m: Any) -> dict[str, Any]:
-    from pipeline.manifest import display
+    from pipeline.inputs.manifest import display
 
     return {
         "id": m.id,
@@ -79,10 +79,10 @@ def notify_list(
     as_json: bool,
 ) -> None:
     """Messages in the outbox, newest first, and the disabled endpoints."""
-    from pipeline.manifest import display
+    from pipeline.inputs.manifest import display
     from pipeline.notify import outbox
 
-    engine = _engine(_settings(config), out_dir)
+    engine = _engine(cli_settings(config), out_dir)
     msgs = [
         _message_json(m)
         for m in outbox.list_messages(engine, states=states or None, batch_id=batch)
@@ -121,16 +121,16 @@ def notify_replay(
     from pipeline.notify import hooks, outbox
 
     if bool(ids) == failed:
-        _fail_usage("give message ids or --failed")
+        fail_usage("give message ids or --failed")
     from pipeline.log import configure_logging
 
-    settings = _settings(config)
+    settings = cli_settings(config)
     configure_logging(level=settings.log_level)  # tries logged on stderr, not stdout
     engine = _engine(settings, out_dir)
     known = {m.id for m in outbox.list_messages(engine, ids=ids, limit=len(ids))}
     missing = [i for i in ids if i not in known]
     if missing:
-        _fail_usage(f"no message {', '.join(missing)}")
+        fail_usage(f"no message {', '.join(missing)}")
     queued = outbox.replay(engine, ids, failed=failed)
     report = hooks.flush(settings, engine, ids=queued) if queued else None
     states = report.states if report else {}

@@ -1,10 +1,10 @@
 """Sending outbox messages: signed POSTs through the download address policy.
 
 Endpoints are URLs an operator typed, but a webhook is still a request this host makes on
-someone's say-so, so it goes through :mod:`pipeline.netguard` like a download: the address
+someone's say-so, so it goes through :mod:`pipeline.inputs.netguard` like a download: the address
 is checked where the socket is opened (private, loopback and reserved addresses refused
 unless ``notify.allow_private``; link-local and metadata addresses always), redirects are
-not followed, one try is bounded by a wall-clock :class:`~pipeline.netguard.Deadline`, and
+not followed, one try is bounded by a wall-clock :class:`~pipeline.inputs.netguard.Deadline`, and
 no more than :data:`MAX_ANSWER_BYTES` of an answer is read.
 """
 
@@ -19,9 +19,9 @@ from typing import Protocol
 import httpx
 from sqlalchemy import Engine
 
+from pipeline.inputs.manifest import display
+from pipeline.inputs.netguard import AddressPolicy, AddressRefused, Deadline, guarded_client
 from pipeline.log import get_logger, redact_text
-from pipeline.manifest import display
-from pipeline.netguard import AddressPolicy, AddressRefused, Deadline, guarded_client
 from pipeline.notify import outbox
 from pipeline.notify.policy import Decision, GiveUp, Gone, Retry, decide, retry_after
 from pipeline.notify.signing import signed_headers

@@ -9,11 +9,11 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
+from pipeline.inputs.manifest import display
 from pipeline.log import get_logger
-from pipeline.manifest import display
 from pipeline.notify import events, outbox
 from pipeline.notify.delivery import DeliveryReport, deliverer
-from pipeline.pricing import PriceTable
+from pipeline.planning.pricing import PriceTable
 from pipeline.settings import Settings, check_notify_url
 
 log = get_logger("bulkscribe.notify")

@@ -27,7 +27,7 @@ from pipeline.ledger.tables import notify_endpoints as endpoints
 from pipeline.ledger.tables import notify_outbox as outbox
 from pipeline.notify import events
 from pipeline.notify.policy import Decision, Delivered, GiveUp, Gone, Retry
-from pipeline.pricing import PriceTable
+from pipeline.planning.pricing import PriceTable
 from pipeline.settings import NotifySettings
 from pipeline.states import ItemState
 

@@ -20,13 +20,13 @@ from pipeline.flow.claims import advance, claim, keep_alive
 from pipeline.flow.context import FlowContext
 from pipeline.flow.guard import handle_failure
 from pipeline.flow.outputs import write_item
+from pipeline.inputs.manifest import display
 from pipeline.ledger import ItemRow
 from pipeline.ledger.repo import add_timing, attempt_end
 from pipeline.log import get_logger
-from pipeline.manifest import display
 from pipeline.models import ProbeResult
+from pipeline.outputs.transcript import AudioProperties, Transcript, to_result_document
 from pipeline.states import ItemState
-from pipeline.transcript import AudioProperties, Transcript, to_result_document
 
 log = get_logger("bulkscribe.flow")
 

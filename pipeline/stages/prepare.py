@@ -24,14 +24,14 @@ from pipeline.flow.claims import advance, claim, keep_alive
 from pipeline.flow.context import FlowContext
 from pipeline.flow.guard import handle_failure
 from pipeline.flow.media import to_flac
+from pipeline.inputs.manifest import display
+from pipeline.inputs.netguard import AddressPolicy
+from pipeline.inputs.sources import ObjectReader, fetch
 from pipeline.ledger import ItemRow
 from pipeline.ledger.repo import add_timing
 from pipeline.log import get_logger
-from pipeline.manifest import display
 from pipeline.models import MediaLimits, NormalizedAudio, NormalizeSpec, ProbeResult
-from pipeline.netguard import AddressPolicy
 from pipeline.settings import DownloadSettings
-from pipeline.sources import ObjectReader, fetch
 from pipeline.stages.normalize import normalize
 from pipeline.stages.probe import probe
 from pipeline.states import ItemState

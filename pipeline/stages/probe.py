@@ -139,7 +139,7 @@ def ffprobe_report(path: Path, st: os.stat_result) -> Mapping[str, Any]:
 
 
 # Where ffprobe reports come from: ffprobe itself, or a cache in front of it
-# (pipeline/probe_cache.py) so a plan followed by a run probes each file once.
+# (pipeline/planning/probe_cache.py) so a plan followed by a run probes each file once.
 ReportSource = Callable[[Path, os.stat_result], Mapping[str, Any]]
 
 

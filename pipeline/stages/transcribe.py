@@ -27,9 +27,9 @@ from pipeline.ledger import ItemRow
 from pipeline.ledger.repo import add_timing
 from pipeline.log import get_logger
 from pipeline.models import AsrOptions, NormalizedAudio
+from pipeline.outputs.transcript import Transcript
 from pipeline.stages.persist import finish
 from pipeline.states import ItemState
-from pipeline.transcript import Transcript
 
 FRAME_S = 0.05  # energy is measured over 50 ms frames
 SEARCH_S = 30.0  # how far back from the nominal boundary a cut may move

@@ -4,16 +4,13 @@ run and the batch a schedule made; Fleet with queue depths from Redis, and a pla
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 from conftest import shot, start_console
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from console_bench import scratch_database
+from support import scratch_database
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -31,7 +28,7 @@ def test_schedules_and_fleet(tmp_path: Path, page) -> None:  # type: ignore[no-u
 
     config = tmp_path / "bulkscribe.toml"
     config.write_text(CONFIG)
-    with scratch_database() as url:
+    with scratch_database("bulkscribe_console_test") as url:
         ledger = open_ledger(url)
         for batch, kind in (("sched-nightly-20261205-0200", "schedule"), ("manual-1", "submit")):
             ledger.ensure_batch(batch, kind=kind, out="/srv/out", engine="local", model="tiny.en")

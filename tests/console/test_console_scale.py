@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from console_bench import measure, scratch_database, seed
+from console_bench import measure, seed
+from support import scratch_database
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -24,7 +25,7 @@ def test_million_items() -> None:
     each answer within the bound; the cursor walks forward in manifest order."""
     from pipeline.console.queries import ItemFilter, items_page
 
-    with scratch_database() as url:
+    with scratch_database("bulkscribe_console_test") as url:
         ledger, _ = seed(url, 1_000_000)
         try:
             first, cursor = items_page(ledger, "big", ItemFilter(limit=50))

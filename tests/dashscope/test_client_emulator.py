@@ -35,7 +35,7 @@ from pipeline.errors import (
     ProviderUnavailable,
 )
 from pipeline.models import AsrOptions
-from pipeline.transcript import Sentence, Transcript, Word
+from pipeline.outputs.transcript import Sentence, Transcript, Word
 
 pytestmark = pytest.mark.ffmpeg  # the emulator probes and normalizes what it is sent
 

@@ -18,7 +18,7 @@ from pipeline.asr.dashscope import (
 from pipeline.asr.dashscope.engine import MAX_DATA_URI_BYTES, max_wav_seconds
 from pipeline.errors import ConfigError, FailureCode, PermanentError
 from pipeline.models import AsrOptions
-from pipeline.transcript import Sentence, Transcript, Word
+from pipeline.outputs.transcript import Sentence, Transcript, Word
 
 
 def _answer(text: str, language: str = "en") -> dict:

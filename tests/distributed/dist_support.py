@@ -15,13 +15,10 @@ flushes Redis and resets the emulator.
 from __future__ import annotations
 
 import collections
-import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -34,18 +31,28 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from support import HARVARD, ffmpeg, say, scratch_database
+from support import (
+    AWS_ENV,
+    HARVARD,
+    Proc,
+    RedisServer,
+    ffmpeg,
+    moto_server,
+    say,
+    scratch_database,
+    spawn,
+    wait_until,
+)
+from support.services import BIN
 
 from pipeline.asr.base import AudioClip
 from pipeline.emulator import EmulatorConfig, running_emulator
 from pipeline.emulator.backend import TranscriptCache
-from pipeline.emulator.server import free_port
 from pipeline.ledger import ItemRow, Ledger, open_ledger
 from pipeline.models import AsrOptions
+from pipeline.outputs.transcript import Sentence, Transcript, Word
 from pipeline.states import ItemState
-from pipeline.transcript import Sentence, Transcript, Word
 
-BIN = Path(sys.executable).parent
 BULKSCRIBE = BIN / "bulkscribe"
 MEDIA_BUCKET = "media"
 ARCHIVE_BUCKET = "archive"
@@ -72,129 +79,6 @@ DEFAULTED = (
     "BULKSCRIBE_RETRY__",
     "BULKSCRIBE_LOG_LEVEL",
 )
-
-
-# --- processes ------------------------------------------------------------------------------
-
-
-@dataclass
-class Proc:
-    """A subprocess in its own session: ``kill()`` signals its whole process group."""
-
-    name: str
-    popen: subprocess.Popen[bytes]
-    log: Path
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def kill(self, sig: int = signal.SIGKILL, *, wait_s: float = 10.0) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.popen.pid, sig)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.popen.wait(timeout=wait_s)
-
-    def stop(self) -> None:
-        """SIGTERM (Celery's warm shutdown), SIGKILL if it lingers; the group either way."""
-        if self.alive():
-            self.kill(signal.SIGTERM, wait_s=5.0)
-        self.kill(signal.SIGKILL, wait_s=5.0)
-
-    def tail(self, n: int = 40) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
-
-
-def spawn(name: str, argv: list[str], log: Path, env: dict[str, str] | None = None) -> Proc:
-    out = log.open("ab")
-    popen = subprocess.Popen(
-        argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
-    )
-    out.close()
-    return Proc(name, popen, log)
-
-
-def wait_until(
-    check: Callable[[], Any],
-    timeout_s: float,
-    what: str,
-    every_s: float = 0.1,
-    on_timeout: Callable[[], str] | None = None,
-) -> Any:
-    """Poll ``check`` until it returns something truthy; fail the test with ``what`` if not."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            extra = on_timeout() if on_timeout else ""
-            pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}\n{extra}")
-        time.sleep(every_s)
-
-
-class RedisServer:
-    """Our own redis-server (no persistence) on a fixed port, restartable by a test."""
-
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.workdir = workdir
-        self.proc: Proc | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.proc = spawn(
-            "redis",
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--daemonize",
-                "no",
-                "--dir",
-                str(self.workdir),
-            ],
-            self.workdir / "redis.log",
-        )
-        import redis
-
-        client = redis.Redis(port=self.port)
-        wait_until(
-            lambda: _pings(client), 15, f"redis-server on {self.port}", on_timeout=self.proc.tail
-        )
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc = None
-
-    def client(self) -> Any:
-        import redis
-
-        return redis.Redis(port=self.port)
-
-
-def _pings(client: Any) -> bool:
-    try:
-        return bool(client.ping())
-    except Exception:
-        return False
 
 
 # --- session services -----------------------------------------------------------------------
@@ -225,50 +109,8 @@ def ledger(pg_url: str) -> Ledger:
 @pytest.fixture(scope="session")
 def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """moto in server mode on a free port, with the media and archive buckets made."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    proc = spawn(
-        "moto",
-        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        log,
-        env={**os.environ, **AWS_ENV},
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            return HTTP.get(f"{url}/moto-api/").status_code < 500
-        except httpx.TransportError:
-            return False
-
-    try:
-        wait_until(up, 30, "moto_server", on_timeout=proc.tail)
-        s3 = s3_client(url)
-        for bucket in (MEDIA_BUCKET, ARCHIVE_BUCKET):
-            s3.create_bucket(Bucket=bucket)
+    with moto_server(tmp_path_factory.mktemp("moto"), (MEDIA_BUCKET, ARCHIVE_BUCKET)) as url:
         yield url
-    finally:
-        proc.kill()
-
-
-AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_EC2_METADATA_DISABLED": "true",
-}
-
-
-def s3_client(endpoint: str) -> Any:
-    import boto3
-
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
 
 
 class EchoEngine:
@@ -573,17 +415,7 @@ def cluster(
 ) -> Iterator[Cluster]:
     """Settings for fast sweeps and short leases; everything torn down after the test."""
     env = {
-        **os.environ,
-        **AWS_ENV,
-        "BULKSCRIBE_DATABASE_URL": pg_url,
-        "BULKSCRIBE_BROKER_URL": redis_server.url,
-        "BULKSCRIBE_STORAGE_URL": f"s3://{MEDIA_BUCKET}/norm",
-        "BULKSCRIBE_S3_ENDPOINT_URL": moto_url,
-        "DASHSCOPE_API_KEY": API_KEY,
-        "BULKSCRIBE_DASHSCOPE_BASE_URL": f"{emulator}/api/v1",
-        "BULKSCRIBE_ENGINE": "dashscope",
-        "BULKSCRIBE_MODEL": "fun-asr",
-        "BULKSCRIBE_SCRATCH_DIR": str(tmp_path),
+        **service_env(pg_url, redis_server.url, moto_url, emulator, scratch=tmp_path),
         "BULKSCRIBE_LOG_LEVEL": "info",
         "BULKSCRIBE_LOCAL__CPU_THREADS": "1",
         "BULKSCRIBE_DISTRIBUTED__SWEEP_S": "1",
@@ -596,8 +428,6 @@ def cluster(
         "BULKSCRIBE_RETRY__BACKOFF_MAX_S": "2",
         "BULKSCRIBE_PROVIDER__REQUESTS_PER_S": "200",
     }
-    for key in ("BULKSCRIBE_CONFIG", "PROMETHEUS_MULTIPROC_DIR"):
-        env.pop(key, None)
     HTTP.post(f"{emulator}/_emulator/reset").raise_for_status()
     HTTP.post(f"{emulator}/_emulator/config", json=EMULATOR_DEFAULTS).raise_for_status()
     c = Cluster(tmp_path, env, ledger, emulator, redis_server, moto_url)
@@ -605,7 +435,7 @@ def cluster(
         yield c
     finally:
         c.stop_all()
-        _empty_ledger(ledger)
+        empty_ledger(ledger)
         if redis_server.proc is not None and redis_server.proc.alive():
             redis_server.client().flushall()
         HTTP.post(f"{emulator}/_emulator/reset").raise_for_status()
@@ -613,7 +443,30 @@ def cluster(
         shutil.rmtree(tmp_path / "bulkscribe-media", ignore_errors=True)
 
 
-def _empty_ledger(ledger: Ledger) -> None:
+def service_env(
+    database_url: str, broker_url: str, moto: str, emulator: str, *, scratch: Path
+) -> dict[str, str]:
+    """This environment pointed at these services: the ledger, the broker, S3 through moto,
+    DashScope (fun-asr) through the emulator. The caller's own BULKSCRIBE_* and PROMETHEUS_*
+    variables are left out, so workers start from the shipped defaults."""
+    keep = {k: v for k, v in os.environ.items() if not k.startswith(("BULKSCRIBE_", "PROMETHEUS_"))}
+    return {
+        **keep,
+        **AWS_ENV,
+        "BULKSCRIBE_DATABASE_URL": database_url,
+        "BULKSCRIBE_BROKER_URL": broker_url,
+        "BULKSCRIBE_STORAGE_URL": f"s3://{MEDIA_BUCKET}/norm",
+        "BULKSCRIBE_S3_ENDPOINT_URL": moto,
+        "DASHSCOPE_API_KEY": API_KEY,
+        "BULKSCRIBE_DASHSCOPE_BASE_URL": f"{emulator}/api/v1",
+        "BULKSCRIBE_ENGINE": "dashscope",
+        "BULKSCRIBE_MODEL": "fun-asr",
+        "BULKSCRIBE_SCRATCH_DIR": str(scratch),
+    }
+
+
+def empty_ledger(ledger: Ledger) -> None:
+    """Every batch, item and attempt gone (budgets too, by cascade)."""
     from sqlalchemy import text
 
     with ledger.engine.begin() as conn:

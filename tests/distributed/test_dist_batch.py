@@ -11,9 +11,8 @@ from dist_support import (
     MEDIA_BUCKET,
     Clips,
     Cluster,
-    s3_client,
 )
-from support import wer
+from support import s3_client, wer
 
 pytestmark = [
     pytest.mark.celery,

@@ -14,8 +14,8 @@ from dist_support import (
     RedisServer,
     SlowFiles,
     distinct_entries,
-    wait_until,
 )
+from support import wait_until
 
 pytestmark = [
     pytest.mark.celery,

@@ -10,8 +10,8 @@ from dist_support import (
     Clips,
     Cluster,
     distinct_entries,
-    wait_until,
 )
+from support import wait_until
 
 pytestmark = [
     pytest.mark.celery,

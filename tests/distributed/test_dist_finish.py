@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dist_support import Clips, Cluster, distinct_entries, manifest, wait_until
+from dist_support import Clips, Cluster, distinct_entries, manifest
+from support import wait_until
 
-from pipeline.batches import seeds_for
-from pipeline.manifest import load_manifest
-from pipeline.results import close_batch
+from pipeline.inputs.batches import seeds_for
+from pipeline.inputs.manifest import load_manifest
+from pipeline.outputs.results import close_batch
 from pipeline.states import ItemState
 
 pytestmark = [

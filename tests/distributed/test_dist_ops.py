@@ -14,9 +14,8 @@ from dist_support import (
     Clips,
     Cluster,
     distinct_entries,
-    s3_client,
-    wait_until,
 )
+from support import s3_client, wait_until
 
 pytestmark = [
     pytest.mark.celery,

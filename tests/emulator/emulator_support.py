@@ -19,7 +19,7 @@ from pipeline.asr.base import AudioClip
 from pipeline.emulator import EmulatorConfig, running_emulator
 from pipeline.emulator.backend import TranscriptCache
 from pipeline.models import AsrOptions
-from pipeline.transcript import Transcript
+from pipeline.outputs.transcript import Transcript
 
 SUBMIT = "/api/v1/services/audio/asr/transcription"
 ASYNC = {"X-DashScope-Async": "enable"}

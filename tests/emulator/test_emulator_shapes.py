@@ -26,7 +26,7 @@ from pipeline.emulator.schemas import (
 from pipeline.emulator.tasks import FileFailed, FileOk, JobOptions, Status, TaskSpec
 from pipeline.emulator.uploads import UploadRejected, check_post, make_policy
 from pipeline.models import ProbeResult
-from pipeline.transcript import Sentence, Transcript, Word
+from pipeline.outputs.transcript import Sentence, Transcript, Word
 
 PROBE = ProbeResult("wav", "pcm_s16le", 2.5, 1, 16_000, 80_000)
 TRANSCRIPT = Transcript(

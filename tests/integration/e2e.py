@@ -1,4 +1,4 @@
-"""Helpers for the end-to-end tests: manifests, results, logs, subtitles, a scripted HTTP server.
+"""Helpers for the end-to-end tests: manifests, results, logs, a scripted HTTP server.
 
 Plain functions, imported by the test modules beside this file; fixtures live in conftest.py.
 """
@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -87,58 +86,6 @@ def ledger_rows(out: Path, sql: str) -> list[tuple[Any, ...]]:
         return conn.execute(sql).fetchall()
     finally:
         conn.close()
-
-
-# --- subtitles ------------------------------------------------------------------------------
-
-_T = r"(\d{2,}):([0-5]\d):([0-5]\d)"
-SRT_TIME = re.compile(rf"^{_T},(\d{{3}}) --> {_T},(\d{{3}})$")
-VTT_TIME = re.compile(rf"^{_T}\.(\d{{3}}) --> {_T}\.(\d{{3}})$")
-
-
-def _ms(h: str, m: str, s: str, f: str) -> int:
-    return ((int(h) * 60 + int(m)) * 60 + int(s)) * 1000 + int(f)
-
-
-def parse_srt(text: str) -> list[tuple[int, int, list[str]]]:
-    """Strict SRT: blocks numbered 1..n, a timing line, 1-2 text lines of at most 42 chars."""
-    if not text:
-        return []
-    assert text.endswith("\n") and not text.endswith("\n\n\n")
-    cues = []
-    for i, block in enumerate(text.rstrip("\n").split("\n\n"), start=1):
-        index, timing, *lines = block.split("\n")
-        assert index == str(i), f"cue {i} numbered {index!r}"
-        m = SRT_TIME.match(timing)
-        assert m, f"bad SRT timing line {timing!r}"
-        assert 1 <= len(lines) <= 2 and all(0 < len(ln.strip()) <= 42 for ln in lines), lines
-        cues.append((_ms(*m.groups()[:4]), _ms(*m.groups()[4:]), lines))
-    _monotonic(cues)
-    return cues
-
-
-def parse_vtt(text: str) -> list[tuple[int, int, list[str]]]:
-    """Strict WebVTT: the header, timing lines, 1-2 payload lines of at most 42 chars."""
-    assert text.startswith("WEBVTT\n\n")
-    body = text[len("WEBVTT\n\n") :]
-    cues = []
-    for block in body.rstrip("\n").split("\n\n") if body else []:
-        timing, *lines = block.split("\n")
-        m = VTT_TIME.match(timing)
-        assert m, f"bad VTT timing line {timing!r}"
-        assert 1 <= len(lines) <= 2 and all(
-            0 < len(ln.strip()) <= 42 and "-->" not in ln for ln in lines
-        ), lines
-        cues.append((_ms(*m.groups()[:4]), _ms(*m.groups()[4:]), lines))
-    _monotonic(cues)
-    return cues
-
-
-def _monotonic(cues: list[tuple[int, int, list[str]]]) -> None:
-    prev_end = 0
-    for begin, end, lines in cues:
-        assert end > begin >= prev_end, (begin, end, lines, prev_end)
-        prev_end = end
 
 
 # --- a local HTTP server --------------------------------------------------------------------

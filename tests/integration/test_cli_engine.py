@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e import BULKSCRIBE, by_id, log_events, parse_srt, read_results, write_jsonl
+from e2e import BULKSCRIBE, by_id, log_events, read_results, write_jsonl
+from support import parse_srt
 
 pytestmark = [pytest.mark.ffmpeg, pytest.mark.model]
 

@@ -23,11 +23,10 @@ from e2e import (
     document_text,
     ledger_rows,
     log_events,
-    parse_srt,
-    parse_vtt,
     read_results,
     write_jsonl,
 )
+from support import parse_srt, parse_vtt
 
 pytestmark = [pytest.mark.ffmpeg, pytest.mark.model, pytest.mark.usefixtures("one_worker")]
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from e2e import assert_times_sane, ffmpeg, read_results
+from support import HARVARD
 
 from pipeline.stages.transcribe import PcmReader, plan_windows
 
@@ -21,13 +22,7 @@ pytestmark = [
     pytest.mark.usefixtures("one_worker"),
 ]
 
-HARVARD_10 = (
-    "The birch canoe slid on the smooth planks. Glue the sheet to the dark blue background. "
-    "It's easy to tell the depth of a well. These days a chicken leg is a rare dish. "
-    "Rice is often served in round bowls. The juice of lemons makes fine punch. "
-    "The box was thrown beside the parked truck. The hogs were fed chopped corn and garbage. "
-    "Four hours of steady work faced us. A large size in stockings is hard to sell."
-)
+HARVARD_10 = " ".join(HARVARD)
 WINDOW_S = 120
 LOOPS = 22
 

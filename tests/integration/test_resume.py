@@ -26,6 +26,7 @@ from e2e import (
     read_results,
     write_jsonl,
 )
+from support import wait_until
 
 pytestmark = [pytest.mark.ffmpeg, pytest.mark.model]
 
@@ -46,13 +47,6 @@ def count_state(out: Path, state: str) -> int:
         return ledger_rows(out, f"SELECT count(*) FROM items WHERE state = '{state}'")[0][0]
     except sqlite3.Error:  # not created yet, or mid-migration
         return 0
-
-
-def wait_for(predicate, timeout_s: float = 120.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out waiting for the run"
-        time.sleep(0.05)
 
 
 @dataclass
@@ -78,7 +72,12 @@ def killed(media, bulkscribe, tmp_path_factory: pytest.TempPathFactory) -> Kille
         [str(BULKSCRIBE), *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        wait_for(lambda: count_state(out, "SUCCEEDED") >= 2 or proc.poll() is not None)
+        wait_until(
+            lambda: count_state(out, "SUCCEEDED") >= 2 or proc.poll() is not None,
+            120,
+            "two items to succeed",
+            every_s=0.05,
+        )
         assert proc.poll() is None, "the run finished before it could be killed"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(30)
@@ -168,11 +167,14 @@ def test_second_run_on_the_same_out_is_refused(media, tmp_path: Path) -> None:  
     args = [str(BULKSCRIBE), "run", str(manifest), "--out", str(out), "--workers", "1"]
     first = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for(
+        wait_until(
             lambda: (
                 count_state(out, "PENDING") + count_state(out, "SUCCEEDED") > 0
                 or first.poll() is not None
-            )
+            ),
+            120,
+            "the first run to start",
+            every_s=0.05,
         )
         assert first.poll() is None, "the first run ended too soon"
         second = subprocess.run(args, capture_output=True, text=True, timeout=60)

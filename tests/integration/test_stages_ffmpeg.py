@@ -20,8 +20,8 @@ from e2e import media_processes, read_results, write_jsonl
 
 from pipeline.errors import FailureCode, SourceMissing
 from pipeline.flow.outputs import DirSink
+from pipeline.inputs.manifest import load_manifest
 from pipeline.ledger import open_ledger, sqlite_url
-from pipeline.manifest import load_manifest
 from pipeline.models import MediaLimits, NormalizeSpec, ProbeResult
 from pipeline.runner import EmbeddedRunner, RunConfig
 from pipeline.settings import RetrySettings, Settings

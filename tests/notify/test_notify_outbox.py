@@ -385,7 +385,7 @@ def test_the_worker_close_writes_results_and_event_together(
     results.jsonl, marks the batch done and writes batch.completed in that one transaction;
     a second closer (the other worker of a race, the sweeper later) writes neither again."""
     from pipeline.flow.outputs import DirSink
-    from pipeline.results import close_batch
+    from pipeline.outputs.results import close_batch
 
     url = receiver.answer("/close", status(200))
     finished_batch(ledger, ok=2, urls=[url])
@@ -445,8 +445,8 @@ def test_batch_completed_cost_from_the_price_table(
     """batch.completed's cost is the SUCCEEDED items' audio priced per model (each item by
     its own model), and null when a model it used has no price."""
     from pipeline.flow.outputs import DirSink
-    from pipeline.pricing import PriceTable
-    from pipeline.results import close_batch
+    from pipeline.outputs.results import close_batch
+    from pipeline.planning.pricing import PriceTable
     from pipeline.settings import Price
 
     url = receiver.answer("/cost", status(200))

@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-from scale_support import BIN, bulkscribe, bulkscribe_measured, sql, wait_for, write_manifest
+from scale_support import BIN, bulkscribe, bulkscribe_measured, sql, write_manifest
+from support import wait_until
 
 from pipeline.ledger import open_ledger
 
@@ -56,7 +57,7 @@ def test_killed_submit_resumes_without_duplicates(tmp_path: Path, env: dict[str,
     def entered() -> int:
         return int(sql(url, "SELECT count(*) FROM items")[0][0])
 
-    wait_for(lambda: entered() >= 10_000, 120, "the first chunks")
+    wait_until(lambda: entered() >= 10_000, 120, "the first chunks", ignoring=(Exception,))
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     half = entered()

@@ -165,7 +165,7 @@ def test_oss_listing_is_paged_and_streamed(
 ) -> None:
     """The first row arrives after one list request; all 2,500 after three (1,000 keys a
     page), each addressed to bucket.oss-cn-hangzhou.aliyuncs.com."""
-    from pipeline.listing import listing_rows
+    from pipeline.inputs.listing import listing_rows
     from pipeline.storage import make_client
 
     for name, value in _oss_env({}, moto_url).items():

@@ -31,7 +31,7 @@ WRITE = """
 import sys
 from pipeline.flow.outputs import DirSink, StoreSink
 from pipeline.ledger import open_ledger
-from pipeline.results import write_batch_results
+from pipeline.outputs.results import write_batch_results
 from pipeline.storage import open_store
 from pathlib import Path
 ledger = open_ledger(sys.argv[1])

@@ -10,7 +10,7 @@ import pytest
 from scale_support import bulkscribe, sql
 
 from pipeline.ledger import open_ledger
-from pipeline.report import batch_status
+from pipeline.outputs.report import batch_status
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 

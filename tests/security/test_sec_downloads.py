@@ -25,8 +25,8 @@ import httpx
 import pytest
 
 from pipeline.errors import FailureCode, SourceRefused
-from pipeline.netguard import AddressPolicy, AddressRefused, GuardedBackend
-from pipeline.sources import download_http
+from pipeline.inputs.netguard import AddressPolicy, AddressRefused, GuardedBackend
+from pipeline.inputs.sources import download_http
 
 BULKSCRIBE = Path(sys.executable).with_name("bulkscribe")
 DEADLINE_S = 2.0
@@ -182,7 +182,7 @@ def test_trickling_server_ends_in_download_timeout(
 def test_deadline_wakes_a_blocked_read_in_process(tmp_path: Path, server: Server) -> None:
     """download_http on the guarded client returns at the deadline, not when the read
     timeout (60 s here) or the trickle would end."""
-    from pipeline.netguard import guarded_client
+    from pipeline.inputs.netguard import guarded_client
 
     server.routes["/trickle.wav"] = trickler(server)
     client = guarded_client(AddressPolicy(), connect_timeout_s=5, read_timeout_s=60)
@@ -340,7 +340,7 @@ def test_metadata_address_is_refused_before_any_connection(
 ) -> None:
     """The policy refuses 169.254.169.254 before a socket exists: neither the literal check
     in the downloader nor the guarded backend ever calls connect."""
-    from pipeline.netguard import guarded_client
+    from pipeline.inputs.netguard import guarded_client
 
     def no_connect(*_a: Any, **_k: Any) -> Any:
         raise AssertionError("a connection was attempted")
@@ -367,7 +367,7 @@ def test_a_name_is_resolved_once_and_the_checked_address_is_used(
 ) -> None:
     """DNS rebinding: the backend resolves a name once, checks every answer and connects to
     the address it checked; a name answering a metadata address is refused."""
-    from pipeline.netguard import guarded_client
+    from pipeline.inputs.netguard import guarded_client
 
     server.routes["/a.wav"] = lambda h: (
         h.send_response(200),

@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
+from pipeline.inputs.manifest import display
 from pipeline.log import redact_text, redact_url
-from pipeline.manifest import display
 
 BULKSCRIBE = Path(sys.executable).with_name("bulkscribe")
 USER, PASSWORD = "archivist", "pw-Zq8vR2sK"
@@ -194,7 +194,7 @@ def test_credentials_are_used_for_the_fetch_and_never_shown(
 def test_new_credentials_are_a_new_attempt_but_never_stored_for_display() -> None:
     """Two manifest lines differing only in their token have the same (masked) spec but
     different fingerprints, so a rotated token is fetched, not the stale one."""
-    from pipeline.batches import seeds_for
+    from pipeline.inputs.batches import seeds_for
     from pipeline.models import ManifestItem
 
     seeds = [

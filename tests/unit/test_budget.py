@@ -1,4 +1,4 @@
-"""Budget admission: the pure rule (pipeline.budget) and its compare-and-set ledger side
+"""Budget admission: the pure rule (pipeline.planning.budget) and its compare-and-set ledger side
 (pipeline.ledger.budgets) on SQLite and on the real PostgreSQL ledger."""
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import pytest
 import test_ledger
 from test_ledger import BATCH, add
 
-from pipeline.budget import Caps, Entry, Tally, admit
 from pipeline.ledger import ItemSeed, Ledger
 from pipeline.ledger.budgets import (
     PARKED,
@@ -20,6 +19,7 @@ from pipeline.ledger.budgets import (
     is_parked,
     set_caps,
 )
+from pipeline.planning.budget import Caps, Entry, Tally, admit
 from pipeline.states import ItemState
 
 S = ItemState
@@ -296,7 +296,7 @@ def test_prepare_step_parks_then_admission_releases_in_order(
 def test_retry_with_a_higher_cap_keeps_the_other_cap_and_readmits(ledger: Ledger) -> None:
     """`retry BATCH --max-audio-hours H` (cli_ops._recap): the new audio cap, the cost cap
     kept, SKIPPED items restarted; no flag changes nothing."""
-    from pipeline.cli_ops import _recap
+    from pipeline.cli.ops import _recap
     from pipeline.settings import Settings
 
     settings = Settings(prices={"tiny.en": {"per_second": 0.01}})
@@ -350,7 +350,7 @@ def test_cost_cap_prices_each_item_by_its_own_model(ledger: Ledger) -> None:
     """A submit-style cap (the batch's model fun-asr priced, the rest of the table priced
     too): lines naming the dearer model are counted at its price, so the cap admits exactly
     the prefix that fits; a line naming a model with no price never fits."""
-    from pipeline.pricing import budget_caps
+    from pipeline.planning.pricing import budget_caps
     from pipeline.settings import Settings
 
     settings = Settings(

@@ -18,7 +18,7 @@ from support import bare_flow
 
 from pipeline.asr.base import AudioClip
 from pipeline.asr.local import LocalEngine
-from pipeline.cli import engine_settings, main
+from pipeline.cli.app import engine_settings, main
 from pipeline.errors import ConfigError, FailureCode
 from pipeline.settings import LocalEngineSettings, load_settings
 
@@ -132,14 +132,14 @@ def test_status_and_help_import_only_what_they_use(tmp_path: Path) -> None:
     out = tmp_path / "out"
     setup = (
         "import sys; from pathlib import Path; from pipeline.ledger import open_ledger, "
-        "sqlite_url; from pipeline.batches import batch_id_for; out = Path(sys.argv[1]); "
+        "sqlite_url; from pipeline.inputs.batches import batch_id_for; out = Path(sys.argv[1]); "
         "(out / '.bulkscribe').mkdir(parents=True); "
         "open_ledger(sqlite_url(out / '.bulkscribe' / 'ledger.db')).ensure_batch("
         "batch_id_for(out), kind='run', out=str(out), engine='local', model='tiny.en')"
     )
     subprocess.run([sys.executable, "-c", setup, str(out)], check=True)
     probe = (
-        "import sys, json; from pipeline.cli import main\n"
+        "import sys, json; from pipeline.cli.app import main\n"
         "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
         "heavy = ('alembic', 'pipeline.runner', 'numpy', 'httpx', 'celery', 'faster_whisper')\n"
         "print(json.dumps(sorted(m for m in heavy if m in sys.modules)), file=sys.stderr)\n"

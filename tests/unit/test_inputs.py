@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.batches import seeds_for
-from pipeline.ids import MAX_ID_BYTES, MAX_PART_BYTES, derive_id, id_error, source_parts
-from pipeline.inputs import ManifestUnreadable, classify
-from pipeline.manifest import (
+from pipeline.inputs.batches import seeds_for
+from pipeline.inputs.classify import ManifestUnreadable, classify
+from pipeline.inputs.ids import MAX_ID_BYTES, MAX_PART_BYTES, derive_id, id_error, source_parts
+from pipeline.inputs.manifest import (
     MAX_LINE_BYTES,
     MAX_OPTIONS_BYTES,
     entries_from_sources,
@@ -20,7 +20,7 @@ from pipeline.manifest import (
     load_manifest,
 )
 from pipeline.models import ManifestItem
-from pipeline.render import FORMATS
+from pipeline.outputs.render import FORMATS
 
 
 def write(path: Path, data: str | bytes) -> Path:

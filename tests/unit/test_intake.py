@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipeline.intake import enter_stream
+from pipeline.inputs.intake import enter_stream
+from pipeline.inputs.manifest import InputStream, load_inputs
 from pipeline.ledger import open_ledger, sqlite_url
-from pipeline.manifest import InputStream, load_inputs
 from pipeline.models import ManifestProblem
 
 

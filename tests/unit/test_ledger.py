@@ -1,4 +1,5 @@
-"""Unit tests for pipeline.ledger and pipeline.report: compare-and-set on SQLite and PostgreSQL.
+"""Unit tests for pipeline.ledger and pipeline.outputs.report: compare-and-set on SQLite and
+PostgreSQL.
 
 Each test gets an empty ledger: a SQLite file in tmp_path, or a fresh PostgreSQL schema
 (``postgresql://postgres@127.0.0.1:5432/test``) that is dropped afterwards.
@@ -18,7 +19,7 @@ from sqlalchemy import inspect, select
 from pipeline.ledger import ItemSeed, Ledger, open_ledger, sqlite_url, utcnow
 from pipeline.ledger.repo import add_timing
 from pipeline.ledger.tables import attempts
-from pipeline.report import batch_status
+from pipeline.outputs.report import batch_status
 from pipeline.states import ItemState
 
 S = ItemState

@@ -1,4 +1,5 @@
-"""Unit tests for pipeline.manifest: formats, ids, per-line problems and file-name encodings."""
+"""Unit tests for pipeline.inputs.manifest: formats, ids, per-line problems and file-name
+encodings."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.manifest import Manifest, ManifestUnreadable, display, load_manifest
+from pipeline.inputs.manifest import Manifest, ManifestUnreadable, display, load_manifest
 from pipeline.models import ManifestItem, ManifestProblem
 
 NON_UTF8 = b"caf\xe9.wav"

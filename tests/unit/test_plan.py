@@ -1,5 +1,6 @@
-"""Unit tests for pipeline.plan (adding up a plan, wall time), pipeline.pricing and
-pipeline.probe_cache (ffprobe reports cached by path, size and mtime)."""
+"""Unit tests for pipeline.planning.plan (adding up a plan, wall time),
+pipeline.planning.pricing and pipeline.planning.probe_cache (ffprobe reports cached by path,
+size and mtime)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ import pytest
 from pipeline.errors import ConfigError, FailureCode, MediaRejected
 from pipeline.media import MediaCommandError
 from pipeline.models import MediaLimits
-from pipeline.plan import ModelTotal, Probed, Walls, make_plan
-from pipeline.pricing import budget_caps, rate_of
-from pipeline.probe_cache import ProbeCache, cache_path_for
+from pipeline.planning.plan import ModelTotal, Probed, Walls, make_plan
+from pipeline.planning.pricing import budget_caps, rate_of
+from pipeline.planning.probe_cache import ProbeCache, cache_path_for
 from pipeline.settings import Settings
 from pipeline.stages.probe import probe
 

@@ -1,4 +1,4 @@
-"""Unit tests for pipeline.sources and pipeline.asr.catalog: sources to local files, limits.
+"""Unit tests for pipeline.inputs.sources and pipeline.asr.catalog: sources to local files, limits.
 
 HTTP is scripted with httpx.MockTransport; nothing leaves the process.
 """
@@ -21,8 +21,8 @@ from pipeline.errors import (
     SourceMissing,
     SourceUnavailable,
 )
+from pipeline.inputs.sources import download_http, fetch, local_path, source_stamp
 from pipeline.settings import LimitsSettings
-from pipeline.sources import download_http, fetch, local_path, source_stamp
 
 URL = "http://media.example/talks/one.mp3"
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from pipeline.ledger import ItemRow
-from pipeline.report import batch_phase
+from pipeline.outputs.report import batch_phase
 from pipeline.states import ItemState
 from workers.steplog import outcome_of
 

@@ -15,6 +15,7 @@ import pytest
 
 from pipeline.asr.base import AudioClip
 from pipeline.models import AsrOptions, NormalizedAudio
+from pipeline.outputs.transcript import Sentence, Transcript, Word
 from pipeline.stages.transcribe import (
     SEARCH_S,
     TAIL_FACTOR,
@@ -23,7 +24,6 @@ from pipeline.stages.transcribe import (
     quietest_point,
     transcribe_file,
 )
-from pipeline.transcript import Sentence, Transcript, Word
 
 SR = 16_000
 

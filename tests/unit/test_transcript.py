@@ -1,4 +1,5 @@
-"""Unit tests for pipeline.transcript: times, word and sentence building, the Fun-ASR document."""
+"""Unit tests for pipeline.outputs.transcript: times, word and sentence building, the Fun-ASR
+document."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import json
 
 import pytest
 
-from pipeline.transcript import (
+from pipeline.outputs.transcript import (
     AudioProperties,
     RawWord,
     Sentence,

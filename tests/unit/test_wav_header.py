@@ -1,4 +1,4 @@
-"""pipeline.wav_header: plain WAV headers read as ffprobe reports them, field by field, on
+"""pipeline.planning.wav_header: plain WAV headers read as ffprobe reports them, field by field, on
 real files checked against ffprobe itself; anything unusual is left to ffprobe, so a
 plan's codes for bad files are the ones `run` gives."""
 
@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from pipeline.manifest import load_inputs
+from pipeline.inputs.manifest import load_inputs
 from pipeline.models import MediaLimits
-from pipeline.plan import probe_all, probe_threads
+from pipeline.planning.plan import probe_all, probe_threads
+from pipeline.planning.wav_header import header_or_ffprobe, read_wav_report
 from pipeline.settings import LimitsSettings
 from pipeline.stages.probe import ffprobe_report, read_probe
-from pipeline.wav_header import header_or_ffprobe, read_wav_report
 
 pytestmark = pytest.mark.ffmpeg
 

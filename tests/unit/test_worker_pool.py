@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.cli_ops import PROVIDER_THREADS, worker_pool
+from pipeline.cli.ops import PROVIDER_THREADS, worker_pool
 
 
 @pytest.mark.parametrize(
@@ -28,7 +28,7 @@ def test_auto_pool_is_threads_for_the_provider_queue_alone(
 def test_workers_log_at_info_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
     """worker/beat log at info by default (the setting's own default, warning, is for
     interactive commands); a log_level setting or --log-level/-v wins."""
-    from pipeline.cli_ops import _service_settings
+    from pipeline.cli.ops import _service_settings
 
     for key in ("BULKSCRIBE_LOG_LEVEL", "BULKSCRIBE_CONFIG"):
         monkeypatch.delenv(key, raising=False)

@@ -36,7 +36,7 @@ from pipeline.asr.dashscope.params import is_filetrans, is_omni, refuse_funasr_o
 from pipeline.asr.dashscope.sync import SyncResult
 from pipeline.errors import ConfigError, FailureCode, MediaRejected
 from pipeline.models import AsrOptions
-from pipeline.transcript import Sentence, Transcript, from_result_document
+from pipeline.outputs.transcript import Sentence, Transcript, from_result_document
 
 MAX_DATA_URI_BYTES = 10_000_000  # "10 MB" read as decimal: the stricter reading
 MAX_REQUEST_S = 300.0  # 5 minutes per request (§4)

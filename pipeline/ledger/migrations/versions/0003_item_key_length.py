@@ -1,7 +1,7 @@
 """Item keys hold nested ids (``day2/meeting``) up to 1024 bytes.
 
 Ids mirror the input's directory tree, so a key is a relative path checked against
-``pipeline.ids.MAX_ID_BYTES``; 200 characters would refuse deep archives on PostgreSQL.
+``pipeline.inputs.ids.MAX_ID_BYTES``; 200 characters would refuse deep archives on PostgreSQL.
 
 Revision ID: 0003
 Revises: 0002

@@ -2,9 +2,9 @@
 
 Local paths and ``file://`` URLs are used in place; ``http(s)://`` sources are streamed into
 scratch space under a size cap and a wall-clock deadline, redirects followed by hand through
-the address policy (:mod:`pipeline.netguard`), with failures mapped to failure codes here.
+the address policy (:mod:`pipeline.inputs.netguard`), with failures mapped to failure codes here.
 Object-store sources (``s3://``, ``oss://``) are read through an injected ``ObjectReader``.
-Every message names the source as :func:`pipeline.manifest.display` shows it: credentials
+Every message names the source as :func:`pipeline.inputs.manifest.display` shows it: credentials
 masked.
 """
 
@@ -29,10 +29,10 @@ from pipeline.errors import (
     SourceRefused,
     SourceUnavailable,
 )
+from pipeline.inputs.manifest import display
+from pipeline.inputs.netguard import AddressPolicy, AddressRefused, Deadline
 from pipeline.log import redact_text
-from pipeline.manifest import display
 from pipeline.models import human_bytes
-from pipeline.netguard import AddressPolicy, AddressRefused, Deadline
 from pipeline.settings import DownloadSettings
 
 # A whole download, first byte to last (DownloadSettings.deadline_s has the reasoning).

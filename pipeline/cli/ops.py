@@ -15,14 +15,14 @@ from typing import Any
 
 import click
 
-from pipeline.cli import _fail_usage, _settings, budget_options, run_caps
+from pipeline.cli.shared import budget_options, cli_settings, fail_usage, run_caps
 
 
 def _ledger(settings: Any) -> Any:
     from pipeline.ledger import open_ledger
 
     if not settings.database_url:
-        _fail_usage(
+        fail_usage(
             "set BULKSCRIBE_DATABASE_URL (e.g. postgresql://user@host/db) for distributed mode"
         )
     return open_ledger(settings.database_url)
@@ -41,7 +41,7 @@ def _parse_options(pairs: Sequence[str]) -> dict[str, Any]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            _fail_usage(f"--option {pair!r}: use key=value")
+            fail_usage(f"--option {pair!r}: use key=value")
         try:
             out[key] = json.loads(value)  # numbers, booleans, lists
         except ValueError:
@@ -145,14 +145,14 @@ def submit(
     Engine knobs (beam size, device, compute type, threads, VAD, task, subtitle layout) are
     the workers' own settings (BULKSCRIBE_LOCAL__*, BULKSCRIBE_SUBTITLES__*).
     """
-    from pipeline.batches import new_batch_id
-    from pipeline.cli import BadInput, _notify_urls
-    from pipeline.intake import enter_stream
+    from pipeline.cli.shared import BadInput, checked_notify_urls
+    from pipeline.inputs.batches import new_batch_id
+    from pipeline.inputs.intake import enter_stream
+    from pipeline.inputs.manifest import InputStream, ManifestUnreadable
     from pipeline.ledger.budgets import set_caps
-    from pipeline.manifest import InputStream, ManifestUnreadable
 
-    settings = _settings(config, engine=engine, model=model, language=language)
-    notify_urls = _notify_urls(notify_urls, settings)
+    settings = cli_settings(config, engine=engine, model=model, language=language)
+    notify_urls = checked_notify_urls(notify_urls, settings)
     # The stream is not read twice to find the lines' models: the batch's model must have a
     # price, and every other model of the table is priced too, so each item is admitted at
     # its own model's price (a line naming a model without one never fits a cost cap).
@@ -175,7 +175,7 @@ def submit(
     if resume:
         holder = wctx.ledger.batch(resume)
         if holder is None:
-            _fail_usage(f"no batch {resume}")
+            fail_usage(f"no batch {resume}")
         batch_id = _resume_or_refuse(holder, out, stream.path)
     else:
         batch_id = new_batch_id()
@@ -264,7 +264,7 @@ def _resume_or_refuse(holder: Mapping[str, Any], out: str, manifest: str) -> str
         and holder.get("out") == out
     ):
         return str(holder["id"])
-    _fail_usage(
+    fail_usage(
         f"--out {out} is used by batch {holder['id']} (manifest "
         f"{holder.get('manifest')}); give each batch its own --out, or submit "
         f"{holder.get('manifest')} again to resume that batch"
@@ -277,8 +277,8 @@ def _s3_clients(settings: Any) -> Any:
 
     def client(scheme: str) -> Any:
         if scheme not in made:
-            from pipeline.manifest import ManifestUnreadable
-            from pipeline.storage import make_client
+            from pipeline.inputs.manifest import ManifestUnreadable
+            from pipeline.storage.s3 import make_client
 
             if scheme == "oss" and not settings.s3_endpoint_url:
                 raise ManifestUnreadable(
@@ -389,7 +389,7 @@ PROVIDER_THREADS = 8
 def _service_settings(config: str | None, log_level: str | None) -> Any:
     """Settings for a long-running worker or beat: logs at info unless told otherwise (the
     ``log_level`` setting's own default, warning, suits interactive commands)."""
-    settings = _settings(config)
+    settings = cli_settings(config)
     if log_level is None and "log_level" in settings.model_fields_set:
         return settings
     return settings.model_copy(update={"log_level": (log_level or "info").lower()})
@@ -439,10 +439,10 @@ def retry(
     (--max-audio-hours, --max-cost), its SKIPPED items too."""
     from pipeline.operations import retry_batch
 
-    settings = _settings(config)
+    settings = cli_settings(config)
     wctx = _worker_ctx(settings)
     if wctx.ledger.batch(batch) is None:
-        _fail_usage(f"no batch {batch}")
+        fail_usage(f"no batch {batch}")
     ids = retry_batch(wctx.ledger, batch, actor=actor())
     ids += _recap(settings, wctx.ledger, batch, max_audio_hours, max_cost)
     _kick(wctx, ids)
@@ -483,8 +483,8 @@ def reprocess(
     from pipeline.states import ItemState
 
     if not (batch or item_ids or states):
-        _fail_usage("give a BATCH, --item ID or --status STATE")
-    settings = _settings(config)
+        fail_usage("give a BATCH, --item ID or --status STATE")
+    settings = cli_settings(config)
     wctx = _worker_ctx(settings)
     rows = _select(wctx.ledger, batch, item_ids, [ItemState(s) for s in states])
     restarted = reprocess_rows(
@@ -498,7 +498,7 @@ def reprocess(
     if batch:  # a higher cap re-admits the batch's SKIPPED items too
         restarted += _recap(settings, wctx.ledger, batch, max_audio_hours, max_cost)
     elif max_audio_hours is not None or max_cost is not None:
-        _fail_usage("--max-audio-hours and --max-cost apply to a BATCH")
+        fail_usage("--max-audio-hours and --max-cost apply to a BATCH")
     _kick(wctx, restarted)
     _echo(
         as_json,
@@ -523,7 +523,7 @@ def _items(ledger: Any, refs: Sequence[str]) -> list[Any]:
     rows = [find_item(ledger, ref) for ref in refs]
     missing = [ref for ref, row in zip(refs, rows, strict=True) if row is None]
     if missing:
-        _fail_usage(f"no item {', '.join(missing)}")
+        fail_usage(f"no item {', '.join(missing)}")
     return rows
 
 
@@ -532,10 +532,10 @@ def _recap(
 ) -> list[str]:
     """New caps for a batch (the flags given, the others kept); the SKIPPED items a
     higher cap re-admits start again. No flags: nothing changes."""
-    from pipeline.budget import Caps
     from pipeline.errors import PipelineError
     from pipeline.ledger.budgets import get_budget, set_caps
-    from pipeline.pricing import caps_for
+    from pipeline.planning.budget import Caps
+    from pipeline.planning.pricing import caps_for
 
     if max_audio_hours is None and max_cost is None:
         return []
@@ -561,7 +561,7 @@ def _recap(
             max_cost=cost,
         )
     except PipelineError as exc:
-        _fail_usage(exc.message)
+        fail_usage(exc.message)
     return list(set_caps(ledger, batch, caps, currency=currency))
 
 
@@ -573,7 +573,7 @@ def _select(
         rows = _items(ledger, item_ids)
     elif batch or states:
         if batch and ledger.batch(batch) is None:
-            _fail_usage(f"no batch {batch}")
+            fail_usage(f"no batch {batch}")
         rows = ledger.list_items(batch, states=states or None)
     return [r for r in rows if not r.key.startswith("@")]
 
@@ -586,7 +586,8 @@ def dlq() -> None:
 def _dead(ledger: Any, batch: str | None) -> list[Any]:
     from pipeline.states import ItemState
 
-    return ledger.list_items(batch, states=[ItemState.DEAD])
+    rows: list[Any] = ledger.list_items(batch, states=[ItemState.DEAD])
+    return rows
 
 
 @dlq.command("list")
@@ -595,9 +596,9 @@ def _dead(ledger: Any, batch: str | None) -> list[Any]:
 @click.option("--json", "as_json", is_flag=True)
 def dlq_list(batch: str | None, config: str | None, as_json: bool) -> None:
     """Dead items, oldest batch first."""
-    from pipeline.manifest import display
+    from pipeline.inputs.manifest import display
 
-    ledger = _ledger(_settings(config))
+    ledger = _ledger(cli_settings(config))
     rows = _dead(ledger, batch)
     data = [
         {
@@ -627,9 +628,9 @@ def dlq_list(batch: str | None, config: str | None, as_json: bool) -> None:
 def dlq_show(item: str, config: str | None, as_json: bool) -> None:
     """One item (ledger id or BATCH/ID) with every attempt and the provider's error
     details."""
-    from pipeline.manifest import display
+    from pipeline.inputs.manifest import display
 
-    ledger = _ledger(_settings(config))
+    ledger = _ledger(cli_settings(config))
     row = _items(ledger, [item])[0]
     data = {
         "item": row.id,
@@ -674,7 +675,7 @@ def _targets(ledger: Any, items: Sequence[str], all_: bool, batch: str | None) -
     if items:
         return [r for r in _items(ledger, items) if r.state.value == "DEAD"]
     if not (all_ or batch):
-        _fail_usage("give item ids, --batch B or --all")
+        fail_usage("give item ids, --batch B or --all")
     return _dead(ledger, batch)
 
 
@@ -690,7 +691,7 @@ def dlq_replay(
     """Give dead items a new attempt."""
     from pipeline.operations import replay
 
-    wctx = _worker_ctx(_settings(config))
+    wctx = _worker_ctx(cli_settings(config))
     ids = replay(wctx.ledger, _targets(wctx.ledger, items, all_, batch), actor=actor())
     _kick(wctx, ids)
     _echo(as_json, {"replayed": len(ids), "items": ids}, f"{len(ids)} item(s) replayed")
@@ -707,10 +708,10 @@ def dlq_purge(
 ) -> None:
     """Take items out of the dead-letter set for good: they become FAILED, error kept."""
     from pipeline.operations import purge
-    from pipeline.results import close_batch
+    from pipeline.outputs.results import close_batch
     from workers.context import sink_for
 
-    settings = _settings(config)
+    settings = cli_settings(config)
     ledger = _ledger(settings)
     rows = _targets(ledger, items, all_, batch)
     purged = purge(ledger, rows, actor=actor())
@@ -738,7 +739,7 @@ def cancel(batch: str | None, out_dir: Path | None, config: str | None, as_json:
     from pipeline.log import configure_logging
     from pipeline.operations import cancel_batch
 
-    settings = _settings(config)
+    settings = cli_settings(config)
     configure_logging(level=settings.log_level)  # log lines to stderr, never into --json
     ledger, batch_id = open_target(settings, batch, out_dir)
     with provider_canceller(settings) as cancel_task:
@@ -763,22 +764,22 @@ def actor() -> str:
 
 def open_target(settings: Any, batch: str | None, out_dir: Path | None) -> tuple[Any, str]:
     """The ledger and batch a command means: an embedded run's --out, or a fleet BATCH."""
-    from pipeline.batches import batch_id_for
-    from pipeline.cli import ledger_url
+    from pipeline.cli.shared import ledger_url
+    from pipeline.inputs.batches import batch_id_for
     from pipeline.ledger import open_ledger
 
     if out_dir is not None:
         out_dir = out_dir.absolute()
         if not settings.database_url and not (out_dir / ".bulkscribe" / "ledger.db").is_file():
-            _fail_usage(f"{out_dir} holds no bulkscribe run")
+            fail_usage(f"{out_dir} holds no bulkscribe run")
         ledger = open_ledger(ledger_url(settings, out_dir))
         batch = batch or batch_id_for(out_dir)
     elif batch is None:
-        _fail_usage("give a BATCH id or --out DIR")
+        fail_usage("give a BATCH id or --out DIR")
     else:
         ledger = _ledger(settings)
     if ledger.batch(batch) is None:
-        _fail_usage(f"no batch {batch}")
+        fail_usage(f"no batch {batch}")
     return ledger, batch
 
 

@@ -23,8 +23,7 @@ from typing import Any
 
 from pipeline.asr.catalog import KNOWN_OPTIONS
 from pipeline.errors import FailureCode
-from pipeline.ids import derive_id, id_error, source_parts
-from pipeline.inputs import (
+from pipeline.inputs.classify import (
     DEFAULT_MAX_BYTES,
     FORMATS,
     MAX_LINE_BYTES,
@@ -39,6 +38,7 @@ from pipeline.inputs import (
     open_regular,
     walk,
 )
+from pipeline.inputs.ids import derive_id, id_error, source_parts
 from pipeline.models import ManifestItem, ManifestProblem, human_bytes
 
 __all__ = [
@@ -184,7 +184,7 @@ class InputStream:
         max_bytes: int = DEFAULT_MAX_BYTES,
         client: Any = None,
     ) -> None:
-        from pipeline.listing import is_inventory, is_remote
+        from pipeline.inputs.listing import is_inventory, is_remote
 
         if not paths:
             raise ManifestUnreadable("no INPUT given: name media files, directories or manifests")
@@ -224,7 +224,7 @@ class InputStream:
         yield from self._entries or ()
 
     def _read(self) -> Iterator[ManifestItem | ManifestProblem]:
-        from pipeline.listing import inventory_rows, listing_rows
+        from pipeline.inputs.listing import inventory_rows, listing_rows
 
         prefixes = dir_prefixes([i.path for i in self.inputs if i.kind == "dir"])
         for inp in self.inputs:
@@ -532,7 +532,7 @@ def _settle(
 ) -> tuple[ManifestItem | ManifestProblem, ...]:
     """Entries with each id kept by one item: the one whose source already owns it in
     ``owners``, else the first; the others fail with duplicate_id naming the keeper."""
-    from pipeline.batches import storable
+    from pipeline.inputs.batches import storable
 
     keeper: dict[str, int] = {}
     for i, c in enumerate(candidates):

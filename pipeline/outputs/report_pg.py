@@ -2,7 +2,7 @@
 
 ``status`` is the operator's quick look, and most of its time used to go to importing
 SQLAlchemy (about 0.3 s of a 0.6-0.8 s command) for five small queries. These are the
-same queries :class:`pipeline.report.LedgerReads` makes, written for PostgreSQL: counts and
+same queries :class:`pipeline.outputs.report.LedgerReads` makes, written for PostgreSQL: counts and
 models come from the tables the triggers of migration 0009 keep, so each is a few rows.
 A ledger not yet migrated that far (no ``item_counts``) is left to the SQLAlchemy path,
 which migrates it first.
@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from pipeline.report import Failure
+from pipeline.outputs.report import Failure
 
 
 def is_postgres(url: str) -> bool:
@@ -25,7 +25,7 @@ def is_postgres(url: str) -> bool:
 
 
 class PgReads:
-    """:class:`pipeline.report.StatusReads` over one psycopg connection."""
+    """:class:`pipeline.outputs.report.StatusReads` over one psycopg connection."""
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self._conn = conn

@@ -18,8 +18,15 @@ from pathlib import Path
 from typing import Any
 
 # Same-package helpers: cue text must split and join exactly as transcript text does.
-from pipeline.ids import id_error
-from pipeline.transcript import _TRAILING_PUNCT, Sentence, Transcript, Word, _is_cjk, join_texts
+from pipeline.inputs.ids import id_error
+from pipeline.outputs.transcript import (
+    _TRAILING_PUNCT,
+    Sentence,
+    Transcript,
+    Word,
+    _is_cjk,
+    join_texts,
+)
 
 __all__ = [
     "FORMATS",

@@ -7,7 +7,7 @@ channel checks and messages are applied afresh by :func:`read_probe` on every us
 changed setting can never be answered from a stale judgement. A file whose size or mtime
 changed is probed again. A timed-out ffprobe is not cached (it may succeed on a quieter
 machine). A plain PCM WAV is not given to ffprobe at all: its report is computed from its
-header (:mod:`pipeline.wav_header`, the fields ffprobe gives, with the same values).
+header (:mod:`pipeline.planning.wav_header`, the fields ffprobe gives, with the same values).
 
 It is one SQLite file (WAL, a busy timeout, one connection per thread), safe to share
 between a plan and a run, or several runs, at the same time. Where it lives:
@@ -29,8 +29,8 @@ from typing import Any
 
 from pipeline.log import get_logger
 from pipeline.media import MediaCommandError
+from pipeline.planning.wav_header import read_wav_report
 from pipeline.stages.probe import ReportSource, ffprobe_report
-from pipeline.wav_header import read_wav_report
 
 HeaderReader = Callable[[Path, os.stat_result], Mapping[str, Any] | None]
 

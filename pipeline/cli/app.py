@@ -1,4 +1,4 @@
-"""The ``bulkscribe`` command line.
+"""The ``bulkscribe`` command group (``main``) with ``run`` and ``status``; the rest load lazily.
 
 Exit status: 0 when every item succeeded, 1 when any failed, 2 for usage errors (an unusable
 INPUT, an unknown option, settings that cannot work: a model that is not here, a missing
@@ -17,26 +17,27 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar, NoReturn
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import click
-from pydantic import ValidationError
 
+from pipeline.cli.shared import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    INPUTS_HELP,
+    budget_options,
+    checked_notify_urls,
+    cli_settings,
+    fail_usage,
+    ledger_url,
+    read_inputs,
+    run_caps,
+)
 from pipeline.errors import PipelineError
 
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
-
-
-def _fail_usage(message: str) -> NoReturn:
-    raise click.UsageError(message)
-
-
-class BadInput(click.ClickException):
-    """An INPUT that cannot be used: one ``Error: ...`` line, exit 2, nothing written."""
-
-    exit_code = EXIT_USAGE
+if TYPE_CHECKING:
+    pass
 
 
 class SetupError(click.ClickException):
@@ -50,7 +51,7 @@ class SetupError(click.ClickException):
 
 def _check_setup(settings: Any) -> None:
     """The engine, model and credentials, before the first file (``--out`` is checked when
-    it is opened: :func:`pipeline.outdir.open_out_dir`)."""
+    it is opened: :func:`pipeline.outputs.outdir.open_out_dir`)."""
     from pipeline.wiring import preflight
 
     try:
@@ -154,21 +155,21 @@ class LazyGroup(click.Group):
             "Serve a DashScope-compatible API backed by the local engine.",
         ),
         "submit": (
-            "pipeline.cli_ops:submit",
+            "pipeline.cli.ops:submit",
             "Queue a MANIFEST for the workers; prints the batch id.",
         ),
-        "worker": ("pipeline.cli_ops:worker", "Run a Celery worker on the given queues."),
+        "worker": ("pipeline.cli.ops:worker", "Run a Celery worker on the given queues."),
         "beat": (
-            "pipeline.cli_ops:beat",
+            "pipeline.cli.ops:beat",
             "Run the scheduler: the sweeper and the configured schedules.",
         ),
-        "retry": ("pipeline.cli_ops:retry", "Give a batch's FAILED and DEAD items a new attempt."),
+        "retry": ("pipeline.cli.ops:retry", "Give a batch's FAILED and DEAD items a new attempt."),
         "reprocess": (
-            "pipeline.cli_ops:reprocess",
+            "pipeline.cli.ops:reprocess",
             "New attempts for a batch, some items, or items in a state.",
         ),
         "dlq": (
-            "pipeline.cli_ops:dlq",
+            "pipeline.cli.ops:dlq",
             "The dead-letter set: items whose retries ran out (state DEAD).",
         ),
         "notify": (
@@ -176,7 +177,7 @@ class LazyGroup(click.Group):
             "Webhook notifications: list the outbox, send again.",
         ),
         "cancel": (
-            "pipeline.cli_ops:cancel",
+            "pipeline.cli.ops:cancel",
             "Cancel a batch: nothing more is submitted, its items end CANCELLED.",
         ),
         "console": (
@@ -184,11 +185,11 @@ class LazyGroup(click.Group):
             "Serve the operator console: batches, items, actions, live counts.",
         ),
         "plan": (
-            "pipeline.cli_plan:plan",
+            "pipeline.cli.plan:plan",
             "Probe INPUTs and estimate audio hours, cost and wall time; nothing is sent.",
         ),
         "gc": (
-            "pipeline.gc:gc",
+            "pipeline.cli.gc:gc",
             "Delete finished batches' item and attempt rows, keeping their totals.",
         ),
     }
@@ -220,28 +221,17 @@ def main() -> None:
     """Turn archives of audio and video into text."""
 
 
-def _settings(config: str | None, **flags: Any) -> Any:
-    from pydantic_settings import SettingsError
-
-    from pipeline.settings import ConfigFileMissing, load_settings
-
-    try:
-        return load_settings(config, **flags)
-    except (ValidationError, ConfigFileMissing, SettingsError) as exc:
-        _fail_usage(f"invalid settings: {exc}")
-
-
 def _scratch_root(base: str | os.PathLike[str] | None, out_dir: Path | None = None) -> Path:
     """This run's scratch directory; those of runs that died (kill -9) are removed first.
-    Inside ``--out`` no component of it may be a link (see :mod:`pipeline.outdir`)."""
-    from pipeline.outdir import OutDirRefused, check_no_links_below
+    Inside ``--out`` no component of it may be a link (see :mod:`pipeline.outputs.outdir`)."""
+    from pipeline.outputs.outdir import OutDirRefused, check_no_links_below
 
     root = Path(base or tempfile.gettempdir()).absolute()
     if out_dir is not None:
         try:
             check_no_links_below(out_dir, root)
         except OutDirRefused as exc:
-            _fail_usage(str(exc))
+            fail_usage(str(exc))
     for stale in root.glob("bulkscribe-run-*"):
         try:
             pid = int(stale.name.split("-")[2])
@@ -252,7 +242,7 @@ def _scratch_root(base: str | os.PathLike[str] | None, out_dir: Path | None = No
     try:
         return Path(tempfile.mkdtemp(prefix=f"bulkscribe-run-{os.getpid()}-", dir=root))
     except OSError as exc:
-        _fail_usage(
+        fail_usage(
             f"cannot make a scratch directory in {root}: [Errno {exc.errno}] "
             f"{exc.strerror}; set BULKSCRIBE_SCRATCH_DIR to a directory you can write to"
         )
@@ -274,9 +264,9 @@ def _out_dir_lock(out_dir: Path) -> Iterator[None]:
 
     Also where ``--out`` is checked before any item is touched: it must be a directory this
     user can write, and nothing the run keeps there may be a planted link (a usage error
-    otherwise; see :mod:`pipeline.outdir`).
+    otherwise; see :mod:`pipeline.outputs.outdir`).
     """
-    from pipeline.outdir import (
+    from pipeline.outputs.outdir import (
         LOG_FILE,
         STATE_DIR,
         OutDirRefused,
@@ -301,18 +291,18 @@ def _out_dir_lock(out_dir: Path) -> Iterator[None]:
                 mode=0o600,
             )
         except OutDirRefused as exc:
-            _fail_usage(str(exc))
+            fail_usage(str(exc))
         f = held.enter_context(os.fdopen(lock_fd, "r+"))
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = f.read().strip() or "another process"
-            _fail_usage(f"{out_dir} is in use by another bulkscribe run ({holder})")
+            fail_usage(f"{out_dir} is in use by another bulkscribe run ({holder})")
         try:  # checked under the lock: no other run is creating them now
             check_state_files(state_fd, out_dir)
             check_entry(LOG_FILE, out_fd, out_dir / LOG_FILE)
         except OutDirRefused as exc:
-            _fail_usage(str(exc))
+            fail_usage(str(exc))
         f.seek(0)
         f.truncate()
         f.write(f"pid {os.getpid()}")
@@ -322,36 +312,27 @@ def _out_dir_lock(out_dir: Path) -> Iterator[None]:
 
 def _check_state(out_dir: Path) -> None:
     """``status --out``: refuse a state dir with planted links before SQLite opens it."""
-    from pipeline.outdir import OutDirRefused, check_existing
+    from pipeline.outputs.outdir import OutDirRefused, check_existing
 
     try:
         check_existing(out_dir)
     except OutDirRefused as exc:
-        _fail_usage(str(exc))
+        fail_usage(str(exc))
 
 
 def _pg_status(url: str, batch_id: str) -> dict[str, Any] | None:
     """The report read through psycopg alone (no SQLAlchemy to import); None when the
     ledger is not PostgreSQL, not migrated that far, or has no such batch (the full path
     then migrates it, or says so)."""
-    from pipeline.report_pg import is_postgres
+    from pipeline.outputs.report_pg import is_postgres
 
     if not is_postgres(url):
         return None
-    from pipeline.report import status_report
-    from pipeline.report_pg import pg_reads
+    from pipeline.outputs.report import status_report
+    from pipeline.outputs.report_pg import pg_reads
 
     with pg_reads(url) as reads:
         return status_report(reads, batch_id) if reads.ready() else None
-
-
-def ledger_url(settings: Any, out_dir: Path) -> str:
-    if settings.database_url:  # without importing the ledger (SQLAlchemy): status's path
-        return str(settings.database_url)
-    from pipeline.ledger import sqlite_url
-    from pipeline.outdir import LEDGER_FILE, STATE_DIR
-
-    return sqlite_url(out_dir / STATE_DIR / LEDGER_FILE)
 
 
 @contextlib.contextmanager
@@ -360,71 +341,6 @@ def _removed_after(path: Path) -> Iterator[None]:
         yield
     finally:
         shutil.rmtree(path, ignore_errors=True)
-
-
-def budget_options(fn: Any) -> Any:
-    """--max-audio-hours and --max-cost, shared by run, submit and retry."""
-    fn = click.option(
-        "--max-cost",
-        type=click.FloatRange(min=0),
-        help="Admit items in manifest order while their cost (from the "
-        "[prices] table) stays within this; the rest are SKIPPED.",
-    )(fn)
-    return click.option(
-        "--max-audio-hours",
-        type=click.FloatRange(min=0, min_open=True),
-        help="Admit items in manifest order while their audio stays within "
-        "this many hours; the rest are SKIPPED (budget_exceeded).",
-    )(fn)
-
-
-def run_caps(
-    settings: Any,
-    models: Any,
-    max_audio_hours: float | None,
-    max_cost: float | None,
-    *,
-    others: bool = False,
-) -> Any:
-    """The budget caps for items of these models (flags over settings); exit 2 when
-    --max-cost has no price for one of them. ``others``: price the rest of the table too."""
-    from pipeline.pricing import budget_caps
-
-    try:
-        return budget_caps(
-            settings,
-            settings.engine,
-            models,
-            max_audio_hours=max_audio_hours,
-            max_cost=max_cost,
-            others=others,
-        )
-    except PipelineError as exc:
-        _fail_usage(exc.message)
-
-
-INPUTS_HELP = (
-    "Each INPUT is a media file (one item), a directory (walked for media files, "
-    "its tree mirrored under --out) or a manifest (JSONL, CSV or a list of sources)."
-)
-
-
-def _load_inputs(
-    inputs: tuple[Path, ...], manifest_format: str | None, strict: bool, settings: Any
-) -> Any:
-    """Every INPUT read before --out is locked or written: an unusable one is exit 2.
-    Warnings (unknown fields) go to stderr here and to the log once it is open."""
-    from pipeline.manifest import ManifestUnreadable, load_inputs
-
-    try:
-        loaded = load_inputs(
-            inputs, fmt=manifest_format, strict=strict, max_bytes=settings.manifest.max_bytes
-        )
-    except ManifestUnreadable as exc:
-        raise BadInput(str(exc)) from None
-    for warning in loaded.warnings:
-        click.echo(f"warning: {warning}", err=True)
-    return loaded
 
 
 def _log_warnings(loaded: Any) -> None:
@@ -511,7 +427,7 @@ def run(
     from pipeline.runner import EmbeddedRunner, RunConfig
     from pipeline.wiring import build_context, http_client, media_store
 
-    settings = _settings(
+    settings = cli_settings(
         config,
         engine=engine,
         model=model,
@@ -521,8 +437,8 @@ def run(
         **engine_settings(**knobs),
     )
     out_dir = out_dir.absolute()
-    notify_urls = _notify_urls(notify_urls, settings)
-    loaded = _load_inputs(inputs, manifest_format, strict, settings)
+    notify_urls = checked_notify_urls(notify_urls, settings)
+    loaded = read_inputs(inputs, manifest_format, strict, settings)
     _check_setup(settings)
     models = [settings.model, *(e.model for e in loaded.items if e.model)]
     caps, currency = run_caps(settings, models, max_audio_hours, max_cost)
@@ -546,7 +462,7 @@ def run(
                 **_probe_cache(out_dir),
             )
         except PipelineError as exc:
-            _fail_usage(exc.message)
+            fail_usage(exc.message)
         engine_check = (
             getattr(ctx.clip_engine(info), "check", None) if info.mode.value == "clip" else None
         )
@@ -584,21 +500,12 @@ def run(
     sys.exit(0 if summary.ok else EXIT_FAILED)
 
 
-def _notify_urls(flags: tuple[str, ...], settings: Any) -> tuple[str, ...]:
-    from pipeline.notify.hooks import checked_urls
-
-    try:
-        return checked_urls(flags, settings)
-    except ValueError as exc:
-        _fail_usage(str(exc))
-
-
 def _probe_cache(out_dir: Path) -> dict[str, Any]:
     """The prober a run uses: ffprobe behind the probe cache a `plan` filled (under
     --out when it made one there, else the user's), so files are not probed twice."""
     from functools import partial
 
-    from pipeline.probe_cache import cache_path_for, open_cache
+    from pipeline.planning.probe_cache import cache_path_for, open_cache
     from pipeline.stages.probe import probe
 
     cache = open_cache(cache_path_for(out_dir))
@@ -608,7 +515,7 @@ def _probe_cache(out_dir: Path) -> dict[str, Any]:
 def _progress(as_json: bool) -> Any:
     from rich.console import Console
 
-    from pipeline.progress import PlainProgress, RichProgress
+    from pipeline.cli.progress import PlainProgress, RichProgress
 
     if sys.stderr.isatty() and not as_json:
         return RichProgress(Console(stderr=True))
@@ -676,23 +583,23 @@ def _print_summary(summary: Any, out_dir: Path, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def status(batch: str | None, out_dir: Path | None, config: str | None, as_json: bool) -> None:
     """Show where a run (--out DIR) or a distributed BATCH stands."""
-    from pipeline.report import batch_status, render_status
+    from pipeline.outputs.report import batch_status, render_status
 
-    settings = _settings(config)
+    settings = cli_settings(config)
     if out_dir is None and batch is None:
-        _fail_usage("give a BATCH id or --out DIR")
+        fail_usage("give a BATCH id or --out DIR")
     if out_dir is not None:
         out_dir = out_dir.absolute()
         _check_state(out_dir)
         url = ledger_url(settings, out_dir)
         if not settings.database_url and not (out_dir / ".bulkscribe" / "ledger.db").is_file():
-            _fail_usage(f"{out_dir} holds no bulkscribe run")
-        from pipeline.batches import batch_id_for  # the manifest reader: not for a BATCH
+            fail_usage(f"{out_dir} holds no bulkscribe run")
+        from pipeline.inputs.batches import batch_id_for  # the manifest reader: not for a BATCH
 
         batch = batch_id_for(out_dir)
     else:
         if not settings.database_url:
-            _fail_usage("set BULKSCRIBE_DATABASE_URL for batch status")
+            fail_usage("set BULKSCRIBE_DATABASE_URL for batch status")
         url = settings.database_url
     report = _pg_status(url, str(batch))
     if report is None:
@@ -700,7 +607,7 @@ def status(batch: str | None, out_dir: Path | None, config: str | None, as_json:
 
         report = batch_status(open_ledger(url), str(batch))
     if report is None:
-        _fail_usage(f"no batch {batch}")
+        fail_usage(f"no batch {batch}")
     if as_json:
         click.echo(json.dumps(report, ensure_ascii=False, default=str))
     else:

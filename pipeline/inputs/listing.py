@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote, unquote
 
-from pipeline.inputs import MEDIA_EXTENSIONS, ManifestUnreadable, display
+from pipeline.inputs.classify import MEDIA_EXTENSIONS, ManifestUnreadable, display
 
 __all__ = ["Client", "inventory_rows", "is_inventory", "is_remote", "listing_rows"]
 

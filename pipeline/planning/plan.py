@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.asr.catalog import model_info
-from pipeline.batches import seeds_for
 from pipeline.errors import PipelineError, failure_of
-from pipeline.manifest import display
+from pipeline.inputs.batches import seeds_for
+from pipeline.inputs.manifest import display
+from pipeline.inputs.sources import local_path
 from pipeline.models import ManifestItem, ManifestProblem
 from pipeline.settings import LimitsSettings
-from pipeline.sources import local_path
 from pipeline.stages.normalize import check_trim
 from pipeline.stages.probe import ReportSource, ffprobe_report, probe
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from pipeline.cli import INPUTS_HELP, _load_inputs, _settings
+from pipeline.cli.shared import INPUTS_HELP, cli_settings, read_inputs
 
 
 def _hms(seconds: float) -> str:
@@ -56,15 +56,15 @@ def plan(
     from pipeline.asr.catalog import Family, model_info
     from pipeline.errors import PipelineError
     from pipeline.log import configure_logging
-    from pipeline.plan import Walls, make_plan, probe_all
-    from pipeline.pricing import rate_of
-    from pipeline.probe_cache import default_cache_path, open_cache
-    from pipeline.rtf import local_rtf
+    from pipeline.planning.plan import Walls, make_plan, probe_all
+    from pipeline.planning.pricing import rate_of
+    from pipeline.planning.probe_cache import default_cache_path, open_cache
+    from pipeline.planning.rtf import local_rtf
+    from pipeline.planning.wav_header import header_or_ffprobe
     from pipeline.stages.probe import ffprobe_report
-    from pipeline.wav_header import header_or_ffprobe
 
-    settings = _settings(config, engine=engine, model=model, language=language, workers=workers)
-    loaded = _load_inputs(inputs, manifest_format, strict, settings)
+    settings = cli_settings(config, engine=engine, model=model, language=language, workers=workers)
+    loaded = read_inputs(inputs, manifest_format, strict, settings)
     configure_logging(level=settings.log_level)
     if out_dir is not None:
         cache_path = out_dir.absolute() / ".bulkscribe" / "probe.db"

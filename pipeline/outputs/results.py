@@ -12,14 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import FailureCode
 from pipeline.flow.outputs import OutputSink
+from pipeline.inputs.manifest import display
 from pipeline.ledger import ItemRow, Ledger
-from pipeline.manifest import display
 from pipeline.models import ManifestItem, ManifestProblem
-from pipeline.render import atomic_write
+from pipeline.outputs.render import atomic_write
 from pipeline.states import ItemState
 
 if TYPE_CHECKING:
-    from pipeline.pricing import PriceTable
+    from pipeline.planning.pricing import PriceTable
     from pipeline.settings import NotifySettings
 
 

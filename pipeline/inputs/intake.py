@@ -16,12 +16,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.batches import iter_seeds
 from pipeline.errors import FailureCode
+from pipeline.inputs.batches import iter_seeds
+from pipeline.inputs.manifest import InputStream
 from pipeline.ledger import Ledger
 from pipeline.ledger.bulk import Clash, Entered, bulk_intake, set_intake, tidy
 from pipeline.ledger.repo import ItemSeed, utcnow
-from pipeline.manifest import InputStream
 from pipeline.models import ManifestProblem
 
 __all__ = ["CHUNK", "IntakeReport", "enter_stream"]
@@ -42,7 +42,7 @@ def _duplicate(
     clash: Clash, stream: InputStream, seeds: Callable[[Any], Iterable[ItemSeed]]
 ) -> ItemSeed:
     """The failing row for a line repeating an id another line holds, named as
-    :func:`pipeline.manifest._settle` names it."""
+    :func:`pipeline.inputs.manifest._settle` names it."""
     seed = clash.seed
     msg = (
         f"{stream.where(seed.line_no, seed.source)}: id {seed.key!r} is already used "

@@ -14,14 +14,14 @@ from typing import Any
 
 import click
 
-from pipeline.cli import _fail_usage, _settings
+from pipeline.cli.shared import cli_settings, fail_usage
 
 
 def _date(value: str) -> datetime:
     try:
         when = datetime.fromisoformat(value)
     except ValueError:
-        _fail_usage(
+        fail_usage(
             f"--finished-before {value!r}: use a date or time, e.g. 2026-11-30 or "
             "2026-11-30T12:00:00Z"
         )
@@ -44,9 +44,9 @@ def gc(before: str, dry_run: bool, config: str | None, as_json: bool) -> None:
     from pipeline.ledger import open_ledger
     from pipeline.ledger.bulk import collect, collectable
 
-    settings = _settings(config)
+    settings = cli_settings(config)
     if not settings.database_url:
-        _fail_usage("set BULKSCRIBE_DATABASE_URL: gc works on the distributed ledger")
+        fail_usage("set BULKSCRIBE_DATABASE_URL: gc works on the distributed ledger")
     ledger = open_ledger(settings.database_url)
     found = collectable(ledger.engine, _date(before))
     collected: list[dict[str, Any]] = []

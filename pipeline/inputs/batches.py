@@ -18,8 +18,8 @@ from urllib.parse import quote
 
 from pipeline.asr.catalog import model_info, unsupported_options
 from pipeline.errors import FailureCode, PipelineError
+from pipeline.inputs.manifest import display
 from pipeline.ledger import ItemSeed
-from pipeline.manifest import display
 from pipeline.models import ManifestItem, ManifestProblem
 
 
@@ -86,7 +86,9 @@ def iter_seeds(
     options: Mapping[str, Any] | None = None,
 ) -> Iterator[ItemSeed]:
     """:func:`seeds_for` one at a time, for intakes streamed from a large manifest."""
-    from pipeline.sources import source_stamp  # httpx: not for `status`, which needs batch_id_for
+    from pipeline.inputs.sources import (
+        source_stamp,  # httpx: not for `status`, which needs batch_id_for
+    )
 
     for entry in entries:
         if isinstance(entry, ManifestProblem):

@@ -31,7 +31,7 @@ class Failure:
 
 class StatusReads(Protocol):
     """What a status report reads: the ledger through SQLAlchemy (:class:`LedgerReads`),
-    or PostgreSQL straight through psycopg (:mod:`pipeline.report_pg`, the CLI's path)."""
+    or PostgreSQL straight through psycopg (:mod:`pipeline.outputs.report_pg`, the CLI's path)."""
 
     def batch(self, batch_id: str) -> Mapping[str, Any] | None: ...
     def counts(self, batch_id: str) -> dict[str, int]: ...

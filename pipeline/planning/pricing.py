@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from pipeline.budget import ANY_MODEL, Caps
 from pipeline.errors import ConfigError, FailureCode
+from pipeline.planning.budget import ANY_MODEL, Caps
 from pipeline.settings import Settings
 
 

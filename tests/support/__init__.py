@@ -1,0 +1,88 @@
+"""Helpers shared by test modules and benchmarks: generated speech and WER, strict subtitle
+readers, waiting, real services of a test's own, a bare FlowContext.
+
+Imported as ``from support import ...`` (``tests/`` is on sys.path; bench/ puts it there);
+``conftest`` names are ambiguous because several test folders have their own.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .services import (
+    AWS_ENV,
+    PG_ADMIN,
+    Proc,
+    RedisServer,
+    free_port,
+    moto_server,
+    s3_client,
+    scratch_database,
+    spawn,
+)
+from .speech import HARVARD, LIBRIVOX_DIR, ffmpeg, normalize_words, say, wer
+from .subtitles import assert_monotonic, parse_srt, parse_vtt
+from .waiting import WaitTimeout, wait_until
+
+if TYPE_CHECKING:
+    from pipeline.flow.context import FlowContext
+
+__all__ = [
+    "AWS_ENV",
+    "HARVARD",
+    "LIBRIVOX_DIR",
+    "PG_ADMIN",
+    "Proc",
+    "RedisServer",
+    "WaitTimeout",
+    "assert_monotonic",
+    "bare_flow",
+    "ffmpeg",
+    "free_port",
+    "moto_server",
+    "normalize_words",
+    "parse_srt",
+    "parse_vtt",
+    "s3_client",
+    "say",
+    "scratch_database",
+    "spawn",
+    "wait_until",
+    "wer",
+]
+
+
+def bare_flow(**fields: Any) -> FlowContext:
+    """A FlowContext with default settings and nothing wired but ``fields`` (services, or
+    StepRules fields such as ``retry`` or ``lease_s``): for tests of logic that only touches
+    a few of its parts (the ledger, retry, hand-offs)."""
+    from dataclasses import fields as fields_of
+
+    from pipeline.flow.context import FlowContext
+    from pipeline.flow.rules import StepRules
+    from pipeline.settings import load_settings
+
+    settings = load_settings()
+    blank: Any = None
+    rule_names = {f.name for f in fields_of(StepRules)}
+    rules: dict[str, Any] = dict(
+        engine="dashscope",
+        model=settings.model,
+        language=None,
+        formats=("json",),
+        retry=settings.retry,
+        poll=settings.poll,
+        limits=settings.limits,
+    )
+    rules.update({k: v for k, v in fields.items() if k in rule_names})
+    defaults: dict[str, Any] = dict(
+        ledger=blank,
+        owner="me",
+        media=blank,
+        sinks=blank,
+        scratch=blank,
+        http=blank,
+        clip_engine=blank,
+    )
+    services = {k: v for k, v in fields.items() if k not in rule_names}
+    return FlowContext(rules=StepRules(**rules), **{**defaults, **services})
