@@ -10,6 +10,7 @@ import os
 import socket
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -23,13 +24,14 @@ from pipeline.flow.outputs import DirSink, OutputSink, StoreSink, cue_layout
 from pipeline.flow.policy import SchedulePolicy, Scheduler
 from pipeline.ledger import Ledger, open_ledger
 from pipeline.log import get_logger
-from pipeline.notify.outbox import add_dead
+from pipeline.notify.outbox import add_dead, batch_urls
 from pipeline.outputs.results import close_batch
 from pipeline.planning.pricing import PriceTable
 from pipeline.settings import NotifySettings, Settings
 from pipeline.storage import open_store, split_url
 from pipeline.wiring import build_context, http_client, media_store
 from workers import metrics
+from workers.app import app
 from workers.app import settings as app_settings
 from workers.limits import RedisGate, RedisTokenBucket
 
@@ -97,10 +99,24 @@ def sink_for(out: str, settings: Settings) -> OutputSink:
     return DirSink(path, cue_layout(settings.subtitles))
 
 
+NOTIFY_TASK = "bulkscribe.notify"
+
+
+def queue_notify() -> None:
+    """Queue a delivery of the due webhooks (``bulkscribe.notify``, on the provider queue);
+    claims in the outbox make a second copy of the task harmless."""
+    app.send_task(NOTIFY_TASK)
+
+
 class BatchCloser:
     """``FlowContext.item_finished``: the worker that finishes a batch's last item writes
     its results.jsonl and marks it done at once (the sweeper does it too, as a safety net;
-    a compare-and-set on the batch lets exactly one of them write)."""
+    a compare-and-set on the batch lets exactly one of them write).
+
+    The close commits the batch's ``batch.completed`` with it; the closer then queues its
+    delivery at once (``wake_notify``) instead of leaving it to the next sweep. If that
+    message is never sent (the worker dies in between, the broker is away), the sweep
+    still finds the event due and queues it."""
 
     def __init__(
         self,
@@ -109,27 +125,40 @@ class BatchCloser:
         owner: str,
         notify: NotifySettings,
         prices: PriceTable | None = None,
+        wake_notify: Callable[[], None] = queue_notify,
     ) -> None:
         self.ledger = ledger
         self.sinks = sinks
         self.owner = owner
         self.notify = notify
         self.prices = prices  # batch.completed's cost
+        self.wake_notify = wake_notify
 
     def __call__(self, batch_id: str) -> None:
         try:
-            if close_batch(
+            closed = close_batch(
                 self.ledger,
                 batch_id,
                 self.sinks(batch_id),
                 owner=self.owner,
                 notify=self.notify,
                 prices=self.prices,
-            ):
-                log.info("batch.done", batch_id=batch_id)
+            )
         except Exception as exc:  # the item is finished; the sweeper writes the results
             log.warning(
                 "batch.close_failed", batch_id=batch_id, error=f"{type(exc).__name__}: {exc}"
+            )
+            return
+        if not closed:
+            return
+        log.info("batch.done", batch_id=batch_id)
+        try:
+            # A batch with no endpoint wrote no event: nothing to deliver.
+            if batch_urls(self.ledger.batch(batch_id), self.notify):
+                self.wake_notify()
+        except Exception as exc:  # the event is in the outbox; the next sweep queues it
+            log.warning(
+                "notify.queue_failed", batch_id=batch_id, error=f"{type(exc).__name__}: {exc}"
             )
 
 

@@ -3,7 +3,9 @@
 ``RedisGate``: a short Redis lock around "count tasks in flight, claim items", so two
 submitters can never both take the last slot (a count is reused for up to a second).
 ``RedisTokenBucket``: one request budget for the whole fleet, refilled continuously, taken
-atomically in a Lua script.
+atomically in a Lua script. The same script counts each request it lets through in a counter
+per 10 seconds (``RATE_KEY``), so the measured rate (:func:`measured_rate`, the console's Fleet
+page) costs no extra round trip and no ledger query.
 """
 
 from __future__ import annotations
@@ -12,6 +14,11 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
+
+RATE_KEY = "bulkscribe:provider:requests"
+RATE_STEP_S = 10  # one counter per 10 s of requests
+RATE_WINDOW_S = 60  # the measured rate is over the last minute
+RATE_TTL_S = RATE_WINDOW_S + RATE_STEP_S  # a counter outlives every window it falls in
 
 _BUCKET = """
 local key = KEYS[1]
@@ -25,6 +32,8 @@ tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
 local wait = 0
 if tokens >= 1 then
   tokens = tokens - 1
+  redis.call('INCR', KEYS[2])
+  redis.call('EXPIRE', KEYS[2], ARGV[4])
 else
   wait = (1 - tokens) / rate
 end
@@ -42,21 +51,49 @@ class RedisTokenBucket:
         *,
         burst: float | None = None,
         key: str = "bulkscribe:provider:bucket",
+        rate_key: str = RATE_KEY,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.redis = redis
         self.rate = rate
         self.burst = burst if burst is not None else max(1.0, rate)
         self.key = key
+        self.rate_key = rate_key
         self.sleep = sleep
+        self.clock = clock
         self._script = redis.register_script(_BUCKET)
 
     def acquire(self) -> None:
         while True:
-            wait = float(self._script(keys=[self.key], args=[self.rate, self.burst, time.time()]))
+            now = self.clock()
+            counter = f"{self.rate_key}:{int(now // RATE_STEP_S)}"
+            wait = float(
+                self._script(
+                    keys=[self.key, counter], args=[self.rate, self.burst, now, RATE_TTL_S]
+                )
+            )
             if wait <= 0:
                 return
             self.sleep(wait)
+
+
+def rate_window(now: float, *, key: str = RATE_KEY) -> tuple[list[str], float]:
+    """The counters that cover the last minute up to ``now`` (the newest partly elapsed),
+    and how many seconds they cover: between 50 and 60."""
+    newest = int(now // RATE_STEP_S)
+    n = RATE_WINDOW_S // RATE_STEP_S
+    keys = [f"{key}:{b}" for b in range(newest - n + 1, newest + 1)]
+    return keys, (n - 1) * RATE_STEP_S + (now - newest * RATE_STEP_S)
+
+
+def measured_rate(redis: Any, *, key: str = RATE_KEY, now: float | None = None) -> float:
+    """Provider requests per second over the last minute, fleet-wide: one MGET.
+
+    Dividing by the seconds the counters really cover (not a flat 60) keeps a steady rate
+    from reading low just after a counter starts."""
+    keys, seconds = rate_window(time.time() if now is None else now, key=key)
+    return sum(int(n) for n in redis.mget(keys) if n is not None) / seconds
 
 
 class RedisGate:

@@ -21,8 +21,7 @@ from pipeline.notify.outbox import count_due, note_dead
 from pipeline.outputs.results import close_batch
 from pipeline.planning.pricing import PriceTable
 from pipeline.states import ItemState
-from workers.app import app
-from workers.context import WorkerContext
+from workers.context import WorkerContext, queue_notify
 from workers.dispatch import send_all
 from workers.metrics import observe_sweep
 
@@ -111,7 +110,7 @@ def _sweep(wctx: WorkerContext) -> dict[str, int]:
 def send_notify(wctx: WorkerContext) -> None:
     """Due webhooks are sent by a task on the provider queue, not in the sweep (a slow
     endpoint must not hold the sweep's lock)."""
-    app.send_task("bulkscribe.notify")
+    queue_notify()
 
 
 BROKER_MARK = "bulkscribe:broker-mark"

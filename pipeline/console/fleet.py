@@ -12,12 +12,15 @@ from typing import Any
 from pipeline.ledger import Ledger
 from pipeline.log import redact_url
 from pipeline.settings import Settings
+from workers.limits import measured_rate
 
 QUEUES = ("prepare", "provider", "transcribe")
 
 
 def fleet_status(settings: Settings, ledger: Ledger, *, timeout_s: float = 1.0) -> dict[str, Any]:
-    """Workers seen by Celery (what each holds), queue depths, provider in-flight and rate."""
+    """Workers seen by Celery (what each holds), queue depths, provider tasks in flight and
+    requests per second over the last minute (``None`` without the broker), each beside
+    its configured limit."""
     out: dict[str, Any] = {
         "broker": redact_url(settings.broker_url),
         "reachable": False,
@@ -25,7 +28,8 @@ def fleet_status(settings: Settings, ledger: Ledger, *, timeout_s: float = 1.0) 
         "queues": {},
         "provider_inflight": ledger.inflight_tasks(),
         "provider_cap": settings.provider.max_inflight_tasks,
-        "provider_rate_per_s": settings.provider.requests_per_s,
+        "provider_rate_per_s": None,
+        "provider_rate_limit_per_s": settings.provider.requests_per_s,
     }
     try:
         import redis
@@ -35,6 +39,7 @@ def fleet_status(settings: Settings, ledger: Ledger, *, timeout_s: float = 1.0) 
         )
         client.ping()
         out["queues"] = {q: int(client.llen(q)) for q in QUEUES}
+        out["provider_rate_per_s"] = round(measured_rate(client), 2)
     except Exception as exc:  # any broker trouble means "not reachable"
         out["error"] = type(exc).__name__
         return out

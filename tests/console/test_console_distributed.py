@@ -75,8 +75,9 @@ def test_fleet_page_shows_real_workers(
 ) -> None:
     """Before any worker runs, the prepare queue holds the submitted batch's messages and no
     worker answers; with two workers on different queues, the page and ``/api/fleet`` name
-    each with its queues, and count the provider tasks in flight while the emulator holds
-    them (back to 0 when the batch is done)."""
+    each with its queues, count the provider tasks in flight while the emulator holds
+    them (back to 0 when the batch is done), and measure the provider requests the workers
+    make per second (submissions and polls, counted in Redis) beside the configured limit."""
     cluster.em_config(latency_s=4.0)  # each provider task stays RUNNING for 4 s
     entries = distinct_entries(clips, 4)
     batch = cluster.submit(entries, "--engine", "dashscope", "--model", "qwen3-asr-flash-filetrans")
@@ -87,6 +88,7 @@ def test_fleet_page_shows_real_workers(
     assert page.locator('[data-queue="prepare"] .n').inner_text() == str(waiting)
     assert "No worker answered" in page.locator("main").inner_text()
     assert page.locator("#inflight").inner_text() == "0"
+    assert page.locator("#rate").inner_text() == "0.00"  # no provider request yet
     shot(page, "fleet-queued")
 
     cluster.worker(concurrency=2, queues="prepare,transcribe")
@@ -103,6 +105,10 @@ def test_fleet_page_shows_real_workers(
     assert re.match(r"^w0-[0-9a-f]{6}@", by_queues[("prepare", "transcribe")])
     assert re.match(r"^w1-[0-9a-f]{6}@", by_queues[("provider",)])
     assert set(fleet["queues"]) == {"prepare", "provider", "transcribe"}
+    # The limit is the console's own provider.requests_per_s (the default here; the workers
+    # run with 200). The measured rate counts at least the in-flight task's submission.
+    assert fleet["provider_rate_limit_per_s"] == 10.0
+    assert 0 < fleet["provider_rate_per_s"] < 200, fleet
 
     asked = time.monotonic()
     assert len(api.get("/api/fleet").json()["workers"]) == 2
@@ -116,6 +122,7 @@ def test_fleet_page_shows_real_workers(
     assert rows[by_queues[("provider",)]]["queues"] == "provider"
     assert rows[by_queues[("prepare", "transcribe")]]["queues"] == "prepare, transcribe"
     assert int(page.locator("#inflight").inner_text()) >= 1
+    assert float(page.locator("#rate").inner_text()) > 0
     shot(page, "fleet")
 
     cluster.wait_states(batch, lambda c: c == {"SUCCEEDED": len(entries)}, 120, "all done")
@@ -123,6 +130,7 @@ def test_fleet_page_shows_real_workers(
     assert page.locator("#inflight").inner_text() == "0"
     assert page.locator('[data-queue="prepare"] .n').inner_text() == "0"
     assert len(_fleet_rows(page)) == 2
+    print(f"provider requests over the last minute: {page.locator('#rate').inner_text()}/s")
 
 
 @fleet_test

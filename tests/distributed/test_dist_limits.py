@@ -11,9 +11,16 @@ import threading
 import time
 import uuid
 
+import pytest
 from dist_support import RedisServer
 
-from workers.limits import RedisGate, RedisTokenBucket
+from workers.limits import (
+    RATE_WINDOW_S,
+    RedisGate,
+    RedisTokenBucket,
+    measured_rate,
+    rate_window,
+)
 
 
 class Flight:
@@ -128,3 +135,43 @@ def test_token_bucket_paces_every_client_to_one_rate(redis_server: RedisServer) 
     # 40 requests at 40/s with a burst of 1: about a second, whoever asks.
     assert len(done) == 40
     assert 0.9 <= max(done) - t0 < 3.0
+
+
+def test_token_bucket_counts_requests_per_ten_seconds_for_the_measured_rate(
+    redis_server: RedisServer,
+) -> None:
+    """Each request the bucket lets through counts in its 10-second counter (inside the
+    bucket's own script); the measured rate is the last minute's counters over the seconds
+    they cover; a counter expires (TTL) only after the last minute it is read in."""
+    client = redis_server.client()
+    tag = uuid.uuid4().hex
+    clock = [1_000_000.0]  # a counter starts on every multiple of 10 s
+    bucket = RedisTokenBucket(
+        client,
+        1000.0,
+        burst=1000.0,
+        key=f"test:bucket:{tag}",
+        rate_key=f"test:rate:{tag}",
+        clock=lambda: clock[0],
+    )
+
+    def rate(at: float) -> float:
+        return measured_rate(client, key=f"test:rate:{tag}", now=at)
+
+    assert rate(clock[0]) == 0.0
+    for _ in range(30):  # 30 requests in the first 10 s
+        bucket.acquire()
+    clock[0] += 10.0
+    for _ in range(15):  # 15 in the next 10 s, all at its start
+        bucket.acquire()
+    assert int(client.get(f"test:rate:{tag}:100000")) == 30
+    assert int(client.get(f"test:rate:{tag}:100001")) == 15
+    assert RATE_WINDOW_S < client.ttl(f"test:rate:{tag}:100000") <= RATE_WINDOW_S + 10
+    # 5 s into the second counter: six counters cover 55 s, the first two hold 45 requests.
+    assert rate(1_000_015.0) == pytest.approx(45 / 55)
+    # A minute after the first counter began it has left the window: 15 over the 50 s
+    # that the six newer counters cover so far.
+    assert rate(1_000_060.0) == pytest.approx(15 / 50)
+    assert rate(1_000_069.999) == pytest.approx(15 / 59.999)
+    assert rate(1_000_070.0) == 0.0
+    assert rate_window(1_000_070.0, key="k") == ([f"k:{b}" for b in range(100002, 100008)], 50.0)

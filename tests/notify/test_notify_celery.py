@@ -5,9 +5,11 @@ once, and still once per webhook-id when the worker delivering it is killed mid-
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -39,6 +41,7 @@ pytestmark = [
 ]
 
 FILETRANS = ("--engine", "dashscope", "--model", "qwen3-asr-flash-filetrans")
+SYNC = ("--engine", "dashscope", "--model", "qwen3-asr-flash")  # the transcribe queue's
 
 
 @pytest.fixture
@@ -115,16 +118,48 @@ def test_a_worker_killed_mid_delivery_the_event_is_delivered_once_per_id(
     assert payload(got[-1])["data"]["batch_id"] == batch
 
 
+def test_the_worker_closing_a_batch_queues_its_delivery_at_once(
+    notifying: Cluster, clips: Clips, receiver: Receiver
+) -> None:
+    """No beat, so no sweeper: the worker that finishes the batch's last item commits
+    batch.completed with the batch's close and queues bulkscribe.notify itself, so the
+    receiver has it within a few seconds of that item's SUCCEEDED, once."""
+    notifying.env["BULKSCRIBE_DISTRIBUTED__SWEEP_S"] = "3600"  # had beat run: hourly sweeps
+    url = receiver.answer("/hook", status(200))
+    notifying.worker(concurrency=2)
+    entries = distinct_entries(clips, 3, prefix="nti")
+    batch = notifying.submit(entries, *FILETRANS, "--notify", url)
+    (got,) = receiver.wait("/hook", 1, timeout_s=180)
+    received = datetime.now(UTC)
+    rows = notifying.rows(batch)
+    assert {r.state.value for r in rows} == {"SUCCEEDED"}
+    last = max(r.finished_at for r in rows if r.finished_at is not None)
+    lag_s = (received - last).total_seconds()
+    print(f"batch.completed received {lag_s:.2f} s after the last item's SUCCEEDED")
+    assert 0 < lag_s < 5, lag_s
+    assert got.ok and payload(got)["data"]["counts"] == {"SUCCEEDED": 3}
+    wait_until(
+        lambda: [m.state for m in outbox.list_messages(notifying.ledger.engine)] == ["DELIVERED"],
+        30,
+        "the message recorded DELIVERED",
+    )
+    time.sleep(2)
+    assert len(receiver.at("/hook")) == 1
+
+
 def test_a_worker_killed_after_the_last_item_the_event_is_still_delivered_once(
     notifying: Cluster, clips: Clips, receiver: Receiver
 ) -> None:
-    """No beat while the batch runs, so nothing is delivered yet: the worker finishing the
-    last item closes the batch (its batch.completed written in that transaction) and is
-    SIGKILLed before any delivery. A fresh worker and beat deliver it, exactly once."""
+    """No beat while the batch runs, and no worker on the provider queue: a sync model's
+    items run on the transcribe queue, and the worker finishing the last item closes the
+    batch (its batch.completed written in that transaction) and queues bulkscribe.notify,
+    which nobody takes. It is SIGKILLed, and the message is lost with it (taken off the
+    queue, as if the worker had died before sending it). Beat's sweeper and a fresh worker
+    deliver the event all the same, exactly once."""
     url = receiver.answer("/hook", status(200))
-    victim = notifying.worker(concurrency=2)
+    victim = notifying.worker(concurrency=2, queues="prepare,transcribe")
     entries = distinct_entries(clips, 2, prefix="ntl")
-    batch = notifying.submit(entries, *FILETRANS, "--notify", url)
+    batch = notifying.submit(entries, *SYNC, "--notify", url)
     wait_until(
         lambda: (notifying.ledger.batch(batch) or {}).get("done_at"),
         180,
@@ -132,6 +167,10 @@ def test_a_worker_killed_after_the_last_item_the_event_is_still_delivered_once(
         on_timeout=lambda: notifying.report(batch),
     )
     victim.kill()
+    broker = notifying.redis.client()
+    queued = [json.loads(m)["headers"]["task"] for m in broker.lrange("provider", 0, -1)]
+    assert queued == ["bulkscribe.notify"]  # the closer's, sent after the close committed
+    broker.delete("provider")
     assert receiver.at("/hook") == []
     (msg,) = outbox.list_messages(notifying.ledger.engine)
     assert (msg.event_type, msg.state, msg.tries) == ("batch.completed", "PENDING", 0)
