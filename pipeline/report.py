@@ -49,7 +49,7 @@ def batch_status(
         "stage_timings": {stage: _summary(values) for stage, values in sorted(per_stage.items())},
         "failures": [
             {
-                "id": r.spec.get("id") if r.key.startswith("@") else r.key,
+                "id": r.item_id,
                 "line": r.line_no,
                 "state": r.state.value,
                 "code": r.error_code,

@@ -77,7 +77,7 @@ def result_of(entry: ManifestItem | ManifestProblem, row: ItemRow | None) -> Ite
 
 def result_of_row(row: ItemRow) -> ItemResult:
     """A distributed batch's line, from the ledger alone; DEAD items say so."""
-    item_id = row.spec.get("id") if row.key.startswith("@") else row.key
+    item_id = row.item_id
     source = display(row.source) if row.source else None
     if row.state is ItemState.SUCCEEDED:
         return ItemResult(

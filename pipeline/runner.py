@@ -20,7 +20,7 @@ from pipeline.asr.catalog import Mode
 from pipeline.asr.dashscope.params import is_funasr
 from pipeline.batches import batch_id_for, key_of, seeds_for
 from pipeline.budget import Caps
-from pipeline.errors import TRANSIENT_CODES, PipelineError
+from pipeline.errors import PipelineError
 from pipeline.flow.actions import Action
 from pipeline.flow.admission import admit_batch
 from pipeline.flow.context import FlowContext
@@ -28,7 +28,7 @@ from pipeline.flow.outputs import transcript_name, write_item
 from pipeline.flow.plan import Agenda, Job, Lane
 from pipeline.flow.provider import poll_step, reconcile_submitting, submit_step
 from pipeline.flow.steps import prepare_step, transcribe_step
-from pipeline.ledger import ItemRow, ItemSeed, utcnow
+from pipeline.ledger import Failure, ItemRow, ItemSeed, utcnow
 from pipeline.ledger.budgets import get_budget, is_parked, set_caps
 from pipeline.log import get_logger
 from pipeline.manifest import Manifest
@@ -162,11 +162,7 @@ class EmbeddedRunner:
         )
         # An id keeps the source it was first transcribed from, whatever sorts first now.
         manifest = manifest.prefer(
-            {
-                r.key: r.source
-                for r in self.ledger.list_items(self.batch_id)
-                if not r.key.startswith("@")
-            }
+            {r.key: r.source for r in self.ledger.list_items(self.batch_id) if not r.is_problem}
         )
         self.ledger.sync_items(
             self.batch_id,
@@ -348,7 +344,7 @@ class EmbeddedRunner:
         try:
             return self.ctx.info(row).mode
         except PipelineError as exc:  # an item naming a model that does not exist
-            self.ledger.fail(row.id, row.state, exc.code, exc.message)
+            self.ledger.fail(row.id, row.state, Failure.of(exc))
             return Mode.CLIP
 
     @staticmethod
@@ -377,8 +373,9 @@ class EmbeddedRunner:
                 self.ledger.move(row.id, state, ItemState.PENDING, media_key=None)
             if (
                 state is ItemState.FAILED
-                and (self.cfg.retry_failed or row.error_code in TRANSIENT_CODES)
-                and not row.key.startswith("@")
+                # Retryable as recorded: the exception's branch, stored with the failure.
+                and (self.cfg.retry_failed or (row.failure is not None and row.failure.retryable))
+                and not row.is_problem
             ):
                 self.ledger.sync_items(
                     self.batch_id,

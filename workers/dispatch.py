@@ -16,7 +16,7 @@ from pipeline.asr.dashscope.params import is_funasr
 from pipeline.errors import PipelineError
 from pipeline.flow.actions import Action, after_prepare, redispatch_slack
 from pipeline.flow.plan import Job, plan_jobs
-from pipeline.ledger import ItemRow, utcnow
+from pipeline.ledger import Failure, ItemRow, utcnow
 from pipeline.log import get_logger
 from pipeline.states import ItemState
 
@@ -29,7 +29,7 @@ def mode_of(wctx: Any, row: ItemRow) -> Mode:
     try:
         return wctx.flow.info(row).mode
     except PipelineError as exc:  # an item naming a model that does not exist
-        wctx.ledger.fail(row.id, row.state, exc.code, exc.message)
+        wctx.ledger.fail(row.id, row.state, Failure.of(exc))
         return Mode.CLIP
 
 
@@ -81,7 +81,7 @@ def _mark(wctx: Any, rows: Sequence[ItemRow], countdown: float) -> None:
 def left_to_sweeper(settings: Any, row: ItemRow) -> bool:
     """A prepared Fun-ASR file is submitted by the sweeper, which gathers up to
     ``provider.batch_size`` of them into one task; nothing else waits for it."""
-    model = str(row.spec.get("model") or settings.model)
+    model = row.model_or(settings.model)
     return is_funasr(model) and settings.provider.batch_size > 1
 
 

@@ -99,17 +99,18 @@ class FlowContext:
         return self.handoff_s > 0 and self.hands_off(row, next_step, delay_s)
 
     def info(self, row: ItemRow) -> ModelInfo:
-        engine = str(row.spec.get("engine") or self.engine)
-        return model_info(engine, str(row.spec.get("model") or self.model), self.limits)
+        engine = row.request.engine_or(self.engine)
+        return model_info(engine, row.model_or(self.model), self.limits)
 
     def media_limits(self, row: ItemRow) -> MediaLimits:
         return self.info(row).limits
 
     def asr_options(self, row: ItemRow) -> AsrOptions:
-        merged = {**self.options, **dict(row.spec.get("options") or {})}
+        request = row.request
+        merged = {**self.options, **request.options}
         # Manifest fields that may sit beside ``options`` in an item's spec.
-        merged.update({k: row.spec[k] for k in _SPEC_FIELDS if row.spec.get(k) is not None})
-        fields: dict[str, Any] = {"language": row.spec.get("language") or self.language}
+        merged.update(request.extra_fields())
+        fields: dict[str, Any] = {"language": request.language or self.language}
         extra = []
         for key, value in sorted(merged.items()):
             name = _OPTION_FIELDS.get(key)

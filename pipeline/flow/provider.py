@@ -34,13 +34,14 @@ from pipeline.errors import (
     PipelineError,
     ProviderRejected,
     TransientError,
+    error_for,
 )
 from pipeline.flow.actions import Action
 from pipeline.flow.context import FlowContext
 from pipeline.flow.guard import handle_failure
 from pipeline.flow.steps import claim, finish, keep_alive
 from pipeline.ledger import ItemRow, utcnow
-from pipeline.ledger.repo import add_timing
+from pipeline.ledger.repo import ItemColumns, add_timing
 from pipeline.log import get_logger
 from pipeline.states import ItemState
 from pipeline.transcript import Transcript
@@ -61,18 +62,13 @@ def submit_step(ctx: FlowContext, rows: Sequence[ItemRow]) -> str | None:
             return None
         for row in rows:
             early = _early_url(ctx, row)
-            got = claim(
-                ctx,
-                row,
-                ItemState.PREPARED,
-                ItemState.SUBMITTING,
-                **({"media_url": early} if early else {}),
-            )
+            early_url: ItemColumns = {"media_url": early} if early else {}
+            got = claim(ctx, row, ItemState.PREPARED, ItemState.SUBMITTING, **early_url)
             if got is not None:
                 claimed.append(got)
     if not claimed:
         return None
-    model = str(claimed[0].spec.get("model") or ctx.model)
+    model = claimed[0].model_or(ctx.model)
     # Renewed while the URL is published and the request is out: a lapsed SUBMITTING
     # claim is reconciled (asked of the provider), which must not race a live submission.
     with keep_alive(ctx, *claimed):
@@ -95,9 +91,7 @@ def submit_step(ctx: FlowContext, rows: Sequence[ItemRow]) -> str | None:
                     provider_task_id=submitted.task_id,
                     submitted_at=now,
                     polls=0,
-                    error_code=None,
-                    error_message=None,
-                    error_detail=None,
+                    failure=None,
                     next_run_at=ctx.due_at(row, Action.POLL, ctx.poll.first_s, now),
                     timings=add_timing(row.timings, "submit", seconds),
                     attempt={
@@ -146,7 +140,7 @@ def _early_url(ctx: FlowContext, row: ItemRow) -> str | None:
     """The URL, when publishing is side-effect free: then it is written with the claim."""
     if ctx.publisher is None or not ctx.publisher.before_claim:
         return None
-    return _url(ctx, row, str(row.spec.get("model") or ctx.model))
+    return _url(ctx, row, row.model_or(ctx.model))
 
 
 def _url(ctx: FlowContext, row: ItemRow, model: str) -> str:
@@ -260,9 +254,7 @@ def _schedule(
 def _task_failure(decision: Failed) -> PipelineError:
     # A lost or stuck task is the provider's trouble, not the file's: submit again (as a
     # retry of this attempt). A task that FAILED on its own is final.
-    if decision.code in (FailureCode.TASK_LOST, FailureCode.POLL_TIMEOUT):
-        return TransientError(decision.code, decision.message, detail=dict(decision.detail))
-    return ProviderRejected(decision.code, decision.message, detail=dict(decision.detail))
+    return error_for(decision.code, decision.message, detail=dict(decision.detail))
 
 
 def _file_failure(code: str | None, message: str | None) -> PipelineError:
@@ -287,9 +279,9 @@ def persist_step(ctx: FlowContext, row: ItemRow, result_url: str) -> bool:
     ):
         try:
             document = _client(ctx).fetch_result(result_url)
-            facts = dict(claimed.probe or {})
-            offset_ms = int(round(float(facts.get("offset_s", 0.0)) * 1000))
-            channel = claimed.spec.get("channel")
+            offset_s = claimed.facts.offset_s if claimed.facts else 0.0
+            offset_ms = int(round(offset_s * 1000))
+            channel = claimed.request.channel
             transcripts = [
                 _relabel(t.shifted(offset_ms), channel) for t in transcripts_from_result(document)
             ]
@@ -297,9 +289,7 @@ def persist_step(ctx: FlowContext, row: ItemRow, result_url: str) -> bool:
             log.info("persist.done", sentences=sum(len(t.sentences) for t in transcripts))
             return done
         except PipelineError as exc:
-            if exc.code is FailureCode.RESULT_EXPIRED:
-                # The 24 h result URL lapsed before we fetched it: transcribe again.
-                exc = TransientError(exc.code, exc.message, detail=exc.detail)
+            # result_expired (the 24 h result URL lapsed) is transient: transcribe again.
             handle_failure(ctx, claimed, exc, back_to=ItemState.PREPARED)
         except Exception as exc:
             handle_failure(ctx, claimed, exc)
@@ -355,7 +345,7 @@ def _find_lost_task(ctx: FlowContext, row: ItemRow) -> tuple[str, str | None, tu
     if not row.media_url:
         return "absent", None, ()  # the URL is written before sending: nothing went out
     client = _client(ctx)
-    model = str(row.spec.get("model") or ctx.model)
+    model = row.model_or(ctx.model)
     listed = client.list_tasks(model=model)
     known = ctx.ledger.known_task_ids([t.task_id for t in listed])
     unsure = False

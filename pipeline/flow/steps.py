@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Any
+from typing import Unpack
 
 from structlog.contextvars import bound_contextvars
 
@@ -28,8 +28,14 @@ from pipeline.flow.context import FlowContext
 from pipeline.flow.guard import handle_failure
 from pipeline.flow.media import to_flac
 from pipeline.flow.outputs import write_item
-from pipeline.ledger import ItemRow
-from pipeline.ledger.repo import add_timing, attempt_end
+from pipeline.ledger import AudioFacts, ItemRow
+from pipeline.ledger.repo import (
+    AttemptColumns,
+    ItemColumns,
+    add_timing,
+    attempt_end,
+    item_params,
+)
 from pipeline.log import get_logger
 from pipeline.manifest import display
 from pipeline.models import NormalizedAudio, ProbeResult
@@ -43,7 +49,7 @@ log = get_logger("bulkscribe.flow")
 
 
 def claim(
-    ctx: FlowContext, row: ItemRow, old: ItemState, new: ItemState, **values: Any
+    ctx: FlowContext, row: ItemRow, old: ItemState, new: ItemState, **values: Unpack[ItemColumns]
 ) -> ItemRow | None:
     return ctx.ledger.claim(row.id, old, new, owner=ctx.owner, lease_s=ctx.lease_s, **values)
 
@@ -123,10 +129,18 @@ def keep_alive(ctx: FlowContext, *rows: ItemRow) -> Iterator[None]:
             _RENEWALS.drop(token)
 
 
-def advance(ctx: FlowContext, row: ItemRow, new: ItemState, **values: Any) -> bool:
+def advance(
+    ctx: FlowContext,
+    row: ItemRow,
+    new: ItemState,
+    *,
+    attempt: AttemptColumns | None = None,
+    **values: Unpack[ItemColumns],
+) -> bool:
     """Leave a claimed state; False means the claim was lost (lease expired and re-taken)."""
     values.setdefault("next_run_at", None)
-    ok = ctx.ledger.move(row.id, row.state, new, owner=ctx.owner, tries=0, **values)
+    values["tries"] = 0
+    ok = ctx.ledger.move(row.id, row.state, new, owner=ctx.owner, attempt=attempt, **values)
     if not ok:
         log.warning("item.claim_lost", item_id=row.key, state=row.state.value)
     return ok
@@ -149,13 +163,11 @@ def prepare_step(ctx: FlowContext, row: ItemRow) -> ItemRow | None:
     ):
         try:
             info = ctx.info(claimed)
-            spec = claimed.spec
+            request = claimed.request
             t0 = time.monotonic()
             prepared = prepare(
                 # The ledger's source column is the one place the fetchable URL is kept.
-                SourceSpec(
-                    claimed.source, spec.get("start_s"), spec.get("end_s"), spec.get("channel")
-                ),
+                SourceSpec(claimed.source, request.start_s, request.end_s, request.channel),
                 workdir,
                 PrepareContext(
                     limits=info.limits,
@@ -184,11 +196,10 @@ def prepare_step(ctx: FlowContext, row: ItemRow) -> ItemRow | None:
                 "normalized_s": prepared.audio.duration_s,
             }
             parked = parked_until(ctx, claimed)  # a batch with caps: wait for admission
-            values: dict[str, Any] = dict(
+            values: ItemColumns = dict(
                 media_key=key,
                 probe=facts,
-                error_code=None,
-                error_message=None,
+                failure=None,
                 audio_duration_ms=int(round(prepared.audio.duration_s * 1000)),
                 timings=add_timing(claimed.timings, "prepare", seconds),
                 next_run_at=parked or ctx.due_at(claimed, after_prepare(info.mode), 0.0),
@@ -210,7 +221,7 @@ def prepare_step(ctx: FlowContext, row: ItemRow) -> ItemRow | None:
                     lease_owner=None,
                     lease_until=None,
                     tries=0,
-                    **values,
+                    **item_params(values),
                 )
         except Exception as exc:
             handle_failure(ctx, claimed, exc)
@@ -233,14 +244,10 @@ def transcribe_step(ctx: FlowContext, row: ItemRow) -> bool:
         keep_alive(ctx, claimed),
     ):
         try:
-            facts = dict(claimed.probe or {})
+            facts = claimed.facts or AudioFacts()
             path = ctx.media.local(str(claimed.media_key), workdir)
-            audio = NormalizedAudio(
-                path,
-                float(facts.get("normalized_s", 0.0)),
-                offset_s=float(facts.get("offset_s", 0.0)),
-            )
-            channel = claimed.spec.get("channel") or 0
+            audio = NormalizedAudio(path, facts.normalized_s, offset_s=facts.offset_s)
+            channel = claimed.request.channel or 0
             t0 = time.monotonic()
             transcript = transcribe_file(
                 audio,
@@ -277,7 +284,7 @@ def finish(
     """Write the outputs and mark the item SUCCEEDED; drop audio nobody else needs.
     False if the claim was lost on the way."""
     probe = ProbeResult.from_dict(dict(claimed.probe or {}))
-    source = str(claimed.spec.get("source") or claimed.source)
+    source = claimed.request.source or claimed.source
     document = build_document(display(source), probe, transcripts)
     t0 = time.monotonic()
     outputs = write_item(
@@ -293,9 +300,7 @@ def finish(
         ItemState.SUCCEEDED,
         outputs=outputs,
         probe=facts,
-        error_code=None,
-        error_message=None,
-        error_detail=None,
+        failure=None,
         timings=timings,
         attempt=attempt_end(ItemState.SUCCEEDED, timings=timings),
     ):
