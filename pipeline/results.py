@@ -100,8 +100,7 @@ def result_of_row(row: ItemRow) -> ItemResult:
 
 def _language(row: ItemRow) -> str | None:
     """Kept with the item's audio facts when it finished (see flow.steps.finish)."""
-    value = dict(row.probe or {}).get("language")
-    return str(value) if value else None
+    return row.facts.language if row.facts else None
 
 
 def jsonl(results: Sequence[ItemResult]) -> str:

@@ -17,7 +17,7 @@ from pipeline.budget import SKIPPABLE, Admission, Caps, Entry, Tally, admit, ski
 from pipeline.errors import FailureCode
 from pipeline.ledger.repo import Ledger, utcnow
 from pipeline.ledger.tables import attempts, batches, budgets, items
-from pipeline.ledger.values import PROBLEM_PREFIX
+from pipeline.ledger.values import PROBLEM_PREFIX, ItemRequest
 from pipeline.states import ItemState
 
 # next_run_at of a PREPARED item waiting for admission: never due by itself. Admission
@@ -157,7 +157,7 @@ def _entries(ledger: Ledger, batch_id: str, tally: Tally) -> list[Entry]:
                         r.line_no,
                         state,
                         ms / 1000 if known else None,
-                        str((r.spec or {}).get("model") or default_model),
+                        ItemRequest.decode(r.spec).model_or(default_model),
                         r.media_key,
                     )
                 )
