@@ -29,7 +29,14 @@ def release(ctx: FlowContext, row: ItemRow, *, to: ItemState | None = None) -> I
     latest = ctx.ledger.get(row.id) or row
     if latest.state.claimed and latest.lease_owner == ctx.owner:
         target = to or CLAIMED_FROM[latest.state]
-        ctx.ledger.move(row.id, latest.state, target, owner=ctx.owner)
+        if target is ItemState.PREPARED and latest.state is ItemState.PERSISTING:
+            # The result expired: the task is done with, and the file is submitted anew
+            # (with a fresh URL: the one it was given may have expired as well).
+            ctx.ledger.move(
+                row.id, latest.state, target, owner=ctx.owner, provider_task_id=None, media_url=None
+            )
+        else:
+            ctx.ledger.move(row.id, latest.state, target, owner=ctx.owner)
         latest = ctx.ledger.get(row.id) or latest
     return latest
 
