@@ -149,9 +149,8 @@ def _retry_later(
         values["tries"] = tries
     if back_to is not None and latest.state is not back_to:
         # e.g. a lost provider task: SUBMITTED goes back to PREPARED to be submitted anew.
-        ctx.ledger.move(
-            latest.id, latest.state, back_to, provider_task_id=None, media_url=None, **values
-        )
+        values["provider_task_id"] = values["media_url"] = None
+        ctx.ledger.move(latest.id, latest.state, back_to, **values)
     else:
         ctx.ledger.update_if(latest.id, latest.state, **values)
 
