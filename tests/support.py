@@ -6,6 +6,7 @@ ambiguous because several test folders have their own.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import subprocess
@@ -110,3 +111,18 @@ def scratch_database(prefix: str) -> Iterator[str]:
                 (name,),
             )
             conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
+def walk(ledger: Any, item_id: str, to: Any, **last: Any) -> bool:
+    """Moves a PENDING item to ``to`` along the async happy path (PENDING → PREPARING →
+    PREPARED → SUBMITTING → SUBMITTED → PERSISTING → SUCCEEDED), one allowed transition at a
+    time: the ledger refuses shortcuts. ``last`` goes with the final move."""
+    from pipeline.states import ItemState as S
+
+    path = (S.PENDING, S.PREPARING, S.PREPARED, S.SUBMITTING, S.SUBMITTED, S.PERSISTING)
+    path += (S.SUCCEEDED,)
+    steps = list(itertools.pairwise(path[: path.index(to) + 1]))
+    for n, (old, new) in enumerate(steps, 1):
+        if not ledger.move(item_id, old, new, **(last if n == len(steps) else {})):
+            return False
+    return True

@@ -6,7 +6,6 @@ Each test gets an empty ledger: a SQLite file in tmp_path, or a fresh PostgreSQL
 
 from __future__ import annotations
 
-import itertools
 import threading
 import uuid
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect, select
+from support import walk
 
 from pipeline.errors import FailureCode, TransitionRefused
 from pipeline.ledger import Failure, ItemSeed, Ledger, open_ledger, sqlite_url, utcnow
@@ -77,17 +77,6 @@ def add(ledger: Ledger, *keys: str) -> list[str]:
     )
     by_key = {r.key: r.id for r in ledger.list_items(BATCH)}
     return [by_key[k] for k in keys]
-
-
-# The async happy path: every step an allowed transition.
-HAPPY = (S.PENDING, S.PREPARING, S.PREPARED, S.SUBMITTING, S.SUBMITTED, S.PERSISTING, S.SUCCEEDED)
-
-
-def walk(ledger: Ledger, item_id: str, to: ItemState) -> None:
-    """Moves a PENDING item to ``to`` along the happy path, one allowed transition at a time."""
-    path = HAPPY[: HAPPY.index(to) + 1]
-    for old, new in itertools.pairwise(path):
-        assert ledger.move(item_id, old, new), (old, new)
 
 
 def attempt_rows(ledger: Ledger, item_id: str) -> list[tuple[int, str]]:
