@@ -37,7 +37,6 @@ _OPTION_FIELDS = {
     "enable_words": "words",
     "hotwords": "hotwords",
 }
-_SPEC_FIELDS = ("context", "hotwords")
 
 
 @dataclass(frozen=True)
