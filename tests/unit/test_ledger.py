@@ -396,6 +396,48 @@ def test_migrations_build_the_schema_the_code_declares(ledger: Ledger) -> None:
     assert {"ix_items_provider_task_id", "ix_items_media_key", "ix_items_source"} <= names
 
 
+def test_migration_0009_backfills_retryable_from_the_code(tmp_path: Path) -> None:
+    """Failures recorded before 0009 get the flag their code implies: a lost task or a
+    download_failed is retried by the next run, a crash (internal) or bad audio is not."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from pipeline.ledger import alembic_config, make_engine, migrate
+
+    engine = make_engine(sqlite_url(tmp_path / "old.db"))
+    with engine.begin() as conn:
+        cfg = alembic_config()
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0008")
+        conn.execute(
+            text(
+                "INSERT INTO batches (id, kind, out, engine, model, options, created_at)"
+                " VALUES ('b', 'run', '/o', 'local', 'tiny.en', '{}', '2026-01-01')"
+            )
+        )
+        for n, code in enumerate(["task_lost", "download_failed", "internal", "not_media", None]):
+            conn.execute(
+                text(
+                    "INSERT INTO items (id, batch_id, key, line_no, source, spec, fingerprint,"
+                    " state, attempt, tries, polls, error_code, created_at, updated_at)"
+                    " VALUES (:id, 'b', :id, :n, '/a', '{}', 'f', 'FAILED', 1, 0, 0, :code,"
+                    " '2026-01-01', '2026-01-01')"
+                ),
+                {"id": f"i{n}", "n": n, "code": code},
+            )
+    migrate(engine)
+    with engine.connect() as conn:
+        got = dict(conn.execute(text("SELECT error_code, error_retryable FROM items")).all())
+    engine.dispose()
+    assert got == {
+        "task_lost": True,
+        "download_failed": True,
+        "internal": False,
+        "not_media": False,
+        None: None,
+    }
+
+
 def test_batch_close_is_one_writer_after_the_last_item(ledger: Ledger) -> None:
     """claim_batch_close lets one owner through, only once every item is finished; a lapsed
     claim can be taken over; an item restarted mid-write keeps the batch open."""
