@@ -16,8 +16,12 @@ Whether an error is worth retrying is decided by its branch of the tree and nowh
     └── TransientError            back off and retry; DEAD (FAILED when embedded) at the end
         ├── SourceUnavailable     download timed out / connection failed / 5xx
         ├── ProviderBusy          429, throttling
-        ├── ProviderUnavailable   5xx, timeouts, connection errors
+        ├── ProviderUnavailable   5xx, timeouts, connection errors, an expired result URL
         └── StorageUnavailable    object store unreachable
+
+The branch an error is raised as is stored with its code (``error_retryable``), and re-runs
+read that flag back; :data:`TRANSIENT_CODES` says which branch each code is raised as, and a
+test checks it against every ``raise`` in the package.
 
 Anything else that escapes a stage is a bug; the runner records it as ``internal``.
 """
@@ -69,6 +73,7 @@ class FailureCode(StrEnum):
     STORAGE_ERROR = "storage_error"
     LEASE_EXPIRED = "lease_expired"
     INTERNAL = "internal"
+    ILLEGAL_TRANSITION = "illegal_transition"  # a bug: a move the state table forbids
     CANCELLED = "cancelled"  # an operator cancelled the batch
 
 
@@ -179,17 +184,49 @@ def is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, TransientError)
 
 
-# Codes that only ever come from TransientError: an item that ran out of retries with one of
-# these is worth another go on the next run, unlike a file that is simply not audio.
+class TransitionRefused(PermanentError):
+    """A state change the transition table (``states.ALLOWED``) does not allow: a bug in
+    the caller, refused before any SQL runs."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(FailureCode.ILLEGAL_TRANSITION, message)
+
+
+# The codes raised as a TransientError, and only so (tests/unit/test_errors.py scans every
+# ``SomeError(FailureCode.X, ...)`` in pipeline/ and checks this table against it). Every
+# other code is raised as a PermanentError, except those in RAISED_BOTH_WAYS.
 TRANSIENT_CODES = frozenset(
     {
-        FailureCode.DOWNLOAD_FAILED,
         FailureCode.DOWNLOAD_TIMEOUT,
         FailureCode.PROVIDER_THROTTLED,
         FailureCode.PROVIDER_ERROR,
         FailureCode.PROVIDER_TIMEOUT,
+        FailureCode.PROVIDER_BAD_RESPONSE,
+        FailureCode.TASK_LOST,  # the provider no longer knows the task: submit again
+        FailureCode.POLL_TIMEOUT,  # a task stuck or unreachable for too long: submit again
+        FailureCode.RESULT_EXPIRED,  # the 24 h result URL lapsed: transcribe again
         FailureCode.STORAGE_UNAVAILABLE,
         FailureCode.LEASE_EXPIRED,
-        FailureCode.INTERNAL,
     }
 )
+
+# download_failed: a 5xx, 429 or a dropped connection is transient; another 4xx or an
+# address the download policy refuses is permanent. The stored flag tells them apart.
+RAISED_BOTH_WAYS = frozenset({FailureCode.DOWNLOAD_FAILED})
+
+
+def code_retryable(code: str) -> bool:
+    """Whether a failure with ``code`` is worth another try, from the code alone: for
+    failures recorded before the ledger kept the flag. A code raised both ways counts as
+    transient (as it did then); ``internal`` (a crash) and unknown codes do not."""
+    return code in TRANSIENT_CODES or code in RAISED_BOTH_WAYS
+
+
+def error_for(
+    code: FailureCode, message: str, *, detail: dict[str, Any] | None = None
+) -> PipelineError:
+    """An error for a code decided without an exception (a poll's verdict): its branch
+    is the code's, from :data:`TRANSIENT_CODES`."""
+    if code in TRANSIENT_CODES:
+        return TransientError(code, message, detail=detail)
+    return ProviderRejected(code, message, detail=detail)

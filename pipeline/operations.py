@@ -10,13 +10,13 @@ PENDING items on its own, and the next ``bulkscribe run`` does for an embedded d
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pipeline.errors import FailureCode, PipelineError
 from pipeline.inputs.batches import fingerprint
-from pipeline.ledger import ItemRow, Ledger
-from pipeline.ledger.repo import attempt_end
+from pipeline.ledger import Failure, ItemRow, Ledger
+from pipeline.ledger.repo import ItemColumns, attempt_end
 from pipeline.log import get_logger
 from pipeline.states import ItemState, can_move
 
@@ -26,8 +26,8 @@ RETRYABLE = (ItemState.FAILED, ItemState.DEAD)
 
 
 def _operable(rows: Iterable[ItemRow]) -> list[ItemRow]:
-    # "@" keys hold manifest lines that never became items: nothing to run again.
-    return [r for r in rows if not r.key.startswith("@")]
+    # Manifest lines that never became items: nothing to run again.
+    return [r for r in rows if not r.is_problem]
 
 
 def retry_batch(ledger: Ledger, batch_id: str, *, actor: str) -> list[str]:
@@ -96,12 +96,12 @@ def purge(ledger: Ledger, rows: Sequence[ItemRow], *, actor: str) -> list[str]:
     for row in rows:
         if row.state is not ItemState.DEAD:
             continue
-        if ledger.move(
-            row.id,
-            ItemState.DEAD,
-            ItemState.FAILED,
-            error_message=f"{row.error_message} (purged from the dead-letter set)",
-        ):
+        # The failure is kept as recorded (retryable), its message saying it was purged.
+        kept: ItemColumns = {}
+        if row.failure is not None:
+            message = f"{row.failure.message} (purged from the dead-letter set)"
+            kept["failure"] = replace(row.failure, message=message)
+        if ledger.move(row.id, ItemState.DEAD, ItemState.FAILED, **kept):
             purged.append(row.id)
             # Reopen the batch: its results.jsonl still says DEAD, and only the sweeper
             # writes it, for batches not marked done.
@@ -148,13 +148,13 @@ def cancel_batch(
                 tasks.add(current.provider_task_id)
             if not can_move(state, ItemState.CANCELLED):
                 break
+            failure = Failure.permanent(FailureCode.CANCELLED, message)
             if ledger.move(
                 current.id,
                 state,
                 ItemState.CANCELLED,
-                error_code=FailureCode.CANCELLED.value,
-                error_message=message,
-                attempt=attempt_end(ItemState.CANCELLED, FailureCode.CANCELLED.value, message),
+                failure=failure,
+                attempt=attempt_end(ItemState.CANCELLED, failure),
             ):
                 cancelled.append(current.id)
                 break

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import TRANSIENT_CODES, PipelineError
+from pipeline.errors import PipelineError
 from pipeline.flow.admission import admit_batch
 from pipeline.flow.context import FlowContext
 from pipeline.flow.outputs import transcript_name, write_item
@@ -164,11 +164,7 @@ class EmbeddedRunner:
         )
         # An id keeps the source it was first transcribed from, whatever sorts first now.
         manifest = manifest.prefer(
-            {
-                r.key: r.source
-                for r in self.ledger.list_items(self.batch_id)
-                if not r.key.startswith("@")
-            }
+            {r.key: r.source for r in self.ledger.list_items(self.batch_id) if not r.is_problem}
         )
         self.ledger.sync_items(
             self.batch_id,
@@ -353,8 +349,9 @@ class EmbeddedRunner:
                 self.ledger.move(row.id, state, ItemState.PENDING, media_key=None)
             if (
                 state is ItemState.FAILED
-                and (self.cfg.retry_failed or row.error_code in TRANSIENT_CODES)
-                and not row.key.startswith("@")
+                # Retryable as recorded: the exception's branch, stored with the failure.
+                and (self.cfg.retry_failed or (row.failure is not None and row.failure.retryable))
+                and not row.is_problem
             ):
                 self.ledger.sync_items(
                     self.batch_id,

@@ -3,6 +3,9 @@
 Claimed states (``PREPARING``, ``TRANSCRIBING``, ``SUBMITTING``, ``PERSISTING``) carry a lease:
 a worker that dies leaves the lease to expire, and the sweeper (or the next embedded run)
 moves the item back to the state it was claimed from.
+
+The ledger enforces :data:`ALLOWED`: a move, claim or restart it does not list raises
+``TransitionRefused`` (``illegal_transition``) before any SQL runs.
 """
 
 from __future__ import annotations
@@ -114,6 +117,7 @@ ALLOWED: dict[ItemState, frozenset[ItemState]] = {
         {
             ItemState.SUCCEEDED,
             ItemState.SUBMITTED,
+            ItemState.PREPARED,  # the result URL expired (result_expired): transcribe again
             ItemState.PENDING,
             ItemState.FAILED,
             ItemState.DEAD,

@@ -544,7 +544,7 @@ def _recap(
     info = ledger.batch(batch) or {}
     models = [
         str(info.get("model") or settings.model),
-        *(str(r.spec.get("model")) for r in ledger.list_items(batch) if r.spec.get("model")),
+        *(r.request.model for r in ledger.list_items(batch) if r.request.model),
     ]
     hours = (
         max_audio_hours
@@ -575,7 +575,7 @@ def _select(
         if batch and ledger.batch(batch) is None:
             fail_usage(f"no batch {batch}")
         rows = ledger.list_items(batch, states=states or None)
-    return [r for r in rows if not r.key.startswith("@")]
+    return [r for r in rows if not r.is_problem]
 
 
 @click.group()

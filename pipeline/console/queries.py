@@ -209,7 +209,7 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
 
 def item_id_of(row: ItemRow) -> str | None:
     """The id a person knows the item by (a bad manifest line keeps its own)."""
-    return row.spec.get("id") if row.key.startswith("@") else row.key
+    return row.item_id
 
 
 def item_json(row: ItemRow) -> dict[str, Any]:
@@ -305,7 +305,7 @@ def item_detail(ledger: Ledger, row: ItemRow) -> dict[str, Any]:
         "spec": redacted(
             {
                 **row.spec,
-                **({"source": display(str(row.spec["source"]))} if row.spec.get("source") else {}),
+                **({"source": display(row.request.source)} if row.request.source else {}),
             }
         ),
         "detail": redacted(dict(row.error_detail or {})) or None,

@@ -15,10 +15,11 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Unpack
 
 from pipeline.flow.context import FlowContext
 from pipeline.ledger import ItemRow
+from pipeline.ledger.repo import AttemptColumns, ItemColumns
 from pipeline.log import get_logger
 from pipeline.states import ItemState
 
@@ -26,7 +27,7 @@ log = get_logger("bulkscribe.flow")
 
 
 def claim(
-    ctx: FlowContext, row: ItemRow, old: ItemState, new: ItemState, **values: Any
+    ctx: FlowContext, row: ItemRow, old: ItemState, new: ItemState, **values: Unpack[ItemColumns]
 ) -> ItemRow | None:
     return ctx.ledger.claim(row.id, old, new, owner=ctx.owner, lease_s=ctx.rules.lease_s, **values)
 
@@ -106,10 +107,18 @@ def keep_alive(ctx: FlowContext, *rows: ItemRow) -> Iterator[None]:
             _RENEWALS.drop(token)
 
 
-def advance(ctx: FlowContext, row: ItemRow, new: ItemState, **values: Any) -> bool:
+def advance(
+    ctx: FlowContext,
+    row: ItemRow,
+    new: ItemState,
+    *,
+    attempt: AttemptColumns | None = None,
+    **values: Unpack[ItemColumns],
+) -> bool:
     """Leave a claimed state; False means the claim was lost (lease expired and re-taken)."""
     values.setdefault("next_run_at", None)
-    ok = ctx.ledger.move(row.id, row.state, new, owner=ctx.owner, tries=0, **values)
+    values["tries"] = 0
+    ok = ctx.ledger.move(row.id, row.state, new, owner=ctx.owner, attempt=attempt, **values)
     if not ok:
         log.warning("item.claim_lost", item_id=row.key, state=row.state.value)
     return ok

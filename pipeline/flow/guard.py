@@ -11,12 +11,12 @@ interrupted run (Ctrl-C) only gives its claims back.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 from pipeline.errors import FailureCode, failure_of, is_retryable
 from pipeline.flow.context import FlowContext
 from pipeline.inputs.manifest import display
-from pipeline.ledger import ItemRow, utcnow
+from pipeline.ledger import Failure, ItemRow, utcnow
+from pipeline.ledger.repo import ItemColumns
 from pipeline.log import get_logger
 from pipeline.retry import backoff_s
 from pipeline.states import CLAIMED_FROM, ItemState
@@ -29,7 +29,14 @@ def release(ctx: FlowContext, row: ItemRow, *, to: ItemState | None = None) -> I
     latest = ctx.ledger.get(row.id) or row
     if latest.state.claimed and latest.lease_owner == ctx.owner:
         target = to or CLAIMED_FROM[latest.state]
-        ctx.ledger.move(row.id, latest.state, target, owner=ctx.owner)
+        if target is ItemState.PREPARED and latest.state is ItemState.PERSISTING:
+            # The result expired: the task is done with, and the file is submitted anew
+            # (with a fresh URL: the one it was given may have expired as well).
+            ctx.ledger.move(
+                row.id, latest.state, target, owner=ctx.owner, provider_task_id=None, media_url=None
+            )
+        else:
+            ctx.ledger.move(row.id, latest.state, target, owner=ctx.owner)
         latest = ctx.ledger.get(row.id) or latest
     return latest
 
@@ -55,9 +62,7 @@ def handle_failure(
                 latest,
                 back_to,
                 delay,
-                error_code=str(code),
-                error_message=message,
-                error_detail={"throttled": throttled},
+                Failure(str(code), message, True, {"throttled": throttled}),
             )
             log.info(
                 "item.throttled",
@@ -75,9 +80,8 @@ def handle_failure(
             latest,
             back_to,
             delay,
+            Failure(str(code), message, True),
             tries=latest.tries + 1,
-            error_code=str(code),
-            error_message=message,
         )
         log.info(
             "item.retry",
@@ -111,11 +115,9 @@ def _fail(
 ) -> bool:
     code, message = failure_of(exc)
     message = _naming_file(latest, message)
-    detail = dict(getattr(exc, "detail", {}) or {})
-    dead = is_retryable(exc) and ctx.rules.dead_letters
-    if not ctx.ledger.fail(
-        latest.id, latest.state, code, message, dead=dead, owner=owner, detail=detail or None
-    ):
+    failure = Failure.of(exc, message=message)
+    dead = failure.retryable and ctx.rules.dead_letters
+    if not ctx.ledger.fail(latest.id, latest.state, failure, dead=dead, owner=owner):
         return False
     if not hasattr(exc, "code"):
         log.error("item.crashed", item_id=latest.key, error=message, exc_info=exc)
@@ -128,21 +130,27 @@ def _fail(
 
 
 def _naming_file(row: ItemRow, message: str) -> str:
-    label = display(str(row.spec.get("source") or row.source))
+    label = display(row.request.source or row.source)
     if label and label not in message:
         return f"{label}: {message}"  # every failure names its file
     return message
 
 
 def _retry_later(
-    ctx: FlowContext, latest: ItemRow, back_to: ItemState | None, delay_s: float, **values: Any
+    ctx: FlowContext,
+    latest: ItemRow,
+    back_to: ItemState | None,
+    delay_s: float,
+    failure: Failure,
+    tries: int | None = None,
 ) -> None:
-    values["next_run_at"] = utcnow() + timedelta(seconds=delay_s)
+    values: ItemColumns = {"failure": failure, "next_run_at": utcnow() + timedelta(seconds=delay_s)}
+    if tries is not None:
+        values["tries"] = tries
     if back_to is not None and latest.state is not back_to:
         # e.g. a lost provider task: SUBMITTED goes back to PREPARED to be submitted anew.
-        ctx.ledger.move(
-            latest.id, latest.state, back_to, provider_task_id=None, media_url=None, **values
-        )
+        values["provider_task_id"] = values["media_url"] = None
+        ctx.ledger.move(latest.id, latest.state, back_to, **values)
     else:
         ctx.ledger.update_if(latest.id, latest.state, **values)
 

@@ -215,7 +215,7 @@ class Agenda:
             row = entry.row
             key = (row.batch_id, row.line_no, version, row.id)
             if entry.lane is Lane.SUBMIT:
-                model = str(row.spec.get("model") or self._default_model)
+                model = row.model_or(self._default_model)
                 heapq.heappush(self._submits.setdefault(model, []), key)
             else:
                 heapq.heappush(self._lanes[entry.lane], key)

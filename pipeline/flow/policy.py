@@ -19,7 +19,7 @@ from pipeline.asr.catalog import Mode, ModelInfo, model_info
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.flow.actions import Action, after_prepare
 from pipeline.flow.plan import Agenda, Job, plan_jobs
-from pipeline.ledger import ItemRow, Ledger
+from pipeline.ledger import Failure, ItemRow, Ledger
 from pipeline.settings import LimitsSettings, Settings
 
 # Longer waits belong to the sweeper, not to countdown messages: a worker holds its
@@ -34,9 +34,7 @@ def item_model(
     row: ItemRow, engine: str, model: str, limits: LimitsSettings | None = None
 ) -> ModelInfo:
     """The catalog's facts for the model ``row`` names, or the run's default."""
-    return model_info(
-        str(row.spec.get("engine") or engine), str(row.spec.get("model") or model), limits
-    )
+    return model_info(row.request.engine_or(engine), row.model_or(model), limits)
 
 
 def embedded_prepare_room(workers: int, prepared: int) -> int:
@@ -109,7 +107,7 @@ class Scheduler:
         try:
             return self.policy.mode_of(row)
         except PipelineError as exc:  # an item naming a model that does not exist
-            self.ledger.fail(row.id, row.state, exc.code, exc.message)
+            self.ledger.fail(row.id, row.state, Failure.of(exc))
             return Mode.CLIP
 
     def after_prepare(self, row: ItemRow) -> Action:

@@ -55,10 +55,11 @@ class StepRules:
         return self.info(row).limits
 
     def asr_options(self, row: ItemRow) -> AsrOptions:
-        merged = {**self.options, **dict(row.spec.get("options") or {})}
+        request = row.request
+        merged = {**self.options, **request.options}
         # Manifest fields that may sit beside ``options`` in an item's spec.
-        merged.update({k: row.spec[k] for k in _SPEC_FIELDS if row.spec.get(k) is not None})
-        fields: dict[str, Any] = {"language": row.spec.get("language") or self.language}
+        merged.update(request.extra_fields())
+        fields: dict[str, Any] = {"language": request.language or self.language}
         extra = []
         for key, value in sorted(merged.items()):
             name = _OPTION_FIELDS.get(key)

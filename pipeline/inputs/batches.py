@@ -20,12 +20,15 @@ from pipeline.asr.catalog import model_info, unsupported_options
 from pipeline.errors import FailureCode, PipelineError
 from pipeline.inputs.manifest import display
 from pipeline.ledger import ItemSeed
+from pipeline.ledger.values import PROBLEM_PREFIX
 from pipeline.models import ManifestItem, ManifestProblem
 
 
 def key_of(entry: ManifestItem | ManifestProblem) -> str:
-    # '@' cannot start a manifest id, so these keys never collide with real ones.
-    return f"@line{entry.line_no}" if isinstance(entry, ManifestProblem) else entry.item_id
+    # PROBLEM_PREFIX cannot start a manifest id, so these keys never collide with real ones.
+    if isinstance(entry, ManifestProblem):
+        return f"{PROBLEM_PREFIX}line{entry.line_no}"
+    return entry.item_id
 
 
 def batch_id_for(out_dir: Path) -> str:
@@ -123,7 +126,7 @@ def _refused(spec: Mapping[str, Any], line_no: int) -> tuple[str, str] | None:
         info = model_info(spec["engine"], spec["model"])
     except PipelineError:
         return None  # an unknown model fails the item where it is first used, as before
-    names = unsupported_options(info, spec.get("options") or {})
+    names = unsupported_options(info, spec["options"] or {})
     if not names:
         return None
     return FailureCode.UNSUPPORTED_OPTION.value, (

@@ -14,6 +14,10 @@ import re
 from collections.abc import Sequence
 from urllib.parse import unquote, urlsplit
 
+# The key of a manifest line that never became an item ("@line42"). '@' cannot start a
+# manifest id, so these keys never collide with real ones.
+PROBLEM_PREFIX = "@"
+
 __all__ = ["ID_RULE", "MAX_ID_BYTES", "MAX_PART_BYTES", "derive_id", "id_error", "source_parts"]
 
 # The longest suffix a writer appends to an id's last part (".json"; see render.FORMATS).

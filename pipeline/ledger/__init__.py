@@ -12,11 +12,23 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 
 from pipeline.ledger.repo import ItemRow, ItemSeed, Ledger, SyncReport, utcnow
+from pipeline.ledger.values import AudioFacts, Failure, ItemRequest
 
 if TYPE_CHECKING:
     from alembic.config import Config
 
-__all__ = ["ItemRow", "ItemSeed", "Ledger", "SyncReport", "open_ledger", "sqlite_url", "utcnow"]
+__all__ = [
+    "AudioFacts",
+    "Failure",
+    "ItemRequest",
+    "ItemRow",
+    "ItemSeed",
+    "Ledger",
+    "SyncReport",
+    "open_ledger",
+    "sqlite_url",
+    "utcnow",
+]
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
 _MIGRATION_LOCK = 0x62756C6B  # "bulk": any constant shared by every bulkscribe process

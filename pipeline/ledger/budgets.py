@@ -16,6 +16,7 @@ from sqlalchemy import and_, delete, func, insert, select, update
 from pipeline.errors import FailureCode
 from pipeline.ledger.repo import Ledger, utcnow
 from pipeline.ledger.tables import attempts, batches, budgets, items
+from pipeline.ledger.values import PROBLEM_PREFIX, ItemRequest
 from pipeline.planning.budget import SKIPPABLE, Admission, Caps, Entry, Tally, admit, skip_message
 from pipeline.states import ItemState
 
@@ -124,7 +125,7 @@ def _entries(ledger: Ledger, batch_id: str, tally: Tally) -> list[Entry]:
     """The items the walk looks at, read a page at a time until it must stop."""
     out: list[Entry] = []
     after = tally.line
-    cond = [items.c.batch_id == batch_id, ~items.c.key.startswith("@")]
+    cond = [items.c.batch_id == batch_id, ~items.c.key.startswith(PROBLEM_PREFIX)]
     if tally.skip_from is not None:
         cond.append(items.c.state.in_([s.value for s in SKIPPABLE]))
     with ledger.engine.connect() as conn:
@@ -156,7 +157,7 @@ def _entries(ledger: Ledger, batch_id: str, tally: Tally) -> list[Entry]:
                         r.line_no,
                         state,
                         ms / 1000 if known else None,
-                        str((r.spec or {}).get("model") or default_model),
+                        ItemRequest.decode(r.spec).model_or(default_model),
                         r.media_key,
                     )
                 )
@@ -210,6 +211,7 @@ def _apply(ledger: Ledger, batch_id: str, budget: Budget, decision: Admission) -
                     state=ItemState.SKIPPED.value,
                     error_code=FailureCode.BUDGET_EXCEEDED.value,
                     error_message=message,
+                    error_retryable=False,  # a higher cap admits it, not another try
                     next_run_at=None,
                     lease_owner=None,
                     lease_until=None,
@@ -227,6 +229,7 @@ def _apply(ledger: Ledger, batch_id: str, budget: Budget, decision: Admission) -
                         finished_at=now,
                         error_code=FailureCode.BUDGET_EXCEEDED.value,
                         error_message=message,
+                        error_retryable=False,
                     )
                 )
     return True

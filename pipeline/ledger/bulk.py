@@ -22,6 +22,7 @@ from sqlalchemy import Connection, Engine, delete, func, select, text, update
 
 from pipeline.ledger.repo import ItemSeed, utcnow
 from pipeline.ledger.tables import attempts, batches, items
+from pipeline.ledger.values import ItemRequest
 from pipeline.states import ItemState
 
 __all__ = [
@@ -64,9 +65,12 @@ _PICK = {  # one row per id within a chunk: the earliest line's
 }
 _INSERT_ITEMS = (
     "INSERT INTO items (id, batch_id, key, line_no, source, spec, fingerprint, source_stamp,"
-    " state, attempt, tries, polls, error_code, error_message, created_at, updated_at,"
+    " state, attempt, tries, polls, error_code, error_message, error_retryable, created_at,"
+    " updated_at,"
     " finished_at) SELECT p.id, :batch, p.key, p.line_no, p.source, p.spec, p.fingerprint,"
-    " p.source_stamp, p.state, 1, 0, 0, p.error_code, p.error_message, :now, :now,"
+    " p.source_stamp, p.state, 1, 0, 0, p.error_code, p.error_message,"
+    # A line that cannot become an item is a permanent failure (manifest_invalid, ...).
+    " CASE WHEN p.error_code IS NULL THEN NULL ELSE (1 = 0) END, :now, :now,"
     " CASE WHEN p.state = 'PENDING' THEN NULL ELSE :now END FROM ({pick}) p"
     " WHERE true ON CONFLICT (batch_id, key) DO NOTHING"
 )
@@ -135,6 +139,7 @@ class BulkIntake:
         state = ItemState.FAILED if seed.failure else ItemState.PENDING
         code, message = seed.failure or (None, None)
         spec: Mapping[str, Any] = seed.spec
+        request = ItemRequest.decode(spec)
         return (
             uuid.uuid4().hex,
             seed.key,
@@ -146,8 +151,8 @@ class BulkIntake:
             state.value,
             code,
             message,
-            str(spec.get("model") or self.model),
-            json.dumps(dict(spec.get("options") or {}), ensure_ascii=False, default=str),
+            request.model_or(self.model),
+            json.dumps(dict(request.options), ensure_ascii=False, default=str),
         )
 
     def _stage(self, rows: list[tuple[Any, ...]]) -> None:

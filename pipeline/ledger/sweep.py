@@ -13,15 +13,18 @@ from datetime import datetime
 
 from sqlalchemy import Engine, and_, bindparam, case, select, update
 
-from pipeline.ledger.repo import utcnow
+from pipeline.ledger.rows import utcnow
 from pipeline.ledger.tables import items
-from pipeline.states import CLAIMED_FROM, ItemState
+from pipeline.states import CLAIMED_FROM, ItemState, can_move
 
 # SUBMITTING is left alone: whether its task exists is for reconciliation to find out, not
 # for a timer to assume.
 RELEASABLE: dict[ItemState, ItemState] = {
     old: new for old, new in CLAIMED_FROM.items() if old is not ItemState.SUBMITTING
 }
+# These moves bypass Ledger.move (one statement for all rows): checked against the state
+# table here, once, so a change to the table cannot leave them behind unnoticed.
+assert all(can_move(old, new) for old, new in RELEASABLE.items()), "RELEASABLE vs ALLOWED"
 
 
 def release_expired(

@@ -9,6 +9,7 @@ from __future__ import annotations
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -79,6 +80,9 @@ items = Table(
     Column("error_code", String(40), nullable=True),
     Column("error_message", Text, nullable=True),
     Column("error_detail", JSON, nullable=True),
+    # Decided by the exception raised (TransientError or not), read back by re-runs
+    # (migration 0009).
+    Column("error_retryable", Boolean, nullable=True),
     Column("outputs", JSON, nullable=True),
     Column("timings", JSON, nullable=True),  # {stage: seconds} of the current attempt
     Column("created_at", DateTime(timezone=True), nullable=False),
@@ -147,6 +151,7 @@ attempts = Table(
     Column("error_code", String(40), nullable=True),
     Column("error_message", Text, nullable=True),
     Column("error_detail", JSON, nullable=True),
+    Column("error_retryable", Boolean, nullable=True),
     Column("timings", JSON, nullable=False, default=dict),  # {stage: seconds}
     UniqueConstraint("item_id", "number", name="uq_attempts_item_number"),
 )

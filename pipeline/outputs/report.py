@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from pipeline.inputs.ids import PROBLEM_PREFIX
 from pipeline.states import TERMINAL, ItemState
 
 if TYPE_CHECKING:
@@ -18,7 +19,7 @@ TIMING_SAMPLE = 5000
 
 
 @dataclass(frozen=True, slots=True)
-class Failure:
+class FailedItem:
     """One failed or dead item as status lists it."""
 
     key: str
@@ -27,6 +28,11 @@ class Failure:
     state: str
     error_code: str | None
     error_message: str | None
+
+    @property
+    def item_id(self) -> str | None:
+        """The id the manifest gave (a problem line's may be None)."""
+        return self.spec_id if self.key.startswith(PROBLEM_PREFIX) else self.key
 
 
 class StatusReads(Protocol):
@@ -37,7 +43,7 @@ class StatusReads(Protocol):
     def counts(self, batch_id: str) -> dict[str, int]: ...
     def models(self, batch_id: str) -> list[tuple[str, str, int]]: ...
     def timings(self, batch_id: str, limit: int | None) -> list[Mapping[str, float]]: ...
-    def failures(self, batch_id: str, limit: int) -> list[Failure]: ...
+    def failures(self, batch_id: str, limit: int) -> list[FailedItem]: ...
 
 
 class LedgerReads:
@@ -60,13 +66,18 @@ class LedgerReads:
     def timings(self, batch_id: str, limit: int | None) -> list[Mapping[str, float]]:
         return self._ledger.timings(batch_id, limit=limit)
 
-    def failures(self, batch_id: str, limit: int) -> list[Failure]:
+    def failures(self, batch_id: str, limit: int) -> list[FailedItem]:
         rows = self._ledger.list_items(
             batch_id, states=[ItemState.FAILED, ItemState.DEAD], limit=limit
         )
         return [
-            Failure(
-                r.key, r.spec.get("id"), r.line_no, r.state.value, r.error_code, r.error_message
+            FailedItem(
+                r.key,
+                r.request.manifest_id,
+                r.line_no,
+                r.state.value,
+                r.error_code,
+                r.error_message,
             )
             for r in rows
         ]
@@ -128,7 +139,7 @@ def status_report(
         "stage_timings": {stage: _summary(values) for stage, values in sorted(per_stage.items())},
         "failures": [
             {
-                "id": r.spec_id if r.key.startswith("@") else r.key,
+                "id": r.item_id,
                 "line": r.line_no,
                 "state": r.state,
                 "code": r.error_code,

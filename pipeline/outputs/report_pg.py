@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from pipeline.outputs.report import Failure
+from pipeline.outputs.report import FailedItem
 
 
 def is_postgres(url: str) -> bool:
@@ -66,14 +66,14 @@ class PgReads:
         )
         return [dict(t or {}) for (t,) in rows]
 
-    def failures(self, batch_id: str, limit: int) -> list[Failure]:
+    def failures(self, batch_id: str, limit: int) -> list[FailedItem]:
         rows = self._conn.execute(
             "SELECT key, spec->>'id', line_no, state, error_code, error_message FROM items"
             " WHERE batch_id = %s AND state IN ('FAILED', 'DEAD')"
             " ORDER BY batch_id, line_no LIMIT %s",
             (batch_id, limit),
         )
-        return [Failure(*row) for row in rows]
+        return [FailedItem(*row) for row in rows]
 
 
 @contextmanager

@@ -78,7 +78,7 @@ def result_of(entry: ManifestItem | ManifestProblem, row: ItemRow | None) -> Ite
 
 def result_of_row(row: ItemRow) -> ItemResult:
     """A distributed batch's line, from the ledger alone; DEAD items say so."""
-    item_id = row.spec.get("id") if row.key.startswith("@") else row.key
+    item_id = row.item_id
     source = display(row.source) if row.source else None
     if row.state is ItemState.SUCCEEDED:
         return ItemResult(
@@ -101,8 +101,7 @@ def result_of_row(row: ItemRow) -> ItemResult:
 
 def _language(row: ItemRow) -> str | None:
     """Kept with the item's audio facts when it finished (see stages.persist.finish)."""
-    value = dict(row.probe or {}).get("language")
-    return str(value) if value else None
+    return row.facts.language if row.facts else None
 
 
 def jsonl(results: Sequence[ItemResult]) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 from structlog.contextvars import bound_contextvars
 
 from pipeline.asr.dashscope import transcripts_from_result
-from pipeline.errors import FailureCode, PipelineError, TransientError
+from pipeline.errors import PipelineError
 from pipeline.flow.claims import advance, claim, keep_alive
 from pipeline.flow.context import FlowContext
 from pipeline.flow.guard import handle_failure
@@ -56,7 +56,7 @@ def finish(
     """Write the outputs and mark the item SUCCEEDED; drop audio nobody else needs.
     False if the claim was lost on the way."""
     probe = ProbeResult.from_dict(dict(claimed.probe or {}))
-    source = str(claimed.spec.get("source") or claimed.source)
+    source = claimed.request.source or claimed.source
     document = build_document(display(source), probe, transcripts)
     t0 = time.monotonic()
     outputs = write_item(
@@ -72,9 +72,7 @@ def finish(
         ItemState.SUCCEEDED,
         outputs=outputs,
         probe=facts,
-        error_code=None,
-        error_message=None,
-        error_detail=None,
+        failure=None,
         timings=timings,
         attempt=attempt_end(ItemState.SUCCEEDED, timings=timings),
     ):
@@ -102,9 +100,9 @@ def persist_step(ctx: FlowContext, row: ItemRow, result_url: str) -> bool:
     ):
         try:
             document = ctx.client().fetch_result(result_url)
-            facts = dict(claimed.probe or {})
-            offset_ms = int(round(float(facts.get("offset_s", 0.0)) * 1000))
-            channel = claimed.spec.get("channel")
+            offset_s = claimed.facts.offset_s if claimed.facts else 0.0
+            offset_ms = int(round(offset_s * 1000))
+            channel = claimed.request.channel
             transcripts = [
                 _relabel(t.shifted(offset_ms), channel) for t in transcripts_from_result(document)
             ]
@@ -112,9 +110,7 @@ def persist_step(ctx: FlowContext, row: ItemRow, result_url: str) -> bool:
             log.info("persist.done", sentences=sum(len(t.sentences) for t in transcripts))
             return done
         except PipelineError as exc:
-            if exc.code is FailureCode.RESULT_EXPIRED:
-                # The 24 h result URL lapsed before we fetched it: transcribe again.
-                exc = TransientError(exc.code, exc.message, detail=exc.detail)
+            # result_expired (the 24 h result URL lapsed) is transient: transcribe again.
             handle_failure(ctx, claimed, exc, back_to=ItemState.PREPARED)
         except Exception as exc:
             handle_failure(ctx, claimed, exc)

@@ -16,7 +16,7 @@ from structlog.contextvars import bound_contextvars
 
 from pipeline.asr.dashscope import Done, Failed, Wait, decide, file_outcomes
 from pipeline.asr.dashscope.polling import PollLimitsLike
-from pipeline.errors import FailureCode, PipelineError, ProviderRejected, TransientError
+from pipeline.errors import FailureCode, PipelineError, ProviderRejected, TransientError, error_for
 from pipeline.flow.actions import Action
 from pipeline.flow.context import FlowContext
 from pipeline.flow.guard import handle_failure
@@ -120,9 +120,7 @@ def on_query_error(
 def task_failure(decision: Failed) -> PipelineError:
     # A lost or stuck task is the provider's trouble, not the file's: submit again (as a
     # retry of this attempt). A task that FAILED on its own is final.
-    if decision.code in (FailureCode.TASK_LOST, FailureCode.POLL_TIMEOUT):
-        return TransientError(decision.code, decision.message, detail=dict(decision.detail))
-    return ProviderRejected(decision.code, decision.message, detail=dict(decision.detail))
+    return error_for(decision.code, decision.message, detail=dict(decision.detail))
 
 
 def file_failure(code: str | None, message: str | None) -> PipelineError:

@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import httpx
 from structlog.contextvars import bound_contextvars
@@ -28,7 +27,7 @@ from pipeline.inputs.manifest import display
 from pipeline.inputs.netguard import AddressPolicy
 from pipeline.inputs.sources import ObjectReader, fetch
 from pipeline.ledger import ItemRow
-from pipeline.ledger.repo import add_timing
+from pipeline.ledger.repo import ItemColumns, add_timing, item_params
 from pipeline.log import get_logger
 from pipeline.models import MediaLimits, NormalizedAudio, NormalizeSpec, ProbeResult
 from pipeline.settings import DownloadSettings
@@ -117,13 +116,11 @@ def prepare_step(ctx: FlowContext, row: ItemRow) -> ItemRow | None:
     ):
         try:
             info = ctx.rules.info(claimed)
-            spec = claimed.spec
+            request = claimed.request
             t0 = time.monotonic()
             prepared = prepare(
                 # The ledger's source column is the one place the fetchable URL is kept.
-                SourceSpec(
-                    claimed.source, spec.get("start_s"), spec.get("end_s"), spec.get("channel")
-                ),
+                SourceSpec(claimed.source, request.start_s, request.end_s, request.channel),
                 workdir,
                 PrepareContext(
                     limits=info.limits,
@@ -152,11 +149,10 @@ def prepare_step(ctx: FlowContext, row: ItemRow) -> ItemRow | None:
                 "normalized_s": prepared.audio.duration_s,
             }
             parked = parked_until(ctx, claimed)  # a batch with caps: wait for admission
-            values: dict[str, Any] = dict(
+            values: ItemColumns = dict(
                 media_key=key,
                 probe=facts,
-                error_code=None,
-                error_message=None,
+                failure=None,
                 audio_duration_ms=int(round(prepared.audio.duration_s * 1000)),
                 timings=add_timing(claimed.timings, "prepare", seconds),
                 next_run_at=parked or ctx.due_at(claimed, after_prepare(info.mode), 0.0),
@@ -178,7 +174,7 @@ def prepare_step(ctx: FlowContext, row: ItemRow) -> ItemRow | None:
                     lease_owner=None,
                     lease_until=None,
                     tries=0,
-                    **values,
+                    **item_params(values),
                 )
         except Exception as exc:
             handle_failure(ctx, claimed, exc)

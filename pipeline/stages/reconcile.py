@@ -95,7 +95,7 @@ def _candidates(ctx: FlowContext, row: ItemRow) -> Iterator[Candidate]:
     """The provider's recent tasks of ``row``'s model that our ledger does not know, each
     with every file URL it holds once finished; asked one by one, as they are read."""
     client = ctx.client()
-    model = str(row.spec.get("model") or ctx.rules.model)
+    model = row.model_or(ctx.rules.model)
     listed = client.list_tasks(model=model)
     known = ctx.ledger.known_task_ids([t.task_id for t in listed])
     for summary in listed:

@@ -23,7 +23,7 @@ from pipeline.flow.claims import claim, keep_alive
 from pipeline.flow.context import FlowContext
 from pipeline.flow.guard import handle_failure
 from pipeline.ledger import ItemRow, utcnow
-from pipeline.ledger.repo import add_timing
+from pipeline.ledger.repo import ItemColumns, add_timing
 from pipeline.log import get_logger
 from pipeline.stages.reconcile import reconcile_submitting
 from pipeline.stages.upload import early_url, publish
@@ -45,18 +45,13 @@ def submit_step(ctx: FlowContext, rows: Sequence[ItemRow]) -> str | None:
             return None
         for row in rows:
             early = early_url(ctx, row)
-            got = claim(
-                ctx,
-                row,
-                ItemState.PREPARED,
-                ItemState.SUBMITTING,
-                **({"media_url": early} if early else {}),
-            )
+            early_columns: ItemColumns = {"media_url": early} if early else {}
+            got = claim(ctx, row, ItemState.PREPARED, ItemState.SUBMITTING, **early_columns)
             if got is not None:
                 claimed.append(got)
     if not claimed:
         return None
-    model = str(claimed[0].spec.get("model") or ctx.rules.model)
+    model = claimed[0].model_or(ctx.rules.model)
     # Renewed while the URL is published and the request is out: a lapsed SUBMITTING
     # claim is reconciled (asked of the provider), which must not race a live submission.
     with keep_alive(ctx, *claimed):
@@ -79,9 +74,7 @@ def submit_step(ctx: FlowContext, rows: Sequence[ItemRow]) -> str | None:
                     provider_task_id=submitted.task_id,
                     submitted_at=now,
                     polls=0,
-                    error_code=None,
-                    error_message=None,
-                    error_detail=None,
+                    failure=None,
                     next_run_at=ctx.due_at(row, Action.POLL, ctx.rules.poll.first_s, now),
                     timings=add_timing(row.timings, "submit", seconds),
                     attempt={

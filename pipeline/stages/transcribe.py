@@ -23,7 +23,7 @@ from pipeline.asr.base import AudioClip, ClipEngine
 from pipeline.flow.claims import claim, keep_alive
 from pipeline.flow.context import FlowContext
 from pipeline.flow.guard import handle_failure
-from pipeline.ledger import ItemRow
+from pipeline.ledger import AudioFacts, ItemRow
 from pipeline.ledger.repo import add_timing
 from pipeline.log import get_logger
 from pipeline.models import AsrOptions, NormalizedAudio
@@ -175,14 +175,10 @@ def transcribe_step(ctx: FlowContext, row: ItemRow) -> bool:
         keep_alive(ctx, claimed),
     ):
         try:
-            facts = dict(claimed.probe or {})
+            facts = claimed.facts or AudioFacts()
             path = ctx.media.local(str(claimed.media_key), workdir)
-            audio = NormalizedAudio(
-                path,
-                float(facts.get("normalized_s", 0.0)),
-                offset_s=float(facts.get("offset_s", 0.0)),
-            )
-            channel = claimed.spec.get("channel") or 0
+            audio = NormalizedAudio(path, facts.normalized_s, offset_s=facts.offset_s)
+            channel = claimed.request.channel or 0
             t0 = time.monotonic()
             transcript = transcribe_file(
                 audio,

@@ -46,7 +46,7 @@ def early_url(ctx: FlowContext, row: ItemRow) -> str | None:
     """The URL, when publishing is side-effect free: then it is written with the claim."""
     if ctx.publisher is None or not ctx.publisher.before_claim:
         return None
-    return url_for(ctx, row, str(row.spec.get("model") or ctx.rules.model))
+    return url_for(ctx, row, row.model_or(ctx.rules.model))
 
 
 def url_for(ctx: FlowContext, row: ItemRow, model: str) -> str:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from support import walk
 
 from pipeline import operations
 from pipeline.console import auth
@@ -21,7 +22,7 @@ from pipeline.console.queries import (
     summarize,
 )
 from pipeline.errors import FailureCode, PipelineError
-from pipeline.ledger import ItemSeed, Ledger, open_ledger, sqlite_url
+from pipeline.ledger import Failure, ItemSeed, Ledger, open_ledger, sqlite_url
 from pipeline.states import ALLOWED, TERMINAL, ItemState, can_move
 
 BATCH = "b1"
@@ -60,7 +61,7 @@ def test_cancel_discards_in_flight_steps(ledger: Ledger) -> None:
     claimed = ledger.claim(a.id, ItemState.PENDING, ItemState.PREPARING, owner="w1", lease_s=60)
     assert claimed is not None
     for row, task in ((b, "task-b"), (c, "task-c")):
-        ledger.move(row.id, ItemState.PENDING, ItemState.SUBMITTED, provider_task_id=task)
+        walk(ledger, row.id, ItemState.SUBMITTED, provider_task_id=task)
     asked: list[str] = []
 
     def cancel_task(task_id: str) -> None:
@@ -96,7 +97,7 @@ def test_cancel_leaves_shared_tasks(ledger: Ledger, tmp_path: Path) -> None:
         model="fun-asr",
     )
     for row in (_row(ledger, "a"), ledger.list_items("b2")[0]):
-        ledger.move(row.id, ItemState.PENDING, ItemState.SUBMITTED, provider_task_id="shared")
+        walk(ledger, row.id, ItemState.SUBMITTED, provider_task_id="shared")
     asked: list[str] = []
     operations.cancel_batch(ledger, BATCH, actor="test", cancel_task=asked.append)
     assert asked == []
@@ -179,7 +180,7 @@ def test_page_reprocess_form(ledger: Ledger) -> None:
     from pipeline.settings import Settings
 
     row = _row(ledger, "a")
-    ledger.fail(row.id, ItemState.PENDING, "engine_failed", "boom")
+    ledger.fail(row.id, ItemState.PENDING, Failure.permanent("engine_failed", "boom"))
     console = Console(ledger=ledger, settings=Settings(), access=auth.Access.build(None, None))
     with TestClient(create_app(console), base_url="http://127.0.0.1") as client:
         page = client.get("/confirm", params={"action": "reprocess", "batch": BATCH, "item": "a"})

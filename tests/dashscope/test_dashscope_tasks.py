@@ -7,7 +7,13 @@ import pytest
 from ds_fakes import BASE, KEY, REQUEST_ID, TASK_ID, body_of, make_client, ok
 
 from pipeline.asr.dashscope import DashScopeClient, FileResult, Submitted
-from pipeline.errors import ConfigError, FailureCode, PermanentError, ProviderUnavailable
+from pipeline.errors import (
+    ConfigError,
+    FailureCode,
+    PermanentError,
+    ProviderUnavailable,
+    TransientError,
+)
 
 SUBMITTED = {"request_id": REQUEST_ID, "output": {"task_id": TASK_ID, "task_status": "PENDING"}}
 
@@ -281,7 +287,8 @@ def test_fetch_result_sends_no_authorization(script) -> None:
 
 
 def test_fetch_expired_result_is_result_expired(script, client) -> None:
-    """OSS's 403 on an expired signed URL is result_expired, not an auth problem."""
+    """OSS's 403 on an expired signed URL is result_expired (transient: transcribe again),
+    not an auth problem."""
     script.add(
         httpx.Response(
             403,
@@ -290,7 +297,7 @@ def test_fetch_expired_result_is_result_expired(script, client) -> None:
             b"<RequestId>OSS1</RequestId></Error>",
         )
     )
-    with pytest.raises(PermanentError) as err:
+    with pytest.raises(TransientError) as err:
         client.fetch_result("https://result.oss.test/r.json")
     assert err.value.code is FailureCode.RESULT_EXPIRED
     assert err.value.detail["provider_code"] == "AccessDenied"

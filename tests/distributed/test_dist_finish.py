@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 from dist_support import Clips, Cluster, distinct_entries, manifest
-from support import wait_until
+from support import wait_until, walk
 
 from pipeline.inputs.batches import seeds_for
 from pipeline.inputs.manifest import load_manifest
+from pipeline.ledger import Failure
 from pipeline.outputs.results import close_batch
 from pipeline.states import ItemState
 
@@ -88,7 +89,7 @@ def test_status_says_writing_results_until_the_file_is_there(
     entries = distinct_entries(clips, 2, prefix="wr")
     batch = cluster.submit(entries, *FILETRANS)  # no worker: items stay PENDING
     for row in cluster.rows(batch):
-        assert cluster.ledger.move(row.id, ItemState.PENDING, ItemState.SUCCEEDED, outputs={})
+        assert walk(cluster.ledger, row.id, ItemState.SUCCEEDED, outputs={})
     assert cluster.ledger.claim_batch_close(batch, owner="elsewhere", lease_s=60)
     status = cluster.cli_json("status", batch)
     assert (status["done"], status["state"]) == (False, "writing results")
@@ -137,7 +138,7 @@ def test_racing_finishes_write_results_exactly_once(
 
         def finish(row: Any, who: str, go: threading.Barrier, won: list[bool]) -> None:
             go.wait()
-            ledger.move(row.id, ItemState.PENDING, ItemState.SUCCEEDED, outputs={})
+            walk(ledger, row.id, ItemState.SUCCEEDED, outputs={})
             won.append(close_batch(ledger, row.batch_id, CountingSink(), owner=who))
 
         threads = [
@@ -158,7 +159,9 @@ def test_item_commands_take_batch_slash_id(cluster: Cluster, clips: Clips) -> No
     entries = distinct_entries(clips, 3, prefix="dl")
     batch = cluster.submit(entries, "--engine", "dashscope", "--model", "fun-asr")
     for row in cluster.rows(batch):  # no worker: straight to the dead-letter set
-        assert cluster.ledger.fail(row.id, ItemState.PENDING, "provider_error", "boom", dead=True)
+        assert cluster.ledger.fail(
+            row.id, ItemState.PENDING, Failure("provider_error", "boom", True), dead=True
+        )
     listed = cluster.cli("dlq", "list", "--batch", batch).stdout
     assert f"{batch}/dl000" in listed
 

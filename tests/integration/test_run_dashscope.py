@@ -189,6 +189,24 @@ def test_lost_tasks_are_submitted_again(emu: str, clips, tmp_path: Path, run_cli
     assert len(tasks) > 4  # and lost tasks were replaced
 
 
+def test_a_rerun_retries_items_whose_tasks_were_lost(
+    emu: str, clips, tmp_path: Path, run_cli
+) -> None:
+    """Items whose retries ran out on lost tasks (task_lost, transient) end FAILED; a plain
+    re-run of the same command gives them a new attempt, and they succeed."""
+    httpx.post(f"{emu}/_emulator/config", json={"lost_rate": 1.0})
+    out = tmp_path / "out"
+    args = ("run", str(_manifest(tmp_path, clips)), "--out", str(out), "--engine", "dashscope")
+    args += ("--model", "qwen3-asr-flash-filetrans")
+    proc = run_cli(*args, env=_env(emu, BULKSCRIBE_RETRY__MAX_ATTEMPTS="1"))
+    assert proc.returncode == 1
+    assert {r["error"]["code"] for r in _results(out).values()} == {"task_lost"}
+    httpx.post(f"{emu}/_emulator/config", json={"lost_rate": 0})
+    proc = run_cli(*args, env=_env(emu, BULKSCRIBE_RETRY__MAX_ATTEMPTS="1"))
+    assert proc.returncode == 0, proc.stderr
+    assert {r["status"] for r in _results(out).values()} == {"SUCCEEDED"}
+
+
 def test_failed_tasks_fail_their_items_without_retrying(
     emu: str, clips, tmp_path: Path, run_cli
 ) -> None:
@@ -209,6 +227,22 @@ def test_failed_tasks_fail_their_items_without_retrying(
     assert proc.returncode == 1
     results = _results(out)
     assert {r["error"]["code"] for r in results.values()} == {"provider_failed"}
+    assert set(_tasks_per_file(emu).values()) == {1}
+    # Permanent as recorded: a plain re-run leaves them FAILED and submits nothing.
+    httpx.post(f"{emu}/_emulator/config", json={"fail_rate": 0})
+    again = run_cli(
+        "run",
+        str(_manifest(tmp_path, clips)),
+        "--out",
+        str(out),
+        "--engine",
+        "dashscope",
+        "--model",
+        "fun-asr",
+        env=_env(emu),
+    )
+    assert again.returncode == 1
+    assert {r["error"]["code"] for r in _results(out).values()} == {"provider_failed"}
     assert set(_tasks_per_file(emu).values()) == {1}
 
 

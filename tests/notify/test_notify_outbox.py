@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 from notify_support import SECRET, Receiver, endless, hang, payload, status
+from support import walk
 
-from pipeline.ledger import ItemSeed, Ledger, open_ledger, sqlite_url
+from pipeline.ledger import Failure, ItemSeed, Ledger, open_ledger, sqlite_url
 from pipeline.notify import outbox
 from pipeline.notify.delivery import deliverer
 from pipeline.settings import NotifySettings, Settings
@@ -53,9 +54,11 @@ def finished_batch(
     ledger.sync_items(batch_id, seeds, engine="local", model="tiny.en")
     rows = ledger.list_items(batch_id)
     for row in rows[:ok]:
-        assert ledger.move(row.id, ItemState.PENDING, ItemState.SUCCEEDED, audio_duration_ms=1500)
+        assert walk(ledger, row.id, ItemState.SUCCEEDED, audio_duration_ms=1500)
     for row in rows[ok:]:
-        assert ledger.fail(row.id, ItemState.PENDING, "provider_error", "boom", dead=True)
+        assert ledger.fail(
+            row.id, ItemState.PENDING, Failure("provider_error", "boom", True), dead=True
+        )
     return [r.id for r in rows]
 
 
@@ -272,7 +275,9 @@ def test_dead_items_are_announced_once_per_sweep(ledger: Ledger, receiver: Recei
     # A DEAD item given a new attempt that dies again is announced again.
     row = ledger.list_items("b-1", states=[ItemState.DEAD])[0]
     assert ledger.restart(row.id)
-    assert ledger.fail(row.id, ItemState.PENDING, "provider_error", "again", dead=True)
+    assert ledger.fail(
+        row.id, ItemState.PENDING, Failure("provider_error", "again", True), dead=True
+    )
     assert outbox.note_dead(ledger.engine, s.notify) == 1
 
 

@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from notify_support import SECRET, Receiver, payload, status
 from sqlalchemy import select, update
-from support import scratch_database
+from support import scratch_database, walk
 
 from pipeline.flow.outputs import DirSink
 from pipeline.flow.policy import SchedulePolicy, Scheduler
-from pipeline.ledger import ItemSeed, Ledger, open_ledger
+from pipeline.ledger import Failure, ItemSeed, Ledger, open_ledger
 from pipeline.ledger.tables import batches
 from pipeline.notify import outbox
 from pipeline.notify.delivery import deliverer
@@ -63,9 +63,11 @@ def batch(ledger: Ledger, url: str, *, ok: int, dead: int) -> str:
     )
     rows = ledger.list_items(batch_id)
     for row in rows[:ok]:
-        ledger.move(row.id, ItemState.PENDING, ItemState.SUCCEEDED, audio_duration_ms=2000)
+        walk(ledger, row.id, ItemState.SUCCEEDED, audio_duration_ms=2000)
     for row in rows[ok:]:
-        ledger.fail(row.id, ItemState.PENDING, "provider_error", "gave up", dead=True)
+        ledger.fail(
+            row.id, ItemState.PENDING, Failure("provider_error", "gave up", True), dead=True
+        )
     return batch_id
 
 
@@ -188,7 +190,9 @@ def test_a_scheduled_run_announces_its_start_to_its_endpoints(
     data = payload(got)["data"]
     assert (data["schedule"], data["batch_id"], data["items"]) == ("nightly", batch_id, 2)
     for row in pg_ledger.list_items(batch_id):  # leave nothing due for the module's sweeps
-        pg_ledger.fail(row.id, row.state, "internal", "not transcribed in this test")
+        pg_ledger.fail(
+            row.id, row.state, Failure.permanent("internal", "not transcribed in this test")
+        )
 
 
 @pytest.fixture(scope="module")
@@ -267,7 +271,7 @@ def test_submit_notify_urls_hear_the_batch_close(
     batch_id = json.loads(done.stdout)["batch_id"]
     assert pg_ledger.batch(batch_id)["options"]["notify_urls"] == [url]  # type: ignore[index]
     for row in pg_ledger.list_items(batch_id):
-        pg_ledger.move(row.id, row.state, ItemState.SUCCEEDED, audio_duration_ms=1000)
+        walk(pg_ledger, row.id, ItemState.SUCCEEDED, audio_duration_ms=1000)
     monkeypatch.setattr(sweeper, "send_notify", lambda _w: None)
     s = settings()
     wctx: Any = SimpleNamespace(

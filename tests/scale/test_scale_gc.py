@@ -7,8 +7,9 @@ import subprocess
 
 import pytest
 from scale_support import BIN, bulkscribe, sql
+from support import walk
 
-from pipeline.ledger import ItemSeed, open_ledger
+from pipeline.ledger import Failure, ItemSeed, open_ledger
 from pipeline.states import ItemState as S
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
@@ -31,9 +32,9 @@ def test_gc_keeps_totals_and_refuses_unfinished(pg_url: str, env: dict[str, str]
     done = _batch(ledger, "done", 5)
     for i, item in enumerate(done):
         if i < 3:
-            ledger.move(item, S.PENDING, S.SUCCEEDED, audio_duration_ms=1500)
+            walk(ledger, item, S.SUCCEEDED, audio_duration_ms=1500)
         else:
-            ledger.fail(item, S.PENDING, "not_found", "gone")
+            ledger.fail(item, S.PENDING, Failure.permanent("not_found", "gone"))
     ledger.mark_batch_done("done")
     _batch(ledger, "open", 2)
 

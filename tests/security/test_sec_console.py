@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 
 from pipeline.console import auth
 from pipeline.console.app import Console, create_app
-from pipeline.ledger import ItemSeed, Ledger, open_ledger, sqlite_url
+from pipeline.ledger import Failure, ItemSeed, Ledger, open_ledger, sqlite_url
 from pipeline.settings import Settings
 from pipeline.states import ItemState
 
@@ -45,7 +45,9 @@ def hostile(tmp_path: Path) -> Iterator[tuple[TestClient, Ledger]]:
         model="fun-asr",
     )
     row = ledger.list_items("b1")[0]
-    ledger.fail(row.id, ItemState.PENDING, "provider_failed", MESSAGE, detail={"message": MESSAGE})
+    ledger.fail(
+        row.id, ItemState.PENDING, Failure("provider_failed", MESSAGE, False, {"message": MESSAGE})
+    )
     settings = Settings(dashscope_api_key=API_KEY)  # type: ignore[call-arg]
     console = Console(ledger=ledger, settings=settings, access=auth.Access.build(TOKEN, "view"))
     with TestClient(create_app(console), base_url="http://127.0.0.1") as client:

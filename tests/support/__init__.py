@@ -7,6 +7,7 @@ Imported as ``from support import ...`` (``tests/`` is on sys.path; bench/ puts 
 
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING, Any
 
 from .services import (
@@ -86,3 +87,18 @@ def bare_flow(**fields: Any) -> FlowContext:
     )
     services = {k: v for k, v in fields.items() if k not in rule_names}
     return FlowContext(rules=StepRules(**rules), **{**defaults, **services})
+
+
+def walk(ledger: Any, item_id: str, to: Any, **last: Any) -> bool:
+    """Moves a PENDING item to ``to`` along the async happy path (PENDING → PREPARING →
+    PREPARED → SUBMITTING → SUBMITTED → PERSISTING → SUCCEEDED), one allowed transition at a
+    time: the ledger refuses shortcuts. ``last`` goes with the final move."""
+    from pipeline.states import ItemState as S
+
+    path = (S.PENDING, S.PREPARING, S.PREPARED, S.SUBMITTING, S.SUBMITTED, S.PERSISTING)
+    path += (S.SUCCEEDED,)
+    steps = list(itertools.pairwise(path[: path.index(to) + 1]))
+    for n, (old, new) in enumerate(steps, 1):
+        if not ledger.move(item_id, old, new, **(last if n == len(steps) else {})):
+            return False
+    return True

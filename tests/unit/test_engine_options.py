@@ -20,6 +20,7 @@ from pipeline.asr.base import AudioClip
 from pipeline.asr.local import LocalEngine
 from pipeline.cli.app import engine_settings, main
 from pipeline.errors import ConfigError, FailureCode
+from pipeline.ledger import ItemRequest
 from pipeline.settings import LocalEngineSettings, load_settings
 
 
@@ -96,10 +97,16 @@ def test_item_context_and_hotwords_reach_the_model() -> None:
         context="Run prompt.", hotwords="run words", beam_size=3, task="translate", vad_filter=False
     )
     ctx = bare_flow(engine="local")
-    item = SimpleNamespace(spec={"options": {"context": "Item prompt.", "hotwords": "Willoughby"}})
+    item = SimpleNamespace(
+        request=ItemRequest.decode(
+            {"options": {"context": "Item prompt.", "hotwords": "Willoughby"}}
+        )
+    )
     eng.transcribe(CLIP, ctx.rules.asr_options(item))  # type: ignore[arg-type]
-    eng.transcribe(CLIP, ctx.rules.asr_options(SimpleNamespace(spec={})))  # type: ignore[arg-type]
-    top_level = SimpleNamespace(spec={"context": "Spec prompt.", "hotwords": "Norland"})
+    eng.transcribe(CLIP, ctx.rules.asr_options(SimpleNamespace(request=ItemRequest.decode({}))))  # type: ignore[arg-type]
+    top_level = SimpleNamespace(
+        request=ItemRequest.decode({"context": "Spec prompt.", "hotwords": "Norland"})
+    )
     eng.transcribe(CLIP, ctx.rules.asr_options(top_level))  # type: ignore[arg-type]
     first, second, third = fake.calls
     assert (first["initial_prompt"], first["hotwords"]) == ("Item prompt.", "Willoughby")
@@ -112,7 +119,9 @@ def test_translate_with_an_english_only_model_is_refused_before_loading() -> Non
     """task=translate on tiny.en is unsupported_option, and no model call is made."""
     eng, fake = engine(multilingual=False, task="translate")
     with pytest.raises(ConfigError) as info:
-        eng.transcribe(CLIP, bare_flow().rules.asr_options(SimpleNamespace(spec={})))  # type: ignore[arg-type]
+        eng.transcribe(
+            CLIP, bare_flow().rules.asr_options(SimpleNamespace(request=ItemRequest.decode({})))
+        )  # type: ignore[arg-type]
     assert info.value.code is FailureCode.UNSUPPORTED_OPTION
     assert "--model base" in info.value.message and fake.calls == []
 

@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect, select
+from support import walk
 
-from pipeline.ledger import ItemSeed, Ledger, open_ledger, sqlite_url, utcnow
+from pipeline.errors import FailureCode, TransitionRefused
+from pipeline.ledger import Failure, ItemSeed, Ledger, open_ledger, sqlite_url, utcnow
 from pipeline.ledger.repo import add_timing
 from pipeline.ledger.tables import attempts
 from pipeline.outputs.report import batch_status
@@ -146,7 +148,8 @@ def test_move_writes_attempt_facts_only_when_the_move_happens(ledger: Ledger) ->
     """move(attempt=...) records the task id on the current attempt in the same transaction;
     a move that loses its compare-and-set leaves the attempt untouched."""
     a, b = add(ledger, "a", "b")
-    ledger.claim(a, S.PENDING, S.SUBMITTING, owner="w1", lease_s=60)
+    walk(ledger, a, S.PREPARED)
+    ledger.claim(a, S.PREPARED, S.SUBMITTING, owner="w1", lease_s=60)
     assert ledger.move(
         a,
         S.SUBMITTING,
@@ -175,7 +178,7 @@ def test_mark_due_only_touches_rows_still_in_the_state_read(ledger: Ledger) -> N
     """mark_due is a compare-and-set per row: an item that moved on keeps its schedule."""
     a, b = add(ledger, "a", "b")
     rows = ledger.get_many([a, b])
-    ledger.move(b, S.PENDING, S.PREPARED)
+    walk(ledger, b, S.PREPARED)
     at = utcnow() + timedelta(minutes=5)
     assert ledger.mark_due(rows, at) == 1
     marks = {r.key: r.next_run_at for r in ledger.get_many([a, b])}
@@ -186,7 +189,7 @@ def test_release_expired_returns_claims_to_their_from_state(ledger: Ledger) -> N
     """Expired claims fall back (PREPARING->PENDING, TRANSCRIBING->PREPARED); live ones stay."""
     a, b, c = add(ledger, "a", "b", "c")
     ledger.claim(a, S.PENDING, S.PREPARING, owner="dead", lease_s=-1)
-    ledger.move(b, S.PENDING, S.PREPARED)
+    walk(ledger, b, S.PREPARED)
     ledger.claim(b, S.PREPARED, S.TRANSCRIBING, owner="dead", lease_s=-1)
     ledger.claim(c, S.PENDING, S.PREPARING, owner="alive", lease_s=3600)
     released = ledger.release_expired()
@@ -202,7 +205,9 @@ def test_fail_records_the_error_on_item_and_attempt(ledger: Ledger) -> None:
     """fail() moves to FAILED with code and message, and ends the current attempt the same way."""
     (item,) = add(ledger, "a")
     ledger.claim(item, S.PENDING, S.PREPARING, owner="w1", lease_s=60)
-    assert ledger.fail(item, S.PREPARING, "corrupt", "/in/a.wav cannot be decoded", owner="w1")
+    assert ledger.fail(
+        item, S.PREPARING, Failure.permanent("corrupt", "/in/a.wav cannot be decoded"), owner="w1"
+    )
     row = ledger.get(item)
     assert (row.state, row.error_code, row.error_message) == (  # type: ignore[union-attr]
         S.FAILED,
@@ -215,7 +220,46 @@ def test_fail_records_the_error_on_item_and_attempt(ledger: Ledger) -> None:
         "corrupt",
         True,
     )
-    assert ledger.fail(item, S.PREPARING, "corrupt", "again") is False
+    assert ledger.fail(item, S.PREPARING, Failure.permanent("corrupt", "again")) is False
+
+
+def test_fail_keeps_whether_the_failure_is_retryable(ledger: Ledger) -> None:
+    """The retryable flag is stored beside the code, on the item and its attempt, and read
+    back as the row's failure; a new attempt clears it."""
+    a, b = add(ledger, "a", "b")
+    lost = Failure(FailureCode.TASK_LOST.value, "task t-1 is unknown", True, {"task": "t-1"})
+    assert ledger.fail(a, S.PENDING, lost, dead=True)
+    assert ledger.fail(b, S.PENDING, Failure.permanent(FailureCode.NOT_MEDIA, "not audio"))
+    rows = {r.key: r for r in ledger.list_items(BATCH)}
+    assert rows["a"].failure == lost and rows["a"].state is S.DEAD
+    assert rows["b"].failure is not None and rows["b"].failure.retryable is False
+    (att,) = ledger.attempts_of(a)
+    assert (att["error_code"], att["error_retryable"]) == ("task_lost", True)
+    assert ledger.restart(a)
+    assert ledger.get(a).failure is None  # type: ignore[union-attr]
+
+
+def test_a_move_the_state_table_forbids_is_refused_before_any_sql(ledger: Ledger) -> None:
+    """PENDING -> SUCCEEDED is not in states.ALLOWED: move() raises illegal_transition, and
+    the row is untouched (whatever state it is really in)."""
+    (item,) = add(ledger, "a")
+    with pytest.raises(TransitionRefused) as info:
+        ledger.move(item, S.PENDING, S.SUCCEEDED)
+    assert info.value.code is FailureCode.ILLEGAL_TRANSITION
+    with pytest.raises(TransitionRefused):
+        ledger.claim(item, S.PENDING, S.SUBMITTING, owner="w1", lease_s=60)
+    with pytest.raises(TransitionRefused):
+        ledger.move(item, S.SUCCEEDED, S.FAILED)  # a finished item moves only by a new attempt
+    assert ledger.get(item).state is S.PENDING  # type: ignore[union-attr]
+
+
+def test_an_unknown_column_is_refused(ledger: Ledger) -> None:
+    """A misspelt column fails loudly (mypy catches it first: the columns are a TypedDict)."""
+    (item,) = add(ledger, "a")
+    with pytest.raises(TypeError, match="media_uri"):
+        ledger.update_if(item, S.PENDING, media_uri="x")  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="error_code"):
+        ledger.move(item, S.PENDING, S.FAILED, error_code="x")  # type: ignore[call-arg]
 
 
 def test_sync_items_creates_then_leaves_unchanged_items_alone(ledger: Ledger) -> None:
@@ -236,7 +280,7 @@ def test_sync_items_creates_then_leaves_unchanged_items_alone(ledger: Ledger) ->
 def test_sync_items_resets_on_change_or_force(ledger: Ledger, change: str) -> None:
     """A new fingerprint, a changed file stamp, or force starts attempt 2 from PENDING."""
     (item,) = add(ledger, "a")
-    ledger.fail(item, S.PENDING, "corrupt", "bad")
+    ledger.fail(item, S.PENDING, Failure.permanent("corrupt", "bad"))
     new = {"fingerprint": seed("a", "f2"), "stamp": seed("a", stamp="11:2"), "force": seed("a")}[
         change
     ]
@@ -284,7 +328,7 @@ def test_sync_items_seeds_a_bad_line_as_failed(ledger: Ledger) -> None:
 def test_counts_and_state_filter(ledger: Ledger) -> None:
     """counts() groups by state; list_items(states=...) returns only those, in line order."""
     _, b, c = add(ledger, "a", "b", "c")
-    ledger.fail(b, S.PENDING, "not_found", "gone")
+    ledger.fail(b, S.PENDING, Failure.permanent("not_found", "gone"))
     ledger.move(c, S.PENDING, S.DEAD)
     assert ledger.counts(BATCH) == {"PENDING": 1, "FAILED": 1, "DEAD": 1}
     assert [r.key for r in ledger.list_items(BATCH, states=[S.FAILED, S.DEAD])] == ["b", "c"]
@@ -330,8 +374,8 @@ def test_batch_status_report(ledger: Ledger) -> None:
             "message": "line 3: bad",
         }
     ]
-    ledger.move(a, S.PENDING, S.SUCCEEDED)
-    ledger.fail(b, S.PENDING, "corrupt", "/in/b.wav is damaged")
+    walk(ledger, a, S.SUCCEEDED)
+    ledger.fail(b, S.PENDING, Failure.permanent("corrupt", "/in/b.wav is damaged"))
     report = batch_status(ledger, BATCH)
     assert report is not None and report["done"] is True
     assert [f["id"] for f in report["failures"]] == ["b", "@line3"]
@@ -353,19 +397,61 @@ def test_migrations_build_the_schema_the_code_declares(ledger: Ledger) -> None:
     assert {"ix_items_provider_task_id", "ix_items_media_key", "ix_items_source"} <= names
 
 
+def test_migration_0010_backfills_retryable_from_the_code(tmp_path: Path) -> None:
+    """Failures recorded before 0010 get the flag their code implies: a lost task or a
+    download_failed is retried by the next run, a crash (internal) or bad audio is not."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from pipeline.ledger import alembic_config, make_engine, migrate
+
+    engine = make_engine(sqlite_url(tmp_path / "old.db"))
+    with engine.begin() as conn:
+        cfg = alembic_config()
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0009")
+        conn.execute(
+            text(
+                "INSERT INTO batches (id, kind, out, engine, model, options, created_at)"
+                " VALUES ('b', 'run', '/o', 'local', 'tiny.en', '{}', '2026-01-01')"
+            )
+        )
+        for n, code in enumerate(["task_lost", "download_failed", "internal", "not_media", None]):
+            conn.execute(
+                text(
+                    "INSERT INTO items (id, batch_id, key, line_no, source, spec, fingerprint,"
+                    " state, attempt, tries, polls, error_code, created_at, updated_at)"
+                    " VALUES (:id, 'b', :id, :n, '/a', '{}', 'f', 'FAILED', 1, 0, 0, :code,"
+                    " '2026-01-01', '2026-01-01')"
+                ),
+                {"id": f"i{n}", "n": n, "code": code},
+            )
+    migrate(engine)
+    with engine.connect() as conn:
+        got = dict(conn.execute(text("SELECT error_code, error_retryable FROM items")).all())
+    engine.dispose()
+    assert got == {
+        "task_lost": True,
+        "download_failed": True,
+        "internal": False,
+        "not_media": False,
+        None: None,
+    }
+
+
 def test_batch_close_is_one_writer_after_the_last_item(ledger: Ledger) -> None:
     """claim_batch_close lets one owner through, only once every item is finished; a lapsed
     claim can be taken over; an item restarted mid-write keeps the batch open."""
     a, b = add(ledger, "a", "b")
     assert not ledger.claim_batch_close(BATCH, owner="w1", lease_s=60)  # items unfinished
-    ledger.move(a, S.PENDING, S.SUCCEEDED)
-    ledger.fail(b, S.PENDING, "corrupt", "bad", dead=True)
+    walk(ledger, a, S.SUCCEEDED)
+    ledger.fail(b, S.PENDING, Failure.permanent("corrupt", "bad"), dead=True)
     assert ledger.claim_batch_close(BATCH, owner="w1", lease_s=60)
     assert not ledger.claim_batch_close(BATCH, owner="w2", lease_s=60)  # held
     assert ledger.restart(b)  # an operator replays the item while w1 writes
     assert not ledger.end_batch_close(BATCH, owner="w1", written=True)
     assert (ledger.batch(BATCH) or {})["done_at"] is None
-    ledger.fail(b, S.PENDING, "corrupt", "bad", dead=True)
+    ledger.fail(b, S.PENDING, Failure.permanent("corrupt", "bad"), dead=True)
     assert ledger.claim_batch_close(BATCH, owner="w2", lease_s=-1)  # already lapsed
     assert ledger.claim_batch_close(BATCH, owner="w3", lease_s=60)  # takes over
     assert ledger.end_batch_close(BATCH, owner="w3", written=True)
@@ -378,7 +464,7 @@ def test_models_in_use_follow_reprocessing(ledger: Ledger) -> None:
     shows up at once."""
     a, _b = add(ledger, "a", "b")
     assert ledger.models_in_use(BATCH) == [("local", "tiny.en", 2)]
-    ledger.move(a, S.PENDING, S.SUCCEEDED)
+    walk(ledger, a, S.SUCCEEDED)
     assert ledger.restart(
         a, spec={"source": "/in/a.wav", "engine": "dashscope", "model": "fun-asr"}
     )
@@ -394,7 +480,7 @@ def test_sync_can_leave_running_items_alone(ledger: Ledger) -> None:
     """With restart_running=False a changed line restarts only finished items: one in
     flight (maybe mid-submission) keeps its attempt."""
     a, _b = add(ledger, "a", "b")
-    ledger.move(a, S.PENDING, S.SUCCEEDED)
+    walk(ledger, a, S.SUCCEEDED)
     report = ledger.sync_items(
         BATCH,
         [seed("a", "f2"), seed("b", "f2", line=2)],

@@ -45,8 +45,9 @@ def throttled() -> ProviderBusy:
 def submit_fails(ctx: FlowContext, exc: Exception) -> Any:
     """A submission that raised: the item is claimed PREPARED → SUBMITTING, then handled."""
     (item,) = ctx.ledger.list_items("b")
-    if item.state is ItemState.PENDING:
-        ctx.ledger.move(item.id, ItemState.PENDING, ItemState.PREPARED)
+    if item.state is ItemState.PENDING:  # prepared (PENDING → PREPARING → PREPARED)
+        ctx.ledger.move(item.id, ItemState.PENDING, ItemState.PREPARING)
+        ctx.ledger.move(item.id, ItemState.PREPARING, ItemState.PREPARED)
         item = ctx.ledger.get(item.id)
     assert item is not None and item.state is ItemState.PREPARED, item
     claimed = ctx.ledger.claim(

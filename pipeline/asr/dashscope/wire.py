@@ -25,7 +25,8 @@ succeeds a moment later. If it keeps happening, retries run out and the item goe
 a code that says exactly what was seen.
 
 Two URL kinds are not DashScope's API but signed OSS URLs, where a 403 means something else:
-``source="result"`` (``transcription_url``, valid 24 h: 403/404/410 → result_expired) and
+``source="result"`` (``transcription_url``, valid 24 h: 403/404/410 → result_expired, transient:
+the file is transcribed again) and
 ``source="upload"`` (PostObject: "Policy expired" → transient, a fresh policy fixes it).
 
 The provider's ``code``, ``message`` and ``request_id`` (and the HTTP status) are kept in
@@ -103,7 +104,8 @@ def to_error(failure: httpx.Response | httpx.HTTPError, *, source: Source = "api
     msg_lower = (message or "").lower()
 
     if source == "result" and status in (403, 404, 410):
-        return ProviderRejected(
+        # Transient: the result is gone, but transcribing the file again will make a new one.
+        return ProviderUnavailable(
             FailureCode.RESULT_EXPIRED,
             f"result URL no longer readable (valid 24 h): {text}",
             detail=detail,

@@ -1,0 +1,278 @@
+"""Items and their attempts: entering a manifest, starting new attempts, reading rows."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, insert, select, update
+
+from pipeline.ledger.base import LedgerBase
+from pipeline.ledger.rows import (
+    NO_FAILURE_COLUMNS,
+    ItemRow,
+    ItemSeed,
+    SyncReport,
+    attempt_values,
+    utcnow,
+)
+from pipeline.ledger.statements import select_items
+from pipeline.ledger.tables import attempts, batches, items
+from pipeline.ledger.transitions import check_move
+from pipeline.ledger.values import Failure, ItemRequest
+from pipeline.states import ItemState
+
+
+class ItemStore(LedgerBase):
+    def sync_items(
+        self,
+        batch_id: str,
+        seeds: Sequence[ItemSeed],
+        *,
+        engine: str,
+        model: str,
+        force: bool = False,
+        restart_running: bool = True,
+    ) -> SyncReport:
+        """Insert new items; start a new attempt for items whose spec or source changed
+        (with ``restart_running`` False, only for items that are finished: a distributed
+        item in flight may be mid-submission, and is left to finish as it is)."""
+        now = utcnow()
+        reset = unchanged = 0
+        new_items: list[dict[str, Any]] = []
+        new_attempts: list[dict[str, Any]] = []
+        with self.engine.begin() as conn:
+            existing = {
+                r.key: r
+                for r in conn.execute(
+                    select(
+                        items.c.id,
+                        items.c.key,
+                        items.c.state,
+                        items.c.fingerprint,
+                        items.c.source_stamp,
+                        items.c.attempt,
+                    ).where(items.c.batch_id == batch_id)
+                )
+            }
+            for seed in seeds:
+                old = existing.get(seed.key)
+                state = ItemState.FAILED if seed.failure else ItemState.PENDING
+                # A line that cannot become an item is permanent (manifest_invalid, ...).
+                error = (
+                    Failure.permanent(*seed.failure).columns()
+                    if seed.failure
+                    else dict(NO_FAILURE_COLUMNS)
+                )
+                request = ItemRequest.decode(seed.spec)
+                base = dict(
+                    line_no=seed.line_no,
+                    source=seed.source,
+                    spec=dict(seed.spec),
+                    fingerprint=seed.fingerprint,
+                    source_stamp=seed.source_stamp,
+                    updated_at=now,
+                )
+                if old is None:
+                    item_id = uuid.uuid4().hex
+                    new_items.append(
+                        dict(
+                            id=item_id,
+                            batch_id=batch_id,
+                            key=seed.key,
+                            state=state.value,
+                            attempt=1,
+                            tries=0,
+                            polls=0,
+                            created_at=now,
+                            finished_at=now if seed.failure else None,
+                            **base,
+                            **error,
+                        )
+                    )
+                    new_attempts.append(
+                        attempt_values(item_id, 1, engine, model, request, now, state)
+                    )
+                    continue
+                changed = (
+                    old.fingerprint != seed.fingerprint or old.source_stamp != seed.source_stamp
+                )
+                if not (
+                    force or changed or (seed.failure and old.state != ItemState.FAILED)
+                ) or not (restart_running or ItemState(old.state).terminal):
+                    unchanged += 1
+                    continue
+                number = old.attempt + 1
+                conn.execute(
+                    update(items)
+                    .where(items.c.id == old.id)
+                    .values(
+                        state=state,
+                        attempt=number,
+                        tries=0,
+                        polls=0,
+                        lease_owner=None,
+                        lease_until=None,
+                        next_run_at=None,
+                        provider_task_id=None,
+                        submitted_at=None,
+                        media_key=None,
+                        media_url=None,
+                        timings=None,
+                        finished_at=now if seed.failure else None,
+                        **base,
+                        **error,
+                    )
+                )
+                self._open_attempt(conn, old.id, number, engine, model, request, now, state)
+                reset += 1
+            # New items in two statements, not two per line (a 100,000-line manifest).
+            if new_items:
+                conn.execute(insert(items), new_items)
+                conn.execute(insert(attempts), new_attempts)
+        return SyncReport(len(new_items), reset, unchanged)
+
+    def restart(
+        self,
+        item_id: str,
+        *,
+        spec: Mapping[str, Any] | None = None,
+        fingerprint: str | None = None,
+        engine: str = "",
+        model: str = "",
+    ) -> bool:
+        """A new attempt from PENDING (operator retry, reprocess, DLQ replay).
+
+        Outputs of the last success stay in place until the new attempt writes its own.
+        """
+        row = self.get(item_id)
+        if row is None or row.is_problem:
+            return False
+        new_spec = dict(spec if spec is not None else row.spec)
+        request = ItemRequest.decode(new_spec)
+        check_move(row.state, ItemState.PENDING)
+        now = utcnow()
+        with self.engine.begin() as conn:
+            done = (
+                conn.execute(
+                    update(items)
+                    .where(
+                        and_(
+                            items.c.id == item_id,
+                            items.c.state == row.state.value,
+                            items.c.attempt == row.attempt,
+                        )
+                    )
+                    .values(
+                        state=ItemState.PENDING.value,
+                        attempt=row.attempt + 1,
+                        tries=0,
+                        polls=0,
+                        lease_owner=None,
+                        lease_until=None,
+                        next_run_at=None,
+                        provider_task_id=None,
+                        submitted_at=None,
+                        media_key=None,
+                        media_url=None,
+                        **NO_FAILURE_COLUMNS,
+                        finished_at=None,
+                        spec=new_spec,
+                        timings=None,
+                        fingerprint=fingerprint or row.fingerprint,
+                        updated_at=now,
+                    )
+                ).rowcount
+                == 1
+            )
+            if done:
+                self._open_attempt(
+                    conn,
+                    item_id,
+                    row.attempt + 1,
+                    engine or request.engine_or(""),
+                    model or request.model_or(""),
+                    request,
+                    now,
+                    ItemState.PENDING,
+                )
+                conn.execute(
+                    update(batches).where(batches.c.id == row.batch_id).values(done_at=None)
+                )
+        return done
+
+    def get(self, item_id: str) -> ItemRow | None:
+        with self._single.connect() as conn:
+            row = conn.execute(select_items("id"), {"w_value": item_id}).first()
+        return ItemRow.from_row(row) if row else None
+
+    def get_many(self, item_ids: Iterable[str]) -> list[ItemRow]:
+        """The rows that exist among ``item_ids``, in that order, in one query."""
+        wanted = list(dict.fromkeys(item_ids))
+        if not wanted:
+            return []
+        with self._single.connect() as conn:
+            found = {
+                r.id: ItemRow.from_row(r)
+                for r in conn.execute(select_items("ids"), {"w_ids": wanted})
+            }
+        return [found[i] for i in wanted if i in found]
+
+    def list_items(
+        self,
+        batch_id: str | None = None,
+        *,
+        states: Iterable[ItemState] | None = None,
+        keys: Iterable[str] | None = None,
+        limit: int | None = None,
+    ) -> list[ItemRow]:
+        query = select(items).order_by(items.c.batch_id, items.c.line_no).limit(limit)
+        if batch_id is not None:
+            query = query.where(items.c.batch_id == batch_id)
+        if keys is not None:
+            query = query.where(items.c.key.in_(list(keys)))
+        if states is not None:
+            query = query.where(items.c.state.in_([s.value for s in states]))
+        with self._single.connect() as conn:
+            return [ItemRow.from_row(r) for r in conn.execute(query)]
+
+    def counts(self, batch_id: str | None) -> dict[str, int]:
+        """Items by state in one batch (or, with None, in the whole ledger)."""
+        query = select(items.c.state, func.count()).group_by(items.c.state)
+        if batch_id is not None:
+            query = query.where(items.c.batch_id == batch_id)
+        with self._single.connect() as conn:
+            return {state: n for state, n in conn.execute(query)}
+
+    def by_task(self, task_id: str) -> list[ItemRow]:
+        with self._single.connect() as conn:
+            rows = conn.execute(select_items("provider_task_id"), {"w_value": task_id})
+            return [ItemRow.from_row(r) for r in rows]
+
+    def _open_attempt(
+        self,
+        conn: Any,
+        item_id: str,
+        number: int,
+        engine: str,
+        model: str,
+        request: ItemRequest,
+        now: datetime,
+        state: ItemState,
+    ) -> None:
+        conn.execute(
+            insert(attempts).values(
+                **attempt_values(item_id, number, engine, model, request, now, state)
+            )
+        )
+
+    def attempts_of(self, item_id: str) -> list[Mapping[str, Any]]:
+        with self._single.connect() as conn:
+            rows = conn.execute(
+                select(attempts).where(attempts.c.item_id == item_id).order_by(attempts.c.number)
+            )
+            return [dict(r._mapping) for r in rows]
+
+    # operator actions ----------------------------------------------------------------
