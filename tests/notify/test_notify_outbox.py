@@ -426,8 +426,8 @@ def priced_batch(ledger: Ledger, url: str) -> None:
     ledger.sync_items("b-1", seeds, engine="dashscope", model="fun-asr")
     a, b, c, d = ledger.list_items("b-1")
     for row, ms in ((a, 60_000), (b, 120_000), (c, 30_000)):
-        assert ledger.move(row.id, ItemState.PENDING, ItemState.SUCCEEDED, audio_duration_ms=ms)
-    assert ledger.fail(d.id, ItemState.PENDING, "not_media", "no")
+        assert walk(ledger, row.id, ItemState.SUCCEEDED, audio_duration_ms=ms)
+    assert ledger.fail(d.id, ItemState.PENDING, Failure("not_media", "no", False))
 
 
 @pytest.mark.parametrize(
@@ -538,7 +538,9 @@ def test_dead_items_are_written_with_their_move_and_batched(
     assert got.ok and payload(got)["data"]["count"] == 25
     # A new attempt of one of them dies again: a new message, since the first was tried.
     assert ledger.restart(ids[0])
-    assert ledger.fail(ids[0], ItemState.PENDING, "provider_error", "again", dead=True)
+    assert ledger.fail(
+        ids[0], ItemState.PENDING, Failure("provider_error", "again", True), dead=True
+    )
     time.sleep(0.25)
     assert deliverer(s, ledger.engine).flush(5).states == {"DELIVERED": 1}
     assert [payload(d)["data"]["ids"] for d in receiver.at("/dead")] == [
@@ -562,6 +564,6 @@ def test_a_dead_move_and_its_event_roll_back_together(ledger: Ledger, receiver: 
 
     ledger.on_dead = crash
     with pytest.raises(RuntimeError):
-        ledger.fail(row.id, ItemState.PENDING, "provider_error", "boom", dead=True)
+        ledger.fail(row.id, ItemState.PENDING, Failure("provider_error", "boom", True), dead=True)
     assert ledger.get(row.id).state is ItemState.PENDING  # type: ignore[union-attr]
     assert outbox.list_messages(ledger.engine) == []

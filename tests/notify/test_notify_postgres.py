@@ -323,7 +323,9 @@ def test_items_dying_at_once_are_announced_once_each_in_few_deliveries(
 
     def kill(part: list[str]) -> None:
         for item_id in part:
-            assert pg_ledger.fail(item_id, ItemState.PENDING, "provider_error", "x", dead=True)
+            assert pg_ledger.fail(
+                item_id, ItemState.PENDING, Failure("provider_error", "x", True), dead=True
+            )
 
     def deliver() -> None:
         d = deliverer(s, pg_ledger.engine)
@@ -365,13 +367,14 @@ def test_killed_right_after_the_dead_move_the_event_is_still_delivered(
     script = (
         "import os, signal, sys\n"
         "from functools import partial\n"
-        "from pipeline.ledger import open_ledger\n"
+        "from pipeline.ledger import Failure, open_ledger\n"
         "from pipeline.notify.outbox import add_dead\n"
         "from pipeline.settings import NotifySettings\n"
         "from pipeline.states import ItemState\n"
         "led = open_ledger(sys.argv[1])\n"
         "led.on_dead = partial(add_dead, notify=NotifySettings(dead_window_s=0))\n"
-        "assert led.fail(sys.argv[2], ItemState.PENDING, 'provider_error', 'x', dead=True)\n"
+        "failure = Failure('provider_error', 'x', True)\n"
+        "assert led.fail(sys.argv[2], ItemState.PENDING, failure, dead=True)\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"
     )
     db = pg_ledger.engine.url.render_as_string(hide_password=False)

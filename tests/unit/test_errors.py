@@ -116,7 +116,7 @@ def test_the_scan_sees_the_package() -> None:
     """The scan below finds the raises it is meant to check (it is not vacuous)."""
     raised = _raised_codes()
     assert (errors.ProviderBusy, FailureCode.PROVIDER_THROTTLED) in raised
-    assert (TransientError, FailureCode.POLL_TIMEOUT) in raised
+    assert (TransientError, FailureCode.PROVIDER_ERROR) in raised
     assert (errors.MediaRejected, FailureCode.NOT_MEDIA) in raised
     assert len(raised) > 30
 

@@ -30,7 +30,7 @@ from pipeline.flow.policy import (
     countdown_s,
     embedded_prepare_room,
 )
-from pipeline.ledger import ItemRow
+from pipeline.ledger import Failure, ItemRow
 from pipeline.states import ItemState
 
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
@@ -86,8 +86,8 @@ class FakeLedger:
     def __init__(self) -> None:
         self.failed: list[tuple[str, str]] = []
 
-    def fail(self, item_id: str, expected: ItemState, code: str, message: str) -> bool:
-        self.failed.append((item_id, str(code)))
+    def fail(self, item_id: str, expected: ItemState, failure: Failure) -> bool:
+        self.failed.append((item_id, failure.code))
         return True
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from support import bare_flow
+from support import bare_flow, walk
 
 from pipeline.asr.dashscope import DashScopeClient
 from pipeline.ledger import ItemRow, ItemSeed, Ledger, open_ledger, sqlite_url
@@ -47,7 +47,7 @@ def submitting(tmp_path: Path, urls: list[str]) -> tuple[Ledger, list[ItemRow]]:
     ledger.sync_items("b", seeds, engine="dashscope", model="fun-asr")
     rows = []
     for row, url in zip(ledger.list_items("b"), urls, strict=True):
-        ledger.move(row.id, ItemState.PENDING, ItemState.PREPARED)
+        walk(ledger, row.id, ItemState.PREPARED)
         got = ledger.claim(
             row.id,
             ItemState.PREPARED,

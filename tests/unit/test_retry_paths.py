@@ -62,7 +62,7 @@ def test_lost_and_stuck_tasks_end_retryable_when_tries_run_out(
     """Out of tries, a lost or stuck task leaves the item FAILED (embedded) with the flag
     that makes the next run try it again."""
     claimed = _submitted(ctx.ledger, ctx.owner)
-    ctx.ledger.update_if(claimed.id, S.PERSISTING, tries=ctx.retry.max_attempts)
+    ctx.ledger.update_if(claimed.id, S.PERSISTING, tries=ctx.rules.retry.max_attempts)
     latest = ctx.ledger.get(claimed.id)
     assert latest is not None
     handle_failure(ctx, latest, TransientError(code, "gone"), back_to=S.PREPARED)
