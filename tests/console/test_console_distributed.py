@@ -22,7 +22,8 @@ from support import say
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "distributed"))
 import dist_support as dist
-from dist_support import MEDIA_BUCKET, Clips, Cluster, distinct_entries, s3_client, wait_until
+from dist_support import MEDIA_BUCKET, Clips, Cluster, distinct_entries
+from support import s3_client, wait_until
 
 # The distributed suite's fixtures, by name (its conftest.py is not loaded for this directory).
 redis_server, pg_url, ledger, moto_url = dist.redis_server, dist.pg_url, dist.ledger, dist.moto_url
