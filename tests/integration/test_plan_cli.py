@@ -205,9 +205,9 @@ def test_second_plan_and_following_run_do_not_probe_again(
     env = {"XDG_CACHE_HOME": str(tmp_path / "xdg")}
     inputs = (str(archive["tone_mp3"]), str(archive["video"]), str(archive["text"]))
     first = plan_json(bulkscribe, *inputs, env=env)
-    assert first["probes"] == {"cached": 0, "ran": 3}
+    assert first["probes"] == {"cached": 0, "ran": 3, "headers": 0}  # mp3, video, text: ffprobe
     second = plan_json(bulkscribe, *inputs, env=env)
-    assert second["probes"] == {"cached": 3, "ran": 0}
+    assert second["probes"] == {"cached": 3, "ran": 0, "headers": 0}
     assert second["audio_seconds"] == first["audio_seconds"]
     out = tmp_path / "out"
     done = bulkscribe("run", *inputs, "--out", str(out), "--json", env=env)
@@ -227,8 +227,8 @@ def test_second_plan_and_following_run_do_not_probe_again(
 def test_a_directory_of_hundreds_of_files_is_planned_in_seconds(
     bulkscribe: Cli, tmp_path: Path
 ) -> None:
-    """200 short WAVs: probed in parallel the first time (ffprobe's start-up, about 50 ms of
-    CPU each, is the cost), from the cache in a couple of seconds the second."""
+    """200 short WAVs: read from their headers the first time (no ffprobe start-up, about
+    50 ms of CPU each), from the cache in a couple of seconds the second."""
     d = tmp_path / "many"
     for n in range(200):
         sub = d / f"day{n % 5}"
@@ -248,7 +248,8 @@ def test_a_directory_of_hundreds_of_files_is_planned_in_seconds(
     expected = sum(1600 + n for n in range(200)) / 16_000
     assert cold["files"] == warm["files"] == 200 and cold["bad"] == []
     assert warm["audio_seconds"] == pytest.approx(expected, abs=0.01)
-    assert warm["probes"] == {"cached": 200, "ran": 0}
+    assert cold["probes"] == {"cached": 0, "ran": 0, "headers": 200}  # plain PCM WAV headers
+    assert warm["probes"] == {"cached": 200, "ran": 0, "headers": 0}
     assert cold_s < 120, cold_s  # ffprobe start-up bound: 40 s at load average 16 on 2 cores
     assert warm_s < 5, warm_s
 
