@@ -26,10 +26,10 @@ from pipeline.cli.shared import (
     EXIT_INTERRUPTED,
     EXIT_USAGE,
     INPUTS_HELP,
-    budget_options,
     checked_notify_urls,
     cli_settings,
     fail_usage,
+    intake_options,
     ledger_url,
     read_inputs,
     run_caps,
@@ -375,25 +375,7 @@ def _log_warnings(loaded: Any) -> None:
 )
 @click.option("--force", is_flag=True, help="Transcribe finished items again.")
 @click.option("--retry-failed", is_flag=True, help="Try permanently failed items again.")
-@click.option(
-    "--manifest-format",
-    type=click.Choice(["jsonl", "csv", "list", "dir"]),
-    help="Override format detection of a single manifest INPUT.",
-)
-@click.option(
-    "--strict",
-    is_flag=True,
-    help="Unknown manifest fields fail their lines (manifest_invalid), not warn.",
-)
-@budget_options
-@click.option("--config", type=click.Path(dir_okay=False), help="TOML settings file.")
-@click.option(
-    "--notify",
-    "notify_urls",
-    multiple=True,
-    metavar="URL",
-    help="Send signed webhooks (batch.completed) here; repeatable.",
-)
+@intake_options(notify_help="Send signed webhooks (batch.completed) here; repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("-v", "--verbose", count=True, help="More log lines on stderr (-v, -vv).")
 @engine_options

@@ -15,7 +15,13 @@ from typing import Any
 
 import click
 
-from pipeline.cli.shared import budget_options, cli_settings, fail_usage, run_caps
+from pipeline.cli.shared import (
+    budget_options,
+    cli_settings,
+    fail_usage,
+    intake_options,
+    run_caps,
+)
 
 
 def _ledger(settings: Any) -> Any:
@@ -98,24 +104,8 @@ def _echo(as_json: bool, data: Any, text: str) -> None:
 )
 @click.option("--hotwords", help="Words to favour, local engine (an item's own hotwords win).")
 @click.option("--option", "options", multiple=True, help="Provider option key=value.")
-@click.option(
-    "--manifest-format",
-    type=click.Choice(["jsonl", "csv", "list", "dir"]),
-    help="Override format detection of a single manifest INPUT.",
-)
-@click.option(
-    "--strict",
-    is_flag=True,
-    help="Unknown manifest fields fail their lines (manifest_invalid), not warn.",
-)
-@budget_options
-@click.option("--config", type=click.Path(dir_okay=False), help="TOML settings file.")
-@click.option(
-    "--notify",
-    "notify_urls",
-    multiple=True,
-    metavar="URL",
-    help="Send signed webhooks (batch.completed, batch.items_dead) here; repeatable.",
+@intake_options(
+    notify_help="Send signed webhooks (batch.completed, batch.items_dead) here; repeatable."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the batch id as JSON.")
 def submit(

@@ -7,6 +7,7 @@ these from here, not each other's internals.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -107,6 +108,33 @@ def run_caps(
         )
     except PipelineError as exc:
         fail_usage(exc.message)
+
+
+def intake_options(*, notify_help: str) -> Callable[[Any], Any]:
+    """The options ``run`` and ``submit`` share: how the manifest is read, the budget caps,
+    the settings file and the webhooks."""
+    options: list[Callable[[Any], Any]] = [
+        click.option(
+            "--manifest-format",
+            type=click.Choice(["jsonl", "csv", "list", "dir"]),
+            help="Override format detection of a single manifest INPUT.",
+        ),
+        click.option(
+            "--strict",
+            is_flag=True,
+            help="Unknown manifest fields fail their lines (manifest_invalid), not warn.",
+        ),
+        budget_options,
+        click.option("--config", type=click.Path(dir_okay=False), help="TOML settings file."),
+        click.option("--notify", "notify_urls", multiple=True, metavar="URL", help=notify_help),
+    ]
+
+    def apply(command: Any) -> Any:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return apply
 
 
 INPUTS_HELP = (

@@ -102,3 +102,42 @@ def walk(ledger: Any, item_id: str, to: Any, **last: Any) -> bool:
         if not ledger.move(item_id, old, new, **(last if n == len(steps) else {})):
             return False
     return True
+
+
+def item_row(n: int, state: Any, *, spec: dict[str, Any], at: Any, **values: Any) -> Any:
+    """A ledger row as a step or the planner sees it (item ``n`` of batch ``b``, attempt 1,
+    nothing recorded yet), for the pure decisions' tests; ``values`` override columns."""
+    from pipeline.ledger import ItemRow
+
+    base: dict[str, Any] = dict(
+        id=f"id{n}",
+        batch_id="b",
+        key=f"k{n}",
+        line_no=n,
+        source=f"/a/{n}.wav",
+        spec=spec,
+        fingerprint="f",
+        source_stamp=None,
+        state=state,
+        attempt=1,
+        tries=0,
+        lease_owner=None,
+        lease_until=None,
+        next_run_at=None,
+        polls=0,
+        submitted_at=None,
+        provider_task_id=None,
+        media_key=None,
+        media_url=None,
+        probe=None,
+        audio_duration_ms=None,
+        error_code=None,
+        error_message=None,
+        error_detail=None,
+        outputs=None,
+        timings=None,
+        created_at=at,
+        updated_at=at,
+        finished_at=None,
+    )
+    return ItemRow(**{**base, **values})

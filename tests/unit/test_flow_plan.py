@@ -7,6 +7,8 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from support import item_row
+
 from pipeline.asr.catalog import Mode
 from pipeline.flow.actions import Action
 from pipeline.flow.plan import Agenda, Lane, plan_jobs
@@ -17,38 +19,9 @@ NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 
 
 def row(n: int, state: ItemState = ItemState.PENDING, **values: Any) -> ItemRow:
-    base: dict[str, Any] = dict(
-        id=f"id{n}",
-        batch_id="b",
-        key=f"k{n}",
-        line_no=n,
-        source=f"/a/{n}.wav",
-        spec={"model": values.pop("model", "fun-asr")},
-        fingerprint="f",
-        source_stamp=None,
-        state=state,
-        attempt=1,
-        tries=0,
-        lease_owner=None,
-        lease_until=None,
-        next_run_at=None,
-        polls=0,
-        submitted_at=None,
-        provider_task_id=None,
-        media_key=None,
-        media_url=None,
-        probe=None,
-        audio_duration_ms=None,
-        error_code=None,
-        error_message=None,
-        error_detail=None,
-        outputs=None,
-        timings=None,
-        created_at=NOW,
-        updated_at=NOW,
-        finished_at=None,
-    )
-    return ItemRow(**{**base, **values})
+    spec = {"model": values.pop("model", "fun-asr")}
+    row: ItemRow = item_row(n, state, spec=spec, at=NOW, **values)
+    return row
 
 
 def agenda(mode: Mode = Mode.ASYNC, size: int = 3) -> Agenda:

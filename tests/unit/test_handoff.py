@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from support import bare_flow
+from support import bare_flow, item_row
 
 from pipeline.flow.actions import POLL_SLACK_S, Action
 from pipeline.flow.context import FlowContext
@@ -30,42 +30,14 @@ NOW = datetime(2026, 11, 26, 2, 0, tzinfo=UTC)
 
 
 def row(model: str, state: ItemState = ItemState.PREPARING) -> ItemRow:
-    return ItemRow(
-        id="i1",
-        batch_id="b",
-        key="k",
-        line_no=1,
-        source="/a.wav",
-        # As intake writes it: the engine beside the model (the catalog needs both).
-        spec={
-            "source": "/a.wav",
-            "engine": "local" if model == "tiny.en" else "dashscope",
-            "model": model,
-        },
-        fingerprint="f",
-        source_stamp=None,
-        state=state,
-        attempt=1,
-        tries=0,
-        lease_owner=None,
-        lease_until=None,
-        next_run_at=None,
-        polls=0,
-        submitted_at=None,
-        provider_task_id=None,
-        media_key=None,
-        media_url=None,
-        probe=None,
-        audio_duration_ms=None,
-        error_code=None,
-        error_message=None,
-        error_detail=None,
-        outputs=None,
-        timings=None,
-        created_at=NOW,
-        updated_at=NOW,
-        finished_at=None,
-    )
+    # As intake writes it: the engine beside the model (the catalog needs both).
+    spec = {
+        "source": "/a.wav",
+        "engine": "local" if model == "tiny.en" else "dashscope",
+        "model": model,
+    }
+    got: ItemRow = item_row(1, state, spec=spec, at=NOW, id="i1", key="k", source="/a.wav")
+    return got
 
 
 def flow(settings: Any, handoff_s: float) -> FlowContext:

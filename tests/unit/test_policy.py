@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from support import item_row
 
 from pipeline.asr.catalog import Mode
 from pipeline.errors import FailureCode
@@ -43,38 +44,9 @@ def row(
     engine: str = "dashscope",
     **values: Any,
 ) -> ItemRow:
-    base: dict[str, Any] = dict(
-        id=f"id{n}",
-        batch_id="b",
-        key=f"k{n}",
-        line_no=n,
-        source=f"/a/{n}.wav",
-        spec={"engine": engine, "model": model},
-        fingerprint="f",
-        source_stamp=None,
-        state=state,
-        attempt=1,
-        tries=0,
-        lease_owner=None,
-        lease_until=None,
-        next_run_at=None,
-        polls=0,
-        submitted_at=None,
-        provider_task_id=None,
-        media_key=None,
-        media_url=None,
-        probe=None,
-        audio_duration_ms=None,
-        error_code=None,
-        error_message=None,
-        error_detail=None,
-        outputs=None,
-        timings=None,
-        created_at=NOW,
-        updated_at=NOW,
-        finished_at=None,
-    )
-    return ItemRow(**{**base, **values})
+    spec = {"engine": engine, "model": model}
+    row: ItemRow = item_row(n, state, spec=spec, at=NOW, **values)
+    return row
 
 
 POLICY = SchedulePolicy(engine="dashscope", model="fun-asr", batch_size=10)
