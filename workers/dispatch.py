@@ -9,13 +9,11 @@ lapses and the sweeper sends it anew.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import timedelta
 from typing import Any
 
-from pipeline.flow.actions import Action, redispatch_slack
+from pipeline.flow.actions import Action
 from pipeline.flow.plan import Job
 from pipeline.ledger import ItemRow, utcnow
-from pipeline.states import ItemState
 from workers.app import app
 from workers.context import WorkerContext
 
@@ -52,15 +50,12 @@ def send_all(wctx: WorkerContext, jobs: Sequence[Job]) -> None:
 def _mark(wctx: WorkerContext, rows: Sequence[ItemRow], countdown: float) -> None:
     """Rows whose step is being queued: not due again until the message should have run
     (polls, the SUBMITTED rows, sooner: see redispatch_slack)."""
-    redispatch_s = wctx.settings.distributed.redispatch_s
-    now = utcnow()
-    polls = [r for r in rows if r.state is ItemState.SUBMITTED]
-    others = [r for r in rows if r.state is not ItemState.SUBMITTED]
-    for part, action in ((polls, Action.POLL), (others, None)):
-        if part:
-            wctx.ledger.mark_due(
-                part, now + timedelta(seconds=countdown + redispatch_slack(action, redispatch_s))
-            )
+    wctx.scheduler.mark_queued(
+        rows,
+        countdown_s=countdown,
+        redispatch_s=wctx.settings.distributed.redispatch_s,
+        now=utcnow(),
+    )
 
 
 def hand_off(wctx: WorkerContext, prepared: ItemRow) -> bool:

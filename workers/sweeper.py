@@ -14,13 +14,11 @@ from dataclasses import replace
 from typing import Any
 
 from pipeline.ledger import utcnow
-from pipeline.ledger.budgets import count_parked
 from pipeline.ledger.counts import fold_all
 from pipeline.log import get_logger
 from pipeline.notify.outbox import count_due, note_dead
 from pipeline.outputs.results import close_batch
 from pipeline.planning.pricing import PriceTable
-from pipeline.states import ItemState
 from workers.context import WorkerContext, queue_notify
 from workers.dispatch import send_all
 from workers.metrics import observe_sweep
@@ -62,14 +60,11 @@ def _sweep(wctx: WorkerContext) -> dict[str, int]:
     rows = ledger.due_rows(now, ignore_marks=lost)
     if lost:
         rows = [replace(r, next_run_at=None) for r in rows]
-    jobs = wctx.scheduler.plan(
+    jobs = wctx.scheduler.sweep(
         rows,
         now,
-        # Items parked for budget admission wait for an earlier one, which needs room.
-        prepare_room=dist.max_prepared
-        - ledger.count_states(ItemState.PREPARING, ItemState.PREPARED)
-        + count_parked(ledger),
-        submit_room=wctx.settings.provider.max_inflight_tasks - ledger.inflight_tasks(),
+        max_prepared=dist.max_prepared,
+        max_inflight=wctx.settings.provider.max_inflight_tasks,
     )
     send_all(wctx, jobs)
     if lost:  # only now: a sweep that fails before this point leaves the loss to the next

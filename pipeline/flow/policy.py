@@ -17,10 +17,12 @@ from datetime import datetime, timedelta
 
 from pipeline.asr.catalog import Mode, ModelInfo, model_info
 from pipeline.errors import ConfigError, PipelineError
-from pipeline.flow.actions import Action, after_prepare
+from pipeline.flow.actions import Action, after_prepare, redispatch_slack
 from pipeline.flow.plan import Agenda, Job, plan_jobs
 from pipeline.ledger import Failure, ItemRow, Ledger
+from pipeline.ledger.budgets import count_parked
 from pipeline.settings import LimitsSettings, Settings
+from pipeline.states import ItemState
 
 # Longer waits belong to the sweeper, not to countdown messages: a worker holds its
 # countdown messages in memory, and a killed one takes them along.
@@ -139,6 +141,34 @@ class Scheduler:
             batch_size=self.policy.batch_size_of,
             default_model=self.policy.model,
         )
+
+    def sweep(
+        self, rows: Iterable[ItemRow], now: datetime, *, max_prepared: int, max_inflight: int
+    ) -> list[Job]:
+        """The sweeper's plan for ``rows``: what is due, within the room left for normalized
+        audio (``max_prepared`` items PREPARING or PREPARED; items parked for budget
+        admission wait for an earlier one, which needs room) and for provider tasks in
+        flight (``max_inflight``)."""
+        prepared = self.ledger.count_states(ItemState.PREPARING, ItemState.PREPARED)
+        return self.plan(
+            rows,
+            now,
+            prepare_room=max_prepared - prepared + count_parked(self.ledger),
+            submit_room=max_inflight - self.ledger.inflight_tasks(),
+        )
+
+    def mark_queued(
+        self, rows: Sequence[ItemRow], *, countdown_s: float, redispatch_s: float, now: datetime
+    ) -> None:
+        """Rows whose step was just queued are not due again until its message should have
+        run, plus slack for it to be taken (a poll's slack is the shorter: see
+        :func:`redispatch_slack`), so the sweeper sends a step again only if it was lost."""
+        polls = [r for r in rows if r.state is ItemState.SUBMITTED]
+        others = [r for r in rows if r.state is not ItemState.SUBMITTED]
+        for part, action in ((polls, Action.POLL), (others, None)):
+            if part:
+                slack = redispatch_slack(action, redispatch_s)
+                self.ledger.mark_due(part, now + timedelta(seconds=countdown_s + slack))
 
     def follow_ups(self, fresh: Sequence[ItemRow], now: datetime) -> list[tuple[Job, float]]:
         """After a step: the jobs a worker queues at once for rows just read back, each with

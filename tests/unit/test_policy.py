@@ -196,3 +196,47 @@ def test_countdown_and_embedded_backpressure() -> None:
     assert countdown_s(Job(Action.PREPARE, ("id1", "id2"), rows=rows), NOW) == 3.0
     assert countdown_s(Job(Action.PREPARE, ("id2",), rows=rows[1:]), NOW) == 0.0
     assert embedded_prepare_room(4, 3) == 5
+
+
+def sqlite_scheduler(tmp_path: Any, n: int) -> tuple[Scheduler, Any, list[ItemRow]]:
+    """A Scheduler over a real SQLite ledger holding ``n`` PENDING Fun-ASR items."""
+    from pipeline.ledger import ItemSeed, open_ledger, sqlite_url
+
+    ledger = open_ledger(sqlite_url(tmp_path / "l.db"))
+    ledger.ensure_batch("b", kind="run", out=str(tmp_path), engine="dashscope", model="fun-asr")
+    seeds = [
+        ItemSeed(f"k{i}", i, f"/a/{i}.wav", {"engine": "dashscope", "model": "fun-asr"}, "f")
+        for i in range(n)
+    ]
+    ledger.sync_items("b", seeds, engine="dashscope", model="fun-asr")
+    return Scheduler(POLICY, ledger), ledger, ledger.list_items("b")
+
+
+def test_the_sweep_prepares_only_within_the_room_left(tmp_path: Any) -> None:
+    """Two of five items already hold normalized audio; with room for three, the sweep
+    prepares one more, and none once the room is spent."""
+    from support import walk
+
+    sched, ledger, rows = sqlite_scheduler(tmp_path, 5)
+    for r in rows[:2]:
+        assert walk(ledger, r.id, ItemState.PREPARED, next_run_at=NOW + timedelta(hours=1))
+    pending = [r for r in ledger.list_items("b") if r.state is ItemState.PENDING]
+    jobs = sched.sweep(pending, NOW, max_prepared=3, max_inflight=9)
+    assert [(j.action, len(j.ids)) for j in jobs] == [(Action.PREPARE, 1)]
+    assert sched.sweep(pending, NOW, max_prepared=2, max_inflight=9) == []
+
+
+def test_queued_steps_are_marked_with_their_message_slack(tmp_path: Any) -> None:
+    """A queued poll is due again after its countdown and the short poll slack; any other
+    step after the countdown and the whole redispatch slack."""
+    from support import walk
+
+    from pipeline.flow.actions import POLL_SLACK_S
+
+    sched, ledger, rows = sqlite_scheduler(tmp_path, 2)
+    assert walk(ledger, rows[0].id, ItemState.SUBMITTED)
+    fresh = ledger.list_items("b")
+    sched.mark_queued(fresh, countdown_s=5.0, redispatch_s=600.0, now=NOW)
+    due = {r.key: r.next_run_at for r in ledger.list_items("b")}
+    assert due["k0"] == NOW + timedelta(seconds=5.0 + min(600.0, POLL_SLACK_S))
+    assert due["k1"] == NOW + timedelta(seconds=605.0)
