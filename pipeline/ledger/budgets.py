@@ -16,6 +16,7 @@ from sqlalchemy import and_, delete, func, insert, select, update
 from pipeline.errors import FailureCode
 from pipeline.ledger.repo import Ledger, utcnow
 from pipeline.ledger.tables import attempts, batches, budgets, items
+from pipeline.ledger.transitions import check_move
 from pipeline.ledger.values import PROBLEM_PREFIX, ItemRequest
 from pipeline.planning.budget import SKIPPABLE, Admission, Caps, Entry, Tally, admit, skip_message
 from pipeline.states import ItemState
@@ -204,6 +205,8 @@ def _apply(ledger: Ledger, batch_id: str, budget: Budget, decision: Admission) -
             )
         message = skip_message(budget.caps, t, budget.currency)
         for e in decision.skip:
+            # Part of admission's transaction, so not through Ledger.move: checked here.
+            check_move(e.state, ItemState.SKIPPED)
             moved = conn.execute(
                 update(items)
                 .where(and_(items.c.id == e.id, items.c.state == e.state.value))
