@@ -117,6 +117,12 @@ class _OwnTime(Progress):
         self.display.stop()
 
 
+def own_seconds(row: ItemRow | None) -> float | None:
+    """The sum of an item's stage timings in this attempt (None: none recorded)."""
+    timings = dict(row.timings or {}) if row is not None else {}
+    return sum(float(v) for v in timings.values()) if timings else None
+
+
 @dataclass
 class EmbeddedRunner:
     """Drives one batch to the end with a thread pool; the ledger says what is left."""
@@ -135,6 +141,7 @@ class EmbeddedRunner:
         self.batch_id = batch_id_for(self.cfg.out_dir)
         self.ledger = self.ctx.ledger
         self._ids: dict[str, str] = {}  # manifest key -> item id, for the progress display
+        self._display = self.progress  # told each item's own time by _refresh, unlooked-up
         self.progress = _OwnTime(self.progress, self._own_seconds)
         self._budgeted = False
         ctx = self.ctx
@@ -145,9 +152,7 @@ class EmbeddedRunner:
 
     def _own_seconds(self, key: str) -> float | None:
         """The sum of an item's stage timings in this attempt."""
-        row = self.ledger.get(self._ids[key]) if key in self._ids else None
-        timings = dict(row.timings or {}) if row is not None else {}
-        return sum(float(v) for v in timings.values()) if timings else None
+        return own_seconds(self.ledger.get(self._ids[key])) if key in self._ids else None
 
     # -- the run ------------------------------------------------------------------------
     def run(self, manifest: Manifest) -> RunSummary:
@@ -296,7 +301,10 @@ class EmbeddedRunner:
             agenda.put(row)
             if row.state.terminal:
                 audio_s += (row.audio_duration_ms or 0) / 1000
-                self.progress.item_done(row.key, row.state.value, row.error_code or "", audio_s)
+                # The row just read carries its timings: no second read for the display.
+                self._display.item_done(
+                    row.key, row.state.value, row.error_code or "", audio_s, own_seconds(row)
+                )
         return audio_s
 
     def _apply_budget(self) -> None:
