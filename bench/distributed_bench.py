@@ -690,6 +690,7 @@ _WRAPPED: list[tuple[Any, str, Any]] = []
 def _account_by_part() -> dict[str, float]:
     """Wrap the outer calls of each part (ledger, broker, provider HTTP, outputs, storage,
     Redis limits) to sum their main-thread CPU; nested calls count once, to the outer."""
+    from celery import Celery
     from celery.app.task import Task
 
     from pipeline.asr.dashscope.client import DashScopeClient
@@ -702,7 +703,7 @@ def _account_by_part() -> dict[str, float]:
     depth = [0]
     parts = {
         "ledger (SQLAlchemy + psycopg)": [Ledger],
-        "broker publish (Celery apply_async)": [Task],
+        "broker publish (Celery apply_async)": [Task, Celery],
         "provider HTTP (httpx + JSON)": [DashScopeClient],
         "outputs (render + write 4 formats)": [DirSink, StoreSink],
         "storage (presigned URL)": [PresignPublisher],
@@ -710,7 +711,12 @@ def _account_by_part() -> dict[str, float]:
     }
     for part, classes in parts.items():
         for cls in classes:
-            for name, fn in list(vars(cls).items()):
+            # The class's own methods and those it inherits (the Ledger is a facade over
+            # its parts' classes): each wrapped on the class itself.
+            methods: dict[str, Any] = {}
+            for base in reversed(cls.__mro__[:-1]):
+                methods.update(vars(base))
+            for name, fn in list(methods.items()):
                 if (
                     name.startswith("__")
                     or not callable(fn)
@@ -718,6 +724,8 @@ def _account_by_part() -> dict[str, float]:
                 ):
                     continue
                 if cls is Task and name != "apply_async":
+                    continue
+                if cls is Celery and name != "send_task":
                     continue
 
                 def wrapper(*a: Any, __fn: Any = fn, __part: str = part, **kw: Any) -> Any:
@@ -731,14 +739,17 @@ def _account_by_part() -> dict[str, float]:
                         depth[0] -= 1
                         spent[__part] = spent.get(__part, 0.0) + time.thread_time() - c0
 
-                _WRAPPED.append((cls, name, fn))
+                _WRAPPED.append((cls, name, vars(cls).get(name)))
                 setattr(cls, name, wrapper)
     return spent
 
 
 def _unwrap() -> None:
     for cls, name, fn in reversed(_WRAPPED):
-        setattr(cls, name, fn)
+        if fn is None:  # inherited: the base class's method shows through again
+            delattr(cls, name)
+        else:
+            setattr(cls, name, fn)
     _WRAPPED.clear()
 
 
