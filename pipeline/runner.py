@@ -96,30 +96,9 @@ class Progress:
     def stop(self) -> None: ...
 
 
-class _OwnTime(Progress):
-    """Passes each finished item's own working time on to the display."""
-
-    def __init__(self, display: Progress, seconds_of: Callable[[str], float | None]) -> None:
-        self.display = display
-        self.seconds_of = seconds_of
-
-    def start(self, total: int, done: int, todo: int) -> None:
-        self.display.start(total, done, todo)
-
-    def item_done(
-        self, key: str, state: str, detail: str, audio_s: float, seconds: float | None = None
-    ) -> None:
-        if seconds is None:
-            seconds = self.seconds_of(key)
-        self.display.item_done(key, state, detail, audio_s, seconds)
-
-    def stop(self) -> None:
-        self.display.stop()
-
-
-def own_seconds(row: ItemRow | None) -> float | None:
+def own_seconds(row: ItemRow) -> float | None:
     """The sum of an item's stage timings in this attempt (None: none recorded)."""
-    timings = dict(row.timings or {}) if row is not None else {}
+    timings = dict(row.timings or {})
     return sum(float(v) for v in timings.values()) if timings else None
 
 
@@ -140,19 +119,12 @@ class EmbeddedRunner:
     def __post_init__(self) -> None:
         self.batch_id = batch_id_for(self.cfg.out_dir)
         self.ledger = self.ctx.ledger
-        self._ids: dict[str, str] = {}  # manifest key -> item id, for the progress display
-        self._display = self.progress  # told each item's own time by _refresh, unlooked-up
-        self.progress = _OwnTime(self.progress, self._own_seconds)
         self._budgeted = False
         ctx = self.ctx
         self.scheduler = Scheduler(
             SchedulePolicy(ctx.rules.engine, ctx.rules.model, ctx.rules.limits, self.batch_size),
             ctx.ledger,
         )
-
-    def _own_seconds(self, key: str) -> float | None:
-        """The sum of an item's stage timings in this attempt."""
-        return own_seconds(self.ledger.get(self._ids[key])) if key in self._ids else None
 
     # -- the run ------------------------------------------------------------------------
     def run(self, manifest: Manifest) -> RunSummary:
@@ -189,7 +161,6 @@ class EmbeddedRunner:
         todo = [rows[k] for k in keys if not rows[k].state.terminal]
         if todo and self.check_engine is not None:
             self.check_engine()  # a missing model is a usage error, not 2,000 failed items
-        self._ids = {k: rows[k].id for k in keys}
         # Invalid manifest lines are failures of this run (they are read again each time),
         # counted once, not items an earlier run finished.
         problems = [e for e in manifest.entries if isinstance(e, ManifestProblem)]
@@ -301,8 +272,8 @@ class EmbeddedRunner:
             agenda.put(row)
             if row.state.terminal:
                 audio_s += (row.audio_duration_ms or 0) / 1000
-                # The row just read carries its timings: no second read for the display.
-                self._display.item_done(
+                # The row just read carries its timings (the item's own working time).
+                self.progress.item_done(
                     row.key, row.state.value, row.error_code or "", audio_s, own_seconds(row)
                 )
         return audio_s

@@ -4,10 +4,10 @@ the emulator; `retry --max-audio-hours` re-admits what the cap left out."""
 from __future__ import annotations
 
 import json
-import subprocess
 
 import pytest
 from dist_support import Clips, Cluster, distinct_entries
+from support import stream_duration
 
 pytestmark = [
     pytest.mark.celery,
@@ -16,27 +16,6 @@ pytestmark = [
     pytest.mark.s3,
     pytest.mark.slow,
 ]
-
-
-def duration(path: object) -> float:
-    out = subprocess.run(
-        [
-            "ffprobe",
-            "-v",
-            "error",
-            "-select_streams",
-            "a:0",
-            "-show_entries",
-            "stream=duration",
-            "-of",
-            "csv=p=0",
-            str(path),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return float(out.strip())
 
 
 def test_submit_cap_admits_the_manifest_prefix_and_retry_raises_it(
@@ -49,7 +28,7 @@ def test_submit_cap_admits_the_manifest_prefix_and_retry_raises_it(
     cluster.worker(concurrency=2)
     cluster.beat()
     entries = distinct_entries(clips, 5, prefix="cap")
-    secs = [duration(clips.files[i]) for i in range(5)]
+    secs = [stream_duration(clips.files[i]) for i in range(5)]
     cap_s = sum(secs[:3]) + secs[3] / 2
     batch = cluster.submit(
         entries,

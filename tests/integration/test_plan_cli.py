@@ -12,33 +12,12 @@ from typing import Any
 
 import pytest
 from e2e import ffmpeg, log_events, write_jsonl
+from support import stream_duration
 
 pytestmark = [pytest.mark.ffmpeg]
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 FAST = {"BULKSCRIBE_PLAN__LOCAL_RTF": "0.05"}  # no model timing in these tests
-
-
-def stream_duration(path: Path) -> float:
-    """ffprobe's own duration of the first audio stream."""
-    out = subprocess.run(
-        [
-            "ffprobe",
-            "-v",
-            "error",
-            "-select_streams",
-            "a:0",
-            "-show_entries",
-            "stream=duration",
-            "-of",
-            "csv=p=0",
-            str(path),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    return float(out)
 
 
 @pytest.fixture(scope="module")

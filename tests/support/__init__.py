@@ -141,3 +141,28 @@ def item_row(n: int, state: Any, *, spec: dict[str, Any], at: Any, **values: Any
         finished_at=None,
     )
     return ItemRow(**{**base, **values})
+
+
+def stream_duration(path: Any) -> float:
+    """ffprobe's own duration of the first audio stream (what plan and budgets are checked
+    against)."""
+    import subprocess
+
+    out = subprocess.run(
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-select_streams",
+            "a:0",
+            "-show_entries",
+            "stream=duration",
+            "-of",
+            "csv=p=0",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    return float(out)
