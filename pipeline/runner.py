@@ -23,6 +23,7 @@ from pipeline.flow.perform import perform
 from pipeline.flow.plan import Agenda, Lane, lanes_on
 from pipeline.flow.policy import SchedulePolicy, Scheduler, embedded_prepare_room
 from pipeline.inputs.batches import batch_id_for, key_of, seeds_for
+from pipeline.inputs.ids import is_problem_key
 from pipeline.inputs.manifest import Manifest
 from pipeline.ledger import ItemRow, ItemSeed, utcnow
 from pipeline.ledger.budgets import get_budget, is_parked, set_caps
@@ -141,11 +142,21 @@ class EmbeddedRunner:
         )
         # An id keeps the source it was first transcribed from, whatever sorts first now.
         manifest = manifest.prefer(
-            {r.key: r.source for r in self.ledger.list_items(self.batch_id) if not r.is_problem}
+            {
+                k: src
+                for k, src in self.ledger.sources(self.batch_id).items()
+                if not is_problem_key(k)
+            }
         )
-        self.ledger.sync_items(
+        synced = self.ledger.sync_items(
             self.batch_id,
-            seeds_for(manifest.entries, engine=cfg.engine, model=cfg.model, language=cfg.language),
+            seeds_for(
+                manifest.entries,
+                engine=cfg.engine,
+                model=cfg.model,
+                language=cfg.language,
+                local_files=True,  # missing files fail here, all in one transaction
+            ),
             engine=cfg.engine,
             model=cfg.model,
             force=cfg.force,
@@ -164,13 +175,30 @@ class EmbeddedRunner:
         # Invalid manifest lines are failures of this run (they are read again each time),
         # counted once, not items an earlier run finished.
         problems = [e for e in manifest.entries if isinstance(e, ManifestProblem)]
-        self.progress.start(
-            len(keys), len(keys) - len(todo) - len(problems), len(todo) + len(problems)
-        )
+        # Items this run's intake failed (a missing file): no step runs for them.
+        refused = [
+            rows[k]
+            for k in synced.refused
+            if rows[k].state is ItemState.FAILED and not rows[k].is_problem
+        ]
+        now_failed = len(problems) + len(refused)
+        self.progress.start(len(keys), len(keys) - len(todo) - now_failed, len(todo) + now_failed)
         for problem in problems:
             self.progress.item_done(
                 problem.item_id or f"line {problem.line_no}", "FAILED", problem.code, 0.0
             )
+        for row in refused:
+            log.info(
+                "item.failed",
+                batch_id=row.batch_id,
+                item_id=row.key,
+                attempt=row.attempt,
+                stage="intake",
+                code=row.error_code,
+                error=row.error_message,
+            )
+            self.ctx.emit("item.failed", code=str(row.error_code))
+            self.progress.item_done(row.key, "FAILED", row.error_code or "", 0.0)
         audio_s = 0.0
         try:
             audio_s = self._drive(todo)
@@ -313,9 +341,12 @@ class EmbeddedRunner:
     # -- housekeeping -------------------------------------------------------------------
     def _recover(self) -> None:
         """Undo what a killed or interrupted run left: claims, vanished scratch files."""
-        # Only the states acted on below are read: a long manifest's rows are many.
-        states = [*CLAIMED_FROM, ItemState.PREPARED, ItemState.FAILED]
-        for row in self.ledger.list_items(self.batch_id, states=states):
+        # Only the rows acted on below are read: a long manifest's rows are many.
+        states = [*CLAIMED_FROM, ItemState.PREPARED]
+        for row in [
+            *self.ledger.list_items(self.batch_id, states=states),
+            *self.ledger.failed_items(self.batch_id, retryable_only=not self.cfg.retry_failed),
+        ]:
             state = row.state
             if state is ItemState.SUBMITTING:
                 reconcile_submitting(self.ctx, row)

@@ -76,8 +76,18 @@ def seeds_for(
     model: str,
     language: str | None,
     options: Mapping[str, Any] | None = None,
+    local_files: bool = False,
 ) -> list[ItemSeed]:
-    return list(iter_seeds(entries, engine=engine, model=model, language=language, options=options))
+    return list(
+        iter_seeds(
+            entries,
+            engine=engine,
+            model=model,
+            language=language,
+            options=options,
+            local_files=local_files,
+        )
+    )
 
 
 def iter_seeds(
@@ -87,10 +97,18 @@ def iter_seeds(
     model: str,
     language: str | None,
     options: Mapping[str, Any] | None = None,
+    local_files: bool = False,
 ) -> Iterator[ItemSeed]:
-    """:func:`seeds_for` one at a time, for intakes streamed from a large manifest."""
-    from pipeline.inputs.sources import (
-        source_stamp,  # httpx: not for `status`, which needs batch_id_for
+    """:func:`seeds_for` one at a time, for intakes streamed from a large manifest.
+
+    ``local_files``: this process is the one that reads local sources (an embedded run), so
+    a path that does not exist fails at intake with ``not_found``, in the same bulk insert
+    as the rest, instead of taking a claim, a step and a failure write each. ``submit``
+    leaves this off: its paths are the workers' to read, on filesystems it may not see.
+    """
+    from pipeline.inputs.sources import (  # httpx: not for `status`, which needs batch_id_for
+        local_missing,
+        source_stamp,
     )
 
     for entry in entries:
@@ -107,6 +125,10 @@ def iter_seeds(
         spec = item_spec(entry, engine=engine, model=model, language=language, options=options)
         source = storable(entry.source)
         refused = _refused(spec, entry.line_no)
+        stamp = None if refused else source_stamp(entry.source)
+        if local_files and refused is None and stamp is None and local_missing(entry.source):
+            # The same words as the probe's, which says it for a file that goes later.
+            refused = FailureCode.NOT_FOUND.value, f"{display(entry.source)} does not exist"
         # The fingerprint hashes the fetchable source, not the masked one: a manifest line
         # whose token or password changed is a new attempt, fetched with the new one.
         yield ItemSeed(
@@ -115,7 +137,7 @@ def iter_seeds(
             source=source,
             spec=spec,
             fingerprint=fingerprint(spec | {"source": source}),
-            source_stamp=None if refused else source_stamp(entry.source),
+            source_stamp=stamp,
             failure=refused,
         )
 

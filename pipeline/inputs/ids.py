@@ -18,7 +18,21 @@ from urllib.parse import unquote, urlsplit
 # manifest id, so these keys never collide with real ones.
 PROBLEM_PREFIX = "@"
 
-__all__ = ["ID_RULE", "MAX_ID_BYTES", "MAX_PART_BYTES", "derive_id", "id_error", "source_parts"]
+
+def is_problem_key(key: str) -> bool:
+    """Whether an item key stands for a manifest line that never became an item."""
+    return key.startswith(PROBLEM_PREFIX)
+
+
+__all__ = [
+    "ID_RULE",
+    "MAX_ID_BYTES",
+    "MAX_PART_BYTES",
+    "derive_id",
+    "id_error",
+    "is_problem_key",
+    "source_parts",
+]
 
 # The longest suffix a writer appends to an id's last part (".json"; see render.FORMATS).
 # Temporary files use fixed names (render.atomic_write), so they need no room of their own.

@@ -74,6 +74,20 @@ def source_stamp(source: str) -> str | None:
     return f"{st.st_size}:{st.st_mtime_ns}"
 
 
+def local_missing(source: str) -> bool:
+    """True when a source names a local path that does not exist (not: unreadable)."""
+    path = local_path(source)
+    if path is None:
+        return False
+    try:
+        path.stat()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False  # the probe says what is wrong with it
+    return False
+
+
 def fetch(
     source: str,
     scratch: Path,

@@ -7,8 +7,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import and_, func, insert, or_, select, update
 
+from pipeline.errors import FailureCode, code_retryable
 from pipeline.ledger.base import LedgerBase
 from pipeline.ledger.rows import (
     NO_FAILURE_COLUMNS,
@@ -41,6 +42,7 @@ class ItemStore(LedgerBase):
         item in flight may be mid-submission, and is left to finish as it is)."""
         now = utcnow()
         reset = unchanged = 0
+        refused: list[str] = []
         new_items: list[dict[str, Any]] = []
         new_attempts: list[dict[str, Any]] = []
         with self.engine.begin() as conn:
@@ -76,6 +78,8 @@ class ItemStore(LedgerBase):
                     updated_at=now,
                 )
                 if old is None:
+                    if seed.failure:
+                        refused.append(seed.key)
                     item_id = uuid.uuid4().hex
                     new_items.append(
                         dict(
@@ -105,6 +109,8 @@ class ItemStore(LedgerBase):
                     unchanged += 1
                     continue
                 number = old.attempt + 1
+                if seed.failure:
+                    refused.append(seed.key)
                 conn.execute(
                     update(items)
                     .where(items.c.id == old.id)
@@ -132,7 +138,7 @@ class ItemStore(LedgerBase):
             if new_items:
                 conn.execute(insert(items), new_items)
                 conn.execute(insert(attempts), new_attempts)
-        return SyncReport(len(new_items), reset, unchanged)
+        return SyncReport(len(new_items), reset, unchanged, tuple(refused))
 
     def restart(
         self,
@@ -237,6 +243,35 @@ class ItemStore(LedgerBase):
             query = query.where(items.c.state.in_([s.value for s in states]))
         with self._single.connect() as conn:
             return [ItemRow.from_row(r) for r in conn.execute(query)]
+
+    def sources(self, batch_id: str) -> dict[str, str]:
+        """Each item's key and the source it holds (problem rows too): two columns, not
+        whole rows, for the start of a long manifest's run."""
+        query = select(items.c.key, items.c.source).where(items.c.batch_id == batch_id)
+        with self._single.connect() as conn:
+            return {key: source for key, source in conn.execute(query)}
+
+    def failed_items(self, batch_id: str, *, retryable_only: bool) -> list[ItemRow]:
+        """FAILED items of a batch; with ``retryable_only``, those whose failure was
+        recorded as retryable (what a plain re-run tries again)."""
+        query = select(items).where(
+            items.c.batch_id == batch_id, items.c.state == ItemState.FAILED.value
+        )
+        if retryable_only:
+            # A failure recorded before the flag was kept: decided from its code, as
+            # Failure.decode does.
+            by_code = [c for c in FailureCode if code_retryable(c.value)]
+            query = query.where(
+                or_(
+                    items.c.error_retryable.is_(True),
+                    and_(
+                        items.c.error_retryable.is_(None),
+                        items.c.error_code.in_([c.value for c in by_code]),
+                    ),
+                )
+            )
+        with self._single.connect() as conn:
+            return [ItemRow.from_row(r) for r in conn.execute(query.order_by(items.c.line_no))]
 
     def counts(self, batch_id: str | None) -> dict[str, int]:
         """Items by state in one batch (or, with None, in the whole ledger)."""

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, TypedDict
 
-from pipeline.ledger.values import PROBLEM_PREFIX, AudioFacts, Failure, ItemRequest
+from pipeline.inputs.ids import is_problem_key
+from pipeline.ledger.values import AudioFacts, Failure, ItemRequest
 from pipeline.states import ItemState
 
 
@@ -88,7 +89,7 @@ class ItemRow:
     @property
     def is_problem(self) -> bool:
         """A manifest line that never became an item: nothing to run, retry or count."""
-        return self.key.startswith(PROBLEM_PREFIX)
+        return is_problem_key(self.key)
 
     @property
     def item_id(self) -> str | None:
@@ -129,6 +130,9 @@ class SyncReport:
     created: int
     reset: int
     unchanged: int
+    # Keys this sync entered FAILED from their seeds (a line that cannot become an item, a
+    # missing local file): failures of this run, though no step ran for them.
+    refused: tuple[str, ...] = ()
 
 
 class ItemColumns(TypedDict, total=False):
