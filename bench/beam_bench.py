@@ -31,11 +31,11 @@ from _media import CACHE, speech_minutes  # noqa: E402
 from support import LIBRIVOX_DIR, wer  # noqa: E402
 
 from pipeline.asr.local import LocalEngine  # noqa: E402
+from pipeline.asr.windows import transcribe_file  # noqa: E402
 from pipeline.demo import HARVARD  # noqa: E402
 from pipeline.models import AsrOptions, NormalizedAudio  # noqa: E402
 from pipeline.settings import LocalEngineSettings  # noqa: E402
 from pipeline.stages.normalize import wav_duration  # noqa: E402
-from pipeline.stages.transcribe import transcribe_file  # noqa: E402
 
 THREADS = 2
 REPEAT = int(os.environ.get("BENCH_REPEAT", "3"))

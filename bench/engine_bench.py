@@ -26,10 +26,10 @@ from _media import speech_minutes
 
 from pipeline.asr.local import LocalEngine
 from pipeline.asr.weights import resolve_model
+from pipeline.asr.windows import transcribe_file
 from pipeline.models import AsrOptions, NormalizedAudio
 from pipeline.settings import LocalEngineSettings
 from pipeline.stages.normalize import wav_duration
-from pipeline.stages.transcribe import transcribe_file
 
 THREADS = 2
 REPEAT = int(os.environ.get("BENCH_REPEAT", "4"))

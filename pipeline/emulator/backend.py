@@ -27,6 +27,7 @@ from pathlib import Path
 from urllib.parse import unquote_to_bytes
 
 from pipeline.asr.base import ClipEngine
+from pipeline.asr.windows import transcribe_file
 from pipeline.errors import FailureCode, MediaRejected, PipelineError
 from pipeline.inputs.manifest import display
 from pipeline.inputs.netguard import AddressPolicy, guarded_client
@@ -36,7 +37,6 @@ from pipeline.outputs.transcript import Transcript
 from pipeline.settings import DownloadSettings
 from pipeline.stages.normalize import normalize
 from pipeline.stages.probe import probe
-from pipeline.stages.transcribe import transcribe_file
 
 _DATA_URI = re.compile(r"data:(?P<mime>[^,;]*)(?P<params>(;[^,;]*)*?),(?P<data>.*)", re.S)
 

@@ -1,7 +1,7 @@
 """Task answers and result documents, as the service shapes them (protocol §3.3, §3.6).
 
 Pure builders: a :class:`TaskView` (what the store knows at one instant) in, JSON-ready dicts
-out. Fun-ASR documents come from :func:`pipeline.stages.persist.build_document`, the same
+out. Fun-ASR documents come from :func:`pipeline.outputs.transcript.build_document`, the same
 schema the pipeline writes; the qwen3-asr-flash-filetrans schema differs (``audio_info``,
 ``sentence_id`` from 0, ``language``/``emotion`` per sentence, ``words`` on request).
 """
@@ -20,8 +20,7 @@ from pipeline.emulator.errors import INTERNAL_MESSAGE
 from pipeline.emulator.faults import Fate
 from pipeline.emulator.tasks import FileFailed, FileOk, FileOutcome, JobOptions, Status, TaskSpec
 from pipeline.models import ProbeResult
-from pipeline.outputs.transcript import Sentence, Transcript
-from pipeline.stages.persist import build_document
+from pipeline.outputs.transcript import Sentence, Transcript, build_document
 
 DOWNLOAD_FAILED = ("InvalidFile.DownloadFailed", "The audio file cannot be downloaded.")
 # Only DownloadFailed is confirmed verbatim (§10.5); the rest are the notes' best guesses.

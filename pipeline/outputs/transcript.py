@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from pipeline.models import ProbeResult
+
 # Characters that end a word and belong in Fun-ASR's ``punctuation`` field rather than
 # in ``text``. Whisper glues them to the word ("planks."); Fun-ASR keeps them apart.
 _TRAILING_PUNCT = ".,!?;:…。，！？；：、\"'”’)]}"
@@ -330,3 +332,20 @@ def from_result_document(doc: Mapping[str, Any]) -> ResultDocument:
         )
     props = doc.get("properties") or doc.get("audio_info") or {}
     return ResultDocument(str(doc.get("file_url", "")), props, tuple(transcripts))
+
+
+# The DashScope result document of one file, as the provider would write it: what persist
+# stores for every item and what the emulator serves.
+def audio_properties(probe: ProbeResult) -> AudioProperties:
+    return AudioProperties(
+        audio_format=probe.codec,
+        channels=tuple(range(probe.channels)),
+        original_sampling_rate=probe.sample_rate,
+        original_duration_ms=int(round(probe.duration_s * 1000)),
+    )
+
+
+def build_document(
+    file_url: str, probe: ProbeResult, transcripts: Sequence[Transcript]
+) -> dict[str, Any]:
+    return to_result_document(file_url, audio_properties(probe), transcripts)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
 
 from structlog.contextvars import bound_contextvars
 
@@ -25,25 +24,10 @@ from pipeline.ledger import ItemRow
 from pipeline.ledger.repo import add_timing, attempt_end
 from pipeline.log import get_logger
 from pipeline.models import ProbeResult
-from pipeline.outputs.transcript import AudioProperties, Transcript, to_result_document
+from pipeline.outputs.transcript import Transcript, build_document
 from pipeline.states import ItemState
 
 log = get_logger("bulkscribe.flow")
-
-
-def audio_properties(probe: ProbeResult) -> AudioProperties:
-    return AudioProperties(
-        audio_format=probe.codec,
-        channels=tuple(range(probe.channels)),
-        original_sampling_rate=probe.sample_rate,
-        original_duration_ms=int(round(probe.duration_s * 1000)),
-    )
-
-
-def build_document(
-    file_url: str, probe: ProbeResult, transcripts: Sequence[Transcript]
-) -> dict[str, Any]:
-    return to_result_document(file_url, audio_properties(probe), transcripts)
 
 
 def finish(
@@ -122,4 +106,4 @@ def _relabel(t: Transcript, channel: int | None) -> Transcript:
     return replace(t, channel_id=channel) if channel is not None else t
 
 
-__all__ = ["audio_properties", "build_document", "finish", "persist_step"]
+__all__ = ["finish", "persist_step"]

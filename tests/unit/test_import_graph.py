@@ -5,6 +5,8 @@ counting imports inside functions too (which would only hide a cycle, not remove
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -99,3 +101,17 @@ def test_workers_wiring_is_seen() -> None:
     found = modules()
     graph = {name: imports_of(name, path, set(found)) for name, path in found.items()}
     assert {"workers.dispatch", "workers.context", "workers.app"} <= graph["workers.tasks"]
+
+
+def test_the_emulator_stands_apart_from_the_pipeline_core() -> None:
+    """The emulator serves the provider's side: it shares the media functions and the
+    result document with the pipeline, never its scheduling or its ledger."""
+    code = (
+        "import sys, pipeline.emulator.app\n"
+        "print(sorted(m for m in sys.modules if m.startswith("
+        "('pipeline.flow', 'pipeline.ledger', 'pipeline.runner', 'workers'))))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    assert proc.stdout.strip() == "[]"

@@ -14,9 +14,7 @@ import numpy as np
 import pytest
 
 from pipeline.asr.base import AudioClip
-from pipeline.models import AsrOptions, NormalizedAudio
-from pipeline.outputs.transcript import Sentence, Transcript, Word
-from pipeline.stages.transcribe import (
+from pipeline.asr.windows import (
     SEARCH_S,
     TAIL_FACTOR,
     Window,
@@ -24,6 +22,8 @@ from pipeline.stages.transcribe import (
     quietest_point,
     transcribe_file,
 )
+from pipeline.models import AsrOptions, NormalizedAudio
+from pipeline.outputs.transcript import Sentence, Transcript, Word
 
 SR = 16_000
 
