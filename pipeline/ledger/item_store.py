@@ -19,7 +19,7 @@ from pipeline.ledger.rows import (
     attempt_values,
     utcnow,
 )
-from pipeline.ledger.statements import select_items
+from pipeline.ledger.statements import NEW_ATTEMPT, select_items
 from pipeline.ledger.tables import attempts, batches, items
 from pipeline.ledger.transitions import check_new_attempt
 from pipeline.ledger.values import Failure, ItemRequest
@@ -120,44 +120,39 @@ class ItemStore(LedgerBase):
                     unchanged += 1
                     continue
                 number = old.attempt + 1
-                moved = conn.execute(
-                    update(items)
-                    .where(
-                        and_(
-                            items.c.id == old.id,
-                            items.c.state == was.value,
-                            items.c.attempt == old.attempt,
-                        )
-                    )
-                    .values(
-                        state=state.value,
-                        attempt=number,
-                        tries=0,
-                        polls=0,
-                        lease_owner=None,
-                        lease_until=None,
-                        next_run_at=None,
-                        provider_task_id=None,
-                        submitted_at=None,
-                        media_key=None,
-                        media_url=None,
-                        timings=None,
-                        finished_at=now if seed.failure else None,
-                        **base,
-                        **error,
-                    )
-                ).rowcount
-                if moved != 1:  # a worker moved it since it was read: its move stands
-                    kept.append(seed.key)
+                reset_to = dict(
+                    state=state.value,
+                    attempt=number,
+                    tries=0,
+                    polls=0,
+                    lease_owner=None,
+                    lease_until=None,
+                    next_run_at=None,
+                    provider_task_id=None,
+                    submitted_at=None,
+                    media_key=None,
+                    media_url=None,
+                    timings=None,
+                    finished_at=now if seed.failure else None,
+                    **base,
+                    **error,
+                )
+                where = {"w_id": old.id, "w_state": was.value, "w_attempt": old.attempt}
+                if conn.execute(NEW_ATTEMPT, {**where, **reset_to}).rowcount != 1:
+                    kept.append(seed.key)  # moved since it was read: that move stands
                     unchanged += 1
                     continue
                 if seed.failure:
                     refused.append(seed.key)
-                self._open_attempt(conn, old.id, number, engine, model, request, now, state)
+                new_attempts.append(
+                    attempt_values(old.id, number, engine, model, request, now, state)
+                )
                 reset += 1
-            # New items in two statements, not two per line (a 100,000-line manifest).
+            # New items and attempts in a statement each, not one per line (a 100,000-line
+            # manifest); the statement built once serves every reset.
             if new_items:
                 conn.execute(insert(items), new_items)
+            if new_attempts:
                 conn.execute(insert(attempts), new_attempts)
         return SyncReport(len(new_items), reset, unchanged, tuple(refused), tuple(kept))
 
