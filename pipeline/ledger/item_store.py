@@ -43,8 +43,8 @@ class ItemStore(LedgerBase):
         finished item; from an unfinished one that no worker holds only with
         ``restart_running`` (False: a distributed item in flight may be mid-submission, and
         is left to finish as it is); never from a claimed one. Each reset is a
-        compare-and-set on the state read, so a worker's move in between is never
-        overwritten. Rows left as they are for either reason count as unchanged and are
+        compare-and-set on the state and attempt read, so a worker's move in between is
+        never overwritten. Rows left as they are for either reason count as unchanged and are
         named in the report's ``kept``.
         """
         now = utcnow()
@@ -166,7 +166,7 @@ class ItemStore(LedgerBase):
         engine: str = "",
         model: str = "",
     ) -> bool:
-        """A new attempt from PENDING for a finished item (operator retry, reprocess, DLQ
+        """A new attempt, at PENDING, for a finished item (operator retry, reprocess, DLQ
         replay, re-admission under a higher cap).
 
         ``expected``: the state the caller read the item in; a new attempt the rule
