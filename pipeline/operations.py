@@ -2,9 +2,10 @@
 
 Shared by the CLI (``retry``, ``reprocess``, ``dlq``, ``cancel``) and the console, so both do
 exactly the same thing and both leave the same audit row (``Ledger.record_action``). Each
-function changes only what its compare-and-set allows and returns the ledger ids it changed;
-queueing the next steps (distributed mode) is the caller's business: the sweeper finds new
-PENDING items on its own, and the next ``bulkscribe run`` does for an embedded directory.
+function changes only what its compare-and-set allows, on the state it read (an item a worker
+moved meanwhile is left alone), and returns the ledger ids it changed; queueing the next steps
+(distributed mode) is the caller's business: the sweeper finds new PENDING items on its own,
+and the next ``bulkscribe run`` does for an embedded directory.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pipeline.inputs.batches import fingerprint
 from pipeline.ledger import Failure, ItemRow, Ledger
 from pipeline.ledger.repo import ItemColumns, attempt_end
 from pipeline.log import get_logger
-from pipeline.states import ItemState, can_move
+from pipeline.states import ItemState, can_move, can_start_attempt
 
 log = get_logger("bulkscribe.operations")
 
@@ -33,7 +34,7 @@ def _operable(rows: Iterable[ItemRow]) -> list[ItemRow]:
 def retry_batch(ledger: Ledger, batch_id: str, *, actor: str) -> list[str]:
     """A new attempt for each FAILED and DEAD item of the batch."""
     rows = _operable(ledger.list_items(batch_id, states=RETRYABLE))
-    ids = [r.id for r in rows if ledger.restart(r.id)]
+    ids = [r.id for r in rows if ledger.restart(r.id, expected=r.state)]
     ledger.record_action(actor, "retry", batch_id, ids)
     return ids
 
@@ -69,10 +70,10 @@ def reprocess(
     still in progress are left to finish. Old outputs stay until the new ones are written."""
     restarted: list[str] = []
     for row in _operable(rows):
-        if not row.state.terminal:
+        if not can_start_attempt(row.state, ItemState.PENDING):
             continue
         spec = respec(row.spec, model=model, engine=engine, options=options)
-        if ledger.restart(row.id, spec=spec, fingerprint=fingerprint(spec)):
+        if ledger.restart(row.id, expected=row.state, spec=spec, fingerprint=fingerprint(spec)):
             restarted.append(row.id)
     detail = {
         k: v
@@ -85,7 +86,11 @@ def reprocess(
 
 def replay(ledger: Ledger, rows: Sequence[ItemRow], *, actor: str) -> list[str]:
     """Dead items get a new attempt; rows in any other state are left alone."""
-    ids = [r.id for r in _operable(rows) if r.state is ItemState.DEAD and ledger.restart(r.id)]
+    ids = [
+        r.id
+        for r in _operable(rows)
+        if r.state is ItemState.DEAD and ledger.restart(r.id, expected=ItemState.DEAD)
+    ]
     _record_by_batch(ledger, actor, "replay", rows, ids)
     return ids
 

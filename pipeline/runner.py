@@ -148,6 +148,7 @@ class EmbeddedRunner:
                 if not is_problem_key(k)
             }
         )
+        self._release_claims()
         synced = self.ledger.sync_items(
             self.batch_id,
             seeds_for(
@@ -161,6 +162,8 @@ class EmbeddedRunner:
             model=cfg.model,
             force=cfg.force,
         )
+        for key in synced.kept:  # a submission the provider may still be running
+            log.info("item.not_restarted", batch_id=self.batch_id, item_id=key)
         self._recover()
         self._apply_budget()
         rows = {r.key: r for r in self.ledger.list_items(self.batch_id)}
@@ -339,22 +342,26 @@ class EmbeddedRunner:
         return max(0.05, min(1.0, (due - utcnow()).total_seconds()))
 
     # -- housekeeping -------------------------------------------------------------------
+    def _release_claims(self) -> None:
+        """Claims a killed run left fall back to the state they were claimed from; a
+        SUBMITTING one is first reconciled with the provider. This run holds the --out lock,
+        so no claim in its ledger is live. Done before the manifest is synced: a new attempt
+        (a changed line, --force) never starts from a claimed state."""
+        for row in self.ledger.list_items(self.batch_id, states=CLAIMED_FROM):
+            if row.state is ItemState.SUBMITTING:
+                reconcile_submitting(self.ctx, row)
+            elif self.ledger.move(row.id, row.state, CLAIMED_FROM[row.state]):
+                log.info("item.released", item_id=row.key, was=row.state.value)
+
     def _recover(self) -> None:
-        """Undo what a killed or interrupted run left: claims, vanished scratch files."""
+        """Undo what a killed or interrupted run left: vanished scratch files, failures
+        worth another attempt (its claims were released before the sync)."""
         # Only the rows acted on below are read: a long manifest's rows are many.
-        states = [*CLAIMED_FROM, ItemState.PREPARED]
         for row in [
-            *self.ledger.list_items(self.batch_id, states=states),
+            *self.ledger.list_items(self.batch_id, states=[ItemState.PREPARED]),
             *self.ledger.failed_items(self.batch_id, retryable_only=not self.cfg.retry_failed),
         ]:
             state = row.state
-            if state is ItemState.SUBMITTING:
-                reconcile_submitting(self.ctx, row)
-                continue
-            if state.claimed:
-                self.ledger.move(row.id, state, CLAIMED_FROM[state])
-                state = CLAIMED_FROM[state]
-                log.info("item.released", item_id=row.key, was=row.state.value)
             if state is ItemState.PREPARED and not self._media_present(row):
                 self.ledger.move(row.id, state, ItemState.PENDING, media_key=None)
             if (

@@ -4,7 +4,8 @@ Claimed states (``PREPARING``, ``TRANSCRIBING``, ``SUBMITTING``, ``PERSISTING``)
 a worker that dies leaves the lease to expire, and the sweeper (or the next embedded run)
 moves the item back to the state it was claimed from.
 
-The ledger enforces :data:`ALLOWED`: a move, claim or restart it does not list raises
+The ledger enforces :data:`ALLOWED` on every move and claim within an attempt, and
+:func:`can_start_attempt` on every new attempt: a change neither allows raises
 ``TransitionRefused`` (``illegal_transition``) before any SQL runs.
 """
 
@@ -124,15 +125,41 @@ ALLOWED: dict[ItemState, frozenset[ItemState]] = {
             ItemState.CANCELLED,
         }
     ),
-    # Terminal states only move on by an operator's retry/reprocess, which starts a new
-    # attempt from PENDING.
-    ItemState.SUCCEEDED: frozenset({ItemState.PENDING}),
-    ItemState.FAILED: frozenset({ItemState.PENDING}),
-    ItemState.DEAD: frozenset({ItemState.PENDING, ItemState.FAILED}),  # replay, purge
-    ItemState.CANCELLED: frozenset({ItemState.PENDING}),  # reprocess
-    ItemState.SKIPPED: frozenset({ItemState.PENDING}),  # re-admitted under a higher cap
+    # A finished item goes on only by a new attempt (NEW_ATTEMPT_FROM below), never by a
+    # move: a move would reopen it without closing its attempt or opening the next.
+    ItemState.SUCCEEDED: frozenset(),
+    ItemState.FAILED: frozenset(),
+    ItemState.DEAD: frozenset({ItemState.FAILED}),  # purged from the dead-letter set
+    ItemState.CANCELLED: frozenset(),
+    ItemState.SKIPPED: frozenset(),
 }
+
+# A new attempt (an operator's retry, replay or reprocess; re-admission under a higher cap; a
+# re-run that finds a changed line or source, or --force) is not a move within an attempt:
+# it closes the item's attempt and opens the next one, numbered one up, with its tries, task
+# and media cleared. So it is not a row of ALLOWED but has its own rule.
+#
+# It enters PENDING, or FAILED when intake refuses the line at once (manifest_invalid, a
+# local file that is missing): that attempt is closed as it opens.
+NEW_ATTEMPT_ENTERS = frozenset({ItemState.PENDING, ItemState.FAILED})
+# It starts from a finished item always; from an unfinished one that no worker holds only
+# when the caller says nothing else acts on it (``restart_running``: an embedded run holds
+# its --out lock, while a distributed batch's items in flight are left to finish). Never from
+# a claimed state: a worker holds the lease and may be mid-step (a submission on the wire
+# would leave a provider task that no attempt knows).
+NEW_ATTEMPT_FROM = TERMINAL
+NEW_ATTEMPT_FROM_UNFINISHED = frozenset(
+    {ItemState.PENDING, ItemState.PREPARED, ItemState.SUBMITTED}
+)
 
 
 def can_move(old: ItemState, new: ItemState) -> bool:
     return new in ALLOWED[old]
+
+
+def can_start_attempt(old: ItemState, new: ItemState, *, running: bool = False) -> bool:
+    """May an item in ``old`` start a new attempt in ``new``? ``running``: the caller's
+    ``restart_running`` (unfinished, unclaimed items too)."""
+    if new not in NEW_ATTEMPT_ENTERS:
+        return False
+    return old in NEW_ATTEMPT_FROM or (running and old in NEW_ATTEMPT_FROM_UNFINISHED)

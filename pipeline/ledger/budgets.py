@@ -95,7 +95,7 @@ def set_caps(
     readmitted = [
         row.id
         for row in ledger.list_items(batch_id, states=[ItemState.SKIPPED])
-        if ledger.restart(row.id)
+        if ledger.restart(row.id, expected=ItemState.SKIPPED)
     ]
     if not caps.active:  # no cap any more: whatever waits for admission goes now
         parked = [

@@ -19,11 +19,11 @@ from pipeline.ledger.rows import (
     attempt_values,
     utcnow,
 )
-from pipeline.ledger.statements import select_items
+from pipeline.ledger.statements import NEW_ATTEMPT, select_items
 from pipeline.ledger.tables import attempts, batches, items
-from pipeline.ledger.transitions import check_move
+from pipeline.ledger.transitions import check_new_attempt
 from pipeline.ledger.values import Failure, ItemRequest
-from pipeline.states import ItemState
+from pipeline.states import ItemState, can_start_attempt
 
 
 class ItemStore(LedgerBase):
@@ -37,12 +37,20 @@ class ItemStore(LedgerBase):
         force: bool = False,
         restart_running: bool = True,
     ) -> SyncReport:
-        """Insert new items; start a new attempt for items whose spec or source changed
-        (with ``restart_running`` False, only for items that are finished: a distributed
-        item in flight may be mid-submission, and is left to finish as it is)."""
+        """Insert new items; start a new attempt for items whose spec or source changed.
+
+        A new attempt starts only where ``states.can_start_attempt`` allows it: from a
+        finished item; from an unfinished one that no worker holds only with
+        ``restart_running`` (False: a distributed item in flight may be mid-submission, and
+        is left to finish as it is); never from a claimed one. Each reset is a
+        compare-and-set on the state and attempt read, so a worker's move in between is
+        never overwritten. Rows left as they are for either reason count as unchanged and are
+        named in the report's ``kept``.
+        """
         now = utcnow()
         reset = unchanged = 0
         refused: list[str] = []
+        kept: list[str] = []
         new_items: list[dict[str, Any]] = []
         new_attempts: list[dict[str, Any]] = []
         with self.engine.begin() as conn:
@@ -100,65 +108,81 @@ class ItemStore(LedgerBase):
                         attempt_values(item_id, 1, engine, model, request, now, state)
                     )
                     continue
+                was = ItemState(old.state)
                 changed = (
                     old.fingerprint != seed.fingerprint or old.source_stamp != seed.source_stamp
                 )
-                if not (
-                    force or changed or (seed.failure and old.state != ItemState.FAILED)
-                ) or not (restart_running or ItemState(old.state).terminal):
+                if not (force or changed or (seed.failure and was is not ItemState.FAILED)):
+                    unchanged += 1
+                    continue
+                if not can_start_attempt(was, state, running=restart_running):
+                    kept.append(seed.key)
                     unchanged += 1
                     continue
                 number = old.attempt + 1
+                reset_to = dict(
+                    state=state.value,
+                    attempt=number,
+                    tries=0,
+                    polls=0,
+                    lease_owner=None,
+                    lease_until=None,
+                    next_run_at=None,
+                    provider_task_id=None,
+                    submitted_at=None,
+                    media_key=None,
+                    media_url=None,
+                    timings=None,
+                    finished_at=now if seed.failure else None,
+                    **base,
+                    **error,
+                )
+                where = {"w_id": old.id, "w_state": was.value, "w_attempt": old.attempt}
+                if conn.execute(NEW_ATTEMPT, {**where, **reset_to}).rowcount != 1:
+                    kept.append(seed.key)  # moved since it was read: that move stands
+                    unchanged += 1
+                    continue
                 if seed.failure:
                     refused.append(seed.key)
-                conn.execute(
-                    update(items)
-                    .where(items.c.id == old.id)
-                    .values(
-                        state=state,
-                        attempt=number,
-                        tries=0,
-                        polls=0,
-                        lease_owner=None,
-                        lease_until=None,
-                        next_run_at=None,
-                        provider_task_id=None,
-                        submitted_at=None,
-                        media_key=None,
-                        media_url=None,
-                        timings=None,
-                        finished_at=now if seed.failure else None,
-                        **base,
-                        **error,
-                    )
+                new_attempts.append(
+                    attempt_values(old.id, number, engine, model, request, now, state)
                 )
-                self._open_attempt(conn, old.id, number, engine, model, request, now, state)
                 reset += 1
-            # New items in two statements, not two per line (a 100,000-line manifest).
+            # New items and attempts in a statement each, not one per line (a 100,000-line
+            # manifest); the statement built once serves every reset.
             if new_items:
                 conn.execute(insert(items), new_items)
+            if new_attempts:
                 conn.execute(insert(attempts), new_attempts)
-        return SyncReport(len(new_items), reset, unchanged, tuple(refused))
+        return SyncReport(len(new_items), reset, unchanged, tuple(refused), tuple(kept))
 
     def restart(
         self,
         item_id: str,
         *,
+        expected: ItemState | None = None,
         spec: Mapping[str, Any] | None = None,
         fingerprint: str | None = None,
         engine: str = "",
         model: str = "",
     ) -> bool:
-        """A new attempt from PENDING (operator retry, reprocess, DLQ replay).
+        """A new attempt, at PENDING, for a finished item (operator retry, reprocess, DLQ
+        replay, re-admission under a higher cap).
 
+        ``expected``: the state the caller read the item in; a new attempt the rule
+        (``states.can_start_attempt``) does not allow from it, or, without it, from the
+        state read here, raises :class:`TransitionRefused` before any SQL. False: no such
+        item, or it is no longer in the state read (someone else moved it first).
         Outputs of the last success stay in place until the new attempt writes its own.
         """
+        if expected is not None:
+            check_new_attempt(expected, ItemState.PENDING)
         row = self.get(item_id)
-        if row is None or row.is_problem:
+        if row is None or row.is_problem or (expected is not None and row.state is not expected):
             return False
+        check_new_attempt(row.state, ItemState.PENDING)
         new_spec = dict(spec if spec is not None else row.spec)
         request = ItemRequest.decode(new_spec)
-        check_move(row.state, ItemState.PENDING)
         now = utcnow()
         with self.engine.begin() as conn:
             done = (

@@ -133,6 +133,10 @@ class SyncReport:
     # Keys this sync entered FAILED from their seeds (a line that cannot become an item, a
     # missing local file): failures of this run, though no step ran for them.
     refused: tuple[str, ...] = ()
+    # Keys whose line asked for a new attempt that this sync did not start: the item is
+    # claimed by a worker, unfinished without ``restart_running``, or was moved by someone
+    # else between the read and the reset (counted in ``unchanged`` too).
+    kept: tuple[str, ...] = ()
 
 
 class ItemColumns(TypedDict, total=False):

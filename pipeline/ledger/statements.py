@@ -68,6 +68,15 @@ def select_items(by: str) -> Select[Any]:
 MARK_DUE = update(items).where(
     and_(items.c.id.in_(bindparam("w_ids", expanding=True)), items.c.state == bindparam("w_state"))
 )
+# The reset that starts a new attempt (``sync_items``): guarded by the state and the attempt
+# number read, so a worker's move, or another new attempt, made since is never overwritten.
+NEW_ATTEMPT = update(items).where(
+    and_(
+        items.c.id == bindparam("w_id"),
+        items.c.state == bindparam("w_state"),
+        items.c.attempt == bindparam("w_attempt"),
+    )
+)
 CLOSE_ATTEMPT = update(attempts).where(
     and_(attempts.c.item_id == bindparam("w_id"), attempts.c.number == bindparam("w_number"))
 )

@@ -2,7 +2,8 @@
 
 Each is checked against the transition table (``states.ALLOWED``) before any SQL: a move
 the table does not allow raises :class:`TransitionRefused`. ``False``/``None`` means only
-that someone else got there first (the compare-and-set lost).
+that someone else got there first (the compare-and-set lost). A new attempt
+(:mod:`pipeline.ledger.item_store`) is checked by :func:`check_new_attempt` instead.
 """
 
 from __future__ import annotations
@@ -28,12 +29,20 @@ from pipeline.ledger.statements import CLOSE_ATTEMPT, MARK_DUE, cas, cas_closing
 from pipeline.ledger.sweep import release_expired
 from pipeline.ledger.tables import attempts, items
 from pipeline.ledger.values import Failure
-from pipeline.states import TERMINAL, ItemState, can_move
+from pipeline.states import TERMINAL, ItemState, can_move, can_start_attempt
 
 
 def check_move(expected: ItemState, to: ItemState) -> None:
     if not can_move(expected, to):
         raise TransitionRefused(f"{expected.value} -> {to.value} is not an allowed transition")
+
+
+def check_new_attempt(expected: ItemState, to: ItemState, *, running: bool = False) -> None:
+    """A new attempt from ``expected`` into ``to`` (``states.can_start_attempt``)."""
+    if not can_start_attempt(expected, to, running=running):
+        raise TransitionRefused(
+            f"a new attempt from {expected.value} into {to.value} is not allowed"
+        )
 
 
 class TransitionStore(LedgerBase):

@@ -23,7 +23,7 @@ from pipeline.console.queries import (
 )
 from pipeline.errors import FailureCode, PipelineError
 from pipeline.ledger import Failure, ItemSeed, Ledger, open_ledger, sqlite_url
-from pipeline.states import ALLOWED, TERMINAL, ItemState, can_move
+from pipeline.states import ALLOWED, TERMINAL, ItemState, can_move, can_start_attempt
 
 BATCH = "b1"
 
@@ -50,7 +50,8 @@ def test_cancelled_transitions() -> None:
     assert ItemState.CANCELLED in TERMINAL and ItemState.CANCELLED.terminal
     for state in ItemState:
         assert can_move(state, ItemState.CANCELLED) is (state not in TERMINAL)
-    assert ALLOWED[ItemState.CANCELLED] == frozenset({ItemState.PENDING})
+    assert ALLOWED[ItemState.CANCELLED] == frozenset()
+    assert can_start_attempt(ItemState.CANCELLED, ItemState.PENDING)
 
 
 def test_cancel_discards_in_flight_steps(ledger: Ledger) -> None:

@@ -20,9 +20,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support import HARVARD, ffmpeg, say, wer
+from support import HARVARD, ffmpeg, say, walk, wer
 
 from pipeline.emulator import EmulatorConfig, running_emulator
+from pipeline.ledger import open_ledger, sqlite_url
+from pipeline.states import ItemState
 
 pytestmark = [pytest.mark.ffmpeg, pytest.mark.model, pytest.mark.slow]
 
@@ -341,6 +343,30 @@ def test_rerun_after_kill_never_resubmits_a_live_task(emu: str, clips, tmp_path:
     )
     assert again.returncode == 0, again.stderr
     assert len(httpx.get(f"{emu}/_emulator/tasks").json()) == before == 4
+    assert {r["status"] for r in _results(out).values()} == {"SUCCEEDED"}
+
+
+def test_force_after_a_kill_starts_new_attempts_for_claimed_items(
+    emu: str, clips, tmp_path: Path, run_cli
+) -> None:
+    """Items a killed run left claimed (one being prepared, one being submitted) get their
+    claims released before --force resets the manifest, so they start a new attempt like
+    every other item (a new attempt never starts from a claimed state) and succeed."""
+    out = tmp_path / "out"
+    args = ("run", str(_manifest(tmp_path, clips)), "--out", str(out), "--engine", "dashscope")
+    args += ("--model", "qwen3-asr-flash-filetrans")
+    assert run_cli(*args, env=_env(emu)).returncode == 0
+    ledger = open_ledger(sqlite_url(out / ".bulkscribe" / "ledger.db"))
+    rows = {r.key: r for r in ledger.list_items()}
+    for key, state in (("c0", ItemState.PREPARING), ("c1", ItemState.SUBMITTING)):
+        assert ledger.restart(rows[key].id)  # attempt 2, then claimed as a killed run left it
+        assert walk(ledger, rows[key].id, state)
+    ledger.engine.dispose()
+    proc = run_cli(*args, "--force", env=_env(emu))
+    assert proc.returncode == 0, proc.stderr
+    with sqlite3.connect(out / ".bulkscribe" / "ledger.db") as db:
+        got = dict(db.execute("select key, attempt from items").fetchall())
+    assert got == {"c0": 3, "c1": 3, "c2": 2, "trimmed": 2}
     assert {r["status"] for r in _results(out).values()} == {"SUCCEEDED"}
 
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import inspect, select
+from sqlalchemy import event, inspect, select
 from support import walk
 
 from pipeline.errors import FailureCode, TransitionRefused
@@ -22,7 +24,7 @@ from pipeline.ledger import Failure, ItemSeed, Ledger, open_ledger, sqlite_url, 
 from pipeline.ledger.repo import add_timing
 from pipeline.ledger.tables import attempts
 from pipeline.outputs.report import batch_status
-from pipeline.states import ItemState
+from pipeline.states import TERMINAL, ItemState, can_start_attempt
 
 S = ItemState
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -506,3 +508,148 @@ def test_out_is_reserved_by_one_batch(ledger: Ledger, tmp_path: Path) -> None:
     )
     assert held is not None and held["id"] == "b1" and held["manifest"] == "/m1"
     assert ledger.batch("b2") is None
+
+
+# -- new attempts: states.can_start_attempt, checked before any SQL, compare-and-set ------
+
+
+def put(ledger: Ledger, item_id: str, state: ItemState) -> None:
+    """Brings a PENDING item to ``state`` by allowed moves."""
+    if state is S.TRANSCRIBING:
+        assert walk(ledger, item_id, S.PREPARED)
+        assert ledger.move(item_id, S.PREPARED, S.TRANSCRIBING)
+    elif state in (S.FAILED, S.DEAD):
+        failure = Failure.permanent("corrupt", "bad")
+        assert ledger.fail(item_id, S.PENDING, failure, dead=state is S.DEAD)
+    elif state in (S.CANCELLED, S.SKIPPED):
+        assert ledger.move(item_id, S.PENDING, state)
+    else:
+        assert walk(ledger, item_id, state)
+
+
+@contextmanager
+def racing(ledger: Ledger, meanwhile: Callable[[], object]) -> Iterator[None]:
+    """Runs ``meanwhile`` on another connection just before the next UPDATE of ``items``
+    goes out: a worker's move landing between a read and the write that follows it."""
+    fired: list[bool] = []
+
+    def before(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if not fired and statement.lstrip().upper().startswith("UPDATE ITEMS"):
+            fired.append(True)
+            meanwhile()
+
+    event.listen(ledger.engine, "before_cursor_execute", before)
+    try:
+        yield
+    finally:
+        event.remove(ledger.engine, "before_cursor_execute", before)
+    assert fired, "no UPDATE of items went out"
+
+
+@pytest.mark.parametrize("state", sorted(TERMINAL))
+def test_a_finished_item_starts_a_new_attempt(ledger: Ledger, state: ItemState) -> None:
+    """From every finished state, restart() and a forced sync (without restart_running)
+    each open the next attempt at PENDING."""
+    (item,) = add(ledger, "a")
+    put(ledger, item, state)
+    assert ledger.restart(item)
+    row = ledger.get(item)
+    assert row is not None and (row.state, row.attempt) == (S.PENDING, 2)
+    put(ledger, item, state)
+    report = ledger.sync_items(
+        BATCH, [seed("a")], engine="local", model="tiny.en", force=True, restart_running=False
+    )
+    assert (report.reset, report.unchanged, report.kept) == (1, 0, ())
+    row = ledger.get(item)
+    assert row is not None and (row.state, row.attempt) == (S.PENDING, 3)
+    assert [n for n, _ in attempt_rows(ledger, item)] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("state", sorted(set(S) - TERMINAL))
+def test_restart_of_an_unfinished_item_is_refused(ledger: Ledger, state: ItemState) -> None:
+    """restart() is for finished items: from any other state it raises illegal_transition
+    and the row keeps its state, attempt and lease."""
+    (item,) = add(ledger, "a")
+    put(ledger, item, state)
+    before = ledger.get(item)
+    with pytest.raises(TransitionRefused) as info:
+        ledger.restart(item)
+    assert info.value.code is FailureCode.ILLEGAL_TRANSITION
+    assert ledger.get(item) == before
+    assert len(attempt_rows(ledger, item)) == 1
+
+
+def test_restart_from_an_expected_state_the_rule_forbids_raises_before_any_sql(
+    ledger: Ledger,
+) -> None:
+    """The caller's expected state is checked first, whatever state the row is really in;
+    an allowed one the row is no longer in is a lost race (False), not an error."""
+    (item,) = add(ledger, "a")
+    put(ledger, item, S.FAILED)
+    with pytest.raises(TransitionRefused):
+        ledger.restart(item, expected=S.PREPARING)
+    assert ledger.restart(item, expected=S.DEAD) is False
+    row = ledger.get(item)
+    assert row is not None and (row.state, row.attempt) == (S.FAILED, 1)
+    assert ledger.restart(item, expected=S.FAILED)
+
+
+@pytest.mark.parametrize("running", [True, False])
+@pytest.mark.parametrize("state", list(S))
+def test_sync_starts_new_attempts_only_where_the_rule_allows(
+    ledger: Ledger, state: ItemState, running: bool
+) -> None:
+    """A changed line resets a finished item always, PENDING/PREPARED/SUBMITTED only with
+    restart_running, a claimed item never (its worker keeps the lease): the row is kept,
+    counted unchanged and named in the report."""
+    (item,) = add(ledger, "a")
+    put(ledger, item, state)
+    before = ledger.get(item)
+    report = ledger.sync_items(
+        BATCH, [seed("a", "f2")], engine="local", model="tiny.en", restart_running=running
+    )
+    row = ledger.get(item)
+    assert row is not None
+    if can_start_attempt(state, S.PENDING, running=running):
+        assert (report.reset, report.kept) == (1, ())
+        assert (row.state, row.attempt, row.fingerprint) == (S.PENDING, 2, "f2")
+    else:
+        assert (report.reset, report.unchanged, report.kept) == (0, 1, ("a",))
+        assert row == before
+    assert not (state.claimed and report.reset)
+
+
+def test_sync_never_overwrites_a_move_made_after_its_read(ledger: Ledger) -> None:
+    """--force reads a SUBMITTED item; before its reset goes out, a worker claims it to
+    persist. The reset is a compare-and-set on the state read: the claim stands, the item
+    keeps its attempt, and the sync counts it unchanged."""
+    a, b = add(ledger, "a", "b")
+    put(ledger, a, S.SUBMITTED)
+    put(ledger, b, S.SUCCEEDED)
+
+    def claim() -> None:
+        assert ledger.claim(a, S.SUBMITTED, S.PERSISTING, owner="w1", lease_s=60)
+
+    with racing(ledger, claim):
+        report = ledger.sync_items(
+            BATCH, [seed("a"), seed("b", line=2)], engine="local", model="tiny.en", force=True
+        )
+    assert (report.reset, report.unchanged, report.kept) == (1, 1, ("a",))
+    row = ledger.get(a)
+    assert row is not None
+    assert (row.state, row.attempt, row.lease_owner) == (S.PERSISTING, 1, "w1")
+    assert len(attempt_rows(ledger, a)) == 1
+    row = ledger.get(b)
+    assert row is not None and (row.state, row.attempt) == (S.PENDING, 2)
+
+
+def test_a_replay_racing_a_purge_changes_nothing(ledger: Ledger) -> None:
+    """An operator replays a DEAD item while another purges it: the purge lands between the
+    replay's read and its write, so the replay's compare-and-set finds FAILED and gives up."""
+    (item,) = add(ledger, "a")
+    put(ledger, item, S.DEAD)
+    with racing(ledger, lambda: ledger.move(item, S.DEAD, S.FAILED)):
+        assert ledger.restart(item, expected=S.DEAD) is False
+    row = ledger.get(item)
+    assert row is not None and (row.state, row.attempt) == (S.FAILED, 1)
+    assert len(attempt_rows(ledger, item)) == 1

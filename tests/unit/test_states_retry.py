@@ -8,7 +8,14 @@ import pytest
 
 from pipeline.retry import backoff_s
 from pipeline.settings import RetrySettings
-from pipeline.states import ALLOWED, CLAIMED_FROM, TERMINAL, ItemState, can_move
+from pipeline.states import (
+    ALLOWED,
+    CLAIMED_FROM,
+    TERMINAL,
+    ItemState,
+    can_move,
+    can_start_attempt,
+)
 
 S = ItemState
 
@@ -21,12 +28,19 @@ EXPECTED = {
     S.SUBMITTING: {S.SUBMITTED, S.PREPARED, S.PENDING, S.FAILED, S.DEAD, S.CANCELLED},
     S.SUBMITTED: {S.PERSISTING, S.PREPARED, S.PENDING, S.FAILED, S.DEAD, S.CANCELLED},
     S.PERSISTING: {S.SUCCEEDED, S.SUBMITTED, S.PREPARED, S.PENDING, S.FAILED, S.DEAD, S.CANCELLED},
-    S.SUCCEEDED: {S.PENDING},
-    S.FAILED: {S.PENDING},
-    S.DEAD: {S.PENDING, S.FAILED},  # replay, or purge to FAILED
-    S.CANCELLED: {S.PENDING},  # reprocess
-    S.SKIPPED: {S.PENDING},  # re-admitted under a higher budget cap
+    # Finished items leave only by a new attempt (below), or DEAD by a purge to FAILED.
+    S.SUCCEEDED: set(),
+    S.FAILED: set(),
+    S.DEAD: {S.FAILED},
+    S.CANCELLED: set(),
+    S.SKIPPED: set(),
 }
+
+# A new attempt's rule, written out too: the states it starts from, and those it enters.
+ENTERS = {S.PENDING, S.FAILED}
+FINISHED = {S.SUCCEEDED, S.FAILED, S.DEAD, S.CANCELLED, S.SKIPPED}
+UNFINISHED_IDLE = {S.PENDING, S.PREPARED, S.SUBMITTED}
+CLAIMED = {S.PREPARING, S.TRANSCRIBING, S.SUBMITTING, S.PERSISTING}
 
 
 @pytest.mark.parametrize("old", list(S))
@@ -35,6 +49,17 @@ def test_can_move_table(old: ItemState, new: ItemState) -> None:
     """can_move allows exactly the transitions in the written-out table, and no self-moves."""
     assert can_move(old, new) is (new in EXPECTED[old])
     assert not can_move(old, old)
+
+
+@pytest.mark.parametrize("old", list(S))
+@pytest.mark.parametrize("new", list(S))
+@pytest.mark.parametrize("running", [False, True])
+def test_new_attempt_rule(old: ItemState, new: ItemState, running: bool) -> None:
+    """A new attempt enters PENDING or FAILED; it starts from a finished item always, from
+    PENDING, PREPARED or SUBMITTED only with restart_running, from a claimed state never."""
+    assert set(S) == FINISHED | UNFINISHED_IDLE | CLAIMED
+    starts = old in FINISHED or (running and old in UNFINISHED_IDLE)
+    assert can_start_attempt(old, new, running=running) is (starts and new in ENTERS)
 
 
 def test_every_state_has_a_row_and_claims_can_fall_back() -> None:
