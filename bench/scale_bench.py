@@ -439,11 +439,21 @@ def sweep_ledger_work(ledger: Any) -> None:
     state_totals(ledger.engine)  # the metrics' items by state (workers/metrics.py)
 
 
+# The sweep's DEAD read before migration 0011: every DEAD item, each looked up in
+# notify_dead_noted (timed beside note_dead for comparison).
+DEAD_READ_BEFORE = """SELECT i.id, i.key, i.batch_id, i.attempt FROM items i
+WHERE i.state = 'DEAD' AND NOT EXISTS (
+  SELECT 1 FROM notify_dead_noted d WHERE d.item_id = i.id AND d.attempt = i.attempt)
+ORDER BY i.batch_id, i.line_no LIMIT 5000"""
+
+
 def ledger_reads(sizes: list[int], *, attempts_up_to: int = 1_000_000) -> list[Row]:
     from pipeline.console.queries import batch_summary
     from pipeline.ledger import open_ledger
     from pipeline.ledger.counts import state_totals
+    from pipeline.notify.outbox import note_dead
     from pipeline.outputs.report import batch_status
+    from pipeline.settings import NotifySettings
 
     rows: list[Row] = []
     for n in sizes:
@@ -460,6 +470,9 @@ def ledger_reads(sizes: list[int], *, attempts_up_to: int = 1_000_000) -> list[R
             counting = time.perf_counter() - counting
             if counted != state_totals(ledger.engine):
                 raise SystemExit(f"item_counts disagree with the items: {counted}")
+            dead = best_ms(partial(note_dead, ledger.engine, NotifySettings()))
+            with psycopg.connect(url, autocommit=True) as raw:
+                dead_before = best_ms(lambda: raw.execute(DEAD_READ_BEFORE).fetchall())
             status = best_ms(partial(batch_status, ledger, "done"))
             summary = best_ms(partial(batch_summary, ledger, "done"))
             status_cmd = status_command(url, "done")
@@ -474,6 +487,11 @@ def ledger_reads(sizes: list[int], *, attempts_up_to: int = 1_000_000) -> list[R
                     f"metrics: items by state, {n + 10_000:,} items",
                     f"{metrics:.1f} ms from item_counts"
                     f" (counting the items instead: {counting * 1000:.0f} ms)",
+                    "",
+                ),
+                (
+                    f"DEAD items to announce (none due; {n // 1009 - n // 97873:,} DEAD announced)",
+                    f"{dead:.1f} ms (the read before migration 0011: {dead_before:.1f} ms)",
                     "",
                 ),
                 (
