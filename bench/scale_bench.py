@@ -12,11 +12,14 @@ One table of figures and ratios, from three parts (``--only`` picks some):
 - ``intake``: ``bulkscribe submit`` of an N-line manifest against PostgreSQL: wall time,
   items/s and peak RSS (os.wait4 of the child), next to a plain COPY of the same rows (the
   floor), then ``status`` of that batch (in-process, and the whole command).
-- ``ledger``: ledgers seeded directly in SQL (generate_series): a finished batch of N items
-  with their attempts, and 10,000 items in flight in another. Timed: ``status`` of the
-  finished batch (in-process, the whole command, and the console's batch summary), and the
-  ledger work of one sweep (expired leases, due rows, room counts, open batches, newly DEAD
-  items, due webhooks, folding item_counts; the broker is left out), at each size.
+- ``ledger``: ledgers seeded directly in SQL (generate_series) as a bulk load (keys and
+  indexes built after the rows, counts written once; see :func:`seed`): a finished batch of
+  N items (with their attempts up to a million), and 10,000 items in flight in another.
+  Timed: ``status`` of the finished batch (in-process, the whole command, and the console's
+  batch summary), the ledger work of one sweep (expired leases, due rows, room counts, open
+  batches, newly DEAD items, due webhooks, folding item_counts, the metrics' items by state;
+  the broker is left out), and that metrics read alone against counting the items table,
+  at each size.
 
     python bench/scale_bench.py                     # minutes: 1k/10k embedded, 100k submit,
                                                     # ledgers of 1M and 3M finished rows
@@ -286,23 +289,25 @@ def intake(sizes: list[int]) -> list[Row]:
 BATCH = """INSERT INTO batches (id, kind, out, engine, model, options, created_at, done_at)
 VALUES ('{b}', 'submit', '/tmp/{b}', 'dashscope', 'paraformer-v2', '{{}}',
         now() - interval '1 day', {done})"""
-# Finished items: mostly SUCCEEDED, 1 in 97 FAILED, 1 in 1009 DEAD (announced already);
-# the first 5,000 carry stage timings.
+# Finished items: mostly SUCCEEDED, 1 in 97 FAILED, 1 in 1009 DEAD (announced already: in
+# notify_dead_noted and marked on the row, as the sweep or a worker leaves them); the first
+# 5,000 carry stage timings.
 FINISHED = """INSERT INTO items (id, batch_id, key, line_no, source, spec, fingerprint, state,
   attempt, tries, polls, created_at, updated_at, finished_at, audio_duration_ms, error_code,
-  error_message, timings)
+  error_message, timings, dead_noted)
 SELECT md5('{b}' || g), '{b}', 'rec-' || g, g, '/data/rec-' || g || '.wav', '{{}}', 'f',
   CASE WHEN g % 97 = 0 THEN 'FAILED' WHEN g % 1009 = 0 THEN 'DEAD' ELSE 'SUCCEEDED' END,
   1, 0, 2, now() - interval '1 day', now(), now() - interval '1 hour', 60000,
   CASE WHEN g % 97 = 0 THEN 'not_found' END, CASE WHEN g % 97 = 0 THEN 'gone' END,
-  CASE WHEN g <= 5000 THEN '{{"prepare": 0.4, "transcribe": 2.5}}'::json END
+  CASE WHEN g <= 5000 THEN '{{"prepare": 0.4, "transcribe": 2.5}}'::json END,
+  CASE WHEN g % 97 <> 0 AND g % 1009 = 0 THEN 1 END
 FROM generate_series({lo}, {hi}) g"""
 ATTEMPTS = """INSERT INTO attempts (item_id, number, engine, model, options, state,
   started_at, finished_at, timings)
 SELECT md5('{b}' || g), 1, 'dashscope', 'paraformer-v2', '{{}}', 'SUCCEEDED', now(), now(), '{{}}'
 FROM generate_series({lo}, {hi}) g"""
 DEAD_NOTED = """INSERT INTO notify_dead_noted (item_id, attempt, noted_at)
-SELECT id, attempt, now() FROM items WHERE batch_id = '{b}' AND state = 'DEAD'"""
+SELECT md5('{b}' || g), 1, now() FROM generate_series(1009, {n}, 1009) g WHERE g % 97 <> 0"""
 # In flight: spread over the states a sweep looks at; 1 in 10 of them due now.
 IN_FLIGHT = """INSERT INTO items (id, batch_id, key, line_no, source, spec, fingerprint,
   state, attempt, tries, polls, created_at, updated_at, next_run_at, lease_owner,
@@ -316,22 +321,100 @@ SELECT md5('live' || g), 'live', 'live-' || g, g, '/data/live-' || g || '.wav', 
   CASE WHEN g % 6 IN (4, 5) THEN 'task-' || (g / 10) END
 FROM generate_series(1, {n}) g"""
 
+# The bulk load's tables: their keys and indexes are dropped before it and built after it
+# (one sort each instead of ten million random inserts), exactly as they were.
+LOADED = ("items", "attempts")
+KEYS = """SELECT conrelid::regclass::text, conname, contype, pg_get_constraintdef(oid)
+FROM pg_constraint
+WHERE contype IN ('p', 'u', 'f')
+  AND (conrelid = ANY(%(t)s::regclass[]) OR confrelid = ANY(%(t)s::regclass[]))
+ORDER BY contype = 'f', conname"""
+INDEXES = """SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid)
+FROM pg_index i
+WHERE i.indrelid = ANY(%(t)s::regclass[]) AND NOT EXISTS (
+  SELECT 1 FROM pg_constraint c
+  WHERE c.conindid = i.indexrelid AND c.conrelid = i.indrelid AND c.contype IN ('p', 'u'))
+ORDER BY 1"""
+SCHEMA = """SELECT tablename, indexname, indexdef FROM pg_indexes
+WHERE tablename = ANY(%(t)s) ORDER BY 1, 2"""
+
+
+def _progress(started: float, what: str) -> None:
+    """Where the seed is, on stderr: a long one can be watched (and stopped) as it goes."""
+    print(f"[seed {time.perf_counter() - started:6.0f} s] {what}", file=sys.stderr, flush=True)
+
 
 def seed(url: str, finished: int, *, attempts: bool, in_flight: int = 10_000) -> float:
     """Seconds to seed ``finished`` rows in batch 'done' (attempts too, if asked) and
-    ``in_flight`` in batch 'live', in chunks of a million rows."""
+    ``in_flight`` in batch 'live', into the bench's own scratch database, migrated to head.
+
+    A bulk load, ending in the ledger the product would hold: the items' (and attempts')
+    keys, foreign keys and indexes are dropped and built again after the rows are in, with
+    the same definitions (checked); the count triggers are off during the load
+    (``session_replication_role = replica``) and ``item_counts`` / ``attempt_models`` are
+    written once by migration 0009's own backfill, which is what folding the triggers'
+    deltas would leave (the sweep folds them)."""
+    from importlib import import_module
+
+    from sqlalchemy.dialects import postgresql
+    from sqlalchemy.schema import CreateIndex
+
+    from pipeline.ledger.tables import metadata
+
+    counts = import_module("pipeline.ledger.migrations.versions.0009_counts_and_due_indexes")
+    # Indexes are built again from their declarations, as the migrations built them: the
+    # text PostgreSQL gives back for a predicate like "state IN (...)" parses to another
+    # expression tree than the one it was made from.
+    declared = {
+        str(index.name): str(CreateIndex(index).compile(dialect=postgresql.dialect()))
+        for table in LOADED
+        for index in metadata.tables[table].indexes
+    }
     started = time.perf_counter()
+    tables = {"t": list(LOADED)}
     with psycopg.connect(url, autocommit=True) as conn:
+        # A scratch database: a crash loses it anyway, so commits need not wait for the disk;
+        # the sorts of the index builds and the backfill fit in memory.
+        for setting in (
+            "SET synchronous_commit = off",
+            "SET maintenance_work_mem = '1GB'",
+            "SET work_mem = '256MB'",
+        ):
+            conn.execute(setting)
+        schema = conn.execute(SCHEMA, tables).fetchall()
+        keys = conn.execute(KEYS, tables).fetchall()
+        indexes = conn.execute(INDEXES, tables).fetchall()
+        for table, name, _kind, _definition in reversed(keys):  # foreign keys first
+            conn.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
+        for name, _definition in indexes:
+            conn.execute(f'DROP INDEX "{name}"')
+        conn.execute("SET session_replication_role = replica")  # no count triggers
         conn.execute(BATCH.format(b="done", done="now()"))
         for lo in range(1, finished + 1, 1_000_000):
             hi = min(finished, lo + 999_999)
             conn.execute(FINISHED.format(b="done", lo=lo, hi=hi))
             if attempts:
                 conn.execute(ATTEMPTS.format(b="done", lo=lo, hi=hi))
-        conn.execute(DEAD_NOTED.format(b="done"))
+            _progress(started, f"{hi:,} rows")
+        conn.execute(DEAD_NOTED.format(b="done", n=finished))
         conn.execute(BATCH.format(b="live", done="NULL"))
         conn.execute(IN_FLIGHT.format(n=in_flight))
+        conn.execute(counts.BACKFILL)
+        conn.execute(counts.BACKFILL_MODELS)
+        conn.execute("SET session_replication_role = DEFAULT")
+        _progress(started, "rows and counts in")
+        for table, name, _kind, definition in keys:  # keys first, foreign keys last
+            conn.execute(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
+            _progress(started, name)
+        for name, definition in indexes:
+            conn.execute(declared.get(name, definition))
+            _progress(started, name)
+        again = conn.execute(SCHEMA, tables).fetchall() + conn.execute(KEYS, tables).fetchall()
+        if again != schema + keys:
+            lost = set(schema + keys) ^ set(again)
+            raise SystemExit(f"seed: keys and indexes built again differ: {sorted(lost)}")
         conn.execute("VACUUM ANALYZE")
+    _progress(started, "vacuumed and analyzed")
     return time.perf_counter() - started
 
 
@@ -339,7 +422,7 @@ def sweep_ledger_work(ledger: Any) -> None:
     """What one sweep asks of the ledger (workers/sweeper.py), without the broker."""
     from pipeline.ledger import utcnow
     from pipeline.ledger.budgets import count_parked
-    from pipeline.ledger.counts import fold_all
+    from pipeline.ledger.counts import fold_all, state_totals
     from pipeline.notify.outbox import count_due, note_dead
     from pipeline.settings import NotifySettings
     from pipeline.states import ItemState
@@ -353,38 +436,71 @@ def sweep_ledger_work(ledger: Any) -> None:
     note_dead(ledger.engine, NotifySettings())
     fold_all(ledger.engine)
     count_due(ledger.engine)
+    state_totals(ledger.engine)  # the metrics' items by state (workers/metrics.py)
 
 
-def ledger_reads(sizes: list[int], *, status_up_to: int = 1_000_000) -> list[Row]:
+# The sweep's DEAD read before migration 0011: every DEAD item, each looked up in
+# notify_dead_noted (timed beside note_dead for comparison).
+DEAD_READ_BEFORE = """SELECT i.id, i.key, i.batch_id, i.attempt FROM items i
+WHERE i.state = 'DEAD' AND NOT EXISTS (
+  SELECT 1 FROM notify_dead_noted d WHERE d.item_id = i.id AND d.attempt = i.attempt)
+ORDER BY i.batch_id, i.line_no LIMIT 5000"""
+
+
+def ledger_reads(sizes: list[int], *, attempts_up_to: int = 1_000_000) -> list[Row]:
     from pipeline.console.queries import batch_summary
     from pipeline.ledger import open_ledger
+    from pipeline.ledger.counts import state_totals
+    from pipeline.notify.outbox import note_dead
     from pipeline.outputs.report import batch_status
+    from pipeline.settings import NotifySettings
 
     rows: list[Row] = []
     for n in sizes:
         with scratch_database() as url:
             ledger = open_ledger(url)
-            seeded = seed(url, n, attempts=n <= status_up_to)
+            with_attempts = n <= attempts_up_to
+            seeded = seed(url, n, attempts=with_attempts)
             sweep = best_ms(partial(sweep_ledger_work, ledger))
-            rows.append(
+            # The metrics' items by state: item_counts now; counting the items table, as
+            # they did before, timed once (and what it finds must be what item_counts says).
+            metrics = best_ms(partial(state_totals, ledger.engine))
+            counting = time.perf_counter()
+            counted = ledger.counts(None)
+            counting = time.perf_counter() - counting
+            if counted != state_totals(ledger.engine):
+                raise SystemExit(f"item_counts disagree with the items: {counted}")
+            dead = best_ms(partial(note_dead, ledger.engine, NotifySettings()))
+            with psycopg.connect(url, autocommit=True) as raw:
+                dead_before = best_ms(lambda: raw.execute(DEAD_READ_BEFORE).fetchall())
+            status = best_ms(partial(batch_status, ledger, "done"))
+            summary = best_ms(partial(batch_summary, ledger, "done"))
+            status_cmd = status_command(url, "done")
+            attempt_rows = "with attempts" if with_attempts else "no attempt rows"
+            rows += [
                 (
                     f"sweep, {n:,} finished rows + 10,000 in flight (seeded in {seeded:.0f} s)",
                     f"{sweep:.0f} ms",
                     "< 200 ms",
-                )
-            )
-            if n <= status_up_to:
-                status = best_ms(partial(batch_status, ledger, "done"))
-                summary = best_ms(partial(batch_summary, ledger, "done"))
-                status_cmd = status_command(url, "done")
-                rows += [
-                    (
-                        f"status of a {n:,}-item finished batch (with attempts)",
-                        f"{status:.0f} ms in-process; the command {status_cmd}",
-                        "< 0.5 s",
-                    ),
-                    (f"console batch summary, {n:,} items", f"{summary:.0f} ms", "< 300 ms"),
-                ]
+                ),
+                (
+                    f"metrics: items by state, {n + 10_000:,} items",
+                    f"{metrics:.1f} ms from item_counts"
+                    f" (counting the items instead: {counting * 1000:.0f} ms)",
+                    "",
+                ),
+                (
+                    f"DEAD items to announce (none due; {n // 1009 - n // 97873:,} DEAD announced)",
+                    f"{dead:.1f} ms (the read before migration 0011: {dead_before:.1f} ms)",
+                    "",
+                ),
+                (
+                    f"status of a {n:,}-item finished batch ({attempt_rows})",
+                    f"{status:.0f} ms in-process; the command {status_cmd}",
+                    "< 0.5 s",
+                ),
+                (f"console batch summary, {n:,} items", f"{summary:.0f} ms", "< 300 ms"),
+            ]
             ledger.engine.dispose()
     return rows
 

@@ -30,6 +30,9 @@ metadata = MetaData()
 # States a sweep can act on: waiting for their next step, or claimed under a lease.
 WAITING = "state IN ('PENDING', 'PREPARED', 'SUBMITTED')"
 CLAIMED = "state IN ('PREPARING', 'TRANSCRIBING', 'SUBMITTING', 'PERSISTING')"
+# DEAD items whose current attempt's death has not been announced yet (pipeline/notify):
+# the sweep's safety net reads these, not every DEAD row ever noted.
+DEAD_UNNOTED = "state = 'DEAD' AND (dead_noted IS NULL OR dead_noted <> attempt)"
 
 batches = Table(
     "batches",
@@ -88,6 +91,9 @@ items = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("finished_at", DateTime(timezone=True), nullable=True),
+    # The attempt whose DEAD end was announced (batch.items_dead); a later attempt that
+    # dies is announced again (migration 0011).
+    Column("dead_noted", Integer, nullable=True),
     UniqueConstraint("batch_id", "key", name="uq_items_batch_key"),
     Index("ix_items_batch_state", "batch_id", "state"),
     Index("ix_items_state_next", "state", "next_run_at"),
@@ -117,6 +123,14 @@ items = Table(
         "lease_until",
         postgresql_where=text(CLAIMED),
         sqlite_where=text(CLAIMED),
+    ),
+    # DEAD items not yet announced, in the order they are announced (migration 0011).
+    Index(
+        "ix_items_dead_unnoted",
+        "batch_id",
+        "line_no",
+        postgresql_where=text(DEAD_UNNOTED),
+        sqlite_where=text(DEAD_UNNOTED),
     ),
 )
 

@@ -18,10 +18,10 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, exists, func, insert, select, text, update
+from sqlalchemy import Connection, Engine, and_, bindparam, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
-from pipeline.ledger.tables import attempts, batches, items
+from pipeline.ledger.tables import DEAD_UNNOTED, attempts, batches, items
 from pipeline.ledger.tables import notify_dead_noted as dead_noted
 from pipeline.ledger.tables import notify_endpoints as endpoints
 from pipeline.ledger.tables import notify_outbox as outbox
@@ -259,27 +259,42 @@ def note_dead(engine: Engine, notify: NotifySettings, *, limit: int = 5000) -> i
     """DEAD items not yet announced: noted, and one ``batch.items_dead`` per batch (per
     ``events.MAX_IDS`` ids) written, in one transaction. Returns how many items were noted.
     The sweeper's safety net: workers note each item as it dies (:func:`add_dead`), so this
-    finds only items moved to DEAD by a process without that hook."""
+    finds only items moved to DEAD by a process without that hook. It reads the partial
+    index of DEAD items whose attempt is not marked noted on the row (migration 0011), and
+    looks only those up in ``notify_dead_noted``: the work is the items still to announce,
+    not every DEAD item ever announced."""
     now = _utcnow()
-    noted = exists().where(
-        and_(dead_noted.c.item_id == items.c.id, dead_noted.c.attempt == items.c.attempt)
-    )
     try:
         with engine.begin() as conn:
             rows = conn.execute(
                 select(items.c.id, items.c.key, items.c.batch_id, items.c.attempt)
-                .where(and_(items.c.state == ItemState.DEAD.value, ~noted))
+                # The index's own predicate, as text, so the planner can prove it applies.
+                .where(text(DEAD_UNNOTED))
                 .order_by(items.c.batch_id, items.c.line_no)
                 .limit(limit)
             ).all()
             if not rows:
                 return 0
-            conn.execute(
-                insert(dead_noted),
-                [{"item_id": r.id, "attempt": r.attempt, "noted_at": now} for r in rows],
-            )
+            # Noted in notify_dead_noted but not on the row (written by a process older than
+            # the column): marked below, not announced again. A lookup by key of these ids,
+            # not a join the planner might answer by reading the whole table.
+            known = {
+                (str(item_id), int(attempt))
+                for item_id, attempt in conn.execute(
+                    select(dead_noted.c.item_id, dead_noted.c.attempt).where(
+                        dead_noted.c.item_id.in_([r.id for r in rows])
+                    )
+                )
+            }
+            fresh = [r for r in rows if (r.id, r.attempt) not in known]
+            if fresh:
+                conn.execute(
+                    insert(dead_noted),
+                    [{"item_id": r.id, "attempt": r.attempt, "noted_at": now} for r in fresh],
+                )
+            _mark_noted(conn, [(r.id, r.attempt) for r in rows])
             by_batch: dict[str, list[str]] = {}
-            for r in rows:
+            for r in fresh:
                 by_batch.setdefault(r.batch_id, []).append(r.key)
             for batch_id, keys in by_batch.items():
                 batch = conn.execute(select(batches).where(batches.c.id == batch_id)).first()
@@ -288,9 +303,21 @@ def note_dead(engine: Engine, notify: NotifySettings, *, limit: int = 5000) -> i
                     batch_id=batch_id, ids=keys, at=now, console_url=notify.console_url
                 ):
                     enqueue(conn, event, urls, batch_id=batch_id, now=now)
-            return len(rows)
+            return len(fresh)
     except IntegrityError:  # another sweep noted them first
         return 0
+
+
+def _mark_noted(conn: Connection, noted: Sequence[tuple[str, int]]) -> None:
+    """Each (item, attempt) marked announced on the item's row, which takes it out of
+    ``ix_items_dead_unnoted``. The attempt is the one announced, not whatever the row holds
+    now: an item restarted meanwhile whose new attempt dies still gets announced."""
+    conn.execute(
+        update(items)
+        .where(items.c.id == bindparam("b_id"))
+        .values(dead_noted=bindparam("b_attempt")),
+        [{"b_id": item_id, "b_attempt": attempt} for item_id, attempt in noted],
+    )
 
 
 def add_dead(
@@ -307,6 +334,7 @@ def add_dead(
         select(items.c.key, items.c.batch_id, items.c.attempt).where(items.c.id == item_id)
     ).one()
     conn.execute(insert(dead_noted).values(item_id=item_id, attempt=item.attempt, noted_at=now))
+    _mark_noted(conn, [(item_id, item.attempt)])
     batch = conn.execute(select(batches).where(batches.c.id == item.batch_id)).first()
     for url in batch_urls(dict(batch._mapping) if batch else None, notify):
         if not _extend_dead(conn, item.batch_id, url, item.key, now):

@@ -281,6 +281,36 @@ def test_dead_items_are_announced_once_per_sweep(ledger: Ledger, receiver: Recei
     assert outbox.note_dead(ledger.engine, s.notify) == 1
 
 
+def test_dead_items_noted_by_an_older_process_are_not_announced_again(
+    ledger: Ledger, receiver: Receiver
+) -> None:
+    """An item noted in notify_dead_noted by a process that did not mark the row (older than
+    the column) is marked by the next sweep and not announced again; the others are."""
+    from sqlalchemy import select
+
+    from pipeline.ledger.tables import items, notify_dead_noted
+
+    url = receiver.answer("/hook", status(200))
+    finished_batch(ledger, "b-1", ok=0, dead=3, urls=[url])
+    old = ledger.list_items("b-1", states=[ItemState.DEAD])[0]
+    with ledger.engine.begin() as conn:
+        conn.execute(
+            notify_dead_noted.insert().values(
+                item_id=old.id, attempt=old.attempt, noted_at=datetime.now(UTC)
+            )
+        )
+    s = settings()
+    assert outbox.note_dead(ledger.engine, s.notify) == 2
+    assert outbox.note_dead(ledger.engine, s.notify) == 0
+    with ledger.engine.connect() as conn:
+        marked = conn.execute(select(items.c.dead_noted).where(items.c.batch_id == "b-1"))
+        assert list(marked.scalars()) == [old.attempt] * 3
+    deliverer(s, ledger.engine).flush(5)
+    (got,) = receiver.at("/hook")
+    dead = [r.key for r in ledger.list_items("b-1", states=[ItemState.DEAD])]
+    assert payload(got)["data"]["ids"] == [k for k in dead if k != old.key]
+
+
 def test_replay_resends_with_the_same_id(ledger: Ledger, receiver: Receiver) -> None:
     """A FAILED message replayed starts its tries over and keeps its webhook-id."""
     url = receiver.answer("/hook", status(500), status(200))

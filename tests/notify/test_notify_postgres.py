@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from notify_support import SECRET, Receiver, payload, status
+from prometheus_client import REGISTRY
 from sqlalchemy import select, update
 from support import scratch_database, walk
 
@@ -97,6 +98,14 @@ def test_the_sweep_closes_the_batch_and_its_event_together(
     )
     first = sweeper._sweep(wctx)
     assert (first["closed"], first["dead_noted"], first["notify_due"]) == (1, 2, 2)
+    # The sweep's metrics: items by state (read from item_counts) as counting them says.
+    counted = pg_ledger.counts(None)
+    gauges = {
+        state.value: REGISTRY.get_sample_value("bulkscribe_items", {"state": state.value})
+        for state in ItemState
+    }
+    assert gauges == {state.value: counted.get(state.value, 0) for state in ItemState}
+    assert counted["DEAD"] >= 2
     assert queued == [1] and (tmp_path / "results.jsonl").is_file()
     second = sweeper._sweep(wctx)
     assert (second["closed"], second["dead_noted"]) == (0, 0)

@@ -183,6 +183,49 @@ def test_sweep_reads_use_the_partial_indexes(pg_url: str) -> None:
     ledger.engine.dispose()
 
 
+@pytest.mark.postgres
+def test_dead_notes_and_metrics_read_only_what_is_due(pg_url: str) -> None:
+    """On 200,000 finished rows of which 10,000 DEAD were announced already and 30 DEAD were
+    not: EXPLAIN of the sweep's DEAD read shows ix_items_dead_unnoted and no scan of items,
+    and its look-up of those 30 in notify_dead_noted goes by key; the sweep announces the
+    30, once. The metrics' totals (item_counts, deltas and all) equal counting the items."""
+    from pipeline.ledger.counts import state_totals
+    from pipeline.notify.outbox import note_dead
+    from pipeline.settings import NotifySettings
+
+    ledger = open_ledger(pg_url)
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        for statement in (FINISHED, IN_FLIGHT, *DEAD_ANNOUNCED, DEAD_NEW, "ANALYZE"):
+            conn.execute(statement)
+    captured: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cur: Any, statement: str, params: Any, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "dead_noted" in statement:
+            captured.append((statement, params))
+
+    event.listen(ledger.engine, "before_cursor_execute", capture)
+    assert note_dead(ledger.engine, NotifySettings()) == 30
+    event.remove(ledger.engine, "before_cursor_execute", capture)
+    with ledger.engine.connect() as conn:
+        read, lookup = (
+            "\n".join(r[0] for r in conn.exec_driver_sql(f"EXPLAIN {sql}", params))
+            for sql, params in captured[:2]
+        )
+    assert "ix_items_dead_unnoted" in read, read
+    assert "Seq Scan on items" not in read, read
+    assert "pk_notify_dead_noted" in lookup and "Seq Scan" not in lookup, lookup
+    assert note_dead(ledger.engine, NotifySettings()) == 0
+    with ledger.engine.connect() as conn:
+        unnoted = conn.execute(
+            text("SELECT count(*) FROM items WHERE dead_noted IS NULL AND state = 'DEAD'")
+        )
+        assert unnoted.scalar_one() == 0
+    totals = state_totals(ledger.engine)
+    assert totals == ledger.counts(None)
+    assert totals["DEAD"] == 10_030 and sum(totals.values()) == 202_000
+    ledger.engine.dispose()
+
+
 FINISHED = """
 INSERT INTO batches (id, kind, out, engine, model, options, created_at, done_at)
 VALUES ('old', 'submit', '/tmp/old', 'local', 'tiny.en', '{}', now(), now()),
@@ -206,3 +249,14 @@ SELECT md5('live' || g), 'live', 'live-' || g, g, '/data/live-' || g || '.wav', 
        CASE WHEN mod(g, 4) = 1 THEN now() + interval '10 minutes' END
 FROM generate_series(1, 2000) g
 """
+# 1 in 20 finished rows died and were announced (the way the sweep or a worker notes them).
+DEAD_ANNOUNCED = (
+    "UPDATE items SET state = 'DEAD' WHERE batch_id = 'old' AND mod(line_no, 20) = 1",
+    """INSERT INTO notify_dead_noted (item_id, attempt, noted_at)
+    SELECT id, attempt, now() FROM items WHERE state = 'DEAD'""",
+    "UPDATE items SET dead_noted = attempt WHERE state = 'DEAD'",
+)
+# 30 more died in a process without the hook that announces them.
+DEAD_NEW = "UPDATE items SET state = 'DEAD' WHERE batch_id = 'old' AND line_no IN " + str(
+    tuple(range(5, 5 + 30 * 1000, 1000))
+)

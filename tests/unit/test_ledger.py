@@ -653,3 +653,71 @@ def test_a_replay_racing_a_purge_changes_nothing(ledger: Ledger) -> None:
     row = ledger.get(item)
     assert row is not None and (row.state, row.attempt) == (S.FAILED, 1)
     assert len(attempt_rows(ledger, item)) == 1
+
+
+def test_migration_0011_marks_the_dead_already_announced(tmp_path: Path) -> None:
+    """DEAD items announced before 0011 are marked on their rows, so the sweep's read (the
+    partial index of those not marked, usable on SQLite too) announces only the ones never
+    announced, and an item that died again on a later attempt. Going back to 0010 drops the
+    column in place: the item_counts triggers stay."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from pipeline.ledger import alembic_config, make_engine, migrate
+    from pipeline.notify.outbox import note_dead
+    from pipeline.settings import NotifySettings
+
+    engine = make_engine(sqlite_url(tmp_path / "old.db"))
+    cfg = alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0010")
+        conn.execute(
+            text(
+                "INSERT INTO batches (id, kind, out, engine, model, options, created_at)"
+                " VALUES ('b', 'run', '/o', 'local', 'tiny.en', '{}', '2026-01-01')"
+            )
+        )
+        # i0 announced; i1 announced at attempt 1, dead again at 2; i2 never; i3 not DEAD.
+        for n, (state, attempt, noted) in enumerate(
+            [("DEAD", 1, 1), ("DEAD", 2, 1), ("DEAD", 1, None), ("SUCCEEDED", 1, None)]
+        ):
+            conn.execute(
+                text(
+                    "INSERT INTO items (id, batch_id, key, line_no, source, spec, fingerprint,"
+                    " state, attempt, tries, polls, created_at, updated_at)"
+                    " VALUES (:id, 'b', :id, :n, '/a', '{}', 'f', :state, :attempt, 0, 0,"
+                    " '2026-01-01', '2026-01-01')"
+                ),
+                {"id": f"i{n}", "n": n, "state": state, "attempt": attempt},
+            )
+            if noted is not None:
+                conn.execute(
+                    text(
+                        "INSERT INTO notify_dead_noted (item_id, attempt, noted_at)"
+                        " VALUES (:id, :attempt, '2026-01-01')"
+                    ),
+                    {"id": f"i{n}", "attempt": noted},
+                )
+    migrate(engine)
+    with engine.connect() as conn:
+        marked = dict(conn.execute(text("SELECT id, dead_noted FROM items")).all())
+        # INDEXED BY fails ("no query solution") unless the index can serve the query.
+        usable = conn.execute(
+            text(
+                "SELECT id FROM items INDEXED BY ix_items_dead_unnoted WHERE state = 'DEAD'"
+                " AND (dead_noted IS NULL OR dead_noted <> attempt) ORDER BY batch_id, line_no"
+            )
+        ).scalars()
+        assert list(usable) == ["i1", "i2"]
+    assert marked == {"i0": 1, "i1": None, "i2": None, "i3": None}
+    assert note_dead(engine, NotifySettings()) == 2
+    assert note_dead(engine, NotifySettings()) == 0
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0010")
+        columns = {c["name"] for c in inspect(conn).get_columns("items")}
+        triggers = conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'trigger'"))
+        assert "items_counted_update" in set(triggers.scalars())
+    engine.dispose()
+    assert "dead_noted" not in columns
