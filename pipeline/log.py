@@ -199,7 +199,14 @@ def configure_logging(
     ):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     structlog.configure(
-        processors=[*_SHARED, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        # A line below the logger's level is dropped first, before the context merge, the
+        # timestamp and the redaction regexes run for nothing (the worker's per-item lines
+        # at the default warning level: about 0.1 ms each).
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *_SHARED,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,

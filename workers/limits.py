@@ -11,14 +11,18 @@ page) costs no extra round trip and no ledger query.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
+
+from redis.exceptions import LockError, LockNotOwnedError
 
 RATE_KEY = "bulkscribe:provider:requests"
 RATE_STEP_S = 10  # one counter per 10 s of requests
 RATE_WINDOW_S = 60  # the measured rate is over the last minute
 RATE_TTL_S = RATE_WINDOW_S + RATE_STEP_S  # a counter outlives every window it falls in
+LOCK_SLEEP_S = 0.1  # between tries for the gate's lock (redis-py's Lock default)
 
 _BUCKET = """
 local key = KEYS[1]
@@ -96,12 +100,38 @@ def measured_rate(redis: Any, *, key: str = RATE_KEY, now: float | None = None) 
     return sum(int(n) for n in redis.mget(keys) if n is not None) / seconds
 
 
+# The gate's lock taken and the room last reckoned read in one atomic step: nil when the
+# lock is held by someone else, else {room or false}.
+_ENTER = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {redis.call('GET', KEYS[2])}
+end
+return nil
+"""
+# The room left written (unless none is given) and the lock given back (if still ours: 1,
+# else 0) in one step.
+_LEAVE = """
+if ARGV[2] ~= '' then
+  redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+"""
+
+
 class RedisGate:
     """Admission under a Redis lock, with the ledger's in-flight count taken at most every
     ``recount_s``: in between, each admission that found room takes one task's worth off the
     room last counted. Tasks enter flight only through this gate, and between counts they
     can only leave it, so the room so reckoned is never more than the true room and the cap
-    holds; it spares the ledger a count (a scan of the SUBMITTED items) per submission."""
+    holds; it spares the ledger a count (a scan of the SUBMITTED items) per submission.
+
+    The lock is taken with the room read, and given back with the room written, by two Lua
+    scripts: two round trips to Redis per admission instead of four (lock, read, write,
+    unlock)."""
 
     def __init__(
         self,
@@ -122,20 +152,40 @@ class RedisGate:
         self.timeout_s = timeout_s
         self.recount_s = recount_s
         self.clock = clock
+        self._enter = redis.register_script(_ENTER)
+        self._leave = redis.register_script(_LEAVE)
 
     @contextmanager
     def admit(self) -> Iterator[int]:
-        with self.redis.lock(self.key, timeout=self.timeout_s, blocking_timeout=self.timeout_s):
-            room, counted_at = self._room()
-            try:
-                yield room
-            finally:
-                left = room - 1 if room > 0 else room
-                self.redis.set(self.room_key, f"{left} {counted_at}", ex=60)
+        token = uuid.uuid4().hex
+        cached = self._acquire(token)
+        reckoned = ""  # the room left, as stored; none if the count itself failed
+        try:
+            room, counted_at = self._room(cached)
+            left = room - 1 if room > 0 else room
+            reckoned = f"{left} {counted_at}"
+            yield room
+        finally:
+            if not self._leave(keys=[self.key, self.room_key], args=[token, reckoned, 60]):
+                # As redis-py's Lock: the step outlived the lock's timeout, and someone
+                # else may have admitted meanwhile.
+                raise LockNotOwnedError("the submit gate's lock expired while held")
 
-    def _room(self) -> tuple[int, float]:
+    def _acquire(self, token: str) -> Any:
+        """Take the lock (waiting up to ``timeout_s``, as redis-py's Lock); the room last
+        reckoned, as stored (None if none)."""
+        give_up = time.monotonic() + self.timeout_s
+        args = [token, int(self.timeout_s * 1000)]
+        while True:
+            got = self._enter(keys=[self.key, self.room_key], args=args)
+            if got is not None:
+                return got[0] or None
+            if time.monotonic() >= give_up:
+                raise LockError("the submit gate's lock could not be taken in time")
+            time.sleep(LOCK_SLEEP_S)
+
+    def _room(self, cached: Any) -> tuple[int, float]:
         now = self.clock()
-        cached = self.redis.get(self.room_key)
         if cached:
             room, counted_at = cached.split()
             if int(room) > 0 and 0 <= now - float(counted_at) < self.recount_s:

@@ -42,7 +42,7 @@ def admit_batch(ctx: FlowContext, batch_id: str) -> Admission | None:
         )
     for entry in decision.skip:
         if entry.media_key:
-            with ctx.ledger.media_guard(entry.media_key) as users:
-                if users() == 0:
+            with ctx.ledger.media_guard(entry.media_key) as in_use:
+                if not in_use():
                     ctx.media.forget(entry.media_key)
     return decision

@@ -7,10 +7,11 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, insert, or_, select, text, update
+from sqlalchemy import Connection, and_, func, insert, select, text, update
 
 from pipeline.ledger.base import LedgerBase
 from pipeline.ledger.rows import utcnow
+from pipeline.ledger.statements import CLAIM_CLOSE
 from pipeline.ledger.tables import attempts, batches, items
 from pipeline.ledger.values import PROBLEM_PREFIX
 from pipeline.states import TERMINAL, ItemState
@@ -123,27 +124,14 @@ class BatchStore(LedgerBase):
         whose statement runs last sees both items finished; the row lock then lets one of
         them through, so exactly one writes and neither skips."""
         now = utcnow()
-        unfinished = select(items.c.id).where(
-            and_(
-                items.c.batch_id == batch_id,
-                items.c.state.in_([s.value for s in ItemState if s not in TERMINAL]),
-            )
-        )
-        stmt = (
-            update(batches)
-            .where(
-                and_(
-                    batches.c.id == batch_id,
-                    batches.c.done_at.is_(None),
-                    batches.c.intake_at.is_(None),  # submit is still entering items
-                    or_(batches.c.closing_until.is_(None), batches.c.closing_until < now),
-                    ~unfinished.exists(),
-                )
-            )
-            .values(closing_by=owner, closing_until=now + timedelta(seconds=lease_s))
-        )
-        with self._single.connect() as conn:
-            return conn.execute(stmt).rowcount == 1
+        params = {
+            "w_batch": batch_id,
+            "w_now": now,
+            "closing_by": owner,
+            "closing_until": now + timedelta(seconds=lease_s),
+        }
+        with self._single.connect() as conn:  # asked each time an item of it finishes
+            return conn.execute(CLAIM_CLOSE, params).rowcount == 1
 
     def end_batch_close(
         self,

@@ -12,7 +12,7 @@ from sqlalchemy import and_, func, insert, or_, select, text
 
 from pipeline.ledger.base import LedgerBase
 from pipeline.ledger.rows import ItemRow, _aware, utcnow
-from pipeline.ledger.statements import INFLIGHT, REFS
+from pipeline.ledger.statements import IN_USE, INFLIGHT
 from pipeline.ledger.tables import actions, attempts, items
 from pipeline.states import ItemState
 
@@ -93,9 +93,9 @@ class QueryStore(LedgerBase):
             )
 
     @contextmanager
-    def media_guard(self, key: str) -> Iterator[Callable[[], int]]:
+    def media_guard(self, key: str) -> Iterator[Callable[[], bool]]:
         """Held while the shared audio under ``key`` is stored, or checked and deleted;
-        yields a function counting the unfinished items that still need it.
+        yields a function telling whether an unfinished item still needs it.
 
         Identical audio is stored once (content-addressed) and deleted by whichever item
         finishes last. Unguarded, an item could find the object present and skip its upload
@@ -106,18 +106,18 @@ class QueryStore(LedgerBase):
         """
         if self.engine.dialect.name != "postgresql":
             with self._media_locks[hash(key) % len(self._media_locks)]:
-                yield lambda: self.media_refs(key)
+                yield lambda: self.media_in_use(key)
             return
         digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
         lock_id = int.from_bytes(digest, "big", signed=True)
         with self.engine.begin() as conn:
             conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": lock_id})
-            yield lambda: int(conn.execute(REFS, {"w_key": key}).scalar() or 0)
+            yield lambda: bool(conn.execute(IN_USE, {"w_key": key}).scalar())
 
-    def media_refs(self, key: str) -> int:
-        """Items not yet finished that still need the stored audio under ``key``."""
+    def media_in_use(self, key: str) -> bool:
+        """Whether an item not yet finished still needs the stored audio under ``key``."""
         with self._single.connect() as conn:
-            return int(conn.execute(REFS, {"w_key": key}).scalar() or 0)
+            return bool(conn.execute(IN_USE, {"w_key": key}).scalar())
 
     def record_action(
         self, actor: str, action: str, batch_id: str, item_ids: Sequence[str] = (), **detail: Any

@@ -10,9 +10,21 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from sqlalchemy import JSON, Select, Update, and_, bindparam, func, literal, select, update
+from sqlalchemy import (
+    JSON,
+    Select,
+    Update,
+    and_,
+    bindparam,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
 
-from pipeline.ledger.tables import attempts, items
+from pipeline.ledger.tables import attempts, batches, items
 from pipeline.states import TERMINAL, ItemState
 
 
@@ -80,12 +92,38 @@ NEW_ATTEMPT = update(items).where(
 CLOSE_ATTEMPT = update(attempts).where(
     and_(attempts.c.item_id == bindparam("w_id"), attempts.c.number == bindparam("w_number"))
 )
-REFS = select(func.count()).where(
-    and_(items.c.media_key == bindparam("w_key"), items.c.state.not_in([s.value for s in TERMINAL]))
+# Whether any unfinished item still needs the stored audio: EXISTS stops at the first
+# one (a count read every item that ever used the same audio, finished ones included).
+IN_USE = select(
+    exists().where(
+        and_(
+            items.c.media_key == bindparam("w_key"),
+            items.c.state.not_in([s.value for s in TERMINAL]),
+        )
+    )
 )
 INFLIGHT = select(
     select(func.count(func.distinct(items.c.provider_task_id)))
     .where(items.c.state.in_([ItemState.SUBMITTED.value, ItemState.PERSISTING.value]))
     .scalar_subquery()
     + select(func.count()).where(items.c.state == ItemState.SUBMITTING.value).scalar_subquery()
+)
+# A batch's close claimed by the worker finishing an item (BatchStore.claim_batch_close):
+# the batch is not done, all of its items are entered and finished, and no one else holds
+# the claim. Sets the ``closing_by``/``closing_until`` parameters.
+CLAIM_CLOSE = update(batches).where(
+    and_(
+        batches.c.id == bindparam("w_batch"),
+        batches.c.done_at.is_(None),
+        batches.c.intake_at.is_(None),  # submit is still entering items
+        or_(batches.c.closing_until.is_(None), batches.c.closing_until < bindparam("w_now")),
+        ~select(items.c.id)
+        .where(
+            and_(
+                items.c.batch_id == bindparam("w_batch"),
+                items.c.state.in_([s.value for s in ItemState if s not in TERMINAL]),
+            )
+        )
+        .exists(),
+    )
 )

@@ -62,8 +62,8 @@ def finish(
     ):
         ctx.emit("item.succeeded")
         if claimed.media_key:
-            with ctx.ledger.media_guard(claimed.media_key) as users:
-                if users() == 0:
+            with ctx.ledger.media_guard(claimed.media_key) as in_use:
+                if not in_use():
                     ctx.media.forget(claimed.media_key)
         ctx.item_finished(claimed.batch_id)
         return True
