@@ -64,12 +64,13 @@ def local_path(source: str) -> Path | None:
 
 def source_stamp(source: str) -> str | None:
     """Size and mtime of a local file: a changed file gets transcribed again."""
-    path = local_path(source)
+    # A plain path (most lines of a long manifest) is stat'ed as the string it is.
+    path = source if "://" not in source else local_path(source)
     if path is None:
         return None
     try:
-        st = path.stat()
-    except OSError:
+        st = os.stat(path)
+    except (OSError, ValueError):  # ValueError: an embedded NUL byte
         return None
     return f"{st.st_size}:{st.st_mtime_ns}"
 
