@@ -13,7 +13,7 @@ import pytest
 from e2e import assert_times_sane, ffmpeg, read_results
 from support import HARVARD
 
-from pipeline.stages.transcribe import PcmReader, plan_windows
+from pipeline.asr.windows import PcmReader, plan_windows
 
 pytestmark = [
     pytest.mark.ffmpeg,

@@ -1,4 +1,4 @@
-"""Unit tests for pipeline.stages.transcribe: silence-seeking cuts, window plans, stitching.
+"""Unit tests for pipeline.asr.windows: silence-seeking cuts, window plans, stitching.
 
 Audio is numpy arrays and small WAVs written with the stdlib ``wave`` module; the engine is a
 scripted fake, so no model and no ffmpeg run here.
