@@ -84,7 +84,7 @@ def local_missing(source: str) -> bool:
         path.stat()
     except FileNotFoundError:
         return True
-    except OSError:
+    except (OSError, ValueError):
         return False  # the probe says what is wrong with it
     return False
 
