@@ -36,10 +36,7 @@ def send(wctx: WorkerContext, job: Job, *, countdown: float = 0.0, marked: bool 
     this message), first push its rows' ``next_run_at`` past the message's expected start."""
     if not marked:
         _mark(wctx, job.rows or wctx.ledger.get_many(job.ids), countdown)
-    # No queue declaration per message: workers declare their queues when they start, and
-    # a message goes by the default exchange straight to its Redis list, declared or not.
-    args = _ARGS[job.action](job)
-    app.send_task(task_name(job.action), args=args, countdown=countdown, declare=[])
+    app.send_task(task_name(job.action), args=_ARGS[job.action](job), countdown=countdown)
 
 
 def send_all(wctx: WorkerContext, jobs: Sequence[Job]) -> None:
