@@ -312,6 +312,9 @@ def test_interrupted_run_writes_results(media, tmp_path: Path) -> None:  # type:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # As at a terminal: a suite started in the background by a shell without job
+        # control inherits SIGINT ignored, and Python then leaves it ignored.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 120
     while not list(out.glob("i*.txt")):
