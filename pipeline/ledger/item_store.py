@@ -26,6 +26,25 @@ from pipeline.ledger.values import Failure, ItemRequest
 from pipeline.states import ItemState, can_start_attempt
 
 
+def fresh_attempt(number: int, state: ItemState) -> dict[str, Any]:
+    """The columns a new attempt sets: nothing of the last attempt's work (its tries, lease,
+    provider task, stored audio, timings) carries over."""
+    return dict(
+        state=state.value,
+        attempt=number,
+        tries=0,
+        polls=0,
+        lease_owner=None,
+        lease_until=None,
+        next_run_at=None,
+        provider_task_id=None,
+        submitted_at=None,
+        media_key=None,
+        media_url=None,
+        timings=None,
+    )
+
+
 class ItemStore(LedgerBase):
     def sync_items(
         self,
@@ -121,18 +140,7 @@ class ItemStore(LedgerBase):
                     continue
                 number = old.attempt + 1
                 reset_to = dict(
-                    state=state.value,
-                    attempt=number,
-                    tries=0,
-                    polls=0,
-                    lease_owner=None,
-                    lease_until=None,
-                    next_run_at=None,
-                    provider_task_id=None,
-                    submitted_at=None,
-                    media_key=None,
-                    media_url=None,
-                    timings=None,
+                    **fresh_attempt(number, state),
                     finished_at=now if seed.failure else None,
                     **base,
                     **error,
@@ -196,21 +204,10 @@ class ItemStore(LedgerBase):
                         )
                     )
                     .values(
-                        state=ItemState.PENDING.value,
-                        attempt=row.attempt + 1,
-                        tries=0,
-                        polls=0,
-                        lease_owner=None,
-                        lease_until=None,
-                        next_run_at=None,
-                        provider_task_id=None,
-                        submitted_at=None,
-                        media_key=None,
-                        media_url=None,
+                        **fresh_attempt(row.attempt + 1, ItemState.PENDING),
                         **NO_FAILURE_COLUMNS,
                         finished_at=None,
                         spec=new_spec,
-                        timings=None,
                         fingerprint=fingerprint or row.fingerprint,
                         updated_at=now,
                     )
