@@ -71,6 +71,7 @@ class FailureCode(StrEnum):
     # infrastructure
     STORAGE_UNAVAILABLE = "storage_unavailable"
     STORAGE_ERROR = "storage_error"
+    OUTPUT_REFUSED = "output_refused"  # an output path under --out is a link or not a file
     LEASE_EXPIRED = "lease_expired"
     INTERNAL = "internal"
     ILLEGAL_TRANSITION = "illegal_transition"  # a bug: a move the state table forbids
@@ -129,6 +130,14 @@ class SourceMissing(PermanentError):
 
     def __init__(self, message: str, *, detail: dict[str, Any] | None = None) -> None:
         super().__init__(FailureCode.NOT_FOUND, message, detail=detail)
+
+
+class OutputRefused(PermanentError, ValueError):
+    """An item's output path under --out is not ours to write: a symlink or something else
+    planted where a file or directory goes (a shared --out). Nothing is written through it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(FailureCode.OUTPUT_REFUSED, message)
 
 
 class SourceRefused(PermanentError):

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 # Same-package helpers: cue text must split and join exactly as transcript text does.
+from pipeline.errors import OutputRefused
 from pipeline.inputs.ids import id_error
 from pipeline.outputs.transcript import (
     _TRAILING_PUNCT,
@@ -285,7 +286,7 @@ def _open_subdir(root: Path, parts: Sequence[str]) -> int:
                     part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd
                 )
             except OSError as exc:  # ELOOP: a symlink; ENOTDIR: a file in the way
-                raise ValueError(
+                raise OutputRefused(
                     f"{part!r} in the output path is not a directory under {root} ({exc.strerror})"
                 ) from exc
             os.close(fd)
@@ -332,7 +333,7 @@ def write_outputs(
         for fmt in wanted:
             with contextlib.suppress(FileNotFoundError):
                 if not stat.S_ISREG(os.lstat(f"{stem}.{fmt}", dir_fd=dir_fd).st_mode):
-                    raise ValueError(
+                    raise OutputRefused(
                         f"item id {item_id!r}: {item_id}.{fmt} under {out_dir} "
                         "is not a regular file (a symlink?)"
                     )

@@ -221,8 +221,8 @@ def test_status_refuses_a_planted_ledger_link(
 def test_transcript_link_outside_fails_the_item_not_the_victim(
     run_cli: RunCli, tmp_path: Path, victim: Path
 ) -> None:
-    """<id>.txt planted as a link to a file outside --out: that item fails ("would write
-    outside"), nothing is written through the link, and the run finishes (exit 1)."""
+    """<id>.txt planted as a link to a file outside --out: that item fails with
+    output_refused, nothing is written through the link, and the run finishes (exit 1)."""
     from support import ffmpeg
 
     tone = tmp_path / "tone.wav"
@@ -237,4 +237,5 @@ def test_transcript_link_outside_fails_the_item_not_the_victim(
     assert untouched(victim)
     assert (out / "tone.txt").is_symlink()
     line = json.loads((out / "results.jsonl").read_text())
-    assert line["status"] == "FAILED" and "outside" in line["error"]["message"]
+    assert (line["status"], line["error"]["code"]) == ("FAILED", "output_refused")
+    assert "tone.txt under" in line["error"]["message"]

@@ -63,6 +63,7 @@ EXPECTED = {
     FailureCode.BUDGET_EXCEEDED: False,
     FailureCode.STORAGE_UNAVAILABLE: True,
     FailureCode.STORAGE_ERROR: False,
+    FailureCode.OUTPUT_REFUSED: False,
     FailureCode.LEASE_EXPIRED: True,
     FailureCode.INTERNAL: False,  # a crash: a bug, not a fault that passes
     FailureCode.ILLEGAL_TRANSITION: False,
