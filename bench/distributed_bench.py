@@ -23,9 +23,11 @@ the ledger and the broker cost. This VM's CPU time varies by ±15 % between runs
 runs each pool several times and reports the median.
 
 Usage: ``.venv/bin/python bench/distributed_bench.py [--n 1000] [--latency 2] [--slots 20]
-[--overhead-n 500] [--repeat 1] [--inflight-n 10000] [--parts abc]`` (``--parts s``: only the
-in-process steps of (b), in seconds). Needs redis-server, PostgreSQL on
-127.0.0.1:5432 (user postgres, trust) and ffmpeg.
+[--overhead-n 500] [--repeat 1] [--pools prefork,threads] [--batch-size 1]
+[--inflight-n 10000] [--parts abc]`` (``--parts s``: only the in-process steps of (b), in
+seconds; ``--parts ap``: (a) with the production poll pacing only).
+``BENCH_PYSPY=DIR`` samples the workers with py-spy over each measured batch. Needs
+redis-server, PostgreSQL on 127.0.0.1:5432 (user postgres, trust) and ffmpeg.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import argparse
 import contextlib
 import math
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -182,6 +185,7 @@ class RunSpec:
     concurrency: int = 4
     pool: str = "prefork"
     sweep_s: float = 1.0
+    batch_size: int = 1  # files per Fun-ASR task: 1 makes the ideal ceil(N/C)·L
 
 
 @dataclass
@@ -210,6 +214,7 @@ class Run:
                 "BULKSCRIBE_POLL__FIRST_S": str(spec.poll_first_s),
                 "BULKSCRIBE_POLL__MAX_S": str(spec.poll_max_s),
                 "BULKSCRIBE_DISTRIBUTED__SWEEP_S": str(spec.sweep_s),
+                "BULKSCRIBE_PROVIDER__BATCH_SIZE": str(spec.batch_size),
                 **env,
             }
         )
@@ -451,6 +456,7 @@ def _measure(svc: Services, spec: RunSpec, media: Media, timeout_s: float) -> Ru
         cpu0 = cpu_s(run.worker_pids())
         beat0 = cpu_s([run.beat.popen.pid]) if run.beat else 0.0
         redis0, pg0 = service_cpu(svc)
+        spies = _profile(run)
         t0 = time.time()
         batch = seed_prepared(svc, spec.n, media)
         wait_until(
@@ -463,6 +469,9 @@ def _measure(svc: Services, spec: RunSpec, media: Media, timeout_s: float) -> Ru
         if ledger_counts(svc, batch) != {"SUCCEEDED": spec.n}:
             raise RuntimeError(f"{spec.label}: {ledger_counts(svc, batch)}")
         _, last = finish_times(svc, batch)
+        for spy in spies:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its samples and exits
+            spy.wait(60)
         cpu1 = cpu_s(run.worker_pids())
         beat1 = cpu_s([run.beat.popen.pid]) if run.beat else 0.0
         redis1, pg1 = service_cpu(svc)
@@ -482,10 +491,41 @@ def _measure(svc: Services, spec: RunSpec, media: Media, timeout_s: float) -> Ru
         run.stop()
 
 
+def _profile(run: Run) -> list[subprocess.Popen[bytes]]:
+    """BENCH_PYSPY=DIR: sample each node (main process and pool children) with py-spy over
+    the measured batch, raw collapsed stacks in DIR. py-spy's own CPU is not counted."""
+    out = os.environ.get("BENCH_PYSPY")
+    if not out:
+        return []
+    stamp = f"{time.time():.0f}"
+    return [
+        subprocess.Popen(
+            [
+                *(
+                    str(BIN / "py-spy"),
+                    "record",
+                    "-r",
+                    "200",
+                    "-f",
+                    "raw",
+                    "--subprocesses",
+                    *(["--gil"] if os.environ.get("BENCH_PYSPY_GIL") else []),
+                ),
+                *("-p", str(node.popen.pid), "-o", f"{out}/{run.spec.pool}-{node.name}-{stamp}"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for node in run.nodes
+    ]
+
+
 # --- the three parts ------------------------------------------------------------------------
 
 
-def part_a(svc: Services, media: Media, n: int, latency: float, slots: int) -> None:
+def part_a(
+    svc: Services, media: Media, n: int, latency: float, slots: int, only_production: bool = False
+) -> None:
     ideal = math.ceil(n / slots) * latency
     specs = [
         RunSpec(
@@ -510,6 +550,8 @@ def part_a(svc: Services, media: Media, n: int, latency: float, slots: int) -> N
             0.25,
         ),
     ]
+    if only_production:
+        specs = specs[:1]
     print(
         f"\n(a) makespan: N={n} single-file tasks, emulator latency L={latency:g} s, "
         f"C={slots} slots; ideal ceil(N/C)·L = {ideal:.1f} s; 2 nodes x -c 4"
@@ -529,19 +571,38 @@ def part_a(svc: Services, media: Media, n: int, latency: float, slots: int) -> N
         )
 
 
-def part_b(svc: Services, media: Media, n: int, repeat: int = 1) -> None:
+def part_b(
+    svc: Services,
+    media: Media,
+    n: int,
+    repeat: int = 1,
+    pools: tuple[str, ...] = ("prefork", "threads"),
+    batch_size: int = 1,
+) -> None:
     # Enough slots that tasks do not queue at the emulator, and a first poll late enough
     # that it finds the task done (the emulator itself fetches and probes every file, a few
     # per second on 2 busy cores): this measures an item's own cost, not repeated polling.
     totals: list[tuple[str, float]] = []
-    for pool in ("prefork", "threads") * repeat:
+    for pool in pools * repeat:
         # The production sweep interval (30 s): at 1 s, as in (a), the ledger scans beat
         # asks of a worker would be charged to the items.
-        spec = RunSpec("overhead", n, 0.0, 1000, 2 * n, 45.0, 10.0, pool=pool, sweep_s=30.0)
+        spec = RunSpec(
+            "overhead",
+            n,
+            0.0,
+            1000,
+            2 * n,
+            45.0,
+            10.0,
+            pool=pool,
+            sweep_s=30.0,
+            batch_size=batch_size,
+        )
         r = measure(svc, spec, media, timeout_s=600)
         e = r.emulator
         print(
-            f"\n(b) CPU per item: N={n}, emulator latency 0, 2 nodes x -c 4 -P {pool} "
+            f"\n(b) CPU per item: N={n}, {batch_size} file(s) per provider task, emulator "
+            f"latency 0, 2 nodes x -c 4 -P {pool} "
             f"(makespan {r.makespan_s:.1f} s, {r.polls / n:.1f} provider requests per item; "
             f"emulator: {e['wait_s']:.2f} s waiting for a slot, {e['run_s']:.2f} s running "
             f"per task)"
@@ -561,7 +622,7 @@ def part_b(svc: Services, media: Media, n: int, repeat: int = 1) -> None:
         items_s = r.worker_cpu_s - idle + r.beat_cpu_s + r.redis_cpu_s + r.pg_cpu_s
         print(f"{'total per item, idle excluded':<44} {items_s:>8.2f} {1000 * items_s / n:>8.2f}")
         totals.append((pool, 1000 * items_s / n))
-    own = part_steps(svc, media, n)
+    own = part_steps(svc, media, n, batch_size)
     # What is left once an item's own work (the provider's HTTP, rendering and writing its
     # outputs, presigning, the step logic) is taken out is the machinery: ledger and broker.
     print(
@@ -586,12 +647,15 @@ OWN_WORK = (
 )
 
 
-def part_steps(svc: Services, media: Media, n: int) -> float:
+def part_steps(svc: Services, media: Media, n: int, batch_size: int = 1) -> float:
     """(b') and (b''); returns the ms per item of the item's own work (not ledger/broker)."""
     with svc.emulating(0.0, 1000):
         _reset(svc)
-        steps = steps_in_process(svc, media, min(n, 200))
-    print(f"\n(b') the same steps in one process, no Celery ({min(n, 200)} items, main-thread CPU)")
+        steps = steps_in_process(svc, media, min(n, 200), batch_size)
+    print(
+        f"\n(b') the same steps in one process, no Celery ({min(n, 200)} items, "
+        f"{batch_size} per provider task, main-thread CPU)"
+    )
     print(f"{'step':<44} {'ms/item':>8} {'SQL/item':>8}")
     for name, ms, statements in steps:
         print(f"{name:<44} {ms:>8.2f} {statements:>8.1f}")
@@ -605,7 +669,9 @@ def part_steps(svc: Services, media: Media, n: int) -> float:
     return rest + sum(PARTS_SPENT.get(k, 0.0) for k in OWN_WORK)
 
 
-def steps_in_process(svc: Services, media: Media, n: int) -> list[tuple[str, float, float]]:
+def steps_in_process(
+    svc: Services, media: Media, n: int, batch_size: int = 1
+) -> list[tuple[str, float, float]]:
     """The same steps called in this process's main thread (no Celery around them): CPU ms
     and SQL statements per item for each, to show where a worker's time goes."""
     from sqlalchemy import event
@@ -657,9 +723,10 @@ def steps_in_process(svc: Services, media: Media, n: int) -> list[tuple[str, flo
             cost = {k: [0.0, 0.0] for k in cost}
         batch = seed_prepared(svc, size, media)
         rows = wctx.ledger.list_items(batch)
-        for row in rows:
-            task = timed("submit step", submit_step, wctx.flow, [row])
-            timed("dispatch after submit", after_submit, wctx, [row], task)
+        for at in range(0, len(rows), batch_size):
+            group = rows[at : at + batch_size]
+            task = timed("submit step", submit_step, wctx.flow, group)
+            timed("dispatch after submit", after_submit, wctx, group, task)
         wait_until(
             lambda b=batch: all(
                 httpx.get(f"{svc.emulator}/_emulator/stats").json()["statuses"].get(s, 0) == 0
@@ -864,6 +931,15 @@ def main() -> None:
     )
     parser.add_argument("--parts", default="abc")
     parser.add_argument("--repeat", type=int, default=1, help="(b): runs per pool")
+    parser.add_argument(
+        "--pools", default="prefork,threads", help="(b): worker pools, comma-separated"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=1,
+        help="(b): files per Fun-ASR task (the shipped default groups 10)",
+    )
     args = parser.parse_args()
     keep = os.environ.get("BENCH_KEEP_DIR")  # keep the worker logs there
     with (
@@ -880,11 +956,18 @@ def main() -> None:
             f"moto {svc.moto}, database {svc.pg_name}"
         )
         if "a" in args.parts:
-            part_a(svc, media, args.n, args.latency, args.slots)
+            part_a(svc, media, args.n, args.latency, args.slots, "p" in args.parts)
         if "b" in args.parts:
-            part_b(svc, media, args.overhead_n, args.repeat)
+            part_b(
+                svc,
+                media,
+                args.overhead_n,
+                args.repeat,
+                tuple(args.pools.split(",")),
+                args.batch_size,
+            )
         elif "s" in args.parts:  # only (b') and (b''): the steps in one process, quick
-            part_steps(svc, media, args.overhead_n)
+            part_steps(svc, media, args.overhead_n, args.batch_size)
         if "c" in args.parts:
             part_c(svc, media, args.inflight_n, args.sample_s, args.first_poll_s)
 
