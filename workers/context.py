@@ -44,6 +44,7 @@ class WorkerContext:
     flow: FlowContext
     redis: Any
     scheduler: Scheduler
+    gate: RedisGate
 
     @property
     def ledger(self) -> Ledger:
@@ -174,6 +175,7 @@ def build_worker_context(settings: Settings) -> WorkerContext:
     owner = f"{socket.gethostname()}:{os.getpid()}"
     sinks = BatchSinks(ledger, settings)
     policy = SchedulePolicy.from_settings(settings)
+    gate = RedisGate(r, settings.provider.max_inflight_tasks, ledger.inflight_tasks)
     flow = build_context(
         settings,
         ledger=ledger,
@@ -184,11 +186,11 @@ def build_worker_context(settings: Settings) -> WorkerContext:
         http=http_client(settings),
         dead_letters=True,
         limiter=RedisTokenBucket(r, settings.provider.requests_per_s),
-        gate=RedisGate(r, settings.provider.max_inflight_tasks, ledger.inflight_tasks),
+        gate=gate,
         lease_s=settings.distributed.lease_s,
         events=metrics.record,
         handoff_s=settings.distributed.redispatch_s,
         hands_off=policy.hands_off,
         item_finished=BatchCloser(ledger, sinks, owner, settings.notify, PriceTable.of(settings)),
     )
-    return WorkerContext(settings, flow, r, Scheduler(policy, ledger))
+    return WorkerContext(settings, flow, r, Scheduler(policy, ledger), gate)

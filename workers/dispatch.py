@@ -9,11 +9,13 @@ lapses and the sweeper sends it anew.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import Any
 
-from pipeline.flow.actions import Action
+from pipeline.flow.actions import Action, redispatch_slack
 from pipeline.flow.plan import Job
 from pipeline.ledger import ItemRow, utcnow
+from pipeline.stages.submit import SubmitOutcome
 from workers.app import app
 from workers.context import WorkerContext
 
@@ -68,14 +70,43 @@ def hand_off(wctx: WorkerContext, prepared: ItemRow) -> bool:
     return True
 
 
-def after_submit(wctx: WorkerContext, rows: Sequence[ItemRow], provider_task: str | None) -> None:
-    """After a submit step: queue the first poll of the new task, or whatever is next."""
+def after_submit(wctx: WorkerContext, rows: Sequence[ItemRow], outcome: SubmitOutcome) -> None:
+    """After a submit step: queue the first poll of the new task, or whatever is next. Items
+    refused at the in-flight cap get no message: :func:`refill` hands them room."""
     first_s = wctx.settings.poll.first_s
-    if provider_task is not None and wctx.flow.handed_off(rows[0], Action.POLL, first_s):
-        poll = Job(Action.POLL, tuple(r.id for r in rows), task_id=provider_task)
+    task = outcome.task_id
+    if task is not None and wctx.flow.handed_off(rows[0], Action.POLL, first_s):
+        poll = Job(Action.POLL, tuple(r.id for r in rows), task_id=task)
         send(wctx, poll, countdown=first_s, marked=True)
-    else:
+    elif task is None and not outcome.waiting_for_room:
         dispatch_after(wctx, [r.id for r in rows])
+
+
+def refill(wctx: WorkerContext) -> int:
+    """A provider task has ended, so one task's room under the in-flight cap is free: queue
+    the submission of the items waiting longest for room now, not at the next sweep (a
+    fleet at its cap otherwise left the provider a slot short until then). Only while the
+    gate is full, so below the cap this costs one Redis read per ended task. Rows are taken
+    by compare-and-set on their due time: two workers refilling at once send different
+    items. Returns the number of messages sent."""
+    if not wctx.gate.full():
+        return 0
+    settings = wctx.settings
+    now = utcnow()
+    # Items refused at the cap are due poll.first_s later (the embedded runner's pause).
+    before = now + timedelta(seconds=settings.poll.first_s)
+    waiting = wctx.ledger.waiting_for_room(before, limit=settings.provider.batch_size)
+    until = now + timedelta(
+        seconds=redispatch_slack(Action.SUBMIT, settings.distributed.redispatch_s)
+    )
+    sent = 0
+    for job in wctx.scheduler.refill(waiting, before, room=1):
+        taken = set(wctx.ledger.take_due(job.rows, before=before, until=until))
+        rows = tuple(r for r in job.rows if r.id in taken)
+        if rows:
+            send(wctx, Job(job.action, tuple(r.id for r in rows), rows=rows), marked=True)
+            sent += 1
+    return sent
 
 
 def poll_again(

@@ -171,6 +171,12 @@ class RedisGate:
                 # else may have admitted meanwhile.
                 raise LockNotOwnedError("the submit gate's lock expired while held")
 
+    def full(self) -> bool:
+        """Whether the last admission found no room or took the last of it: items may be
+        waiting for a task to end. One read, no lock."""
+        cached = self.redis.get(self.room_key)
+        return cached is not None and int(cached.split()[0]) <= 0
+
     def _acquire(self, token: str) -> Any:
         """Take the lock (waiting up to ``timeout_s``, as redis-py's Lock); the room last
         reckoned, as stored (None if none)."""

@@ -23,7 +23,14 @@ from pipeline.stages.transcribe import transcribe_step
 from pipeline.states import ItemState
 from workers.app import app
 from workers.context import worker_context
-from workers.dispatch import after_submit, dispatch_after, dispatch_rows, hand_off, poll_again
+from workers.dispatch import (
+    after_submit,
+    dispatch_after,
+    dispatch_rows,
+    hand_off,
+    poll_again,
+    refill,
+)
 from workers.schedules import start_scheduled_run
 from workers.steplog import outcomes, step_log
 from workers.sweeper import run_sweep
@@ -92,10 +99,10 @@ def submit(self: LedgerTask, item_ids: list[str]) -> None:
         bound_contextvars(batch_id=rows[0].batch_id, task_id=self.request.id),
         step_log("submit", rows, ctx.ledger.get_many) as known,
     ):
-        provider_task = submit_step(ctx.flow, rows)
-        if provider_task is not None:  # the rows just read were all this step's to submit
+        outcome = submit_step(ctx.flow, rows)
+        if outcome.task_id is not None:  # the rows just read were all this step's to submit
             known.update({r.id: "submitted" for r in rows})
-        after_submit(ctx, rows, provider_task)
+        after_submit(ctx, rows, outcome)
 
 
 @app.task(**_opts(name="bulkscribe.poll"))
@@ -116,6 +123,8 @@ def poll(self: LedgerTask, provider_task_id: str) -> None:
             fresh = ctx.ledger.by_task(provider_task_id)
             known.update(outcomes(rows, fresh))
             dispatch_rows(ctx, fresh)
+        if rows and not outcome.waiting:  # the task has ended: its room is free
+            refill(ctx)
 
 
 @app.task(**_opts(name="bulkscribe.reconcile"))

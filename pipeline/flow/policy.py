@@ -157,6 +157,13 @@ class Scheduler:
             submit_room=max_inflight - self.ledger.inflight_tasks(),
         )
 
+    def refill(self, rows: Iterable[ItemRow], now: datetime, *, room: int) -> list[Job]:
+        """Submissions for ``rows`` (PREPARED, waiting for room under the in-flight cap)
+        now that ``room`` tasks' worth has come free: the longest waiting first, in groups
+        as their model takes them."""
+        jobs = self.plan(rows, now, prepare_room=0, submit_room=room)
+        return [job for job in jobs if job.action is Action.SUBMIT]
+
     def mark_queued(
         self, rows: Sequence[ItemRow], *, countdown_s: float, redispatch_s: float, now: datetime
     ) -> None:

@@ -78,6 +78,25 @@ class QueryStore(LedgerBase):
             ).scalars()
             return {t for t in (*a, *b) if t}
 
+    def waiting_for_room(self, before: datetime, *, limit: int) -> list[ItemRow]:
+        """PREPARED items due by ``before`` with no message queued for them, longest
+        waiting first: those a submit at the in-flight cap sent back (due ``poll.first_s``
+        later) or the sweeper left for lack of room. Read through ``ix_items_state_next``.
+        """
+        query = (
+            select(items)
+            .where(
+                and_(
+                    items.c.state == ItemState.PREPARED.value,
+                    or_(items.c.next_run_at.is_(None), items.c.next_run_at <= before),
+                )
+            )
+            .order_by(items.c.next_run_at.nulls_first(), items.c.created_at)
+            .limit(limit)
+        )
+        with self._single.connect() as conn:
+            return [ItemRow.from_row(r) for r in conn.execute(query)]
+
     def inflight_tasks(self) -> int:
         """Provider tasks submitted and not yet finished with, across every batch."""
         with self._single.connect() as conn:

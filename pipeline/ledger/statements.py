@@ -80,6 +80,18 @@ def select_items(by: str) -> Select[Any]:
 MARK_DUE = update(items).where(
     and_(items.c.id.in_(bindparam("w_ids", expanding=True)), items.c.state == bindparam("w_state"))
 )
+# Rows handed out only if still due: the compare-and-set of a queued mark.
+TAKE_DUE = (
+    update(items)
+    .where(
+        and_(
+            items.c.id.in_(bindparam("w_ids", expanding=True)),
+            items.c.state == bindparam("w_state"),
+            or_(items.c.next_run_at.is_(None), items.c.next_run_at <= bindparam("w_before")),
+        )
+    )
+    .returning(items.c.id)
+)
 # The reset that starts a new attempt (``sync_items``): guarded by the state and the attempt
 # number read, so a worker's move, or another new attempt, made since is never overwritten.
 NEW_ATTEMPT = update(items).where(

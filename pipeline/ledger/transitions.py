@@ -25,7 +25,7 @@ from pipeline.ledger.rows import (
     item_params,
     utcnow,
 )
-from pipeline.ledger.statements import CLOSE_ATTEMPT, MARK_DUE, cas, cas_closing
+from pipeline.ledger.statements import CLOSE_ATTEMPT, MARK_DUE, TAKE_DUE, cas, cas_closing
 from pipeline.ledger.sweep import release_expired
 from pipeline.ledger.tables import attempts, items
 from pipeline.ledger.values import Failure
@@ -219,6 +219,28 @@ class TransitionStore(LedgerBase):
                     },
                 ).rowcount
         return marked
+
+    def take_due(self, rows: Iterable[ItemRow], *, before: datetime, until: datetime) -> list[str]:
+        """Mark these rows queued (``next_run_at = until``), each only while it is still in
+        the state read and due by ``before``: the ids of those taken. Two workers handing
+        out the same waiting rows each get a share, never the same row."""
+        taken: list[str] = []
+        by_state: dict[ItemState, list[str]] = {}
+        for row in rows:
+            by_state.setdefault(row.state, []).append(row.id)
+        with self._single.connect() as conn:
+            for state, ids in by_state.items():
+                taken += conn.execute(
+                    TAKE_DUE,
+                    {
+                        "w_ids": ids,
+                        "w_state": state.value,
+                        "w_before": before,
+                        "next_run_at": until,
+                        "updated_at": utcnow(),
+                    },
+                ).scalars()
+        return taken
 
     def _update(
         self,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 
 from structlog.contextvars import bound_contextvars
@@ -32,17 +33,24 @@ from pipeline.states import ItemState
 log = get_logger("bulkscribe.flow")
 
 
-def submit_step(ctx: FlowContext, rows: Sequence[ItemRow]) -> str | None:
-    """PREPARED → SUBMITTED for a batch of items sharing one model (≤100 for Fun-ASR).
+@dataclass(frozen=True, slots=True)
+class SubmitOutcome:
+    """What a submit step leaves its driver to do."""
 
-    The provider's task id once submitted, else None.
-    """
+    task_id: str | None = None  # the provider's task, once submitted: poll it
+    # Refused at the in-flight cap: the items are due again ``poll.first_s`` later (when the
+    # embedded runner asks again). Workers send nothing for them: a task that ends gives
+    # its room to the item waiting longest (workers.dispatch.refill), the sweeper any left.
+    waiting_for_room: bool = False
+
+
+def submit_step(ctx: FlowContext, rows: Sequence[ItemRow]) -> SubmitOutcome:
+    """PREPARED → SUBMITTED for a batch of items sharing one model (≤100 for Fun-ASR)."""
     claimed: list[ItemRow] = []
     with _admitted(ctx) as room:
         if room <= 0:
-            # At the in-flight cap: look again shortly, when a task may have finished.
-            _defer(ctx, rows, ctx.rules.poll.first_s)
-            return None
+            ctx.ledger.mark_due(rows, utcnow() + timedelta(seconds=ctx.rules.poll.first_s))
+            return SubmitOutcome(waiting_for_room=True)
         for row in rows:
             early = early_url(ctx, row)
             early_columns: ItemColumns = {"media_url": early} if early else {}
@@ -50,7 +58,7 @@ def submit_step(ctx: FlowContext, rows: Sequence[ItemRow]) -> str | None:
             if got is not None:
                 claimed.append(got)
     if not claimed:
-        return None
+        return SubmitOutcome()
     model = claimed[0].model_or(ctx.rules.model)
     # Renewed while the URL is published and the request is out: a lapsed SUBMITTING
     # claim is reconciled (asked of the provider), which must not race a live submission.
@@ -86,7 +94,7 @@ def submit_step(ctx: FlowContext, rows: Sequence[ItemRow]) -> str | None:
                     log.info(
                         "submit.done", item_id=row.key, task_id=submitted.task_id, files=len(urls)
                     )
-            return str(submitted.task_id)
+            return SubmitOutcome(str(submitted.task_id))
         except Exception as exc:
             for row in claimed:
                 with bound_contextvars(batch_id=row.batch_id, item_id=row.key, stage="submit"):
@@ -95,7 +103,7 @@ def submit_step(ctx: FlowContext, rows: Sequence[ItemRow]) -> str | None:
                         reconcile_submitting(ctx, ctx.ledger.get(row.id) or row)
                     else:
                         handle_failure(ctx, row, exc, back_to=ItemState.PREPARED)
-            return None
+            return SubmitOutcome()
 
 
 @contextmanager
@@ -105,10 +113,6 @@ def _admitted(ctx: FlowContext) -> Iterator[int]:
         return
     with ctx.gate.admit() as room:
         yield room
-
-
-def _defer(ctx: FlowContext, rows: Sequence[ItemRow], delay_s: float) -> None:
-    ctx.ledger.mark_due(rows, utcnow() + timedelta(seconds=delay_s))
 
 
 def _ambiguous(exc: BaseException) -> bool:
@@ -123,4 +127,4 @@ def _ambiguous(exc: BaseException) -> bool:
     return status is None or status in (408, 504)
 
 
-__all__ = ["submit_step"]
+__all__ = ["SubmitOutcome", "submit_step"]

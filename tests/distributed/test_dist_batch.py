@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import itertools
 import json
 import shutil
 from pathlib import Path
@@ -90,6 +92,38 @@ def test_workers_hand_each_step_to_the_next_without_the_sweeper(
     cluster.beat()
     rows = cluster.wait_done(batch, timeout_s=30)
     assert [r["status"] for r in cluster.results(batch)] == ["SUCCEEDED"] * len(entries)
+
+
+def test_a_task_that_ends_hands_its_room_to_the_next_item(cluster: Cluster, clips: Clips) -> None:
+    """At the in-flight cap (one task here) an item refused for room gets no message of its
+    own: the poll that finds a task done queues the next submission. With the shipped
+    defaults and no beat (so no sweeper to fall back on) every item still goes through,
+    one task at a time, each sent once and asked about once or twice, not every few
+    seconds."""
+    cluster.use_defaults()
+    entries = [{"id": f"room{i}", "source": str(f)} for i, f in enumerate(clips.files)]
+    worker = cluster.worker(
+        concurrency=2,
+        env={"BULKSCRIBE_PROVIDER__MAX_INFLIGHT_TASKS": "1", "BULKSCRIBE_LOG_LEVEL": "info"},
+    )
+    batch = cluster.submit(entries, "--engine", "dashscope", "--model", "qwen3-asr-flash-filetrans")
+    cluster.wait_states(
+        batch,
+        lambda c: c["SUCCEEDED"] == len(entries),
+        90,
+        "every item SUCCEEDED with no sweeper",
+    )
+    rows = cluster.rows(batch)
+    cluster.assert_submitted_once(rows)
+    assert len(cluster.em_tasks()) == len(entries)
+    by_start = sorted(rows, key=lambda r: r.submitted_at.timestamp() if r.submitted_at else 0.0)
+    for before, after in itertools.pairwise(by_start):  # never two in flight
+        assert after.submitted_at and before.finished_at
+        assert after.submitted_at >= before.finished_at, (before.key, after.key)
+    steps = [e for e in _events(worker.log, "step") if e.get("stage") == "submit"]
+    per_item = collections.Counter(str(e["item_id"]) for e in steps)
+    assert set(per_item) == {e["id"] for e in entries}
+    assert max(per_item.values()) <= 2, per_item  # refused at most once, then handed room
 
 
 @pytest.mark.model
