@@ -4,7 +4,11 @@ them, and a second intake of the same INPUTs keeping what is there."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
+from support import scratch_database
 
 from pipeline.inputs.intake import enter_stream
 from pipeline.inputs.manifest import InputStream, load_inputs
@@ -17,12 +21,23 @@ def _manifest(path: Path, ids: list[str]) -> str:
     return str(path)
 
 
-def test_intake_in_chunks_names_repeats_and_resumes(tmp_path: Path) -> None:
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """SQLite stages every chunk; PostgreSQL COPYs the chunks of a new batch straight into
+    its tables until one repeats an id, and stages that one and the rest."""
+    if request.param == "sqlite":
+        yield sqlite_url(tmp_path / "ledger.db")
+        return
+    with scratch_database("bulkscribe_intake") as url:
+        yield url
+
+
+def test_intake_in_chunks_names_repeats_and_resumes(tmp_path: Path, ledger_url: str) -> None:
     """Two manifests, an id repeated within a chunk, across chunks and across files: each
     repeat fails as load_inputs would fail it, and entering again adds nothing."""
     a = _manifest(tmp_path / "a.jsonl", [f"x{i}" for i in range(7)] + ["x1"])
     b = _manifest(tmp_path / "b.jsonl", ["y0", "x5", "y1"])
-    ledger = open_ledger(sqlite_url(tmp_path / "ledger.db"))
+    ledger = open_ledger(ledger_url)
     ledger.ensure_batch(
         "b1", kind="submit", out=str(tmp_path / "out"), engine="local", model="tiny.en"
     )
@@ -53,6 +68,20 @@ def test_intake_in_chunks_names_repeats_and_resumes(tmp_path: Path) -> None:
         }
     )
     assert len(ledger.attempts_of(rows[0].id)) == 1
+    # The same rows whichever way a chunk went in: the first two chunks by COPY on
+    # PostgreSQL (x0-x2, x3-x5), the third (x6, x1 again) and the rest staged.
+    for row in rows:
+        (attempt,) = ledger.attempts_of(row.id)
+        if row.error_code:
+            assert row.state.value == attempt["state"] == "FAILED"
+            assert row.error_retryable is False and row.finished_at is not None
+            assert attempt["finished_at"] is not None
+        else:
+            assert row.state.value == "PENDING" and attempt["state"] == "RUNNING"
+            assert row.error_retryable is None and row.finished_at is None
+            assert attempt["finished_at"] is None
+        assert (row.attempt, row.tries, row.polls, attempt["model"]) == (1, 0, 0, "tiny.en")
+    assert [r.key for r in rows if not r.error_code] == [f"x{i}" for i in range(7)] + ["y0", "y1"]
     assert ledger.batch("b1")["intake_at"] is None  # type: ignore[index]
 
     again = enter_stream(
