@@ -64,8 +64,12 @@ def item_spec(
     return spec
 
 
+# One encoder for every line: json.dumps with any non-default option builds a new one per call.
+_CANONICAL = json.JSONEncoder(sort_keys=True, default=str, ensure_ascii=True).encode
+
+
 def fingerprint(spec: Mapping[str, Any]) -> str:
-    blob = json.dumps(spec, sort_keys=True, default=str, ensure_ascii=True)
+    blob = _CANONICAL(spec)
     return hashlib.sha256(blob.encode("utf-8", "surrogateescape")).hexdigest()
 
 
@@ -144,6 +148,8 @@ def iter_seeds(
 
 def _refused(spec: Mapping[str, Any], line_no: int) -> tuple[str, str] | None:
     """(unsupported_option, message) when the item asks its engine for what it cannot do."""
+    if not spec["options"]:  # most lines of a long manifest: nothing to look up
+        return None
     try:
         info = model_info(spec["engine"], spec["model"])
     except PipelineError:

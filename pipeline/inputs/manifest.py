@@ -60,6 +60,8 @@ __all__ = [
 
 FIELDS = frozenset({"id", "source", "language", "start_s", "end_s", "model", "channel"})
 MAX_OPTIONS_BYTES = 16 * 1024  # an item's options as JSON
+# One encoder for every line (json.dumps with an option builds a new one per call).
+_OPTIONS_JSON = json.JSONEncoder(ensure_ascii=False).encode
 MAX_OPTIONS_DEPTH = 32  # nesting of option values; deeper JSON exhausts the stack downstream
 _SCHEMES = frozenset({"file", "http", "https", "s3", "oss"})
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
@@ -507,7 +509,7 @@ class _Parser:
                 errs.append(f"unknown field {name!r}{_hint(name)}")
             first, count = self.unknown.get(name, (where, 0))
             self.unknown[name] = (first, count + 1)
-        size = len(json.dumps(options, ensure_ascii=False).encode("utf-8", "surrogateescape"))
+        size = len(_OPTIONS_JSON(options).encode("utf-8", "surrogateescape")) if options else 2
         if size > MAX_OPTIONS_BYTES:
             errs.append(
                 f"options take {human_bytes(size)} as JSON, over the limit of "
