@@ -626,7 +626,7 @@ def part_b(
     # What is left once an item's own work (the provider's HTTP, rendering and writing its
     # outputs, presigning, the step logic) is taken out is the machinery: ledger and broker.
     print(
-        "\n(b''') ledger and broker CPU per item (target < 20 ms): each run's total minus "
+        "\n(b''') ledger and broker CPU per item (target < 10 ms): each run's total minus "
         f"the item's own work measured in (b''), {own:.2f} ms"
     )
     print(f"{'pool':<10} {'total':>8} {'ledger+broker':>14}")
