@@ -398,7 +398,7 @@ def service_cpu(svc: Services) -> tuple[float, float]:
     return cpu_s(redis_pids), cpu_s(pg_pids)
 
 
-def emulator_times(svc: Services, since: float) -> dict[str, float]:
+def emulator_times(svc: Services, since: float, slots: int) -> dict[str, float]:
     """From the emulator's task list: first submission to last end, and per-task seconds
     spent waiting for a slot and running (mean)."""
     from datetime import datetime
@@ -424,11 +424,32 @@ def emulator_times(svc: Services, since: float) -> dict[str, float]:
     ]
     if not done:
         return {"span_s": 0.0, "wait_s": 0.0, "run_s": 0.0}
+    first = min(ts(r["submit_time"]) for r in done)
+    runs = [(ts(r["scheduled_time"]), ts(r["end_time"])) for r in done]
     return {
-        "span_s": max(ts(r["end_time"]) for r in done) - min(ts(r["submit_time"]) for r in done),
+        "start_s": first - since,
+        "span_s": max(end for _, end in runs) - first,
         "wait_s": sum(ts(r["scheduled_time"]) - ts(r["submit_time"]) for r in done) / len(done),
-        "run_s": sum(ts(r["end_time"]) - ts(r["scheduled_time"]) for r in done) / len(done),
+        "run_s": sum(end - start for start, end in runs) / len(done),
+        **idle_slots(runs, first, slots),
     }
+
+
+def idle_slots(runs: list[tuple[float, float]], first: float, slots: int) -> dict[str, float]:
+    """Slot-seconds the emulator's ``slots`` stood idle between the first submission and the
+    last end: before all were first busy (head), after the last task started (tail), and
+    in between (middle), each divided by ``slots`` (seconds of the whole emulator idle)."""
+    events = sorted([(start, 1) for start, _ in runs] + [(end, -1) for _, end in runs])
+    last_start = max(start for start, _ in runs)
+    idle = {"head_s": 0.0, "middle_s": 0.0, "tail_s": 0.0}
+    running, at, full = 0, first, False
+    for t, step in events:
+        part = "tail_s" if at >= last_start else ("middle_s" if full else "head_s")
+        idle[part] += (slots - running) * (t - at) / slots
+        running += step
+        full = full or running >= slots
+        at = t
+    return idle
 
 
 def measure(svc: Services, spec: RunSpec, media: Media, timeout_s: float) -> RunResult:
@@ -479,7 +500,7 @@ def _measure(svc: Services, spec: RunSpec, media: Media, timeout_s: float) -> Ru
         return RunResult(
             spec,
             last - t0,
-            emulator_times(svc, t0),
+            emulator_times(svc, t0, spec.slots),
             cpu1 - cpu0,
             beat1 - beat0,
             redis1 - redis0,
@@ -567,6 +588,15 @@ def part_a(
             f"{spec.label:<50} {r.makespan_s:>8.1f} {r.makespan_s / ideal:>5.2f} "
             f"{n / r.makespan_s:>7.1f} {r.polls / n:>8.1f} {e['span_s']:>8.1f} "
             f"{e['wait_s']:>8.2f} {e['run_s']:>7.2f}",
+            flush=True,
+        )
+        # Where the makespan's excess over the ideal went, in seconds of the whole run.
+        after = r.makespan_s - e["start_s"] - e["span_s"]
+        print(
+            f"{'':<4}seeded -> first submission {e['start_s']:.1f} s; emulator idle "
+            f"{e['head_s']:.1f} s filling up, {e['middle_s']:.1f} s in the middle, "
+            f"{e['tail_s']:.1f} s draining (tail runs included); last task end -> "
+            f"last item done {after:.1f} s",
             flush=True,
         )
 

@@ -36,9 +36,11 @@ def finish(
     transcripts: Sequence[Transcript],
     *,
     timings: dict[str, float] | None = None,
+    close: bool = True,
 ) -> bool:
     """Write the outputs and mark the item SUCCEEDED; drop audio nobody else needs.
-    False if the claim was lost on the way."""
+    False if the claim was lost on the way. ``close=False``: the caller asks once, for
+    several items, whether their batch is finished (``ctx.item_finished``)."""
     probe = ProbeResult.from_dict(dict(claimed.probe or {}))
     source = claimed.request.source or claimed.source
     document = build_document(display(source), probe, transcripts)
@@ -65,14 +67,15 @@ def finish(
             with ctx.ledger.media_guard(claimed.media_key) as in_use:
                 if not in_use():
                     ctx.media.forget(claimed.media_key)
-        ctx.item_finished(claimed.batch_id)
+        if close:
+            ctx.item_finished(claimed.batch_id)
         return True
     return False
 
 
-def persist_step(ctx: FlowContext, row: ItemRow, result_url: str) -> bool:
+def persist_step(ctx: FlowContext, row: ItemRow, result_url: str, *, close: bool = True) -> bool:
     """SUBMITTED → SUCCEEDED: fetch the result while its URL is valid, write the outputs.
-    True once the item is SUCCEEDED."""
+    True once the item is SUCCEEDED. ``close``: as :func:`finish`'s."""
     claimed = claim(ctx, row, ItemState.SUBMITTED, ItemState.PERSISTING)
     if claimed is None:
         return False
@@ -90,7 +93,9 @@ def persist_step(ctx: FlowContext, row: ItemRow, result_url: str) -> bool:
             transcripts = [
                 _relabel(t.shifted(offset_ms), channel) for t in transcripts_from_result(document)
             ]
-            done = finish(ctx, claimed, transcripts or [Transcript(channel_id=channel or 0)])
+            done = finish(
+                ctx, claimed, transcripts or [Transcript(channel_id=channel or 0)], close=close
+            )
             log.info("persist.done", sentences=sum(len(t.sentences) for t in transcripts))
             return done
         except PipelineError as exc:

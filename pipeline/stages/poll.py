@@ -82,7 +82,8 @@ def poll_step(ctx: FlowContext, task_id: str, rows: Sequence[ItemRow] | None = N
         for row in rows:
             outcome = outcomes[str(row.media_url)]
             if outcome.succeeded:
-                if persist_step(ctx, row, str(outcome.transcription_url)):
+                # Whether the batch is finished is asked once for the task's items, below.
+                if persist_step(ctx, row, str(outcome.transcription_url), close=False):
                     persisted.append(row.id)
             else:
                 handle_failure(
@@ -91,6 +92,9 @@ def poll_step(ctx: FlowContext, task_id: str, rows: Sequence[ItemRow] | None = N
                     file_failure(outcome.code, outcome.message),
                     back_to=ItemState.PREPARED,
                 )
+        succeeded = set(persisted)
+        for batch_id in dict.fromkeys(r.batch_id for r in rows if r.id in succeeded):
+            ctx.item_finished(batch_id)
         return PollOutcome(read_back=len(persisted) < len(rows), succeeded=tuple(persisted))
 
 
