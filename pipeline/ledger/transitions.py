@@ -45,6 +45,14 @@ def check_new_attempt(expected: ItemState, to: ItemState, *, running: bool = Fal
         )
 
 
+def _ids_by_state(rows: Iterable[ItemRow]) -> dict[ItemState, list[str]]:
+    """Rows' ids grouped by the state they were read in: one guarded statement per state."""
+    by_state: dict[ItemState, list[str]] = {}
+    for row in rows:
+        by_state.setdefault(row.state, []).append(row.id)
+    return by_state
+
+
 class TransitionStore(LedgerBase):
     def claim(
         self,
@@ -202,12 +210,9 @@ class TransitionStore(LedgerBase):
         the state read; one statement per state."""
         check_columns(values)
         columns = item_params(values)
-        by_state: dict[ItemState, list[str]] = {}
-        for row in rows:
-            by_state.setdefault(row.state, []).append(row.id)
         marked = 0
         with self._single.connect() as conn:
-            for state, ids in by_state.items():
+            for state, ids in _ids_by_state(rows).items():
                 marked += conn.execute(
                     MARK_DUE,
                     {
@@ -225,11 +230,8 @@ class TransitionStore(LedgerBase):
         the state read and due by ``before``: the ids of those taken. Two workers handing
         out the same waiting rows each get a share, never the same row."""
         taken: list[str] = []
-        by_state: dict[ItemState, list[str]] = {}
-        for row in rows:
-            by_state.setdefault(row.state, []).append(row.id)
         with self._single.connect() as conn:
-            for state, ids in by_state.items():
+            for state, ids in _ids_by_state(rows).items():
                 taken += conn.execute(
                     TAKE_DUE,
                     {
