@@ -2,7 +2,9 @@
 
 Each chunk is staged in a temporary table (PostgreSQL: COPY; SQLite: executemany), then
 moved into ``items`` and ``attempts`` with two INSERT ... SELECT statements and committed,
-so the workers can take the first items while the rest are still coming. The ledger's
+so the workers can take the first items while the rest are still coming. On PostgreSQL a
+batch that held no rows when its intake began skips the stage: its chunks are COPYed
+straight into both tables, until one repeats an id. The ledger's
 unique key (batch, id) settles repeated ids: a staged row whose id is already held comes
 back as a clash naming the line that holds it, and the caller decides whether that is the
 same line entered by an earlier, interrupted run (kept) or a duplicate id.
