@@ -152,3 +152,30 @@ def test_file_outcomes_without_urls_returns_what_was_reported() -> None:
         OK.file_url: OK,
         BAD.file_url: BAD,
     }
+
+
+@pytest.mark.parametrize(
+    ("queued_s", "waited_s", "expected"),
+    [
+        (9.0, 10.0, 1.0),  # queued 9 s, running 1 s: asked at 2 s of its run, not at 16 s
+        (9.0, 10.9, 0.5),  # at 1.9 s of its run: not again at once, first_s / 4 later
+        (9.0, 11.5, 1.5),  # at 2.5 s: the next check is at 4 s
+        (0.0, 5.0, 3.0),  # not queued: the usual pace, 2, 4, 8 s...
+        (30.0, 130.0, 24.0),  # 100 s in: 2, 4, 8, 16, 32, 64, then every max_s: 124 s
+        (12.0, 10.0, 4.0),  # our clock behind the provider's: from the start of the run
+    ],
+)
+def test_running_task_is_polled_at_the_pace_of_its_run(
+    queued_s: float, waited_s: float, expected: float
+) -> None:
+    """A RUNNING task that says when it started is polled at first_s, 2·first_s, 4·first_s
+    ... of its run: time in the provider's queue does not stretch the wait for its end."""
+    status = _status("RUNNING", queued_s=queued_s)
+    assert decide(status, 3, waited_s, LIMITS) == Wait(expected)
+
+
+def test_pending_and_unknown_start_keep_the_submission_pace() -> None:
+    """Without a start time (queued, or the provider left it out), polls back off from the
+    submission, as before."""
+    assert decide(_status("PENDING"), 3, 20.0, LIMITS) == Wait(16.0)
+    assert decide(_status("RUNNING", queued_s=None), 3, 20.0, LIMITS) == Wait(16.0)

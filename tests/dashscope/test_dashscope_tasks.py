@@ -121,6 +121,33 @@ def test_query_is_a_plain_get_without_async_header(script, client) -> None:
     assert (status.status, status.results, status.terminal) == ("RUNNING", (), False)
 
 
+@pytest.mark.parametrize(
+    ("times", "queued_s"),
+    [
+        (
+            {"submit_time": "2024-09-12 15:11:40.041", "scheduled_time": "2024-09-12 15:11:49.071"},
+            9.03,
+        ),
+        ({"submit_time": "2024-09-12 15:11:40.041"}, None),  # PENDING: not started yet
+        ({"submit_time": "2024-09-12 15:11:40.041", "scheduled_time": "soon"}, None),
+        ({"submit_time": "2024-09-12 15:11:40.041", "scheduled_time": 17}, None),
+        ({"submit_time": "2024-09-12 15:11:40", "scheduled_time": "2024-09-12 15:11:41.000"}, None),
+        # started before it was submitted: a time we cannot trust
+        (
+            {"submit_time": "2024-09-12 15:11:40.041", "scheduled_time": "2024-09-12 15:11:39.000"},
+            None,
+        ),
+    ],
+)
+def test_query_reads_how_long_the_task_queued(script, client, times, queued_s) -> None:
+    """submit_time to scheduled_time, both the provider's clock: the poll's pacing is
+    counted from there. A time missing or unreadable leaves it unknown, never an error."""
+    output = {"task_id": TASK_ID, "task_status": "RUNNING", **times}
+    script.add(ok({"request_id": REQUEST_ID, "output": output}))
+    status = client.query_task(TASK_ID)
+    assert status.queued_s == (pytest.approx(queued_s) if queued_s is not None else None)
+
+
 def test_query_parses_funasr_partial_failure(script, client) -> None:
     """A SUCCEEDED Fun-ASR task keeps each file's own status, code and message."""
     script.add(

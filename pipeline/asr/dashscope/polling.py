@@ -85,7 +85,24 @@ def decide(status: TaskStatus, polls: int, waited_s: float, limits: PollLimitsLi
         return Failed(FailureCode.PROVIDER_FAILED, f"unexpected task status {state!r}", detail)
     if waited_s > limits.give_up_after_s:
         return Failed(FailureCode.POLL_TIMEOUT, f"still {state} after {waited_s:.0f} s", detail)
+    if state == "RUNNING" and status.queued_s is not None:
+        return Wait(seconds=until_next_check(waited_s - status.queued_s, limits))
     return Wait(seconds=min(limits.first_s * 2 ** min(polls, 30), limits.max_s))
+
+
+def until_next_check(ran_s: float, limits: PollLimitsLike) -> float:
+    """Seconds to the next poll of a task that has been running ``ran_s``: polls fall at
+    first_s, 2·first_s, 4·first_s, ... (steps of at most max_s) of its run, not of the time
+    since it was submitted. Counted from submission, a task that waited in the provider's
+    queue was polled at the pace of the queue: one that queued 9 s and ran 2 s was seen done
+    at 16 s, holding a place under the in-flight cap (and its output) 5 s for nothing. At
+    least a quarter of first_s, so a task just short of a check is not asked twice at once.
+    """
+    check, step = limits.first_s, limits.first_s
+    while check <= ran_s:
+        check += step
+        step = min(2 * step, limits.max_s)
+    return max(check - ran_s, limits.first_s / 4)
 
 
 def file_outcomes(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
@@ -54,6 +55,9 @@ class TaskStatus:
     message: str | None = None
     request_id: str | None = None
     usage: Mapping[str, Any] | None = None
+    # Seconds from submit_time to scheduled_time (when it started running): both the
+    # provider's own clock, so no skew with ours. None until it runs, or if unreadable.
+    queued_s: float | None = None
 
     @property
     def terminal(self) -> bool:
@@ -121,7 +125,25 @@ def parse_task_status(body: Mapping[str, Any], task_id: str) -> TaskStatus:
         message=output.get("message") or body.get("message") or None,
         request_id=request_id,
         usage=MappingProxyType(dict(usage)) if isinstance(usage, Mapping) else None,
+        queued_s=_queued_s(output.get("submit_time"), output.get("scheduled_time")),
     )
+
+
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # the task times' form, "2025-09-25 01:37:36.509"
+
+
+def _queued_s(submitted: Any, scheduled: Any) -> float | None:
+    """How long the task waited in the provider's queue before it ran; None unless both
+    times are there and read as such (a time we cannot read only costs the poll pacing)."""
+    if not isinstance(submitted, str) or not isinstance(scheduled, str):
+        return None
+    try:
+        seconds = (
+            datetime.strptime(scheduled, TIME_FORMAT) - datetime.strptime(submitted, TIME_FORMAT)
+        ).total_seconds()
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None
 
 
 def _output(body: Mapping[str, Any]) -> Mapping[str, Any]:
