@@ -34,6 +34,15 @@ CLAIMED = "state IN ('PREPARING', 'TRANSCRIBING', 'SUBMITTING', 'PERSISTING')"
 # the sweep's safety net reads these, not every DEAD row ever noted.
 DEAD_UNNOTED = "state = 'DEAD' AND (dead_noted IS NULL OR dead_noted <> attempt)"
 
+
+def _set(name: str, *columns: str, column: str | None = None) -> Index:
+    """An index of the rows whose ``column`` (the first indexed one unless named) is set:
+    a column empty when an item is entered costs an intake nothing there (migration 0012).
+    A query comparing that column to a value implies the condition."""
+    where = text(f"{column or columns[0]} IS NOT NULL")
+    return Index(name, *columns, postgresql_where=where, sqlite_where=where)
+
+
 batches = Table(
     "batches",
     metadata,
@@ -75,8 +84,8 @@ items = Table(
     Column("next_run_at", DateTime(timezone=True), nullable=True),
     Column("polls", Integer, nullable=False, default=0),
     Column("submitted_at", DateTime(timezone=True), nullable=True),
-    Column("provider_task_id", String(100), nullable=True, index=True),
-    Column("media_key", Text, nullable=True, index=True),  # where the normalized audio lives
+    Column("provider_task_id", String(100), nullable=True),
+    Column("media_key", Text, nullable=True),  # where the normalized audio lives
     Column("media_url", Text, nullable=True),  # the URL the provider was given
     Column("probe", JSON, nullable=True),
     Column("audio_duration_ms", Integer, nullable=True),
@@ -95,14 +104,18 @@ items = Table(
     # dies is announced again (migration 0011).
     Column("dead_noted", Integer, nullable=True),
     UniqueConstraint("batch_id", "key", name="uq_items_batch_key"),
-    Index("ix_items_batch_state", "batch_id", "state"),
     Index("ix_items_state_next", "state", "next_run_at"),
     Index("ix_items_state_lease", "state", "lease_until"),
     # The console's item pages: keyset pagination in manifest order, filtered or not
     # (migration 0004).
     Index("ix_items_batch_line", "batch_id", "line_no", "id"),
     Index("ix_items_batch_state_line", "batch_id", "state", "line_no", "id"),
-    Index("ix_items_batch_code_line", "batch_id", "error_code", "line_no", "id"),
+    _set(
+        "ix_items_batch_code_line", "batch_id", "error_code", "line_no", "id", column="error_code"
+    ),
+    # Looked up by value only: empty rows (every item when entered) are left out (0012).
+    _set("ix_items_provider_task_id", "provider_task_id"),
+    _set("ix_items_media_key", "media_key"),
     # status reads stage timings of the items that have some, not every row of the batch
     Index(
         "ix_items_batch_timed",
@@ -152,7 +165,7 @@ attempts = Table(
     "attempts",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("item_id", String(64), ForeignKey("items.id"), nullable=False, index=True),
+    Column("item_id", String(64), ForeignKey("items.id"), nullable=False),
     Column("number", Integer, nullable=False),
     Column("engine", String(20), nullable=False),
     Column("model", String(100), nullable=False),
@@ -160,7 +173,7 @@ attempts = Table(
     Column("state", String(20), nullable=False),  # RUNNING | SUCCEEDED | FAILED | DEAD
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("finished_at", DateTime(timezone=True), nullable=True),
-    Column("provider_task_id", String(100), nullable=True, index=True),
+    Column("provider_task_id", String(100), nullable=True),
     Column("provider_request_id", String(100), nullable=True),
     Column("error_code", String(40), nullable=True),
     Column("error_message", Text, nullable=True),
@@ -168,6 +181,7 @@ attempts = Table(
     Column("error_retryable", Boolean, nullable=True),
     Column("timings", JSON, nullable=False, default=dict),  # {stage: seconds}
     UniqueConstraint("item_id", "number", name="uq_attempts_item_number"),
+    _set("ix_attempts_provider_task_id", "provider_task_id"),
 )
 
 # -- notifications (pipeline/notify/): the outbox, disabled endpoints, DEAD items announced --
