@@ -89,3 +89,21 @@ def test_intake_in_chunks_names_repeats_and_resumes(tmp_path: Path, ledger_url: 
     )
     assert (again.created, again.kept) == (0, 11)
     assert len(ledger.list_items("b1")) == 11
+
+
+def test_chunk_ids_sort_in_the_order_they_are_made() -> None:
+    """Ids of a later chunk sort after an earlier chunk's, and within a chunk in line order
+    (each chunk then lands at the right-hand edge of every index keyed by item id); all
+    distinct, 32 hex digits like the UUIDs of the rows entered before them."""
+    import time
+
+    from pipeline.ledger.bulk import chunk_ids
+
+    first = chunk_ids(5000)
+    time.sleep(0.002)
+    second = chunk_ids(3)
+    made = first + second
+    assert sorted(made) == made and len(set(made)) == len(made)
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in made)
+    with pytest.raises(ValueError):
+        chunk_ids(0x100001)
