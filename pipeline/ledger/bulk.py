@@ -146,6 +146,56 @@ class Entered:
     clashes: tuple[Clash, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """Seeds made ready to enter (:meth:`BulkIntake.prepare`)."""
+
+    seeds: Sequence[ItemSeed]
+    rows: list[tuple[Any, ...]]  # the staging table's columns (_COLS)
+    now: Any  # entered at: a datetime (PostgreSQL) or its text (SQLite)
+    copy_items: bytes | None = None  # COPY text of the rows, for a direct COPY
+    copy_attempts: bytes | None = None
+
+
+# COPY's text format: a backslash, tab, newline or carriage return in a value is escaped,
+# and \N is NULL (https://www.postgresql.org/docs/current/sql-copy.html, "Text Format").
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _field(value: str | None) -> str:
+    if value is None:
+        return "\\N"
+    if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
+        return value.translate(_ESCAPES)
+    return value
+
+
+def _copy_text(
+    rows: Sequence[tuple[Any, ...]], batch_id: str, engine: str, now: datetime
+) -> tuple[bytes, bytes]:
+    """The COPY text of a chunk's items and of their first attempts: the columns of
+    ``_COPY_ITEMS`` and ``_COPY_ATTEMPTS``. Ids, line numbers, states and times are made
+    here and need no escaping; everything from the manifest is escaped."""
+    at = now.isoformat()
+    batch, engine_text = _field(batch_id), _field(engine)
+    item_lines, attempt_lines = [], []
+    for id_, key, line, source, spec, fp, stamp, state, code, msg, model, options in rows:
+        if state == "PENDING":
+            ended, run, retryable = "\\N", "RUNNING", "\\N"
+        else:  # a refused line: final
+            ended, run, retryable = at, state, "\\N" if code is None else "f"
+        item_lines.append(
+            f"{id_}\t{batch}\t{_field(key)}\t{line}\t{_field(source)}\t{_field(spec)}\t{_field(fp)}"
+            f"\t{_field(stamp)}\t{state}\t1\t0\t0\t{_field(code)}\t{_field(msg)}"
+            f"\t{retryable}\t{at}\t{at}\t{ended}\n"
+        )
+        attempt_lines.append(
+            f"{id_}\t1\t{engine_text}\t{_field(model)}\t{_field(options)}\t{run}\t{at}"
+            f"\t{ended}\t{{}}\n"
+        )
+    return "".join(item_lines).encode(), "".join(attempt_lines).encode()
+
+
 class BulkIntake:
     """One connection entering one batch's items, a committed chunk per :meth:`enter`."""
 
@@ -209,43 +259,53 @@ class BulkIntake:
             f"INSERT INTO {_STAGE} ({', '.join(_COLS)}) VALUES ({marks})", rows
         )
 
-    def _copy_in(self, rows: list[tuple[Any, ...]], now: datetime) -> bool:
+    def _copy_in(self, chunk: Chunk) -> bool:
         """COPY the chunk into ``items`` and ``attempts`` and commit: the database's own
         floor, with no staging table, sort or join. False, with nothing written, if an id
         in it is held already or repeated within it; the chunk is then staged, and so is
         every later one."""
         import psycopg
 
+        assert chunk.copy_items is not None and chunk.copy_attempts is not None
         cur = self.conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
             with self.conn.begin():
                 with cur.copy(_COPY_ITEMS) as copy:
-                    for id_, key, line, source, spec, fp, stamp, state, code, msg, *_ in rows:
-                        ended = now if state != "PENDING" else None
-                        retryable = None if code is None else False  # a refused line: final
-                        item = (id_, self.batch_id, key, line, source, spec, fp, stamp, state)
-                        copy.write_row((*item, 1, 0, 0, code, msg, retryable, now, now, ended))
+                    copy.write(chunk.copy_items)
                 with cur.copy(_COPY_ATTEMPTS) as copy:
-                    for id_, *_, state, _code, _msg, model, options in rows:
-                        ended = now if state != "PENDING" else None
-                        run = "RUNNING" if state == "PENDING" else state
-                        copy.write_row((id_, 1, self.engine, model, options, run, now, ended, "{}"))
+                    copy.write(chunk.copy_attempts)
         except psycopg.errors.UniqueViolation:
             self.direct = False
             return False
         return True
 
+    def prepare(self, seeds: Sequence[ItemSeed]) -> Chunk:
+        """``seeds`` made ready to enter, in the calling thread: ids, rows and, while the
+        batch takes its chunks by COPY, the text COPY reads. Done here, not in
+        :meth:`enter_chunk`, so the thread entering chunks holds the GIL for nothing but
+        sending bytes and the database is never left waiting for the next row while the
+        manifest is parsed (a row at a time through psycopg's ``write_row``, it was)."""
+        ids = chunk_ids(len(seeds))
+        rows = [self._row(item_id, s) for item_id, s in zip(ids, seeds, strict=True)]
+        now = utcnow()
+        if not self.pg:  # as SQLAlchemy stores DateTime on SQLite
+            return Chunk(seeds, rows, now.replace(tzinfo=None).isoformat(" "))
+        if not self.direct:
+            return Chunk(seeds, rows, now)
+        items_text, attempts_text = _copy_text(rows, self.batch_id, self.engine, now)
+        return Chunk(seeds, rows, now, items_text, attempts_text)
+
     def enter(self, seeds: Sequence[ItemSeed]) -> Entered:
         """Stage ``seeds``, insert those whose id is new, commit; the rest come back as
         clashes."""
+        return self.enter_chunk(self.prepare(seeds))
+
+    def enter_chunk(self, chunk: Chunk) -> Entered:
+        """:meth:`enter` for a chunk :meth:`prepare` made ready."""
+        seeds, rows, now = chunk.seeds, chunk.rows, chunk.now
         if not seeds:
             return Entered((), 0, ())
-        ids = chunk_ids(len(seeds))
-        rows = [self._row(item_id, s) for item_id, s in zip(ids, seeds, strict=True)]
-        now: Any = utcnow()
-        if not self.pg:  # as SQLAlchemy stores DateTime on SQLite
-            now = now.replace(tzinfo=None).isoformat(" ")
-        if self.direct and self._copy_in(rows, now):
+        if self.direct and chunk.copy_items is not None and self._copy_in(chunk):
             pending = tuple(r[0] for r in rows if r[7] == ItemState.PENDING.value)
             return Entered(pending, len(rows), ())
         params = {"batch": self.batch_id, "now": now, "engine": self.engine}

@@ -107,3 +107,27 @@ def test_chunk_ids_sort_in_the_order_they_are_made() -> None:
     assert all(len(i) == 32 and int(i, 16) >= 0 for i in made)
     with pytest.raises(ValueError):
         chunk_ids(0x100001)
+
+
+def test_values_with_copy_control_characters_arrive_as_written(
+    tmp_path: Path, ledger_url: str
+) -> None:
+    """Tabs, newlines, carriage returns, backslashes and a lone ``\\.`` (COPY's old end of
+    data) in a source and in an option reach the ledger unchanged, by COPY (the first
+    chunk on PostgreSQL) and staged (the chunks after a repeated id) alike."""
+    hostile = ["a\tb", "c\nd", "e\r\nf", "g\\h", "\\.", "\\N", "ü\\\\t"]
+    lines = [{"id": f"h{i}", "source": f"/d/{v}.wav", "note": v} for i, v in enumerate(hostile)]
+    lines.insert(2, {"id": "h0", "source": "/d/again.wav"})  # chunk 2 repeats an id: staged
+    path = tmp_path / "m.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    ledger = open_ledger(ledger_url)
+    ledger.ensure_batch("b1", kind="submit", out=str(tmp_path / "out"), engine="local", model="m")
+    enter_stream(
+        ledger, "b1", InputStream([str(path)]), engine="local", model="m", language=None, chunk=2
+    )
+    rows = {r.key: r for r in ledger.list_items("b1") if not r.error_code}
+    assert [rows[f"h{i}"].source for i in range(len(hostile))] == [f"/d/{v}.wav" for v in hostile]
+    for i, value in enumerate(hostile):
+        (attempt,) = ledger.attempts_of(rows[f"h{i}"].id)
+        assert attempt["options"] == {"note": value}
+        assert rows[f"h{i}"].spec["options"] == {"note": value}
