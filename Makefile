@@ -51,8 +51,10 @@ browser:
 	  $(SUDO) apt-get update -q && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends chromium; }
 
+# Two processes, each taking whole test files (--dist loadfile): most tests wait on
+# workers, servers and subprocesses, so two at once fill the two cores CI has.
 test: install services browser
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
 
 test-fast: install
 	$(BIN)/pytest -m "not slow and not celery"
