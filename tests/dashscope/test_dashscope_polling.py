@@ -163,6 +163,7 @@ def test_file_outcomes_without_urls_returns_what_was_reported() -> None:
         (0.0, 5.0, 3.0),  # not queued: the usual pace, 2, 4, 8 s...
         (30.0, 130.0, 24.0),  # 100 s in: 2, 4, 8, 16, 32, 64, then every max_s: 124 s
         (12.0, 10.0, 4.0),  # our clock behind the provider's: from the start of the run
+        (2e8, 10.0, 60.0),  # a start years after the submission: never past max_s
     ],
 )
 def test_running_task_is_polled_at_the_pace_of_its_run(

@@ -96,13 +96,15 @@ def until_next_check(ran_s: float, limits: PollLimitsLike) -> float:
     since it was submitted. Counted from submission, a task that waited in the provider's
     queue was polled at the pace of the queue: one that queued 9 s and ran 2 s was seen done
     at 16 s, holding a place under the in-flight cap (and its output) 5 s for nothing. At
-    least a quarter of first_s, so a task just short of a check is not asked twice at once.
+    least a quarter of first_s, so a task just short of a check is not asked twice at once;
+    at most max_s, whatever the provider's times say (a start said to be far in the future
+    must not put off the next poll for longer).
     """
     check, step = limits.first_s, limits.first_s
     while check <= ran_s:
         check += step
         step = min(2 * step, limits.max_s)
-    return max(check - ran_s, limits.first_s / 4)
+    return min(max(check - ran_s, limits.first_s / 4), limits.max_s)
 
 
 def file_outcomes(
