@@ -114,7 +114,7 @@ _CLASHES = (
 
 
 def chunk_ids(n: int) -> list[str]:
-    """``n`` new item ids that sort after every id entered before, in the order given: the
+    """``n`` new item ids that sort after those of every chunk made before, in order: the
     time in milliseconds (12 hex digits), the place in the chunk (5), 15 random digits; 32
     in all, as a UUID's hex. Each chunk's rows then go to the right-hand edge of the
     primary key and of every index and lookup keyed by item id (the attempts' unique key,
@@ -282,9 +282,9 @@ class BulkIntake:
     def prepare(self, seeds: Sequence[ItemSeed]) -> Chunk:
         """``seeds`` made ready to enter, in the calling thread: ids, rows and, while the
         batch takes its chunks by COPY, the text COPY reads. Done here, not in
-        :meth:`enter_chunk`, so the thread entering chunks holds the GIL for nothing but
-        sending bytes and the database is never left waiting for the next row while the
-        manifest is parsed (a row at a time through psycopg's ``write_row``, it was)."""
+        :meth:`enter_chunk`, so the thread entering chunks needs the GIL only to hand bytes
+        to psycopg: the database is not left waiting for rows while the manifest is
+        parsed."""
         ids = chunk_ids(len(seeds))
         rows = [self._row(item_id, s) for item_id, s in zip(ids, seeds, strict=True)]
         now = utcnow()
