@@ -307,6 +307,18 @@ class ItemStore(LedgerBase):
             rows = conn.execute(select_items("provider_task_id"), {"w_value": task_id})
             return [ItemRow.from_row(r) for r in rows]
 
+    def by_tasks(self, task_ids: Iterable[str]) -> dict[str, list[ItemRow]]:
+        """:meth:`by_task` for several provider tasks in one query: each id given maps to
+        its rows (none: an empty list), in manifest order."""
+        found: dict[str, list[ItemRow]] = {t: [] for t in dict.fromkeys(task_ids)}
+        if not found:
+            return found
+        with self._single.connect() as conn:
+            for r in conn.execute(select_items("tasks"), {"w_values": list(found)}):
+                row = ItemRow.from_row(r)
+                found[str(row.provider_task_id)].append(row)
+        return found
+
     def _open_attempt(
         self,
         conn: Any,

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -12,7 +12,7 @@ from sqlalchemy import and_, func, insert, or_, select, text
 
 from pipeline.ledger.base import LedgerBase
 from pipeline.ledger.rows import ItemRow, _aware, utcnow
-from pipeline.ledger.statements import IN_USE, INFLIGHT
+from pipeline.ledger.statements import IN_USE, INFLIGHT, KEYS_IN_USE
 from pipeline.ledger.tables import actions, attempts, items
 from pipeline.states import ItemState
 
@@ -132,6 +132,29 @@ class QueryStore(LedgerBase):
         with self.engine.begin() as conn:
             conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": lock_id})
             yield lambda: bool(conn.execute(IN_USE, {"w_key": key}).scalar())
+
+    @contextmanager
+    def media_guard_many(self, keys: Iterable[str]) -> Iterator[Callable[[], set[str]]]:
+        """:meth:`media_guard` over several keys at once (locked in one order, so two
+        holders never wait on each other); yields a function giving those still needed."""
+        wanted = sorted(set(keys))
+        if self.engine.dialect.name != "postgresql":
+            slots = sorted({hash(k) % len(self._media_locks) for k in wanted})
+            with ExitStack() as stack:  # each lock once (two keys may share one), in order
+                for slot in slots:
+                    stack.enter_context(self._media_locks[slot])
+                yield lambda: {k for k in wanted if self.media_in_use(k)}
+            return
+        locks = [
+            int.from_bytes(hashlib.blake2b(k.encode(), digest_size=8).digest(), "big", signed=True)
+            for k in wanted
+        ]
+        with self.engine.begin() as conn:
+            conn.execute(
+                text("SELECT pg_advisory_xact_lock(id) FROM unnest(CAST(:ids AS bigint[])) AS id"),
+                {"ids": sorted(set(locks))},
+            )
+            yield lambda: set(conn.execute(KEYS_IN_USE, {"w_keys": wanted}).scalars())
 
     def media_in_use(self, key: str) -> bool:
         """Whether an item not yet finished still needs the stored audio under ``key``."""

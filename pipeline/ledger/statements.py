@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Select,
+    TextClause,
     Update,
     and_,
     bindparam,
@@ -21,8 +22,10 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    text,
     update,
 )
+from sqlalchemy.dialects import postgresql
 
 from pipeline.ledger.tables import attempts, batches, items
 from pipeline.states import TERMINAL, ItemState
@@ -71,9 +74,68 @@ def cas_closing(
 
 
 @functools.cache
+def cas_rows(
+    *, owner: bool, item_keys: tuple[str, ...], attempt_keys: tuple[str, ...]
+) -> TextClause:
+    """PostgreSQL: the compare-and-set of many items at once, each with values of its own
+    (and its attempt's facts, as :func:`cas_closing`), in one statement. The rows come as
+    one JSON array (``:rows``) of objects with ``w_id``, ``i_<column>`` and ``a_<column>``
+    keys, typed by ``json_to_recordset`` (a JSON null is SQL NULL); all are in state
+    ``:w_state`` [and held by ``:w_owner``]. Returns the ids of the items moved (whose
+    attempt was updated too, when ``attempt_keys``)."""
+    pg = postgresql.dialect()  # type: ignore[no-untyped-call]
+
+    def sql_type(table: Any, key: str) -> str:
+        return str(table.c[key].type.compile(dialect=pg))
+
+    record = ", ".join(
+        ["w_id varchar"]
+        + [f"i_{k} {sql_type(items, k)}" for k in item_keys]
+        + [f"a_{k} {sql_type(attempts, k)}" for k in attempt_keys]
+    )
+    sets = ", ".join(f'"{k}" = v.i_{k}' for k in item_keys)
+    guard = " AND items.lease_owner = :w_owner" if owner else ""
+    sql = (
+        f"WITH v AS (SELECT * FROM json_to_recordset(CAST(:rows AS json)) AS v({record})),"
+        f" moved AS (UPDATE items SET {sets} FROM v"
+        f" WHERE items.id = v.w_id AND items.state = :w_state{guard}"
+        " RETURNING items.id, items.attempt, items.timings)"
+    )
+    if not attempt_keys:
+        return text(sql + " SELECT id FROM moved")
+    closing = [f'"{k}" = v.a_{k}' for k in attempt_keys]
+    if "timings" not in attempt_keys:  # as cas_closing: the item's, as just stored
+        closing.append("timings = COALESCE(moved.timings, CAST('{}' AS json))")
+    return text(
+        sql + f" UPDATE attempts SET {', '.join(closing)} FROM moved JOIN v ON v.w_id = moved.id"
+        " WHERE attempts.item_id = moved.id AND attempts.number = moved.attempt"
+        " RETURNING attempts.item_id"
+    )
+
+
+# Many rows claimed with the same values (w_ids, w_state): one statement, rows returned.
+CLAIM_MANY = (
+    update(items)
+    .where(
+        and_(
+            items.c.id.in_(bindparam("w_ids", expanding=True)),
+            items.c.state == bindparam("w_state"),
+        )
+    )
+    .returning(*items.c)
+)
+
+
+@functools.cache
 def select_items(by: str) -> Select[Any]:
     if by == "ids":
         return select(items).where(items.c.id.in_(bindparam("w_ids", expanding=True)))
+    if by == "tasks":
+        return (
+            select(items)
+            .where(items.c.provider_task_id.in_(bindparam("w_values", expanding=True)))
+            .order_by(items.c.line_no)
+        )
     return select(items).where(items.c[by] == bindparam("w_value")).order_by(items.c.line_no)
 
 
@@ -113,6 +175,17 @@ IN_USE = select(
             items.c.state.not_in([s.value for s in TERMINAL]),
         )
     )
+)
+# The same for several keys at once: those of them still needed.
+KEYS_IN_USE = (
+    select(items.c.media_key)
+    .where(
+        and_(
+            items.c.media_key.in_(bindparam("w_keys", expanding=True)),
+            items.c.state.not_in([s.value for s in TERMINAL]),
+        )
+    )
+    .distinct()
 )
 INFLIGHT = select(
     select(func.count(func.distinct(items.c.provider_task_id)))

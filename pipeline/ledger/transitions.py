@@ -8,9 +8,10 @@ that someone else got there first (the compare-and-set lost). A new attempt
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Unpack
+from typing import Any, NamedTuple, Unpack
 
 from sqlalchemy import Connection, and_, update
 
@@ -25,7 +26,15 @@ from pipeline.ledger.rows import (
     item_params,
     utcnow,
 )
-from pipeline.ledger.statements import CLOSE_ATTEMPT, MARK_DUE, TAKE_DUE, cas, cas_closing
+from pipeline.ledger.statements import (
+    CLAIM_MANY,
+    CLOSE_ATTEMPT,
+    MARK_DUE,
+    TAKE_DUE,
+    cas,
+    cas_closing,
+    cas_rows,
+)
 from pipeline.ledger.sweep import release_expired
 from pipeline.ledger.tables import attempts, items
 from pipeline.ledger.values import Failure
@@ -51,6 +60,21 @@ def _ids_by_state(rows: Iterable[ItemRow]) -> dict[ItemState, list[str]]:
     for row in rows:
         by_state.setdefault(row.state, []).append(row.id)
     return by_state
+
+
+class Move(NamedTuple):
+    """One item's part of :meth:`TransitionStore.move_many`: its id, the columns it sets,
+    and its attempt's facts (or None)."""
+
+    item_id: str
+    values: ItemColumns
+    attempt: AttemptColumns | None = None
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"not a ledger value: {type(value).__name__}")
 
 
 class TransitionStore(LedgerBase):
@@ -81,6 +105,32 @@ class TransitionStore(LedgerBase):
         with self._single.connect() as conn:  # the claimed row comes back in the same trip
             row = conn.execute(cas(returning="row"), params).first()
         return ItemRow.from_row(row) if row is not None else None
+
+    def claim_many(
+        self,
+        item_ids: Sequence[str],
+        expected: ItemState,
+        to: ItemState,
+        *,
+        owner: str,
+        lease_s: float,
+    ) -> list[ItemRow]:
+        """:meth:`claim` of several items at once (the same values for each), in one
+        statement: the rows this caller now holds."""
+        check_move(expected, to)
+        if not item_ids:
+            return []
+        now = utcnow()
+        params = {
+            "w_ids": list(item_ids),
+            "w_state": expected.value,
+            "state": to.value,
+            "lease_owner": owner,
+            "lease_until": now + timedelta(seconds=lease_s),
+            "updated_at": now,
+        }
+        with self._single.connect() as conn:
+            return [ItemRow.from_row(r) for r in conn.execute(CLAIM_MANY, params)]
 
     def renew(self, item_id: str, state: ItemState, *, owner: str, lease_s: float) -> bool:
         return self._update(
@@ -118,6 +168,61 @@ class TransitionStore(LedgerBase):
         columns["state"] = to.value
         columns["updated_at"] = now
         return self._update(item_id, expected, owner, columns, attempt=attempt, then=then)
+
+    def move_many(
+        self,
+        moves: Sequence[Move],
+        expected: ItemState,
+        to: ItemState,
+        *,
+        owner: str | None = None,
+    ) -> set[str]:
+        """:meth:`move` of several items from the same state, each with values of its own:
+        the ids of those moved. On PostgreSQL one statement per shape of values (usually
+        one in all), not one per item; elsewhere one move each."""
+        check_move(expected, to)
+        for move in moves:
+            check_columns(move.values, move.attempt)
+        if self.engine.dialect.name != "postgresql":
+            return {
+                m.item_id
+                for m in moves
+                if self.move(m.item_id, expected, to, owner=owner, attempt=m.attempt, **m.values)
+            }
+        now = utcnow()
+        shapes: dict[tuple[tuple[str, ...], tuple[str, ...]], list[dict[str, Any]]] = {}
+        for move in moves:
+            columns = item_params(move.values)
+            if not to.claimed:
+                columns.setdefault("lease_owner", None)
+                columns.setdefault("lease_until", None)
+            if to in TERMINAL:
+                columns.setdefault("finished_at", now)
+                columns.setdefault("next_run_at", None)
+            columns["state"] = to.value
+            columns["updated_at"] = now
+            attempt = dict(move.attempt or {})
+            shape = (tuple(sorted(columns)), tuple(sorted(attempt)))
+            shapes.setdefault(shape, []).append(
+                {
+                    "w_id": move.item_id,
+                    **{f"i_{k}": v for k, v in columns.items()},
+                    **{f"a_{k}": v for k, v in attempt.items()},
+                }
+            )
+        moved: set[str] = set()
+        with self._single.connect() as conn:
+            for (item_keys, attempt_keys), rows in shapes.items():
+                stmt = cas_rows(
+                    owner=owner is not None, item_keys=item_keys, attempt_keys=attempt_keys
+                )
+                params = {
+                    "rows": json.dumps(rows, default=_json_value),
+                    "w_state": expected.value,
+                    "w_owner": owner,
+                }
+                moved.update(conn.execute(stmt, params).scalars())
+        return moved
 
     def fail(
         self,

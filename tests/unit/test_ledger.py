@@ -23,6 +23,7 @@ from pipeline.errors import FailureCode, TransitionRefused
 from pipeline.ledger import Failure, ItemSeed, Ledger, open_ledger, sqlite_url, utcnow
 from pipeline.ledger.repo import add_timing
 from pipeline.ledger.tables import attempts
+from pipeline.ledger.transitions import Move
 from pipeline.outputs.report import batch_status
 from pipeline.states import TERMINAL, ItemState, can_start_attempt
 
@@ -721,3 +722,89 @@ def test_migration_0011_marks_the_dead_already_announced(tmp_path: Path) -> None
         assert "items_counted_update" in set(triggers.scalars())
     engine.dispose()
     assert "dead_noted" not in columns
+
+
+# --- many items per statement (a worker's packed messages) -----------------------------------
+
+
+def test_claim_many_takes_only_rows_still_in_the_state(ledger: Ledger) -> None:
+    """One claim for several items: those already taken stay with their holder."""
+    a, b, c = add(ledger, "a", "b", "c")
+    assert ledger.claim(b, S.PENDING, S.PREPARING, owner="w1", lease_s=60) is not None
+    got = ledger.claim_many([a, b, c], S.PENDING, S.PREPARING, owner="w2", lease_s=60)
+    assert sorted(r.key for r in got) == ["a", "c"]
+    assert all(r.state is S.PREPARING and r.lease_owner == "w2" for r in got)
+    assert ledger.get(b).lease_owner == "w1"  # type: ignore[union-attr]
+    with pytest.raises(TransitionRefused):
+        ledger.claim_many([a], S.PENDING, S.SUCCEEDED, owner="w2", lease_s=60)
+
+
+def test_move_many_matches_one_move_each(ledger: Ledger) -> None:
+    """move_many writes what move writes, item and attempt, each row its own values; a row
+    held by another owner, or no longer in the state, is left alone."""
+    a, b, c, d = add(ledger, "a", "b", "c", "d")
+    for item in (a, b, c, d):
+        walk(ledger, item, S.SUBMITTED)
+    for item, owner in ((a, "w1"), (b, "w1"), (d, "w2")):
+        assert ledger.claim(item, S.SUBMITTED, S.PERSISTING, owner=owner, lease_s=60)
+    timings = {"persist": 0.25}
+    moves = [
+        Move(
+            item,
+            {"outputs": {"txt": f"/out/{key}.txt"}, "timings": timings, "failure": None},
+            {"state": "SUCCEEDED", "finished_at": utcnow(), "timings": timings},
+        )
+        for item, key in ((a, "a"), (b, "b"), (c, "c"), (d, "d"))
+    ]
+    moved = ledger.move_many(moves, S.PERSISTING, S.SUCCEEDED, owner="w1")
+    assert moved == {a, b}
+    for item, key in ((a, "a"), (b, "b")):
+        row = ledger.get(item)
+        assert row is not None
+        assert (row.state, row.lease_owner, row.lease_until) == (S.SUCCEEDED, None, None)
+        assert row.outputs == {"txt": f"/out/{key}.txt"} and row.finished_at is not None
+        assert row.error_code is None and row.next_run_at is None
+        (att,) = ledger.attempts_of(item)
+        assert (att["state"], att["timings"]) == ("SUCCEEDED", timings)
+        assert att["finished_at"] is not None
+    assert ledger.get(c).state is S.SUBMITTED  # type: ignore[union-attr]
+    still = ledger.get(d)
+    assert still is not None and (still.state, still.lease_owner) == (S.PERSISTING, "w2")
+    assert ledger.attempts_of(d)[0]["finished_at"] is None
+    report = batch_status(ledger, BATCH)  # the kept per-state counts follow
+    assert report is not None
+    assert report["counts"] == {"SUCCEEDED": 2, "SUBMITTED": 1, "PERSISTING": 1}
+
+
+def test_move_many_with_hostile_values(ledger: Ledger) -> None:
+    """Values travel as JSON: quotes, backslashes, NUL-free control characters and
+    non-ASCII text come back as written."""
+    (a,) = add(ledger, "a")
+    ledger.claim(a, S.PENDING, S.PREPARING, owner="w1", lease_s=60)
+    url = "https://x/a'b\"c\\d\t\n€?q=1&r=';DROP TABLE items;--"
+    moved = ledger.move_many(
+        [Move(a, {"media_url": url, "outputs": {"k'\"": url}})],
+        S.PREPARING,
+        S.PREPARED,
+        owner="w1",
+    )
+    assert moved == {a}
+    row = ledger.get(a)
+    assert row is not None and row.media_url == url and row.outputs == {"k'\"": url}
+
+
+def test_by_tasks_and_media_guard_many(ledger: Ledger) -> None:
+    """Rows of several provider tasks in one read; the keys of stored audio still needed."""
+    a, b, c = add(ledger, "a", "b", "c")
+    for item, task, key in ((a, "t1", "m1"), (b, "t1", "m2"), (c, "t2", "m2")):
+        ledger.set_fields(item, provider_task_id=task, media_key=key)
+    found = ledger.by_tasks(["t2", "t1", "t3"])
+    assert {t: [r.key for r in rows] for t, rows in found.items()} == {
+        "t2": ["c"],
+        "t1": ["a", "b"],
+        "t3": [],
+    }
+    ledger.claim(a, S.PENDING, S.PREPARING, owner="w", lease_s=60)
+    ledger.fail(a, S.PREPARING, Failure.permanent("not_found", "gone"), owner="w")
+    with ledger.media_guard_many(["m2", "m1", "m3", "m2"]) as in_use:
+        assert in_use() == {"m2"}
