@@ -707,7 +707,7 @@ def steps_in_process(
     from sqlalchemy import event
 
     from pipeline.settings import load_settings
-    from pipeline.stages.poll import poll_step
+    from pipeline.stages.poll import poll_tasks
     from pipeline.stages.submit import submit_step
     from workers.app import app, configure
     from workers.context import build_worker_context
@@ -766,10 +766,18 @@ def steps_in_process(
             "the emulator to finish",
             every_s=0.5,
         )
-        for task_id in sorted({str(r.provider_task_id) for r in wctx.ledger.list_items(batch)}):
-            ids = [r.id for r in wctx.ledger.by_task(task_id)]
-            if timed("poll step (incl. persist)", poll_step, wctx.flow, task_id).read_back:
-                timed("dispatch after poll", dispatch_after, wctx, ids)  # as workers.tasks.poll
+        # Polled as the workers poll: packs of up to jobs_per_message tasks per message.
+        task_ids = sorted({str(r.provider_task_id) for r in wctx.ledger.list_items(batch)})
+        most = settings.distributed.jobs_per_message
+        for at in range(0, len(task_ids), most):
+            found = wctx.ledger.by_tasks(task_ids[at : at + most])
+            tasks = {
+                t: [r for r in rows if r.state.value == "SUBMITTED"] for t, rows in found.items()
+            }
+            outcomes = timed("poll step (incl. persist)", poll_tasks, wctx.flow, tasks)
+            back = [r.id for t, o in outcomes.items() if o.read_back for r in tasks[t]]
+            if back:
+                timed("dispatch after poll", dispatch_after, wctx, back)  # as workers.tasks.poll
         assert ledger_counts(svc, batch) == {"SUCCEEDED": size}, ledger_counts(svc, batch)
         if not measured:
             spent.clear()

@@ -212,6 +212,8 @@ class DistributedSettings(_Frozen):
     lease_s: float = Field(60.0, gt=0)
     redispatch_s: float = Field(300.0, gt=0)  # a queued step not started by then is queued again
     max_prepared: int = Field(500, ge=1)  # normalized files waiting for the next step
+    # Submissions or polls carried by one message at most (workers.dispatch.packs).
+    jobs_per_message: int = Field(10, ge=1, le=100)
     visibility_timeout_s: int = Field(4 * 3600, ge=60)  # above every countdown and step
     metrics_port: int | None = None  # Prometheus endpoint of `bulkscribe worker`
     schedules: tuple[ScheduleSettings, ...] = ()

@@ -15,7 +15,9 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import OperationalError
 from structlog.contextvars import bound_contextvars
 
-from pipeline.stages.poll import poll_step
+from pipeline.flow.actions import Action
+from pipeline.flow.plan import Job
+from pipeline.stages.poll import poll_tasks
 from pipeline.stages.prepare import prepare_step
 from pipeline.stages.reconcile import reconcile_submitting
 from pipeline.stages.submit import submit_step
@@ -28,11 +30,12 @@ from workers.dispatch import (
     dispatch_after,
     dispatch_rows,
     hand_off,
-    poll_again,
     refill,
+    send_later,
 )
 from workers.schedules import start_scheduled_run
-from workers.steplog import outcomes, step_log
+from workers.steplog import outcomes as outcomes_of
+from workers.steplog import step_log
 from workers.sweeper import run_sweep
 
 
@@ -89,42 +92,74 @@ def transcribe(self: LedgerTask, item_id: str) -> None:
 
 
 @app.task(**_opts(name="bulkscribe.submit"))
-def submit(self: LedgerTask, item_ids: list[str]) -> None:
-    """Submit prepared items as one provider task (several only for Fun-ASR)."""
+def submit(self: LedgerTask, item_ids: list[str] | list[list[str]]) -> None:
+    """Submit prepared items as one provider task (several only for Fun-ASR); a packed
+    message (a list of such lists) submits each group as its own task."""
     ctx = worker_context()
-    rows = [r for r in ctx.ledger.get_many(item_ids) if r.state is ItemState.PREPARED]
-    if not rows:
-        return
-    with (
-        bound_contextvars(batch_id=rows[0].batch_id, task_id=self.request.id),
-        step_log("submit", rows, ctx.ledger.get_many) as known,
-    ):
-        outcome = submit_step(ctx.flow, rows)
-        if outcome.task_id is not None:  # the rows just read were all this step's to submit
-            known.update({r.id: "submitted" for r in rows})
-        after_submit(ctx, rows, outcome)
+    groups = _groups(item_ids)
+    fresh = {r.id: r for r in ctx.ledger.get_many(i for group in groups for i in group)}
+    polls: list[tuple[Job, float]] = []
+    try:
+        for group in groups:
+            rows = [fresh[i] for i in group if i in fresh]
+            rows = [r for r in rows if r.state is ItemState.PREPARED]
+            if not rows:
+                continue
+            with (
+                bound_contextvars(batch_id=rows[0].batch_id, task_id=self.request.id),
+                step_log("submit", rows, ctx.ledger.get_many) as known,
+            ):
+                outcome = submit_step(ctx.flow, rows)
+                if outcome.task_id is not None:  # the rows just read were all this step's
+                    known.update({r.id: "submitted" for r in rows})
+                poll = after_submit(ctx, rows, outcome)
+                if poll is not None:
+                    polls.append(poll)
+    finally:  # the tasks submitted so far get their first polls whatever happens next
+        send_later(ctx, polls, marked=True)
+
+
+def _groups(item_ids: list[str] | list[list[str]]) -> list[list[str]]:
+    # A submit message carries one group of ids, or (packed) a list of groups.
+    if item_ids and isinstance(item_ids[0], list):
+        return [list(group) for group in item_ids]
+    return [[str(i) for i in item_ids]]
 
 
 @app.task(**_opts(name="bulkscribe.poll"))
-def poll(self: LedgerTask, provider_task_id: str) -> None:
-    """Query one provider task once; never waits in the worker."""
+def poll(self: LedgerTask, provider_task_id: str | list[str]) -> None:
+    """Query provider tasks once each (one, or a packed list); never waits in the worker."""
     ctx = worker_context()
-    rows = [r for r in ctx.ledger.by_task(provider_task_id) if r.state is ItemState.SUBMITTED]
+    task_ids = [provider_task_id] if isinstance(provider_task_id, str) else provider_task_id
+    tasks = {
+        t: [r for r in rows if r.state is ItemState.SUBMITTED]
+        for t, rows in ctx.ledger.by_tasks(task_ids).items()
+    }
+    rows = [r for mine in tasks.values() for r in mine]
     with (
-        bound_contextvars(provider_task_id=provider_task_id, task_id=self.request.id),
+        bound_contextvars(provider_task_id=",".join(tasks), task_id=self.request.id),
         step_log("poll", rows, ctx.ledger.get_many) as known,
     ):
-        outcome = poll_step(ctx.flow, provider_task_id, rows)
-        known.update({r.id: "waiting" for r in rows if outcome.waiting})
-        known.update({i: "succeeded" for i in outcome.succeeded})
-        if outcome.again_in_s is not None:
-            poll_again(ctx, provider_task_id, rows, outcome.again_in_s)
-        elif outcome.read_back:
-            fresh = ctx.ledger.by_task(provider_task_id)
-            known.update(outcomes(rows, fresh))
+        outcomes = poll_tasks(ctx.flow, tasks)
+        again: list[tuple[Job, float]] = []
+        read_back: list[str] = []
+        for task_id, outcome in outcomes.items():
+            mine = tasks[task_id]
+            known.update({r.id: "waiting" for r in mine if outcome.waiting})
+            known.update({i: "succeeded" for i in outcome.succeeded})
+            if outcome.again_in_s is not None:
+                job = Job(Action.POLL, tuple(r.id for r in mine), task_id=task_id)
+                again.append((job, outcome.again_in_s))
+            elif outcome.read_back:
+                read_back.append(task_id)
+        send_later(ctx, again, marked=True)  # the polls that found them running marked them
+        if read_back:
+            fresh = [r for task in ctx.ledger.by_tasks(read_back).values() for r in task]
+            known.update(outcomes_of([r for t in read_back for r in tasks[t]], fresh))
             dispatch_rows(ctx, fresh)
-        if rows and not outcome.waiting:  # the task has ended: its room is free
-            refill(ctx)
+        ended = sum(1 for t, o in outcomes.items() if tasks[t] and not o.waiting)
+        if ended:  # those tasks' room is free
+            refill(ctx, room=ended)
 
 
 @app.task(**_opts(name="bulkscribe.reconcile"))

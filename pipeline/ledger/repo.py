@@ -31,7 +31,7 @@ from pipeline.ledger.rows import (
     item_params,
     utcnow,
 )
-from pipeline.ledger.transitions import TransitionStore
+from pipeline.ledger.transitions import Move, TransitionStore
 
 __all__ = [
     "AttemptColumns",
@@ -39,6 +39,7 @@ __all__ = [
     "ItemRow",
     "ItemSeed",
     "Ledger",
+    "Move",
     "SyncReport",
     "_aware",
     "add_timing",

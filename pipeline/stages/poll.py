@@ -9,7 +9,7 @@ running writes ``next_run_at`` and returns; finished files go to :mod:`.persist`
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from structlog.contextvars import bound_contextvars
@@ -22,7 +22,7 @@ from pipeline.flow.context import FlowContext
 from pipeline.flow.guard import handle_failure
 from pipeline.ledger import ItemRow, utcnow
 from pipeline.log import get_logger
-from pipeline.stages.persist import persist_step
+from pipeline.stages.persist import persist_many
 from pipeline.states import ItemState
 
 log = get_logger("bulkscribe.flow")
@@ -44,58 +44,83 @@ def poll_step(ctx: FlowContext, task_id: str, rows: Sequence[ItemRow] | None = N
     ``rows``: the task's SUBMITTED items, if the caller has just read them."""
     if rows is None:
         rows = [r for r in ctx.ledger.by_task(task_id) if r.state is ItemState.SUBMITTED]
-    if not rows:
-        return PollOutcome()
+    return poll_tasks(ctx, {task_id: rows})[task_id]
+
+
+def poll_tasks(ctx: FlowContext, tasks: Mapping[str, Sequence[ItemRow]]) -> dict[str, PollOutcome]:
+    """:func:`poll_step` for several provider tasks (a packed message), each with its
+    SUBMITTED items: the tasks are queried one by one, and the items of those that are done
+    persisted together (:func:`persist_many`, a few statements for them all)."""
+    outcomes: dict[str, PollOutcome] = {}
+    finished: dict[str, list[tuple[ItemRow, str]]] = {}  # done tasks: their files' results
+    for task_id, rows in tasks.items():
+        if not rows:
+            outcomes[task_id] = PollOutcome()
+            continue
+        with bound_contextvars(task_id=task_id, stage="poll"):
+            answer = _query(ctx, task_id, rows)
+        if isinstance(answer, PollOutcome):
+            outcomes[task_id] = answer
+        else:
+            finished[task_id] = answer
+    results = [result for done in finished.values() for result in done]
+    persisted = set(persist_many(ctx, results, close=False)) if results else set()
+    # Whether a batch is finished is asked once for all the items persisted here.
+    for batch_id in dict.fromkeys(r.batch_id for r, _ in results if r.id in persisted):
+        ctx.item_finished(batch_id)
+    for task_id, done in finished.items():
+        ok = tuple(r.id for r, _ in done if r.id in persisted)
+        outcomes[task_id] = PollOutcome(read_back=len(ok) < len(tasks[task_id]), succeeded=ok)
+    return outcomes
+
+
+def _query(
+    ctx: FlowContext, task_id: str, rows: Sequence[ItemRow]
+) -> PollOutcome | list[tuple[ItemRow, str]]:
+    """Ask where one task stands. Still running, failed or unreachable: what the driver
+    does next. Done: its files' failures are recorded, and the items whose files succeeded
+    come back with their result URLs, to be persisted."""
     first = rows[0]
     waited = (utcnow() - (first.submitted_at or utcnow())).total_seconds()
-    with bound_contextvars(task_id=task_id, stage="poll"):
-        try:
-            t0 = time.monotonic()
-            status = ctx.client().query_task(task_id)
-            ctx.emit("stage.done", stage="poll", seconds=time.monotonic() - t0)
-        except TransientError as exc:
-            ctx.emit("provider.error", code=str(exc.code))
-            unreachable = on_query_error(task_id, exc, waited, ctx.rules.poll)
-            if isinstance(unreachable, Failed):
-                timeout = TransientError(unreachable.code, unreachable.message)
-                for row in rows:
-                    handle_failure(ctx, row, timeout, back_to=ItemState.PREPARED)
-                return PollOutcome(read_back=True)
-            log.info("poll.error", error=exc.message, delay_s=unreachable.seconds)
-            return _schedule(ctx, rows, unreachable.seconds, polls=first.polls)
-        except Exception as exc:
+    try:
+        t0 = time.monotonic()
+        status = ctx.client().query_task(task_id)
+        ctx.emit("stage.done", stage="poll", seconds=time.monotonic() - t0)
+    except TransientError as exc:
+        ctx.emit("provider.error", code=str(exc.code))
+        unreachable = on_query_error(task_id, exc, waited, ctx.rules.poll)
+        if isinstance(unreachable, Failed):
+            timeout = TransientError(unreachable.code, unreachable.message)
             for row in rows:
-                handle_failure(ctx, row, exc)
+                handle_failure(ctx, row, timeout, back_to=ItemState.PREPARED)
             return PollOutcome(read_back=True)
-        decision = decide(status, first.polls, waited, ctx.rules.poll)
-        if isinstance(decision, Wait):
-            return _schedule(ctx, rows, decision.seconds, polls=first.polls + 1)
-        if isinstance(decision, Failed):
-            log.info("poll.failed", code=str(decision.code), error=decision.message)
-            error = task_failure(decision)
-            for row in rows:
-                handle_failure(ctx, row, error, back_to=ItemState.PREPARED)
-            return PollOutcome(read_back=True)
-        assert isinstance(decision, Done)
-        outcomes = file_outcomes(status, [str(r.media_url) for r in rows])
-        persisted = []
+        log.info("poll.error", error=exc.message, delay_s=unreachable.seconds)
+        return _schedule(ctx, rows, unreachable.seconds, polls=first.polls)
+    except Exception as exc:
         for row in rows:
-            outcome = outcomes[str(row.media_url)]
-            if outcome.succeeded:
-                # Whether the batch is finished is asked once for the task's items, below.
-                if persist_step(ctx, row, str(outcome.transcription_url), close=False):
-                    persisted.append(row.id)
-            else:
-                handle_failure(
-                    ctx,
-                    row,
-                    file_failure(outcome.code, outcome.message),
-                    back_to=ItemState.PREPARED,
-                )
-        succeeded = set(persisted)
-        for batch_id in dict.fromkeys(r.batch_id for r in rows if r.id in succeeded):
-            ctx.item_finished(batch_id)
-        return PollOutcome(read_back=len(persisted) < len(rows), succeeded=tuple(persisted))
+            handle_failure(ctx, row, exc)
+        return PollOutcome(read_back=True)
+    decision = decide(status, first.polls, waited, ctx.rules.poll)
+    if isinstance(decision, Wait):
+        return _schedule(ctx, rows, decision.seconds, polls=first.polls + 1)
+    if isinstance(decision, Failed):
+        log.info("poll.failed", code=str(decision.code), error=decision.message)
+        error = task_failure(decision)
+        for row in rows:
+            handle_failure(ctx, row, error, back_to=ItemState.PREPARED)
+        return PollOutcome(read_back=True)
+    assert isinstance(decision, Done)
+    files = file_outcomes(status, [str(r.media_url) for r in rows])
+    succeeded: list[tuple[ItemRow, str]] = []
+    for row in rows:
+        outcome = files[str(row.media_url)]
+        if outcome.succeeded:
+            succeeded.append((row, str(outcome.transcription_url)))
+        else:
+            handle_failure(
+                ctx, row, file_failure(outcome.code, outcome.message), back_to=ItemState.PREPARED
+            )
+    return succeeded
 
 
 def _schedule(
@@ -135,4 +160,11 @@ def file_failure(code: str | None, message: str | None) -> PipelineError:
     return TransientError(FailureCode.PROVIDER_ERROR, text, detail=detail)
 
 
-__all__ = ["PollOutcome", "file_failure", "on_query_error", "poll_step", "task_failure"]
+__all__ = [
+    "PollOutcome",
+    "file_failure",
+    "on_query_error",
+    "poll_step",
+    "poll_tasks",
+    "task_failure",
+]

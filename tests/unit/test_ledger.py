@@ -21,9 +21,8 @@ from support import walk
 
 from pipeline.errors import FailureCode, TransitionRefused
 from pipeline.ledger import Failure, ItemSeed, Ledger, open_ledger, sqlite_url, utcnow
-from pipeline.ledger.repo import add_timing
+from pipeline.ledger.repo import Move, add_timing
 from pipeline.ledger.tables import attempts
-from pipeline.ledger.transitions import Move
 from pipeline.outputs.report import batch_status
 from pipeline.states import TERMINAL, ItemState, can_start_attempt
 
