@@ -708,7 +708,7 @@ def steps_in_process(
 
     from pipeline.settings import load_settings
     from pipeline.stages.poll import poll_tasks
-    from pipeline.stages.submit import submit_step
+    from pipeline.stages.submit import submit_groups
     from workers.app import app, configure
     from workers.context import build_worker_context
     from workers.dispatch import after_submit, dispatch_after
@@ -753,10 +753,14 @@ def steps_in_process(
             cost = {k: [0.0, 0.0] for k in cost}
         batch = seed_prepared(svc, size, media)
         rows = wctx.ledger.list_items(batch)
-        for at in range(0, len(rows), batch_size):
-            group = rows[at : at + batch_size]
-            task = timed("submit step", submit_step, wctx.flow, group)
-            timed("dispatch after submit", after_submit, wctx, group, task)
+        # Submitted as the workers submit: packs of up to jobs_per_message provider tasks.
+        groups = [rows[at : at + batch_size] for at in range(0, len(rows), batch_size)]
+        most = settings.distributed.jobs_per_message
+        for at in range(0, len(groups), most):
+            pack = groups[at : at + most]
+            tasks = timed("submit step", submit_groups, wctx.flow, pack)
+            for group, task in zip(pack, tasks, strict=True):
+                timed("dispatch after submit", after_submit, wctx, group, task)
         wait_until(
             lambda b=batch: all(
                 httpx.get(f"{svc.emulator}/_emulator/stats").json()["statuses"].get(s, 0) == 0
@@ -768,7 +772,6 @@ def steps_in_process(
         )
         # Polled as the workers poll: packs of up to jobs_per_message tasks per message.
         task_ids = sorted({str(r.provider_task_id) for r in wctx.ledger.list_items(batch)})
-        most = settings.distributed.jobs_per_message
         for at in range(0, len(task_ids), most):
             found = wctx.ledger.by_tasks(task_ids[at : at + most])
             tasks = {

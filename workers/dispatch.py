@@ -176,7 +176,7 @@ def refill(wctx: WorkerContext, room: int = 1) -> int:
     fleet at its cap otherwise left the provider a slot short until then). Only while the
     gate is full, so below the cap this costs one Redis read per ended task. Rows are taken
     by compare-and-set on their due time: two workers refilling at once send different
-    items. Returns the number of messages sent."""
+    items. Returns the number of jobs sent (packed as one message)."""
     if not wctx.gate.full():
         return 0
     settings = wctx.settings
@@ -187,14 +187,16 @@ def refill(wctx: WorkerContext, room: int = 1) -> int:
     until = now + timedelta(
         seconds=redispatch_slack(Action.SUBMIT, settings.distributed.redispatch_s)
     )
-    sent = 0
-    for job in wctx.scheduler.refill(waiting, before, room=room):
-        taken = set(wctx.ledger.take_due(job.rows, before=before, until=until))
+    jobs = wctx.scheduler.refill(waiting, before, room=room)
+    taken = set(wctx.ledger.take_due([r for j in jobs for r in j.rows], before=before, until=until))
+    ready = []
+    for job in jobs:
         rows = tuple(r for r in job.rows if r.id in taken)
         if rows:
-            send(wctx, Job(job.action, tuple(r.id for r in rows), rows=rows), marked=True)
-            sent += 1
-    return sent
+            ready.append(Job(job.action, tuple(r.id for r in rows), rows=rows))
+    for pack in packs(ready, _most(wctx), spread=1):  # a packed poll's ended tasks: one pack
+        send_pack(wctx, pack, marked=True)
+    return len(ready)
 
 
 def dispatch_after(wctx: WorkerContext, item_ids: Sequence[str]) -> int:

@@ -20,7 +20,7 @@ from pipeline.flow.plan import Job
 from pipeline.stages.poll import poll_tasks
 from pipeline.stages.prepare import prepare_step
 from pipeline.stages.reconcile import reconcile_submitting
-from pipeline.stages.submit import submit_step
+from pipeline.stages.submit import submit_groups
 from pipeline.stages.transcribe import transcribe_step
 from pipeline.states import ItemState
 from workers.app import app
@@ -94,29 +94,30 @@ def transcribe(self: LedgerTask, item_id: str) -> None:
 @app.task(**_opts(name="bulkscribe.submit"))
 def submit(self: LedgerTask, item_ids: list[str] | list[list[str]]) -> None:
     """Submit prepared items as one provider task (several only for Fun-ASR); a packed
-    message (a list of such lists) submits each group as its own task."""
+    message (a list of such lists) submits each group as its own task. Should the step
+    stop half-way, what it submitted is recorded and the sweeper sends its first polls."""
     ctx = worker_context()
     groups = _groups(item_ids)
     fresh = {r.id: r for r in ctx.ledger.get_many(i for group in groups for i in group)}
+    mine = [[fresh[i] for i in group if i in fresh] for group in groups]
+    mine = [
+        rows for rows in ([r for r in g if r.state is ItemState.PREPARED] for g in mine) if rows
+    ]
+    if not mine:
+        return
+    every = [r for rows in mine for r in rows]
     polls: list[tuple[Job, float]] = []
-    try:
-        for group in groups:
-            rows = [fresh[i] for i in group if i in fresh]
-            rows = [r for r in rows if r.state is ItemState.PREPARED]
-            if not rows:
-                continue
-            with (
-                bound_contextvars(batch_id=rows[0].batch_id, task_id=self.request.id),
-                step_log("submit", rows, ctx.ledger.get_many) as known,
-            ):
-                outcome = submit_step(ctx.flow, rows)
-                if outcome.task_id is not None:  # the rows just read were all this step's
-                    known.update({r.id: "submitted" for r in rows})
-                poll = after_submit(ctx, rows, outcome)
-                if poll is not None:
-                    polls.append(poll)
-    finally:  # the tasks submitted so far get their first polls whatever happens next
-        send_later(ctx, polls, marked=True)
+    with (
+        bound_contextvars(batch_id=every[0].batch_id, task_id=self.request.id),
+        step_log("submit", every, ctx.ledger.get_many) as known,
+    ):
+        for rows, outcome in zip(mine, submit_groups(ctx.flow, mine), strict=True):
+            if outcome.task_id is not None:  # the rows just read were all this step's
+                known.update({r.id: "submitted" for r in rows})
+            poll = after_submit(ctx, rows, outcome)
+            if poll is not None:
+                polls.append(poll)
+        send_later(ctx, polls, marked=True)  # the new tasks' first polls, packed
 
 
 def _groups(item_ids: list[str] | list[list[str]]) -> list[list[str]]:
