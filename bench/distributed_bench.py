@@ -17,13 +17,17 @@ b) CPU per item in our worker processes (utime+stime from /proc, main and pool c
 c) N items SUBMITTED at once (default 10,000): RSS of each worker node sampled from /proc
    while they are submitted and wait; min/max reported.
 
+Part (b)'s submissions come from the sweeper, which sends a burst packed (several jobs per
+message); ``--handoff`` sends one submit message per item instead, as prepare steps hand them
+off one at a time, to show what the packing of the polls that follow saves on its own.
+
 Part (b) ends with the number the target is about: each run's CPU per item less the item's
 own work measured in-process (provider HTTP, outputs, presigning, step logic), that is, what
 the ledger and the broker cost. This VM's CPU time varies by ±15 % between runs; ``--repeat``
 runs each pool several times and reports the median.
 
 Usage: ``.venv/bin/python bench/distributed_bench.py [--n 1000] [--latency 2] [--slots 20]
-[--overhead-n 500] [--repeat 1] [--pools prefork,threads] [--batch-size 1]
+[--overhead-n 500] [--repeat 1] [--pools prefork,threads] [--batch-size 1] [--handoff]
 [--inflight-n 10000] [--parts abc]`` (``--parts s``: only the in-process steps of (b), in
 seconds; ``--parts ap``: (a) with the production poll pacing only).
 ``BENCH_PYSPY=DIR`` samples the workers with py-spy over each measured batch. Needs
@@ -44,6 +48,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -186,6 +191,9 @@ class RunSpec:
     pool: str = "prefork"
     sweep_s: float = 1.0
     batch_size: int = 1  # files per Fun-ASR task: 1 makes the ideal ceil(N/C)·L
+    # Submissions sent one message per item, as prepare steps hand them off, instead of the
+    # sweeper's packed burst.
+    handoff: bool = False
 
 
 @dataclass
@@ -323,8 +331,9 @@ def shared_media(svc: Services) -> Media:
     return Media(flac, key, facts | {"offset_s": 0.0, "normalized_s": seconds}, int(seconds * 1000))
 
 
-def seed_prepared(svc: Services, n: int, media: Media) -> str:
-    """A batch of ``n`` items, already PREPARED (as if prepare had run), in a few statements."""
+def seed_prepared(svc: Services, n: int, media: Media, *, marked_s: float | None = None) -> str:
+    """A batch of ``n`` items, already PREPARED (as if prepare had run), in a few statements;
+    ``marked_s``: not due for the sweeper until then (as if their submits were queued)."""
     from sqlalchemy import text
 
     from pipeline.inputs.batches import new_batch_id, seeds_for
@@ -347,12 +356,38 @@ def seed_prepared(svc: Services, n: int, media: Media) -> str:
             text(
                 "UPDATE items SET state = 'PREPARED', media_key = :key,"
                 " probe = CAST(:probe AS json),"
-                " audio_duration_ms = :ms, next_run_at = NULL WHERE batch_id = :batch"
+                " audio_duration_ms = :ms, next_run_at = now() + :marked WHERE batch_id = :batch"
             ),
-            {"key": media.key, "probe": json.dumps(media.facts), "ms": media.ms, "batch": batch},
+            {
+                "key": media.key,
+                "probe": json.dumps(media.facts),
+                "ms": media.ms,
+                "batch": batch,
+                "marked": None if marked_s is None else timedelta(seconds=marked_s),
+            },
         )
     ledger.engine.dispose()
     return batch
+
+
+def hand_off_submits(svc: Services, batch: str) -> None:
+    """One submit message per item, as each item's prepare step sends it."""
+    from pipeline.ledger import open_ledger
+    from pipeline.settings import load_settings
+    from workers.app import app, configure
+
+    ledger = open_ledger(svc.pg_url)
+    ids = [r.id for r in ledger.list_items(batch)]
+    ledger.engine.dispose()
+    saved = dict(os.environ)
+    os.environ.update(svc.env())
+    try:
+        configure(app, load_settings())
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    for item_id in ids:
+        app.send_task("bulkscribe.submit", args=([item_id],))
 
 
 def ledger_counts(svc: Services, batch: str) -> dict[str, int]:
@@ -479,7 +514,9 @@ def _measure(svc: Services, spec: RunSpec, media: Media, timeout_s: float) -> Ru
         redis0, pg0 = service_cpu(svc)
         spies = _profile(run)
         t0 = time.time()
-        batch = seed_prepared(svc, spec.n, media)
+        batch = seed_prepared(svc, spec.n, media, marked_s=600.0 if spec.handoff else None)
+        if spec.handoff:
+            hand_off_submits(svc, batch)
         wait_until(
             lambda: _finished(svc, batch, spec.n),
             timeout_s,
@@ -608,6 +645,7 @@ def part_b(
     repeat: int = 1,
     pools: tuple[str, ...] = ("prefork", "threads"),
     batch_size: int = 1,
+    handoff: bool = False,
 ) -> None:
     # Enough slots that tasks do not queue at the emulator, and a first poll late enough
     # that it finds the task done (the emulator itself fetches and probes every file, a few
@@ -627,11 +665,14 @@ def part_b(
             pool=pool,
             sweep_s=30.0,
             batch_size=batch_size,
+            handoff=handoff,
         )
         r = measure(svc, spec, media, timeout_s=600)
         e = r.emulator
         print(
-            f"\n(b) CPU per item: N={n}, {batch_size} file(s) per provider task, emulator "
+            f"\n(b) CPU per item: N={n}, {batch_size} file(s) per provider task, "
+            f"submits {'one message each (--handoff)' if handoff else 'sent by the sweeper'}, "
+            "emulator "
             f"latency 0, 2 nodes x -c 4 -P {pool} "
             f"(makespan {r.makespan_s:.1f} s, {r.polls / n:.1f} provider requests per item; "
             f"emulator: {e['wait_s']:.2f} s waiting for a slot, {e['run_s']:.2f} s running "
@@ -976,6 +1017,11 @@ def main() -> None:
         "--pools", default="prefork,threads", help="(b): worker pools, comma-separated"
     )
     parser.add_argument(
+        "--handoff",
+        action="store_true",
+        help="(b): one submit message per item, as prepare steps send them",
+    )
+    parser.add_argument(
         "--batch-size",
         type=int,
         default=1,
@@ -1006,6 +1052,7 @@ def main() -> None:
                 args.repeat,
                 tuple(args.pools.split(",")),
                 args.batch_size,
+                args.handoff,
             )
         elif "s" in args.parts:  # only (b') and (b''): the steps in one process, quick
             part_steps(svc, media, args.overhead_n, args.batch_size)

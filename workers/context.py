@@ -33,6 +33,7 @@ from pipeline.wiring import build_context, http_client, media_store
 from workers import metrics
 from workers.app import app
 from workers.app import settings as app_settings
+from workers.coalesce import Coalescer
 from workers.limits import RedisGate, RedisTokenBucket
 
 log = get_logger("bulkscribe.worker")
@@ -45,6 +46,7 @@ class WorkerContext:
     redis: Any
     scheduler: Scheduler
     gate: RedisGate
+    held: Coalescer | None = None  # polls waiting a moment for company (workers.dispatch)
 
     @property
     def ledger(self) -> Ledger:
@@ -63,6 +65,12 @@ def worker_context(settings: Settings | None = None) -> WorkerContext:
             _ctx = build_worker_context(settings or app_settings())
             _pid = os.getpid()
         return _ctx
+
+
+def built_context() -> WorkerContext | None:
+    """This process's context if it has been built (nothing is built here)."""
+    with _lock:
+        return _ctx if _pid == os.getpid() else None
 
 
 def database_url(settings: Settings) -> str:

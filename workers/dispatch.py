@@ -8,13 +8,17 @@ lapses and the sweeper sends it anew.
 Submissions and polls travel packed: one message carries up to
 ``distributed.jobs_per_message`` of them (:func:`packs`). A message costs a worker about
 as much as a short step (receive, late ack, a Redis round trip each), and a pack's ledger
-writes are one statement for all of its items. A packed submit's tasks get one packed poll.
+writes are one statement for all of its items. A packed submit's tasks get one packed poll,
+and polls queued by one process within a moment of each other are packed too
+(:mod:`workers.coalesce`), so chains started one item at a time merge.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
+import threading
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
@@ -24,6 +28,7 @@ from pipeline.flow.plan import Job
 from pipeline.ledger import ItemRow, utcnow
 from pipeline.stages.submit import SubmitOutcome
 from workers.app import app
+from workers.coalesce import Coalescer
 from workers.context import WorkerContext
 
 # A message's arguments: JSON ids only. Task names are ``bulkscribe.<action>`` (workers/tasks.py).
@@ -100,9 +105,7 @@ def send_pack(
     """Queue ``jobs`` (one action) as one message: a single job as it always travelled,
     several as the list of their arguments."""
     if not marked:
-        rows = [r for job in jobs for r in job.rows]
-        bare = [i for job in jobs if not job.rows for i in job.ids]
-        _mark(wctx, rows + wctx.ledger.get_many(bare), countdown)
+        _mark(wctx, _rows(wctx, jobs), countdown)
     action = jobs[0].action
     args = _ARGS[action](jobs[0]) if len(jobs) == 1 else ([_PACKED[action](j) for j in jobs],)
     app.send_task(task_name(action), args=args, countdown=countdown)
@@ -124,9 +127,36 @@ def send_later(
     wctx: WorkerContext, timed: Sequence[tuple[Job, float]], *, marked: bool = False
 ) -> None:
     """Queue jobs each after its countdown, packed where they fall due together
-    (:func:`in_step`)."""
+    (:func:`in_step`). Packable jobs not due at once wait in the process a moment for
+    company (:mod:`workers.coalesce`), their rows marked first."""
     for pack, countdown in in_step(timed, _most(wctx)):
-        send_pack(wctx, pack, countdown=countdown, marked=marked)
+        if countdown <= 0 or pack[0].action not in _PACKED or _most(wctx) <= 1:
+            send_pack(wctx, pack, countdown=countdown, marked=marked)
+            continue
+        if not marked:
+            _mark(wctx, _rows(wctx, pack), countdown)
+        _held(wctx).add([(job, countdown) for job in pack])
+
+
+def ship(wctx: WorkerContext, timed: Sequence[tuple[Job, float]]) -> None:
+    """Send held jobs (marked already), packed where they fall due together."""
+    for pack, countdown in in_step(timed, _most(wctx)):
+        send_pack(wctx, pack, countdown=countdown, marked=True)
+
+
+_HELD_LOCK = threading.Lock()
+
+
+def _held(wctx: WorkerContext) -> Coalescer:
+    with _HELD_LOCK:
+        if wctx.held is None:
+            wctx.held = Coalescer(functools.partial(ship, wctx))
+        return wctx.held
+
+
+def _rows(wctx: WorkerContext, jobs: Sequence[Job]) -> list[ItemRow]:
+    bare = [i for job in jobs if not job.rows for i in job.ids]
+    return [r for job in jobs for r in job.rows] + wctx.ledger.get_many(bare)
 
 
 def _most(wctx: WorkerContext) -> int:

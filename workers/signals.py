@@ -1,16 +1,22 @@
 """Worker process start: logging once per process (JSON to stderr for log shippers), and the
-worker context built before the first task rather than during it."""
+worker context built before the first task rather than during it. At shutdown, the jobs held
+for packing are sent."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from celery.signals import setup_logging, worker_process_init
+from celery.signals import (
+    setup_logging,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_shutdown,
+)
 
 from pipeline.log import configure_logging, get_logger
 from workers.app import settings
-from workers.context import worker_context
+from workers.context import built_context, worker_context
 
 log = get_logger("bulkscribe.worker")
 
@@ -48,3 +54,12 @@ def warm_up() -> None:
         worker_context()
     except Exception as exc:  # startup must not kill the pool process
         log.warning("worker.context_deferred", error=f"{type(exc).__name__}: {exc}")
+
+
+@worker_shutdown.connect
+@worker_process_shutdown.connect
+def _send_held(**_: Any) -> None:
+    # Polls waiting a moment for company go out now (lost, the sweeper would send them).
+    ctx = built_context()
+    if ctx is not None and ctx.held is not None:
+        ctx.held.flush()
