@@ -19,7 +19,8 @@ c) N items SUBMITTED at once (default 10,000): RSS of each worker node sampled f
 
 Part (b)'s submissions come from the sweeper, which sends a burst packed (several jobs per
 message); ``--handoff`` sends one submit message per item instead, as prepare steps hand them
-off one at a time, to show what the packing of the polls that follow saves on its own.
+off one at a time, to show what the packing of the polls that follow saves on its own;
+``--cap C`` runs it at an in-flight cap of C tasks, as a fleet through a long batch runs.
 
 Part (b) ends with the number the target is about: each run's CPU per item less the item's
 own work measured in-process (provider HTTP, outputs, presigning, step logic), that is, what
@@ -28,6 +29,7 @@ runs each pool several times and reports the median.
 
 Usage: ``.venv/bin/python bench/distributed_bench.py [--n 1000] [--latency 2] [--slots 20]
 [--overhead-n 500] [--repeat 1] [--pools prefork,threads] [--batch-size 1] [--handoff]
+[--cap C]
 [--inflight-n 10000] [--parts abc]`` (``--parts s``: only the in-process steps of (b), in
 seconds; ``--parts ap``: (a) with the production poll pacing only).
 ``BENCH_PYSPY=DIR`` samples the workers with py-spy over each measured batch. Needs
@@ -646,6 +648,7 @@ def part_b(
     pools: tuple[str, ...] = ("prefork", "threads"),
     batch_size: int = 1,
     handoff: bool = False,
+    cap: int | None = None,
 ) -> None:
     # Enough slots that tasks do not queue at the emulator, and a first poll late enough
     # that it finds the task done (the emulator itself fetches and probes every file, a few
@@ -659,8 +662,9 @@ def part_b(
             n,
             0.0,
             1000,
-            2 * n,
-            45.0,
+            cap or 2 * n,
+            # At a cap, the items go through in rounds: a first poll at 10 s keeps them short.
+            10.0 if cap else 45.0,
             10.0,
             pool=pool,
             sweep_s=30.0,
@@ -672,6 +676,7 @@ def part_b(
         print(
             f"\n(b) CPU per item: N={n}, {batch_size} file(s) per provider task, "
             f"submits {'one message each (--handoff)' if handoff else 'sent by the sweeper'}, "
+            f"in-flight cap {cap or 2 * n}, "
             "emulator "
             f"latency 0, 2 nodes x -c 4 -P {pool} "
             f"(makespan {r.makespan_s:.1f} s, {r.polls / n:.1f} provider requests per item; "
@@ -1022,6 +1027,12 @@ def main() -> None:
         help="(b): one submit message per item, as prepare steps send them",
     )
     parser.add_argument(
+        "--cap",
+        type=int,
+        default=None,
+        help="(b): provider tasks in flight at most (default 2N: never reached)",
+    )
+    parser.add_argument(
         "--batch-size",
         type=int,
         default=1,
@@ -1053,6 +1064,7 @@ def main() -> None:
                 tuple(args.pools.split(",")),
                 args.batch_size,
                 args.handoff,
+                args.cap,
             )
         elif "s" in args.parts:  # only (b') and (b''): the steps in one process, quick
             part_steps(svc, media, args.overhead_n, args.batch_size)

@@ -180,6 +180,13 @@ def hand_off(wctx: WorkerContext, prepared: ItemRow) -> bool:
     action = wctx.scheduler.after_prepare(prepared)
     if not wctx.flow.handed_off(prepared, action, 0.0):
         return False
+    if action is Action.SUBMIT and wctx.gate.full():
+        # At the in-flight cap the submission would only be refused: the item waits for
+        # room as a refused one does, and the next task to end hands it room (refill) in
+        # a pack with others. A fleet working through a long batch is at its cap nearly
+        # all the time, so this spares a message per item.
+        wctx.ledger.mark_due([prepared], utcnow() + timedelta(seconds=wctx.settings.poll.first_s))
+        return True
     send(wctx, Job(action, (prepared.id,), rows=(prepared,)), marked=True)
     return True
 

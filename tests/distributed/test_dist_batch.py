@@ -126,6 +126,49 @@ def test_a_task_that_ends_hands_its_room_to_the_next_item(cluster: Cluster, clip
     assert max(per_item.values()) <= 2, per_item  # refused at most once, then handed room
 
 
+def test_chains_started_one_item_at_a_time_merge_into_packed_polls(
+    cluster: Cluster, clips: Clips
+) -> None:
+    """With the shipped defaults and no sweeper, single-file tasks submitted one message per
+    item (as prepare steps hand them on) are polled in packed messages: polls queued by a
+    worker within a moment of each other share one. Every item is still submitted once and
+    ends SUCCEEDED."""
+    cluster.use_defaults()
+    entries = [
+        {
+            "id": f"merge{i:02d}",
+            "source": str(clips.files[i % len(clips.files)]),
+            "start_s": 0.01 * i,
+        }
+        for i in range(32)
+    ]
+    cluster.em_config(latency_s=3.0)  # several polls per task
+    try:
+        worker = cluster.worker(concurrency=4, env={"BULKSCRIBE_LOG_LEVEL": "info"})
+        batch = cluster.submit(
+            entries, "--engine", "dashscope", "--model", "qwen3-asr-flash-filetrans"
+        )
+        cluster.wait_states(
+            batch,
+            lambda c: c["SUCCEEDED"] == len(entries),
+            120,
+            "every item SUCCEEDED with no sweeper",
+        )
+    finally:
+        cluster.em_config(latency_s=0.3)
+    rows = cluster.rows(batch)
+    cluster.assert_submitted_once(rows)
+    assert len(cluster.em_tasks()) == len(entries)
+    polls = [e for e in _events(worker.log, "step") if e.get("stage") == "poll"]
+    tasks_per_message: dict[str, set[str]] = collections.defaultdict(set)
+    for event in polls:
+        tasks_per_message[str(event["task_id"])].add(str(event["item_id"]))
+    assert {i for items in tasks_per_message.values() for i in items} == {e["id"] for e in entries}
+    # Fewer poll messages than polls of single-file tasks: some carried several tasks.
+    assert max(len(items) for items in tasks_per_message.values()) > 1
+    assert len(tasks_per_message) < len(polls), (len(tasks_per_message), len(polls))
+
+
 @pytest.mark.model
 def test_local_engine_through_transcribe_queue(cluster: Cluster, clips: Clips) -> None:
     """With --engine local items go PREPARED → transcribe queue → SUCCEEDED with real text."""

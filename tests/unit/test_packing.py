@@ -64,3 +64,34 @@ def test_a_submit_message_of_either_shape() -> None:
     assert _groups(["a", "b"]) == [["a", "b"]]
     assert _groups([["a"], ["b", "c"]]) == [["a"], ["b", "c"]]
     assert _groups([]) == [[]]
+
+
+def test_at_the_cap_a_prepared_item_waits_for_room_without_a_message(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A prepared item's submission is not handed off while the in-flight gate is full (it
+    would only be refused): the item is marked due as a refused one is, and the next task
+    to end hands it room. Below the cap it is sent at once."""
+    from types import SimpleNamespace
+    from typing import Any
+
+    import workers.dispatch as dispatch
+    from pipeline.states import ItemState
+
+    sent: list[Job] = []
+    marked: list[tuple[list[str], Any]] = []
+    monkeypatch.setattr(dispatch, "send", lambda wctx, job, **kw: sent.append(job))
+    full = {"now": True}
+    wctx: Any = SimpleNamespace(
+        scheduler=SimpleNamespace(after_prepare=lambda row: Action.SUBMIT),
+        flow=SimpleNamespace(handed_off=lambda row, action, delay: True),
+        gate=SimpleNamespace(full=lambda: full["now"]),
+        ledger=SimpleNamespace(mark_due=lambda rows, at: marked.append(([r.id for r in rows], at))),
+        settings=SimpleNamespace(poll=SimpleNamespace(first_s=2.0)),
+    )
+    row: Any = SimpleNamespace(id="i1", state=ItemState.PREPARED)
+    assert dispatch.hand_off(wctx, row) is True
+    assert sent == [] and [ids for ids, _ in marked] == [["i1"]]
+    full["now"] = False
+    assert dispatch.hand_off(wctx, row) is True
+    assert [job.ids for job in sent] == [("i1",)]
