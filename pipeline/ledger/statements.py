@@ -113,19 +113,6 @@ def cas_rows(
     )
 
 
-# Many rows claimed with the same values (w_ids, w_state): one statement, rows returned.
-CLAIM_MANY = (
-    update(items)
-    .where(
-        and_(
-            items.c.id.in_(bindparam("w_ids", expanding=True)),
-            items.c.state == bindparam("w_state"),
-        )
-    )
-    .returning(*items.c)
-)
-
-
 @functools.cache
 def select_items(by: str) -> Select[Any]:
     if by == "ids":
@@ -142,6 +129,8 @@ def select_items(by: str) -> Select[Any]:
 MARK_DUE = update(items).where(
     and_(items.c.id.in_(bindparam("w_ids", expanding=True)), items.c.state == bindparam("w_state"))
 )
+# Many rows claimed with the same values: one statement, the rows taken returned.
+CLAIM_MANY = MARK_DUE.returning(*items.c)
 # Rows handed out only if still due: the compare-and-set of a queued mark.
 TAKE_DUE = (
     update(items)

@@ -62,6 +62,21 @@ def _ids_by_state(rows: Iterable[ItemRow]) -> dict[ItemState, list[str]]:
     return by_state
 
 
+def _move_columns(values: ItemColumns, to: ItemState, now: datetime) -> dict[str, Any]:
+    """What a move into ``to`` writes: ``values``, and leaving a claimed state drops the
+    lease; a terminal state is finished and due for nothing more."""
+    columns = item_params(values)
+    if not to.claimed:
+        columns.setdefault("lease_owner", None)
+        columns.setdefault("lease_until", None)
+    if to in TERMINAL:
+        columns.setdefault("finished_at", now)
+        columns.setdefault("next_run_at", None)
+    columns["state"] = to.value
+    columns["updated_at"] = now
+    return columns
+
+
 class Move(NamedTuple):
     """One item's part of :meth:`TransitionStore.move_many`: its id, the columns it sets,
     and its attempt's facts (or None)."""
@@ -157,16 +172,7 @@ class TransitionStore(LedgerBase):
         """
         check_move(expected, to)
         check_columns(values, attempt)
-        now = utcnow()
-        columns = item_params(values)
-        if not to.claimed:
-            columns.setdefault("lease_owner", None)
-            columns.setdefault("lease_until", None)
-        if to in TERMINAL:
-            columns.setdefault("finished_at", now)
-            columns.setdefault("next_run_at", None)
-        columns["state"] = to.value
-        columns["updated_at"] = now
+        columns = _move_columns(values, to, utcnow())
         return self._update(item_id, expected, owner, columns, attempt=attempt, then=then)
 
     def move_many(
@@ -192,15 +198,7 @@ class TransitionStore(LedgerBase):
         now = utcnow()
         shapes: dict[tuple[tuple[str, ...], tuple[str, ...]], list[dict[str, Any]]] = {}
         for move in moves:
-            columns = item_params(move.values)
-            if not to.claimed:
-                columns.setdefault("lease_owner", None)
-                columns.setdefault("lease_until", None)
-            if to in TERMINAL:
-                columns.setdefault("finished_at", now)
-                columns.setdefault("next_run_at", None)
-            columns["state"] = to.value
-            columns["updated_at"] = now
+            columns = _move_columns(move.values, to, now)
             attempt = dict(move.attempt or {})
             shape = (tuple(sorted(columns)), tuple(sorted(attempt)))
             shapes.setdefault(shape, []).append(
