@@ -213,7 +213,7 @@ def refill(wctx: WorkerContext, room: int = 1) -> int:
     fleet at its cap otherwise left the provider a slot short until then). Only while the
     gate is full, so below the cap this costs one Redis read per ended task. Rows are taken
     by compare-and-set on their due time: two workers refilling at once send different
-    items. Returns the number of jobs sent (packed as one message)."""
+    items. Returns the number of jobs sent (in packs)."""
     if not wctx.gate.full():
         return 0
     settings = wctx.settings
