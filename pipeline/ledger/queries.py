@@ -113,30 +113,24 @@ class QueryStore(LedgerBase):
 
     @contextmanager
     def media_guard(self, key: str) -> Iterator[Callable[[], bool]]:
-        """Held while the shared audio under ``key`` is stored, or checked and deleted;
-        yields a function telling whether an unfinished item still needs it.
+        """:meth:`media_guard_many` of one key; yields whether an unfinished item still
+        needs it."""
+        with self.media_guard_many([key]) as in_use:
+            yield lambda: key in in_use()
+
+    @contextmanager
+    def media_guard_many(self, keys: Iterable[str]) -> Iterator[Callable[[], set[str]]]:
+        """Held while the shared audio under ``keys`` is stored, or checked and deleted;
+        yields a function giving the keys an unfinished item still needs.
 
         Identical audio is stored once (content-addressed) and deleted by whichever item
         finishes last. Unguarded, an item could find the object present and skip its upload
         just before another item, seeing no user of it yet, deleted it; the first item then
         submitted a URL answering 404 (found by tests/distributed: about one 50-file run with
-        copies in three). PostgreSQL: a transaction-scoped advisory lock, across processes
-        and hosts; SQLite (embedded, one process): a thread lock.
+        copies in three). PostgreSQL: transaction-scoped advisory locks, across processes
+        and hosts; SQLite (embedded, one process): thread locks. Either is taken in one
+        order, so two holders of several keys never wait on each other.
         """
-        if self.engine.dialect.name != "postgresql":
-            with self._media_locks[hash(key) % len(self._media_locks)]:
-                yield lambda: self.media_in_use(key)
-            return
-        digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
-        lock_id = int.from_bytes(digest, "big", signed=True)
-        with self.engine.begin() as conn:
-            conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": lock_id})
-            yield lambda: bool(conn.execute(IN_USE, {"w_key": key}).scalar())
-
-    @contextmanager
-    def media_guard_many(self, keys: Iterable[str]) -> Iterator[Callable[[], set[str]]]:
-        """:meth:`media_guard` over several keys at once (locked in one order, so two
-        holders never wait on each other); yields a function giving those still needed."""
         wanted = sorted(set(keys))
         if self.engine.dialect.name != "postgresql":
             slots = sorted({hash(k) % len(self._media_locks) for k in wanted})

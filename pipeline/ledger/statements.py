@@ -165,16 +165,13 @@ IN_USE = select(
         )
     )
 )
-# The same for several keys at once: those of them still needed.
-KEYS_IN_USE = (
-    select(items.c.media_key)
-    .where(
-        and_(
-            items.c.media_key.in_(bindparam("w_keys", expanding=True)),
-            items.c.state.not_in([s.value for s in TERMINAL]),
-        )
-    )
-    .distinct()
+# The same for several keys at once (PostgreSQL): those of them still needed, each found by
+# an EXISTS that stops at its first unfinished item, as IN_USE does.
+KEYS_IN_USE = text(
+    "SELECT k FROM unnest(CAST(:w_keys AS text[])) AS k WHERE EXISTS (SELECT 1 FROM items"
+    " WHERE items.media_key = k AND items.state NOT IN ("
+    + ", ".join(f"'{s.value}'" for s in sorted(TERMINAL))
+    + "))"
 )
 INFLIGHT = select(
     select(func.count(func.distinct(items.c.provider_task_id)))
