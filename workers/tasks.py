@@ -99,10 +99,9 @@ def submit(self: LedgerTask, item_ids: list[str] | list[list[str]]) -> None:
     ctx = worker_context()
     groups = _groups(item_ids)
     fresh = {r.id: r for r in ctx.ledger.get_many(i for group in groups for i in group)}
-    mine = [[fresh[i] for i in group if i in fresh] for group in groups]
-    mine = [
-        rows for rows in ([r for r in g if r.state is ItemState.PREPARED] for g in mine) if rows
-    ]
+    prepared = {i for i, r in fresh.items() if r.state is ItemState.PREPARED}
+    mine = [[fresh[i] for i in group if i in prepared] for group in groups]
+    mine = [rows for rows in mine if rows]
     if not mine:
         return
     every = [r for rows in mine for r in rows]
